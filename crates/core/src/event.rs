@@ -1,0 +1,158 @@
+//! Events: the records that flow through the log. A post is a mutable keyed record;
+//! each event says what happened to it (created, updated, deleted).
+//!
+//! The key is the status URI (stable across servers); the partition key is the
+//! account (`user@domain`) so that one account's events stay in order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::post::{Post, Via};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// One change to one post.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// Status URI: the record key.
+    pub key: String,
+    /// `user@domain`: the partition key.
+    pub account: String,
+    /// The status id on the server it was read from.
+    pub status_id: String,
+    /// Host of the server it was read from.
+    pub instance: String,
+    /// Name of the configured source that produced it (routes select on it).
+    pub source: String,
+    pub via: Via,
+    pub observed_at: DateTime<Utc>,
+    /// The post as of this event; `None` for deletions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<Post>,
+}
+
+impl Event {
+    pub fn created(source: &str, post: Post) -> Self {
+        Self::with_post(EventKind::Created, source, post)
+    }
+
+    pub fn updated(source: &str, post: Post) -> Self {
+        Self::with_post(EventKind::Updated, source, post)
+    }
+
+    fn with_post(kind: EventKind, source: &str, post: Post) -> Self {
+        Event {
+            kind,
+            key: post.uri.clone(),
+            account: post.account.acct.clone(),
+            status_id: post.id.clone(),
+            instance: post.provenance.instance.clone(),
+            source: source.to_string(),
+            via: post.provenance.via,
+            observed_at: post.provenance.received_at,
+            post: Some(post),
+        }
+    }
+
+    /// The version fingerprint used for deduplication: two deliveries of the same
+    /// post with equal fingerprints are the same event. It covers what an edit can
+    /// change, not the interaction counts (which change constantly and would turn
+    /// every REST re-read into an update).
+    pub fn fingerprint(&self) -> String {
+        match (&self.kind, &self.post) {
+            (EventKind::Deleted, _) | (_, None) => "deleted".to_string(),
+            (_, Some(p)) => {
+                use std::hash::Hasher;
+                let mut h = xxhash_rust::xxh3::Xxh3::new();
+                for part in [
+                    p.edited_at.map(|t| t.to_rfc3339()).unwrap_or_default().as_str(),
+                    p.content_html.as_str(),
+                    p.spoiler_text.as_str(),
+                    if p.sensitive { "s" } else { "-" },
+                    p.visibility.as_str(),
+                ] {
+                    h.write(part.as_bytes());
+                    h.write_u8(0);
+                }
+                for m in &p.media {
+                    h.write(m.description.as_deref().unwrap_or("").as_bytes());
+                    h.write_u8(0);
+                }
+                if let Some(poll) = &p.poll {
+                    for o in &poll.options {
+                        h.write(o.title.as_bytes());
+                        h.write_u8(0);
+                    }
+                }
+                format!("{:016x}", h.finish())
+            }
+        }
+    }
+}
+
+/// Where a record sits in the log. The embedded log has one partition; Kafka has many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// An event as read back from the log.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    pub position: Position,
+    pub appended_at: DateTime<Utc>,
+    pub event: std::sync::Arc<Event>,
+    /// The event's stored JSON serialisation (what [`Event`] was decoded from).
+    pub payload: std::sync::Arc<str>,
+}
+
+impl LogRecord {
+    /// The JSON line channels write: the event's fields plus `partition` and `offset`,
+    /// built without re-serialising the event.
+    pub fn to_json_line(&self) -> String {
+        let body = self.payload.trim_start();
+        let rest = body.strip_prefix('{').unwrap_or(body);
+        let mut line = String::with_capacity(rest.len() + 48);
+        line.push_str("{\"partition\":");
+        line.push_str(itoa_u64(self.position.partition as u64).as_str());
+        line.push_str(",\"offset\":");
+        line.push_str(itoa_u64(self.position.offset).as_str());
+        if rest.trim_start().starts_with('}') {
+            line.push('}');
+        } else {
+            line.push(',');
+            line.push_str(rest);
+        }
+        line
+    }
+}
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+/// What [`LogRecord::to_json_line`] writes, read back (channels that resume from
+/// their own output use it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LinePosition {
+    pub partition: u32,
+    pub offset: u64,
+}

@@ -1,0 +1,23 @@
+//! fedistream-core: the shared vocabulary of fedistream.
+//!
+//! * [`post`] and [`event`]: the normalised post and the events that carry it.
+//! * [`log`]: the Log (bus) contract; [`sqlite`] is the embedded backend.
+//! * [`component`]: the Source and Sink contracts and their contexts.
+//! * [`runtime`]: drives sources, the ingestor and channels with back-pressure,
+//!   retries, dead letters and graceful shutdown.
+//! * [`error`]: error classification; [`backoff`]: capped jittered backoff.
+
+pub mod backoff;
+pub mod component;
+pub mod error;
+pub mod event;
+pub mod log;
+pub mod post;
+pub mod runtime;
+pub mod sqlite;
+
+pub use component::{DeadLetter, Emitter, Progress, Sink, Source, SourceBatch, SourceContext, Status};
+pub use error::{ErrorKind, LogError, SinkError, SourceError};
+pub use event::{Event, EventKind, LogRecord, Position};
+pub use log::{AppendBatch, Consumer, Log, StatePut};
+pub use post::Post;

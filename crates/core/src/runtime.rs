@@ -1,0 +1,645 @@
+//! Drives a pipeline: sources → ingestor (dedup + durable append) → log →
+//! one task per channel (route filter, batching, retries, dead letters, commits).
+//!
+//! Back-pressure: sources wait on a bounded ingest queue and on the durable
+//! append; channels pull from the log at their own pace, so a slow channel never
+//! slows ingest or the other channels (the log is the buffer).
+//!
+//! Shutdown: cancelling the token stops the sources; the ingestor appends what
+//! they already handed over; channels deliver up to the head, close their sinks
+//! and commit; whatever is still running at the drain deadline is named and
+//! aborted (its records stay uncommitted and are delivered on the next start).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::backoff::Backoff;
+use crate::component::{
+    AppendSummary, DeadLetter, Emitter, IngestRequest, Progress, Sink, Source, SourceContext, Status,
+};
+use crate::error::{ErrorKind, SinkError};
+use crate::event::{Event, EventKind, LogRecord, Position};
+use crate::log::{AppendBatch, Log, StatePut};
+
+/// Namespace of the dedup index: status URI → fingerprint of the last version stored.
+pub const SEEN_NS: &str = "seen";
+const DELETED: &str = "deleted";
+
+/// Decides whether a channel wants an event (route + filters).
+pub type RouteFn = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    /// How long to wait for more records before writing a partial batch.
+    pub linger: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_records: 500, max_bytes: 4 << 20, linger: Duration::from_millis(5) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub initial: Duration,
+    pub max: Duration,
+    /// How long a paused channel (auth/config error) waits before trying again.
+    pub pause: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(60),
+            pause: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct ChannelSpec {
+    pub name: String,
+    /// Consumer group; one per channel.
+    pub group: String,
+    pub sink: Box<dyn Sink>,
+    pub route: RouteFn,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+    pub dead_letter: DeadLetter,
+}
+
+pub struct SourceSpec {
+    pub name: String,
+    pub source: Box<dyn Source>,
+    pub dead_letter: DeadLetter,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub drain_deadline: Duration,
+    pub ingest_queue: usize,
+    /// Most events per log transaction when several batches are waiting.
+    pub ingest_max_events: usize,
+    pub status_interval: Duration,
+    pub retention_interval: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            drain_deadline: Duration::from_secs(30),
+            ingest_queue: 64,
+            ingest_max_events: 4096,
+            status_interval: Duration::from_secs(2),
+            retention_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub log: Arc<dyn Log>,
+    pub sources: Vec<SourceSpec>,
+    pub channels: Vec<ChannelSpec>,
+    pub options: RuntimeOptions,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ComponentSummary {
+    pub name: String,
+    pub state: String,
+    pub counters: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub sources: Vec<ComponentSummary>,
+    pub channels: Vec<ComponentSummary>,
+    /// Components that failed (name, error).
+    pub failures: Vec<(String, String)>,
+}
+
+/// Run until every source has finished (then drain and return) or `shutdown` is
+/// cancelled. Only returns `Err` if the log itself fails.
+pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary, crate::error::LogError> {
+    let log = p.log.clone();
+    let opts = p.options.clone();
+    let (tx, rx) = mpsc::channel::<IngestRequest>(opts.ingest_queue);
+    let emitter = Emitter { tx };
+    let (ingest_done_tx, ingest_done_rx) = watch::channel(false);
+    let ingest_status = Status::new("ingest", "log");
+    let ingest = tokio::spawn(
+        ingestor(log.clone(), rx, opts.ingest_max_events, ingest_status.clone(), ingest_done_tx)
+            .instrument(tracing::info_span!("ingest")),
+    );
+
+    let mut statuses: Vec<(String, Status, bool)> = Vec::new();
+    let mut failures = Vec::new();
+
+    // Channels first, so they are reading before the first append.
+    let mut channel_tasks = JoinSet::new();
+    let channel_stop = CancellationToken::new(); // hard stop at the drain deadline
+    for ch in p.channels {
+        let status = Status::new("channel", &ch.name);
+        statuses.push((ch.name.clone(), status.clone(), false));
+        let span = tracing::info_span!("channel", component = "channel", id = %ch.name);
+        let (log, done, stop) = (log.clone(), ingest_done_rx.clone(), channel_stop.clone());
+        let name = ch.name.clone();
+        channel_tasks.spawn(
+            async move { (name, run_channel(log, ch, status, done, stop).await) }.instrument(span),
+        );
+    }
+
+    let all_finite = !p.sources.is_empty() && p.sources.iter().all(|s| s.source.is_finite());
+    let source_token = shutdown.child_token();
+    let mut source_tasks = JoinSet::new();
+    for s in p.sources {
+        let status = Status::new("source", &s.name);
+        statuses.push((s.name.clone(), status.clone(), true));
+        let ctx = SourceContext {
+            name: s.name.clone(),
+            emitter: emitter.clone(),
+            log: log.clone(),
+            shutdown: source_token.clone(),
+            status: status.clone(),
+            dead_letter: s.dead_letter,
+            progress: p.progress.clone(),
+        };
+        let span = tracing::info_span!("source", id = %s.name);
+        let name = s.name.clone();
+        source_tasks.spawn(
+            async move {
+                status.set_state("running", None);
+                let r = s.source.run(ctx).await;
+                match &r {
+                    Ok(()) => status.set_state("finished", None),
+                    Err(e) => status.set_state("failed", Some(e.to_string())),
+                }
+                (name, r)
+            }
+            .instrument(span),
+        );
+    }
+    drop(emitter);
+
+    // Persist status documents periodically, and apply retention.
+    let status_token = CancellationToken::new();
+    let status_task = {
+        let log = log.clone();
+        let all: Vec<Status> =
+            statuses.iter().map(|(_, s, _)| s.clone()).chain([ingest_status.clone()]).collect();
+        let token = status_token.clone();
+        let (si, ri) = (opts.status_interval, opts.retention_interval);
+        tokio::spawn(async move {
+            let mut status_tick = tokio::time::interval(si);
+            let mut retention_tick = tokio::time::interval(ri);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = status_tick.tick() => {
+                        if let Err(e) = log.state_put(all.iter().map(|s| s.to_put()).collect()).await {
+                            warn!(error = %e, "Cannot record component status");
+                        }
+                    }
+                    _ = retention_tick.tick() => {
+                        if let Err(e) = log.enforce_retention().await {
+                            warn!(error = %e, "Log retention failed");
+                        }
+                    }
+                }
+            }
+            let _ = log.state_put(all.iter().map(|s| s.to_put()).collect()).await;
+        })
+    };
+
+    // Wait for the sources: all finished (finite run) or shutdown.
+    let mut sources_left = source_tasks.len();
+    loop {
+        tokio::select! {
+            joined = source_tasks.join_next(), if sources_left > 0 => {
+                sources_left -= 1;
+                match joined {
+                    Some(Ok((name, Err(e)))) => {
+                        error!(source = %name, error = %e, kind = e.kind.as_str(), "Source stopped");
+                        failures.push((name, e.to_string()));
+                    }
+                    Some(Ok((name, Ok(())))) => info!(source = %name, "Source finished"),
+                    Some(Err(e)) => {
+                        error!(error = %e, "Source task panicked");
+                        failures.push(("source".into(), e.to_string()));
+                    }
+                    None => {}
+                }
+                if sources_left == 0 {
+                    if !all_finite && !shutdown.is_cancelled() {
+                        warn!("Every source has stopped; draining channels and exiting");
+                    }
+                    break;
+                }
+            }
+            _ = shutdown.cancelled() => {
+                info!("Shutdown requested: stopping sources, draining channels");
+                break;
+            }
+        }
+    }
+    source_token.cancel();
+    let deadline = tokio::time::Instant::now() + opts.drain_deadline;
+    // Sources get until the deadline to hand over what they hold.
+    while !source_tasks.is_empty() {
+        match tokio::time::timeout_at(deadline, source_tasks.join_next()).await {
+            Ok(Some(Ok((name, Err(e))))) => {
+                error!(source = %name, error = %e, "Source stopped");
+                failures.push((name, e.to_string()));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                warn!(left = source_tasks.len(), "Sources still running at the drain deadline; aborting them");
+                source_tasks.abort_all();
+                break;
+            }
+        }
+    }
+    // The ingestor ends when the last emitter is gone.
+    let ingest_result = match tokio::time::timeout_at(deadline, ingest).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(crate::error::LogError::Internal(format!("ingest task failed: {e}"))),
+        Err(_) => {
+            warn!("Log writer still busy at the drain deadline");
+            Ok(())
+        }
+    };
+    if let Err(e) = &ingest_result {
+        error!(error = %e, "Log append failed; stopping");
+    }
+    // Channels drain to the head and exit by themselves; past the deadline they are stopped.
+    loop {
+        match tokio::time::timeout_at(deadline, channel_tasks.join_next()).await {
+            Ok(Some(Ok((_, Ok(()))))) => {}
+            Ok(Some(Ok((name, Err(e))))) => {
+                error!(channel = %name, error = %e, "Channel failed");
+                failures.push((name, e.to_string()));
+            }
+            Ok(Some(Err(e))) => failures.push(("channel".into(), e.to_string())),
+            Ok(None) => break,
+            Err(_) => {
+                let left: Vec<String> = statuses
+                    .iter()
+                    .filter(|(_, s, is_src)| !is_src && s.snapshot().state != "stopped")
+                    .map(|(n, _, _)| n.clone())
+                    .collect();
+                warn!(channels = ?left, "Channels still delivering at the drain deadline; stopping them (undelivered events resume on next start)");
+                channel_stop.cancel();
+                // They stop at their next await point, without committing what is unfinished.
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_secs(5), channel_tasks.join_next()).await
+                {}
+                channel_tasks.abort_all();
+                break;
+            }
+        }
+    }
+    status_token.cancel();
+    let _ = status_task.await;
+    ingest_result?;
+
+    let mut summary = RunSummary { failures, ..Default::default() };
+    for (name, st, is_source) in statuses {
+        let doc = st.snapshot();
+        let c = ComponentSummary { name, state: doc.state, counters: doc.counters };
+        if is_source {
+            summary.sources.push(c)
+        } else {
+            summary.channels.push(c)
+        }
+    }
+    Ok(summary)
+}
+
+/// Single writer: deduplicates by status URI and appends batches durably.
+async fn ingestor(
+    log: Arc<dyn Log>,
+    mut rx: mpsc::Receiver<IngestRequest>,
+    max_events: usize,
+    status: Status,
+    done: watch::Sender<bool>,
+) -> Result<(), crate::error::LogError> {
+    let mut dedup = Dedup::new(200_000);
+    let result = async {
+        while let Some(first) = rx.recv().await {
+            // Coalesce whatever else is waiting into one transaction.
+            let mut reqs = vec![first];
+            let mut n = reqs[0].0.events.len();
+            while n < max_events {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        n += r.0.events.len();
+                        reqs.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut batch = AppendBatch::default();
+            let mut summaries = Vec::with_capacity(reqs.len());
+            let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key.clone())).collect();
+            dedup.prefetch(&*log, keys).await?;
+            let mut replies = Vec::with_capacity(reqs.len());
+            for (sb, reply) in reqs {
+                let mut s = AppendSummary::default();
+                for mut ev in sb.events {
+                    if dedup.admit(&mut ev, &mut batch.state) {
+                        s.appended += 1;
+                        batch.events.push(ev);
+                    } else {
+                        s.duplicates += 1;
+                    }
+                }
+                batch.state.extend(sb.state);
+                summaries.push(s);
+                replies.push(reply);
+            }
+            let appended = batch.events.len() as u64;
+            match log.append(batch).await {
+                Ok(_) => {
+                    dedup.commit();
+                    status.count("appended", appended);
+                    status.count("duplicates", summaries.iter().map(|s| s.duplicates as u64).sum());
+                    metrics::counter!("fedistream_events_appended_total", "component" => "log").increment(appended);
+                    for (reply, s) in replies.into_iter().zip(summaries) {
+                        let _ = reply.send(Ok(s));
+                    }
+                }
+                Err(e) => {
+                    dedup.rollback();
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = done.send(true);
+    result
+}
+
+/// The dedup index: an in-memory cache in front of the log's `seen` namespace.
+/// Decisions for one transaction are staged and only kept if the append succeeds.
+struct Dedup {
+    cache: HashMap<String, String>,
+    staged: Vec<(String, String)>,
+    capacity: usize,
+}
+
+impl Dedup {
+    fn new(capacity: usize) -> Self {
+        Dedup { cache: HashMap::new(), staged: Vec::new(), capacity }
+    }
+
+    async fn prefetch(&mut self, log: &dyn Log, keys: Vec<String>) -> Result<(), crate::error::LogError> {
+        if self.cache.len() > self.capacity {
+            self.cache.clear();
+        }
+        let missing: Vec<String> = keys.into_iter().filter(|k| !self.cache.contains_key(k)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found = log.state_get_many(SEEN_NS, &missing).await?;
+        for k in missing {
+            let v = found.get(&k).cloned().unwrap_or_default();
+            self.cache.insert(k, v); // "" = never seen
+        }
+        Ok(())
+    }
+
+    /// Whether to append `ev`; may turn a `Created` into an `Updated` (an edit seen
+    /// first through REST). Records the new fingerprint in `state`.
+    fn admit(&mut self, ev: &mut Event, state: &mut Vec<StatePut>) -> bool {
+        let fp = ev.fingerprint();
+        let prior = self.current(&ev.key);
+        let keep = match (ev.kind, prior.as_str()) {
+            (_, DELETED) => false,
+            (EventKind::Deleted, _) => true,
+            (_, p) if p == fp => false,
+            (EventKind::Created, "") => true,
+            (EventKind::Created, _) => {
+                ev.kind = EventKind::Updated;
+                true
+            }
+            (EventKind::Updated, _) => true,
+        };
+        if keep {
+            state.push(StatePut::set(SEEN_NS, ev.key.clone(), fp.clone()));
+            self.staged.push((ev.key.clone(), fp));
+        }
+        keep
+    }
+
+    fn current(&self, key: &str) -> String {
+        // Later decisions in the same transaction see earlier ones.
+        if let Some((_, v)) = self.staged.iter().rev().find(|(k, _)| k == key) {
+            return v.clone();
+        }
+        self.cache.get(key).cloned().unwrap_or_default()
+    }
+
+    fn commit(&mut self) {
+        for (k, v) in self.staged.drain(..) {
+            self.cache.insert(k, v);
+        }
+    }
+
+    fn rollback(&mut self) {
+        self.staged.clear();
+    }
+}
+
+async fn run_channel(
+    log: Arc<dyn Log>,
+    mut ch: ChannelSpec,
+    status: Status,
+    ingest_done: watch::Receiver<bool>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut consumer = log.consumer(&ch.group).await.map_err(|e| e.to_string())?;
+    let mut backoff = Backoff::new(ch.retry.initial, ch.retry.max);
+    // Open the sink, pausing on auth/config errors like a write would.
+    loop {
+        match ch.sink.open().await {
+            Ok(()) => break,
+            Err(e) => {
+                if !wait_after_error(ch.retry.pause, &status, &e, &mut backoff, &stop).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    backoff.reset();
+    status.set_state("running", None);
+    info!(group = %ch.group, "Channel started");
+    let wait = ch.batch.linger.max(Duration::from_millis(1));
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let finished_input = *ingest_done.borrow();
+        let poll_wait = if finished_input { Duration::ZERO } else { Duration::from_millis(250).max(wait) };
+        let mut recs = tokio::select! {
+            r = consumer.poll(ch.batch.max_records, poll_wait) => r.map_err(|e| e.to_string())?,
+            _ = stop.cancelled() => break,
+        };
+        if recs.is_empty() {
+            if finished_input {
+                break;
+            }
+            continue;
+        }
+        // Linger briefly to fill a batch.
+        if recs.len() < ch.batch.max_records && !ch.batch.linger.is_zero() && !finished_input {
+            let more = consumer
+                .poll(ch.batch.max_records - recs.len(), ch.batch.linger)
+                .await
+                .map_err(|e| e.to_string())?;
+            recs.extend(more);
+        }
+        let last = recs.last().map(|r| r.position).expect("non-empty");
+        let total = recs.len() as u64;
+        let selected: Vec<LogRecord> = recs.into_iter().filter(|r| (ch.route)(&r.event)).collect();
+        status.count("filtered", total - selected.len() as u64);
+        // Split by bytes as well as count.
+        let mut start = 0;
+        while start < selected.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < selected.len() && (end == start || bytes + selected[end].payload.len() <= ch.batch.max_bytes) {
+                bytes += selected[end].payload.len();
+                end += 1;
+            }
+            if !deliver(&mut ch, &status, &selected[start..end], &mut backoff, &stop).await {
+                // Stopped at the deadline: leave the rest uncommitted.
+                status.set_state("stopped", Some("drain deadline".into()));
+                let _ = ch.sink.close().await;
+                return Ok(());
+            }
+            start = end;
+        }
+        consumer.commit(&[last], vec![]).await.map_err(|e| e.to_string())?;
+        status.count("delivered", selected.len() as u64);
+        if !selected.is_empty() {
+            status.saw_event();
+        }
+    }
+    if let Err(e) = ch.sink.close().await {
+        warn!(error = %e, "Channel close failed");
+    }
+    status.set_state("stopped", None);
+    Ok(())
+}
+
+/// Deliver one batch, retrying and dead-lettering as the error kinds say.
+/// Returns false if stopped before the batch was fully handled.
+async fn deliver(
+    ch: &mut ChannelSpec,
+    status: &Status,
+    batch: &[LogRecord],
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+) -> bool {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let res = tokio::select! {
+            r = ch.sink.write(rest) => r,
+            _ = stop.cancelled() => return false,
+        };
+        match res {
+            Ok(()) => {
+                backoff.reset();
+                if status.snapshot().state != "running" {
+                    status.set_state("running", None);
+                    status.set_resumes_at(None);
+                }
+                debug!(records = rest.len(), "Batch delivered");
+                return true;
+            }
+            Err(e) if e.kind == ErrorKind::Permanent => {
+                let idx = e.failed_index.unwrap_or(0).min(rest.len() - 1);
+                let whole = e.failed_index.is_none();
+                let bad = if whole { rest } else { &rest[idx..=idx] };
+                for rec in bad {
+                    warn!(offset = rec.position.offset, key = %rec.event.key, reason = %e.message, "Event rejected; dead-lettered");
+                    if let Err(io) = ch.dead_letter.record(&ch.name, &e.message, rec) {
+                        error!(error = %io, path = %ch.dead_letter.path().display(), "Cannot write the dead-letter file; retrying the event");
+                        if !sleep_or_stop(backoff.next_delay(), stop).await {
+                            return false;
+                        }
+                        continue;
+                    }
+                    status.count("dead_lettered", 1);
+                    metrics::counter!("fedistream_events_dead_lettered_total", "component" => "channel").increment(1);
+                }
+                rest = if whole { &[] } else { &rest[idx + 1..] };
+            }
+            Err(e) => {
+                if !wait_after_error(ch.retry.pause, status, &e, backoff, stop).await {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+async fn wait_after_error(
+    pause: Duration,
+    status: &Status,
+    e: &SinkError,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+) -> bool {
+    let delay = match e.kind {
+        ErrorKind::Auth | ErrorKind::Config => {
+            error!(error = %e, kind = e.kind.as_str(), pause = ?pause, "Channel paused: fix the credentials or configuration");
+            status.set_state("paused", Some(e.message.clone()));
+            pause
+        }
+        _ => {
+            let d = e.retry_after.unwrap_or_else(|| backoff.next_delay());
+            warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Delivery failed; will retry");
+            status.set_state("retrying", Some(e.message.clone()));
+            d
+        }
+    };
+    status.count("retries", 1);
+    status.set_resumes_at(Some(chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()));
+    sleep_or_stop(delay, stop).await
+}
+
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// The position to resume after, per partition, from a list (helper for sinks
+/// that find their own progress in their output).
+pub fn max_positions(positions: impl IntoIterator<Item = Position>) -> HashMap<u32, u64> {
+    let mut m = HashMap::new();
+    for p in positions {
+        let e = m.entry(p.partition).or_insert(0);
+        *e = (*e).max(p.offset);
+    }
+    m
+}

@@ -1,0 +1,507 @@
+//! The embedded log: one SQLite file (WAL) holds the event log, every channel's
+//! committed offset and all component state, so an append and its checkpoint, or a
+//! channel's offset and its bookkeeping, commit in one transaction.
+//!
+//! Writes go through one connection behind a mutex on the blocking pool; each
+//! consumer reads through its own connection (WAL lets readers run beside the
+//! writer). In-process consumers are woken by a watch channel when the head moves;
+//! they also re-check on their poll timeout, which covers appends by other processes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::watch;
+
+use crate::error::LogError;
+use crate::event::{Event, LogRecord, Position};
+use crate::log::{AppendBatch, AppendReceipt, Consumer, GroupInfo, Log, LogInfo, StatePut};
+
+/// How hard the log insists on reaching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Survives a crash of the process (kill -9). SQLite `synchronous=NORMAL` in WAL mode.
+    #[default]
+    Process,
+    /// Also survives power loss: fsync on every commit (`synchronous=FULL`).
+    Fsync,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// Delete events older than this (only once every live group has committed them).
+    pub max_age: Option<Duration>,
+    /// Keep the database file under about this many bytes (same proviso).
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { durability: Durability::Process, max_age: None, max_bytes: None }
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    offset      INTEGER PRIMARY KEY AUTOINCREMENT,
+    appended_at INTEGER NOT NULL,
+    account     TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    ns    TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (
+    name       TEXT PRIMARY KEY,
+    committed  INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+";
+
+pub struct SqliteLog {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    head: watch::Sender<u64>,
+    options: SqliteOptions,
+    live_groups: Mutex<HashSet<String>>,
+    // Held for the life of the log: one writer process per database file.
+    _lock: Option<std::fs::File>,
+}
+
+fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Connection, LogError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| LogError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    let sync = match durability {
+        Durability::Process => "NORMAL",
+        Durability::Fsync => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    Ok(conn)
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> LogError {
+    LogError::Internal(format!("log task failed: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves SQLite in a consistent state (the
+    // transaction is rolled back on drop), so the poison flag carries no meaning.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteLog {
+    /// Open (creating if needed) the log at `path` for writing. Takes an exclusive
+    /// lock on `<path>.lock` so that two `run` processes never share one log.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Arc<Self>, LogError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LogError::Open {
+                path: path.display().to_string(),
+                reason: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::Open { path: lock_path.display().to_string(), reason: e.to_string() })?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Open {
+                    path: path.display().to_string(),
+                    reason: "another fedistream process is using this log (lock file held)".into(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::Open { path: lock_path.display().to_string(), reason: e.to_string() })
+            }
+        }
+        let conn = open_conn(&path, options.durability, false)?;
+        conn.execute_batch(SCHEMA)?;
+        let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+        let (tx, _) = watch::channel(head);
+        Ok(Arc::new(SqliteLog {
+            path,
+            writer: Arc::new(Mutex::new(conn)),
+            head: tx,
+            options,
+            live_groups: Mutex::new(HashSet::new()),
+            _lock: Some(lock_file),
+        }))
+    }
+
+    /// Open an existing log read-only (for `fedistream status` while `run` works).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Arc<Self>, LogError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(LogError::Open { path: path.display().to_string(), reason: "no such file".into() });
+        }
+        let conn = open_conn(&path, Durability::Process, true)?;
+        let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+        let (tx, _) = watch::channel(head);
+        Ok(Arc::new(SqliteLog {
+            path,
+            writer: Arc::new(Mutex::new(conn)),
+            head: tx,
+            options: SqliteOptions::default(),
+            live_groups: Mutex::new(HashSet::new()),
+            _lock: None,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let w = self.writer.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&w))).await.map_err(blocking_err)?
+    }
+}
+
+fn apply_state(tx: &rusqlite::Transaction<'_>, state: &[StatePut]) -> Result<(), LogError> {
+    if state.is_empty() {
+        return Ok(());
+    }
+    let mut put = tx.prepare_cached("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?1, ?2, ?3)")?;
+    let mut del = tx.prepare_cached("DELETE FROM state WHERE ns = ?1 AND key = ?2")?;
+    for s in state {
+        match &s.value {
+            Some(v) => put.execute(params![s.ns, s.key, v])?,
+            None => del.execute(params![s.ns, s.key])?,
+        };
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Log for SqliteLog {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, LogError> {
+        if batch.events.is_empty() && batch.state.is_empty() {
+            return Ok(AppendReceipt::default());
+        }
+        // Serialise outside the lock: it is the costly part and needs no connection.
+        let rows: Vec<(String, String)> = batch
+            .events
+            .iter()
+            .map(|e| serde_json::to_string(e).map(|p| (e.account.clone(), p)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| LogError::Internal(format!("cannot serialise event: {e}")))?;
+        let state = batch.state;
+        let now = Utc::now().timestamp_millis();
+        let positions = self
+            .with_writer(move |conn| {
+                let tx = conn.transaction()?;
+                let mut positions = Vec::with_capacity(rows.len());
+                {
+                    let mut ins = tx.prepare_cached(
+                        "INSERT INTO events (appended_at, account, payload) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for (account, payload) in &rows {
+                        ins.execute(params![now, account, payload])?;
+                        positions.push(Position { partition: 0, offset: tx.last_insert_rowid() as u64 });
+                    }
+                }
+                apply_state(&tx, &state)?;
+                tx.commit()?;
+                Ok(positions)
+            })
+            .await?;
+        if let Some(last) = positions.last() {
+            self.head.send_replace(last.offset);
+        }
+        Ok(AppendReceipt { positions })
+    }
+
+    async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError> {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.with_writer(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?
+                .query_row(params![ns, key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn state_get_many(&self, ns: &str, keys: &[String]) -> Result<HashMap<String, String>, LogError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let (ns, keys) = (ns.to_string(), keys.to_vec());
+        self.with_writer(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?;
+            let mut out = HashMap::with_capacity(keys.len());
+            for k in keys {
+                if let Some(v) = stmt.query_row(params![ns, k], |r| r.get::<_, String>(0)).optional()? {
+                    out.insert(k, v);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn state_scan(&self, ns: &str) -> Result<Vec<(String, String)>, LogError> {
+        let ns = ns.to_string();
+        self.with_writer(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT key, value FROM state WHERE ns = ?1 ORDER BY key")?;
+            let rows = stmt.query_map(params![ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), LogError> {
+        if puts.is_empty() {
+            return Ok(());
+        }
+        self.with_writer(move |conn| {
+            let tx = conn.transaction()?;
+            apply_state(&tx, &puts)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {
+        let g = group.to_string();
+        let committed = self
+            .with_writer(move |conn| {
+                let now = Utc::now().timestamp_millis();
+                conn.execute(
+                    "INSERT OR IGNORE INTO groups (name, committed, updated_at) VALUES (?1, 0, ?2)",
+                    params![g, now],
+                )?;
+                Ok(conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![g], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64)
+            })
+            .await?;
+        lock(&self.live_groups).insert(group.to_string());
+        let reader = open_conn(&self.path, self.options.durability, true)?;
+        Ok(Box::new(SqliteConsumer {
+            group: group.to_string(),
+            cursor: committed,
+            reader: Arc::new(Mutex::new(reader)),
+            writer: self.writer.clone(),
+            head: self.head.subscribe(),
+        }))
+    }
+
+    async fn info(&self) -> Result<LogInfo, LogError> {
+        let location = self.path.display().to_string();
+        self.with_writer(move |conn| {
+            let (events, head): (i64, i64) = conn.query_row(
+                "SELECT COUNT(*), COALESCE(MAX(offset), 0) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            // AUTOINCREMENT keeps the highest offset ever used even after retention.
+            let seq: i64 = conn
+                .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+                .optional()?
+                .unwrap_or(head);
+            let mut stmt = conn.prepare("SELECT name, committed FROM groups ORDER BY name")?;
+            let groups = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(|(group, committed)| GroupInfo {
+                    group,
+                    committed: vec![Position { partition: 0, offset: committed as u64 }],
+                    lag: (seq - committed).max(0) as u64,
+                })
+                .collect();
+            Ok(LogInfo {
+                backend: "sqlite",
+                location,
+                events: events as u64,
+                head: vec![Position { partition: 0, offset: seq as u64 }],
+                groups,
+            })
+        })
+        .await
+    }
+
+    async fn enforce_retention(&self) -> Result<u64, LogError> {
+        let live: Vec<String> = lock(&self.live_groups).iter().cloned().collect();
+        let opts = self.options.clone();
+        if opts.max_age.is_none() && opts.max_bytes.is_none() {
+            return Ok(0);
+        }
+        self.with_writer(move |conn| {
+            // Never delete what a live channel has not delivered yet.
+            let mut floor = i64::MAX;
+            for g in &live {
+                let c: Option<i64> = conn
+                    .query_row("SELECT committed FROM groups WHERE name = ?1", params![g], |r| r.get(0))
+                    .optional()?;
+                floor = floor.min(c.unwrap_or(0));
+            }
+            if live.is_empty() {
+                floor = 0;
+            }
+            let mut deleted = 0u64;
+            if let Some(age) = opts.max_age {
+                let cutoff = Utc::now().timestamp_millis() - age.as_millis() as i64;
+                deleted += conn.execute(
+                    "DELETE FROM events WHERE appended_at < ?1 AND offset <= ?2",
+                    params![cutoff, floor],
+                )? as u64;
+            }
+            if let Some(max) = opts.max_bytes {
+                let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                let used = ((pages - free) * page_size) as u64;
+                if used > max {
+                    let count: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+                    let excess = ((used - max) as f64 / used as f64 * count as f64).ceil() as i64 + 1;
+                    deleted += conn.execute(
+                        "DELETE FROM events WHERE offset IN
+                           (SELECT offset FROM events WHERE offset <= ?1 ORDER BY offset LIMIT ?2)",
+                        params![floor, excess],
+                    )? as u64;
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(deleted, "Log retention removed old events");
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+struct SqliteConsumer {
+    group: String,
+    /// Offset of the last record handed out by `poll`.
+    cursor: u64,
+    reader: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    head: watch::Receiver<u64>,
+}
+
+fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT offset, appended_at, payload FROM events WHERE offset > ?1 ORDER BY offset LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![after as i64, max as i64])?;
+    let mut out = Vec::with_capacity(max.min(1024));
+    while let Some(row) = rows.next()? {
+        let offset = row.get::<_, i64>(0)? as u64;
+        let appended_at: i64 = row.get(1)?;
+        let payload: String = row.get(2)?;
+        let event: Event = serde_json::from_str(&payload)
+            .map_err(|e| LogError::Corrupt { offset, reason: e.to_string() })?;
+        out.push(LogRecord {
+            position: Position { partition: 0, offset },
+            appended_at: Utc.timestamp_millis_opt(appended_at).single().unwrap_or_else(Utc::now),
+            event: Arc::new(event),
+            payload: payload.into(),
+        });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Consumer for SqliteConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (reader, after) = (self.reader.clone(), self.cursor);
+            let recs = tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
+                .await
+                .map_err(blocking_err)??;
+            if let Some(last) = recs.last() {
+                self.cursor = last.position.offset;
+                return Ok(recs);
+            }
+            let cursor = self.cursor;
+            let head = &mut self.head;
+            let woke = tokio::time::timeout_at(deadline, async move {
+                head.wait_for(|h| *h > cursor).await.is_ok()
+            })
+            .await;
+            match woke {
+                Ok(true) => continue,
+                // Timed out, or the log was dropped: one more read (another process
+                // may have appended), then report what there is.
+                _ => {
+                    let (reader, after) = (self.reader.clone(), self.cursor);
+                    let recs = tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
+                        .await
+                        .map_err(blocking_err)??;
+                    if let Some(last) = recs.last() {
+                        self.cursor = last.position.offset;
+                    }
+                    return Ok(recs);
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError> {
+        let Some(offset) = upto.iter().filter(|p| p.partition == 0).map(|p| p.offset).max() else {
+            return Ok(());
+        };
+        let (writer, group) = (self.writer.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&writer);
+            let tx = conn.transaction()?;
+            tx.prepare_cached(
+                "UPDATE groups SET committed = MAX(committed, ?2), updated_at = ?3 WHERE name = ?1",
+            )?
+            .execute(params![group, offset as i64, Utc::now().timestamp_millis()])?;
+            apply_state(&tx, &state)?;
+            tx.commit()?;
+            Ok::<_, LogError>(())
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    async fn lag(&mut self) -> Result<u64, LogError> {
+        let (writer, group) = (self.writer.clone(), self.group.clone());
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&writer);
+            let committed: i64 =
+                conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![group], |r| r.get(0))?;
+            let head: i64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?;
+            Ok::<_, LogError>((head - committed).max(0) as u64)
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+}
+
+#[cfg(test)]
+mod tests;
