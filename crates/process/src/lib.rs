@@ -1,1 +1,1 @@
-//! placeholder
+//! fedistream-process: pure transformations (no I/O, clock passed in).
