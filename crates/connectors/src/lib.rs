@@ -8,8 +8,9 @@
 
 pub mod file;
 pub mod mastodon;
-pub mod replay;
+// pub mod replay; (in progress)
 pub mod stdout;
 
 #[cfg(feature = "test-util")]
 pub mod testing;
+

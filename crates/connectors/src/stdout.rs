@@ -1,1 +1,112 @@
-//! (in progress)
+//! The `stdout` channel: events on the terminal, as readable text or as JSON Lines
+//! (the same lines the file channel writes, for piping into `jq`).
+
+use std::io::Write;
+
+use async_trait::async_trait;
+use fedistream_core::{ErrorKind, EventKind, LogRecord, Sink, SinkError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+pub struct StdoutSink {
+    format: OutputFormat,
+}
+
+impl StdoutSink {
+    pub fn new(cfg: StdoutSinkConfig) -> Self {
+        StdoutSink { format: cfg.format }
+    }
+}
+
+/// One event as a readable block: a header line, then the text, indented.
+pub fn render_text(rec: &LogRecord) -> String {
+    let ev = &rec.event;
+    let mut s = String::new();
+    let when = ev
+        .post
+        .as_ref()
+        .and_then(|p| p.edited_at.or(p.created_at))
+        .unwrap_or(ev.observed_at)
+        .format("%Y-%m-%d %H:%M:%S");
+    let verb = match ev.kind {
+        EventKind::Created => "posted",
+        EventKind::Updated => "edited",
+        EventKind::Deleted => "deleted",
+    };
+    s.push_str(&format!("{when}  @{} {verb}", ev.account));
+    match &ev.post {
+        Some(p) => {
+            if let Some(b) = &p.boost_of {
+                s.push_str(&format!(" a boost of @{}", b.account));
+            }
+            if let Some(url) = p.url.as_deref().or(Some(p.uri.as_str())) {
+                s.push_str(&format!("  {url}"));
+            }
+            s.push('\n');
+            if !p.spoiler_text.is_empty() {
+                s.push_str(&format!("    CW: {}\n", p.spoiler_text));
+            }
+            let body = match &p.boost_of {
+                Some(b) => b.url.clone().unwrap_or_else(|| b.uri.clone()),
+                None => p.content_text.clone(),
+            };
+            for line in body.lines() {
+                s.push_str("    ");
+                s.push_str(line);
+                s.push('\n');
+            }
+            for m in &p.media {
+                s.push_str(&format!(
+                    "    [{}] {}\n",
+                    m.kind,
+                    m.description.as_deref().unwrap_or("(no description)")
+                ));
+            }
+        }
+        None => s.push_str(&format!("  {}\n", ev.key)),
+    }
+    s
+}
+
+#[async_trait]
+impl Sink for StdoutSink {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+        let mut out = String::new();
+        for rec in batch {
+            match self.format {
+                OutputFormat::Text => {
+                    out.push_str(&render_text(rec));
+                    out.push('\n');
+                }
+                OutputFormat::Jsonl => {
+                    out.push_str(&rec.to_json_line());
+                    out.push('\n');
+                }
+            }
+        }
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        match lock.write_all(out.as_bytes()).and_then(|_| lock.flush()) {
+            Ok(()) => Ok(()),
+            // A closed pipe (`| head`) will not come back.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Err(SinkError::new(ErrorKind::Config, "stdout is closed (broken pipe)"))
+            }
+            Err(e) => Err(SinkError::transient(format!("cannot write to stdout: {e}"))),
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod log;
 pub mod post;
 pub mod runtime;
 pub mod sqlite;
+pub mod units;
 
 pub use component::{DeadLetter, Emitter, Progress, Sink, Source, SourceBatch, SourceContext, Status};
 pub use error::{ErrorKind, LogError, SinkError, SourceError};

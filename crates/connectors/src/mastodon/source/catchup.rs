@@ -1,0 +1,239 @@
+//! REST catch-up for one account: the authoritative path. Pages the profile
+//! timeline forward from the checkpoint with `min_id` (pages come newest-first,
+//! so each is processed in reverse) until caught up, emitting each page with the
+//! checkpoint that covers it, so the checkpoint is durable exactly when the events
+//! are. On the first start it backfills as configured instead.
+
+use std::sync::Arc;
+
+use fedistream_core::post::Via;
+use fedistream_core::{ErrorKind, EventKind, SourceBatch, SourceError, StatePut};
+
+use super::convert::{id_newer, status_id, Converted, CHECKPOINT_NS};
+use super::Shared;
+use crate::mastodon::client::{MastodonClient, MastodonError, Page};
+use crate::mastodon::source::config::Backfill;
+
+pub const PAGE: u32 = 40;
+
+/// What one account's catch-up needs.
+pub struct Job {
+    pub index: usize,
+    pub acct: String,
+    pub username: String,
+    pub client: MastodonClient,
+    pub account_id: Option<String>,
+    pub checkpoint_key: String,
+    pub checkpoint: Option<String>,
+    /// Also re-read the newest page (catches edits made while no stream was up).
+    pub reread_latest: bool,
+}
+
+pub struct Done {
+    pub account_id: String,
+    pub checkpoint: String,
+    /// New events found (before deduplication).
+    pub found: usize,
+}
+
+#[derive(Debug)]
+pub enum JobError {
+    Mastodon(MastodonError),
+    Source(SourceError),
+}
+
+impl From<MastodonError> for JobError {
+    fn from(e: MastodonError) -> Self {
+        JobError::Mastodon(e)
+    }
+}
+impl From<SourceError> for JobError {
+    fn from(e: SourceError) -> Self {
+        JobError::Source(e)
+    }
+}
+
+impl JobError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            JobError::Mastodon(e) => e.kind(),
+            JobError::Source(e) => e.kind,
+        }
+    }
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            JobError::Mastodon(e) => e.retry_after(),
+            JobError::Source(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Mastodon(e) => write!(f, "{e}"),
+            JobError::Source(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
+    let account_id = match &job.account_id {
+        Some(id) => id.clone(),
+        None => job.client.lookup_account(&job.username).await?.id,
+    };
+    let host = job.client.host();
+    let (checkpoint, found) = match &job.checkpoint {
+        Some(cp) => forward(&sh, &job, &account_id, &host, cp.clone()).await?,
+        None => first_start(&sh, &job, &account_id, &host).await?,
+    };
+    if job.reread_latest {
+        let page = job.client.account_statuses(&account_id, Page::Latest { limit: 20 }).await?;
+        let mut batch = SourceBatch::default();
+        convert_page(&sh, &job, &host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
+        // Unchanged posts are dropped by deduplication; edited ones become updates.
+        sh.emit(batch).await?;
+    }
+    Ok(Done { account_id, checkpoint, found })
+}
+
+fn convert_page<'a>(
+    sh: &Shared,
+    job: &Job,
+    host: &str,
+    raws: impl Iterator<Item = &'a str>,
+    batch: &mut SourceBatch,
+) -> usize {
+    let conv = sh.converter();
+    let mut n = 0;
+    for raw in raws {
+        match conv.convert(raw, host, Via::Rest, EventKind::Created) {
+            Converted::Event(ev, index) => {
+                batch.events.push(*ev);
+                batch.state.push(index);
+                n += 1;
+            }
+            Converted::Skipped(reason) => sh.skipped(reason),
+            // Our own account's timeline: anything else is its boosts' wrappers
+            // attributed to someone else, which cannot happen; count it.
+            Converted::NotFollowed => {
+                tracing::debug!(acct = %job.acct, "Status on the profile timeline not attributed to the account");
+                sh.status.count("unattributed", 1);
+            }
+            Converted::Malformed(reason) => sh.malformed(&format!("{} timeline: {reason}", job.acct), raw),
+        }
+    }
+    n
+}
+
+fn newest_id<'a>(prev_min_id: Option<&str>, raws: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<String> = prev_min_id.map(str::to_string);
+    for id in raws.filter_map(status_id) {
+        if best.as_deref().is_none_or(|b| id_newer(&id, b)) {
+            best = Some(id);
+        }
+    }
+    best
+}
+
+async fn forward(sh: &Shared, job: &Job, account_id: &str, host: &str, mut cp: String) -> Result<(String, usize), JobError> {
+    let mut found = 0;
+    loop {
+        let page = job.client.account_statuses(account_id, Page::After { min_id: cp.clone(), limit: PAGE }).await?;
+        if page.statuses.is_empty() {
+            break;
+        }
+        let Some(newest) = newest_id(page.prev_min_id.as_deref(), page.statuses.iter().map(|r| r.get())) else {
+            return Err(SourceError::new(ErrorKind::Permanent, format!("{}: a timeline page without status ids", job.acct)).into());
+        };
+        if !id_newer(&newest, &cp) {
+            // A server that ignores min_id would loop forever on the same page.
+            tracing::warn!(acct = %job.acct, checkpoint = %cp, "Server returned no status newer than the checkpoint; stopping this catch-up");
+            break;
+        }
+        let mut batch = SourceBatch::default();
+        found += convert_page(sh, job, host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
+        batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
+        sh.emit(batch).await?;
+        cp = newest;
+        if page.statuses.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok((cp, found))
+}
+
+async fn first_start(sh: &Shared, job: &Job, account_id: &str, host: &str) -> Result<(String, usize), JobError> {
+    let (want, since) = match &sh.backfill {
+        Backfill::None => (0usize, None),
+        Backfill::Last(n) => (*n as usize, None),
+        Backfill::Since(t) => (usize::MAX, Some(*t)),
+    };
+    let first_limit = if want == 0 { 1 } else { PAGE.min(want.min(PAGE as usize) as u32).max(1) };
+    let mut page = job.client.account_statuses(account_id, Page::Latest { limit: first_limit }).await?;
+    let Some(newest) = newest_id(None, page.statuses.iter().map(|r| r.get())) else {
+        // An empty timeline: everything from now on is new. "0" sorts before every id.
+        sh.emit(SourceBatch { events: vec![], state: vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), "0")] }).await?;
+        return Ok(("0".into(), 0));
+    };
+    if want == 0 {
+        sh.emit(SourceBatch { events: vec![], state: vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone())] }).await?;
+        tracing::info!(acct = %job.acct, checkpoint = %newest, "Starting from now (no backfill)");
+        return Ok((newest, 0));
+    }
+    // Collect newest-first pages backwards until we have enough.
+    let label = format!("backfill {}", job.acct);
+    sh.progress_start(&label, if want == usize::MAX { None } else { Some(want as u64) });
+    let mut raws: Vec<Box<serde_json::value::RawValue>> = Vec::new();
+    loop {
+        let n = page.statuses.len();
+        let mut reached_start = false;
+        for r in page.statuses {
+            if raws.len() >= want {
+                break;
+            }
+            if let Some(since) = since {
+                let created = serde_json::from_str::<CreatedAt>(r.get()).ok().and_then(|c| c.created_at);
+                if created.is_some_and(|c| c < since) {
+                    reached_start = true;
+                    break;
+                }
+            }
+            raws.push(r);
+        }
+        sh.progress_advance(&label, n as u64);
+        if reached_start || raws.len() >= want || n < first_limit as usize {
+            break;
+        }
+        let Some(oldest) = raws.last().and_then(|r| status_id(r.get())) else { break };
+        let max_id = page.next_max_id.clone().unwrap_or(oldest);
+        page = job.client.account_statuses(account_id, Page::Before { max_id, limit: PAGE }).await?;
+        if page.statuses.is_empty() {
+            break;
+        }
+    }
+    // Emit oldest first; the checkpoint rides on the last (newest) chunk.
+    let mut found = 0;
+    let chunks: Vec<&[Box<serde_json::value::RawValue>]> = raws.rchunks(200).collect();
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mut batch = SourceBatch::default();
+        found += convert_page(sh, job, host, chunk.iter().rev().map(|r| r.get()), &mut batch);
+        if i == last {
+            batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
+        }
+        sh.emit(batch).await?;
+    }
+    if raws.is_empty() {
+        sh.emit(SourceBatch { events: vec![], state: vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone())] }).await?;
+    }
+    sh.progress_finish(&label);
+    tracing::info!(acct = %job.acct, posts = found, checkpoint = %newest, "Backfill done");
+    Ok((newest, found))
+}
+
+#[derive(serde::Deserialize)]
+struct CreatedAt {
+    #[serde(default)]
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
