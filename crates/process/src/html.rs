@@ -1,0 +1,396 @@
+//! Status HTML to readable plain text, and consent hashtags in account bios.
+//!
+//! This module owns reading the *sanitised* HTML that Mastodon-API servers put in
+//! `content` and `note`: Mastodon's subset (`p`, `br`, `span`, `a`) plus what
+//! Akkoma and GoToSocial add (`strong`, `em`, `code`, `pre`, `blockquote`, lists,
+//! headings). It leaves fetching, language and link extraction to others.
+//!
+//! It is a small single-pass tag scanner, not a DOM: the input is already a
+//! sanitised, flat subset, every status goes through it, and a full HTML5 parser
+//! (html5ever and friends) builds a tree and costs roughly ten times as much for
+//! no better text. The scanner only ever splits the input at ASCII bytes (`<`, `>`,
+//! quotes, ASCII whitespace), so multi-byte characters are never cut, and it has
+//! no failure path: unterminated tags, stray `<` and unknown tags all degrade to
+//! "drop the markup, keep the text", much as a browser would.
+//!
+//! Output rules: paragraphs (and other blocks) are separated by a blank line, `<br>`
+//! is a newline, list items sit on their own line as `- item` (indented two spaces
+//! per nesting level), runs of whitespace collapse to one space except inside
+//! `<pre>`, entities are decoded, `<script>`/`<style>` content is dropped, and all
+//! other tags vanish with their text kept. That last rule is what makes Mastodon's
+//! shortened links (`<span class="invisible">https://www.</span><span
+//! class="ellipsis">example.com/lo</span><span class="invisible">ng</span>`) come
+//! out as the full URL, and mentions/hashtags (`@<span>user</span>`) as `@user`.
+//! Input with no `<` at all is treated as plain text (GoToSocial sometimes sends
+//! it): entities are decoded and its line breaks kept.
+
+use fedistream_core::post::BioTags;
+
+/// Convert a status's (or bio's) HTML to plain text. Never panics.
+pub fn html_to_text(html: &str) -> String {
+    if !html.contains('<') {
+        return html_escape::decode_html_entities(html).trim().to_owned();
+    }
+    let bytes = html.as_bytes();
+    let mut w = Writer::with_capacity(html.len());
+    let mut pos = 0;
+    while pos < html.len() {
+        let rest = &html[pos..];
+        let Some(lt) = rest.find('<') else {
+            w.text(rest);
+            break;
+        };
+        if lt > 0 {
+            w.text(&rest[..lt]);
+        }
+        let start = pos + lt;
+        match scan_markup(bytes, start) {
+            Markup::Tag {
+                name,
+                closing,
+                self_closing,
+                end,
+            } => {
+                pos = end;
+                let tag = TagKind::of(&bytes[name.0..name.1]);
+                if matches!(tag, TagKind::RawText) && !closing && !self_closing {
+                    // Skip to the matching close tag; without one, the rest is script.
+                    let close = find_close_tag(bytes, end, &bytes[name.0..name.1]);
+                    pos = close.unwrap_or(html.len());
+                } else {
+                    w.tag(tag, closing);
+                }
+            }
+            Markup::Skip { end } => pos = end,
+            Markup::Literal => {
+                w.text("<");
+                pos = start + 1;
+            }
+            // An unterminated tag swallows the rest, as it would in a browser.
+            Markup::Unterminated => break,
+        }
+    }
+    w.finish()
+}
+
+/// Find `#nobot`, `#noindex` and `#nobridge` in an account bio (HTML or plain),
+/// case-insensitively. The tag must end at a non-alphanumeric, non-`_` character or
+/// the end of the text, so `#nobots` or `#noindex_please` do not count.
+pub fn bio_consent_tags(note_html: &str) -> BioTags {
+    let mut tags = BioTags::default();
+    if !note_html.contains('#') && !note_html.contains("&#") {
+        return tags;
+    }
+    let text = html_to_text(note_html);
+    let mut search = text.as_str();
+    while let Some(i) = search.find('#') {
+        let rest = &search[i + 1..];
+        for (word, flag) in [
+            ("nobot", &mut tags.nobot),
+            ("noindex", &mut tags.noindex),
+            ("nobridge", &mut tags.nobridge),
+        ] {
+            if is_tag_at(rest, word) {
+                *flag = true;
+            }
+        }
+        search = rest;
+    }
+    tags
+}
+
+/// `rest` starts with `word` (ASCII, case-insensitive) followed by a tag boundary.
+fn is_tag_at(rest: &str, word: &str) -> bool {
+    let n = word.len();
+    if rest.len() < n || !rest.as_bytes()[..n].eq_ignore_ascii_case(word.as_bytes()) {
+        return false;
+    }
+    // The matched bytes are ASCII, so `n` is a char boundary.
+    match rest[n..].chars().next() {
+        None => true,
+        Some(c) => !(c.is_alphanumeric() || c == '_'),
+    }
+}
+
+enum Markup {
+    /// A start or end tag; `name` is a byte range, `end` is just past the `>`.
+    Tag {
+        name: (usize, usize),
+        closing: bool,
+        self_closing: bool,
+        end: usize,
+    },
+    /// A comment, doctype or processing instruction.
+    Skip { end: usize },
+    /// A `<` that does not start markup (`a < b`, `<` at the end).
+    Literal,
+    /// Markup with no closing `>`.
+    Unterminated,
+}
+
+/// Read the markup starting at `bytes[start] == b'<'`.
+fn scan_markup(bytes: &[u8], start: usize) -> Markup {
+    let mut j = start + 1;
+    match bytes.get(j) {
+        None => return Markup::Literal,
+        Some(b'!') if bytes[j..].starts_with(b"!--") => {
+            return match find(bytes, j + 3, b"-->") {
+                Some(k) => Markup::Skip { end: k + 3 },
+                None => Markup::Unterminated,
+            };
+        }
+        Some(b'!') | Some(b'?') => {
+            return match find(bytes, j, b">") {
+                Some(k) => Markup::Skip { end: k + 1 },
+                None => Markup::Unterminated,
+            };
+        }
+        _ => {}
+    }
+    let closing = bytes[j] == b'/';
+    if closing {
+        j += 1;
+    }
+    let name_start = j;
+    if !bytes.get(j).is_some_and(u8::is_ascii_alphabetic) {
+        return Markup::Literal;
+    }
+    while bytes.get(j).is_some_and(u8::is_ascii_alphanumeric) {
+        j += 1;
+    }
+    let name = (name_start, j);
+    // Attributes: a `>` inside a quoted value does not end the tag. A quote opens a
+    // value only right after `=`, so a stray apostrophe cannot swallow the document.
+    let mut quote: Option<u8> = None;
+    let mut last = 0u8;
+    while j < bytes.len() {
+        let b = bytes[j];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'>' => {
+                return Markup::Tag {
+                    name,
+                    closing,
+                    self_closing: last == b'/',
+                    end: j + 1,
+                };
+            }
+            None if (b == b'"' || b == b'\'') && last == b'=' => quote = Some(b),
+            None => {}
+        }
+        if !b.is_ascii_whitespace() {
+            last = b;
+        }
+        j += 1;
+    }
+    Markup::Unterminated
+}
+
+fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    bytes
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|k| from + k)
+}
+
+/// Position just past `</name ...>` (name matched case-insensitively) at or after
+/// `from`, or `None`.
+fn find_close_tag(bytes: &[u8], from: usize, name: &[u8]) -> Option<usize> {
+    let mut k = from;
+    while let Some(lt) = find(bytes, k, b"</") {
+        let after = lt + 2;
+        let candidate = bytes.get(after..after + name.len());
+        if candidate.is_some_and(|c| c.eq_ignore_ascii_case(name))
+            && !bytes
+                .get(after + name.len())
+                .is_some_and(u8::is_ascii_alphanumeric)
+        {
+            return Some(find(bytes, after, b">").map_or(bytes.len(), |g| g + 1));
+        }
+        k = after;
+    }
+    None
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TagKind {
+    /// Paragraph-like: a blank line before and after.
+    Block,
+    /// Line-like (`div`, `tr`, ...): a line break before and after.
+    Line,
+    Br,
+    List,
+    Item,
+    Pre,
+    /// `script`/`style`: content dropped.
+    RawText,
+    /// Everything else (`span`, `a`, `strong`, ...): markup dropped, text kept.
+    Inline,
+}
+
+impl TagKind {
+    fn of(name: &[u8]) -> TagKind {
+        let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        // Most frequent first: Mastodon content is spans, links and paragraphs.
+        if is("span") || is("a") {
+            TagKind::Inline
+        } else if is("p") || is("blockquote") || is("hr") || is("table") {
+            TagKind::Block
+        } else if is("br") {
+            TagKind::Br
+        } else if is("li") || is("dt") || is("dd") {
+            TagKind::Item
+        } else if is("ul") || is("ol") || is("dl") {
+            TagKind::List
+        } else if is("pre") {
+            TagKind::Pre
+        } else if is("div") || is("tr") || is("section") || is("article") || is("figure") {
+            TagKind::Line
+        } else if name.len() == 2
+            && matches!(name[0], b'h' | b'H')
+            && (b'1'..=b'6').contains(&name[1])
+        {
+            TagKind::Block
+        } else if is("script") || is("style") {
+            TagKind::RawText
+        } else {
+            TagKind::Inline
+        }
+    }
+}
+
+/// Accumulates text, deferring separators until the next visible text so that the
+/// output never starts or ends with whitespace and blocks never stack blank lines.
+struct Writer {
+    out: String,
+    /// Newlines owed before the next text.
+    newlines: u8,
+    /// A space owed before the next text (ignored when newlines are owed).
+    space: bool,
+    /// A list bullet owed before the next text, at this nesting depth.
+    bullet: Option<u8>,
+    list_depth: u8,
+    pre_depth: u8,
+}
+
+impl Writer {
+    fn with_capacity(n: usize) -> Self {
+        Writer {
+            out: String::with_capacity(n),
+            newlines: 0,
+            space: false,
+            bullet: None,
+            list_depth: 0,
+            pre_depth: 0,
+        }
+    }
+
+    fn tag(&mut self, tag: TagKind, closing: bool) {
+        match tag {
+            TagKind::Inline | TagKind::RawText => {}
+            TagKind::Br => self.newlines = self.newlines.saturating_add(1).min(8),
+            TagKind::Block => self.block(2),
+            TagKind::Line => self.block(1),
+            TagKind::Pre => {
+                self.block(2);
+                self.pre_depth = if closing {
+                    self.pre_depth.saturating_sub(1)
+                } else {
+                    self.pre_depth.saturating_add(1)
+                };
+            }
+            TagKind::List => {
+                if closing {
+                    self.list_depth = self.list_depth.saturating_sub(1);
+                }
+                self.block(if self.list_depth == 0 { 2 } else { 1 });
+                if !closing {
+                    self.list_depth = self.list_depth.saturating_add(1);
+                }
+            }
+            TagKind::Item => {
+                self.block(1);
+                self.bullet = if closing {
+                    None
+                } else {
+                    Some(self.list_depth.max(1))
+                };
+            }
+        }
+    }
+
+    fn block(&mut self, n: u8) {
+        self.newlines = self.newlines.max(n);
+    }
+
+    /// Raw (undecoded) text between tags.
+    fn text(&mut self, raw: &str) {
+        if self.pre_depth > 0 {
+            self.flush();
+            self.push_decoded(raw);
+            return;
+        }
+        let bytes = raw.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i].is_ascii_whitespace() {
+                self.space = true;
+                while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+            } else {
+                let start = i;
+                while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                self.flush();
+                // Split points are ASCII whitespace, so always char boundaries.
+                self.push_decoded(&raw[start..i]);
+            }
+        }
+    }
+
+    fn push_decoded(&mut self, raw: &str) {
+        if raw.contains('&') {
+            html_escape::decode_html_entities_to_string(raw, &mut self.out);
+        } else {
+            self.out.push_str(raw);
+        }
+    }
+
+    /// Emit what is owed before visible text.
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            if self.newlines > 0 {
+                for _ in 0..self.newlines {
+                    self.out.push('\n');
+                }
+            } else if self.space {
+                self.out.push(' ');
+            }
+        }
+        if let Some(depth) = self.bullet.take() {
+            for _ in 1..depth {
+                self.out.push_str("  ");
+            }
+            self.out.push_str("- ");
+        }
+        self.newlines = 0;
+        self.space = false;
+    }
+
+    fn finish(self) -> String {
+        let out = self.out;
+        let trimmed = out.trim();
+        if trimmed.len() == out.len() {
+            out
+        } else {
+            trimmed.to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
