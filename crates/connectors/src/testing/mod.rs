@@ -1,1 +1,217 @@
-//! (in progress)
+//! A fake Mastodon (or GoToSocial) server for tests and benchmarks.
+//!
+//! [`FakeMastodon::start`] binds an axum router on `127.0.0.1:0` in the current
+//! tokio runtime and serves the part of the client API fedistream uses: instance
+//! metadata, account lookup, profile timelines with `min_id`/`max_id`/`since_id`
+//! paging and `Link` headers, `verify_credentials`, fixed-window rate-limit headers
+//! and 429s, the SSE `user`/`list` streams (Mastodon flavour only) and the
+//! multiplexed WebSocket stream. Payload shapes follow the fixtures in
+//! `tests/fixtures/mastodon/`.
+//!
+//! Tests drive it synchronously (`post`, `edit`, `delete`) while it runs, inject
+//! faults (lost events, dropped or stalled streams, malformed frames, 429s, 5xx,
+//! revoked tokens) and observe it (`requests`, `stream_connects`, `open_streams`).
+//! What the fake leaves out is listed in the README of this module's pull request
+//! and in the doc comments of the handlers: notifications, follows, posting over
+//! HTTP, the paging throttle.
+
+mod guard;
+mod json;
+mod rest;
+mod state;
+mod streaming;
+mod types;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use types::{
+    AccountOpts, FakeConfig, Flavor, HeartbeatStyle, NewStatus, Posted, RateLimitConfig,
+    RecordedRequest,
+};
+
+use state::{Shared, StreamMsg};
+
+/// A running fake server. Dropping it stops accepting connections and closes
+/// every open stream.
+pub struct FakeMastodon {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl FakeMastodon {
+    /// Binds `127.0.0.1:0` and serves in the current tokio runtime.
+    ///
+    /// Panics if the loopback port cannot be bound: this is test scaffolding and
+    /// a test cannot proceed without it.
+    pub async fn start(cfg: FakeConfig) -> FakeMastodon {
+        Self::start_on(cfg, 0)
+            .await
+            .expect("fake Mastodon: binding 127.0.0.1 failed")
+    }
+
+    /// Like [`FakeMastodon::start`] on a chosen port (0 = any), returning the bind
+    /// error instead of panicking. Used by the `fake-mastodon` binary.
+    pub async fn start_on(cfg: FakeConfig, port: u16) -> std::io::Result<FakeMastodon> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(cfg, format!("127.0.0.1:{}", addr.port())));
+        shared.add_account("reader", AccountOpts::default());
+        let app = rest::router(shared.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::warn!(error = %err, "Fake Mastodon server stopped");
+            }
+        });
+        Ok(FakeMastodon { shared, addr, server })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+
+    /// `127.0.0.1:PORT` (what a real server calls its domain).
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.addr.port())
+    }
+
+    /// The flavour this server imitates.
+    pub fn flavor(&self) -> Flavor {
+        self.shared.cfg.flavor
+    }
+
+    /// Creates a local account and returns its id. Creating an existing username
+    /// returns the existing id.
+    pub fn add_account(&self, username: &str, opts: AccountOpts) -> String {
+        self.shared.add_account(username, opts)
+    }
+
+    /// The id of a local account, if it exists.
+    pub fn account_id(&self, username: &str) -> Option<String> {
+        self.shared.store().account_id(username)
+    }
+
+    /// Stores a status by `username` (created on the fly if unknown) and broadcasts
+    /// an `update` event, unless broadcasting is paused or the status is `direct`.
+    pub fn post(&self, username: &str, status: NewStatus) -> Posted {
+        self.shared.post(username, status)
+    }
+
+    /// Replaces a status's content, sets `edited_at` and broadcasts `status.update`.
+    /// Returns false if the id is unknown.
+    pub fn edit(&self, id: &str, new_content_html: &str) -> bool {
+        self.shared.edit(id, new_content_html)
+    }
+
+    /// Deletes a status (and, like Mastodon, every boost of it), broadcasting one
+    /// `delete` per removed id. Returns false if the id is unknown.
+    pub fn delete(&self, id: &str) -> bool {
+        self.shared.delete(id)
+    }
+
+    /// While paused, events are stored but not streamed: they are lost for every
+    /// connected client, as events published while a client is disconnected are.
+    pub fn pause_stream_broadcast(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Closes every open SSE response and WebSocket now.
+    pub fn drop_streams(&self) {
+        self.shared.kill_streams();
+    }
+
+    /// Stops (false) or resumes (true) SSE heartbeats and WebSocket pings while
+    /// keeping connections open: a stalled stream.
+    pub fn set_heartbeats(&self, on: bool) {
+        self.shared.heartbeats.store(on, Ordering::SeqCst);
+    }
+
+    /// Sends `raw` verbatim to every open stream: as body bytes on SSE (include the
+    /// line endings you want) and as one text frame on WebSockets.
+    pub fn inject_stream_raw(&self, raw: &str) {
+        // No receivers is fine: nothing is connected.
+        let _ = self.shared.events.send(StreamMsg::Raw(raw.to_owned()));
+    }
+
+    /// Throttles the API: every request until now + `reset_in` gets 429 with
+    /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` at that instant.
+    pub fn rate_limit_next(&self, reset_in: Duration) {
+        let until = chrono::Utc::now()
+            + chrono::Duration::from_std(reset_in).unwrap_or(chrono::Duration::MAX);
+        self.shared.faults().throttle_until = Some(until);
+    }
+
+    /// The next `count` requests (API or streaming) answer `status` (e.g. 502)
+    /// with a small JSON error body, before any other processing.
+    pub fn fail_next(&self, status: u16, count: usize) {
+        let mut faults = self.shared.faults();
+        faults.fail_status = status;
+        faults.fail_count = count;
+    }
+
+    /// Revokes the reader's token: open streams close (Mastodon's `kill`), and
+    /// every later request presenting a token gets 401.
+    pub fn revoke_token(&self) {
+        self.shared.faults().revoked = true;
+        self.shared.kill_streams();
+    }
+
+    /// Every request served so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests().clone()
+    }
+
+    /// Successful stream connections so far (SSE responses and WebSocket upgrades).
+    pub fn stream_connects(&self) -> usize {
+        *self.shared.connects.borrow()
+    }
+
+    /// Streams open right now.
+    pub fn open_streams(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// The stored statuses of `username`, newest first, as an authenticated reader
+    /// sees them over REST (empty if the account does not exist).
+    pub fn statuses_of(&self, username: &str) -> Vec<serde_json::Value> {
+        self.shared.statuses_of(username)
+    }
+
+    /// Waits until at least `n` stream connections have succeeded in total.
+    /// Returns false on timeout.
+    pub async fn wait_for_stream_connects(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.shared.connects.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until exactly `n` streams are open. Returns false on timeout.
+    pub async fn wait_for_open_streams(&self, n: usize, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.open_changed.notified();
+                if self.open_streams() == n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+impl Drop for FakeMastodon {
+    fn drop(&mut self) {
+        self.server.abort();
+        self.shared.kill_streams();
+    }
+}

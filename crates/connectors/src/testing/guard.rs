@@ -1,0 +1,190 @@
+//! The middleware every request passes: injected 5xx, token checks, the
+//! fixed-window rate limiter with its `X-RateLimit-*` headers, and the request log.
+//!
+//! Order follows a real deployment: a failing proxy answers before anything
+//! else; Rack::Attack counts and throttles `/api/` requests before the controller
+//! rejects a bad token. The streaming server (`/api/v1/streaming*`) is a separate
+//! process on Mastodon and sends no rate-limit headers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+
+use super::json;
+use super::state::{lock, Shared};
+use super::types::{Flavor, RecordedRequest};
+
+/// The outcome of looking for a token on a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Auth {
+    Missing,
+    Invalid,
+    Valid,
+}
+
+/// The first of: `Authorization: Bearer`, `access_token` query parameter, and
+/// (WebSocket only) `Sec-WebSocket-Protocol`. The bool says it came from the
+/// protocol header, which the upgrade must then echo.
+pub(crate) fn presented_token(
+    headers: &HeaderMap,
+    query: &str,
+    allow_protocol: bool,
+) -> Option<(String, bool)> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
+    if let Some(t) = bearer {
+        return Some((t, false));
+    }
+    if let Some(t) = query_param(query, "access_token") {
+        return Some((t, false));
+    }
+    if allow_protocol {
+        let proto = headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+        if let Some(t) = proto.map(str::trim).filter(|t| !t.is_empty()) {
+            return Some((t.to_owned(), true));
+        }
+    }
+    None
+}
+
+pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub(crate) fn check(shared: &Shared, token: Option<&str>) -> Auth {
+    let Some(token) = token else { return Auth::Missing };
+    if shared.faults().revoked {
+        return Auth::Invalid;
+    }
+    match &shared.cfg.token {
+        Some(expected) if expected != token => Auth::Invalid,
+        _ => Auth::Valid,
+    }
+}
+
+pub(crate) async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let at = Utc::now();
+    let token = presented_token(req.headers(), &query, false).map(|(t, _)| t);
+    let auth = check(&shared, token.as_deref());
+    req.extensions_mut().insert(auth);
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let response = respond(&shared, req, next, &path, auth, token.unwrap_or(ip)).await;
+    shared.record(RecordedRequest {
+        method,
+        path,
+        query,
+        at,
+        authorized: auth == Auth::Valid,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+async fn respond(
+    shared: &Shared,
+    req: Request,
+    next: Next,
+    path: &str,
+    auth: Auth,
+    limiter_key: String,
+) -> Response {
+    if let Some(status) = take_failure(shared) {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        return (status, Json(json::error(reason))).into_response();
+    }
+    let is_api = path.starts_with("/api/") && !path.starts_with("/api/v1/streaming");
+    if !is_api {
+        return next.run(req).await;
+    }
+    let limit = rate_limit(shared, &limiter_key);
+    let mut response = if limit.throttled {
+        (StatusCode::TOO_MANY_REQUESTS, Json(json::error("Too many requests"))).into_response()
+    } else if auth == Auth::Invalid {
+        (StatusCode::UNAUTHORIZED, Json(json::error("The access token is invalid"))).into_response()
+    } else {
+        next.run(req).await
+    };
+    let headers = response.headers_mut();
+    let reset = match shared.cfg.flavor {
+        Flavor::Mastodon => limit.reset.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        Flavor::GoToSocial => limit.reset.timestamp().to_string(),
+    };
+    for (name, value) in [
+        ("x-ratelimit-limit", limit.limit.to_string()),
+        ("x-ratelimit-remaining", limit.remaining.to_string()),
+        ("x-ratelimit-reset", reset),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+fn take_failure(shared: &Shared) -> Option<StatusCode> {
+    let mut faults = shared.faults();
+    if faults.fail_count == 0 {
+        return None;
+    }
+    faults.fail_count -= 1;
+    StatusCode::from_u16(faults.fail_status).ok()
+}
+
+struct Limit {
+    limit: u32,
+    remaining: u32,
+    reset: DateTime<Utc>,
+    throttled: bool,
+}
+
+/// One fixed, epoch-aligned window per key. Like Rack::Attack's headers, the
+/// reset is `now + (period - now.to_i % period)`, so it keeps the sub-second part
+/// of the request time (the fixtures show `...13:55:00.212100Z`).
+fn rate_limit(shared: &Shared, key: &str) -> Limit {
+    let now = Utc::now();
+    let cfg = &shared.cfg.rate_limit;
+    {
+        let mut faults = shared.faults();
+        match faults.throttle_until {
+            Some(until) if until > now => {
+                return Limit { limit: cfg.limit, remaining: 0, reset: until, throttled: true };
+            }
+            Some(_) => faults.throttle_until = None,
+            None => {}
+        }
+    }
+    let period = i64::try_from(cfg.window.as_secs()).unwrap_or(i64::MAX).max(1);
+    let secs = now.timestamp();
+    let window = secs.div_euclid(period);
+    let reset = now + chrono::Duration::seconds(period - secs.rem_euclid(period));
+    let mut limiter = lock(&shared.limiter);
+    let entry = limiter.entry(key.to_owned()).or_insert((window, 0));
+    if entry.0 != window {
+        *entry = (window, 0);
+    }
+    entry.1 = entry.1.saturating_add(1);
+    Limit {
+        limit: cfg.limit,
+        remaining: cfg.limit.saturating_sub(entry.1),
+        reset,
+        throttled: entry.1 > cfg.limit,
+    }
+}

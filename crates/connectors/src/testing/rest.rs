@@ -1,0 +1,238 @@
+//! The REST half of the fake: the router, instance metadata, account lookup,
+//! profile timelines with Mastodon's paging rules, single statuses and
+//! `verify_credentials`. Streaming routes are wired here but served by
+//! `streaming.rs` (SSE) and `ws.rs`.
+//!
+//! Paging follows `app/controllers/api/v1/accounts/statuses_controller.rb` and
+//! `Paginable`: newest first; `max_id` pages back; `since_id` gives the newest
+//! items above the bound; `min_id` (which wins over `since_id`) gives the items
+//! immediately after the cursor, still newest first. `Link` has `rel="next"`
+//! (`max_id` = oldest) only for a full page and `rel="prev"` (`min_id` = newest)
+//! for any non-empty page; both keep `limit` and the filter parameters.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+
+use super::guard::{self, query_param, Auth};
+use super::json::{self, Viewer};
+use super::state::{IdKey, Shared, Status};
+use super::types::Flavor;
+use super::{streaming, ws};
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/instance", get(instance_v1))
+        .route("/api/v2/instance", get(instance_v2))
+        .route("/api/v1/accounts/lookup", get(lookup))
+        .route("/api/v1/accounts/verify_credentials", get(verify_credentials))
+        .route("/api/v1/accounts/{id}", get(account))
+        .route("/api/v1/accounts/{id}/statuses", get(account_statuses))
+        .route("/api/v1/statuses/{id}", get(status))
+        .route("/api/v1/streaming", get(ws::upgrade))
+        .route("/api/v1/streaming/health", get(health))
+        .route("/api/v1/streaming/{*channel}", get(streaming::sse))
+        .fallback(not_found_handler)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard::guard))
+        .with_state(shared)
+}
+
+/// 404 with the flavour's body: Mastodon `Record not found`, GtS `Not Found`.
+pub(crate) fn not_found(shared: &Shared) -> Response {
+    let message = match shared.cfg.flavor {
+        Flavor::Mastodon => "Record not found",
+        Flavor::GoToSocial => "Not Found",
+    };
+    (StatusCode::NOT_FOUND, Json(json::error(message))).into_response()
+}
+
+async fn not_found_handler(State(shared): State<Arc<Shared>>) -> Response {
+    not_found(&shared)
+}
+
+async fn health() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], "OK").into_response()
+}
+
+async fn instance_v1(State(shared): State<Arc<Shared>>) -> Response {
+    let (users, statuses) = {
+        let store = shared.store();
+        (store.accounts.len(), store.statuses.len())
+    };
+    Json(json::instance_v1(&shared, users, statuses)).into_response()
+}
+
+async fn instance_v2(State(shared): State<Arc<Shared>>) -> Response {
+    let users = shared.store().accounts.len();
+    Json(json::instance_v2(&shared, users)).into_response()
+}
+
+fn viewer(auth: Auth) -> Viewer {
+    if auth == Auth::Valid {
+        Viewer::Reader
+    } else {
+        Viewer::Anonymous
+    }
+}
+
+fn visible(s: &Status, viewer: Viewer) -> bool {
+    match viewer {
+        Viewer::Reader => s.reader_visible(),
+        _ => s.anonymous_visible(),
+    }
+}
+
+async fn lookup(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Response {
+    let acct = query_param(q.as_deref().unwrap_or_default(), "acct").unwrap_or_default();
+    let acct = acct.strip_prefix('@').unwrap_or(&acct);
+    // Local accounts may be looked up bare or with this server's domain.
+    let username = match acct.split_once('@') {
+        Some((user, domain)) if domain.eq_ignore_ascii_case(&shared.host) => user,
+        Some(_) => return not_found(&shared),
+        None => acct,
+    };
+    let store = shared.store();
+    match store.account_id(username).and_then(|id| store.accounts.get(&id)) {
+        Some(a) => Json(json::account(&shared, &store, a)).into_response(),
+        None => not_found(&shared),
+    }
+}
+
+async fn account(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let store = shared.store();
+    match store.accounts.get(&id) {
+        Some(a) => Json(json::account(&shared, &store, a)).into_response(),
+        None => not_found(&shared),
+    }
+}
+
+async fn verify_credentials(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<Auth>,
+) -> Response {
+    let open = shared.cfg.token.is_none() && !shared.faults().revoked;
+    if auth != Auth::Valid && !open {
+        let body = json::error("The access token is invalid");
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    let store = shared.store();
+    match store.account_id("reader").and_then(|id| store.accounts.get(&id)) {
+        Some(a) => Json(json::credential_account(&shared, &store, a)).into_response(),
+        None => not_found(&shared),
+    }
+}
+
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+) -> Response {
+    let store = shared.store();
+    match store.status(&id).filter(|s| visible(s, viewer(auth))) {
+        Some(s) => Json(json::status(&shared, &store, s, viewer(auth))).into_response(),
+        None => not_found(&shared),
+    }
+}
+
+/// Parameters kept in pagination links, in the order Rails' `params.slice` emits them.
+const KEPT_PARAMS: [&str; 6] =
+    ["limit", "pinned", "tagged", "only_media", "exclude_replies", "exclude_reblogs"];
+
+fn truthy(query: &str, key: &str) -> bool {
+    query_param(query, key).is_some_and(|v| matches!(v.as_str(), "true" | "1" | "on" | "t"))
+}
+
+async fn account_statuses(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = q.unwrap_or_default();
+    let viewer = viewer(auth);
+    // `limit_param`: absent → 20; otherwise |to_i| capped at 40 (garbage → 0).
+    let limit = match query_param(&q, "limit") {
+        None => 20,
+        Some(v) => v.trim().parse::<i64>().map(|n| n.unsigned_abs().min(40)).unwrap_or(0) as usize,
+    };
+    let max_id = query_param(&q, "max_id").filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
+    let min_id = query_param(&q, "min_id").filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
+    let since_id = query_param(&q, "since_id").filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
+    let exclude_replies = truthy(&q, "exclude_replies");
+    let exclude_reblogs = truthy(&q, "exclude_reblogs");
+    let only_media = truthy(&q, "only_media");
+    let pinned = truthy(&q, "pinned");
+    let tagged = query_param(&q, "tagged").map(|t| t.to_lowercase());
+
+    let store = shared.store();
+    if !store.accounts.contains_key(&id) {
+        return not_found(&shared);
+    }
+    let candidates: Vec<&Status> = store
+        .statuses_by(&id)
+        .filter(|s| visible(s, viewer))
+        // Nothing is ever pinned here.
+        .filter(|_| !pinned)
+        .filter(|s| !exclude_reblogs || s.reblog_of.is_none())
+        .filter(|s| {
+            // Self-replies (threads) stay.
+            !exclude_replies
+                || s.in_reply_to_id.is_none()
+                || s.in_reply_to_account_id.as_deref() == Some(s.account_id.as_str())
+        })
+        .filter(|s| !only_media || !s.media.is_empty())
+        .filter(|s| tagged.as_ref().is_none_or(|t| s.tags.iter().any(|x| x.to_lowercase() == *t)))
+        .filter(|s| max_id.as_ref().is_none_or(|m| IdKey::new(&s.id) < *m))
+        .collect();
+    let page: Vec<&Status> = if let Some(min) = &min_id {
+        let mut after: Vec<&Status> =
+            candidates.into_iter().rev().filter(|s| IdKey::new(&s.id) > *min).take(limit).collect();
+        after.reverse();
+        after
+    } else if let Some(since) = &since_id {
+        candidates.into_iter().filter(|s| IdKey::new(&s.id) > *since).take(limit).collect()
+    } else {
+        candidates.into_iter().take(limit).collect()
+    };
+    let body: Vec<serde_json::Value> =
+        page.iter().map(|s| json::status(&shared, &store, s, viewer)).collect();
+
+    let mut links = Vec::new();
+    if !pinned {
+        let kept: Vec<String> = KEPT_PARAMS
+            .iter()
+            .filter_map(|k| query_param(&q, k).map(|v| format!("{k}={}", encode(&v))))
+            .collect();
+        let link = |cursor: &str, value: &str, rel: &str| {
+            let mut params = kept.clone();
+            params.push(format!("{cursor}={value}"));
+            format!(
+                "<http://{}/api/v1/accounts/{id}/statuses?{}>; rel=\"{rel}\"",
+                shared.host,
+                params.join("&")
+            )
+        };
+        if let (Some(last), true) = (page.last(), page.len() == limit) {
+            links.push(link("max_id", &last.id, "next"));
+        }
+        if let Some(first) = page.first() {
+            links.push(link("min_id", &first.id, "prev"));
+        }
+    }
+    drop(store);
+    let mut response = Json(body).into_response();
+    if let Ok(value) = links.join(", ").parse() {
+        if !links.is_empty() {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    response
+}
+
+fn encode(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}

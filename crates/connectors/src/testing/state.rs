@@ -1,0 +1,402 @@
+//! The fake server's state: accounts, statuses, id generation, injected faults,
+//! the request log and the broadcast channel every open stream listens to.
+//!
+//! All of it sits behind `std::sync::Mutex`es so tests can drive the server with
+//! plain method calls; no lock is held across an `.await`. Rendering to JSON lives
+//! in `json.rs`, HTTP in `rest.rs`, `streaming.rs` and `ws.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, watch, Notify};
+
+use super::json;
+use super::types::{AccountOpts, FakeConfig, Flavor, NewStatus, Posted, RecordedRequest};
+
+/// Locks a mutex, recovering the data if a panicking test thread poisoned it:
+/// the state stays consistent because no update here panics halfway.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Orders ids the way Mastodon's guidelines say to: by length, then lexically.
+/// Works for numeric snowflakes and ULIDs alike.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct IdKey(usize, String);
+
+impl IdKey {
+    pub(crate) fn new(id: &str) -> Self {
+        IdKey(id.len(), id.to_owned())
+    }
+}
+
+pub(crate) struct Account {
+    pub id: String,
+    pub username: String,
+    pub opts: AccountOpts,
+    pub created_at: DateTime<Utc>,
+}
+
+pub(crate) struct Media {
+    pub id: String,
+    pub kind: String,
+    pub description: Option<String>,
+}
+
+pub(crate) struct Status {
+    pub id: String,
+    pub account_id: String,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub content: String,
+    pub visibility: String,
+    pub spoiler_text: String,
+    pub sensitive: bool,
+    pub language: Option<String>,
+    pub in_reply_to_id: Option<String>,
+    pub in_reply_to_account_id: Option<String>,
+    pub reblog_of: Option<String>,
+    pub media: Vec<Media>,
+    pub tags: Vec<String>,
+    pub replies_count: u64,
+    pub reblogs_count: u64,
+}
+
+impl Status {
+    /// Whether an anonymous caller may read it over REST.
+    pub fn anonymous_visible(&self) -> bool {
+        matches!(self.visibility.as_str(), "public" | "unlisted")
+    }
+
+    /// Whether the reader (who follows everyone) may read it.
+    pub fn reader_visible(&self) -> bool {
+        self.visibility != "direct"
+    }
+}
+
+/// Issues increasing ids: Mastodon snowflakes (`ms << 16 | seq`) or ULIDs.
+enum IdGen {
+    Snowflake { last: u64 },
+    Ulid(ulid::Generator),
+}
+
+impl IdGen {
+    fn next(&mut self, now: DateTime<Utc>) -> String {
+        match self {
+            IdGen::Snowflake { last } => {
+                let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+                let candidate = ms << 16;
+                *last = if candidate > *last { candidate } else { *last + 1 };
+                last.to_string()
+            }
+            IdGen::Ulid(generator) => generator
+                .generate_from_datetime(now.into())
+                // Overflow needs 2^80 ids in one millisecond; a fresh ULID is still unique.
+                .unwrap_or_else(|_| ulid::Ulid::new())
+                .to_string(),
+        }
+    }
+}
+
+pub(crate) struct Store {
+    ids: IdGen,
+    pub accounts: HashMap<String, Account>,
+    pub by_name: HashMap<String, String>,
+    pub statuses: BTreeMap<IdKey, Status>,
+}
+
+impl Store {
+    pub fn account_id(&self, username: &str) -> Option<String> {
+        self.by_name.get(username).cloned()
+    }
+
+    pub fn status(&self, id: &str) -> Option<&Status> {
+        self.statuses.get(&IdKey::new(id))
+    }
+
+    /// Statuses of an account, newest first.
+    pub fn statuses_by<'a>(&'a self, account_id: &'a str) -> impl Iterator<Item = &'a Status> {
+        self.statuses.values().rev().filter(move |s| s.account_id == account_id)
+    }
+
+    pub fn statuses_count(&self, account_id: &str) -> usize {
+        self.statuses_by(account_id).count()
+    }
+
+    pub fn last_status_at(&self, account_id: &str) -> Option<DateTime<Utc>> {
+        self.statuses_by(account_id).next().map(|s| s.created_at)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Faults {
+    pub throttle_until: Option<DateTime<Utc>>,
+    pub fail_status: u16,
+    pub fail_count: usize,
+    pub revoked: bool,
+}
+
+/// What `user`, `list`, `public` or `hashtag` subscriptions an event reaches.
+#[derive(Clone, Debug)]
+pub(crate) struct Scope {
+    /// Reaches public timelines: public, not a boost, not a reply to someone else.
+    pub public: bool,
+    /// Lower-cased tags, for hashtag streams.
+    pub tags: Vec<String>,
+    /// Deletes reach every subscription.
+    pub everywhere: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum StreamMsg {
+    Event { event: &'static str, payload: String, scope: Scope },
+    Raw(String),
+}
+
+/// Shared by the handle and every handler.
+pub(crate) struct Shared {
+    pub cfg: FakeConfig,
+    pub host: String,
+    store: Mutex<Store>,
+    faults: Mutex<Faults>,
+    pub limiter: Mutex<HashMap<String, (i64, u32)>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    pub events: broadcast::Sender<StreamMsg>,
+    /// Bumped to close every open stream (drop_streams, revoke_token).
+    pub kill: watch::Sender<u64>,
+    pub heartbeats: AtomicBool,
+    pub paused: AtomicBool,
+    pub connects: watch::Sender<usize>,
+    pub open: AtomicUsize,
+    pub open_changed: Notify,
+}
+
+impl Shared {
+    pub fn new(cfg: FakeConfig, host: String) -> Self {
+        let ids = match cfg.flavor {
+            Flavor::Mastodon => IdGen::Snowflake { last: 0 },
+            Flavor::GoToSocial => IdGen::Ulid(ulid::Generator::new()),
+        };
+        Shared {
+            cfg,
+            host,
+            store: Mutex::new(Store {
+                ids,
+                accounts: HashMap::new(),
+                by_name: HashMap::new(),
+                statuses: BTreeMap::new(),
+            }),
+            faults: Mutex::new(Faults::default()),
+            limiter: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
+            events: broadcast::channel(4096).0,
+            kill: watch::channel(0).0,
+            heartbeats: AtomicBool::new(true),
+            paused: AtomicBool::new(false),
+            connects: watch::channel(0).0,
+            open: AtomicUsize::new(0),
+            open_changed: Notify::new(),
+        }
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        lock(&self.faults)
+    }
+
+    pub fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+        lock(&self.requests)
+    }
+
+    pub fn kill_streams(&self) {
+        self.kill.send_modify(|generation| *generation += 1);
+    }
+
+    fn broadcast(&self, event: &'static str, payload: String, scope: Scope) {
+        if self.paused.load(Ordering::SeqCst) {
+            return;
+        }
+        // An error only means no stream is open.
+        let _ = self.events.send(StreamMsg::Event { event, payload, scope });
+    }
+
+    pub fn add_account(&self, username: &str, opts: AccountOpts) -> String {
+        let mut store = self.store();
+        if let Some(id) = store.account_id(username) {
+            return id;
+        }
+        let now = Utc::now();
+        let id = store.ids.next(now);
+        // Mastodon rounds account creation to midnight (3.4+); GtS keeps the time.
+        let created_at = match self.cfg.flavor {
+            Flavor::Mastodon => now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc(),
+            Flavor::GoToSocial => json::truncate_millis(now),
+        };
+        store.by_name.insert(username.to_owned(), id.clone());
+        store.accounts.insert(
+            id.clone(),
+            Account { id: id.clone(), username: username.to_owned(), opts, created_at },
+        );
+        id
+    }
+
+    pub fn post(&self, username: &str, new: NewStatus) -> Posted {
+        let account_id = self.add_account(username, AccountOpts::default());
+        let mut store = self.store();
+        let now = json::truncate_millis(Utc::now());
+        let id = store.ids.next(now);
+        let in_reply_to_account_id = new
+            .in_reply_to_id
+            .as_deref()
+            .and_then(|r| store.status(r))
+            .map(|s| s.account_id.clone());
+        let reblog_of = new.reblog_of.filter(|r| store.status(r).is_some());
+        let media = new
+            .media
+            .into_iter()
+            .map(|(kind, description)| Media { id: store.ids.next(now), kind, description })
+            .collect();
+        let is_boost = reblog_of.is_some();
+        let status = Status {
+            id: id.clone(),
+            account_id: account_id.clone(),
+            created_at: now,
+            edited_at: None,
+            content: if is_boost { String::new() } else { new.content_html },
+            visibility: new.visibility,
+            spoiler_text: if is_boost { String::new() } else { new.spoiler_text },
+            sensitive: !is_boost && new.sensitive,
+            language: if is_boost { None } else { new.language },
+            in_reply_to_id: new.in_reply_to_id.filter(|_| !is_boost),
+            in_reply_to_account_id: in_reply_to_account_id.filter(|_| !is_boost),
+            reblog_of,
+            media: if is_boost { Vec::new() } else { media },
+            tags: if is_boost { Vec::new() } else { new.tags },
+            replies_count: 0,
+            reblogs_count: 0,
+        };
+        let bump = |store: &mut Store, target: &Option<String>, replies: bool| {
+            if let Some(target) = target.as_deref() {
+                if let Some(t) = store.statuses.get_mut(&IdKey::new(target)) {
+                    if replies { t.replies_count += 1 } else { t.reblogs_count += 1 }
+                }
+            }
+        };
+        bump(&mut store, &status.in_reply_to_id, true);
+        bump(&mut store, &status.reblog_of, false);
+        let scope = scope_of(&status);
+        let broadcastable = status.reader_visible();
+        store.statuses.insert(IdKey::new(&id), status);
+        let posted = json::posted(self, &store, &id);
+        let payload = json::status_payload(self, &store, &id);
+        drop(store);
+        if broadcastable {
+            if let Some(payload) = payload {
+                self.broadcast("update", payload, scope);
+            }
+        }
+        posted
+    }
+
+    pub fn edit(&self, id: &str, new_content_html: &str) -> bool {
+        let mut store = self.store();
+        let Some(status) = store.statuses.get_mut(&IdKey::new(id)) else {
+            return false;
+        };
+        status.content = new_content_html.to_owned();
+        status.edited_at = Some(json::truncate_millis(Utc::now()));
+        let scope = scope_of(status);
+        let broadcastable = status.reader_visible();
+        let payload = json::status_payload(self, &store, id);
+        drop(store);
+        if let (true, Some(payload)) = (broadcastable, payload) {
+            self.broadcast("status.update", payload, scope);
+        }
+        true
+    }
+
+    pub fn delete(&self, id: &str) -> bool {
+        let mut store = self.store();
+        let Some(status) = store.statuses.remove(&IdKey::new(id)) else {
+            return false;
+        };
+        let mut removed = vec![status.id.clone()];
+        // Deleting a post removes the boosts of it too, each with its own delete.
+        let boosts: Vec<IdKey> = store
+            .statuses
+            .iter()
+            .filter(|(_, s)| s.reblog_of.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in boosts {
+            if let Some(boost) = store.statuses.remove(&key) {
+                removed.push(boost.id);
+            }
+        }
+        for (target, replies) in [(&status.in_reply_to_id, true), (&status.reblog_of, false)] {
+            if let Some(t) = target.as_deref().and_then(|t| store.statuses.get_mut(&IdKey::new(t))) {
+                let count = if replies { &mut t.replies_count } else { &mut t.reblogs_count };
+                *count = count.saturating_sub(1);
+            }
+        }
+        drop(store);
+        for gone in removed {
+            let scope = Scope { public: true, tags: Vec::new(), everywhere: true };
+            self.broadcast("delete", gone, scope);
+        }
+        true
+    }
+
+    pub fn statuses_of(&self, username: &str) -> Vec<serde_json::Value> {
+        let store = self.store();
+        let Some(account_id) = store.account_id(username) else {
+            return Vec::new();
+        };
+        store
+            .statuses_by(&account_id)
+            .filter(|s| s.reader_visible())
+            .map(|s| json::status(self, &store, s, json::Viewer::Reader))
+            .collect()
+    }
+
+    pub fn record(&self, req: RecordedRequest) {
+        self.requests().push(req);
+    }
+}
+
+fn scope_of(status: &Status) -> Scope {
+    let reply_to_other = status
+        .in_reply_to_account_id
+        .as_deref()
+        .is_some_and(|a| a != status.account_id)
+        || (status.in_reply_to_id.is_some() && status.in_reply_to_account_id.is_none());
+    Scope {
+        public: status.visibility == "public" && status.reblog_of.is_none() && !reply_to_other,
+        tags: status.tags.iter().map(|t| t.to_lowercase()).collect(),
+        everywhere: false,
+    }
+}
+
+/// Counts an open stream while alive; dropped when the connection ends.
+pub(crate) struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        shared.connects.send_modify(|n| *n += 1);
+        shared.open_changed.notify_waiters();
+        OpenGuard(shared)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.open_changed.notify_waiters();
+    }
+}

@@ -1,0 +1,149 @@
+//! The plain data types of the fake server's public API: configuration, what a
+//! test passes to create accounts and statuses, and what it gets back.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// Which server software the fake imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    /// Mastodon 4.6: numeric snowflake ids, SSE and WebSocket streaming,
+    /// ISO 8601 `X-RateLimit-Reset`.
+    #[default]
+    Mastodon,
+    /// GoToSocial: ULID ids, WebSocket streaming only (SSE paths 404), Unix-seconds
+    /// `X-RateLimit-Reset`, `content_type`/`interaction_policy` on statuses.
+    GoToSocial,
+}
+
+/// How an SSE heartbeat is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeartbeatStyle {
+    /// `:thump\n`, as Mastodon wrote it up to 2025.
+    #[default]
+    Legacy,
+    /// `:thump\n\n`, as the 2026 streaming server writes it (mastodon#37379).
+    Terminated,
+}
+
+/// The general API throttle: `limit` requests per fixed, epoch-aligned `window`
+/// per token (or per IP for anonymous callers).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { limit: 300, window: Duration::from_secs(300) }
+    }
+}
+
+/// Server configuration; `Default` is a Mastodon with 15 s heartbeats, 30 s pings,
+/// no token required and a 300 per 5 minutes throttle.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    pub flavor: Flavor,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_style: HeartbeatStyle,
+    pub ws_ping_interval: Duration,
+    /// If set, streaming and `verify_credentials` require this token (header
+    /// `Authorization: Bearer`, query `access_token`, or for WebSocket
+    /// `Sec-WebSocket-Protocol`). Public REST reads work anonymously either way,
+    /// but a request presenting a wrong token gets 401, as on Mastodon.
+    pub token: Option<String>,
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        FakeConfig {
+            flavor: Flavor::Mastodon,
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_style: HeartbeatStyle::Legacy,
+            ws_ping_interval: Duration::from_secs(30),
+            token: None,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Profile settings of a new account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountOpts {
+    /// Empty string if `None`, like an account that never set one.
+    pub display_name: Option<String>,
+    pub note_html: String,
+    pub bot: bool,
+    pub locked: bool,
+    /// Serialised only when set (the attribute is optional in Mastodon).
+    pub noindex: Option<bool>,
+    pub discoverable: Option<bool>,
+    /// Profile fields as (name, value HTML).
+    pub fields: Vec<(String, String)>,
+}
+
+/// A status to store with [`super::FakeMastodon::post`].
+#[derive(Debug, Clone)]
+pub struct NewStatus {
+    pub content_html: String,
+    /// `public` (default), `unlisted`, `private` or `direct`.
+    pub visibility: String,
+    pub spoiler_text: String,
+    pub sensitive: bool,
+    pub language: Option<String>,
+    pub in_reply_to_id: Option<String>,
+    /// Makes this a boost of the given status id; content and media are ignored.
+    pub reblog_of: Option<String>,
+    /// Attachments as (type, description): `image`, `gifv`, `video`, `audio`.
+    pub media: Vec<(String, Option<String>)>,
+    /// Hashtag names; served lower-cased in `tags[].name`, like Mastodon.
+    pub tags: Vec<String>,
+}
+
+impl Default for NewStatus {
+    fn default() -> Self {
+        NewStatus {
+            content_html: String::new(),
+            visibility: "public".to_owned(),
+            spoiler_text: String::new(),
+            sensitive: false,
+            language: Some("en".to_owned()),
+            in_reply_to_id: None,
+            reblog_of: None,
+            media: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl NewStatus {
+    /// A public post with this HTML content.
+    pub fn html(content_html: impl Into<String>) -> Self {
+        NewStatus { content_html: content_html.into(), ..Default::default() }
+    }
+}
+
+/// Identity of a stored status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub id: String,
+    pub uri: String,
+    pub url: String,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Raw query string (empty if none).
+    pub query: String,
+    pub at: DateTime<Utc>,
+    /// A token was presented and accepted.
+    pub authorized: bool,
+    /// Status of the response (for streams: of the response head).
+    pub status: u16,
+}
