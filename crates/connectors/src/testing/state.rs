@@ -5,7 +5,7 @@
 //! plain method calls; no lock is held across an `.await`. Rendering to JSON lives
 //! in `json.rs`, HTTP in `rest.rs`, `streaming.rs` and `ws.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -105,9 +105,25 @@ pub(crate) struct Store {
     pub accounts: HashMap<String, Account>,
     pub by_name: HashMap<String, String>,
     pub statuses: BTreeMap<IdKey, Status>,
+    /// Status ids per account, so profile pages do not scan every status.
+    by_account: HashMap<String, BTreeSet<IdKey>>,
 }
 
 impl Store {
+    fn insert(&mut self, status: Status) {
+        let key = IdKey::new(&status.id);
+        self.by_account.entry(status.account_id.clone()).or_default().insert(key.clone());
+        self.statuses.insert(key, status);
+    }
+
+    fn remove(&mut self, key: &IdKey) -> Option<Status> {
+        let status = self.statuses.remove(key)?;
+        if let Some(ids) = self.by_account.get_mut(&status.account_id) {
+            ids.remove(key);
+        }
+        Some(status)
+    }
+
     pub fn account_id(&self, username: &str) -> Option<String> {
         self.by_name.get(username).cloned()
     }
@@ -117,12 +133,16 @@ impl Store {
     }
 
     /// Statuses of an account, newest first.
-    pub fn statuses_by<'a>(&'a self, account_id: &'a str) -> impl Iterator<Item = &'a Status> {
-        self.statuses.values().rev().filter(move |s| s.account_id == account_id)
+    pub fn statuses_by<'a>(&'a self, account_id: &str) -> impl Iterator<Item = &'a Status> + 'a {
+        self.by_account
+            .get(account_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev())
+            .filter_map(|key| self.statuses.get(key))
     }
 
     pub fn statuses_count(&self, account_id: &str) -> usize {
-        self.statuses_by(account_id).count()
+        self.by_account.get(account_id).map_or(0, BTreeSet::len)
     }
 
     pub fn last_status_at(&self, account_id: &str) -> Option<DateTime<Utc>> {
@@ -187,6 +207,7 @@ impl Shared {
                 accounts: HashMap::new(),
                 by_name: HashMap::new(),
                 statuses: BTreeMap::new(),
+                by_account: HashMap::new(),
             }),
             faults: Mutex::new(Faults::default()),
             limiter: Mutex::new(HashMap::new()),
@@ -291,7 +312,7 @@ impl Shared {
         bump(&mut store, &status.reblog_of, false);
         let scope = scope_of(&status);
         let broadcastable = status.reader_visible();
-        store.statuses.insert(IdKey::new(&id), status);
+        store.insert(status);
         let posted = json::posted(self, &store, &id);
         let payload = json::status_payload(self, &store, &id);
         drop(store);
@@ -322,7 +343,7 @@ impl Shared {
 
     pub fn delete(&self, id: &str) -> bool {
         let mut store = self.store();
-        let Some(status) = store.statuses.remove(&IdKey::new(id)) else {
+        let Some(status) = store.remove(&IdKey::new(id)) else {
             return false;
         };
         let mut removed = vec![status.id.clone()];
@@ -334,7 +355,7 @@ impl Shared {
             .map(|(k, _)| k.clone())
             .collect();
         for key in boosts {
-            if let Some(boost) = store.statuses.remove(&key) {
+            if let Some(boost) = store.remove(&key) {
                 removed.push(boost.id);
             }
         }
