@@ -8,7 +8,7 @@
 
 pub mod file;
 pub mod mastodon;
-// pub mod replay; (in progress)
+pub mod replay;
 pub mod stdout;
 
 #[cfg(feature = "test-util")]

@@ -20,6 +20,8 @@ pub enum OutputFormat {
 pub struct StdoutSinkConfig {
     #[serde(default)]
     pub format: OutputFormat,
+    #[serde(default)]
+    pub delivery: fedistream_core::runtime::DeliveryConfig,
 }
 
 pub struct StdoutSink {

@@ -17,6 +17,9 @@ pub mod runtime;
 pub mod sqlite;
 pub mod units;
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
 pub use component::{DeadLetter, Emitter, Progress, Sink, Source, SourceBatch, SourceContext, Status};
 pub use error::{ErrorKind, LogError, SinkError, SourceError};
 pub use event::{Event, EventKind, LogRecord, Position};

@@ -66,6 +66,52 @@ impl Default for RetryConfig {
     }
 }
 
+/// Per-channel delivery settings, as written in a channel's `[channels.NAME.delivery]` table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Most records in one write.
+    pub max_batch: usize,
+    /// Most payload bytes in one write.
+    #[serde(with = "crate::units::size")]
+    pub max_batch_bytes: u64,
+    /// How long to wait for more records before writing a partial batch.
+    #[serde(with = "crate::units::duration")]
+    pub linger: Duration,
+    /// First retry delay after a transient failure (doubles, with jitter).
+    #[serde(with = "crate::units::duration")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "crate::units::duration")]
+    pub retry_max: Duration,
+    /// How long the channel pauses after an authentication or configuration error.
+    #[serde(with = "crate::units::duration")]
+    pub pause: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let (b, r) = (BatchConfig::default(), RetryConfig::default());
+        DeliveryConfig {
+            max_batch: b.max_records,
+            max_batch_bytes: b.max_bytes as u64,
+            linger: b.linger,
+            retry_initial: r.initial,
+            retry_max: r.max,
+            pause: r.pause,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn batch(&self) -> BatchConfig {
+        BatchConfig { max_records: self.max_batch.max(1), max_bytes: self.max_batch_bytes.max(1) as usize, linger: self.linger }
+    }
+    pub fn retry(&self) -> RetryConfig {
+        RetryConfig { initial: self.retry_initial, max: self.retry_max, pause: self.pause }
+    }
+}
+
 pub struct ChannelSpec {
     pub name: String,
     /// Consumer group; one per channel.
@@ -643,3 +689,6 @@ pub fn max_positions(positions: impl IntoIterator<Item = Position>) -> HashMap<u
     }
     m
 }
+
+#[cfg(test)]
+mod tests;

@@ -373,7 +373,7 @@ impl Log for SqliteLog {
             if let Some(age) = opts.max_age {
                 let cutoff = Utc::now().timestamp_millis() - age.as_millis() as i64;
                 deleted += conn.execute(
-                    "DELETE FROM events WHERE appended_at < ?1 AND offset <= ?2",
+                    "DELETE FROM events WHERE appended_at <= ?1 AND offset <= ?2",
                     params![cutoff, floor],
                 )? as u64;
             }

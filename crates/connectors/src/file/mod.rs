@@ -36,6 +36,8 @@ pub struct FileSinkConfig {
     /// fsync after every batch (survives power loss, not just crashes).
     #[serde(default)]
     pub fsync: bool,
+    #[serde(default)]
+    pub delivery: fedistream_core::runtime::DeliveryConfig,
 }
 
 fn default_rotate_bytes() -> u64 {

@@ -32,7 +32,7 @@ fn offsets(path: &Path) -> Vec<u64> {
 }
 
 fn cfg(path: PathBuf) -> FileSinkConfig {
-    FileSinkConfig { path, rotate_bytes: 0, rotate_age: None, fsync: false }
+    FileSinkConfig { path, rotate_bytes: 0, rotate_age: None, fsync: false, delivery: Default::default() }
 }
 
 #[tokio::test]

@@ -1,0 +1,152 @@
+use super::*;
+use crate::component::SourceBatch;
+use crate::sqlite::{SqliteLog, SqliteOptions};
+use crate::testing::{created, post, RecordingSink, VecSource};
+
+fn log() -> (tempfile::TempDir, Arc<dyn Log>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+    (dir, log)
+}
+
+fn fast_retry() -> RetryConfig {
+    RetryConfig { initial: Duration::from_millis(1), max: Duration::from_millis(5), pause: Duration::from_millis(20) }
+}
+
+fn channel(name: &str, sink: RecordingSink, dl: &std::path::Path) -> ChannelSpec {
+    ChannelSpec {
+        name: name.into(),
+        group: format!("g.{name}"),
+        sink: Box::new(sink),
+        route: Arc::new(|_| true),
+        batch: BatchConfig { max_records: 3, max_bytes: 1 << 20, linger: Duration::ZERO },
+        retry: fast_retry(),
+        dead_letter: DeadLetter::new(dl.join(format!("{name}.jsonl"))),
+    }
+}
+
+fn pipeline(log: Arc<dyn Log>, batches: Vec<SourceBatch>, channels: Vec<ChannelSpec>) -> Pipeline {
+    Pipeline {
+        log,
+        sources: vec![SourceSpec {
+            name: "src".into(),
+            source: Box::new(VecSource { batches }),
+            dead_letter: DeadLetter::new("/nonexistent/dl.jsonl"),
+        }],
+        channels,
+        options: RuntimeOptions::default(),
+        progress: None,
+    }
+}
+
+fn batch(events: Vec<Event>) -> SourceBatch {
+    SourceBatch { events, state: vec![] }
+}
+
+#[tokio::test]
+async fn finite_run_delivers_everything_once_and_exits() {
+    let (d, log) = log();
+    let sink = RecordingSink::default();
+    let evs: Vec<Event> = (1..=10).map(|n| created("src", "a@example.org", n, "x")).collect();
+    let p = pipeline(log, vec![batch(evs[..6].to_vec()), batch(evs[6..].to_vec())], vec![channel("c", sink.clone(), d.path())]);
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    assert_eq!(sink.keys(), evs.iter().map(|e| e.key.clone()).collect::<Vec<_>>());
+    assert!(*sink.closed.lock().unwrap(), "sink closed at the end");
+    assert_eq!(summary.channels[0].counters.get("delivered"), Some(&10));
+    assert!(summary.failures.is_empty());
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_and_edits_become_updates() {
+    let (d, log) = log();
+    let sink = RecordingSink::default();
+    let first = created("src", "a@example.org", 1, "hello");
+    let mut edited_post = post("a@example.org", 1, "hello, edited");
+    edited_post.content_html = "<p>hello, edited</p>".into();
+    let edited = Event::created("src", edited_post); // REST sees the edit as just "the post"
+    let mut deleted = first.clone();
+    deleted.kind = EventKind::Deleted;
+    deleted.post = None;
+    let p = pipeline(
+        log.clone(),
+        vec![
+            batch(vec![first.clone(), first.clone()]), // stream and REST in one batch
+            batch(vec![first.clone()]),                 // REST again later
+            batch(vec![edited]),
+            batch(vec![deleted.clone()]),
+            batch(vec![deleted, first]), // a late duplicate of a deleted post
+        ],
+        vec![channel("c", sink.clone(), d.path())],
+    );
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    assert_eq!(sink.kinds(), vec![EventKind::Created, EventKind::Updated, EventKind::Deleted]);
+    assert_eq!(summary.channels[0].counters.get("delivered"), Some(&3));
+    // The dedup index is durable: a new run sees the same post as a duplicate.
+    let sink2 = RecordingSink::default();
+    let p = pipeline(log, vec![batch(vec![created("src", "a@example.org", 1, "hello")])], vec![channel("c2", sink2.clone(), d.path())]);
+    run(p, CancellationToken::new()).await.unwrap();
+    assert_eq!(sink2.kinds(), vec![EventKind::Created, EventKind::Updated, EventKind::Deleted], "c2 reads the log from the start and nothing new was appended");
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_without_loss_or_duplicates() {
+    let (d, log) = log();
+    let sink = RecordingSink::default();
+    sink.fail_next(SinkError::transient("boom 1"));
+    sink.fail_next(SinkError::transient("boom 2"));
+    let evs: Vec<Event> = (1..=7).map(|n| created("src", "a@example.org", n, "x")).collect();
+    let p = pipeline(log, vec![batch(evs.clone())], vec![channel("c", sink.clone(), d.path())]);
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    assert_eq!(sink.keys(), evs.iter().map(|e| e.key.clone()).collect::<Vec<_>>());
+    assert_eq!(summary.channels[0].counters.get("retries"), Some(&2));
+}
+
+#[tokio::test]
+async fn a_permanent_failure_dead_letters_one_event_and_the_rest_goes_on() {
+    let (d, log) = log();
+    let sink = RecordingSink::default();
+    sink.fail_next(SinkError::permanent_at(1, "422 Validation failed: Text is too long"));
+    let evs: Vec<Event> = (1..=5).map(|n| created("src", "a@example.org", n, "x")).collect();
+    let p = pipeline(log, vec![batch(evs.clone())], vec![channel("c", sink.clone(), d.path())]);
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    let expected: Vec<String> = evs.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, e)| e.key.clone()).collect();
+    assert_eq!(sink.keys(), expected);
+    let dl = std::fs::read_to_string(d.path().join("c.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
+    assert_eq!(line["reason"], "422 Validation failed: Text is too long");
+    assert_eq!(line["event"]["key"], evs[1].key.as_str());
+    assert_eq!(summary.channels[0].counters.get("dead_lettered"), Some(&1));
+}
+
+#[tokio::test]
+async fn an_auth_error_pauses_one_channel_while_the_other_delivers() {
+    let (d, log) = log();
+    let paused = RecordingSink::default();
+    paused.fail_next(SinkError::new(ErrorKind::Auth, "401 The access token is invalid"));
+    let healthy = RecordingSink::default();
+    let evs: Vec<Event> = (1..=4).map(|n| created("src", "a@example.org", n, "x")).collect();
+    let p = pipeline(
+        log,
+        vec![batch(evs.clone())],
+        vec![channel("paused", paused.clone(), d.path()), channel("healthy", healthy.clone(), d.path())],
+    );
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    // After its pause the first channel retried and delivered too: nothing lost.
+    assert_eq!(healthy.keys().len(), 4);
+    assert_eq!(paused.keys().len(), 4);
+    let c = summary.channels.iter().find(|c| c.name == "paused").unwrap();
+    assert_eq!(c.counters.get("retries"), Some(&1));
+}
+
+#[tokio::test]
+async fn routes_filter_per_channel() {
+    let (d, log) = log();
+    let sink = RecordingSink::default();
+    let mut ch = channel("c", sink.clone(), d.path());
+    ch.route = Arc::new(|e: &Event| e.account == "b@example.org");
+    let evs = vec![created("src", "a@example.org", 1, "x"), created("src", "b@example.org", 2, "y")];
+    let p = pipeline(log, vec![batch(evs)], vec![ch]);
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    assert_eq!(sink.keys().len(), 1);
+    assert_eq!(summary.channels[0].counters.get("filtered"), Some(&1));
+}

@@ -1,0 +1,198 @@
+//! Test helpers (feature `test-util`): a source that emits given events, a
+//! recording sink with scripted failures, event builders, and the conformance
+//! suite every [`Log`] backend must pass.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use crate::component::{Sink, Source, SourceBatch, SourceContext};
+use crate::error::{SinkError, SourceError};
+use crate::event::{Event, EventKind, LogRecord};
+use crate::log::{AppendBatch, Log, StatePut};
+use crate::post::{Account, Counts, Post, Provenance, Via, Visibility};
+
+/// A minimal post by `acct` with `n` in its id, uri and text.
+pub fn post(acct: &str, n: u64, text: &str) -> Post {
+    let host = acct.split('@').nth(1).unwrap_or("example.org").to_string();
+    let user = acct.split('@').next().unwrap_or("user");
+    let now = Utc::now();
+    Post {
+        id: n.to_string(),
+        uri: format!("https://{host}/users/{user}/statuses/{n}"),
+        url: Some(format!("https://{host}/@{user}/{n}")),
+        account: Account {
+            id: "1".into(),
+            acct: acct.to_string(),
+            display_name: user.to_string(),
+            url: None,
+            bot: false,
+            discoverable: Some(true),
+            indexable: Some(true),
+            noindex: None,
+            bio_tags: Default::default(),
+        },
+        created_at: Some(now),
+        edited_at: None,
+        visibility: Visibility::Public,
+        language: Some("en".into()),
+        content_html: format!("<p>{text}</p>"),
+        content_text: text.to_string(),
+        spoiler_text: String::new(),
+        sensitive: false,
+        boost_of: None,
+        in_reply_to: None,
+        tags: vec![],
+        mentions: vec![],
+        emojis: vec![],
+        media: vec![],
+        poll: None,
+        application: None,
+        counts: Counts { replies: 0, reblogs: 0, favourites: 0, observed_at: now, observed_by: host.clone() },
+        provenance: Provenance { instance: host, via: Via::Rest, received_at: now },
+    }
+}
+
+pub fn created(source: &str, acct: &str, n: u64, text: &str) -> Event {
+    Event::created(source, post(acct, n, text))
+}
+
+/// A finite source that emits the given batches, in order.
+pub struct VecSource {
+    pub batches: Vec<SourceBatch>,
+}
+
+#[async_trait]
+impl Source for VecSource {
+    fn is_finite(&self) -> bool {
+        true
+    }
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        for b in self.batches {
+            ctx.emitter.emit(b).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the recording sink does on its next writes.
+#[derive(Debug, Clone)]
+pub enum Script {
+    Fail(SinkError),
+}
+
+impl Clone for SinkError {
+    fn clone(&self) -> Self {
+        SinkError {
+            kind: self.kind,
+            message: self.message.clone(),
+            retry_after: self.retry_after,
+            failed_index: self.failed_index,
+        }
+    }
+}
+
+/// Records every delivered record; fails as scripted first.
+#[derive(Clone, Default)]
+pub struct RecordingSink {
+    pub delivered: Arc<Mutex<Vec<LogRecord>>>,
+    pub script: Arc<Mutex<VecDeque<Script>>>,
+    pub writes: Arc<Mutex<usize>>,
+    pub closed: Arc<Mutex<bool>>,
+}
+
+impl RecordingSink {
+    pub fn fail_next(&self, e: SinkError) {
+        self.script.lock().unwrap().push_back(Script::Fail(e));
+    }
+    pub fn keys(&self) -> Vec<String> {
+        self.delivered.lock().unwrap().iter().map(|r| r.event.key.clone()).collect()
+    }
+    pub fn kinds(&self) -> Vec<EventKind> {
+        self.delivered.lock().unwrap().iter().map(|r| r.event.kind).collect()
+    }
+}
+
+#[async_trait]
+impl Sink for RecordingSink {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+        *self.writes.lock().unwrap() += 1;
+        if let Some(Script::Fail(e)) = self.script.lock().unwrap().pop_front() {
+            // A permanent failure at index i means records before i went through.
+            if let Some(i) = e.failed_index {
+                self.delivered.lock().unwrap().extend(batch[..i.min(batch.len())].iter().cloned());
+            }
+            return Err(e);
+        }
+        self.delivered.lock().unwrap().extend(batch.iter().cloned());
+        Ok(())
+    }
+    async fn close(&mut self) -> Result<(), SinkError> {
+        *self.closed.lock().unwrap() = true;
+        Ok(())
+    }
+}
+
+/// The conformance suite for [`Log`] backends. `open` must return a fresh, empty
+/// log each call with `reopen` giving the same storage again (for durability).
+pub mod conformance {
+    use super::*;
+
+    pub async fn append_then_consume_in_order(log: Arc<dyn Log>) {
+        let evs: Vec<Event> = (1..=5).map(|n| created("s", "a@example.org", n, "hi")).collect();
+        let r = log.append(AppendBatch { events: evs.clone(), state: vec![] }).await.unwrap();
+        assert_eq!(r.positions.len(), 5);
+        assert!(r.positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {:?}", r.positions);
+        let mut c = log.consumer("g1").await.unwrap();
+        let got = c.poll(100, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(got.iter().map(|r| (*r.event).clone()).collect::<Vec<_>>(), evs);
+        assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), r.positions);
+        // Nothing more.
+        assert!(c.poll(100, Duration::from_millis(10)).await.unwrap().is_empty());
+    }
+
+    pub async fn state_is_written_with_the_append(log: Arc<dyn Log>) {
+        let ev = created("s", "a@example.org", 1, "hi");
+        log.append(AppendBatch { events: vec![ev], state: vec![StatePut::set("checkpoint", "k", "1")] })
+            .await
+            .unwrap();
+        assert_eq!(log.state_get("checkpoint", "k").await.unwrap().as_deref(), Some("1"));
+        log.append(AppendBatch { events: vec![], state: vec![StatePut::delete("checkpoint", "k")] }).await.unwrap();
+        assert_eq!(log.state_get("checkpoint", "k").await.unwrap(), None);
+        let many = log.state_get_many("checkpoint", &["k".into(), "x".into()]).await.unwrap();
+        assert!(many.is_empty());
+    }
+
+    pub async fn groups_are_independent_and_resume_after_commit(log: Arc<dyn Log>) {
+        let evs: Vec<Event> = (1..=4).map(|n| created("s", "a@example.org", n, "hi")).collect();
+        log.append(AppendBatch { events: evs, state: vec![] }).await.unwrap();
+        let mut a = log.consumer("a").await.unwrap();
+        let got = a.poll(2, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(got.len(), 2);
+        a.commit(&[got[1].position], vec![StatePut::set("map", "x", "y")]).await.unwrap();
+        assert_eq!(log.state_get("map", "x").await.unwrap().as_deref(), Some("y"));
+        drop(a);
+        let mut a = log.consumer("a").await.unwrap();
+        let rest = a.poll(10, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(rest.iter().map(|r| r.event.status_id.clone()).collect::<Vec<_>>(), vec!["3", "4"]);
+        assert_eq!(a.lag().await.unwrap(), 2, "3 and 4 are read but not committed");
+        let mut b = log.consumer("b").await.unwrap();
+        assert_eq!(b.poll(10, Duration::from_millis(10)).await.unwrap().len(), 4, "a new group starts at the beginning");
+    }
+
+    pub async fn poll_wakes_on_append(log: Arc<dyn Log>) {
+        let mut c = log.consumer("w").await.unwrap();
+        let waiter = tokio::spawn(async move { c.poll(10, Duration::from_secs(20)).await.unwrap() });
+        tokio::task::yield_now().await;
+        let started = std::time::Instant::now();
+        log.append(AppendBatch { events: vec![created("s", "a@example.org", 7, "x")], state: vec![] })
+            .await
+            .unwrap();
+        let got = waiter.await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(10), "woken by the append, not the timeout");
+    }
+}
