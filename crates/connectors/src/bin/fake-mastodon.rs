@@ -4,7 +4,12 @@
 //! ```text
 //! fake-mastodon --port 0 --accounts N [--flavor mastodon|gotosocial]
 //!               [--posts-per-account K] [--post-interval-ms M]
+//!               [--rate-limit L] [--rate-window-secs S] [--token T]
 //! ```
+//!
+//! The throttle defaults to Mastodon's 300 requests per 5 minutes per IP; a
+//! benchmark polling many accounts from one process will want `--rate-limit`
+//! raised (real Mastodon exempts loopback clients entirely).
 //!
 //! Creates `user0..user{N-1}` with K posts each, optionally posts to a random
 //! account every M ms, prints exactly one line `LISTENING http://127.0.0.1:PORT`
@@ -15,7 +20,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fedistream_connectors::testing::{FakeConfig, FakeMastodon, Flavor, NewStatus};
+use fedistream_connectors::testing::{FakeConfig, FakeMastodon, Flavor, NewStatus, RateLimitConfig};
 use rand::Rng;
 
 struct Args {
@@ -24,10 +29,12 @@ struct Args {
     flavor: Flavor,
     posts_per_account: usize,
     post_interval_ms: Option<u64>,
+    rate_limit: RateLimitConfig,
+    token: Option<String>,
 }
 
 const USAGE: &str = "usage: fake-mastodon --port P --accounts N [--flavor mastodon|gotosocial] \
-[--posts-per-account K] [--post-interval-ms M]";
+[--posts-per-account K] [--post-interval-ms M] [--rate-limit L] [--rate-window-secs S] [--token T]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -36,6 +43,8 @@ fn parse_args() -> Result<Args, String> {
         flavor: Flavor::Mastodon,
         posts_per_account: 0,
         post_interval_ms: None,
+        rate_limit: RateLimitConfig::default(),
+        token: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,6 +58,11 @@ fn parse_args() -> Result<Args, String> {
             "--accounts" => args.accounts = value.parse().map_err(bad)?,
             "--posts-per-account" => args.posts_per_account = value.parse().map_err(bad)?,
             "--post-interval-ms" => args.post_interval_ms = Some(value.parse().map_err(bad)?),
+            "--rate-limit" => args.rate_limit.limit = value.parse().map_err(bad)?,
+            "--rate-window-secs" => {
+                args.rate_limit.window = Duration::from_secs(value.parse().map_err(bad)?)
+            }
+            "--token" => args.token = Some(value),
             "--flavor" => {
                 args.flavor = match value.as_str() {
                     "mastodon" => Flavor::Mastodon,
@@ -71,7 +85,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = FakeConfig { flavor: args.flavor, ..FakeConfig::default() };
+    let cfg = FakeConfig {
+        flavor: args.flavor,
+        rate_limit: args.rate_limit,
+        token: args.token,
+        ..FakeConfig::default()
+    };
     let server = match FakeMastodon::start_on(cfg, args.port).await {
         Ok(server) => server,
         Err(err) => {

@@ -123,6 +123,10 @@ async fn respond(
         next.run(req).await
     };
     let headers = response.headers_mut();
+    // Rails labels JSON with its charset.
+    if headers.get("content-type").is_some_and(|v| v == "application/json") {
+        headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+    }
     let reset = match shared.cfg.flavor {
         Flavor::Mastodon => limit.reset.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         Flavor::GoToSocial => limit.reset.timestamp().to_string(),

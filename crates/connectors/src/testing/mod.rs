@@ -11,12 +11,16 @@
 //! Tests drive it synchronously (`post`, `edit`, `delete`) while it runs, inject
 //! faults (lost events, dropped or stalled streams, malformed frames, 429s, 5xx,
 //! revoked tokens) and observe it (`requests`, `stream_connects`, `open_streams`).
-//! What the fake leaves out is listed in the README of this module's pull request
-//! and in the doc comments of the handlers: notifications, follows, posting over
-//! HTTP, the paging throttle.
+//!
+//! Left out on purpose: writes over HTTP (`POST /api/v1/statuses`, media),
+//! notifications, follows and lists as resources (any list id streams
+//! everything), mentions, polls, cards, the separate paging throttle
+//! (300 per 15 minutes), Mastodon's loopback exemption from throttling, and
+//! GoToSocial's requirement of a token for most reads.
 
 mod guard;
 mod json;
+mod ops;
 mod rest;
 mod state;
 mod streaming;

@@ -1,0 +1,146 @@
+//! What tests do to the server's content: post, edit, delete, and read back.
+//!
+//! Each operation updates the store under its lock, renders the stream payload
+//! while still holding it, then broadcasts after releasing it, so a stream never
+//! sees an event for a status the REST API cannot serve yet.
+
+use chrono::Utc;
+
+use super::json;
+use super::state::{IdKey, Media, Scope, Shared, Status, Store};
+use super::types::{AccountOpts, NewStatus, Posted};
+
+impl Shared {
+    pub fn post(&self, username: &str, new: NewStatus) -> Posted {
+        let account_id = self.add_account(username, AccountOpts::default());
+        let mut store = self.store();
+        let now = json::truncate_millis(Utc::now());
+        let id = store.ids.next(now);
+        let in_reply_to_account_id = new
+            .in_reply_to_id
+            .as_deref()
+            .and_then(|r| store.status(r))
+            .map(|s| s.account_id.clone());
+        let reblog_of = new.reblog_of.filter(|r| store.status(r).is_some());
+        let media = new
+            .media
+            .into_iter()
+            .map(|(kind, description)| Media { id: store.ids.next(now), kind, description })
+            .collect();
+        let is_boost = reblog_of.is_some();
+        let status = Status {
+            id: id.clone(),
+            account_id: account_id.clone(),
+            created_at: now,
+            edited_at: None,
+            content: if is_boost { String::new() } else { new.content_html },
+            visibility: new.visibility,
+            spoiler_text: if is_boost { String::new() } else { new.spoiler_text },
+            sensitive: !is_boost && new.sensitive,
+            language: if is_boost { None } else { new.language },
+            in_reply_to_id: new.in_reply_to_id.filter(|_| !is_boost),
+            in_reply_to_account_id: in_reply_to_account_id.filter(|_| !is_boost),
+            reblog_of,
+            media: if is_boost { Vec::new() } else { media },
+            tags: if is_boost { Vec::new() } else { new.tags },
+            replies_count: 0,
+            reblogs_count: 0,
+        };
+        let bump = |store: &mut Store, target: &Option<String>, replies: bool| {
+            if let Some(target) = target.as_deref() {
+                if let Some(t) = store.statuses.get_mut(&IdKey::new(target)) {
+                    if replies { t.replies_count += 1 } else { t.reblogs_count += 1 }
+                }
+            }
+        };
+        bump(&mut store, &status.in_reply_to_id, true);
+        bump(&mut store, &status.reblog_of, false);
+        let scope = scope_of(&status);
+        let broadcastable = status.reader_visible();
+        store.insert(status);
+        let posted = json::posted(self, &store, &id);
+        let payload = json::status_payload(self, &store, &id);
+        drop(store);
+        if broadcastable {
+            if let Some(payload) = payload {
+                self.broadcast("update", payload, scope);
+            }
+        }
+        posted
+    }
+
+    pub fn edit(&self, id: &str, new_content_html: &str) -> bool {
+        let mut store = self.store();
+        let Some(status) = store.statuses.get_mut(&IdKey::new(id)) else {
+            return false;
+        };
+        status.content = new_content_html.to_owned();
+        status.edited_at = Some(json::truncate_millis(Utc::now()));
+        let scope = scope_of(status);
+        let broadcastable = status.reader_visible();
+        let payload = json::status_payload(self, &store, id);
+        drop(store);
+        if let (true, Some(payload)) = (broadcastable, payload) {
+            self.broadcast("status.update", payload, scope);
+        }
+        true
+    }
+
+    pub fn delete(&self, id: &str) -> bool {
+        let mut store = self.store();
+        let Some(status) = store.remove(&IdKey::new(id)) else {
+            return false;
+        };
+        let mut removed = vec![status.id.clone()];
+        // Deleting a post removes the boosts of it too, each with its own delete.
+        let boosts: Vec<IdKey> = store
+            .statuses
+            .iter()
+            .filter(|(_, s)| s.reblog_of.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in boosts {
+            if let Some(boost) = store.remove(&key) {
+                removed.push(boost.id);
+            }
+        }
+        for (target, replies) in [(&status.in_reply_to_id, true), (&status.reblog_of, false)] {
+            if let Some(t) = target.as_deref().and_then(|t| store.statuses.get_mut(&IdKey::new(t))) {
+                let count = if replies { &mut t.replies_count } else { &mut t.reblogs_count };
+                *count = count.saturating_sub(1);
+            }
+        }
+        drop(store);
+        for gone in removed {
+            let scope = Scope { public: true, tags: Vec::new(), everywhere: true };
+            self.broadcast("delete", gone, scope);
+        }
+        true
+    }
+
+    pub fn statuses_of(&self, username: &str) -> Vec<serde_json::Value> {
+        let store = self.store();
+        let Some(account_id) = store.account_id(username) else {
+            return Vec::new();
+        };
+        store
+            .statuses_by(&account_id)
+            .filter(|s| s.reader_visible())
+            .map(|s| json::status(self, &store, s, json::Viewer::Reader))
+            .collect()
+    }
+}
+
+fn scope_of(status: &Status) -> Scope {
+    let reply_to_other = status
+        .in_reply_to_account_id
+        .as_deref()
+        .is_some_and(|a| a != status.account_id)
+        || (status.in_reply_to_id.is_some() && status.in_reply_to_account_id.is_none());
+    Scope {
+        public: status.visibility == "public" && status.reblog_of.is_none() && !reply_to_other,
+        tags: status.tags.iter().map(|t| t.to_lowercase()).collect(),
+        everywhere: false,
+    }
+}
+
