@@ -168,9 +168,9 @@ impl FakeMastodon {
         self.shared.kill_streams();
     }
 
-    /// Every request served so far, oldest first.
+    /// The requests served so far, oldest first (the last 100,000).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests().clone()
+        self.shared.requests().iter().cloned().collect()
     }
 
     /// Successful stream connections so far (SSE responses and WebSocket upgrades).

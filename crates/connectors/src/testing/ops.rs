@@ -1,8 +1,9 @@
 //! What tests do to the server's content: post, edit, delete, and read back.
 //!
-//! Each operation updates the store under its lock, renders the stream payload
-//! while still holding it, then broadcasts after releasing it, so a stream never
-//! sees an event for a status the REST API cannot serve yet.
+//! Each operation updates the store, renders the stream payload and broadcasts
+//! while holding the store lock (sending never blocks), so streams see events in
+//! id order even when tests post from several threads, and never before the REST
+//! API can serve the status.
 
 use chrono::Utc;
 
@@ -60,7 +61,6 @@ impl Shared {
         store.insert(status);
         let posted = json::posted(self, &store, &id);
         let payload = json::status_payload(self, &store, &id);
-        drop(store);
         if broadcastable {
             if let Some(payload) = payload {
                 self.broadcast("update", payload, scope);
@@ -79,7 +79,6 @@ impl Shared {
         let scope = scope_of(status);
         let broadcastable = status.reader_visible();
         let payload = json::status_payload(self, &store, id);
-        drop(store);
         if let (true, Some(payload)) = (broadcastable, payload) {
             self.broadcast("status.update", payload, scope);
         }
@@ -110,7 +109,6 @@ impl Shared {
                 *count = count.saturating_sub(1);
             }
         }
-        drop(store);
         for gone in removed {
             let scope = Scope { public: true, tags: Vec::new(), everywhere: true };
             self.broadcast("delete", gone, scope);

@@ -5,7 +5,7 @@
 //! plain method calls; no lock is held across an `.await`. Rendering to JSON lives
 //! in `json.rs`, HTTP in `rest.rs`, `streaming.rs` and `ws.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -175,6 +175,9 @@ pub(crate) enum StreamMsg {
     Raw(String),
 }
 
+/// How many requests `requests()` remembers (the oldest are forgotten first).
+pub(crate) const REQUEST_LOG_CAP: usize = 100_000;
+
 /// Shared by the handle and every handler.
 pub(crate) struct Shared {
     pub cfg: FakeConfig,
@@ -182,7 +185,7 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     faults: Mutex<Faults>,
     pub limiter: Mutex<HashMap<String, (i64, u32)>>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<VecDeque<RecordedRequest>>,
     pub events: broadcast::Sender<StreamMsg>,
     /// Bumped to close every open stream (drop_streams, revoke_token).
     pub kill: watch::Sender<u64>,
@@ -211,7 +214,7 @@ impl Shared {
             }),
             faults: Mutex::new(Faults::default()),
             limiter: Mutex::new(HashMap::new()),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
             events: broadcast::channel(4096).0,
             kill: watch::channel(0).0,
             heartbeats: AtomicBool::new(true),
@@ -230,7 +233,7 @@ impl Shared {
         lock(&self.faults)
     }
 
-    pub fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+    pub fn requests(&self) -> MutexGuard<'_, VecDeque<RecordedRequest>> {
         lock(&self.requests)
     }
 
@@ -267,7 +270,12 @@ impl Shared {
     }
 
     pub fn record(&self, req: RecordedRequest) {
-        self.requests().push(req);
+        let mut log = self.requests();
+        // Bounded so a long-running benchmark server does not grow without end.
+        if log.len() == REQUEST_LOG_CAP {
+            log.pop_front();
+        }
+        log.push_back(req);
     }
 }
 

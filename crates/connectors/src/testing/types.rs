@@ -96,6 +96,7 @@ pub struct NewStatus {
     pub language: Option<String>,
     pub in_reply_to_id: Option<String>,
     /// Makes this a boost of the given status id; content and media are ignored.
+    /// An unknown id is ignored (the status is stored as an ordinary post).
     pub reblog_of: Option<String>,
     /// Attachments as (type, description): `image`, `gifv`, `video`, `audio`.
     pub media: Vec<(String, Option<String>)>,
