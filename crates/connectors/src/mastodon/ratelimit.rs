@@ -171,7 +171,12 @@ impl RateLimiter {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let limit = header("x-ratelimit-limit").and_then(|v| v.parse::<u32>().ok());
         let remaining = header("x-ratelimit-remaining").and_then(|v| v.parse::<u32>().ok());
-        let reset = header("x-ratelimit-reset").and_then(|v| parse_reset(v, now_wall));
+        let reset = header("x-ratelimit-reset").and_then(|v| {
+            // Whole Unix seconds (GoToSocial) are truncated: the window may end
+            // anywhere in that second, so wait it out.
+            let coarse = v.len() >= 10 && v.bytes().all(|b| b.is_ascii_digit());
+            parse_reset(v, now_wall).map(|t| if coarse { t + chrono::Duration::seconds(1) } else { t })
+        });
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(v, now_wall));
 
         let mut st = self.state();

@@ -181,3 +181,16 @@ fn registry_keys_by_host_and_token_without_storing_it() {
     assert!(!Arc::ptr_eq(&a.0, &reg.get("example.social:8443", Some(&t)).0));
     assert!(!format!("{reg:?}").contains("tok-abc"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn whole_unix_seconds_wait_out_the_named_second() {
+    let limiter = RateLimiter::default();
+    let now = at("2026-08-01T13:57:12.900Z");
+    let reset = headers(&[("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset", (now.timestamp() + 2).to_string())]);
+    limiter.observe_at(&reset, 429, now);
+    // Reset names 13:57:14, which may mean up to 13:57:14.999: wait until 13:57:15.
+    assert_eq!(limiter.blocked_until(), Some(at("2026-08-01T13:57:15Z")));
+    let t0 = Instant::now();
+    limiter.acquire().await;
+    assert!(t0.elapsed() >= Duration::from_millis(2100), "{:?}", t0.elapsed());
+}

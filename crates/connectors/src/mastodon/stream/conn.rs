@@ -65,8 +65,20 @@ pub(super) fn streaming_url(base: &url::Url, websocket: bool, stream: &StreamNam
         (false, StreamName::List(_)) => "api/v1/streaming/list",
     };
     let mut url = url.join(rel).map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
-    if let (false, StreamName::List(id)) = (websocket, stream) {
-        url.query_pairs_mut().append_pair("list", id);
+    // WebSocket: also name the stream in the query, so the subscription exists
+    // from the upgrade on (a subscribe frame is processed some time later); the
+    // subscribe frame still follows, and a repeat subscription is ignored.
+    match (websocket, stream) {
+        (true, StreamName::User) => {
+            url.query_pairs_mut().append_pair("stream", "user");
+        }
+        (true, StreamName::List(id)) => {
+            url.query_pairs_mut().append_pair("stream", "list").append_pair("list", id);
+        }
+        (false, StreamName::List(id)) => {
+            url.query_pairs_mut().append_pair("list", id);
+        }
+        (false, StreamName::User) => {}
     }
     Ok(url)
 }

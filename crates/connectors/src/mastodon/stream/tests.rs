@@ -23,7 +23,10 @@ fn transport_config_values() {
 #[test]
 fn streaming_urls() {
     let base: url::Url = "ws://localhost:4000".parse().unwrap();
-    assert_eq!(streaming_url(&base, true, &StreamName::User).unwrap().as_str(), "ws://localhost:4000/api/v1/streaming");
+    assert_eq!(
+        streaming_url(&base, true, &StreamName::User).unwrap().as_str(),
+        "ws://localhost:4000/api/v1/streaming?stream=user"
+    );
     assert_eq!(
         streaming_url(&base, false, &StreamName::User).unwrap().as_str(),
         "http://localhost:4000/api/v1/streaming/user"
@@ -31,14 +34,14 @@ fn streaming_urls() {
     let base: url::Url = "https://example.social/prefix".parse().unwrap();
     assert_eq!(
         streaming_url(&base, true, &StreamName::List("12".into())).unwrap().as_str(),
-        "wss://example.social/prefix/api/v1/streaming"
+        "wss://example.social/prefix/api/v1/streaming?stream=list&list=12"
     );
     assert_eq!(
         streaming_url(&base, false, &StreamName::List("1 2".into())).unwrap().as_str(),
         "https://example.social/prefix/api/v1/streaming/list?list=1+2"
     );
     let token_free: url::Url = "wss://s.example/?access_token=nope".parse().unwrap();
-    assert!(streaming_url(&token_free, true, &StreamName::User).unwrap().query().is_none());
+    assert_eq!(streaming_url(&token_free, true, &StreamName::User).unwrap().query(), Some("stream=user"));
     assert!(streaming_url(&"ftp://x.example".parse().unwrap(), true, &StreamName::User).is_err());
 }
 
