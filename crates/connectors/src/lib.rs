@@ -10,6 +10,7 @@ pub mod file;
 pub mod mastodon;
 pub mod replay;
 pub mod stdout;
+pub mod synthetic;
 
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -44,7 +44,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_records: 500, max_bytes: 4 << 20, linger: Duration::from_millis(5) }
+        BatchConfig { max_records: 500, max_bytes: 4 << 20, linger: Duration::ZERO }
     }
 }
 
@@ -168,6 +168,8 @@ pub struct ComponentSummary {
 
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
+    /// The ingestor: events appended and duplicates dropped.
+    pub log: ComponentSummary,
     pub sources: Vec<ComponentSummary>,
     pub channels: Vec<ComponentSummary>,
     /// Components that failed (name, error).
@@ -359,7 +361,12 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     let _ = status_task.await;
     ingest_result?;
 
-    let mut summary = RunSummary { failures, ..Default::default() };
+    let ingest_doc = ingest_status.snapshot();
+    let mut summary = RunSummary {
+        failures,
+        log: ComponentSummary { name: "log".into(), state: "stopped".into(), counters: ingest_doc.counters },
+        ..Default::default()
+    };
     for (name, st, is_source) in statuses {
         let doc = st.snapshot();
         let c = ComponentSummary { name, state: doc.state, counters: doc.counters };

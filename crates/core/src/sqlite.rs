@@ -50,7 +50,7 @@ impl Default for SqliteOptions {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     offset      INTEGER PRIMARY KEY AUTOINCREMENT,
-    appended_at INTEGER NOT NULL,
+    appended_at INTEGER NOT NULL, -- microseconds since the epoch
     account     TEXT NOT NULL,
     payload     TEXT NOT NULL
 );
@@ -214,7 +214,7 @@ impl Log for SqliteLog {
             .collect::<Result<_, _>>()
             .map_err(|e| LogError::Internal(format!("cannot serialise event: {e}")))?;
         let state = batch.state;
-        let now = Utc::now().timestamp_millis();
+        let now = Utc::now().timestamp_micros();
         let positions = self
             .with_writer(move |conn| {
                 let tx = conn.transaction()?;
@@ -371,7 +371,7 @@ impl Log for SqliteLog {
             }
             let mut deleted = 0u64;
             if let Some(age) = opts.max_age {
-                let cutoff = Utc::now().timestamp_millis() - age.as_millis() as i64;
+                let cutoff = Utc::now().timestamp_micros() - age.as_micros() as i64;
                 deleted += conn.execute(
                     "DELETE FROM events WHERE appended_at <= ?1 AND offset <= ?2",
                     params![cutoff, floor],
@@ -424,7 +424,7 @@ fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord
             .map_err(|e| LogError::Corrupt { offset, reason: e.to_string() })?;
         out.push(LogRecord {
             position: Position { partition: 0, offset },
-            appended_at: Utc.timestamp_millis_opt(appended_at).single().unwrap_or_else(Utc::now),
+            appended_at: Utc.timestamp_micros(appended_at).single().unwrap_or_else(Utc::now),
             event: Arc::new(event),
             payload: payload.into(),
         });

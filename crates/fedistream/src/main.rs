@@ -1,1 +1,33 @@
-fn main(){}
+//! The `fedistream` binary: follow Mastodon accounts losslessly and publish their
+//! posts to channels. See `fedistream --help`.
+
+mod bench;
+mod cli;
+mod config;
+mod follow;
+mod pipeline;
+mod progress;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(&cli.global);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fedistream: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(cli::dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fedistream: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 pub mod client;
 pub mod ratelimit;
-// pub mod source; (in progress)
+pub mod source;
 pub mod sse;
 pub mod stream;
 pub mod ws;

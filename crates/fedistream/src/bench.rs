@@ -1,0 +1,326 @@
+//! `fedistream bench`: measurements, not tests.
+//!
+//! * `pipeline` — N synthetic statuses (1.5–9 KB, varied) through parse →
+//!   normalise → durable append → file channel; reports statuses/s, MB/s,
+//!   append-to-delivery latency percentiles and peak RSS.
+//! * `follow-rss` — follow many accounts of a `fake-mastodon` process by polling
+//!   and report the peak RSS of a `fedistream run` child process.
+//! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use clap::{Args, Subcommand};
+use fedistream_connectors::file::{FileSink, FileSinkConfig};
+use fedistream_connectors::replay::{ReplaySource, ReplaySourceConfig};
+use fedistream_connectors::synthetic::Generator;
+use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
+use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+use fedistream_core::{DeadLetter, LogRecord, Sink, SinkError};
+use tokio::io::AsyncBufReadExt;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchKind,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// Parse → normalise → durable append → file channel, end to end.
+    Pipeline {
+        /// Number of statuses.
+        #[arg(long, default_value_t = 200_000)]
+        count: usize,
+        /// Offered load in statuses/s (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Distinct authors.
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Working directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Peak RSS of `fedistream run` polling N accounts on a fake-mastodon process.
+    FollowRss {
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// How long to measure.
+        #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
+        duration: Duration,
+        /// Path of the fake-mastodon binary (default: next to this executable).
+        #[arg(long)]
+        fake: Option<PathBuf>,
+    },
+    /// Write synthetic statuses as JSON Lines.
+    Generate {
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        #[arg(long, default_value_t = 12)]
+        accounts: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    match a.what {
+        BenchKind::Pipeline { count, rate, accounts, dir } => pipeline(count, rate, accounts, dir).await,
+        BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
+        BenchKind::Generate { count, accounts, seed, out } => {
+            let mut g = Generator::new(seed);
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
+            for _ in 0..count {
+                writeln!(f, "{}", g.status(accounts))?;
+            }
+            f.flush()?;
+            eprintln!("wrote {count} statuses to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Peak resident set size of a process, from /proc (Linux).
+pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".into(),
+    };
+    let s = std::fs::read_to_string(path).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Wraps a sink and records, per delivered record, the time since its append.
+struct LatencySink {
+    inner: Box<dyn Sink>,
+    samples: Arc<Mutex<Vec<u64>>>,
+}
+
+#[async_trait]
+impl Sink for LatencySink {
+    async fn open(&mut self) -> Result<(), SinkError> {
+        self.inner.open().await
+    }
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+        self.inner.write(batch).await?;
+        let now = chrono::Utc::now();
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        s.extend(batch.iter().map(|r| (now - r.appended_at).num_microseconds().unwrap_or(0).max(0) as u64));
+        Ok(())
+    }
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.inner.close().await
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn pipeline(count: usize, rate: Option<f64>, accounts: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let tmp;
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => {
+            tmp = TempDir::new()?;
+            tmp.0.clone()
+        }
+    };
+    let input = dir.join("input.jsonl");
+    let mut g = Generator::new(1);
+    let mut bytes = 0u64;
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        for _ in 0..count {
+            let s = g.status(accounts);
+            bytes += s.len() as u64 + 1;
+            writeln!(f, "{s}")?;
+        }
+        f.flush()?;
+    }
+    let _ = std::fs::remove_file(dir.join("log.db"));
+    let _ = std::fs::remove_file(dir.join("out.jsonl"));
+    let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let sink = LatencySink {
+        inner: Box::new(FileSink::new(FileSinkConfig {
+            path: dir.join("out.jsonl"),
+            rotate_bytes: 0,
+            rotate_age: None,
+            fsync: false,
+            delivery: DeliveryConfig::default(),
+        })),
+        samples: samples.clone(),
+    };
+    let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
+    let p = Pipeline {
+        log,
+        sources: vec![SourceSpec {
+            name: "bench".into(),
+            source: Box::new(ReplaySource::new(ReplaySourceConfig {
+                path: input.clone(),
+                rate,
+                instance: "bench".into(),
+                include_unlisted: true,
+                owned: true,
+            })),
+            dead_letter: DeadLetter::new(dir.join("dead-letter.jsonl")),
+        }],
+        channels: vec![ChannelSpec {
+            name: "file".into(),
+            group: "bench.file".into(),
+            sink: Box::new(sink),
+            route: Arc::new(|_| true),
+            batch: delivery.batch(),
+            retry: delivery.retry(),
+            dead_letter: DeadLetter::new(dir.join("dead-letter-channel.jsonl")),
+        }],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let started = Instant::now();
+    let summary = fedistream_core::runtime::run(p, CancellationToken::new()).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_unstable();
+    let delivered = lat.len();
+    let out_lines = tokio::io::BufReader::new(tokio::fs::File::open(dir.join("out.jsonl")).await?).lines();
+    let mut out_lines = out_lines;
+    let mut n_out = 0usize;
+    while out_lines.next_line().await?.is_some() {
+        n_out += 1;
+    }
+    if n_out != delivered {
+        bail!("file channel holds {n_out} lines but {delivered} events were delivered");
+    }
+    println!("fedistream bench pipeline");
+    println!("  statuses in        {count} ({:.1} MB, avg {} B)", bytes as f64 / 1e6, bytes / count.max(1) as u64);
+    println!("  offered rate       {}", rate.map(|r| format!("{r}/s")).unwrap_or_else(|| "unpaced".into()));
+    println!("  delivered          {delivered} (the rest: private/direct posts skipped by policy)");
+    println!("  elapsed            {elapsed:.3} s");
+    println!("  throughput         {:.0} statuses/s, {:.1} MB/s", count as f64 / elapsed, bytes as f64 / 1e6 / elapsed);
+    println!(
+        "  latency append→delivered  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        percentile(&lat, 0.50) as f64 / 1000.0,
+        percentile(&lat, 0.99) as f64 / 1000.0,
+        lat.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    println!("  peak RSS           {} MiB", peak_rss_kib(None).unwrap_or(0) / 1024);
+    if !summary.failures.is_empty() {
+        bail!("failures: {:?}", summary.failures);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new() -> std::io::Result<Self> {
+        let p = std::env::temp_dir().join(format!("fedistream-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sibling_exe(name: &str) -> Option<PathBuf> {
+    let me = std::env::current_exe().ok()?;
+    let p = me.parent()?.join(name);
+    p.is_file().then_some(p)
+}
+
+async fn follow_rss(accounts: usize, duration: Duration, fake: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let fake = fake.or_else(|| sibling_exe("fake-mastodon")).context(
+        "no fake-mastodon binary next to fedistream: build it with \
+         `cargo build --release -p fedistream-connectors --features test-util --bin fake-mastodon` or pass --fake",
+    )?;
+    let mut server = tokio::process::Command::new(&fake)
+        .args(["--port", "0", "--accounts", &accounts.to_string(), "--posts-per-account", "3"])
+        .args(["--post-interval-ms", "20", "--rate-limit", "100000000", "--rate-window-secs", "300"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", fake.display()))?;
+    let stdout = server.stdout.take().context("fake-mastodon stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let base = loop {
+        match lines.next_line().await? {
+            Some(l) if l.starts_with("LISTENING ") => break l["LISTENING ".len()..].trim().to_string(),
+            Some(_) => continue,
+            None => bail!("fake-mastodon exited before listening"),
+        }
+    };
+    let tmp = TempDir::new()?;
+    let cfg_path = tmp.0.join("follow.toml");
+    let accts: Vec<String> = (0..accounts).map(|i| format!("\"user{i}@fake.example\"")).collect();
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[log]\npath = \"{}\"\n\n[sources.many]\ntype = \"mastodon\"\ninstance = \"{base}\"\nstream = \"off\"\n\
+             poll_interval = \"5s\"\nmax_poll_interval = \"60s\"\nbackfill = \"last:3\"\nconcurrency = 8\naccounts = [{}]\n\n\
+             [channels.null]\ntype = \"file\"\npath = \"{}\"\n",
+            tmp.0.join("log.db").display(),
+            accts.join(", "),
+            tmp.0.join("out.jsonl").display()
+        ),
+    )?;
+    let me = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(me)
+        .args(["--log-level", "warn", "run", "--no-progress", "--config"])
+        .arg(&cfg_path)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("child pid")?;
+    let started = Instant::now();
+    let mut peak = 0u64;
+    let mut samples = 0u64;
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(r) = rss_kib(pid) {
+            peak = peak.max(r);
+            samples += 1;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            bail!("fedistream run exited early: {st}");
+        }
+    }
+    let hwm = peak_rss_kib(Some(pid)).unwrap_or(peak);
+    let delivered = count_lines(&tmp.0.join("out.jsonl"));
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = server.start_kill();
+    println!("fedistream bench follow-rss");
+    println!("  accounts followed  {accounts} (polling, fake-mastodon posting every 20 ms)");
+    println!("  measured           {:.0} s, {samples} samples", duration.as_secs_f64());
+    println!("  events delivered   {delivered}");
+    println!("  peak RSS           {:.1} MiB (VmHWM)", hwm as f64 / 1024.0);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn count_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+}

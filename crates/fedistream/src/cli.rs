@@ -1,0 +1,201 @@
+//! Command line: `run`, `follow`, `validate`, `status`, `bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fedistream_core::runtime::{RunSummary, RuntimeOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+
+/// Follow Mastodon accounts in near real time and publish their posts — creations,
+/// edits and deletions — to channels, losing nothing and publishing nothing twice.
+#[derive(Parser, Debug)]
+#[command(name = "fedistream", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct GlobalArgs {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `fedistream=debug`.
+    #[arg(long, global = true, env = "FEDISTREAM_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, env = "FEDISTREAM_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the pipeline described by a config file.
+    Run(RunArgs),
+    /// Tail accounts live on the terminal, no config needed.
+    Follow(crate::follow::FollowArgs),
+    /// Check a config file without touching the network; exit code 2 if invalid.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show sources (last event, checkpoints, state) and channels (offset, lag).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure throughput and latency of the pipeline on synthetic posts.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// How long a shutdown may take to drain channels before it aborts them.
+    #[arg(long, env = "FEDISTREAM_DRAIN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub drain_deadline: Duration,
+    /// Never draw progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    fedistream_core::units::parse_duration(s)
+}
+
+pub fn init_tracing(g: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&g.log_level).unwrap_or_else(|e| {
+        eprintln!("fedistream: invalid --log-level `{}` ({e}); using `info`", g.log_level);
+        EnvFilter::new("info")
+    });
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match g.log_format {
+        LogFormat::Text => b.with_target(false).init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+/// Exit code 2: the input (config) is invalid.
+pub const EXIT_INVALID: u8 = 2;
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run(a).await,
+        Command::Follow(a) => crate::follow::run(a).await,
+        Command::Validate { config } => Ok(validate(&config)),
+        Command::Status { config, json } => crate::status::run(&config, json).await,
+        Command::Bench(a) => crate::bench::run(a).await,
+    }
+}
+
+/// Load and validate, printing every problem. `None` means invalid (already reported).
+pub fn load_valid(path: &std::path::Path) -> Option<config::Config> {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedistream: invalid config: {e}");
+            return None;
+        }
+    };
+    if let Err(errs) = config::validate::validate(&cfg, path) {
+        for e in &errs {
+            eprintln!("fedistream: invalid config: {e}");
+        }
+        return None;
+    }
+    Some(cfg)
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match load_valid(path) {
+        Some(cfg) => {
+            println!(
+                "{}: valid ({} source{}, {} channel{}, {} route{})",
+                path.display(),
+                cfg.sources.len(),
+                if cfg.sources.len() == 1 { "" } else { "s" },
+                cfg.channels.len(),
+                if cfg.channels.len() == 1 { "" } else { "s" },
+                cfg.routes.len(),
+                if cfg.routes.len() == 1 { "" } else { "s" },
+            );
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(EXIT_INVALID),
+    }
+}
+
+/// Cancel `token` on SIGINT or SIGTERM; a second signal exits at once.
+pub fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for i in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if i == 0 {
+                tracing::info!("Stopping: draining channels (signal again to exit at once)");
+                token.cancel();
+            } else {
+                eprintln!("fedistream: second signal, exiting without draining");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(cfg) = load_valid(&a.config) else {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    let progress = if a.no_progress { None } else { crate::progress::TerminalProgress::new_if_tty() };
+    let options = RuntimeOptions { drain_deadline: a.drain_deadline, ..RuntimeOptions::default() };
+    let pipeline = crate::pipeline::build(&cfg, options, progress.map(|p| Arc::new(p) as _))
+        .with_context(|| format!("building the pipeline from {}", a.config.display()))?;
+    let token = CancellationToken::new();
+    spawn_signal_handler(token.clone());
+    tracing::info!(config = %a.config.display(), log = %cfg.log.path.display(), "fedistream running");
+    let summary = fedistream_core::runtime::run(pipeline, token).await.context("the log failed")?;
+    print_summary(&summary);
+    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn print_summary(s: &RunSummary) {
+    let fmt = |c: &std::collections::BTreeMap<String, u64>| {
+        c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    };
+    eprintln!("fedistream: summary");
+    eprintln!("  log                      {:<9} {}", "", fmt(&s.log.counters));
+    for c in &s.sources {
+        eprintln!("  source  {:<16} {:<9} {}", c.name, c.state, fmt(&c.counters));
+    }
+    for c in &s.channels {
+        eprintln!("  channel {:<16} {:<9} {}", c.name, c.state, fmt(&c.counters));
+    }
+    for (name, e) in &s.failures {
+        eprintln!("  failed  {name}: {e}");
+    }
+}

@@ -1,0 +1,130 @@
+//! The pipeline configuration: one TOML file, typed, `deny_unknown_fields`.
+//!
+//! [`load`] reads and parses (errors name the file, the key and the reason);
+//! [`validate`] checks meaning without any network I/O. Process knobs (log level,
+//! drain deadline) are flags or env vars, not part of this file.
+
+pub mod load;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fedistream_connectors::file::FileSinkConfig;
+use fedistream_connectors::mastodon::source::MastodonSourceConfig;
+use fedistream_connectors::replay::ReplaySourceConfig;
+use fedistream_connectors::stdout::StdoutSinkConfig;
+use fedistream_core::sqlite::Durability;
+use fedistream_process::filter::FilterConfig;
+use serde::{Deserialize, Serialize};
+
+pub use load::{load, ConfigError};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub connections: Connections,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// Which sources feed which channels. None: every source to every channel.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// The SQLite file holding the log, offsets and state.
+    #[serde(default = "default_log_path")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub durability: Durability,
+    /// Delete delivered events older than this.
+    #[serde(default, with = "fedistream_core::units::opt_duration")]
+    pub max_age: Option<Duration>,
+    /// Keep the log file under about this size (delivered events go first).
+    #[serde(default, with = "fedistream_core::units::opt_size")]
+    pub max_size: Option<u64>,
+    /// Where dead-letter files go (default: `dead-letter/` next to the log).
+    #[serde(default)]
+    pub dead_letter_dir: Option<PathBuf>,
+}
+
+fn default_log_path() -> PathBuf {
+    PathBuf::from("fedistream-data/fedistream.db")
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { path: default_log_path(), durability: Durability::default(), max_age: None, max_size: None, dead_letter_dir: None }
+    }
+}
+
+impl LogConfig {
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.dead_letter_dir.clone().unwrap_or_else(|| {
+            self.path.parent().map(|p| p.join("dead-letter")).unwrap_or_else(|| PathBuf::from("dead-letter"))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connections {
+    #[serde(default)]
+    pub mastodon: BTreeMap<String, MastodonConnection>,
+}
+
+/// A Mastodon account fedistream acts as: a server and the *name* of the token's
+/// env var (or a file holding it). The token itself never goes in this file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MastodonConnection {
+    /// Base URL of the server, `https://…` (`http://` only for loopback).
+    pub instance: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Mastodon(MastodonSourceConfig),
+    Replay(ReplaySourceConfig),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ChannelConfig {
+    File(FileSinkConfig),
+    Stdout(StdoutSinkConfig),
+}
+
+impl ChannelConfig {
+    pub fn delivery(&self) -> &fedistream_core::runtime::DeliveryConfig {
+        match self {
+            ChannelConfig::File(c) => &c.delivery,
+            ChannelConfig::Stdout(c) => &c.delivery,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Source names; empty = every source.
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// Channel names.
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub filter: FilterConfig,
+}

@@ -1,0 +1,147 @@
+//! Checks of meaning, without network I/O: names that refer to each other exist,
+//! account handles and URLs are well-formed, intervals make sense, tokens are
+//! where the config says. Every problem is reported, not just the first.
+
+use std::path::Path;
+
+use fedistream_connectors::mastodon::source::{parse_acct, parse_base_url, StreamMode};
+
+use super::{ChannelConfig, Config, ConfigError, SourceConfig};
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+pub fn validate(cfg: &Config, file: &Path) -> Result<(), Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let mut err = |key: String, reason: String| {
+        errs.push(ConfigError { file: file.to_path_buf(), key, line_col: None, reason })
+    };
+
+    if cfg.sources.is_empty() {
+        err("sources".into(), "no sources: add a [sources.NAME] table".into());
+    }
+    if cfg.channels.is_empty() {
+        err("channels".into(), "no channels: add a [channels.NAME] table".into());
+    }
+    for (name, c) in &cfg.connections.mastodon {
+        let k = format!("connections.mastodon.{name}");
+        if let Err(e) = parse_base_url(&c.instance) {
+            err(format!("{k}.instance"), e);
+        }
+        match (&c.token_env, &c.token_file) {
+            (Some(_), Some(_)) => err(k.clone(), "give either token_env or token_file, not both".into()),
+            (None, None) => err(k.clone(), "no token: set token_env (the name of an environment variable) or token_file".into()),
+            (Some(var), None) => {
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    err(format!("{k}.token_env"), format!("the environment variable {var} is not set"));
+                }
+            }
+            (None, Some(path)) => {
+                if !path.is_file() {
+                    err(format!("{k}.token_file"), format!("{} is not a readable file", path.display()));
+                }
+            }
+        }
+    }
+    for (name, s) in &cfg.sources {
+        let k = format!("sources.{name}");
+        if !valid_name(name) {
+            err(k.clone(), "source names may use letters, digits, `_` and `-` only".into());
+        }
+        match s {
+            SourceConfig::Mastodon(m) => {
+                if m.accounts.is_empty() {
+                    err(format!("{k}.accounts"), "no accounts to follow".into());
+                }
+                for (i, a) in m.accounts.iter().enumerate() {
+                    if let Err(e) = parse_acct(a) {
+                        err(format!("{k}.accounts[{i}]"), e);
+                    }
+                }
+                if let Some(inst) = &m.instance {
+                    if let Err(e) = parse_base_url(inst) {
+                        err(format!("{k}.instance"), e);
+                    }
+                }
+                match &m.connection {
+                    Some(c) if !cfg.connections.mastodon.contains_key(c) => {
+                        err(format!("{k}.connection"), format!("no connection named `{c}` in [connections.mastodon]"))
+                    }
+                    None if m.list.is_some() => {
+                        err(format!("{k}.list"), "a list stream needs a connection with a reader token".into())
+                    }
+                    None if matches!(m.stream, StreamMode::Websocket | StreamMode::Sse) => {
+                        err(format!("{k}.stream"), "streaming needs a connection with a reader token (or set stream = \"off\")".into())
+                    }
+                    _ => {}
+                }
+                if m.poll_interval < std::time::Duration::from_secs(1) {
+                    err(format!("{k}.poll_interval"), "must be at least 1s".into());
+                }
+                if m.max_poll_interval < m.poll_interval {
+                    err(format!("{k}.max_poll_interval"), "must not be shorter than poll_interval".into());
+                }
+                if m.concurrency == 0 {
+                    err(format!("{k}.concurrency"), "must be at least 1".into());
+                }
+            }
+            SourceConfig::Replay(r) => {
+                if !r.path.is_file() {
+                    err(format!("{k}.path"), format!("{} does not exist or is not a file", r.path.display()));
+                }
+                if r.rate.is_some_and(|x| !(x > 0.0 && x.is_finite())) {
+                    err(format!("{k}.rate"), "must be a positive number of events per second".into());
+                }
+            }
+        }
+    }
+    for (name, c) in &cfg.channels {
+        let k = format!("channels.{name}");
+        if !valid_name(name) {
+            err(k.clone(), "channel names may use letters, digits, `_` and `-` only".into());
+        }
+        if let ChannelConfig::File(f) = c {
+            if f.path.as_os_str().is_empty() || f.path.is_dir() {
+                err(format!("{k}.path"), "must name a file".into());
+            }
+        }
+        if c.delivery().max_batch == 0 {
+            err(format!("{k}.delivery.max_batch"), "must be at least 1".into());
+        }
+    }
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let k = format!("routes[{i}]");
+        for s in &r.from {
+            if !cfg.sources.contains_key(s) {
+                err(format!("{k}.from"), format!("no source named `{s}`"));
+            }
+        }
+        if r.to.is_empty() {
+            err(format!("{k}.to"), "a route needs at least one channel".into());
+        }
+        for c in &r.to {
+            if !cfg.channels.contains_key(c) {
+                err(format!("{k}.to"), format!("no channel named `{c}`"));
+            }
+        }
+        if let Err(e) = r.filter.validate() {
+            err(format!("{k}.filter"), e);
+        }
+    }
+    if !cfg.routes.is_empty() {
+        for name in cfg.channels.keys() {
+            if !cfg.routes.iter().any(|r| r.to.contains(name)) {
+                err(format!("channels.{name}"), "no route leads to this channel".into());
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! From a validated config to running components: opens the log, resolves
+//! tokens, builds sources and channels with their routes and dead-letter files.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use fedistream_connectors::file::FileSink;
+use fedistream_connectors::mastodon::client::Secret;
+use fedistream_connectors::mastodon::ratelimit::RateLimiters;
+use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, ReaderConnection};
+use fedistream_connectors::replay::ReplaySource;
+use fedistream_connectors::stdout::StdoutSink;
+use fedistream_core::runtime::{ChannelSpec, Pipeline, RouteFn, RuntimeOptions, SourceSpec};
+use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+use fedistream_core::{DeadLetter, Event, Progress, Sink, Source};
+use fedistream_process::filter::CompiledFilter;
+
+use crate::config::{ChannelConfig, Config, MastodonConnection, SourceConfig};
+
+pub fn open_log(cfg: &Config) -> anyhow::Result<Arc<SqliteLog>> {
+    SqliteLog::open(
+        &cfg.log.path,
+        SqliteOptions { durability: cfg.log.durability, max_age: cfg.log.max_age, max_bytes: cfg.log.max_size },
+    )
+    .with_context(|| format!("opening the log at {}", cfg.log.path.display()))
+}
+
+pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secret> {
+    let key = format!("connections.mastodon.{name}");
+    match (&c.token_env, &c.token_file) {
+        (Some(var), _) => Secret::from_env(var).with_context(|| format!("{key}.token_env")),
+        (None, Some(path)) => Secret::from_file(path).with_context(|| format!("{key}.token_file")),
+        (None, None) => bail!("{key}: no token_env or token_file"),
+    }
+}
+
+pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Progress>>) -> anyhow::Result<Pipeline> {
+    let log = open_log(cfg)?;
+    let dl_dir = cfg.log.dead_letter_dir();
+    let limiters = RateLimiters::default();
+    let mut sources = Vec::new();
+    for (name, s) in &cfg.sources {
+        let source: Box<dyn Source> = match s {
+            SourceConfig::Mastodon(m) => {
+                let reader = match &m.connection {
+                    Some(conn) => {
+                        let c = cfg.connections.mastodon.get(conn).with_context(|| format!("sources.{name}.connection: no connection `{conn}`"))?;
+                        let base_url = parse_base_url(&c.instance).map_err(anyhow::Error::msg).with_context(|| format!("connections.mastodon.{conn}.instance"))?;
+                        Some(ReaderConnection { base_url, token: resolve_token(conn, c)? })
+                    }
+                    None => None,
+                };
+                Box::new(MastodonSource::new(m.clone(), reader, limiters.clone()))
+            }
+            SourceConfig::Replay(r) => Box::new(ReplaySource::new(r.clone())),
+        };
+        sources.push(SourceSpec {
+            name: name.clone(),
+            source,
+            dead_letter: DeadLetter::new(dl_dir.join(format!("source-{name}.jsonl"))),
+        });
+    }
+    let mut channels = Vec::new();
+    for (name, c) in &cfg.channels {
+        let sink: Box<dyn Sink> = match c {
+            ChannelConfig::File(f) => Box::new(FileSink::new(f.clone())),
+            ChannelConfig::Stdout(s) => Box::new(StdoutSink::new(s.clone())),
+        };
+        channels.push(ChannelSpec {
+            name: name.clone(),
+            group: format!("fedistream.channel.{name}"),
+            sink,
+            route: route_for(cfg, name),
+            batch: c.delivery().batch(),
+            retry: c.delivery().retry(),
+            dead_letter: DeadLetter::new(dl_dir.join(format!("channel-{name}.jsonl"))),
+        });
+    }
+    Ok(Pipeline { log, sources, channels, options, progress })
+}
+
+/// The channel takes an event if any route leading to it takes it; with no
+/// routes configured, every channel takes everything.
+fn route_for(cfg: &Config, channel: &str) -> RouteFn {
+    if cfg.routes.is_empty() {
+        return Arc::new(|_: &Event| true);
+    }
+    let rules: Vec<(Vec<String>, CompiledFilter)> = cfg
+        .routes
+        .iter()
+        .filter(|r| r.to.iter().any(|t| t == channel))
+        .map(|r| (r.from.clone(), r.filter.compile()))
+        .collect();
+    Arc::new(move |ev: &Event| {
+        rules.iter().any(|(from, f)| (from.is_empty() || from.iter().any(|s| *s == ev.source)) && f.matches(ev))
+    })
+}

@@ -1,0 +1,101 @@
+//! `fedistream status`: what the log says about sources and channels. Reads the
+//! log read-only, so it works beside a running `fedistream run`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::Utc;
+use fedistream_core::component::{StatusDoc, STATUS_NS};
+use fedistream_core::sqlite::SqliteLog;
+use fedistream_core::Log;
+
+fn ago(t: chrono::DateTime<Utc>) -> String {
+    let s = (Utc::now() - t).num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(cfg) = crate::cli::load_valid(config) else {
+        return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
+    };
+    let log = SqliteLog::open_read_only(&cfg.log.path)
+        .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
+    let info = log.info().await?;
+    let docs: Vec<(String, StatusDoc)> = log
+        .state_scan(STATUS_NS)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|d| (k, d)))
+        .collect();
+    let checkpoints = log.state_scan("checkpoint").await?;
+    if json {
+        let out = serde_json::json!({
+            "log": { "backend": info.backend, "location": info.location, "events": info.events,
+                     "head": info.head.iter().map(|p| p.offset).max().unwrap_or(0) },
+            "components": docs.iter().map(|(k, d)| serde_json::json!({"key": k, "status": d})).collect::<Vec<_>>(),
+            "checkpoints": checkpoints.iter().map(|(k, v)| serde_json::json!({"key": k, "min_id": v})).collect::<Vec<_>>(),
+            "groups": info.groups.iter().map(|g| serde_json::json!({"group": g.group,
+                "offset": g.committed.iter().map(|p| p.offset).max().unwrap_or(0), "lag": g.lag})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let head = info.head.iter().map(|p| p.offset).max().unwrap_or(0);
+    println!("log      {} ({}): {} events stored, head offset {}", info.location, info.backend, info.events, head);
+    println!();
+    println!("SOURCE               STATE        LAST EVENT   UPDATED      DETAIL");
+    for name in cfg.sources.keys() {
+        let doc = docs.iter().find(|(k, _)| *k == format!("source:{name}")).map(|(_, d)| d);
+        match doc {
+            Some(d) => {
+                println!(
+                    "{:<20} {:<12} {:<12} {:<12} {}",
+                    name,
+                    d.state,
+                    d.last_event_at.map(ago).unwrap_or_else(|| "never".into()),
+                    ago(d.updated_at),
+                    d.detail.clone().unwrap_or_default()
+                );
+                if !d.counters.is_empty() {
+                    let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{:<20} {}", "", c.join(" "));
+                }
+            }
+            None => println!("{name:<20} not started"),
+        }
+        for (k, v) in checkpoints.iter().filter(|(k, _)| k.starts_with(&format!("{name}|"))) {
+            let rest = k.splitn(3, '|').nth(2).unwrap_or(k);
+            println!("{:<20} checkpoint {rest}: min_id {v}", "");
+        }
+    }
+    println!();
+    println!("CHANNEL              STATE        OFFSET   LAG      LAST EVENT   DETAIL");
+    for name in cfg.channels.keys() {
+        let group = format!("fedistream.channel.{name}");
+        let g = info.groups.iter().find(|g| g.group == group);
+        let doc = docs.iter().find(|(k, _)| *k == format!("channel:{name}")).map(|(_, d)| d);
+        let mut detail = doc.and_then(|d| d.detail.clone()).unwrap_or_default();
+        if let Some(r) = doc.and_then(|d| d.resumes_at) {
+            detail = format!("{detail} (resumes {})", r.format("%H:%M:%S UTC"));
+        }
+        println!(
+            "{:<20} {:<12} {:<8} {:<8} {:<12} {}",
+            name,
+            doc.map(|d| d.state.as_str()).unwrap_or("not started"),
+            g.map(|g| g.committed.iter().map(|p| p.offset).max().unwrap_or(0).to_string()).unwrap_or_else(|| "-".into()),
+            g.map(|g| g.lag.to_string()).unwrap_or_else(|| "-".into()),
+            doc.and_then(|d| d.last_event_at).map(ago).unwrap_or_else(|| "never".into()),
+            detail.trim()
+        );
+        if let Some(d) = doc.filter(|d| !d.counters.is_empty()) {
+            let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{:<20} {}", "", c.join(" "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
