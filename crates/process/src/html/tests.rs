@@ -139,7 +139,41 @@ fn bio_tags_pleroma_fixture_note() {
     assert!(t.nobot && !t.noindex && !t.nobridge);
 }
 
+#[test]
+fn entity_fast_path_edges() {
+    let d = |s: &str| {
+        let mut out = String::new();
+        decode_entities(s, &mut out);
+        out
+    };
+    assert_eq!(
+        d("&amp;amp; &#x1F389; &#127881; &eacute; &nbsp;"),
+        "&amp; 🎉 🎉 é \u{a0}"
+    );
+    assert_eq!(
+        d("a & b &unknown; &#; &#x; &#+5; &&amp;"),
+        html_escape::decode_html_entities("a & b &unknown; &#; &#x; &#+5; &&amp;")
+    );
+    assert_eq!(
+        d("tail &amp"),
+        html_escape::decode_html_entities("tail &amp")
+    );
+}
+
 proptest! {
+    /// The fast path agrees with html-escape, which it only short-cuts.
+    #[test]
+    fn entity_decoding_matches_html_escape(parts in prop::collection::vec(prop_oneof![
+        Just("&".to_string()), Just(";".to_string()), Just("#".to_string()), Just("x".to_string()),
+        Just("amp".to_string()), Just("lt".to_string()), Just("quot".to_string()), Just("nbsp".to_string()),
+        Just("eacute".to_string()), "[0-9a-fA-F]{1,7}", "[a-z é]{0,3}",
+    ], 0..12)) {
+        let s = parts.concat();
+        let mut out = String::new();
+        decode_entities(&s, &mut out);
+        prop_assert_eq!(out, html_escape::decode_html_entities(&s).into_owned());
+    }
+
     #[test]
     fn never_panics_and_trims(s in ".{0,200}") {
         let out = html_to_text(&s);
