@@ -9,9 +9,9 @@
 //! `Authorization` header and is never logged or put into an error.
 
 mod error;
+mod secret;
 mod types;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,76 +19,19 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK};
 use serde_json::value::RawValue;
 
 pub use self::error::MastodonError;
+pub use self::secret::Secret;
 pub use self::types::{parse_link_header, AccountRef, InstanceInfo, Page, StatusPage};
 use super::ratelimit::{RateLimiter, RateLimiters};
 
 /// Descriptive User-Agent, as the API guidelines ask.
-pub const USER_AGENT: &str =
-    concat!("fedistream/", env!("CARGO_PKG_VERSION"), " (+https://github.com/fedistream/fedistream)");
+pub const USER_AGENT: &str = concat!(
+    "fedistream/",
+    env!("CARGO_PKG_VERSION"),
+    " (+https://github.com/fedistream/fedistream)"
+);
 
 /// Responses larger than this are refused (a page of 40 statuses is ~200 KiB).
 const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// An access token. `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(token: impl Into<String>) -> Self {
-        Secret(Arc::from(token.into()))
-    }
-
-    /// Read the token from environment variable `var` (surrounding whitespace
-    /// trimmed). Errors name the variable, never the value.
-    pub fn from_env(var: &str) -> Result<Self, MastodonError> {
-        match std::env::var(var) {
-            Ok(v) => Self::checked(v.trim(), &format!("environment variable {var}")),
-            Err(std::env::VarError::NotPresent) => {
-                Err(MastodonError::Config(format!("environment variable {var} is not set")))
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(MastodonError::Config(format!("environment variable {var} is not valid UTF-8")))
-            }
-        }
-    }
-
-    /// Read the token from a file (e.g. a mounted secret; trailing newline
-    /// trimmed). Errors name the file, never the content.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, MastodonError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            MastodonError::Config(format!("cannot read token file {}: {}", path.display(), e.kind()))
-        })?;
-        Self::checked(text.trim(), &format!("token file {}", path.display()))
-    }
-
-    fn checked(value: &str, what: &str) -> Result<Self, MastodonError> {
-        if value.is_empty() {
-            return Err(MastodonError::Config(format!("{what} is empty")));
-        }
-        if HeaderValue::from_str(&format!("Bearer {value}")).is_err() || value.contains(char::is_whitespace) {
-            return Err(MastodonError::Config(format!("{what} does not hold a valid token (bad characters)")));
-        }
-        Ok(Secret::new(value))
-    }
-
-    /// The token itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -102,7 +45,12 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(base_url: url::Url, token: Option<Secret>) -> Self {
-        ClientConfig { base_url, token, user_agent: USER_AGENT.to_string(), timeout: Duration::from_secs(30) }
+        ClientConfig {
+            base_url,
+            token,
+            user_agent: USER_AGENT.to_string(),
+            timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -137,7 +85,9 @@ impl MastodonClient {
     pub fn new(cfg: ClientConfig, limiters: &RateLimiters) -> Result<Self, MastodonError> {
         let mut base = cfg.base_url;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(MastodonError::Config(format!("Mastodon base URL {base} must be http(s)://host/")));
+            return Err(MastodonError::Config(format!(
+                "Mastodon base URL {base} must be http(s)://host/"
+            )));
         }
         base.set_query(None);
         base.set_fragment(None);
@@ -147,14 +97,20 @@ impl MastodonClient {
         }
         let auth = match &cfg.token {
             Some(t) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
-                    .map_err(|_| MastodonError::Config("the access token contains invalid characters".into()))?;
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
+                        MastodonError::Config("the access token contains invalid characters".into())
+                    })?;
                 v.set_sensitive(true);
                 Some(v)
             }
             None => None,
         };
-        let user_agent = if cfg.user_agent.is_empty() { USER_AGENT.to_string() } else { cfg.user_agent };
+        let user_agent = if cfg.user_agent.is_empty() {
+            USER_AGENT.to_string()
+        } else {
+            cfg.user_agent
+        };
         // No client-wide timeout: it would also cut long-lived SSE bodies. REST
         // requests set `timeout` per request.
         let http = reqwest::Client::builder()
@@ -164,7 +120,15 @@ impl MastodonClient {
             .map_err(|e| MastodonError::Config(format!("cannot build the HTTP client: {e}")))?;
         let limiter = limiters.get(&host_port(&base), cfg.token.as_ref());
         Ok(MastodonClient {
-            inner: Arc::new(Inner { http, base, token: cfg.token, auth, user_agent, timeout: cfg.timeout, limiter }),
+            inner: Arc::new(Inner {
+                http,
+                base,
+                token: cfg.token,
+                auth,
+                user_agent,
+                timeout: cfg.timeout,
+                limiter,
+            }),
         })
     }
 
@@ -204,12 +168,14 @@ impl MastodonClient {
     /// `/api/v2/instance`, falling back to `/api/v1/instance` when v2 is missing.
     pub async fn instance(&self) -> Result<InstanceInfo, MastodonError> {
         match self.get_json("api/v2/instance", &[]).await {
-            Ok(v) => InstanceInfo::from_v2(&v)
-                .ok_or_else(|| MastodonError::decode("/api/v2/instance", "no `domain` in the instance")),
+            Ok(v) => InstanceInfo::from_v2(&v).ok_or_else(|| {
+                MastodonError::decode("/api/v2/instance", "no `domain` in the instance")
+            }),
             Err(e) if matches!(e.status(), Some(404 | 410)) => {
                 let v = self.get_json("api/v1/instance", &[]).await?;
-                InstanceInfo::from_v1(&v)
-                    .ok_or_else(|| MastodonError::decode("/api/v1/instance", "no `uri` in the instance"))
+                InstanceInfo::from_v1(&v).ok_or_else(|| {
+                    MastodonError::decode("/api/v1/instance", "no `uri` in the instance")
+                })
             }
             Err(e) => Err(e),
         }
@@ -218,8 +184,11 @@ impl MastodonClient {
     /// `/api/v1/accounts/lookup?acct=`: only accounts the server already knows.
     pub async fn lookup_account(&self, acct: &str) -> Result<AccountRef, MastodonError> {
         let acct = acct.trim().trim_start_matches('@');
-        let v = self.get_json("api/v1/accounts/lookup", &[("acct", acct.to_string())]).await?;
-        AccountRef::from_json(v).ok_or_else(|| MastodonError::decode("/api/v1/accounts/lookup", "not an account"))
+        let v = self
+            .get_json("api/v1/accounts/lookup", &[("acct", acct.to_string())])
+            .await?;
+        AccountRef::from_json(v)
+            .ok_or_else(|| MastodonError::decode("/api/v1/accounts/lookup", "not an account"))
     }
 
     /// `/api/v1/accounts/verify_credentials`: who the token belongs to. A 401
@@ -227,25 +196,36 @@ impl MastodonClient {
     pub async fn verify_credentials(&self) -> Result<AccountRef, MastodonError> {
         const PATH: &str = "api/v1/accounts/verify_credentials";
         if !self.has_token() {
-            return Err(MastodonError::Config("verify_credentials needs an access token".into()));
+            return Err(MastodonError::Config(
+                "verify_credentials needs an access token".into(),
+            ));
         }
         let v = self.get_json(PATH, &[]).await?;
         AccountRef::from_json(v).ok_or_else(|| MastodonError::decode(PATH, "not an account"))
     }
 
     /// One page of `/api/v1/accounts/:id/statuses`, newest first, unparsed.
-    pub async fn account_statuses(&self, account_id: &str, page: Page) -> Result<StatusPage, MastodonError> {
+    pub async fn account_statuses(
+        &self,
+        account_id: &str,
+        page: Page,
+    ) -> Result<StatusPage, MastodonError> {
         let url = self.url_with_segments(&["api", "v1", "accounts", account_id, "statuses"]);
         let (headers, body) = self.get(url, &page.query()).await?;
         let path = format!("/api/v1/accounts/{account_id}/statuses");
-        let statuses: Vec<Box<RawValue>> = serde_json::from_slice(&body).map_err(|e| MastodonError::decode(&path, e))?;
+        let statuses: Vec<Box<RawValue>> =
+            serde_json::from_slice(&body).map_err(|e| MastodonError::decode(&path, e))?;
         let (next_max_id, prev_min_id) = headers
             .get_all(LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(parse_link_header)
             .fold((None, None), |(n, p), (n2, p2)| (n.or(n2), p.or(p2)));
-        Ok(StatusPage { statuses, next_max_id, prev_min_id })
+        Ok(StatusPage {
+            statuses,
+            next_max_id,
+            prev_min_id,
+        })
     }
 
     /// `/api/v1/statuses/:id`, unparsed.
@@ -265,7 +245,11 @@ impl MastodonClient {
         url
     }
 
-    async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<serde_json::Value, MastodonError> {
+    async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<serde_json::Value, MastodonError> {
         let segments: Vec<&str> = path.split('/').collect();
         let url = self.url_with_segments(&segments);
         let url_path = url.path().to_string();
@@ -275,14 +259,26 @@ impl MastodonClient {
 
     /// GET with rate limiting, auth and classification. Returns headers and body
     /// of a 2xx answer.
-    async fn get(&self, url: url::Url, query: &[(&str, String)]) -> Result<(HeaderMap, bytes::Bytes), MastodonError> {
+    async fn get(
+        &self,
+        url: url::Url,
+        query: &[(&str, String)],
+    ) -> Result<(HeaderMap, bytes::Bytes), MastodonError> {
         let path = url.path().to_string();
         self.inner.limiter.acquire().await;
-        let mut req = self.inner.http.get(url).query(query).timeout(self.inner.timeout);
+        let mut req = self
+            .inner
+            .http
+            .get(url)
+            .query(query)
+            .timeout(self.inner.timeout);
         if let Some(auth) = &self.inner.auth {
             req = req.header(AUTHORIZATION, auth.clone());
         }
-        let resp = req.send().await.map_err(|e| MastodonError::network(&path, e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| MastodonError::network(&path, e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.inner.limiter.observe(&headers, status);
@@ -295,16 +291,30 @@ impl MastodonClient {
         }
     }
 
-    pub(crate) fn http_error(&self, status: u16, path: &str, headers: &HeaderMap, body: &[u8]) -> MastodonError {
+    pub(crate) fn http_error(
+        &self,
+        status: u16,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> MastodonError {
         let message = error::server_message(body).or_else(|| {
-            headers.get("x-error-message").and_then(|v| v.to_str().ok()).map(error::truncate)
+            headers
+                .get("x-error-message")
+                .and_then(|v| v.to_str().ok())
+                .map(error::truncate)
         });
         let retry_after = if matches!(status, 429 | 503) {
             self.inner.limiter.blocked_for()
         } else {
             None
         };
-        MastodonError::Http { status, path: path.to_string(), message, retry_after }
+        MastodonError::Http {
+            status,
+            path: path.to_string(),
+            message,
+            retry_after,
+        }
     }
 }
 
@@ -314,7 +324,11 @@ async fn read_body(mut resp: reqwest::Response, path: &str) -> Result<bytes::Byt
         return Err(MastodonError::decode(path, "response body too large"));
     }
     let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| MastodonError::network(path, e))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| MastodonError::network(path, e))?
+    {
         if buf.len() + chunk.len() > MAX_BODY {
             return Err(MastodonError::decode(path, "response body too large"));
         }

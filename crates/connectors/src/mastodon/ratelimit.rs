@@ -68,7 +68,9 @@ impl RateLimiters {
 impl std::fmt::Debug for RateLimiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.0.limiters.lock().map(|m| m.len()).unwrap_or(0);
-        f.debug_struct("RateLimiters").field("limiters", &n).finish()
+        f.debug_struct("RateLimiters")
+            .field("limiters", &n)
+            .finish()
     }
 }
 
@@ -165,29 +167,53 @@ impl RateLimiter {
     pub fn observe_at(&self, headers: &HeaderMap, status: u16, now_wall: DateTime<Utc>) {
         let now = Instant::now();
         let to_instant = |wall: DateTime<Utc>| {
-            let ahead = (wall - now_wall).to_std().unwrap_or(Duration::ZERO).min(MAX_WAIT);
+            let ahead = (wall - now_wall)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_WAIT);
             now + ahead
         };
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
         let limit = header("x-ratelimit-limit").and_then(|v| v.parse::<u32>().ok());
         let remaining = header("x-ratelimit-remaining").and_then(|v| v.parse::<u32>().ok());
         let reset = header("x-ratelimit-reset").and_then(|v| {
             // Whole Unix seconds (GoToSocial) are truncated: the window may end
             // anywhere in that second, so wait it out.
             let coarse = v.len() >= 10 && v.bytes().all(|b| b.is_ascii_digit());
-            parse_reset(v, now_wall).map(|t| if coarse { t + chrono::Duration::seconds(1) } else { t })
+            parse_reset(v, now_wall).map(|t| {
+                if coarse {
+                    t + chrono::Duration::seconds(1)
+                } else {
+                    t
+                }
+            })
         });
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(v, now_wall));
 
         let mut st = self.state();
         if let (Some(remaining), Some(reset_wall)) = (remaining, reset) {
             let remaining = if status == 429 { 0 } else { remaining };
-            let new = Window { limit, remaining, reset_at: to_instant(reset_wall), reset_wall };
+            let new = Window {
+                limit,
+                remaining,
+                reset_at: to_instant(reset_wall),
+                reset_wall,
+            };
             st.window = Some(match st.window {
                 // Responses can arrive out of order: within one window trust the
                 // lowest count seen.
-                Some(old) if abs_diff(old.reset_at, new.reset_at) < SAME_WINDOW && old.reset_at > now => {
-                    Window { remaining: old.remaining.min(new.remaining), ..new }
+                Some(old)
+                    if abs_diff(old.reset_at, new.reset_at) < SAME_WINDOW && old.reset_at > now =>
+                {
+                    Window {
+                        remaining: old.remaining.min(new.remaining),
+                        ..new
+                    }
                 }
                 _ => new,
             });
@@ -197,7 +223,9 @@ impl RateLimiter {
                 reset
                     .filter(|r| *r > now_wall)
                     .or(retry_after)
-                    .unwrap_or_else(|| now_wall + chrono::Duration::from_std(DEFAULT_BLOCK).unwrap_or_default()),
+                    .unwrap_or_else(|| {
+                        now_wall + chrono::Duration::from_std(DEFAULT_BLOCK).unwrap_or_default()
+                    }),
             ),
             503 => retry_after,
             _ => None,
@@ -217,7 +245,10 @@ impl RateLimiter {
         let st = self.state();
         let now = Instant::now();
         let block = st.block.filter(|b| b.until > now).map(|b| b.until_wall);
-        let spent = st.window.filter(|w| w.remaining == 0 && w.reset_at > now).map(|w| w.reset_wall);
+        let spent = st
+            .window
+            .filter(|w| w.remaining == 0 && w.reset_at > now)
+            .map(|w| w.reset_wall);
         block.max(spent)
     }
 
@@ -226,7 +257,10 @@ impl RateLimiter {
         let st = self.state();
         let now = Instant::now();
         let block = st.block.filter(|b| b.until > now).map(|b| b.until);
-        let spent = st.window.filter(|w| w.remaining == 0 && w.reset_at > now).map(|w| w.reset_at);
+        let spent = st
+            .window
+            .filter(|w| w.remaining == 0 && w.reset_at > now)
+            .map(|w| w.reset_at);
         block.max(spent).map(|t| t - now)
     }
 }
@@ -281,7 +315,9 @@ fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(now + chrono::Duration::seconds(secs.min(MAX_WAIT.as_secs()) as i64));
     }
-    DateTime::parse_from_rfc2822(value).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc2822(value)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

@@ -115,7 +115,8 @@ pub fn spawn_stream(
     shutdown: CancellationToken,
 ) -> mpsc::Receiver<StreamEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let span = tracing::info_span!("mastodon_stream", component = "mastodon", host = %client.host());
+    let span =
+        tracing::info_span!("mastodon_stream", component = "mastodon", host = %client.host());
     tokio::spawn(supervise::run(client, cfg, Emitter { tx, shutdown }).instrument(span));
     rx
 }

@@ -25,7 +25,11 @@ pub enum MastodonError {
     },
     /// No usable answer: connection refused/reset, TLS, DNS, timeout.
     #[error("{path}: {}: {message}", if *.timeout { "timed out" } else { "network error" })]
-    Network { path: String, timeout: bool, message: String },
+    Network {
+        path: String,
+        timeout: bool,
+        message: String,
+    },
     /// The answer could not be decoded.
     #[error("{path}: cannot decode the response: {message}")]
     Decode { path: String, message: String },
@@ -78,11 +82,18 @@ impl MastodonError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        MastodonError::Network { path: path.to_string(), timeout, message: truncate(&message) }
+        MastodonError::Network {
+            path: path.to_string(),
+            timeout,
+            message: truncate(&message),
+        }
     }
 
     pub(crate) fn decode(path: &str, err: impl std::fmt::Display) -> Self {
-        MastodonError::Decode { path: path.to_string(), message: truncate(&err.to_string()) }
+        MastodonError::Decode {
+            path: path.to_string(),
+            message: truncate(&err.to_string()),
+        }
     }
 }
 
@@ -118,7 +129,12 @@ mod tests {
     use super::*;
 
     fn http(status: u16) -> MastodonError {
-        MastodonError::Http { status, path: "/api/v1/x".into(), message: None, retry_after: None }
+        MastodonError::Http {
+            status,
+            path: "/api/v1/x".into(),
+            message: None,
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -129,9 +145,17 @@ mod tests {
         assert_eq!(http(422).kind(), ErrorKind::Permanent);
         assert_eq!(http(429).kind(), ErrorKind::Transient);
         assert_eq!(http(502).kind(), ErrorKind::Transient);
-        assert_eq!(MastodonError::decode("/p", "eof").kind(), ErrorKind::Permanent);
         assert_eq!(
-            MastodonError::Network { path: "/p".into(), timeout: true, message: "x".into() }.kind(),
+            MastodonError::decode("/p", "eof").kind(),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            MastodonError::Network {
+                path: "/p".into(),
+                timeout: true,
+                message: "x".into()
+            }
+            .kind(),
             ErrorKind::Transient
         );
         assert_eq!(MastodonError::Config("x".into()).kind(), ErrorKind::Config);
@@ -145,10 +169,16 @@ mod tests {
             message: server_message(br#"{"error":"Too many requests"}"#),
             retry_after: Some(Duration::from_secs(3)),
         };
-        assert_eq!(e.to_string(), "/api/v1/accounts/1/statuses: HTTP 429: Too many requests");
+        assert_eq!(
+            e.to_string(),
+            "/api/v1/accounts/1/statuses: HTTP 429: Too many requests"
+        );
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(e.status(), Some(429));
-        assert_eq!(server_message(b"  <html>oops</html> "), Some("<html>oops</html>".into()));
+        assert_eq!(
+            server_message(b"  <html>oops</html> "),
+            Some("<html>oops</html>".into())
+        );
         assert_eq!(server_message(b""), None);
         assert_eq!(truncate(&"é".repeat(400)).chars().count(), MAX_MESSAGE + 1);
     }

@@ -24,7 +24,9 @@ impl InstanceInfo {
         Some(InstanceInfo {
             domain: v.get("domain")?.as_str()?.to_string(),
             version: str_at(v, &["version"]).unwrap_or_default(),
-            streaming_url: cfg.and_then(|c| str_at(c, &["urls", "streaming"])).and_then(|s| s.parse().ok()),
+            streaming_url: cfg
+                .and_then(|c| str_at(c, &["urls", "streaming"]))
+                .and_then(|s| s.parse().ok()),
             max_characters: cfg.and_then(|c| u32_at(c, &["statuses", "max_characters"])),
         })
     }
@@ -32,7 +34,10 @@ impl InstanceInfo {
     /// From the deprecated `GET /api/v1/instance` (also Pleroma/Akkoma).
     pub fn from_v1(v: &Value) -> Option<Self> {
         let uri = v.get("uri")?.as_str()?;
-        let domain = uri.split_once("://").map_or(uri, |(_, rest)| rest).trim_end_matches('/');
+        let domain = uri
+            .split_once("://")
+            .map_or(uri, |(_, rest)| rest)
+            .trim_end_matches('/');
         Some(InstanceInfo {
             domain: domain.to_string(),
             version: str_at(v, &["version"]).unwrap_or_default(),
@@ -84,8 +89,12 @@ impl Page {
         let clamp = |l: u32| l.clamp(1, 40).to_string();
         match self {
             Page::Latest { limit } => vec![("limit", clamp(*limit))],
-            Page::After { min_id, limit } => vec![("limit", clamp(*limit)), ("min_id", min_id.clone())],
-            Page::Before { max_id, limit } => vec![("limit", clamp(*limit)), ("max_id", max_id.clone())],
+            Page::After { min_id, limit } => {
+                vec![("limit", clamp(*limit)), ("min_id", min_id.clone())]
+            }
+            Page::Before { max_id, limit } => {
+                vec![("limit", clamp(*limit)), ("max_id", max_id.clone())]
+            }
         }
     }
 }
@@ -107,19 +116,35 @@ pub fn parse_link_header(value: &str) -> (Option<String>, Option<String>) {
     let mut prev = None;
     for part in value.split(',') {
         let mut pieces = part.split(';');
-        let Some(target) = pieces.next().map(str::trim) else { continue };
-        let Some(target) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) else { continue };
-        let Ok(url) = url::Url::parse(target) else { continue };
-        let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        let Some(target) = pieces.next().map(str::trim) else {
+            continue;
+        };
+        let Some(target) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) else {
+            continue;
+        };
+        let Ok(url) = url::Url::parse(target) else {
+            continue;
+        };
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
         for attr in pieces {
-            let Some((k, v)) = attr.split_once('=') else { continue };
+            let Some((k, v)) = attr.split_once('=') else {
+                continue;
+            };
             if !k.trim().eq_ignore_ascii_case("rel") {
                 continue;
             }
             for rel in v.trim().trim_matches('"').split_ascii_whitespace() {
                 match rel {
                     "next" => next = next.take().or_else(|| param("max_id")),
-                    "prev" => prev = prev.take().or_else(|| param("min_id").or_else(|| param("since_id"))),
+                    "prev" => {
+                        prev = prev
+                            .take()
+                            .or_else(|| param("min_id").or_else(|| param("since_id")))
+                    }
                     _ => {}
                 }
             }

@@ -32,11 +32,17 @@ pub(super) struct Plan {
 
 impl Plan {
     pub(super) fn new(configured: Transport) -> Self {
-        Plan { configured, sse_missing: false, ws_failed_at: None }
+        Plan {
+            configured,
+            sse_missing: false,
+            ws_failed_at: None,
+        }
     }
 
     pub(super) fn pick(&self, now: Instant) -> Transport {
-        let ws_recently_failed = self.ws_failed_at.is_some_and(|t| now.duration_since(t) < WS_RETRY_AFTER);
+        let ws_recently_failed = self
+            .ws_failed_at
+            .is_some_and(|t| now.duration_since(t) < WS_RETRY_AFTER);
         match self.configured {
             Transport::WebSocket => Transport::WebSocket,
             Transport::Sse if self.sse_missing => Transport::WebSocket,
@@ -57,7 +63,9 @@ impl Plan {
                 self.sse_missing = true;
                 true
             }
-            (Transport::WebSocket, _) if self.configured == Transport::Auto && !self.sse_missing => {
+            (Transport::WebSocket, _)
+                if self.configured == Transport::Auto && !self.sse_missing =>
+            {
                 tracing::info!("WebSocket upgrade failed; falling back to SSE");
                 self.ws_failed_at = Some(now);
                 true
@@ -82,12 +90,20 @@ pub(super) async fn run(client: MastodonClient, cfg: StreamConfig, emit: Emitter
 }
 
 /// Runs until shut down; returns `Ok` after sending `Fatal`.
-async fn supervise(client: &MastodonClient, cfg: &StreamConfig, emit: &Emitter) -> Result<(), Stop> {
+async fn supervise(
+    client: &MastodonClient,
+    cfg: &StreamConfig,
+    emit: &Emitter,
+) -> Result<(), Stop> {
     if !client.has_token() {
-        let error = MastodonError::Config("streaming needs a user access token (Mastodon 4.2+)".into());
+        let error =
+            MastodonError::Config("streaming needs a user access token (Mastodon 4.2+)".into());
         return emit.send(StreamEvent::Fatal { error }).await;
     }
-    let base = cfg.streaming_base.clone().unwrap_or_else(|| client.base_url().clone());
+    let base = cfg
+        .streaming_base
+        .clone()
+        .unwrap_or_else(|| client.base_url().clone());
     let mut plan = Plan::new(cfg.transport);
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     let mut quick_switches = 0;
@@ -101,7 +117,9 @@ async fn supervise(client: &MastodonClient, cfg: &StreamConfig, emit: &Emitter) 
         tracing::debug!(transport = transport.as_str(), url = %url, "Connecting");
         let attempt = async {
             if websocket {
-                conn::connect_ws(client, url, &cfg.stream).await.map(Conn::Ws)
+                conn::connect_ws(client, url, &cfg.stream)
+                    .await
+                    .map(|ws| Conn::Ws(Box::new(ws)))
             } else {
                 conn::connect_sse(client, url).await.map(Conn::Sse)
             }
@@ -119,12 +137,17 @@ async fn supervise(client: &MastodonClient, cfg: &StreamConfig, emit: &Emitter) 
                 emit.send(StreamEvent::Connected { transport }).await?;
                 let started = Instant::now();
                 let ended = match connection {
-                    Conn::Ws(ws) => conn::run_ws(ws, cfg.ws_idle_timeout, emit).await,
+                    Conn::Ws(ws) => conn::run_ws(*ws, cfg.ws_idle_timeout, emit).await,
                     Conn::Sse(resp) => conn::run_sse(resp, cfg.sse_idle_timeout, emit).await,
                 };
                 let (reason, clean, auth, delivered) = match ended {
                     Ended::Stopped(stop) => return Err(stop),
-                    Ended::Dropped { reason, clean, auth, delivered } => (reason, clean, auth, delivered),
+                    Ended::Dropped {
+                        reason,
+                        clean,
+                        auth,
+                        delivered,
+                    } => (reason, clean, auth, delivered),
                 };
                 let lived = started.elapsed();
                 tracing::warn!(reason = %reason, lived_s = lived.as_secs(), delivered, "Stream disconnected");
@@ -145,12 +168,16 @@ async fn supervise(client: &MastodonClient, cfg: &StreamConfig, emit: &Emitter) 
                         return Ok(());
                     }
                     backoff.next_delay()
-                } else if plan.failed(transport, status, Instant::now()) && quick_switches < MAX_QUICK_SWITCHES {
+                } else if plan.failed(transport, status, Instant::now())
+                    && quick_switches < MAX_QUICK_SWITCHES
+                {
                     quick_switches += 1;
                     Duration::ZERO
                 } else {
                     quick_switches = 0;
-                    backoff.next_delay().max(error.retry_after().unwrap_or_default())
+                    backoff
+                        .next_delay()
+                        .max(error.retry_after().unwrap_or_default())
                 }
             }
         };
@@ -158,14 +185,17 @@ async fn supervise(client: &MastodonClient, cfg: &StreamConfig, emit: &Emitter) 
             delay = delay.max(blocked);
         }
         if !delay.is_zero() {
-            tracing::debug!(delay_ms = delay.as_millis() as u64, "Reconnecting after a delay");
+            tracing::debug!(
+                delay_ms = delay.as_millis() as u64,
+                "Reconnecting after a delay"
+            );
             emit.sleep(delay).await?;
         }
     }
 }
 
 enum Conn {
-    Ws(conn::WsConn),
+    Ws(Box<conn::WsConn>),
     Sse(reqwest::Response),
 }
 
