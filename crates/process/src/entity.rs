@@ -15,7 +15,7 @@
 //! published under an empty key. Every server we know of always sends it.
 //!
 //! Turning these into the normalised [`fedistream_core::post::Post`] is
-//! [`crate::normalize`]'s job; HTML handling is [`crate::html`]'s.
+//! [`mod@crate::normalize`]'s job; HTML handling is [`crate::html`]'s.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

@@ -16,7 +16,7 @@
 //! * `accounts` match the event's account (for a boost, the booster).
 //! * Content tests (`languages`, `tags_*`, `keywords_*`, `skip_sensitive`) look at the
 //!   post's own content. A boost has none of its own (its content is the empty
-//!   wrapper's; see [`crate::normalize`]), so it fails `languages`, `tags_any` and
+//!   wrapper's; see [`mod@crate::normalize`]), so it fails `languages`, `tags_any` and
 //!   `keywords_any` and passes the `_none` tests; route boosts with `include_boosts`
 //!   and `accounts`.
 //! * `languages`: a post with no language (common for remote posts) does not match a

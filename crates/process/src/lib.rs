@@ -2,7 +2,7 @@
 //!
 //! This crate owns reading Mastodon-API Status JSON ([`entity`]), turning its HTML
 //! into text ([`html`]), mapping it to the normalised
-//! [`fedistream_core::post::Post`] ([`normalize`]), the publication consent rule
+//! [`fedistream_core::post::Post`] ([`mod@normalize`]), the publication consent rule
 //! ([`consent`]) and per-channel route filters ([`filter`]). Fetching statuses is
 //! the connectors' job; running these steps and acting on their results is the
 //! runtime's.
