@@ -62,8 +62,10 @@ pub(crate) async fn upgrade(
 type Initial = Option<(String, Option<String>, Option<String>)>;
 
 async fn run(shared: Arc<Shared>, mut socket: WebSocket, initial: Initial) {
-    let _open = OpenGuard::new(shared.clone());
+    // Subscribe before counting the stream as open: a test that waits for an open
+    // stream and then posts must see that post on it.
     let mut events = shared.events.subscribe();
+    let _open = OpenGuard::new(shared.clone());
     let mut kill = shared.kill.subscribe();
     let period = shared.cfg.ws_ping_interval;
     let mut ping = interval_at(Instant::now() + period, period);

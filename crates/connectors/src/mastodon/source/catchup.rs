@@ -90,7 +90,7 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
     if job.reread_latest {
         let page = job.client.account_statuses(&account_id, Page::Latest { limit: 20 }).await?;
         let mut batch = SourceBatch::default();
-        convert_page(&sh, &job, &host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
+        convert_page(&sh, &job, &account_id, &host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
         // Unchanged posts are dropped by deduplication; edited ones become updates.
         sh.emit(batch).await?;
     }
@@ -100,6 +100,7 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
 fn convert_page<'a>(
     sh: &Shared,
     job: &Job,
+    account_id: &str,
     host: &str,
     raws: impl Iterator<Item = &'a str>,
     batch: &mut SourceBatch,
@@ -107,7 +108,7 @@ fn convert_page<'a>(
     let conv = sh.converter();
     let mut n = 0;
     for raw in raws {
-        match conv.convert(raw, host, Via::Rest, EventKind::Created) {
+        match conv.convert(raw, host, Via::Rest, EventKind::Created, Some((account_id, &job.acct))) {
             Converted::Event(ev, index) => {
                 batch.events.push(*ev);
                 batch.state.push(index);
@@ -152,7 +153,7 @@ async fn forward(sh: &Shared, job: &Job, account_id: &str, host: &str, mut cp: S
             break;
         }
         let mut batch = SourceBatch::default();
-        found += convert_page(sh, job, host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
+        found += convert_page(sh, job, account_id, host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
         batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
         sh.emit(batch).await?;
         cp = newest;
@@ -218,7 +219,7 @@ async fn first_start(sh: &Shared, job: &Job, account_id: &str, host: &str) -> Re
     let last = chunks.len().saturating_sub(1);
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut batch = SourceBatch::default();
-        found += convert_page(sh, job, host, chunk.iter().rev().map(|r| r.get()), &mut batch);
+        found += convert_page(sh, job, account_id, host, chunk.iter().rev().map(|r| r.get()), &mut batch);
         if i == last {
             batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
         }

@@ -46,7 +46,8 @@ pub struct Converter<'a> {
 }
 
 impl Converter<'_> {
-    pub fn convert(&self, raw: &str, host: &str, via: Via, kind: EventKind) -> Converted {
+    /// `owner`: on an account's own profile timeline, its (id, acct) there.
+    pub fn convert(&self, raw: &str, host: &str, via: Via, kind: EventKind, owner: Option<(&str, &str)>) -> Converted {
         let ctx = NormalizeContext { instance: host, via, received_at: Utc::now() };
         let mut post: Post = match parse_and_normalize(raw, &ctx) {
             Ok(p) => p,
@@ -54,7 +55,9 @@ impl Converter<'_> {
         };
         // The server may call its local accounts by bare user name and we may reach
         // it at another base URL: the id we looked up says who this is.
-        if let Some(acct) = self.known_ids.get(host).and_then(|m| m.get(&post.account.id)) {
+        if let Some((_, acct)) = owner.filter(|(id, _)| *id == post.account.id) {
+            post.account.acct = acct.to_string();
+        } else if let Some(acct) = self.known_ids.get(host).and_then(|m| m.get(&post.account.id)) {
             post.account.acct = acct.clone();
         }
         let acct = post.account.acct.to_ascii_lowercase();

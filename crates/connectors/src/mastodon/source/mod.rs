@@ -385,7 +385,7 @@ impl Source for MastodonSource {
 }
 
 async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Result<(), SourceError> {
-    match sh.converter().convert(raw, host, Via::Stream, kind) {
+    match sh.converter().convert(raw, host, Via::Stream, kind, None) {
         Converted::Event(ev, index) => {
             sh.status.count("stream_events", 1);
             sh.emit(SourceBatch { events: vec![*ev], state: vec![index] }).await

@@ -1,0 +1,349 @@
+//! End to end through the runtime: the Mastodon source against the fake server,
+//! the SQLite log, and the file channel. Each test waits for a condition on the
+//! output (bounded by a deadline), never for a fixed time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedistream_connectors::file::{FileSink, FileSinkConfig};
+use fedistream_connectors::mastodon::client::Secret;
+use fedistream_connectors::mastodon::ratelimit::RateLimiters;
+use fedistream_connectors::mastodon::source::{Backfill, MastodonSource, MastodonSourceConfig, ReaderConnection, StreamMode};
+use fedistream_connectors::testing::{AccountOpts, FakeConfig, FakeMastodon, Flavor, NewStatus};
+use fedistream_core::runtime::{self, ChannelSpec, DeliveryConfig, Pipeline, RunSummary, RuntimeOptions, SourceSpec};
+use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+use fedistream_core::DeadLetter;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "reader-secret-token";
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Harness {
+    fake: FakeMastodon,
+    dir: tempfile::TempDir,
+    stop: CancellationToken,
+    run: Option<JoinHandle<RunSummary>>,
+}
+
+fn fake_config(flavor: Flavor) -> FakeConfig {
+    FakeConfig { flavor, heartbeat_interval: Duration::from_millis(100), ws_ping_interval: Duration::from_millis(200), token: Some(TOKEN.into()), ..FakeConfig::default() }
+}
+
+fn source_config(fake: &FakeMastodon, accounts: &[&str]) -> MastodonSourceConfig {
+    let mut c = MastodonSourceConfig::for_accounts(accounts.iter().map(|a| format!("{a}@fake.example")).collect());
+    c.instance = Some(fake.base_url());
+    c.backfill = Backfill::None;
+    // Only stream (re)connects and explicit waits trigger REST in these tests.
+    c.poll_interval = Duration::from_secs(3600);
+    c.max_poll_interval = Duration::from_secs(3600);
+    c.safety_interval = Duration::from_secs(3600);
+    c.sse_idle_timeout = Duration::from_millis(800);
+    c.ws_idle_timeout = Duration::from_millis(800);
+    c.reconnect_initial = Duration::from_millis(20);
+    c.reconnect_max = Duration::from_millis(200);
+    c
+}
+
+impl Harness {
+    async fn start(fake: FakeMastodon, cfg: MastodonSourceConfig, streaming: bool) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Harness { fake, dir, stop: CancellationToken::new(), run: None };
+        h.launch(cfg, streaming);
+        h
+    }
+
+    fn launch(&mut self, cfg: MastodonSourceConfig, streaming: bool) {
+        let log = SqliteLog::open(self.dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+        let reader = streaming.then(|| ReaderConnection { base_url: self.fake.base_url().parse().unwrap(), token: Secret::new(TOKEN) });
+        let delivery = DeliveryConfig::default();
+        let p = Pipeline {
+            log,
+            sources: vec![SourceSpec {
+                name: "m".into(),
+                source: Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())),
+                dead_letter: DeadLetter::new(self.dir.path().join("dl-source.jsonl")),
+            }],
+            channels: vec![ChannelSpec {
+                name: "file".into(),
+                group: "fedistream.channel.file".into(),
+                sink: Box::new(FileSink::new(FileSinkConfig { path: self.out(), rotate_bytes: 0, rotate_age: None, fsync: false, delivery: delivery.clone() })),
+                route: Arc::new(|_| true),
+                batch: delivery.batch(),
+                retry: delivery.retry(),
+                dead_letter: DeadLetter::new(self.dir.path().join("dl-channel.jsonl")),
+            }],
+            options: RuntimeOptions { status_interval: Duration::from_millis(50), ..RuntimeOptions::default() },
+            progress: None,
+        };
+        self.stop = CancellationToken::new();
+        let stop = self.stop.clone();
+        self.run = Some(tokio::spawn(async move { runtime::run(p, stop).await.unwrap() }));
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out.jsonl")
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.out())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Wait until `pred` holds for the output lines; panic with them at the deadline.
+    async fn wait_lines(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let l = self.lines();
+            if pred(&l) {
+                return l;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; output: {l:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Post until a post reaches the file over the stream (REST catch-ups that
+    /// started before may deliver the first ones); returns its line.
+    async fn stream_delivers(&self, user: &str) -> Value {
+        for i in 0..20 {
+            let p = self.fake.post(user, NewStatus::html(&format!("<p>probe {i}</p>")));
+            let lines = self.wait_lines("probe post", |l| has(l, "created", &p.uri)).await;
+            let line = lines.into_iter().find(|l| l["key"] == p.uri.as_str()).unwrap();
+            if line["via"] == "stream" {
+                return line;
+            }
+        }
+        panic!("no post arrived over the stream");
+    }
+
+    async fn stop(&mut self) -> RunSummary {
+        self.stop.cancel();
+        self.run.take().unwrap().await.unwrap()
+    }
+}
+
+fn keys_of(lines: &[Value], kind: &str) -> Vec<String> {
+    lines.iter().filter(|l| l["kind"] == kind).map(|l| l["key"].as_str().unwrap().to_string()).collect()
+}
+
+fn has(lines: &[Value], kind: &str, uri: &str) -> bool {
+    keys_of(lines, kind).iter().any(|k| k == uri)
+}
+
+fn assert_no_duplicate_events(lines: &[Value]) {
+    let mut seen = std::collections::HashSet::new();
+    for l in lines {
+        let id = (l["kind"].as_str().unwrap().to_string(), l["key"].as_str().unwrap().to_string(), l["post"]["edited_at"].to_string());
+        assert!(seen.insert(id.clone()), "duplicate event {id:?} in {lines:#?}");
+    }
+}
+
+async fn fake_with(flavor: Flavor, users: &[&str]) -> FakeMastodon {
+    let fake = FakeMastodon::start(fake_config(flavor)).await;
+    for u in users {
+        fake.add_account(u, AccountOpts::default());
+    }
+    fake
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_drop_between_posts_is_gap_filled_over_rest() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let cfg = source_config(&fake, &["alice"]);
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_open_streams(1, DEADLINE).await, "stream connected");
+    let a = h.fake.post("alice", NewStatus::html("<p>before the drop</p>"));
+    h.wait_lines("the streamed post", |l| has(l, "created", &a.uri)).await;
+    // The server stops streaming (events published meanwhile are lost), then the connection drops.
+    h.fake.pause_stream_broadcast(true);
+    let b = h.fake.post("alice", NewStatus::html("<p>lost by the stream 1</p>"));
+    let c = h.fake.post("alice", NewStatus::html("<p>lost by the stream 2</p>"));
+    h.fake.pause_stream_broadcast(false);
+    h.fake.drop_streams();
+    let lines = h.wait_lines("gap filled after reconnect", |l| has(l, "created", &b.uri) && has(l, "created", &c.uri)).await;
+    assert_eq!(keys_of(&lines, "created"), vec![a.uri.clone(), b.uri.clone(), c.uri.clone()], "in order, each once");
+    assert!(h.fake.stream_connects() >= 2);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_post_from_stream_and_rest_is_delivered_once() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let mut cfg = source_config(&fake, &["alice"]);
+    // Whenever the first catch-up runs, REST reads A as well as the stream.
+    cfg.backfill = Backfill::Last(10);
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
+    let a = h.fake.post("alice", NewStatus::html("<p>streamed first</p>"));
+    h.wait_lines("the streamed post", |l| has(l, "created", &a.uri)).await;
+    // B is only visible over REST; the catch-up after the reconnect re-reads A too.
+    h.fake.pause_stream_broadcast(true);
+    let b = h.fake.post("alice", NewStatus::html("<p>rest only</p>"));
+    h.fake.pause_stream_broadcast(false);
+    h.fake.drop_streams();
+    let lines = h.wait_lines("the REST-only post", |l| has(l, "created", &b.uri)).await;
+    let summary = h.stop().await;
+    let lines = { let _ = lines; h.lines() };
+    assert_eq!(keys_of(&lines, "created"), vec![a.uri.clone(), b.uri.clone()]);
+    assert_no_duplicate_events(&lines);
+    assert!(summary.log.counters.get("duplicates").copied().unwrap_or(0) >= 1, "REST re-delivered A and it was dropped: {:?} {:#?}", summary.log, h.fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_deletes_from_the_stream_reach_the_file() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let cfg = source_config(&fake, &["alice"]);
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
+    let a = h.fake.post("alice", NewStatus::html("<p>first version</p>"));
+    h.wait_lines("created", |l| has(l, "created", &a.uri)).await;
+    assert!(h.fake.edit(&a.id, "<p>second version</p>"));
+    let lines = h.wait_lines("updated", |l| has(l, "updated", &a.uri)).await;
+    let upd = lines.iter().find(|l| l["kind"] == "updated").unwrap();
+    assert_eq!(upd["post"]["content_text"], "second version");
+    assert!(upd["post"]["edited_at"].is_string());
+    assert!(h.fake.delete(&a.id));
+    let lines = h.wait_lines("deleted", |l| has(l, "deleted", &a.uri)).await;
+    let del = lines.iter().find(|l| l["kind"] == "deleted").unwrap();
+    assert_eq!(del["account"], "alice@fake.example");
+    assert_eq!(del["status_id"], a.id.as_str());
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gotosocial_websocket_only_with_ulid_ids() {
+    let fake = fake_with(Flavor::GoToSocial, &["bob"]).await;
+    let cfg = source_config(&fake, &["bob"]);
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
+    let a = h.fake.post("bob", NewStatus::html("<p>hello from gts</p>"));
+    assert_eq!(a.id.len(), 26, "a ULID");
+    h.fake.pause_stream_broadcast(true);
+    let b = h.fake.post("bob", NewStatus::html("<p>missed</p>"));
+    h.fake.pause_stream_broadcast(false);
+    h.fake.drop_streams();
+    let lines = h.wait_lines("both posts", |l| has(l, "created", &a.uri) && has(l, "created", &b.uri)).await;
+    assert_eq!(keys_of(&lines, "created"), vec![a.uri, b.uri]);
+    assert!(h.fake.requests().iter().all(|r| !r.path.starts_with("/api/v1/streaming/")), "no SSE attempts needed on the websocket path");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_stream_reconnects_within_the_watchdog_window() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Sse;
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_stream_connects(1, DEADLINE).await);
+    let stalled_at = std::time::Instant::now();
+    h.fake.set_heartbeats(false);
+    // The connection stays open but silent: only the watchdog (800 ms) can notice.
+    assert!(h.fake.wait_for_stream_connects(2, Duration::from_secs(5)).await, "reconnected");
+    let took = stalled_at.elapsed();
+    assert!(took >= Duration::from_millis(700), "not before the watchdog window: {took:?}");
+    assert!(took < Duration::from_secs(3), "within the window plus backoff: {took:?}");
+    h.fake.set_heartbeats(true);
+    let a = h.fake.post("alice", NewStatus::html("<p>after the stall</p>"));
+    h.wait_lines("post after reconnect", |l| has(l, "created", &a.uri)).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_stream_event_is_counted_dead_lettered_and_the_stream_goes_on() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Sse;
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
+    h.fake.inject_stream_raw("event: update\ndata: {\"id\": \"1\", this is not json\n\n");
+    let dl_path = h.dir.path().join("dl-source.jsonl");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&dl_path).unwrap_or_default().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no dead-letter entry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The stream goes on: a later post arrives over the same connection.
+    h.stream_delivers("alice").await;
+    let summary = h.stop().await;
+    assert_eq!(summary.sources[0].counters.get("malformed"), Some(&1), "{:?}", summary.sources[0]);
+    let dl = std::fs::read_to_string(h.dir.path().join("dl-source.jsonl")).unwrap();
+    let entry: Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
+    assert!(entry["raw"].as_str().unwrap().contains("this is not json"));
+    assert!(entry["reason"].as_str().unwrap().contains("stream"), "{entry}");
+    assert_eq!(h.fake.stream_connects(), 1, "the bad event did not cost a reconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_means_no_request_before_the_reset() {
+    let fake = fake_with(Flavor::Mastodon, &["alice", "carol"]).await;
+    let a = fake.post("alice", NewStatus::html("<p>one</p>"));
+    let c = fake.post("carol", NewStatus::html("<p>two</p>"));
+    fake.rate_limit_next(Duration::from_millis(1500));
+    let mut cfg = source_config(&fake, &["alice", "carol"]);
+    cfg.backfill = Backfill::Last(5);
+    cfg.stream = StreamMode::Off;
+    let mut h = Harness::start(fake, cfg, false).await;
+    h.wait_lines("both posts after the throttle", |l| has(l, "created", &a.uri) && has(l, "created", &c.uri)).await;
+    h.stop().await;
+    let reqs = h.fake.requests();
+    let first_429 = reqs.iter().position(|r| r.status == 429).expect("the throttle was hit");
+    let hit_at = reqs[first_429].at;
+    let after: Vec<_> = reqs[first_429 + 1..].iter().collect();
+    assert!(!after.is_empty());
+    // Requests already in flight may land in the same instant; none may start in the window.
+    let in_window: Vec<_> = after.iter().filter(|r| r.at > hit_at + chrono::Duration::milliseconds(50) && r.at < hit_at + chrono::Duration::milliseconds(1400)).collect();
+    assert!(in_window.is_empty(), "requests sent before the reset: {in_window:#?}");
+    assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), reqs[first_429..].iter().take_while(|r| r.status == 429).count(), "no hammering after the first 429");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_without_a_token_backfills_and_respects_consent() {
+    let fake = FakeMastodon::start(fake_config(Flavor::Mastodon)).await;
+    fake.add_account("alice", AccountOpts::default());
+    fake.add_account("nobot", AccountOpts { note_html: "<p>please no <a href=\"x\" class=\"mention hashtag\">#<span>NoBot</span></a></p>".into(), ..Default::default() });
+    let p1 = fake.post("alice", NewStatus::html("<p>public</p>"));
+    fake.post("alice", NewStatus { visibility: "unlisted".into(), ..NewStatus::html("<p>unlisted</p>") });
+    let p3 = fake.post("alice", NewStatus::html("<p>public again</p>"));
+    fake.post("nobot", NewStatus::html("<p>do not take this</p>"));
+    let mut cfg = source_config(&fake, &["alice", "nobot"]);
+    cfg.backfill = Backfill::Last(10);
+    cfg.stream = StreamMode::Off;
+    let mut h = Harness::start(fake, cfg, false).await;
+    let lines = h.wait_lines("alice's public posts", |l| l.len() >= 2).await;
+    let summary = h.stop().await;
+    let lines = { let _ = lines; h.lines() };
+    assert_eq!(keys_of(&lines, "created"), vec![p1.uri, p3.uri]);
+    let c = &summary.sources[0].counters;
+    assert_eq!(c.get("skipped_visibility"), Some(&1), "{c:?}");
+    assert_eq!(c.get("skipped_bio_nobot"), Some(&1), "{c:?}");
+    assert!(h.fake.requests().iter().all(|r| !r.authorized), "anonymous polling sends no token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resumes_from_the_checkpoint_without_loss_or_duplicates() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Off;
+    cfg.backfill = Backfill::Last(40);
+    let p1 = fake.post("alice", NewStatus::html("<p>1</p>"));
+    let mut h = Harness::start(fake, cfg.clone(), false).await;
+    h.wait_lines("first post", |l| has(l, "created", &p1.uri)).await;
+    h.stop().await;
+    // While fedistream is down, more posts are made.
+    let later: Vec<_> = (0..45).map(|i| h.fake.post("alice", NewStatus::html(&format!("<p>later {i}</p>")))).collect();
+    h.launch(cfg, false);
+    let lines = h.wait_lines("all 46 posts", |l| l.len() >= 46).await;
+    h.stop().await;
+    let mut expected = vec![p1.uri.clone()];
+    expected.extend(later.iter().map(|p| p.uri.clone()));
+    assert_eq!(keys_of(&lines, "created"), expected, "every post once, in order, across the restart (two pages)");
+}
