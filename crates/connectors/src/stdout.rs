@@ -36,7 +36,10 @@ impl StdoutSink {
 
 /// One event as a readable block: a header line, then the text, indented.
 pub fn render_text(rec: &LogRecord) -> String {
-    let ev = &rec.event;
+    let ev = match rec.event() {
+        Ok(ev) => ev,
+        Err(e) => return format!("(offset {}: {e})\n", rec.position.offset),
+    };
     let mut s = String::new();
     let when = ev
         .post

@@ -70,7 +70,7 @@ impl Harness {
                 name: "file".into(),
                 group: "fedistream.channel.file".into(),
                 sink: Box::new(FileSink::new(FileSinkConfig { path: self.out(), rotate_bytes: 0, rotate_age: None, fsync: false, delivery: delivery.clone() })),
-                route: Arc::new(|_| true),
+                route: None,
                 batch: delivery.batch(),
                 retry: delivery.retry(),
                 dead_letter: DeadLetter::new(self.dir.path().join("dl-channel.jsonl")),

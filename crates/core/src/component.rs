@@ -164,7 +164,7 @@ struct DeadLetterLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    event: Option<&'a Event>,
+    event: Option<&'a serde_json::value::RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     raw: Option<&'a str>,
 }
@@ -193,14 +193,15 @@ impl DeadLetter {
     }
     /// Dead-letter a record a channel could not deliver.
     pub fn record(&self, component: &str, reason: &str, rec: &LogRecord) -> std::io::Result<()> {
+        let raw_event: Option<&serde_json::value::RawValue> = serde_json::from_str(&rec.payload).ok();
         self.write_line(&DeadLetterLine {
             at: Utc::now(),
             component,
             reason,
             partition: Some(rec.position.partition),
             offset: Some(rec.position.offset),
-            event: Some(&rec.event),
-            raw: None,
+            event: raw_event,
+            raw: if raw_event.is_none() { Some(&rec.payload) } else { None },
         })
     }
     /// Dead-letter raw input a source could not parse.

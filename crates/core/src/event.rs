@@ -114,17 +114,40 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// An event as read back from the log.
+/// An event as read back from the log: its stored JSON, decoded on first use
+/// (a channel that only forwards the JSON, like the file channel, never pays for
+/// decoding). Clones share the decoded event.
 #[derive(Debug, Clone)]
 pub struct LogRecord {
     pub position: Position,
     pub appended_at: DateTime<Utc>,
-    pub event: std::sync::Arc<Event>,
-    /// The event's stored JSON serialisation (what [`Event`] was decoded from).
+    /// The event's stored JSON serialisation.
     pub payload: std::sync::Arc<str>,
+    decoded: std::sync::Arc<std::sync::OnceLock<Result<Event, String>>>,
 }
 
 impl LogRecord {
+    pub fn new(position: Position, appended_at: DateTime<Utc>, payload: std::sync::Arc<str>) -> Self {
+        LogRecord { position, appended_at, payload, decoded: Default::default() }
+    }
+
+    /// A record holding `event` (serialised as the log would store it).
+    pub fn from_event(position: Position, appended_at: DateTime<Utc>, event: Event) -> Self {
+        let payload = serde_json::to_string(&event).unwrap_or_default();
+        let decoded = std::sync::OnceLock::new();
+        let _ = decoded.set(Ok(event));
+        LogRecord { position, appended_at, payload: payload.into(), decoded: std::sync::Arc::new(decoded) }
+    }
+
+    /// The event, decoded once. An error means the stored payload is not a valid
+    /// event (written by another version, or damaged).
+    pub fn event(&self) -> Result<&Event, crate::error::LogError> {
+        self.decoded
+            .get_or_init(|| serde_json::from_str(&self.payload).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|reason| crate::error::LogError::Corrupt { offset: self.position.offset, reason: reason.clone() })
+    }
+
     /// The JSON line channels write: the event's fields plus `partition` and `offset`,
     /// built without re-serialising the event.
     pub fn to_json_line(&self) -> String {

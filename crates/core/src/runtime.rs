@@ -117,7 +117,8 @@ pub struct ChannelSpec {
     /// Consumer group; one per channel.
     pub group: String,
     pub sink: Box<dyn Sink>,
-    pub route: RouteFn,
+    /// Which events the channel takes; `None`: all (no decoding needed).
+    pub route: Option<RouteFn>,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
     pub dead_letter: DeadLetter,
@@ -569,7 +570,29 @@ async fn run_channel(
         }
         let last = recs.last().map(|r| r.position).expect("non-empty");
         let total = recs.len() as u64;
-        let selected: Vec<LogRecord> = recs.into_iter().filter(|r| (ch.route)(&r.event)).collect();
+        let selected: Vec<LogRecord> = match &ch.route {
+            None => recs,
+            Some(route) => {
+                let mut keep = Vec::with_capacity(recs.len());
+                for r in recs {
+                    match r.event() {
+                        Ok(ev) => {
+                            if route(ev) {
+                                keep.push(r)
+                            }
+                        }
+                        Err(e) => {
+                            error!(offset = r.position.offset, error = %e, "Undecodable record in the log; dead-lettered");
+                            if let Err(io) = ch.dead_letter.record(&ch.name, &e.to_string(), &r) {
+                                return Err(format!("cannot dead-letter a corrupt record: {io}"));
+                            }
+                            status.count("dead_lettered", 1);
+                        }
+                    }
+                }
+                keep
+            }
+        };
         status.count("filtered", total - selected.len() as u64);
         // Split by bytes as well as count.
         let mut start = 0;
@@ -631,7 +654,7 @@ async fn deliver(
                 let whole = e.failed_index.is_none();
                 let bad = if whole { rest } else { &rest[idx..=idx] };
                 for rec in bad {
-                    warn!(offset = rec.position.offset, key = %rec.event.key, reason = %e.message, "Event rejected; dead-lettered");
+                    warn!(offset = rec.position.offset, reason = %e.message, "Event rejected; dead-lettered");
                     if let Err(io) = ch.dead_letter.record(&ch.name, &e.message, rec) {
                         error!(error = %io, path = %ch.dead_letter.path().display(), "Cannot write the dead-letter file; retrying the event");
                         if !sleep_or_stop(backoff.next_delay(), stop).await {

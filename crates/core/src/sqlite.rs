@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::watch;
 
 use crate::error::LogError;
-use crate::event::{Event, LogRecord, Position};
+use crate::event::{LogRecord, Position};
 use crate::log::{AppendBatch, AppendReceipt, Consumer, GroupInfo, Log, LogInfo, StatePut};
 
 /// How hard the log insists on reaching the disk.
@@ -419,15 +419,12 @@ fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord
     while let Some(row) = rows.next()? {
         let offset = row.get::<_, i64>(0)? as u64;
         let appended_at: i64 = row.get(1)?;
-        let payload: String = row.get(2)?;
-        let event: Event = serde_json::from_str(&payload)
-            .map_err(|e| LogError::Corrupt { offset, reason: e.to_string() })?;
-        out.push(LogRecord {
-            position: Position { partition: 0, offset },
-            appended_at: Utc.timestamp_micros(appended_at).single().unwrap_or_else(Utc::now),
-            event: Arc::new(event),
-            payload: payload.into(),
-        });
+        let payload: &str = row.get_ref(2)?.as_str().map_err(|e| LogError::Corrupt { offset, reason: e.to_string() })?;
+        out.push(LogRecord::new(
+            Position { partition: 0, offset },
+            Utc.timestamp_micros(appended_at).single().unwrap_or_else(Utc::now),
+            payload.into(),
+        ));
     }
     Ok(out)
 }

@@ -109,10 +109,10 @@ impl RecordingSink {
         self.script.lock().unwrap().push_back(Script::Fail(e));
     }
     pub fn keys(&self) -> Vec<String> {
-        self.delivered.lock().unwrap().iter().map(|r| r.event.key.clone()).collect()
+        self.delivered.lock().unwrap().iter().map(|r| r.event().unwrap().key.clone()).collect()
     }
     pub fn kinds(&self) -> Vec<EventKind> {
-        self.delivered.lock().unwrap().iter().map(|r| r.event.kind).collect()
+        self.delivered.lock().unwrap().iter().map(|r| r.event().unwrap().kind).collect()
     }
 }
 
@@ -148,7 +148,7 @@ pub mod conformance {
         assert!(r.positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {:?}", r.positions);
         let mut c = log.consumer("g1").await.unwrap();
         let got = c.poll(100, Duration::from_millis(10)).await.unwrap();
-        assert_eq!(got.iter().map(|r| (*r.event).clone()).collect::<Vec<_>>(), evs);
+        assert_eq!(got.iter().map(|r| r.event().unwrap().clone()).collect::<Vec<_>>(), evs);
         assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), r.positions);
         // Nothing more.
         assert!(c.poll(100, Duration::from_millis(10)).await.unwrap().is_empty());
@@ -177,7 +177,7 @@ pub mod conformance {
         drop(a);
         let mut a = log.consumer("a").await.unwrap();
         let rest = a.poll(10, Duration::from_millis(10)).await.unwrap();
-        assert_eq!(rest.iter().map(|r| r.event.status_id.clone()).collect::<Vec<_>>(), vec!["3", "4"]);
+        assert_eq!(rest.iter().map(|r| r.event().unwrap().status_id.clone()).collect::<Vec<_>>(), vec!["3", "4"]);
         assert_eq!(a.lag().await.unwrap(), 2, "3 and 4 are read but not committed");
         let mut b = log.consumer("b").await.unwrap();
         assert_eq!(b.poll(10, Duration::from_millis(10)).await.unwrap().len(), 4, "a new group starts at the beginning");

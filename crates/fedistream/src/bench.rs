@@ -191,7 +191,7 @@ async fn pipeline(count: usize, rate: Option<f64>, accounts: usize, dir: Option<
             name: "file".into(),
             group: "bench.file".into(),
             sink: Box::new(sink),
-            route: Arc::new(|_| true),
+            route: None,
             batch: delivery.batch(),
             retry: delivery.retry(),
             dead_letter: DeadLetter::new(dir.join("dead-letter-channel.jsonl")),

@@ -81,9 +81,9 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
 
 /// The channel takes an event if any route leading to it takes it; with no
 /// routes configured, every channel takes everything.
-fn route_for(cfg: &Config, channel: &str) -> RouteFn {
+fn route_for(cfg: &Config, channel: &str) -> Option<RouteFn> {
     if cfg.routes.is_empty() {
-        return Arc::new(|_: &Event| true);
+        return None;
     }
     let rules: Vec<(Vec<String>, CompiledFilter)> = cfg
         .routes
@@ -91,7 +91,7 @@ fn route_for(cfg: &Config, channel: &str) -> RouteFn {
         .filter(|r| r.to.iter().any(|t| t == channel))
         .map(|r| (r.from.clone(), r.filter.compile()))
         .collect();
-    Arc::new(move |ev: &Event| {
+    Some(Arc::new(move |ev: &Event| {
         rules.iter().any(|(from, f)| (from.is_empty() || from.iter().any(|s| *s == ev.source)) && f.matches(ev))
-    })
+    }))
 }

@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use chrono::Utc;
 use fedistream_core::event::{Event, EventKind, LogRecord, Position};
 use fedistream_core::post::Via;
@@ -19,8 +17,7 @@ fn rec(offset: u64) -> LogRecord {
         observed_at: Utc::now(),
         post: None,
     };
-    let payload = serde_json::to_string(&ev).unwrap();
-    LogRecord { position: Position { partition: 0, offset }, appended_at: Utc::now(), event: Arc::new(ev), payload: payload.into() }
+    LogRecord::from_event(Position { partition: 0, offset }, Utc::now(), ev)
 }
 
 fn offsets(path: &Path) -> Vec<u64> {

@@ -18,7 +18,7 @@ fn channel(name: &str, sink: RecordingSink, dl: &std::path::Path) -> ChannelSpec
         name: name.into(),
         group: format!("g.{name}"),
         sink: Box::new(sink),
-        route: Arc::new(|_| true),
+        route: None,
         batch: BatchConfig { max_records: 3, max_bytes: 1 << 20, linger: Duration::ZERO },
         retry: fast_retry(),
         dead_letter: DeadLetter::new(dl.join(format!("{name}.jsonl"))),
@@ -143,7 +143,7 @@ async fn routes_filter_per_channel() {
     let (d, log) = log();
     let sink = RecordingSink::default();
     let mut ch = channel("c", sink.clone(), d.path());
-    ch.route = Arc::new(|e: &Event| e.account == "b@example.org");
+    ch.route = Some(Arc::new(|e: &Event| e.account == "b@example.org"));
     let evs = vec![created("src", "a@example.org", 1, "x"), created("src", "b@example.org", 2, "y")];
     let p = pipeline(log, vec![batch(evs)], vec![ch]);
     let summary = run(p, CancellationToken::new()).await.unwrap();

@@ -1,4 +1,5 @@
 use super::*;
+use crate::event::Event;
 use crate::testing::{conformance, created};
 
 fn fresh() -> (tempfile::TempDir, Arc<dyn Log>) {
@@ -52,7 +53,7 @@ async fn everything_survives_reopening() {
     let mut c = log.consumer("ch").await.unwrap();
     let got = c.poll(10, Duration::from_millis(10)).await.unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].event.status_id, "2");
+    assert_eq!(got[0].event().unwrap().status_id, "2");
     let info = log.info().await.unwrap();
     assert_eq!(info.events, 2);
     assert_eq!(info.groups[0].lag, 1);
@@ -82,5 +83,5 @@ async fn retention_keeps_what_a_live_group_has_not_committed() {
     let deleted = log.enforce_retention().await.unwrap();
     assert_eq!(deleted, 2, "only the two committed events may go");
     let rest = c.poll(10, Duration::from_millis(10)).await.unwrap();
-    assert_eq!(rest.iter().map(|r| r.event.status_id.as_str()).collect::<Vec<_>>(), vec!["3", "4"]);
+    assert_eq!(rest.iter().map(|r| r.event().unwrap().status_id.as_str()).collect::<Vec<_>>(), vec!["3", "4"]);
 }

@@ -1,0 +1,122 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::load::parse;
+
+fn file() -> &'static Path {
+    Path::new("pipeline.toml")
+}
+
+fn errors(text: &str) -> Vec<String> {
+    let cfg = parse(text, file()).unwrap_or_else(|e| panic!("parse failed: {e}"));
+    validate(&cfg, file()).err().unwrap_or_default().iter().map(|e| e.to_string()).collect()
+}
+
+const MINIMAL: &str = r#"
+[sources.a]
+type = "mastodon"
+accounts = ["@alice@example.org"]
+
+[channels.out]
+type = "stdout"
+"#;
+
+#[test]
+fn a_minimal_config_is_valid() {
+    assert!(errors(MINIMAL).is_empty(), "{:?}", errors(MINIMAL));
+}
+
+#[test]
+fn unknown_keys_name_the_key_path_file_and_line() {
+    let text = "[sources.a]\ntype = \"mastodon\"\naccounts = [\"@a@b.c\"]\npoll_intervall = \"5s\"\n\n[channels.out]\ntype = \"stdout\"\n";
+    let e = parse(text, file()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("pipeline.toml:"), "{msg}");
+    assert!(msg.contains("poll_intervall"), "{msg}");
+    assert_eq!(e.key, "sources.a.poll_intervall", "{msg}");
+    assert_eq!(e.line_col.map(|(l, _)| l), Some(4), "{msg}");
+    assert!(msg.contains("expected one of"), "{msg}");
+}
+
+#[test]
+fn wrong_types_and_units_are_reported_at_their_key() {
+    let text = "[sources.a]\ntype = \"mastodon\"\naccounts = [\"@a@b.c\"]\npoll_interval = \"soon\"\n";
+    let e = parse(text, file()).unwrap_err();
+    assert_eq!(e.key, "sources.a.poll_interval", "{e}");
+    assert!(e.reason.contains("not a duration"), "{e}");
+    assert_eq!(e.line_col.map(|(l, _)| l), Some(4), "{e}");
+
+    let text = "[channels.f]\ntype = \"file\"\npath = \"x.jsonl\"\nrotate_bytes = \"lots\"\n";
+    let e = parse(text, file()).unwrap_err();
+    assert_eq!(e.key, "channels.f.rotate_bytes", "{e}");
+
+    let text = "[channels.f]\ntype = \"carrier-pigeon\"\n";
+    let e = parse(text, file()).unwrap_err();
+    assert!(e.reason.contains("carrier-pigeon"), "{e}");
+}
+
+#[test]
+fn nested_unknown_keys_in_variants_are_refused() {
+    let text = "[channels.f]\ntype = \"file\"\npath = \"x.jsonl\"\n[channels.f.delivery]\nmax_bach = 3\n";
+    let e = parse(text, file()).unwrap_err();
+    assert!(e.to_string().contains("max_bach"), "{e}");
+}
+
+#[test]
+fn meaning_errors_are_all_reported_with_their_keys() {
+    let text = r#"
+[connections.mastodon.reader]
+instance = "http://example.org"
+token_env = "FEDISTREAM_TEST_SURELY_UNSET_VAR"
+
+[sources.a]
+type = "mastodon"
+accounts = ["alice", "@bob@example.org"]
+connection = "nope"
+instance = "ftp://x"
+
+[channels.out]
+type = "stdout"
+
+[[routes]]
+from = ["ghost"]
+to = ["void"]
+"#;
+    let errs = errors(text);
+    let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
+    assert!(has("`connections.mastodon.reader.instance`: `http://example.org`: plain http is only allowed for loopback"), "{errs:#?}");
+    assert!(has("`connections.mastodon.reader.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set"), "{errs:#?}");
+    assert!(has("`sources.a.accounts[0]`: `alice` is not an account handle"), "{errs:#?}");
+    assert!(has("`sources.a.connection`: no connection named `nope`"), "{errs:#?}");
+    assert!(has("`sources.a.instance`"), "{errs:#?}");
+    assert!(has("`routes[0].from`: no source named `ghost`"), "{errs:#?}");
+    assert!(has("`routes[0].to`: no channel named `void`"), "{errs:#?}");
+    assert!(has("`channels.out`: no route leads to this channel"), "{errs:#?}");
+    assert!(errs.iter().all(|e| e.starts_with("pipeline.toml: ")), "{errs:#?}");
+}
+
+#[test]
+fn the_shipped_examples_are_valid() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    // Relative paths in the examples are relative to the repository root.
+    std::env::set_current_dir(root).unwrap();
+    for name in ["examples/demo.toml", "examples/follow.toml"] {
+        let cfg = crate::config::load(Path::new(name)).unwrap_or_else(|e| panic!("{e}"));
+        // follow.toml names a token variable that CI does not set; the rest must be clean.
+        let errs: Vec<String> = validate(&cfg, Path::new(name))
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .filter(|e| !e.contains("FEDISTREAM_READER_TOKEN is not set"))
+            .collect();
+        assert!(errs.is_empty(), "{name}: {errs:#?}");
+    }
+}
+
+#[test]
+fn empty_config_says_what_is_missing() {
+    let errs = errors("");
+    assert!(errs.iter().any(|e| e.contains("no sources")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("no channels")), "{errs:?}");
+}
