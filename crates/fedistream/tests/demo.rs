@@ -1,0 +1,96 @@
+//! The offline demo (`examples/demo.toml`) as a user runs it from the repository
+//! root, with its output redirected into a temporary directory: it ends by
+//! itself, archives every public, consenting post once, and a second run
+//! appends nothing.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// examples/demo.toml with every `path =` pointing into `dir` (the replay input
+/// at the bundled sample, by absolute path).
+fn redirected_demo(dir: &Path) -> String {
+    let root = repo_root();
+    let text = std::fs::read_to_string(root.join("examples/demo.toml")).unwrap();
+    let mut rewritten = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let Some(v) = l.trim().strip_prefix("path = ") else { return l.to_string() };
+            rewritten += 1;
+            let v: String = toml_value(v);
+            let new = if v.starts_with("examples/") { root.join(&v) } else { dir.join(Path::new(&v).file_name().unwrap()) };
+            format!("path = {}", toml_path(&new))
+        })
+        .collect();
+    assert_eq!(rewritten, 3, "the demo has a log, a replay input and an archive file:\n{text}");
+    out.join("\n")
+}
+
+fn toml_value(v: &str) -> String {
+    let t: toml::Table = format!("v = {v}").parse().unwrap();
+    t["v"].as_str().unwrap().to_string()
+}
+
+/// Posts of the sample that fedistream may take: public, by an account whose bio
+/// carries no #nobot / #noindex / #nobridge and that is not `noindex`.
+fn consenting_public_posts(sample: &Path) -> usize {
+    std::fs::read_to_string(sample)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|p| p["visibility"] == "public" && p["account"]["noindex"] != true)
+        .filter(|p| {
+            let note = strip_tags(p["account"]["note"].as_str().unwrap_or("")).to_lowercase();
+            !["#nobot", "#noindex", "#nobridge"].iter().any(|t| note.contains(t))
+        })
+        .count()
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(dir.path(), "demo.toml", &redirected_demo(dir.path()));
+    let archive = dir.path().join("demo-posts.jsonl");
+    let expected = consenting_public_posts(&repo_root().join("examples/data/sample-posts.jsonl"));
+    assert!(expected > 0);
+
+    let p = Spawn::new(dir.path(), "first", &["run", "--config", cfg.to_str().unwrap()]).cwd(repo_root()).start();
+    let status = p.wait_exit(DEADLINE).await;
+    let err = p.stderr();
+    assert!(status.success(), "exit status {status}; stderr:\n{err}");
+    let events = read_events(&archive);
+    assert_eq!(events.len(), expected, "one line per public, consenting post");
+    assert_eq!(summary_counters(&err, "channel archive").get("delivered"), Some(&(expected as u64)), "{err}");
+    assert_each_created_once(&events);
+    assert_offsets_increase(&events);
+    assert!(!p.stdout().is_empty(), "the terminal channel printed the posts");
+
+    let p = Spawn::new(dir.path(), "second", &["run", "--config", cfg.to_str().unwrap()]).cwd(repo_root()).start();
+    let status = p.wait_exit(DEADLINE).await;
+    let err = p.stderr();
+    assert!(status.success(), "exit status {status}; stderr:\n{err}");
+    assert_eq!(read_events(&archive).len(), expected, "the second run appended nothing");
+    let log = summary_counters(&err, "log");
+    assert_eq!(log.get("duplicates"), Some(&(expected as u64)), "{err}");
+    assert_eq!(log.get("appended"), None, "{err}");
+    assert_eq!(summary_counters(&err, "channel archive").get("delivered"), None, "{err}");
+    assert!(p.stdout().is_empty(), "nothing shown twice on the terminal:\n{}", p.stdout());
+}
