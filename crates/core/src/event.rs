@@ -151,25 +151,27 @@ impl LogRecord {
     /// The JSON line channels write: the event's fields plus `partition` and `offset`,
     /// built without re-serialising the event.
     pub fn to_json_line(&self) -> String {
+        let mut line = Vec::with_capacity(self.payload.len() + 48);
+        // Writing into a Vec cannot fail.
+        let _ = self.write_json_line(&mut line);
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// [`Self::to_json_line`] written straight into `w`, without a newline.
+    pub fn write_json_line(&self, w: &mut impl std::io::Write) -> std::io::Result<usize> {
         let body = self.payload.trim_start();
         let rest = body.strip_prefix('{').unwrap_or(body);
-        let mut line = String::with_capacity(rest.len() + 48);
-        line.push_str("{\"partition\":");
-        line.push_str(itoa_u64(self.position.partition as u64).as_str());
-        line.push_str(",\"offset\":");
-        line.push_str(itoa_u64(self.position.offset).as_str());
+        let head = format!("{{\"partition\":{},\"offset\":{}", self.position.partition, self.position.offset);
+        w.write_all(head.as_bytes())?;
         if rest.trim_start().starts_with('}') {
-            line.push('}');
+            w.write_all(b"}")?;
+            Ok(head.len() + 1)
         } else {
-            line.push(',');
-            line.push_str(rest);
+            w.write_all(b",")?;
+            w.write_all(rest.as_bytes())?;
+            Ok(head.len() + 1 + rest.len())
         }
-        line
     }
-}
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
 }
 
 /// What [`LogRecord::to_json_line`] writes, read back (channels that resume from

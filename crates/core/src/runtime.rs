@@ -453,13 +453,13 @@ async fn ingestor(
 /// Decisions for one transaction are staged and only kept if the append succeeds.
 struct Dedup {
     cache: HashMap<String, String>,
-    staged: Vec<(String, String)>,
+    staged: HashMap<String, String>,
     capacity: usize,
 }
 
 impl Dedup {
     fn new(capacity: usize) -> Self {
-        Dedup { cache: HashMap::new(), staged: Vec::new(), capacity }
+        Dedup { cache: HashMap::new(), staged: HashMap::new(), capacity }
     }
 
     async fn prefetch(&mut self, log: &dyn Log, keys: Vec<String>) -> Result<(), crate::error::LogError> {
@@ -496,21 +496,21 @@ impl Dedup {
         };
         if keep {
             state.push(StatePut::set(SEEN_NS, ev.key.clone(), fp.clone()));
-            self.staged.push((ev.key.clone(), fp));
+            self.staged.insert(ev.key.clone(), fp);
         }
         keep
     }
 
     fn current(&self, key: &str) -> String {
         // Later decisions in the same transaction see earlier ones.
-        if let Some((_, v)) = self.staged.iter().rev().find(|(k, _)| k == key) {
+        if let Some(v) = self.staged.get(key) {
             return v.clone();
         }
         self.cache.get(key).cloned().unwrap_or_default()
     }
 
     fn commit(&mut self) {
-        for (k, v) in self.staged.drain(..) {
+        for (k, v) in self.staged.drain() {
             self.cache.insert(k, v);
         }
     }

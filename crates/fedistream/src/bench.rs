@@ -47,6 +47,9 @@ pub enum BenchKind {
         /// Working directory (default: a temporary one, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Use this JSON Lines file of statuses instead of generating `count` of them.
+        #[arg(long)]
+        input: Option<PathBuf>,
     },
     /// Peak RSS of `fedistream run` polling N accounts on a fake-mastodon process.
     FollowRss {
@@ -74,7 +77,7 @@ pub enum BenchKind {
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
-        BenchKind::Pipeline { count, rate, accounts, dir } => pipeline(count, rate, accounts, dir).await,
+        BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
@@ -135,7 +138,13 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn pipeline(count: usize, rate: Option<f64>, accounts: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn pipeline(
+    count: usize,
+    rate: Option<f64>,
+    accounts: usize,
+    dir: Option<PathBuf>,
+    given_input: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let tmp;
     let dir = match dir {
         Some(d) => {
@@ -147,10 +156,19 @@ async fn pipeline(count: usize, rate: Option<f64>, accounts: usize, dir: Option<
             tmp.0.clone()
         }
     };
-    let input = dir.join("input.jsonl");
-    let mut g = Generator::new(1);
+    let mut count = count;
     let mut bytes = 0u64;
-    {
+    let input = match given_input {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            count = text.lines().filter(|l| !l.trim().is_empty()).count();
+            bytes = text.len() as u64;
+            p
+        }
+        None => dir.join("input.jsonl"),
+    };
+    let mut g = Generator::new(1);
+    if bytes == 0 {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
         for _ in 0..count {
             let s = g.status(accounts);

@@ -222,10 +222,9 @@ impl Sink for FileSink {
             if self.written.get(&p.partition).is_some_and(|&w| p.offset <= w) {
                 continue; // already in the file (redelivery after a crash)
             }
-            let line = rec.to_json_line();
-            out.write_all(line.as_bytes()).map_err(|e| io_err("cannot write", &path, e))?;
+            let n = rec.write_json_line(out).map_err(|e| io_err("cannot write", &path, e))?;
             out.write_all(b"\n").map_err(|e| io_err("cannot write", &path, e))?;
-            self.size += line.len() as u64 + 1;
+            self.size += n as u64 + 1;
             self.written.insert(p.partition, p.offset);
             wrote = true;
         }
