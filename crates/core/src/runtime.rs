@@ -388,7 +388,8 @@ async fn ingestor(
     status: Status,
     done: watch::Sender<bool>,
 ) -> Result<(), crate::error::LogError> {
-    let mut dedup = Dedup::new(200_000);
+    // Bounded: a miss costs one indexed read of the log's `seen` table.
+    let mut dedup = Dedup::new(50_000);
     let result = async {
         while let Some(first) = rx.recv().await {
             // Coalesce whatever else is waiting into one transaction.

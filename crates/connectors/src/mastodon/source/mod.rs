@@ -160,6 +160,7 @@ impl Source for MastodonSource {
         // Followed accounts, their home-server clients and durable checkpoints.
         let mut accounts: Vec<Account> = Vec::new();
         let mut followed = HashSet::new();
+        let mut clients: HashMap<String, MastodonClient> = HashMap::new();
         let now = Instant::now();
         for raw in &cfg.accounts {
             let (user, host) = parse_acct(raw).map_err(|e| src_err(ErrorKind::Config, e))?;
@@ -172,10 +173,18 @@ impl Source for MastodonSource {
                 None => parse_base_url(&format!("https://{host}")).map_err(|e| src_err(ErrorKind::Config, e))?,
             };
             // The reader's token also serves REST on its own server (higher limits,
-            // limited-federation servers); elsewhere we read anonymously.
+            // limited-federation servers); elsewhere we read anonymously. One
+            // client (connection pool, TLS setup) per server, not per account.
             let client = match (&reader_client, &self.reader) {
                 (Some(rc), Some(r)) if r.base_url.host_str() == base.host_str() && r.base_url.port() == base.port() => rc.clone(),
-                _ => client_for(base, None)?,
+                _ => match clients.get(base.as_str()) {
+                    Some(c) => MastodonClient::clone(c),
+                    None => {
+                        let c = client_for(base.clone(), None)?;
+                        clients.insert(base.to_string(), c.clone());
+                        c
+                    }
+                },
             };
             let key = checkpoint_key(&ctx.name, &client.host(), &acct);
             let checkpoint = ctx.log.state_get(CHECKPOINT_NS, &key).await?;
