@@ -214,7 +214,7 @@ mod tests {
         let all: Vec<String> = (0..500).map(|_| g.status(50)).collect();
         let sizes: Vec<usize> = all.iter().map(|s| s.len()).collect();
         let avg = sizes.iter().sum::<usize>() / sizes.len();
-        assert!(sizes.iter().all(|&s| s >= 1200 && s <= 12_000), "sizes {:?}", (sizes.iter().min(), sizes.iter().max()));
+        assert!(sizes.iter().all(|s| (1200..=12_000).contains(s)), "sizes {:?}", (sizes.iter().min(), sizes.iter().max()));
         assert!((1500..=9000).contains(&avg), "average {avg}");
         assert!(all.iter().any(|s| s.contains("\"reblog\":{")), "has boosts");
         assert!(all.iter().any(|s| s.contains("\"type\":\"video\"")), "has media");

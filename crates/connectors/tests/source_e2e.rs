@@ -3,7 +3,6 @@
 //! output (bounded by a deadline), never for a fixed time.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fedistream_connectors::file::{FileSink, FileSinkConfig};
@@ -114,7 +113,7 @@ impl Harness {
     /// started before may deliver the first ones); returns its line.
     async fn stream_delivers(&self, user: &str) -> Value {
         for i in 0..20 {
-            let p = self.fake.post(user, NewStatus::html(&format!("<p>probe {i}</p>")));
+            let p = self.fake.post(user, NewStatus::html(format!("<p>probe {i}</p>")));
             let lines = self.wait_lines("probe post", |l| has(l, "created", &p.uri)).await;
             let line = lines.into_iter().find(|l| l["key"] == p.uri.as_str()).unwrap();
             if line["via"] == "stream" {
@@ -339,7 +338,7 @@ async fn restart_resumes_from_the_checkpoint_without_loss_or_duplicates() {
     h.wait_lines("first post", |l| has(l, "created", &p1.uri)).await;
     h.stop().await;
     // While fedistream is down, more posts are made.
-    let later: Vec<_> = (0..45).map(|i| h.fake.post("alice", NewStatus::html(&format!("<p>later {i}</p>")))).collect();
+    let later: Vec<_> = (0..45).map(|i| h.fake.post("alice", NewStatus::html(format!("<p>later {i}</p>")))).collect();
     h.launch(cfg, false);
     let lines = h.wait_lines("all 46 posts", |l| l.len() >= 46).await;
     h.stop().await;

@@ -89,6 +89,10 @@ fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Con
     })?;
     conn.busy_timeout(Duration::from_secs(10))?;
     if !read_only {
+        // Events are 1.5-9 KB: with SQLite's default 4 KiB pages nearly every row
+        // takes a page of its own (or overflow pages). Larger pages pack rows and
+        // halve the append cost. Only takes effect when the file is created.
+        conn.pragma_update(None, "page_size", 32768)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
     }
     let sync = match durability {

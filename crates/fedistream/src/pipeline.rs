@@ -92,6 +92,6 @@ fn route_for(cfg: &Config, channel: &str) -> Option<RouteFn> {
         .map(|r| (r.from.clone(), r.filter.compile()))
         .collect();
     Some(Arc::new(move |ev: &Event| {
-        rules.iter().any(|(from, f)| (from.is_empty() || from.iter().any(|s| *s == ev.source)) && f.matches(ev))
+        rules.iter().any(|(from, f)| (from.is_empty() || from.contains(&ev.source)) && f.matches(ev))
     }))
 }

@@ -367,7 +367,8 @@ impl Source for MastodonSource {
                     for (i, a) in accounts.iter_mut().enumerate() {
                         if tasks.len() >= concurrency { break; }
                         if a.running || a.due > now { continue; }
-                        let reread = streaming && now >= a.safety_due || !streaming && a.checkpoint.is_some() && now >= a.safety_due;
+                        // The safety pass also re-reads the newest page (edits made while no stream was up).
+                        let reread = now >= a.safety_due && (streaming || a.checkpoint.is_some());
                         if reread { a.safety_due = now + cfg.safety_interval; }
                         a.running = true;
                         let job = catchup::Job {
