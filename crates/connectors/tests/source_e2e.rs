@@ -48,6 +48,8 @@ fn source_config(fake: &FakeMastodon, accounts: &[&str]) -> MastodonSourceConfig
 
 impl Harness {
     async fn start(fake: FakeMastodon, cfg: MastodonSourceConfig, streaming: bool) -> Harness {
+        // Logs are shown for failing tests only (captured by the test harness).
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("debug,hyper=info,reqwest=info,h2=info,tungstenite=info,tokio_tungstenite=info").try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut h = Harness { fake, dir, stop: CancellationToken::new(), run: None };
         h.launch(cfg, streaming);
@@ -109,6 +111,22 @@ impl Harness {
         }
     }
 
+    /// Wait until the source has a durable checkpoint for `n` accounts (its first
+    /// catch-up is done: posts made from now on are new, whatever the backfill).
+    async fn wait_checkpoints(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(log) = SqliteLog::open_read_only(self.dir.path().join("log.db")) {
+                use fedistream_core::Log;
+                if log.state_scan("checkpoint").await.map(|c| c.len()).unwrap_or(0) >= n {
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no checkpoint");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Post until a post reaches the file over the stream (REST catch-ups that
     /// started before may deliver the first ones); returns its line.
     async fn stream_delivers(&self, user: &str) -> Value {
@@ -159,6 +177,7 @@ async fn stream_drop_between_posts_is_gap_filled_over_rest() {
     let cfg = source_config(&fake, &["alice"]);
     let mut h = Harness::start(fake, cfg, true).await;
     assert!(h.fake.wait_for_open_streams(1, DEADLINE).await, "stream connected");
+    h.wait_checkpoints(1).await;
     let a = h.fake.post("alice", NewStatus::html("<p>before the drop</p>"));
     h.wait_lines("the streamed post", |l| has(l, "created", &a.uri)).await;
     // The server stops streaming (events published meanwhile are lost), then the connection drops.
@@ -224,8 +243,10 @@ async fn gotosocial_websocket_only_with_ulid_ids() {
     let cfg = source_config(&fake, &["bob"]);
     let mut h = Harness::start(fake, cfg, true).await;
     assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
+    h.wait_checkpoints(1).await;
     let a = h.fake.post("bob", NewStatus::html("<p>hello from gts</p>"));
     assert_eq!(a.id.len(), 26, "a ULID");
+    h.wait_lines("the first post", |l| has(l, "created", &a.uri)).await;
     h.fake.pause_stream_broadcast(true);
     let b = h.fake.post("bob", NewStatus::html("<p>missed</p>"));
     h.fake.pause_stream_broadcast(false);
