@@ -19,14 +19,23 @@ fn redirected_demo(dir: &Path) -> String {
     let out: Vec<String> = text
         .lines()
         .map(|l| {
-            let Some(v) = l.trim().strip_prefix("path = ") else { return l.to_string() };
+            let Some(v) = l.trim().strip_prefix("path = ") else {
+                return l.to_string();
+            };
             rewritten += 1;
             let v: String = toml_value(v);
-            let new = if v.starts_with("examples/") { root.join(&v) } else { dir.join(Path::new(&v).file_name().unwrap()) };
+            let new = if v.starts_with("examples/") {
+                root.join(&v)
+            } else {
+                dir.join(Path::new(&v).file_name().unwrap())
+            };
             format!("path = {}", toml_path(&new))
         })
         .collect();
-    assert_eq!(rewritten, 3, "the demo has a log, a replay input and an archive file:\n{text}");
+    assert_eq!(
+        rewritten, 3,
+        "the demo has a log, a replay input and an archive file:\n{text}"
+    );
     out.join("\n")
 }
 
@@ -45,7 +54,9 @@ fn consenting_public_posts(sample: &Path) -> usize {
         .filter(|p| p["visibility"] == "public" && p["account"]["noindex"] != true)
         .filter(|p| {
             let note = strip_tags(p["account"]["note"].as_str().unwrap_or("")).to_lowercase();
-            !["#nobot", "#noindex", "#nobridge"].iter().any(|t| note.contains(t))
+            !["#nobot", "#noindex", "#nobridge"]
+                .iter()
+                .any(|t| note.contains(t))
         })
         .count()
 }
@@ -72,25 +83,60 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
     let expected = consenting_public_posts(&repo_root().join("examples/data/sample-posts.jsonl"));
     assert!(expected > 0);
 
-    let p = Spawn::new(dir.path(), "first", &["run", "--config", cfg.to_str().unwrap()]).cwd(repo_root()).start();
+    let p = Spawn::new(
+        dir.path(),
+        "first",
+        &["run", "--config", cfg.to_str().unwrap()],
+    )
+    .cwd(repo_root())
+    .start();
     let status = p.wait_exit(DEADLINE).await;
     let err = p.stderr();
     assert!(status.success(), "exit status {status}; stderr:\n{err}");
     let events = read_events(&archive);
-    assert_eq!(events.len(), expected, "one line per public, consenting post");
-    assert_eq!(summary_counters(&err, "channel archive").get("delivered"), Some(&(expected as u64)), "{err}");
+    assert_eq!(
+        events.len(),
+        expected,
+        "one line per public, consenting post"
+    );
+    assert_eq!(
+        summary_counters(&err, "channel archive").get("delivered"),
+        Some(&(expected as u64)),
+        "{err}"
+    );
     assert_each_created_once(&events);
     assert_offsets_increase(&events);
-    assert!(!p.stdout().is_empty(), "the terminal channel printed the posts");
+    assert!(
+        !p.stdout().is_empty(),
+        "the terminal channel printed the posts"
+    );
 
-    let p = Spawn::new(dir.path(), "second", &["run", "--config", cfg.to_str().unwrap()]).cwd(repo_root()).start();
+    let p = Spawn::new(
+        dir.path(),
+        "second",
+        &["run", "--config", cfg.to_str().unwrap()],
+    )
+    .cwd(repo_root())
+    .start();
     let status = p.wait_exit(DEADLINE).await;
     let err = p.stderr();
     assert!(status.success(), "exit status {status}; stderr:\n{err}");
-    assert_eq!(read_events(&archive).len(), expected, "the second run appended nothing");
+    assert_eq!(
+        read_events(&archive).len(),
+        expected,
+        "the second run appended nothing"
+    );
     let log = summary_counters(&err, "log");
     assert_eq!(log.get("duplicates"), Some(&(expected as u64)), "{err}");
     assert_eq!(log.get("appended"), None, "{err}");
-    assert_eq!(summary_counters(&err, "channel archive").get("delivered"), None, "{err}");
-    assert!(p.stdout().is_empty(), "nothing shown twice on the terminal:\n{}", p.stdout());
+    assert_eq!(
+        summary_counters(&err, "channel archive").get("delivered"),
+        None,
+        "{err}"
+    );
+    assert!(
+        p.stdout().is_empty(),
+        "nothing shown twice on the terminal:\n{}",
+        p.stdout()
+    );
 }

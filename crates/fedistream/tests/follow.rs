@@ -11,16 +11,38 @@ use serde_json::Value;
 async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let fake = start_fake(&["alice"], None).await;
-    let posts: Vec<_> = (0..6).map(|i| fake.post("alice", NewStatus::html(format!("<p>post {i}</p>")))).collect();
+    let posts: Vec<_> = (0..6)
+        .map(|i| fake.post("alice", NewStatus::html(format!("<p>post {i}</p>"))))
+        .collect();
     let data = dir.path().join("state");
     let base = fake.base_url();
     let args = [
-        "follow", "@alice@fake.example", "--instance", &base, "--format", "jsonl", "--backfill", "last:3", "--poll-interval", "1s",
-        "--data-dir", data.to_str().unwrap(),
+        "follow",
+        "@alice@fake.example",
+        "--instance",
+        &base,
+        "--format",
+        "jsonl",
+        "--backfill",
+        "last:3",
+        "--poll-interval",
+        "1s",
+        "--data-dir",
+        data.to_str().unwrap(),
     ];
     let p = Spawn::new(dir.path(), "follow", &args).start();
     let keys = |p: &Proc| -> Vec<String> {
-        p.stdout().lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))["key"].as_str().unwrap().to_string()).collect()
+        p.stdout()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+                    ["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
     };
     let first = wait_for(
         "the 3 newest posts",
@@ -36,7 +58,12 @@ async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
     assert_eq!(first, newest, "the newest three, oldest first");
 
     let live = fake.post("alice", NewStatus::html("<p>live</p>"));
-    wait_for("the live post", || keys(&p).contains(&live.uri).then_some(()), || p.stderr()).await;
+    wait_for(
+        "the live post",
+        || keys(&p).contains(&live.uri).then_some(()),
+        || p.stderr(),
+    )
+    .await;
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "exit status {s}; stderr:\n{}", p.stderr());
@@ -44,7 +71,11 @@ async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
     assert_eq!(all.len(), 4, "nothing twice, nothing older: {all:#?}");
     assert_eq!(all[3], live.uri);
     let line: Value = serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap();
-    assert_eq!((line["kind"].as_str(), line["account"].as_str()), (Some("created"), Some("alice@fake.example")), "{line:#}");
+    assert_eq!(
+        (line["kind"].as_str(), line["account"].as_str()),
+        (Some("created"), Some("alice@fake.example")),
+        "{line:#}"
+    );
     assert!(p.stderr().contains("fedistream: summary"), "{}", p.stderr());
 }
 
@@ -57,15 +88,41 @@ async fn follow_without_a_data_dir_cleans_up_after_itself() {
     // TMPDIR points the default state directory into the test's directory.
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    let p = Spawn::new(dir.path(), "follow", &["follow", "alice@fake.example", "--instance", &base, "--format", "jsonl", "--backfill", "last:1"])
-        .env("TMPDIR", tmp.to_str().unwrap())
-        .start();
-    wait_for("the post", || p.stdout().contains(&a.uri).then_some(()), || p.stderr()).await;
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "a state directory while running");
+    let p = Spawn::new(
+        dir.path(),
+        "follow",
+        &[
+            "follow",
+            "alice@fake.example",
+            "--instance",
+            &base,
+            "--format",
+            "jsonl",
+            "--backfill",
+            "last:1",
+        ],
+    )
+    .env("TMPDIR", tmp.to_str().unwrap())
+    .start();
+    wait_for(
+        "the post",
+        || p.stdout().contains(&a.uri).then_some(()),
+        || p.stderr(),
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        1,
+        "a state directory while running"
+    );
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "exit status {s}; stderr:\n{}", p.stderr());
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the temporary state is removed");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the temporary state is removed"
+    );
 }
 
 #[test]
@@ -73,6 +130,9 @@ fn follow_refuses_a_handle_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let (s, out, err) = run_to_end(dir.path(), "follow", &["follow", "alice"]);
     assert_eq!(s.code(), Some(2), "stderr:\n{err}");
-    assert!(err.contains("`alice` is not an account handle"), "names it: {err}");
+    assert!(
+        err.contains("`alice` is not an account handle"),
+        "names it: {err}"
+    );
     assert!(out.is_empty(), "{out}");
 }
