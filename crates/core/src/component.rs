@@ -138,6 +138,18 @@ impl Status {
     pub fn counter(&self, counter: &str) -> u64 {
         self.with(|d| d.counters.get(counter).copied().unwrap_or(0))
     }
+    /// The key under which the runtime stores this status (`source:NAME`, ...).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// Carry over what a previous run knew that this one has not seen yet.
+    pub fn seed_from(&self, previous: &StatusDoc) {
+        self.with(|d| {
+            if d.last_event_at.is_none() {
+                d.last_event_at = previous.last_event_at;
+            }
+        })
+    }
     pub fn snapshot(&self) -> StatusDoc {
         self.with(|d| d.clone())
     }

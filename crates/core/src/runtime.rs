@@ -239,6 +239,16 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
         );
     }
     drop(emitter);
+    ingest_status.set_state("running", None);
+    // "Last event" survives restarts: a run that has delivered nothing yet still
+    // shows when the previous one did.
+    for st in statuses.iter().map(|(_, s, _)| s).chain([&ingest_status]) {
+        if let Ok(Some(prev)) = log.state_get(crate::component::STATUS_NS, st.key()).await {
+            if let Ok(doc) = serde_json::from_str::<crate::component::StatusDoc>(&prev) {
+                st.seed_from(&doc);
+            }
+        }
+    }
 
     // Persist status documents periodically, and apply retention.
     let status_token = CancellationToken::new();
@@ -358,6 +368,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
             }
         }
     }
+    ingest_status.set_state("stopped", None);
     status_token.cancel();
     let _ = status_task.await;
     ingest_result?;

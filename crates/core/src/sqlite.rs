@@ -75,6 +75,52 @@ pub struct SqliteLog {
     live_groups: Mutex<HashSet<String>>,
     // Held for the life of the log: one writer process per database file.
     _lock: Option<std::fs::File>,
+    _checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL back into the database on its own thread and connection, so
+/// appends never pay for a checkpoint (SQLite's automatic checkpoint runs inside
+/// the committing transaction: a latency spike of tens of milliseconds).
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, durability: Durability) -> Result<Self, LogError> {
+        let conn = open_conn(path, durability, false)?;
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fedistream-checkpoint".into())
+            .spawn(move || loop {
+                let (lock_, cv) = &*s;
+                let guard = lock(lock_);
+                let (guard, _) = cv.wait_timeout(guard, Duration::from_millis(200)).unwrap_or_else(|p| p.into_inner());
+                if *guard {
+                    // Final full checkpoint so the database file is complete on exit.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                    return;
+                }
+                drop(guard);
+                // PASSIVE never blocks the writer or readers.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            })
+            .map_err(|e| LogError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Connection, LogError> {
@@ -94,6 +140,8 @@ fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Con
         // halve the append cost. Only takes effect when the file is created.
         conn.pragma_update(None, "page_size", 32768)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Checkpoints run on the checkpointer's thread (see `Checkpointer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     }
     let sync = match durability {
         Durability::Process => "NORMAL",
@@ -144,10 +192,13 @@ impl SqliteLog {
             }
         }
         let conn = open_conn(&path, options.durability, false)?;
-        conn.execute_batch(SCHEMA)?;
+        // One transaction: a crash during the first start never leaves half a schema.
+        conn.execute_batch(&format!("BEGIN;\n{SCHEMA}\nCOMMIT;"))?;
         let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
         let (tx, _) = watch::channel(head);
+        let checkpointer = Checkpointer::start(&path, options.durability)?;
         Ok(Arc::new(SqliteLog {
+            _checkpointer: Some(checkpointer),
             path,
             writer: Arc::new(Mutex::new(conn)),
             head: tx,
@@ -167,6 +218,7 @@ impl SqliteLog {
         let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
         let (tx, _) = watch::channel(head);
         Ok(Arc::new(SqliteLog {
+            _checkpointer: None,
             path,
             writer: Arc::new(Mutex::new(conn)),
             head: tx,

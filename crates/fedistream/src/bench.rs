@@ -160,9 +160,14 @@ async fn pipeline(
     let mut bytes = 0u64;
     let input = match given_input {
         Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            count = text.lines().filter(|l| !l.trim().is_empty()).count();
-            bytes = text.len() as u64;
+            use std::io::BufRead;
+            let f = std::fs::File::open(&p).with_context(|| format!("reading {}", p.display()))?;
+            count = 0;
+            for line in std::io::BufReader::new(f).lines() {
+                let line = line?;
+                bytes += line.len() as u64 + 1;
+                count += !line.trim().is_empty() as usize;
+            }
             p
         }
         None => dir.join("input.jsonl"),

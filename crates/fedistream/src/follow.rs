@@ -56,11 +56,11 @@ pub async fn run(a: FollowArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
         }
     }
-    let (tmp, dir) = match &a.data_dir {
+    let (_tmp, dir) = match &a.data_dir {
         Some(d) => (None, d.clone()),
         None => {
             let t = std::env::temp_dir().join(format!("fedistream-follow-{}", std::process::id()));
-            (Some(t.clone()), t)
+            (Some(RemoveOnDrop(t.clone())), t)
         }
     };
     let mut src = MastodonSourceConfig::for_accounts(a.accounts.clone());
@@ -100,8 +100,14 @@ pub async fn run(a: FollowArgs) -> anyhow::Result<ExitCode> {
     crate::cli::spawn_signal_handler(token.clone());
     let summary = fedistream_core::runtime::run(pipeline, token).await?;
     crate::cli::print_summary(&summary);
-    if let Some(t) = tmp {
-        let _ = std::fs::remove_dir_all(t);
-    }
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The default state directory of `follow` lives only as long as the command.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

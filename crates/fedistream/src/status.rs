@@ -25,7 +25,14 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     };
     let log = SqliteLog::open_read_only(&cfg.log.path)
         .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
-    let info = log.info().await?;
+    let info = match log.info().await {
+        Ok(i) => i,
+        // Killed during its very first start, before the schema was written.
+        Err(e) if e.to_string().contains("no such table") => {
+            anyhow::bail!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display())
+        }
+        Err(e) => return Err(e.into()),
+    };
     let docs: Vec<(String, StatusDoc)> = log
         .state_scan(STATUS_NS)
         .await?
