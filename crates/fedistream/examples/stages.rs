@@ -1,3 +1,10 @@
+//! Per-stage cost of the pipeline, for profiling (see docs/benchmarks.md):
+//!
+//! ```sh
+//! target/release/fedistream bench generate --count 50000 --accounts 1000 --seed 1 --out /tmp/in.jsonl
+//! taskset -c 0 cargo run --release -p fedistream --example stages -- /tmp/in.jsonl
+//! ```
+
 use std::time::Instant;
 use fedistream_core::post::Via;
 use fedistream_core::{Event, Log, AppendBatch, StatePut};
@@ -8,7 +15,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let text = std::fs::read_to_string("/tmp/bench-input.jsonl").unwrap();
+    let path = std::env::args().nth(1).expect("usage: stages INPUT.jsonl");
+    let text = std::fs::read_to_string(path).unwrap();
     let lines: Vec<&str> = text.lines().take(50000).collect();
     let n = lines.len() as f64;
     let t = Instant::now();
