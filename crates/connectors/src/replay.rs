@@ -20,7 +20,6 @@ use fedistream_core::{ErrorKind, Event, Source, SourceBatch, SourceContext, Sour
 use fedistream_process::consent::ConsentPolicy;
 use fedistream_process::normalize::{parse_and_normalize, NormalizeContext};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +57,9 @@ impl ReplaySource {
 const BATCH: usize = 1000;
 const IN_FLIGHT: usize = 4;
 
+/// Marks a line that was not valid UTF-8 (its text follows, with replacement characters).
+const INVALID_UTF8: &str = "\u{0}invalid-utf8\u{0}";
+
 /// Turn one input line into an event, or say why not (`Ok(None)`: skipped by policy).
 fn line_to_event(
     line: &str,
@@ -65,14 +67,30 @@ fn line_to_event(
     cfg: &ReplaySourceConfig,
     policy: &ConsentPolicy,
 ) -> Result<Result<Event, &'static str>, String> {
+    if let Some(rest) = line.strip_prefix(INVALID_UTF8) {
+        return Err(format!("not valid UTF-8 (shown with replacement characters): {}", rest.chars().take(80).collect::<String>()));
+    }
     let t = line.trim_start();
-    if t.starts_with("{\"kind\"") || t.starts_with("{\"partition\"") {
-        let mut ev: Event = serde_json::from_str(t).map_err(|e| format!("not a fedistream event: {e}"))?;
+    let as_event = |t: &str| -> Result<Event, serde_json::Error> {
+        let mut ev: Event = serde_json::from_str(t)?;
         ev.source = source.to_string();
-        return Ok(Ok(ev));
+        Ok(ev)
+    };
+    // Fast path for what fedistream itself writes; key order can differ in
+    // archives that went through other tools, hence the fallback below.
+    if t.starts_with("{\"kind\"") || t.starts_with("{\"partition\"") {
+        return as_event(t).map(Ok).map_err(|e| format!("not a fedistream event: {e}"));
     }
     let ctx = NormalizeContext { instance: &cfg.instance, via: Via::Replay, received_at: Utc::now() };
-    let post = parse_and_normalize(t, &ctx).map_err(|e| format!("not a Mastodon status: {e}"))?;
+    let post = match parse_and_normalize(t, &ctx) {
+        Ok(p) => p,
+        Err(status_err) => {
+            return match as_event(t) {
+                Ok(ev) => Ok(Ok(ev)),
+                Err(_) => Err(format!("not a Mastodon status or fedistream event: {status_err}")),
+            }
+        }
+    };
     if let Err(reason) = policy.check(&post) {
         return Ok(Err(reason.as_str()));
     }
@@ -87,10 +105,10 @@ impl Source for ReplaySource {
 
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let cfg = self.cfg;
-        let file = tokio::fs::File::open(&cfg.path).await.map_err(|e| {
+        let file = std::fs::File::open(&cfg.path).map_err(|e| {
             SourceError::new(ErrorKind::Config, format!("cannot open replay file {}: {e}", cfg.path.display()))
         })?;
-        let mut lines = tokio::io::BufReader::with_capacity(1 << 20, file).lines();
+        let mut lines = spawn_line_reader(file);
         let policy = ConsentPolicy { allow_unlisted: cfg.include_unlisted, owned: cfg.owned };
         let per_tick = cfg.rate.map(|r| (r / 100.0).max(0.0));
         let mut ticker = tokio::time::interval(Duration::from_millis(10));
@@ -115,13 +133,13 @@ impl Source for ReplaySource {
             };
             let mut batch = SourceBatch::default();
             while batch.events.len() < want {
-                let line = match lines.next_line().await {
-                    Ok(Some(l)) => l,
-                    Ok(None) => {
+                let line = match lines.next().await {
+                    Some(Ok(l)) => l,
+                    None => {
                         done = true;
                         break;
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         return Err(SourceError::new(
                             ErrorKind::Permanent,
                             format!("cannot read {} after line {line_no}: {e}", cfg.path.display()),
@@ -169,4 +187,67 @@ impl Source for ReplaySource {
         tracing::info!(lines = line_no, path = %cfg.path.display(), "Replay finished");
         Ok(())
     }
+}
+
+/// Lines of a file, read on a plain thread in chunks: a file read through tokio
+/// costs a blocking-pool hop per buffer and a poll per line, which was the
+/// largest single cost of a fast replay.
+struct LineReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<std::io::Result<String>>>,
+    chunk: std::vec::IntoIter<std::io::Result<String>>,
+}
+
+impl LineReader {
+    async fn next(&mut self) -> Option<std::io::Result<String>> {
+        loop {
+            if let Some(l) = self.chunk.next() {
+                return Some(l);
+            }
+            self.chunk = self.rx.recv().await?.into_iter();
+        }
+    }
+}
+
+fn spawn_line_reader(file: std::fs::File) -> LineReader {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+        loop {
+            let mut chunk = Vec::with_capacity(256);
+            let mut end = false;
+            while chunk.len() < 256 {
+                let mut raw = Vec::new();
+                match reader.read_until(b'\n', &mut raw) {
+                    Ok(0) => {
+                        end = true;
+                        break;
+                    }
+                    Ok(_) => {
+                        if raw.last() == Some(&b'\n') {
+                            raw.pop();
+                            if raw.last() == Some(&b'\r') {
+                                raw.pop();
+                            }
+                        }
+                        // Invalid UTF-8 stays a line of its own: it is dead-lettered
+                        // like any other invalid line, and the replay goes on.
+                        chunk.push(Ok(String::from_utf8(raw).unwrap_or_else(|e| {
+                            format!("{INVALID_UTF8}{}", String::from_utf8_lossy(e.as_bytes()))
+                        })));
+                    }
+                    Err(e) => {
+                        chunk.push(Err(e));
+                        end = true;
+                        break;
+                    }
+                }
+            }
+            // The receiver is gone when the source stopped early: stop reading.
+            if (!chunk.is_empty() && tx.blocking_send(chunk).is_err()) || end {
+                return;
+            }
+        }
+    });
+    LineReader { rx, chunk: Vec::new().into_iter() }
 }
