@@ -115,3 +115,75 @@ impl Sink for StdoutSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use fedistream_core::event::{Event, Position};
+    use fedistream_core::post::{Account, BoostOf, Counts, Media, Post, Provenance, Via, Visibility};
+
+    fn post() -> Post {
+        let now = Utc::now();
+        Post {
+            id: "1".into(),
+            uri: "https://social.example/users/ada/statuses/1".into(),
+            url: Some("https://social.example/@ada/1".into()),
+            account: Account { id: "9".into(), acct: "ada@social.example".into(), display_name: "Ada".into(), url: None, bot: false, discoverable: None, indexable: None, noindex: None, bio_tags: Default::default() },
+            created_at: Some(now),
+            edited_at: None,
+            visibility: Visibility::Public,
+            language: Some("en".into()),
+            content_html: "<p>one</p><p>two</p>".into(),
+            content_text: "one\n\ntwo".into(),
+            spoiler_text: "lunch".into(),
+            sensitive: true,
+            boost_of: None,
+            in_reply_to: None,
+            tags: vec![],
+            mentions: vec![],
+            emojis: vec![],
+            media: vec![Media { kind: "image".into(), url: None, preview_url: None, description: Some("a sandwich".into()) }],
+            poll: None,
+            application: None,
+            counts: Counts { replies: 0, reblogs: 0, favourites: 0, observed_at: now, observed_by: "social.example".into() },
+            provenance: Provenance { instance: "social.example".into(), via: Via::Rest, received_at: now },
+        }
+    }
+
+    fn rec(ev: Event) -> LogRecord {
+        LogRecord::from_event(Position { partition: 0, offset: 7 }, Utc::now(), ev)
+    }
+
+    #[test]
+    fn text_shows_author_cw_body_and_media() {
+        let t = render_text(&rec(Event::created("s", post())));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("@ada@social.example posted  https://social.example/@ada/1"), "{t}");
+        assert_eq!(lines[1], "    CW: lunch");
+        assert_eq!(&lines[2..5], &["    one", "    ", "    two"]);
+        assert_eq!(lines[5], "    [image] a sandwich");
+    }
+
+    #[test]
+    fn boosts_edits_and_deletes_read_as_such() {
+        let mut p = post();
+        p.boost_of = Some(BoostOf { id: "5".into(), uri: "https://other.example/s/5".into(), url: None, account: "bo@other.example".into() });
+        let t = render_text(&rec(Event::updated("s", p)));
+        assert!(t.lines().next().unwrap().contains("@ada@social.example edited a boost of @bo@other.example"), "{t}");
+        assert!(t.contains("    https://other.example/s/5"), "{t}");
+        let mut del = Event::created("s", post());
+        del.kind = EventKind::Deleted;
+        del.post = None;
+        let t = render_text(&rec(del));
+        assert!(t.contains("deleted  https://social.example/users/ada/statuses/1"), "{t}");
+    }
+
+    #[test]
+    fn jsonl_is_the_file_channel_line() {
+        let r = rec(Event::created("s", post()));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json_line()).unwrap();
+        assert_eq!(v["offset"], 7);
+        assert_eq!(v["post"]["spoiler_text"], "lunch");
+    }
+}

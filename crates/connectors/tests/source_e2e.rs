@@ -367,3 +367,35 @@ async fn restart_resumes_from_the_checkpoint_without_loss_or_duplicates() {
     expected.extend(later.iter().map(|p| p.uri.clone()));
     assert_eq!(keys_of(&lines, "created"), expected, "every post once, in order, across the restart (two pages)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_last_n_and_since_a_date() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let posted: Vec<_> = (0..5).map(|i| fake.post("alice", NewStatus::html(format!("<p>old {i}</p>")))).collect();
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Off;
+    cfg.backfill = Backfill::Last(2);
+    let mut h = Harness::start(fake, cfg.clone(), false).await;
+    let lines = h.wait_lines("two newest", |l| l.len() >= 2).await;
+    h.stop().await;
+    assert_eq!(keys_of(&lines, "created"), vec![posted[3].uri.clone(), posted[4].uri.clone()]);
+
+    // A fresh log, backfilling since the creation time of the third post.
+    let statuses = h.fake.statuses_of("alice");
+    let created = |uri: &str| -> String {
+        statuses.iter().find(|s| s["uri"] == uri).unwrap()["created_at"].as_str().unwrap().to_string()
+    };
+    let boundary = created(&posted[2].uri);
+    let since = chrono::DateTime::parse_from_rfc3339(&boundary).unwrap().with_timezone(&chrono::Utc);
+    let expected: Vec<String> = posted
+        .iter()
+        .filter(|p| chrono::DateTime::parse_from_rfc3339(&created(&p.uri)).unwrap() >= since)
+        .map(|p| p.uri.clone())
+        .collect();
+    let fake = std::mem::replace(&mut h.fake, FakeMastodon::start(fake_config(Flavor::Mastodon)).await);
+    cfg.backfill = Backfill::Since(since);
+    let mut h2 = Harness::start(fake, cfg, false).await;
+    let lines = h2.wait_lines("posts since the boundary", |l| l.len() >= expected.len()).await;
+    h2.stop().await;
+    assert_eq!(keys_of(&lines, "created"), expected);
+}

@@ -85,3 +85,34 @@ async fn retention_keeps_what_a_live_group_has_not_committed() {
     let rest = c.poll(10, Duration::from_millis(10)).await.unwrap();
     assert_eq!(rest.iter().map(|r| r.event().unwrap().status_id.as_str()).collect::<Vec<_>>(), vec!["3", "4"]);
 }
+
+#[tokio::test]
+async fn retention_by_size_removes_the_oldest_delivered_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions { max_bytes: Some(1 << 20), ..Default::default() };
+    let log = SqliteLog::open(dir.path().join("log.db"), opts).unwrap();
+    let big = "x".repeat(8 * 1024);
+    for chunk in 0..10u64 {
+        let evs: Vec<Event> = (0..50).map(|n| created("s", "a@example.org", chunk * 50 + n + 1, &big)).collect();
+        log.append(AppendBatch { events: evs, state: vec![] }).await.unwrap();
+    }
+    let mut c = log.consumer("ch").await.unwrap();
+    // Nothing delivered yet: retention must not remove anything.
+    assert_eq!(log.enforce_retention().await.unwrap(), 0);
+    let mut last = None;
+    loop {
+        let got = c.poll(100, Duration::from_millis(10)).await.unwrap();
+        let Some(l) = got.last() else { break };
+        last = Some(l.position);
+    }
+    c.commit(&[last.unwrap()], vec![]).await.unwrap();
+    let removed = log.enforce_retention().await.unwrap();
+    assert!(removed > 0, "over the size limit, delivered events go");
+    let info = log.info().await.unwrap();
+    assert_eq!(info.events, 500 - removed);
+    // What is left is the newest, and offsets keep counting up.
+    let head = info.head[0].offset;
+    assert_eq!(head, 500);
+    let r = log.append(AppendBatch { events: vec![created("s", "a@example.org", 9999, "new")], state: vec![] }).await.unwrap();
+    assert_eq!(r.positions[0].offset, 501);
+}

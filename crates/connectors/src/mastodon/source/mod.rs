@@ -331,12 +331,7 @@ impl Source for MastodonSource {
                             a.account_id = Some(done.account_id);
                             a.checkpoint = Some(done.checkpoint);
                             a.backoff.reset();
-                            // Adaptive polling: active accounts more often.
-                            a.interval = if done.found > 0 {
-                                (a.interval / 2).max(cfg.poll_interval)
-                            } else {
-                                (a.interval.mul_f64(1.5)).min(cfg.max_poll_interval)
-                            };
+                            a.interval = next_interval(a.interval, done.found, cfg.poll_interval, cfg.max_poll_interval);
                             let wait = if streaming { cfg.safety_interval } else { jitter(a.interval) };
                             a.due = if a.rerun { now } else { now + wait };
                             a.rerun = false;
@@ -412,6 +407,16 @@ async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Res
     }
 }
 
+/// Adaptive polling: an account that had news is polled twice as often (down to
+/// `min`), a quiet one half again as rarely (up to `max`).
+fn next_interval(current: Duration, found: usize, min: Duration, max: Duration) -> Duration {
+    if found > 0 {
+        (current / 2).max(min)
+    } else {
+        current.mul_f64(1.5).min(max)
+    }
+}
+
 fn jitter(d: Duration) -> Duration {
     use rand::Rng;
     d.mul_f64(rand::thread_rng().gen_range(0.9..1.1))
@@ -421,5 +426,32 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_accounts_are_polled_more_often_quiet_ones_less() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(900));
+        let mut i = min;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            i = next_interval(i, 0, min, max);
+            seen.push(i.as_secs());
+        }
+        assert_eq!(seen, vec![90, 135, 202, 303, 455, 683, 900, 900]);
+        assert_eq!(next_interval(i, 3, min, max), Duration::from_secs(450));
+        assert_eq!(next_interval(Duration::from_secs(70), 1, min, max), min);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(100)).as_secs_f64();
+            assert!((90.0..=110.0).contains(&j), "{j}");
+        }
     }
 }
