@@ -265,6 +265,18 @@ pub trait Source: Send + 'static {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
 }
 
+/// What a sink gets when it opens.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// The channel's name (config key).
+    pub name: String,
+    /// The log's state store: a sink that must remember what it did (a republish
+    /// map from source URI to target id) reads and writes it here, in the same
+    /// store as its channel's offset. Namespaces `sink:<channel>:...` are its own.
+    pub log: Arc<dyn Log>,
+    pub status: Status,
+}
+
 /// A deliverer of events to one external system.
 ///
 /// * `open` is called once before the first write (connect, check credentials,
@@ -281,7 +293,8 @@ pub trait Source: Send + 'static {
 /// Sinks never see offsets or acknowledgements: the runtime commits them.
 #[async_trait]
 pub trait Sink: Send + 'static {
-    async fn open(&mut self) -> Result<(), SinkError> {
+    async fn open(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
+        let _ = ctx;
         Ok(())
     }
     async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError>;

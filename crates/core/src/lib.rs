@@ -20,7 +20,7 @@ pub mod units;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use component::{DeadLetter, Emitter, Progress, Sink, Source, SourceBatch, SourceContext, Status};
+pub use component::{DeadLetter, Emitter, Progress, Sink, SinkContext, Source, SourceBatch, SourceContext, Status};
 pub use error::{ErrorKind, LogError, SinkError, SourceError};
 pub use event::{Event, EventKind, LogRecord, Position};
 pub use log::{AppendBatch, Consumer, Log, StatePut};

@@ -541,9 +541,10 @@ async fn run_channel(
 ) -> Result<(), String> {
     let mut consumer = log.consumer(&ch.group).await.map_err(|e| e.to_string())?;
     let mut backoff = Backoff::new(ch.retry.initial, ch.retry.max);
+    let ctx = crate::component::SinkContext { name: ch.name.clone(), log: log.clone(), status: status.clone() };
     // Open the sink, pausing on auth/config errors like a write would.
     loop {
-        match ch.sink.open().await {
+        match ch.sink.open(&ctx).await {
             Ok(()) => break,
             Err(e) => {
                 if !wait_after_error(ch.retry.pause, &status, &e, &mut backoff, &stop).await {

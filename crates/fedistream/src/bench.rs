@@ -116,8 +116,8 @@ struct LatencySink {
 
 #[async_trait]
 impl Sink for LatencySink {
-    async fn open(&mut self) -> Result<(), SinkError> {
-        self.inner.open().await
+    async fn open(&mut self, ctx: &fedistream_core::SinkContext) -> Result<(), SinkError> {
+        self.inner.open(ctx).await
     }
     async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
         self.inner.write(batch).await?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fedistream_core::event::LinePosition;
-use fedistream_core::{ErrorKind, LogRecord, Sink, SinkError};
+use fedistream_core::{ErrorKind, LogRecord, Sink, SinkContext, SinkError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,7 +189,7 @@ fn scan_positions(path: &Path, into: &mut HashMap<u32, u64>) -> std::io::Result<
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn open(&mut self) -> Result<(), SinkError> {
+    async fn open(&mut self, _ctx: &SinkContext) -> Result<(), SinkError> {
         if let Some(dir) = self.cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
         }

@@ -28,6 +28,12 @@ fn offsets(path: &Path) -> Vec<u64> {
         .collect()
 }
 
+fn ctx() -> SinkContext {
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let log = fedistream_core::sqlite::SqliteLog::open(dir.path().join("log.db"), Default::default()).unwrap();
+    SinkContext { name: "file".into(), log, status: fedistream_core::Status::new("channel", "file") }
+}
+
 fn cfg(path: PathBuf) -> FileSinkConfig {
     FileSinkConfig { path, rotate_bytes: 0, rotate_age: None, fsync: false, delivery: Default::default() }
 }
@@ -37,7 +43,7 @@ async fn lines_carry_position_and_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out/events.jsonl");
     let mut s = FileSink::new(cfg(path.clone()));
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(1), rec(2)]).await.unwrap();
     s.close().await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -53,11 +59,11 @@ async fn redelivery_after_restart_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let mut s = FileSink::new(cfg(path.clone()));
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(1), rec(2), rec(3)]).await.unwrap();
     drop(s); // as if the process died before committing offsets
     let mut s = FileSink::new(cfg(path.clone()));
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(2), rec(3), rec(4)]).await.unwrap();
     s.close().await.unwrap();
     assert_eq!(offsets(&path), vec![1, 2, 3, 4]);
@@ -68,7 +74,7 @@ async fn torn_last_line_is_cut_and_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let mut s = FileSink::new(cfg(path.clone()));
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(1), rec(2)]).await.unwrap();
     drop(s);
     // A crash in the middle of writing event 3.
@@ -77,7 +83,7 @@ async fn torn_last_line_is_cut_and_rewritten() {
     f.write_all(&torn.as_bytes()[..torn.len() / 2]).unwrap();
     drop(f);
     let mut s = FileSink::new(cfg(path.clone()));
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(3)]).await.unwrap();
     s.close().await.unwrap();
     assert_eq!(offsets(&path), vec![1, 2, 3]);
@@ -90,7 +96,7 @@ async fn rotates_by_size_and_resumes_across_rotation() {
     let mut c = cfg(path.clone());
     c.rotate_bytes = 1; // every batch goes to a fresh file
     let mut s = FileSink::new(c.clone());
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(1)]).await.unwrap();
     s.write(&[rec(2)]).await.unwrap();
     s.write(&[rec(3)]).await.unwrap();
@@ -99,7 +105,7 @@ async fn rotates_by_size_and_resumes_across_rotation() {
     assert_eq!(rotated.len(), 3, "active file plus two rotated files");
     // Restart right after a rotation: the active file holds only event 3.
     let mut s = FileSink::new(c);
-    s.open().await.unwrap();
+    s.open(&ctx()).await.unwrap();
     s.write(&[rec(2), rec(3)]).await.unwrap();
     s.close().await.unwrap();
     let mut all: Vec<u64> = std::fs::read_dir(dir.path())
