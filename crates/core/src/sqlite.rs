@@ -485,17 +485,27 @@ fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord
     Ok(out)
 }
 
+impl SqliteConsumer {
+    /// Read up to `max` records after the cursor and move the cursor past them.
+    async fn read_next(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let (reader, after) = (self.reader.clone(), self.cursor);
+        let recs = tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
+            .await
+            .map_err(blocking_err)??;
+        if let Some(last) = recs.last() {
+            self.cursor = last.position.offset;
+        }
+        Ok(recs)
+    }
+}
+
 #[async_trait]
 impl Consumer for SqliteConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (reader, after) = (self.reader.clone(), self.cursor);
-            let recs = tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
-                .await
-                .map_err(blocking_err)??;
-            if let Some(last) = recs.last() {
-                self.cursor = last.position.offset;
+            let recs = self.read_next(max).await?;
+            if !recs.is_empty() {
                 return Ok(recs);
             }
             let cursor = self.cursor;
@@ -504,20 +514,10 @@ impl Consumer for SqliteConsumer {
                 head.wait_for(|h| *h > cursor).await.is_ok()
             })
             .await;
-            match woke {
-                Ok(true) => continue,
+            if woke != Ok(true) {
                 // Timed out, or the log was dropped: one more read (another process
                 // may have appended), then report what there is.
-                _ => {
-                    let (reader, after) = (self.reader.clone(), self.cursor);
-                    let recs = tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
-                        .await
-                        .map_err(blocking_err)??;
-                    if let Some(last) = recs.last() {
-                        self.cursor = last.position.offset;
-                    }
-                    return Ok(recs);
-                }
+                return self.read_next(max).await;
             }
         }
     }
