@@ -11,6 +11,7 @@
 mod error;
 mod secret;
 mod types;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use serde_json::value::RawValue;
 pub use self::error::MastodonError;
 pub use self::secret::Secret;
 pub use self::types::{parse_link_header, AccountRef, InstanceInfo, Page, StatusPage};
+pub use self::write::{Download, PostedStatus, StatusForm, UploadedMedia};
 use super::ratelimit::{RateLimiter, RateLimiters};
 
 /// Descriptive User-Agent, as the API guidelines ask.
