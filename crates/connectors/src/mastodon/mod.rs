@@ -4,7 +4,9 @@
 
 pub mod client;
 pub mod ratelimit;
+pub mod sink;
 pub mod source;
 pub mod sse;
 pub mod stream;
 pub mod ws;
+

@@ -1,0 +1,1 @@
+//! Unit tests: rendering, idempotency keys, pacing windows, config.
