@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::json;
 use super::state::{lock, Shared};
-use super::types::{Flavor, RecordedRequest};
+use super::types::RecordedRequest;
 
 /// The outcome of looking for a token on a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +27,11 @@ pub(crate) enum Auth {
     Invalid,
     Valid,
 }
+
+/// The account (username) whose token the request presented, if the token may
+/// write: one added with `add_token`, or the configured reader token.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(pub Option<String>);
 
 /// The first of: `Authorization: Bearer`, `access_token` query parameter, and
 /// (WebSocket only) `Sec-WebSocket-Protocol`. The bool says it came from the
@@ -64,6 +69,9 @@ pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
 
 pub(crate) fn check(shared: &Shared, token: Option<&str>) -> Auth {
     let Some(token) = token else { return Auth::Missing };
+    if lock(&shared.tokens).contains_key(token) {
+        return Auth::Valid;
+    }
     if shared.faults().revoked {
         return Auth::Invalid;
     }
@@ -80,7 +88,14 @@ pub(crate) async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, n
     let at = Utc::now();
     let token = presented_token(req.headers(), &query, false).map(|(t, _)| t);
     let auth = check(&shared, token.as_deref());
+    let caller = token.as_deref().and_then(|t| shared.token_owner(t));
+    let idempotency_key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     req.extensions_mut().insert(auth);
+    req.extensions_mut().insert(Caller(caller));
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -94,6 +109,7 @@ pub(crate) async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, n
         at,
         authorized: auth == Auth::Valid,
         status: response.status().as_u16(),
+        idempotency_key,
     });
     response
 }
@@ -127,10 +143,17 @@ async fn respond(
     if headers.get("content-type").is_some_and(|v| v == "application/json") {
         headers.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
     }
-    let reset = match shared.cfg.flavor {
-        Flavor::Mastodon => limit.reset.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        Flavor::GoToSocial => limit.reset.timestamp().to_string(),
-    };
+    // A handler's own throttle (posting family, deletes, media) stays when it
+    // has fewer requests left: the headers describe the tightest throttle.
+    let tighter = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|own| own <= limit.remaining);
+    if tighter {
+        return response;
+    }
+    let reset = shared.format_reset(limit.reset);
     for (name, value) in [
         ("x-ratelimit-limit", limit.limit.to_string()),
         ("x-ratelimit-remaining", limit.remaining.to_string()),

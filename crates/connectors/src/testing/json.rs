@@ -35,7 +35,7 @@ pub(crate) fn error(message: &str) -> Value {
     json!({ "error": message })
 }
 
-fn base(shared: &Shared) -> String {
+pub(crate) fn base(shared: &Shared) -> String {
     format!("http://{}", shared.host)
 }
 
@@ -146,7 +146,7 @@ pub(crate) fn credential_account(shared: &Shared, store: &Store, a: &Account) ->
     v
 }
 
-fn media(shared: &Shared, m: &super::state::Media) -> Value {
+pub(crate) fn media(shared: &Shared, m: &super::state::Media) -> Value {
     let base = base(shared);
     let ext = match m.kind.as_str() {
         "image" => "png",

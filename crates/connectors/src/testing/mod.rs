@@ -8,11 +8,19 @@
 //! multiplexed WebSocket stream. Payload shapes follow the fixtures in
 //! `tests/fixtures/mastodon/`.
 //!
+//! The write side serves publishing accounts (tokens from [`FakeMastodon::add_token`]):
+//! posting and editing with `Idempotency-Key` (`writes.rs`), deleting, boosting
+//! and `GET /api/v2/search` (`social.rs`), media uploads and the media files
+//! themselves (`media.rs`), with the per-account posting, delete and media
+//! throttles (`ledger.rs`) and Mastodon's text formatting (`text.rs`).
+//!
 //! Tests drive it synchronously (`post`, `edit`, `delete`) while it runs, inject
 //! faults (lost events, dropped or stalled streams, malformed frames, 429s, 5xx,
-//! revoked tokens) and observe it (`requests`, `stream_connects`, `open_streams`).
+//! revoked tokens, failing media downloads) and observe it (`requests`,
+//! `stream_connects`, `open_streams`, `statuses_by`, `posts_created`, `media`).
 //!
-//! Left out on purpose: writes over HTTP (`POST /api/v1/statuses`, media),
+//! Left out on purpose: polls, scheduled statuses, quotes, mentions as
+//! resources (they stay plain text), edit history (`/history`, `/source`),
 //! notifications, follows and lists as resources (any list id streams
 //! everything), mentions, polls, cards, the separate paging throttle
 //! (300 per 15 minutes), Mastodon's loopback exemption from throttling, and
@@ -20,11 +28,16 @@
 
 mod guard;
 mod json;
+mod ledger;
+mod media;
 mod ops;
 mod rest;
+mod social;
 mod state;
 mod streaming;
+mod text;
 mod types;
+mod writes;
 mod ws;
 
 use std::net::SocketAddr;
@@ -36,7 +49,7 @@ use tokio::task::JoinHandle;
 
 pub use types::{
     AccountOpts, FakeConfig, Flavor, HeartbeatStyle, NewStatus, Posted, RateLimitConfig,
-    RecordedRequest,
+    RecordedRequest, UploadedMedia,
 };
 
 use state::{Shared, StreamMsg};
@@ -187,6 +200,69 @@ impl FakeMastodon {
     /// sees them over REST (empty if the account does not exist).
     pub fn statuses_of(&self, username: &str) -> Vec<serde_json::Value> {
         self.shared.statuses_of(username)
+    }
+
+    /// Lets `token` write as `username` (created with default options if unknown;
+    /// call [`FakeMastodon::add_account`] first for a bot or other settings).
+    /// Returns the account id. Such tokens stay valid after `revoke_token`.
+    pub fn add_token(&self, token: &str, username: &str) -> String {
+        let id = self.shared.add_account(username, AccountOpts::default());
+        state::lock(&self.shared.tokens).insert(token.to_owned(), username.to_owned());
+        id
+    }
+
+    /// Forgets every remembered `Idempotency-Key`, as an hour passing would.
+    pub fn expire_idempotency_keys(&self) {
+        self.shared.ledger().idempotency.clear();
+    }
+
+    /// An upload from `POST /api/v2/media`, as stored.
+    pub fn media(&self, id: &str) -> Option<UploadedMedia> {
+        self.shared.ledger().uploads.get(id).map(|u| u.media.clone())
+    }
+
+    /// What `GET` on a media attachment's `url` serves: (content type, bytes).
+    /// Works for uploads (once processed) and for media of [`NewStatus::media`].
+    pub fn media_file(&self, id: &str) -> Option<(String, Vec<u8>)> {
+        media::file(&self.shared, id)
+    }
+
+    /// The next `n` downloads of media files answer 500.
+    pub fn fail_media_downloads(&self, n: usize) {
+        self.shared.ledger().failing_downloads = n;
+    }
+
+    /// Every current status of `username` (including `direct` ones and boosts),
+    /// newest first, as its author sees them: edits applied, deletions gone.
+    pub fn statuses_by(&self, username: &str) -> Vec<serde_json::Value> {
+        let store = self.shared.store();
+        let Some(account_id) = store.account_id(username) else {
+            return Vec::new();
+        };
+        store
+            .statuses_by(&account_id)
+            .map(|s| json::status(&self.shared, &store, s, json::Viewer::Reader))
+            .collect()
+    }
+
+    /// Statuses `username` ever created with `POST /api/v1/statuses`, including
+    /// later-deleted ones; idempotent repeats and boosts are not counted.
+    pub fn posts_created(&self, username: &str) -> usize {
+        let Some(account_id) = self.account_id(username) else { return 0 };
+        self.shared.ledger().posts_created.get(&account_id).copied().unwrap_or(0)
+    }
+
+    /// Ids of `username`'s statuses removed so far, oldest first: by `DELETE`,
+    /// by `unreblog` (the boost's id), by [`FakeMastodon::delete`], or as boosts
+    /// of a deleted post.
+    pub fn deleted_ids(&self, username: &str) -> Vec<String> {
+        let Some(account_id) = self.account_id(username) else { return Vec::new() };
+        self.shared.ledger().deleted.get(&account_id).cloned().unwrap_or_default()
+    }
+
+    /// How often a status was edited (over HTTP or with [`FakeMastodon::edit`]).
+    pub fn edits_of(&self, id: &str) -> usize {
+        self.shared.ledger().edits.get(id).copied().unwrap_or(0)
     }
 
     /// Waits until at least `n` stream connections have succeeded in total.

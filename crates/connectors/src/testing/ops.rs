@@ -47,6 +47,13 @@ impl Shared {
             replies_count: 0,
             reblogs_count: 0,
         };
+        self.publish(&mut store, status)
+    }
+
+    /// Stores a new status, bumps the counts of what it replies to or boosts, and
+    /// broadcasts `update` (unless it is `direct`). The caller holds the store lock.
+    pub(crate) fn publish(&self, store: &mut Store, status: Status) -> Posted {
+        let id = status.id.clone();
         let bump = |store: &mut Store, target: &Option<String>, replies: bool| {
             if let Some(target) = target.as_deref() {
                 if let Some(t) = store.statuses.get_mut(&IdKey::new(target)) {
@@ -54,13 +61,13 @@ impl Shared {
                 }
             }
         };
-        bump(&mut store, &status.in_reply_to_id, true);
-        bump(&mut store, &status.reblog_of, false);
+        bump(store, &status.in_reply_to_id, true);
+        bump(store, &status.reblog_of, false);
         let scope = scope_of(&status);
         let broadcastable = status.reader_visible();
         store.insert(status);
-        let posted = json::posted(self, &store, &id);
-        let payload = json::status_payload(self, &store, &id);
+        let posted = json::posted(self, store, &id);
+        let payload = json::status_payload(self, store, &id);
         if broadcastable {
             if let Some(payload) = payload {
                 self.broadcast("update", payload, scope);
@@ -76,6 +83,7 @@ impl Shared {
         };
         status.content = new_content_html.to_owned();
         status.edited_at = Some(json::truncate_millis(Utc::now()));
+        *self.ledger().edits.entry(id.to_owned()).or_default() += 1;
         let scope = scope_of(status);
         let broadcastable = status.reader_visible();
         let payload = json::status_payload(self, &store, id);
@@ -90,7 +98,7 @@ impl Shared {
         let Some(status) = store.remove(&IdKey::new(id)) else {
             return false;
         };
-        let mut removed = vec![status.id.clone()];
+        let mut removed = vec![(status.account_id.clone(), status.id.clone())];
         // Deleting a post removes the boosts of it too, each with its own delete.
         let boosts: Vec<IdKey> = store
             .statuses
@@ -100,7 +108,7 @@ impl Shared {
             .collect();
         for key in boosts {
             if let Some(boost) = store.remove(&key) {
-                removed.push(boost.id);
+                removed.push((boost.account_id, boost.id));
             }
         }
         for (target, replies) in [(&status.in_reply_to_id, true), (&status.reblog_of, false)] {
@@ -109,7 +117,9 @@ impl Shared {
                 *count = count.saturating_sub(1);
             }
         }
-        for gone in removed {
+        let mut ledger = self.ledger();
+        for (account_id, gone) in removed {
+            ledger.deleted.entry(account_id).or_default().push(gone.clone());
             let scope = Scope { public: true, tags: Vec::new(), everywhere: true };
             self.broadcast("delete", gone, scope);
         }
@@ -129,7 +139,7 @@ impl Shared {
     }
 }
 
-fn scope_of(status: &Status) -> Scope {
+pub(crate) fn scope_of(status: &Status) -> Scope {
     let reply_to_other = status
         .in_reply_to_account_id
         .as_deref()

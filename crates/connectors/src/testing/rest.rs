@@ -12,17 +12,20 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
-use super::guard::{self, query_param, Auth};
+use super::guard::{self, query_param, Auth, Caller};
 use super::json::{self, Viewer};
 use super::state::{IdKey, Shared, Status};
 use super::types::Flavor;
-use super::{streaming, ws};
+use super::{media, social, streaming, writes, ws};
+
+/// Largest upload accepted (Mastodon's default video limit is 99 MiB).
+const MEDIA_BODY_LIMIT: usize = 100 * 1024 * 1024;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -32,7 +35,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/accounts/verify_credentials", get(verify_credentials))
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/accounts/{id}/statuses", get(account_statuses))
-        .route("/api/v1/statuses/{id}", get(status))
+        .route("/api/v1/statuses", post(writes::create))
+        .route(
+            "/api/v1/statuses/{id}",
+            get(status).put(writes::update).delete(social::delete),
+        )
+        .route("/api/v1/statuses/{id}/reblog", post(social::reblog))
+        .route("/api/v1/statuses/{id}/unreblog", post(social::unreblog))
+        .route("/api/v2/search", get(social::search))
+        .route(
+            "/api/v2/media",
+            post(media::upload).layer(DefaultBodyLimit::max(MEDIA_BODY_LIMIT)),
+        )
+        .route("/api/v1/media/{id}", get(media::show).put(media::update))
+        .route("/system/{*path}", get(media::serve))
         .route("/api/v1/streaming", get(ws::upgrade))
         .route("/api/v1/streaming/health", get(health))
         .route("/api/v1/streaming/{*channel}", get(streaming::sse))
@@ -113,14 +129,18 @@ async fn account(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
 async fn verify_credentials(
     State(shared): State<Arc<Shared>>,
     Extension(auth): Extension<Auth>,
+    Extension(caller): Extension<Caller>,
 ) -> Response {
     let open = shared.cfg.token.is_none() && !shared.faults().revoked;
     if auth != Auth::Valid && !open {
         let body = json::error("The access token is invalid");
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
+    // A publisher's token answers with its own account; any other accepted
+    // token is the reader's.
+    let username = caller.0.unwrap_or_else(|| "reader".to_owned());
     let store = shared.store();
-    match store.account_id("reader").and_then(|id| store.accounts.get(&id)) {
+    match store.account_id(&username).and_then(|id| store.accounts.get(&id)) {
         Some(a) => Json(json::credential_account(&shared, &store, a)).into_response(),
         None => not_found(&shared),
     }

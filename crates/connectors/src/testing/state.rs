@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::json;
+use super::ledger::Ledger;
 use super::types::{AccountOpts, FakeConfig, Flavor, RecordedRequest};
 
 /// Locks a mutex, recovering the data if a panicking test thread poisoned it:
@@ -186,6 +187,9 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     pub limiter: Mutex<HashMap<String, (i64, u32)>>,
     requests: Mutex<VecDeque<RecordedRequest>>,
+    /// Token → username, for accounts that write (`add_token`).
+    pub tokens: Mutex<HashMap<String, String>>,
+    pub ledger: Mutex<Ledger>,
     pub events: broadcast::Sender<StreamMsg>,
     /// Bumped to close every open stream (drop_streams, revoke_token).
     pub kill: watch::Sender<u64>,
@@ -215,6 +219,8 @@ impl Shared {
             faults: Mutex::new(Faults::default()),
             limiter: Mutex::new(HashMap::new()),
             requests: Mutex::new(VecDeque::new()),
+            tokens: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(Ledger::default()),
             events: broadcast::channel(4096).0,
             kill: watch::channel(0).0,
             heartbeats: AtomicBool::new(true),

@@ -55,6 +55,17 @@ pub struct FakeConfig {
     /// but a request presenting a wrong token gets 401, as on Mastodon.
     pub token: Option<String>,
     pub rate_limit: RateLimitConfig,
+    /// Mastodon's per-account `statuses` family: creating statuses, boosts and
+    /// edits (`None` disables it). Default 300 per 3 hours.
+    pub posting_limit: Option<(u32, Duration)>,
+    /// `DELETE /api/v1/statuses/:id` and `POST .../unreblog` together, per account.
+    /// Default 30 per 30 minutes.
+    pub delete_limit: Option<(u32, Duration)>,
+    /// `POST /api/v{1,2}/media`, per account. Default 30 per 30 minutes.
+    pub media_limit: Option<(u32, Duration)>,
+    /// How many `GET /api/v1/media/:id` polls of an upload that answered 202 get
+    /// `206 Partial Content` before it is processed. Default 1.
+    pub media_processing_polls: u32,
 }
 
 impl Default for FakeConfig {
@@ -66,6 +77,10 @@ impl Default for FakeConfig {
             ws_ping_interval: Duration::from_secs(30),
             token: None,
             rate_limit: RateLimitConfig::default(),
+            posting_limit: Some((300, Duration::from_secs(3 * 3600))),
+            delete_limit: Some((30, Duration::from_secs(30 * 60))),
+            media_limit: Some((30, Duration::from_secs(30 * 60))),
+            media_processing_polls: 1,
         }
     }
 }
@@ -147,4 +162,17 @@ pub struct RecordedRequest {
     pub authorized: bool,
     /// Status of the response (for streams: of the response head).
     pub status: u16,
+    /// The `Idempotency-Key` header, if the request carried one.
+    pub idempotency_key: Option<String>,
+}
+
+/// A file uploaded with `POST /api/v2/media`, as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedMedia {
+    pub bytes: Vec<u8>,
+    pub description: Option<String>,
+    /// The part's `Content-Type` (`application/octet-stream` if it had none).
+    pub content_type: String,
+    /// False while `GET /api/v1/media/:id` still answers 206.
+    pub processed: bool,
 }
