@@ -245,7 +245,7 @@ async fn delete_returns_source_text_and_streams_delete() {
     assert_eq!(deleted["text"], "a < b\nline");
     read_until(&mut sse, &mut buf, &format!("event: delete\ndata: {id}\n\n")).await;
     assert!(server.statuses_by("publisher").is_empty());
-    assert_eq!(server.deleted_ids("publisher"), [id.clone()]);
+    assert_eq!(server.deleted_ids("publisher"), std::slice::from_ref(&id));
     assert_eq!(server.posts_created("publisher"), 1, "deleted posts still count as created");
     let r = reqwest::get(format!("{}/api/v1/statuses/{id}", server.base_url())).await.unwrap();
     assert_eq!(r.status(), 404);

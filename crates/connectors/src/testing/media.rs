@@ -123,7 +123,7 @@ pub(crate) async fn upload(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = shared.ledger().take(shared.family_cfg(Family::Media), Family::Media, &account_id);
     if let Some(limit) = limit.as_ref().filter(|l| l.throttled) {
@@ -178,7 +178,7 @@ pub(crate) async fn show(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut ledger = shared.ledger();
     let Some(upload) = ledger.uploads.get_mut(&id).filter(|u| u.account_id == account_id && u.attached_to.is_none())
@@ -203,7 +203,7 @@ pub(crate) async fn update(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let (description, focus) = if content_type.starts_with("multipart/") {
@@ -215,7 +215,7 @@ pub(crate) async fn update(
     } else {
         let params = match Params::parse(query.as_deref().unwrap_or_default(), &headers, &body) {
             Ok(p) => p,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         (params.get("description").map(str::to_owned), params.get("focus").map(str::to_owned))
     };

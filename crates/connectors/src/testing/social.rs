@@ -24,13 +24,13 @@ use super::ledger::{self, Family};
 use super::rest::not_found;
 use super::state::{Shared, Status};
 use super::text;
-use super::writes::{error, render, too_many, writer};
+use super::writes::{error, render, too_many, writer, Refusal};
 
 /// Counts a delete-family request; the 429 response if the window is full.
-fn take_delete(shared: &Shared, account_id: &str) -> Result<Option<ledger::Limit>, Response> {
+fn take_delete(shared: &Shared, account_id: &str) -> Result<Option<ledger::Limit>, Refusal> {
     let limit = shared.ledger().take(shared.family_cfg(Family::Deletes), Family::Deletes, account_id);
     match limit {
-        Some(l) if l.throttled => Err(too_many(shared, &l)),
+        Some(l) if l.throttled => Err(Box::new(too_many(shared, &l))),
         other => Ok(other),
     }
 }
@@ -49,11 +49,11 @@ pub(crate) async fn delete(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = match take_delete(&shared, &account_id) {
         Ok(limit) => limit,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body = {
         let store = shared.store();
@@ -105,11 +105,11 @@ pub(crate) async fn reblog(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let params = match super::writes::Params::parse(query.as_deref().unwrap_or_default(), &headers, &body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut store = shared.store();
     let mut ledger = shared.ledger();
@@ -175,11 +175,11 @@ pub(crate) async fn unreblog(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let limit = match take_delete(&shared, &account_id) {
         Ok(limit) => limit,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let wrapper = {
         let store = shared.store();

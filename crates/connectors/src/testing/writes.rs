@@ -37,6 +37,9 @@ pub(crate) const MAX_CHARACTERS: usize = 500;
 /// `configuration.statuses.max_media_attachments`.
 const MAX_MEDIA: usize = 4;
 
+/// A response refusing the request, boxed to keep `Result`s small.
+pub(crate) type Refusal = Box<Response>;
+
 /// Request parameters from the query string and a form-encoded or JSON body,
 /// the way Rails merges them.
 pub(crate) struct Params {
@@ -45,7 +48,7 @@ pub(crate) struct Params {
 }
 
 impl Params {
-    pub fn parse(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<Params, Response> {
+    pub fn parse(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<Params, Refusal> {
         let mut params = Params { pairs: Vec::new(), media_ids: Vec::new() };
         params.add_form(query.as_bytes());
         let content_type = headers
@@ -56,7 +59,7 @@ impl Params {
         if content_type.starts_with("application/json") {
             let parsed: Value = serde_json::from_slice(body).map_err(|_| {
                 let body = json::error("Error occurred while parsing request parameters.");
-                (StatusCode::BAD_REQUEST, Json(body)).into_response()
+                Box::new((StatusCode::BAD_REQUEST, Json(body)).into_response())
             })?;
             for (k, v) in parsed.as_object().into_iter().flatten() {
                 match (k.as_str(), v) {
@@ -124,9 +127,9 @@ pub(crate) fn too_many(shared: &Shared, limit: &ledger::Limit) -> Response {
 }
 
 /// The writing account's id, or the 401 response.
-pub(crate) fn writer(shared: &Shared, caller: &Caller) -> Result<String, Response> {
-    let username = caller.0.as_deref().ok_or_else(unauthorized)?;
-    shared.store().account_id(username).ok_or_else(unauthorized)
+pub(crate) fn writer(shared: &Shared, caller: &Caller) -> Result<String, Refusal> {
+    let username = caller.0.as_deref().ok_or_else(|| Box::new(unauthorized()))?;
+    shared.store().account_id(username).ok_or_else(|| Box::new(unauthorized()))
 }
 
 /// A stored status as its author sees it, with `status` as the HTTP status.
@@ -149,9 +152,9 @@ fn media_for(
     account_id: &str,
     ids: &[String],
     current: &[Media],
-) -> Result<Vec<Media>, Response> {
+) -> Result<Vec<Media>, Refusal> {
     if ids.len() > MAX_MEDIA {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Cannot attach more than 4 files"));
+        return Err(Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, "Cannot attach more than 4 files")));
     }
     let mut out = Vec::new();
     let mut missing = Vec::new();
@@ -163,10 +166,10 @@ fn media_for(
         match ledger.uploads.get(id) {
             Some(u) if u.account_id == account_id && u.attached_to.is_none() => {
                 if !u.media.processed {
-                    return Err(error(
+                    return Err(Box::new(error(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "Cannot attach files that have not finished processing. Try again in a moment!",
-                    ));
+                    )));
                 }
                 out.push(Media { id: id.clone(), kind: u.kind.clone(), description: u.media.description.clone() });
             }
@@ -175,19 +178,19 @@ fn media_for(
     }
     if !missing.is_empty() {
         let message = format!("Media {} not found or already attached to another post", missing.join(", "));
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, &message));
+        return Err(Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, &message)));
     }
     Ok(out)
 }
 
 /// The record validations shared by create and edit.
-fn validate(text: &str, spoiler_text: &str, has_media: bool) -> Result<(), Response> {
+fn validate(text: &str, spoiler_text: &str, has_media: bool) -> Result<(), Refusal> {
     if text.trim().is_empty() && !has_media {
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed: Text can't be blank"));
+        return Err(Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed: Text can't be blank")));
     }
     if text::countable_length(text, spoiler_text) > MAX_CHARACTERS {
         let message = format!("Validation failed: Text character limit of {MAX_CHARACTERS} exceeded");
-        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, &message));
+        return Err(Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, &message)));
     }
     Ok(())
 }
@@ -209,11 +212,11 @@ pub(crate) async fn create(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let params = match Params::parse(query.as_deref().unwrap_or_default(), &headers, &body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut store = shared.store();
@@ -235,12 +238,12 @@ pub(crate) async fn create(
     }
     let media = match media_for(&ledger, &account_id, &params.media_ids, &[]) {
         Ok(m) => m,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let text = params.get("status").unwrap_or_default().to_owned();
     let spoiler_text = params.get("spoiler_text").unwrap_or_default().to_owned();
     if let Err(response) = validate(&text, &spoiler_text, !media.is_empty()) {
-        return with_posting_headers(&shared, &mut ledger, &account_id, response);
+        return with_posting_headers(&shared, &mut ledger, &account_id, *response);
     }
     let visibility = params.get("visibility").filter(|v| !v.is_empty()).unwrap_or("public").to_owned();
     if !matches!(visibility.as_str(), "public" | "unlisted" | "private" | "direct") {
@@ -296,11 +299,11 @@ pub(crate) async fn update(
 ) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let params = match Params::parse(query.as_deref().unwrap_or_default(), &headers, &body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut store = shared.store();
     let mut ledger = shared.ledger();
@@ -310,12 +313,12 @@ pub(crate) async fn update(
     };
     let media = match media_for(&ledger, &account_id, &params.media_ids, &current.media) {
         Ok(m) => m,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let text = params.get("status").unwrap_or_default().to_owned();
     let spoiler_text = params.get("spoiler_text").unwrap_or_default().to_owned();
     if let Err(response) = validate(&text, &spoiler_text, !media.is_empty()) {
-        return with_posting_headers(&shared, &mut ledger, &account_id, response);
+        return with_posting_headers(&shared, &mut ledger, &account_id, *response);
     }
     let limit = ledger.take(shared.family_cfg(Family::Statuses), Family::Statuses, &account_id);
     if let Some(limit) = limit.as_ref().filter(|l| l.throttled) {
