@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fedistream_connectors::testing::{FakeConfig, FakeMastodon, NewStatus};
+use fedistream_connectors::testing::{FakeConfig, FakeMastodon, Flavor, NewStatus};
 use serde_json::{json, Value};
 
 const READER: &str = "reader-token";
@@ -568,4 +568,27 @@ async fn writes_need_a_publishing_token() {
     // The reader's token writes as the reader.
     let r = client.post(format!("{base}/api/v1/statuses")).bearer_auth(READER).form(&[("status", "r")]);
     assert_eq!(ok_json(r.send().await.unwrap()).await["account"]["username"], "reader");
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_with_one_key_create_one_status() {
+    let server = start(FakeConfig::default()).await;
+    let posts = (0..8).map(|_| post_form(&server, &[("status", "race")], Some("same")));
+    let bodies = futures::future::join_all(posts).await;
+    let mut ids = Vec::new();
+    for r in bodies {
+        ids.push(ok_json(r).await["id"].as_str().unwrap().to_owned());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(server.posts_created("publisher"), 1);
+}
+
+#[tokio::test]
+async fn gotosocial_ignores_idempotency_keys() {
+    let server = start(FakeConfig { flavor: Flavor::GoToSocial, ..FakeConfig::default() }).await;
+    let a = ok_json(post_form(&server, &[("status", "once")], Some("k")).await).await;
+    let b = ok_json(post_form(&server, &[("status", "once")], Some("k")).await).await;
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(server.posts_created("publisher"), 2);
 }

@@ -175,7 +175,8 @@ impl FakeMastodon {
     }
 
     /// Revokes the reader's token: open streams close (Mastodon's `kill`), and
-    /// every later request presenting a token gets 401.
+    /// every later request presenting a token gets 401, except tokens added with
+    /// [`FakeMastodon::add_token`].
     pub fn revoke_token(&self) {
         self.shared.faults().revoked = true;
         self.shared.kill_streams();

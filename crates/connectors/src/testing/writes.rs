@@ -11,7 +11,8 @@
 //! family, which Mastodon checks when the record is created, so a refused
 //! status never counts. An edit (`UpdateStatusService`) replaces text, content
 //! warning, sensitivity and media with what the request carries (absent = empty)
-//! and keeps the language unless one is given.
+//! and keeps the language unless one is given. The GoToSocial flavour ignores
+//! `Idempotency-Key`, as the GoToSocial handler does.
 
 use std::time::Instant;
 
@@ -30,6 +31,7 @@ use super::ops::scope_of;
 use super::rest::not_found;
 use super::state::{IdKey, Media, Shared, Status, Store};
 use super::text;
+use super::types::Flavor;
 use std::sync::Arc;
 
 /// `configuration.statuses.max_characters`.
@@ -218,7 +220,12 @@ pub(crate) async fn create(
         Ok(p) => p,
         Err(response) => return *response,
     };
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // GoToSocial's status-create handler does not read the header.
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|_| shared.cfg.flavor == Flavor::Mastodon);
     let mut store = shared.store();
     let mut ledger = shared.ledger();
     let reply_to = params.get("in_reply_to_id").filter(|r| !r.is_empty()).map(str::to_owned);
