@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use fedistream_connectors::file::FileSink;
 use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
+use fedistream_connectors::mastodon::sink::MastodonSink;
 use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, ReaderConnection};
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
@@ -65,6 +66,15 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
         let sink: Box<dyn Sink> = match c {
             ChannelConfig::File(f) => Box::new(FileSink::new(f.clone())),
             ChannelConfig::Stdout(s) => Box::new(StdoutSink::new(s.clone())),
+            ChannelConfig::Mastodon(m) => {
+                let conn = &m.connection;
+                let c = cfg.connections.mastodon.get(conn).with_context(|| format!("channels.{name}.connection: no connection `{conn}`"))?;
+                let base_url = parse_base_url(&c.instance).map_err(anyhow::Error::msg).with_context(|| format!("connections.mastodon.{conn}.instance"))?;
+                Box::new(
+                    MastodonSink::new((**m).clone(), base_url, resolve_token(conn, c)?, limiters.clone())
+                        .with_context(|| format!("channels.{name}"))?,
+                )
+            }
         };
         channels.push(ChannelSpec {
             name: name.clone(),

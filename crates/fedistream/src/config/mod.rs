@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fedistream_connectors::file::FileSinkConfig;
+use fedistream_connectors::mastodon::sink::MastodonSinkConfig;
 use fedistream_connectors::mastodon::source::MastodonSourceConfig;
 use fedistream_connectors::replay::ReplaySourceConfig;
 use fedistream_connectors::stdout::StdoutSinkConfig;
@@ -106,6 +107,7 @@ pub enum SourceConfig {
 pub enum ChannelConfig {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
+    Mastodon(Box<MastodonSinkConfig>),
 }
 
 impl ChannelConfig {
@@ -113,6 +115,7 @@ impl ChannelConfig {
         match self {
             ChannelConfig::File(c) => &c.delivery,
             ChannelConfig::Stdout(c) => &c.delivery,
+            ChannelConfig::Mastodon(c) => &c.delivery,
         }
     }
 }

@@ -101,10 +101,21 @@ pub fn validate(cfg: &Config, file: &Path) -> Result<(), Vec<ConfigError>> {
         if !valid_name(name) {
             err(k.clone(), "channel names may use letters, digits, `_` and `-` only".into());
         }
-        if let ChannelConfig::File(f) = c {
-            if f.path.as_os_str().is_empty() || f.path.is_dir() {
-                err(format!("{k}.path"), "must name a file".into());
+        match c {
+            ChannelConfig::File(f) => {
+                if f.path.as_os_str().is_empty() || f.path.is_dir() {
+                    err(format!("{k}.path"), "must name a file".into());
+                }
             }
+            ChannelConfig::Mastodon(m) => {
+                if !cfg.connections.mastodon.contains_key(&m.connection) {
+                    err(format!("{k}.connection"), format!("no connection named `{}` in [connections.mastodon]", m.connection));
+                }
+                if let Err(e) = m.validate() {
+                    err(k.clone(), e);
+                }
+            }
+            ChannelConfig::Stdout(_) => {}
         }
         if c.delivery().max_batch == 0 {
             err(format!("{k}.delivery.max_batch"), "must be at least 1".into());
