@@ -1,0 +1,143 @@
+//! The `mastodon` channel through the binary: a crash between the POST and the
+//! map write, restarted after the server's idempotency window, must not post
+//! twice (reconciliation finds the repost by its source URL); and `kill -9` at
+//! any moment while mirroring never duplicates either.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fedistream_connectors::testing::{AccountOpts, FakeMastodon, NewStatus};
+
+const PUBLISHER_TOKEN: &str = "publisher-token-f00d";
+
+fn mirror_config(dir: &std::path::Path, fake: &FakeMastodon) -> String {
+    format!(
+        r#"[log]
+path = {log}
+
+[connections.mastodon.publisher]
+instance = {instance}
+token_env = "FEDISTREAM_TEST_PUBLISHER_TOKEN"
+
+[sources.m]
+type = "mastodon"
+accounts = [{acct}]
+instance = {instance}
+stream = "off"
+backfill = "last:40"
+poll_interval = "1s"
+max_poll_interval = "1s"
+
+[channels.mirror]
+type = "mastodon"
+connection = "publisher"
+media = "skip"
+
+[channels.mirror.delivery]
+max_batch = 3
+retry_initial = "50ms"
+retry_max = "200ms"
+"#,
+        log = toml_path(&dir.join("log.db")),
+        instance = toml_str(fake.base_url()),
+        acct = toml_str(acct("alice")),
+    )
+}
+
+/// Source URLs carried by the mirror account's reposts, one per repost.
+fn mirrored_sources(fake: &FakeMastodon) -> Vec<String> {
+    fake.statuses_by("mirrorbot")
+        .iter()
+        .filter_map(|s| {
+            let content = s["content"].as_str()?;
+            let i = content.find("/@alice/")?;
+            let start = content[..i].rfind("http")?;
+            let end = content[i..].find(|c: char| c == '<' || c == '"' || c.is_whitespace()).map(|e| i + e)?;
+            Some(content[start..end].to_string())
+        })
+        .collect()
+}
+
+async fn setup(posts: usize) -> (tempfile::TempDir, FakeMastodon, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice"], None).await;
+    fake.add_account("mirrorbot", AccountOpts { bot: true, ..Default::default() });
+    fake.add_token(PUBLISHER_TOKEN, "mirrorbot");
+    let urls = (0..posts).map(|i| fake.post("alice", NewStatus::html(format!("<p>post number {i}</p>"))).url).collect();
+    (dir, fake, urls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_post_and_map_write_then_restart_after_the_idempotency_window() {
+    let (dir, fake, urls) = setup(5).await;
+    let cfg = write_file(dir.path(), "mirror.toml", &mirror_config(dir.path(), &fake));
+    let cfg_s = cfg.to_str().unwrap();
+    // First run: dies right after its first successful POST, before recording it.
+    let p = Spawn::new(dir.path(), "crash", &["run", "--config", cfg_s])
+        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
+        .env("FEDISTREAM_FAILPOINT", "mastodon_sink_after_post")
+        .start();
+    let status = p.wait_exit(Duration::from_secs(30)).await;
+    assert!(!status.success(), "the failpoint aborts the process: {status:?}\n{}", p.stderr());
+    assert_eq!(fake.posts_created("mirrorbot"), 1, "exactly one POST went through before the crash");
+    // More than an hour later: the server no longer remembers the Idempotency-Key.
+    fake.expire_idempotency_keys();
+    let p = Spawn::new(dir.path(), "restart", &["run", "--config", cfg_s])
+        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
+        .start();
+    wait_for(
+        "every post mirrored",
+        || (mirrored_sources(&fake).len() >= urls.len()).then_some(()),
+        || format!("mirrored: {:?}\n{}", mirrored_sources(&fake), p.stderr()),
+    )
+    .await;
+    p.sigterm();
+    assert!(p.wait_exit(Duration::from_secs(30)).await.success(), "{}", p.stderr());
+    let mut got = mirrored_sources(&fake);
+    got.sort();
+    let mut want = urls.clone();
+    want.sort();
+    assert_eq!(got, want, "each source post mirrored exactly once");
+    assert_eq!(fake.posts_created("mirrorbot"), urls.len(), "no duplicate POST after the crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_mirroring_never_duplicates() {
+    let (dir, fake, urls) = setup(24).await;
+    let cfg = write_file(dir.path(), "mirror.toml", &mirror_config(dir.path(), &fake));
+    let cfg_s = cfg.to_str().unwrap();
+    for round in 0..3 {
+        let before = fake.posts_created("mirrorbot");
+        let p = Spawn::new(dir.path(), &format!("round{round}"), &["run", "--config", cfg_s])
+            .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
+            .start();
+        // Kill as soon as this round has posted something (mid-stream).
+        wait_for(
+            "progress in this round",
+            || (fake.posts_created("mirrorbot") > before || fake.posts_created("mirrorbot") >= urls.len()).then_some(()),
+            || p.stderr(),
+        )
+        .await;
+        p.kill9();
+        let _ = p.wait_exit(Duration::from_secs(10)).await;
+    }
+    let p = Spawn::new(dir.path(), "final", &["run", "--config", cfg_s])
+        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
+        .start();
+    wait_for(
+        "every post mirrored",
+        || (mirrored_sources(&fake).len() >= urls.len()).then_some(()),
+        || format!("mirrored {}\n{}", mirrored_sources(&fake).len(), p.stderr()),
+    )
+    .await;
+    p.sigterm();
+    let _ = p.wait_exit(Duration::from_secs(30)).await;
+    let mut got = mirrored_sources(&fake);
+    got.sort();
+    let mut want = urls;
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(fake.posts_created("mirrorbot"), got.len(), "no duplicate POST across three kill -9");
+}
