@@ -52,7 +52,11 @@ impl MastodonSink {
     /// Loop protection, audience and filters.
     fn skip_reason(&self, ev: &Event, post: &Post) -> Option<&'static str> {
         let o = opened!(self);
-        if ev.account.eq_ignore_ascii_case(&o.target_acct) || post.account.acct.eq_ignore_ascii_case(&o.target_acct) {
+        let same_account = ev.account.eq_ignore_ascii_case(&o.target_acct)
+            || post.account.acct.eq_ignore_ascii_case(&o.target_acct)
+            || (ev.instance.eq_ignore_ascii_case(&o.target_host) && post.account.id == o.target_id)
+            || (o.target_url.is_some() && post.account.url == o.target_url);
+        if same_account {
             return Some("a post of the target account itself");
         }
         if post.boost_of.as_ref().is_some_and(|b| b.account.eq_ignore_ascii_case(&o.target_acct)) {

@@ -116,6 +116,10 @@ struct Opened {
     status: Status,
     /// `user@domain` of the target account, lower-cased.
     target_acct: String,
+    /// The target account's id and profile URL, and the server's `host[:port]`.
+    target_id: String,
+    target_url: Option<String>,
+    target_host: String,
     max_chars: usize,
     /// From reconciliation: source URL/URI → what the target already holds.
     reconciled: HashMap<String, Mapped>,
@@ -219,6 +223,9 @@ impl Sink for MastodonSink {
             channel: ctx.name.clone(),
             status: ctx.status.clone(),
             target_acct: target_acct.to_lowercase(),
+            target_id: me.id.clone(),
+            target_url: me.url.clone(),
+            target_host: self.client.host(),
             max_chars,
             reconciled,
             failpoint: std::env::var("FEDISTREAM_FAILPOINT").is_ok_and(|v| v == FAILPOINT_AFTER_POST),
