@@ -393,3 +393,80 @@ async fn media_reuploaded_with_alt_text_or_linked() {
     h.shutdown().await;
     let _ = MediaMode::Link;
 }
+
+/// Child half of [`crash_between_post_and_map_write`]: with the failpoint set it
+/// aborts right after the POST. Does nothing unless the parent set it up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by crash_between_post_and_map_write"]
+async fn child_posts_then_aborts() {
+    let (Ok(base), Ok(dir), Ok(event)) = (std::env::var("FS_TEST_FAKE_URL"), std::env::var("FS_TEST_DIR"), std::env::var("FS_TEST_EVENT")) else {
+        return;
+    };
+    let event: Event = serde_json::from_str(&event).unwrap();
+    let log = SqliteLog::open(std::path::Path::new(&dir).join("log.db"), SqliteOptions::default()).unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(vec![event]).unwrap();
+    let cfg = sink_config();
+    let sink = MastodonSink::new(cfg.clone(), base.parse().unwrap(), Secret::new(TOKEN), RateLimiters::default()).unwrap();
+    let p = Pipeline {
+        log,
+        sources: vec![SourceSpec { name: "m".into(), source: Box::new(ChanSource(rx)), dead_letter: DeadLetter::new(std::path::Path::new(&dir).join("dl-source.jsonl")) }],
+        channels: vec![ChannelSpec {
+            name: "mirror".into(),
+            group: "fedistream.channel.mirror".into(),
+            sink: Box::new(sink),
+            route: None,
+            batch: cfg.delivery.batch(),
+            retry: cfg.delivery.retry(),
+            dead_letter: DeadLetter::new(std::path::Path::new(&dir).join("dl-channel.jsonl")),
+        }],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let stop = CancellationToken::new();
+    let _run = tokio::spawn(runtime::run(p, stop));
+    tokio::time::sleep(DEADLINE).await;
+    panic!("the failpoint did not fire");
+}
+
+/// `kill -9` at the worst moment: the child process aborts after the server took
+/// the POST and before the map write. After the idempotency window, a restart on
+/// the same log redelivers the event; reconciliation finds the repost, so
+/// nothing is posted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_post_and_map_write() {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("debug,hyper=info,reqwest=info,h2=info").try_init();
+    let fake = FakeMastodon::start(FakeConfig::default()).await;
+    fake.add_account("alice", Default::default());
+    fake.add_token(TOKEN, TARGET);
+    let mut h = Harness { fake, dir: tempfile::tempdir().unwrap(), tx: None, stop: CancellationToken::new(), run: None };
+    let p = h.post("<p>crash test</p>");
+    let ev = h.event(EventKind::Created, &p.id);
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_posts_then_aborts", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("FEDISTREAM_FAILPOINT", "mastodon_sink_after_post")
+        .env("FS_TEST_FAKE_URL", h.fake.base_url())
+        .env("FS_TEST_DIR", h.dir.path())
+        .env("FS_TEST_EVENT", serde_json::to_string(&ev).unwrap())
+        .output()
+        .await
+        .unwrap();
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(6), "the child aborts at the failpoint: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stdout));
+    }
+    assert_eq!(h.created(), 1, "the server took the post");
+    let log = SqliteLog::open_read_only(h.dir.path().join("log.db")).unwrap();
+    assert_eq!(log.state_get("sink:mirror:map", &p.uri).await.unwrap(), None, "crashed before the map write");
+    drop(log);
+    h.fake.expire_idempotency_keys();
+    h.launch(sink_config());
+    h.wait("the map entry", || {
+        let log = SqliteLog::open_read_only(h.dir.path().join("log.db")).unwrap();
+        futures::executor::block_on(log.state_get("sink:mirror:map", &p.uri)).unwrap().is_some()
+    })
+    .await;
+    assert_eq!(h.created(), 1, "no duplicate after the restart");
+    assert_eq!(h.fake.requests().iter().filter(|r| r.method == "POST" && r.path == "/api/v1/statuses").count(), 1);
+    h.shutdown().await;
+}
