@@ -470,3 +470,50 @@ async fn crash_between_post_and_map_write() {
     assert_eq!(h.fake.requests().iter().filter(|r| r.method == "POST" && r.path == "/api/v1/statuses").count(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boost_mode_resolves_boosts_and_unboosts() {
+    let cfg = MastodonSinkConfig { mode: fedistream_connectors::mastodon::sink::Mode::Boost, ..sink_config() };
+    let mut h = Harness::start(FakeConfig::default(), cfg).await;
+    let p = h.post("<p>boost me</p>");
+    let ev = h.event(EventKind::Created, &p.id);
+    h.send(vec![ev.clone(), ev.clone()]);
+    h.wait("the boost", || h.reposts().len() == 1).await;
+    let b = h.reposts()[0].clone();
+    assert_eq!(b["reblog"]["id"], p.id.as_str(), "{b:#}");
+    assert_eq!(h.created(), 0, "a boost, not a new post");
+    assert!(h.fake.requests().iter().any(|r| r.path == "/api/v2/search" && r.query.contains("resolve=true")));
+    h.send(vec![h.deleted(&ev)]);
+    h.wait("the unboost", || h.reposts().is_empty()).await;
+    assert!(h.fake.requests().iter().any(|r| r.path.ends_with("/unreblog")));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_skip_content_warned_and_foreign_replies() {
+    let cfg = MastodonSinkConfig { skip_content_warned: true, ..sink_config() };
+    let mut h = Harness::start(FakeConfig::default(), cfg).await;
+    h.fake.add_account("bob", Default::default());
+    let bobs = h.fake.post("bob", NewStatus::html("<p>bob's post</p>"));
+    let reply_to_bob = h.fake.post("alice", NewStatus { in_reply_to_id: Some(bobs.id.clone()), ..NewStatus::html("<p>@bob hi</p>") });
+    let cw = h.fake.post("alice", NewStatus { spoiler_text: "cw".into(), ..NewStatus::html("<p>hidden</p>") });
+    let private = h.fake.post("alice", NewStatus { visibility: "private".into(), ..NewStatus::html("<p>followers only</p>") });
+    let ok = h.post("<p>plain</p>");
+    h.send([&reply_to_bob, &cw, &private, &ok].iter().map(|p| h.event(EventKind::Created, &p.id)).collect());
+    h.wait("the plain post", || h.created() == 1).await;
+    assert!(text(&h.reposts()[0]).starts_with("plain"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_an_auth_error() {
+    let fake = FakeMastodon::start(FakeConfig { token: Some("reader".into()), ..FakeConfig::default() }).await;
+    fake.add_token(TOKEN, TARGET);
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+    let ctx = SinkContext { name: "mirror".into(), log: log as Arc<dyn Log>, status: Status::new("channel", "mirror") };
+    let mut sink = MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new("wrong-token"), RateLimiters::default()).unwrap();
+    let err = sink.open(&ctx).await.unwrap_err();
+    assert_eq!(err.kind, fedistream_core::ErrorKind::Auth, "{err}");
+    assert!(!err.message.contains("wrong-token"), "the token never appears: {err}");
+}

@@ -38,6 +38,8 @@ impl MastodonSink {
                 };
                 match mapped {
                     Some(m) if m.fp == fp => Ok(()), // already published (redelivery)
+                    // A created event redelivered after its updates must not edit back.
+                    Some(_) if ev.kind == EventKind::Created => Ok(()),
                     Some(m) if !self.cfg.edits || m.boost_of.is_some() => {
                         let o = opened!(self);
                         o.put(vec![map_put(o, &ev.key, &Mapped { fp, ..m })?]).await
