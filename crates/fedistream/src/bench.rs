@@ -62,6 +62,12 @@ pub enum BenchKind {
         #[arg(long)]
         fake: Option<PathBuf>,
     },
+    /// The mastodon (republish) channel against an in-process fake server, pacing off:
+    /// throughput, and the overhead the channel adds per post beyond the server's time.
+    Mastodon {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+    },
     /// Write synthetic statuses as JSON Lines.
     Generate {
         #[arg(long, default_value_t = 100)]
@@ -79,6 +85,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
+        BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
