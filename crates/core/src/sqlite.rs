@@ -86,9 +86,13 @@ struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// WAL size past which the checkpointer insists on resetting it.
+const WAL_RESTART_BYTES: u64 = 256 << 20;
+
 impl Checkpointer {
     fn start(path: &Path, durability: Durability) -> Result<Self, LogError> {
         let conn = open_conn(path, durability, false)?;
+        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -103,9 +107,12 @@ impl Checkpointer {
                     return;
                 }
                 drop(guard);
-                // PASSIVE never blocks the writer or readers.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                // PASSIVE never blocks the writer or readers. Should readers keep the
+                // WAL from ever being reset under sustained load, RESTART (which waits
+                // briefly for them) bounds its size.
+                let mode = if wal_path.metadata().map(|m| m.len()).unwrap_or(0) > WAL_RESTART_BYTES { "RESTART" } else { "PASSIVE" };
+                if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+                    tracing::warn!(error = %e, mode, "WAL checkpoint failed");
                 }
             })
             .map_err(|e| LogError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
