@@ -399,3 +399,28 @@ async fn backfill_last_n_and_since_a_date() {
     h2.stop().await;
     assert_eq!(keys_of(&lines, "created"), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_reread_catches_edits_but_never_publishes_history_before_start() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let history: Vec<_> = (0..3).map(|i| fake.post("alice", NewStatus::html(format!("<p>history {i}</p>")))).collect();
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Off;
+    cfg.backfill = Backfill::None;
+    cfg.poll_interval = Duration::from_millis(100);
+    cfg.max_poll_interval = Duration::from_millis(200);
+    cfg.safety_interval = Duration::from_millis(300);
+    let mut h = Harness::start(fake, cfg, false).await;
+    h.wait_checkpoints(1).await;
+    let p = h.fake.post("alice", NewStatus::html("<p>after start</p>"));
+    h.wait_lines("the new post", |l| has(l, "created", &p.uri)).await;
+    // Without a stream, an edit is only seen by the safety pass re-reading the newest page,
+    // which also contains the history posts.
+    assert!(h.fake.edit(&p.id, "<p>after start, edited</p>"));
+    let lines = h.wait_lines("the edit", |l| has(l, "updated", &p.uri)).await;
+    h.stop().await;
+    for old in &history {
+        assert!(!lines.iter().any(|l| l["key"] == old.uri.as_str()), "history before start was published: {lines:#?}");
+    }
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+}

@@ -91,8 +91,19 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
         let page = job.client.account_statuses(&account_id, Page::Latest { limit: 20 }).await?;
         let mut batch = SourceBatch::default();
         convert_page(&sh, &job, &account_id, &host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
-        // Unchanged posts are dropped by deduplication; edited ones become updates.
-        sh.emit(batch).await?;
+        // Only posts already published can have been edited; older ones we never
+        // took (history before a "start from now") must stay out. Unchanged posts
+        // are then dropped by deduplication; edited ones become updates.
+        let keys: Vec<String> = batch.events.iter().map(|e| e.key.clone()).collect();
+        let seen = sh.log.state_get_many(fedistream_core::runtime::SEEN_NS, &keys).await.map_err(SourceError::from)?;
+        let mut keep = SourceBatch::default();
+        for (ev, index) in batch.events.into_iter().zip(batch.state) {
+            if seen.contains_key(&ev.key) || id_newer(&ev.status_id, &checkpoint) {
+                keep.events.push(ev);
+                keep.state.push(index);
+            }
+        }
+        sh.emit(keep).await?;
     }
     Ok(Done { account_id, checkpoint, found })
 }

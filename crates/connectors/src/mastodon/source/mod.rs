@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     backfill: Backfill,
     followed: HashSet<String>,
     known_ids: HashMap<String, HashMap<String, String>>,
+    /// State reads (the dedup index, for the safety re-read).
+    log: Arc<dyn fedistream_core::Log>,
 }
 
 impl Shared {
@@ -265,6 +267,7 @@ impl Source for MastodonSource {
             backfill: cfg.backfill.clone(),
             followed,
             known_ids,
+            log: ctx.log.clone(),
         });
         let status = ctx.status.clone();
         status.set_state(if stream_rx.is_some() { "connecting" } else { "polling" }, None);
