@@ -228,9 +228,6 @@ impl Source for MastodonSource {
                 match rc.lookup_account(&lookup).await {
                     Ok(found) => {
                         known_ids.entry(rhost.clone()).or_default().insert(found.id.clone(), a.acct.clone());
-                        if a.client.host() == rhost {
-                            // Same server: no need to look it up again for REST.
-                        }
                     }
                     Err(e) => debug!(acct = %a.acct, error = %e, "Reader's server does not know this account yet; attributing stream posts by handle"),
                 }
