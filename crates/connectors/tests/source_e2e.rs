@@ -424,3 +424,29 @@ async fn safety_reread_catches_edits_but_never_publishes_history_before_start() 
     }
     assert_eq!(lines.len(), 2, "{lines:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_are_found_without_a_stream() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Off;
+    cfg.backfill = Backfill::Last(10);
+    cfg.poll_interval = Duration::from_millis(100);
+    cfg.max_poll_interval = Duration::from_millis(200);
+    cfg.safety_interval = Duration::from_millis(300);
+    let a = fake.post("alice", NewStatus::html("<p>to be deleted</p>"));
+    let b = fake.post("alice", NewStatus::html("<p>to stay</p>"));
+    let mut h = Harness::start(fake, cfg, false).await;
+    h.wait_lines("both posts", |l| has(l, "created", &a.uri) && has(l, "created", &b.uri)).await;
+    let c = h.fake.post("alice", NewStatus::html("<p>later, also deleted</p>"));
+    h.wait_lines("the later post", |l| has(l, "created", &c.uri)).await;
+    assert!(h.fake.delete(&a.id));
+    assert!(h.fake.delete(&c.id));
+    let lines = h.wait_lines("the deletions", |l| has(l, "deleted", &a.uri) && has(l, "deleted", &c.uri)).await;
+    h.stop().await;
+    let del = lines.iter().find(|l| l["kind"] == "deleted" && l["key"] == a.uri.as_str()).unwrap();
+    assert_eq!(del["account"], "alice@fake.example");
+    assert_eq!(del["via"], "rest");
+    assert!(!has(&lines, "deleted", &b.uri), "{lines:#?}");
+    assert_eq!(keys_of(&lines, "deleted").len(), 2, "each deletion once: {lines:#?}");
+}

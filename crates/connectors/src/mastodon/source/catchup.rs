@@ -9,12 +9,58 @@ use std::sync::Arc;
 use fedistream_core::post::Via;
 use fedistream_core::{ErrorKind, EventKind, SourceBatch, SourceError, StatePut};
 
-use super::convert::{id_newer, status_id, Converted, CHECKPOINT_NS};
+use super::convert::{deleted_event, id_newer, status_id, Converted, CHECKPOINT_NS};
 use super::Shared;
 use crate::mastodon::client::{MastodonClient, MastodonError, Page};
 use crate::mastodon::source::config::Backfill;
 
 pub const PAGE: u32 = 40;
+
+/// State namespace: per account (checkpoint key), the newest posts published
+/// from its timeline, as `[[id, uri], ...]`. The safety pass compares them with
+/// the timeline to find deletions when no stream told us.
+pub const RECENT_NS: &str = "recent";
+const RECENT_MAX: usize = 100;
+/// Size of the page the safety pass re-reads.
+const REREAD: u32 = 20;
+
+struct Recent {
+    key: String,
+    items: Vec<(String, String)>,
+}
+
+impl Recent {
+    async fn load(sh: &Shared, key: &str) -> Result<Self, SourceError> {
+        let items = match sh.log.state_get(RECENT_NS, key).await? {
+            Some(v) => serde_json::from_str(&v).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(Recent { key: key.to_string(), items })
+    }
+
+    /// Remember the posts of `batch` and add the updated list to it.
+    fn record(&mut self, batch: &mut SourceBatch) {
+        for ev in batch.events.iter().filter(|e| e.kind != EventKind::Deleted) {
+            if !self.items.iter().any(|(id, _)| *id == ev.status_id) {
+                self.items.push((ev.status_id.clone(), ev.key.clone()));
+            }
+        }
+        self.items.sort_by(|a, b| (b.0.len(), &b.0).cmp(&(a.0.len(), &a.0)));
+        self.items.truncate(RECENT_MAX);
+        batch.state.push(StatePut::set(RECENT_NS, self.key.clone(), serde_json::to_string(&self.items).unwrap_or_default()));
+    }
+
+    /// Posts we published that the timeline no longer lists: those not older
+    /// than the page's oldest (`lo`; `None` when the page is the whole timeline)
+    /// and not newer than the checkpoint, missing from `page_ids`.
+    fn take_gone(&mut self, page_ids: &[String], lo: Option<&str>, checkpoint: &str) -> Vec<(String, String)> {
+        let (gone, keep): (Vec<_>, Vec<_>) = self.items.drain(..).partition(|(id, _)| {
+            !id_newer(id, checkpoint) && lo.is_none_or(|lo| !id_newer(lo, id)) && !page_ids.contains(id)
+        });
+        self.items = keep;
+        gone
+    }
+}
 
 /// What one account's catch-up needs.
 pub struct Job {
@@ -83,12 +129,16 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
         None => job.client.lookup_account(&job.username).await?.id,
     };
     let host = job.client.host();
+    let mut recent = Recent::load(&sh, &job.checkpoint_key).await?;
     let (checkpoint, found) = match &job.checkpoint {
-        Some(cp) => forward(&sh, &job, &account_id, &host, cp.clone()).await?,
-        None => first_start(&sh, &job, &account_id, &host).await?,
+        Some(cp) => forward(&sh, &job, &account_id, &host, cp.clone(), &mut recent).await?,
+        None => first_start(&sh, &job, &account_id, &host, &mut recent).await?,
     };
     if job.reread_latest {
-        let page = job.client.account_statuses(&account_id, Page::Latest { limit: 20 }).await?;
+        let page = job.client.account_statuses(&account_id, Page::Latest { limit: REREAD }).await?;
+        let page_ids: Vec<String> = page.statuses.iter().filter_map(|r| status_id(r.get())).collect();
+        let lo = (page.statuses.len() >= REREAD as usize).then(|| page_ids.iter().min_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))).flatten();
+        let gone = recent.take_gone(&page_ids, lo.map(String::as_str), &checkpoint);
         let mut batch = SourceBatch::default();
         convert_page(&sh, &job, &account_id, &host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
         // Only posts already published can have been edited; older ones we never
@@ -103,6 +153,17 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
                 keep.state.push(index);
             }
         }
+        // Deletions no stream told us about (or made while it was down).
+        for (id, uri) in &gone {
+            if let Some(mut ev) = deleted_event(&sh.name, &host, id, &format!("{uri}\t{}", job.acct)) {
+                ev.via = Via::Rest;
+                keep.events.push(ev);
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(acct = %job.acct, deleted = gone.len(), "Posts gone from the timeline: publishing deletions");
+        }
+        recent.record(&mut keep);
         sh.emit(keep).await?;
     }
     Ok(Done { account_id, checkpoint, found })
@@ -148,7 +209,14 @@ fn newest_id<'a>(prev_min_id: Option<&str>, raws: impl Iterator<Item = &'a str>)
     best
 }
 
-async fn forward(sh: &Shared, job: &Job, account_id: &str, host: &str, mut cp: String) -> Result<(String, usize), JobError> {
+async fn forward(
+    sh: &Shared,
+    job: &Job,
+    account_id: &str,
+    host: &str,
+    mut cp: String,
+    recent: &mut Recent,
+) -> Result<(String, usize), JobError> {
     let mut found = 0;
     loop {
         let page = job.client.account_statuses(account_id, Page::After { min_id: cp.clone(), limit: PAGE }).await?;
@@ -165,6 +233,7 @@ async fn forward(sh: &Shared, job: &Job, account_id: &str, host: &str, mut cp: S
         }
         let mut batch = SourceBatch::default();
         found += convert_page(sh, job, account_id, host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
+        recent.record(&mut batch);
         batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
         sh.emit(batch).await?;
         cp = newest;
@@ -175,7 +244,13 @@ async fn forward(sh: &Shared, job: &Job, account_id: &str, host: &str, mut cp: S
     Ok((cp, found))
 }
 
-async fn first_start(sh: &Shared, job: &Job, account_id: &str, host: &str) -> Result<(String, usize), JobError> {
+async fn first_start(
+    sh: &Shared,
+    job: &Job,
+    account_id: &str,
+    host: &str,
+    recent: &mut Recent,
+) -> Result<(String, usize), JobError> {
     let (want, since) = match &sh.backfill {
         Backfill::None => (0usize, None),
         Backfill::Last(n) => (*n as usize, None),
@@ -231,6 +306,7 @@ async fn first_start(sh: &Shared, job: &Job, account_id: &str, host: &str) -> Re
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mut batch = SourceBatch::default();
         found += convert_page(sh, job, account_id, host, chunk.iter().rev().map(|r| r.get()), &mut batch);
+        recent.record(&mut batch);
         if i == last {
             batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
         }

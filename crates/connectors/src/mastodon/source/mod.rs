@@ -64,7 +64,7 @@ impl MastodonSource {
 
 /// What catch-up tasks share.
 pub(crate) struct Shared {
-    name: String,
+    pub(crate) name: String,
     emitter: Emitter,
     status: Status,
     dead_letter: DeadLetter,
