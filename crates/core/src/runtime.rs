@@ -197,6 +197,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     // Channels first, so they are reading before the first append.
     let mut channel_tasks = JoinSet::new();
     let channel_stop = CancellationToken::new(); // hard stop at the drain deadline
+    let drain_deadline = opts.drain_deadline;
     for ch in p.channels {
         let status = Status::new("channel", &ch.name);
         statuses.push((ch.name.clone(), status.clone(), false));
@@ -204,7 +205,11 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
         let (log, done, stop) = (log.clone(), ingest_done_rx.clone(), channel_stop.clone());
         let name = ch.name.clone();
         channel_tasks.spawn(
-            async move { (name, run_channel(log, ch, status, done, stop).await) }.instrument(span),
+            async move {
+                let halt = Halt { stop, draining: done, drain: drain_deadline, channel_closed: false };
+                (name, run_channel(log, ch, status, halt).await)
+            }
+            .instrument(span),
         );
     }
 
@@ -532,13 +537,45 @@ impl Dedup {
     }
 }
 
-async fn run_channel(
-    log: Arc<dyn Log>,
-    mut ch: ChannelSpec,
-    status: Status,
-    ingest_done: watch::Receiver<bool>,
+/// How a channel task learns it must stop: `stop` at the drain deadline, and
+/// `draining` once no more events can arrive (shutdown, or finite sources done).
+struct Halt {
     stop: CancellationToken,
-) -> Result<(), String> {
+    draining: watch::Receiver<bool>,
+    drain: Duration,
+    channel_closed: bool,
+}
+
+impl Halt {
+    fn draining(&self) -> bool {
+        self.channel_closed || *self.draining.borrow()
+    }
+
+    /// Wait `d` before retrying. False when stopped, or when draining and the
+    /// wait would outlast the drain deadline: the events stay in the log for
+    /// the next start instead of holding the shutdown up.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            if self.draining() && end.saturating_duration_since(tokio::time::Instant::now()) > self.drain {
+                info!(wait = ?d, "Not waiting past the drain deadline; undelivered events resume on the next start");
+                return false;
+            }
+            let watching = !self.draining();
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => return true,
+                _ = self.stop.cancelled() => return false,
+                r = self.draining.changed(), if watching => {
+                    if r.is_err() {
+                        self.channel_closed = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_channel(log: Arc<dyn Log>, mut ch: ChannelSpec, status: Status, mut halt: Halt) -> Result<(), String> {
     let mut consumer = log.consumer(&ch.group).await.map_err(|e| e.to_string())?;
     let mut backoff = Backoff::new(ch.retry.initial, ch.retry.max);
     let ctx = crate::component::SinkContext { name: ch.name.clone(), log: log.clone(), status: status.clone() };
@@ -547,7 +584,7 @@ async fn run_channel(
         match ch.sink.open(&ctx).await {
             Ok(()) => break,
             Err(e) => {
-                if !wait_after_error(ch.retry.pause, &status, &e, &mut backoff, &stop).await {
+                if !wait_after_error(ch.retry.pause, &status, &e, &mut backoff, &mut halt).await {
                     return Ok(());
                 }
             }
@@ -558,14 +595,14 @@ async fn run_channel(
     info!(group = %ch.group, "Channel started");
     let wait = ch.batch.linger.max(Duration::from_millis(1));
     loop {
-        if stop.is_cancelled() {
+        if halt.stop.is_cancelled() {
             break;
         }
-        let finished_input = *ingest_done.borrow();
+        let finished_input = halt.draining();
         let poll_wait = if finished_input { Duration::ZERO } else { Duration::from_millis(250).max(wait) };
         let mut recs = tokio::select! {
             r = consumer.poll(ch.batch.max_records, poll_wait) => r.map_err(|e| e.to_string())?,
-            _ = stop.cancelled() => break,
+            _ = halt.stop.cancelled() => break,
         };
         if recs.is_empty() {
             if finished_input {
@@ -616,7 +653,7 @@ async fn run_channel(
                 bytes += selected[end].payload.len();
                 end += 1;
             }
-            if !deliver(&mut ch, &status, &selected[start..end], &mut backoff, &stop).await {
+            if !deliver(&mut ch, &status, &selected[start..end], &mut backoff, &mut halt).await {
                 // Stopped at the deadline: leave the rest uncommitted.
                 status.set_state("stopped", Some("drain deadline".into()));
                 let _ = ch.sink.close().await;
@@ -644,13 +681,13 @@ async fn deliver(
     status: &Status,
     batch: &[LogRecord],
     backoff: &mut Backoff,
-    stop: &CancellationToken,
+    halt: &mut Halt,
 ) -> bool {
     let mut rest = batch;
     while !rest.is_empty() {
         let res = tokio::select! {
             r = ch.sink.write(rest) => r,
-            _ = stop.cancelled() => return false,
+            _ = halt.stop.cancelled() => return false,
         };
         match res {
             Ok(()) => {
@@ -670,7 +707,7 @@ async fn deliver(
                     warn!(offset = rec.position.offset, reason = %e.message, "Event rejected; dead-lettered");
                     if let Err(io) = ch.dead_letter.record(&ch.name, &e.message, rec) {
                         error!(error = %io, path = %ch.dead_letter.path().display(), "Cannot write the dead-letter file; retrying the event");
-                        if !sleep_or_stop(backoff.next_delay(), stop).await {
+                        if !halt.sleep(backoff.next_delay()).await {
                             return false;
                         }
                         continue;
@@ -681,7 +718,7 @@ async fn deliver(
                 rest = if whole { &[] } else { &rest[idx + 1..] };
             }
             Err(e) => {
-                if !wait_after_error(ch.retry.pause, status, &e, backoff, stop).await {
+                if !wait_after_error(ch.retry.pause, status, &e, backoff, halt).await {
                     return false;
                 }
             }
@@ -695,7 +732,7 @@ async fn wait_after_error(
     status: &Status,
     e: &SinkError,
     backoff: &mut Backoff,
-    stop: &CancellationToken,
+    halt: &mut Halt,
 ) -> bool {
     let delay = match e.kind {
         ErrorKind::Auth | ErrorKind::Config => {
@@ -712,14 +749,7 @@ async fn wait_after_error(
     };
     status.count("retries", 1);
     status.set_resumes_at(Some(chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()));
-    sleep_or_stop(delay, stop).await
-}
-
-async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = stop.cancelled() => false,
-    }
+    halt.sleep(delay).await
 }
 
 /// The position to resume after, per partition, from a list (helper for sinks

@@ -106,6 +106,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Load and validate, printing every problem. `None` means invalid (already reported).
 pub fn load_valid(path: &std::path::Path) -> Option<config::Config> {
+    load_checked(path, true)
+}
+
+/// [`load_valid`], optionally without checking that tokens are available.
+pub fn load_checked(path: &std::path::Path, check_secrets: bool) -> Option<config::Config> {
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -113,7 +118,7 @@ pub fn load_valid(path: &std::path::Path) -> Option<config::Config> {
             return None;
         }
     };
-    if let Err(errs) = config::validate::validate(&cfg, path) {
+    if let Err(errs) = config::validate::validate_with(&cfg, path, check_secrets) {
         for e in &errs {
             eprintln!("fedistream: invalid config: {e}");
         }

@@ -20,7 +20,8 @@ fn ago(t: chrono::DateTime<Utc>) -> String {
 }
 
 pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(cfg) = crate::cli::load_valid(config) else {
+    // Status reads only the log: it needs no tokens.
+    let Some(cfg) = crate::cli::load_checked(config, false) else {
         return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
     };
     let log = SqliteLog::open_read_only(&cfg.log.path)

@@ -141,3 +141,47 @@ async fn kill9_while_mirroring_never_duplicates() {
     assert_eq!(got, want);
     assert_eq!(fake.posts_created("mirrorbot"), got.len(), "no duplicate POST across three kill -9");
 }
+
+/// Posting budget spent: the queue waits in the log (nothing dropped, nothing
+/// burst) and `fedistream status` shows the backlog and when the channel resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_posting_budget_shows_backlog_and_resume_time_in_status() {
+    let (dir, fake, urls) = setup(6).await;
+    let cfg_text = mirror_config(dir.path(), &fake)
+        .replace("media = \"skip\"", "media = \"skip\"\nposts_per_window = 2\npost_window = \"1h\"");
+    let cfg = write_file(dir.path(), "mirror.toml", &cfg_text);
+    let cfg_s = cfg.to_str().unwrap();
+    let p = Spawn::new(dir.path(), "paced", &["run", "--config", cfg_s])
+        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
+        .start();
+    let status = wait_for(
+        "status showing the paused channel",
+        || {
+            let (code, out, _) = run_to_end(dir.path(), "status", &["status", "--config", cfg_s, "--json"]);
+            if !code.success() {
+                return None;
+            }
+            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let ch = v["components"].as_array()?.iter().find(|c| c["key"] == "channel:mirror")?.clone();
+            let lag = v["groups"].as_array()?.iter().find(|g| g["group"] == "fedistream.channel.mirror")?["lag"].as_u64()?;
+            (ch["status"]["resumes_at"].is_string() && lag > 0).then_some((ch, lag))
+        },
+        || {
+            let (_, out, err) = run_to_end(dir.path(), "status-debug", &["status", "--config", cfg_s, "--json"]);
+            format!("status: {out}\n{err}\nrun: {}", p.stderr())
+        },
+    )
+    .await;
+    p.assert_running();
+    assert_eq!(fake.posts_created("mirrorbot"), 2, "exactly the budget was used, no burst");
+    let (ch, lag) = status;
+    assert_eq!(ch["status"]["state"], "retrying", "{ch}");
+    assert!(lag >= (urls.len() - 2) as u64, "the rest waits in the log: lag {lag}");
+    let resumes = chrono::DateTime::parse_from_rfc3339(ch["status"]["resumes_at"].as_str().unwrap()).unwrap();
+    assert!(resumes > chrono::Utc::now() + chrono::Duration::minutes(30), "resumes when the window frees: {resumes}");
+    // The table form says it too.
+    let (_, table, _) = run_to_end(dir.path(), "status-table", &["status", "--config", cfg_s]);
+    assert!(table.contains("resumes"), "{table}");
+    p.sigterm();
+    assert!(p.wait_exit(Duration::from_secs(30)).await.success(), "{}", p.stderr());
+}
