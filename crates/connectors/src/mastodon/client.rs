@@ -16,7 +16,7 @@ mod write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LINK};
+use reqwest::header::{HeaderMap, HeaderValue, LINK};
 use serde_json::value::RawValue;
 
 pub use self::error::MastodonError;
@@ -259,38 +259,17 @@ impl MastodonClient {
         serde_json::from_slice(&body).map_err(|e| MastodonError::decode(&url_path, e))
     }
 
-    /// GET with rate limiting, auth and classification. Returns headers and body
-    /// of a 2xx answer.
+    /// GET with rate limiting, auth and classification (the one request path in
+    /// `write.rs`). Returns headers and body of a 2xx answer.
     async fn get(
         &self,
-        url: url::Url,
+        mut url: url::Url,
         query: &[(&str, String)],
     ) -> Result<(HeaderMap, bytes::Bytes), MastodonError> {
-        let path = url.path().to_string();
-        self.inner.limiter.acquire().await;
-        let mut req = self
-            .inner
-            .http
-            .get(url)
-            .query(query)
-            .timeout(self.inner.timeout);
-        if let Some(auth) = &self.inner.auth {
-            req = req.header(AUTHORIZATION, auth.clone());
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| MastodonError::network(&path, e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        self.inner.limiter.observe(&headers, status);
-        let body = read_body(resp, &path).await?;
-        tracing::debug!(path = %path, status, bytes = body.len(), "Mastodon request");
-        if (200..300).contains(&status) {
-            Ok((headers, body))
-        } else {
-            Err(self.http_error(status, &path, &headers, &body))
-        }
+        self.request(reqwest::Method::GET, url, write::Body::None, None).await
     }
 
     pub(crate) fn http_error(

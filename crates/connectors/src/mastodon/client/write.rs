@@ -75,7 +75,7 @@ pub struct Download {
     pub content_type: Option<String>,
 }
 
-enum Body {
+pub(super) enum Body {
     None,
     Json(Value),
     Form(reqwest::multipart::Form),
@@ -212,7 +212,7 @@ impl MastodonClient {
         Ok((status, headers, v))
     }
 
-    async fn request(
+    pub(super) async fn request(
         &self,
         method: Method,
         url: url::Url,
@@ -249,7 +249,7 @@ impl MastodonClient {
         let headers = resp.headers().clone();
         self.limiter().observe(&headers, status);
         let bytes = read_body(resp, &path).await?;
-        tracing::debug!(method = %method, path = %path, status, "Mastodon write request");
+        tracing::debug!(method = %method, path = %path, status, bytes = bytes.len(), "Mastodon request");
         if (200..300).contains(&status) {
             Ok((status, headers, bytes))
         } else {
