@@ -1,0 +1,1 @@
+//! fedistream on Apache Kafka.
