@@ -118,6 +118,8 @@ pub trait Consumer: Send {
     /// storing `state` in the same transaction.
     async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError>;
 
-    /// The group's end-to-end lag in records (head minus committed).
+    /// The group's end-to-end lag in records (head minus committed). Offset-based
+    /// backends count what occupies offsets: on Kafka, the marker of a
+    /// transaction not yet read past adds one.
     async fn lag(&mut self) -> Result<u64, LogError>;
 }

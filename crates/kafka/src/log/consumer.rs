@@ -1,0 +1,367 @@
+//! A channel's consumer: one Kafka consumer group per channel. Several processes
+//! in the same group split the events topic's partitions; when one dies, the
+//! group hands its partitions to the others after the session timeout, and they
+//! resume after the last committed offset.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fedistream_core::error::LogError;
+use fedistream_core::event::{LogRecord, Position};
+use fedistream_core::log::{Consumer, StatePut};
+use futures::FutureExt;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::TopicPartitionList;
+use tracing::{info, warn};
+
+use super::state::{state_key, StateTable};
+use super::{
+    blocking, client_config, finish_transaction, send_with_room, transactional_producer, unavailable,
+    watermarks, KafkaLogConfig, TxnFailure,
+};
+
+/// Tracks the partitions this member owns.
+#[derive(Default)]
+pub struct GroupContext {
+    assigned: Mutex<HashSet<i32>>,
+    changed: Mutex<bool>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut a = self.assigned.lock().unwrap();
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                a.extend(tpl.elements().iter().map(|e| e.partition()));
+            }
+            Rebalance::Revoke(tpl) => {
+                for e in tpl.elements() {
+                    a.remove(&e.partition());
+                }
+            }
+            Rebalance::Error(e) => warn!(error = %e, "Consumer group rebalance error"),
+        }
+        let mut parts: Vec<i32> = a.iter().copied().collect();
+        parts.sort();
+        info!(partitions = ?parts, "Consumer group assignment");
+        *self.changed.lock().unwrap() = true;
+    }
+}
+
+pub struct KafkaConsumer {
+    cfg: KafkaLogConfig,
+    group: String,
+    topic: String,
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    state: Arc<StateTable>,
+    meta: Arc<BaseConsumer>,
+    pending: VecDeque<LogRecord>,
+    /// Offset of the last record handed out, per partition.
+    returned: HashMap<u32, u64>,
+    /// Next offset committed by this member, per partition.
+    committed: HashMap<i32, i64>,
+    /// For commits that carry state (made on first need).
+    txn: Option<FutureProducer>,
+}
+
+impl KafkaConsumer {
+    pub(crate) async fn new(
+        cfg: &KafkaLogConfig,
+        group: &str,
+        state: Arc<StateTable>,
+        meta: Arc<BaseConsumer>,
+    ) -> Result<KafkaConsumer, LogError> {
+        let topic = cfg.events_topic();
+        let consumer: StreamConsumer<GroupContext> = client_config(cfg)?
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", cfg.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (cfg.session_timeout.as_millis() / 4).to_string())
+            .set("partition.assignment.strategy", "range,roundrobin")
+            .create_with_context(GroupContext::default())
+            .map_err(|e| unavailable("cannot create a Kafka consumer", &cfg.brokers, e))?;
+        consumer.subscribe(&[&topic]).map_err(|e| unavailable("cannot subscribe to the events topic", &cfg.brokers, e))?;
+        Ok(KafkaConsumer {
+            cfg: cfg.clone(),
+            group: group.to_string(),
+            topic,
+            consumer: Arc::new(consumer),
+            state,
+            meta,
+            pending: VecDeque::new(),
+            returned: HashMap::new(),
+            committed: HashMap::new(),
+            txn: None,
+        })
+    }
+
+    fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> LogRecord {
+        let payload: Arc<str> = match m.payload() {
+            Some(p) => String::from_utf8_lossy(p).into(),
+            None => "".into(),
+        };
+        let at = m.timestamp().to_millis().and_then(DateTime::<Utc>::from_timestamp_millis).unwrap_or_else(Utc::now);
+        LogRecord::new(Position { partition: m.partition() as u32, offset: m.offset() as u64 }, at, payload)
+    }
+
+    /// After an assignment change, read the state other members wrote for the
+    /// partitions we now own (e.g. a channel's source-to-target map).
+    async fn after_rebalance(&mut self) -> Result<(), LogError> {
+        let changed = std::mem::take(&mut *self.consumer.context().changed.lock().unwrap());
+        if changed {
+            let owned = self.consumer.context().assigned.lock().unwrap().clone();
+            self.pending.retain(|r| owned.contains(&(r.position.partition as i32)));
+            self.state.catch_up(Duration::from_secs(60)).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_offsets(&mut self, tpl: TopicPartitionList) -> Result<(), LogError> {
+        let c = self.consumer.clone();
+        let r = blocking(move || c.commit(&tpl, CommitMode::Sync)).await?;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if lost_ownership(&e) => {
+                warn!(group = %self.group, error = %e, "Partitions moved to another member before the commit; it resumes from the previous commit");
+                Ok(())
+            }
+            Err(e) => Err(unavailable(&format!("cannot commit offsets of group {}", self.group), &self.cfg.brokers, e)),
+        }
+    }
+
+    async fn commit_with_state(&mut self, tpl: TopicPartitionList, state: Vec<StatePut>) -> Result<(), LogError> {
+        if self.txn.is_none() {
+            self.txn = Some(transactional_producer(&self.cfg, "channel", self.cfg.connect_timeout).await?);
+        }
+        let producer = self.txn.clone().expect("set above");
+        let state_topic = self.cfg.state_topic();
+        let keys: Vec<String> = state.iter().map(|p| state_key(&p.ns, &p.key)).collect();
+        let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            let r: Result<Vec<(i32, i64)>, TxnFailure> = async {
+                producer.begin_transaction().map_err(|e| super::classify_txn(&e))?;
+                let mut deliveries = Vec::new();
+                for (put, key) in state.iter().zip(&keys) {
+                    let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(&state_topic).key(key.as_str());
+                    if let Some(v) = &put.value {
+                        rec = rec.payload(v.as_str());
+                    }
+                    deliveries.push(send_with_room(&producer, rec).await.map_err(|e| super::classify_txn(&e))?);
+                }
+                let meta = self
+                    .consumer
+                    .group_metadata()
+                    .ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
+                let (p2, t2) = (producer.clone(), tpl.clone());
+                blocking(move || p2.send_offsets_to_transaction(&t2, &meta, Duration::from_secs(30)))
+                    .await
+                    .map_err(|e| TxnFailure::Fatal(e.to_string()))?
+                    .map_err(|e| super::classify_txn(&e))?;
+                finish_transaction(&producer, Duration::from_secs(60)).await?;
+                let mut offs = Vec::new();
+                for d in deliveries {
+                    match d.await {
+                        Ok(Ok(d)) => offs.push((d.partition, d.offset)),
+                        _ => return Err(TxnFailure::Fatal("a state record of a committed transaction failed".into())),
+                    }
+                }
+                Ok(offs)
+            }
+            .await;
+            match r {
+                Ok(offs) => {
+                    self.state.apply_local(
+                        state.iter().zip(keys.iter()).zip(offs).map(|((p, k), (part, off))| (k.clone(), p.value.clone(), part, off)),
+                    );
+                    return Ok(());
+                }
+                Err(TxnFailure::Fatal(e)) => {
+                    return Err(unavailable(&format!("cannot commit group {} with its state", self.group), &self.cfg.brokers, e))
+                }
+                Err(TxnFailure::Retry(e)) => {
+                    if self.consumer.context().assigned.lock().unwrap().is_empty() {
+                        warn!(group = %self.group, error = %e, "Partitions moved before the commit; the new owner resumes from the previous commit");
+                        return Ok(());
+                    }
+                    let d = backoff.next_delay();
+                    warn!(group = %self.group, error = %e, retry_in = ?d, "Commit with state failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        }
+    }
+}
+
+impl KafkaConsumer {
+    /// The offsets to commit for `upto`. When `upto` is the last record handed
+    /// out for its partition and nothing of that partition is buffered, commit the
+    /// consumer's position instead of `offset + 1`: it also steps over the
+    /// transaction markers that follow, so an idle group shows no lag.
+    fn commit_offsets_for(&self, upto: &[Position]) -> TopicPartitionList {
+        let position = self.consumer.position().ok();
+        let mut tpl = TopicPartitionList::new();
+        for p in upto {
+            let mut next = p.offset as i64 + 1;
+            let caught_up = self.returned.get(&p.partition) == Some(&p.offset)
+                && !self.pending.iter().any(|r| r.position.partition == p.partition);
+            if caught_up {
+                if let Some(pos) = position.as_ref().and_then(|t| t.find_partition(&self.topic, p.partition as i32)) {
+                    if let rdkafka::Offset::Offset(o) = pos.offset() {
+                        next = next.max(o);
+                    }
+                }
+            }
+            let _ = tpl.add_partition_offset(&self.topic, p.partition as i32, rdkafka::Offset::Offset(next));
+        }
+        tpl
+    }
+
+    /// Idle and fully committed: if the position has moved past transaction
+    /// markers since the last commit, commit it (asynchronously), so the group's
+    /// lag reads 0 rather than the number of markers.
+    fn step_over_markers(&mut self) {
+        let Ok(position) = self.consumer.position() else { return };
+        let mut tpl = TopicPartitionList::new();
+        for e in position.elements() {
+            let (p, rdkafka::Offset::Offset(pos)) = (e.partition(), e.offset()) else { continue };
+            let Some(&done) = self.committed.get(&p) else { continue };
+            let all_returned_committed = self.returned.get(&(p as u32)).is_some_and(|r| (*r as i64) < done);
+            if all_returned_committed && pos > done {
+                let _ = tpl.add_partition_offset(&self.topic, p, rdkafka::Offset::Offset(pos));
+                self.committed.insert(p, pos);
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "Committing past transaction markers failed; harmless");
+            }
+        }
+    }
+}
+
+fn lost_ownership(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::NoOffset
+        )
+    )
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
+        self.after_rebalance().await?;
+        if self.pending.is_empty() {
+            let first = tokio::time::timeout(wait, self.consumer.recv()).await;
+            match first {
+                Err(_) => {}
+                Ok(Ok(m)) => {
+                    let r = Self::record(&m);
+                    self.pending.push_back(r);
+                }
+                Ok(Err(e)) => {
+                    warn!(group = %self.group, error = %e, "Kafka consumer error; retrying");
+                }
+            }
+            // Take whatever else is ready without waiting.
+            while self.pending.len() < max {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(m)) => {
+                        let r = Self::record(&m);
+                        self.pending.push_back(r);
+                    }
+                    _ => break,
+                }
+            }
+            // Records fetched before a revoke belong to the new owner now.
+            self.after_rebalance().await?;
+        }
+        if self.pending.is_empty() {
+            self.step_over_markers();
+        }
+        let n = self.pending.len().min(max);
+        let out: Vec<LogRecord> = self.pending.drain(..n).collect();
+        for r in &out {
+            self.returned.insert(r.position.partition, r.position.offset);
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError> {
+        let tpl = self.commit_offsets_for(upto);
+        for e in tpl.elements() {
+            if let rdkafka::Offset::Offset(o) = e.offset() {
+                self.committed.insert(e.partition(), o);
+            }
+        }
+        if state.is_empty() {
+            self.commit_offsets(tpl).await
+        } else {
+            self.commit_with_state(tpl, state).await
+        }
+    }
+
+    async fn lag(&mut self) -> Result<u64, LogError> {
+        let parts = super::partitions_of(&self.meta, &self.topic, Duration::from_secs(10)).await?;
+        let marks = watermarks(&self.meta, &self.topic, &parts).await?;
+        let committed = committed(&self.cfg, &self.group, &self.topic, &parts).await?;
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let (lo, hi) = marks.get(p).copied().unwrap_or((0, 0));
+                (hi - committed.get(p).copied().unwrap_or(lo).max(lo)).max(0) as u64
+            })
+            .sum())
+    }
+}
+
+/// A group's committed offsets (next offset to read) per partition.
+pub(crate) async fn committed(
+    cfg: &KafkaLogConfig,
+    group: &str,
+    topic: &str,
+    parts: &[i32],
+) -> Result<HashMap<i32, i64>, LogError> {
+    let c: BaseConsumer = client_config(cfg)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| unavailable("cannot create a Kafka client", &cfg.brokers, e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition(topic, *p);
+    }
+    let brokers = cfg.brokers.clone();
+    let g = group.to_string();
+    blocking(move || {
+        let got = c
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| unavailable(&format!("cannot read the offsets of group {g}"), &brokers, e))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    })
+    .await?
+}

@@ -1,0 +1,503 @@
+//! The Kafka log backend: the same [`Log`] contract as the embedded SQLite log,
+//! on Apache Kafka.
+//!
+//! * Events go to `fedistream.<pipeline>.events`, keyed by account (one account's
+//!   events stay in order in one partition).
+//! * State (checkpoints, the dedup index, channels' maps, status) goes to the
+//!   compacted topic `fedistream.<pipeline>.state`, keyed `ns \x1f key`; a delete is
+//!   a tombstone. Every process keeps a view of it, filled from the beginning at
+//!   open and then tailed, so state moves with the work between machines.
+//! * An append is one Kafka transaction holding the events *and* the state puts
+//!   (the source's checkpoint): consumers read committed only, so after a crash
+//!   either both are there or neither is — the contract of [`Log::append`].
+//! * Each channel is a consumer group; [`Consumer::commit`] commits its offsets,
+//!   and when it carries state, the offsets go into the same transaction as the
+//!   state records (`send_offsets_to_transaction`).
+//! * A broker outage makes appends wait and retry (aborting the open
+//!   transaction), so sources feel back-pressure and nothing is lost.
+
+mod config;
+mod consumer;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fedistream_core::backoff::Backoff;
+use fedistream_core::error::LogError;
+use fedistream_core::event::Position;
+use fedistream_core::log::{AppendBatch, AppendReceipt, Consumer, GroupInfo, Log, LogInfo, StatePut};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::{Mutex, OnceCell};
+use tracing::{info, warn};
+
+pub use config::KafkaLogConfig;
+pub use consumer::KafkaConsumer;
+use state::StateTable;
+
+/// The Kafka-backed log. Cheap to share (`Arc`).
+pub struct KafkaLog {
+    cfg: KafkaLogConfig,
+    events_topic: String,
+    state: Arc<StateTable>,
+    /// The transactional producer, made on the first write (status-only users never need one).
+    writer: OnceCell<Mutex<FutureProducer>>,
+    /// Metadata and watermark queries.
+    meta: Arc<BaseConsumer>,
+    timeout: Duration,
+}
+
+/// librdkafka settings shared by every client of a pipeline.
+pub fn client_config(cfg: &KafkaLogConfig) -> Result<ClientConfig, LogError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    c.set("client.id", format!("fedistream-{}", cfg.pipeline));
+    // Kafka's own logs go through our error callbacks, not stderr.
+    c.set("log_level", "3");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    if let Some(var) = &cfg.sasl_password_env {
+        let pw = std::env::var(var)
+            .map_err(|_| LogError::Open { path: cfg.brokers.clone(), reason: format!("env var {var} (sasl_password_env) is not set") })?;
+        c.set("sasl.password", pw);
+    }
+    Ok(c)
+}
+
+pub(crate) fn unavailable(what: &str, brokers: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("{what} (Kafka at {brokers}): {e}"))
+}
+
+/// Whether a transaction error means "abort and redo" or "try the same call again".
+pub(crate) enum TxnFailure {
+    Retry(String),
+    Fatal(String),
+}
+
+pub(crate) fn classify_txn(e: &KafkaError) -> TxnFailure {
+    match e {
+        KafkaError::Transaction(rd) if rd.is_fatal() => TxnFailure::Fatal(rd.string()),
+        KafkaError::Transaction(rd) => TxnFailure::Retry(rd.string()),
+        other => TxnFailure::Retry(other.to_string()),
+    }
+}
+
+/// Run a blocking librdkafka call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, LogError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| LogError::Internal(format!("Kafka call failed: {e}")))
+}
+
+/// Commit the open transaction; on failure abort it so the caller can redo the
+/// whole batch. Returns the failure (retriable or fatal).
+pub(crate) async fn finish_transaction(p: &FutureProducer, timeout: Duration) -> Result<(), TxnFailure> {
+    let mut attempts = 0;
+    loop {
+        let q = p.clone();
+        let r = blocking(move || q.commit_transaction(timeout)).await.map_err(|e| TxnFailure::Fatal(e.to_string()))?;
+        match r {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(rd)) if rd.is_retriable() && !rd.txn_requires_abort() && attempts < 3 => {
+                attempts += 1;
+                continue;
+            }
+            Err(e) => {
+                let failure = classify_txn(&e);
+                if let TxnFailure::Retry(_) = failure {
+                    let q = p.clone();
+                    let _ = blocking(move || q.abort_transaction(timeout)).await;
+                }
+                return Err(failure);
+            }
+        }
+    }
+}
+
+impl KafkaLog {
+    /// Connect, create the pipeline's topics if missing, and load the state view.
+    /// Fails within `connect_timeout` with a clear error when the cluster does not answer.
+    pub async fn open(cfg: KafkaLogConfig) -> Result<Arc<KafkaLog>, LogError> {
+        let problems = cfg.problems();
+        if let Some((k, why)) = problems.first() {
+            return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("log.kafka.{k}: {why}") });
+        }
+        let base = client_config(&cfg)?;
+        let timeout = cfg.connect_timeout;
+        let meta: BaseConsumer = base
+            .clone()
+            .set("group.id", format!("{}.meta", cfg.prefix()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| unavailable("cannot create a Kafka client", &cfg.brokers, e))?;
+        let meta = Arc::new(meta);
+        {
+            let m = meta.clone();
+            blocking(move || m.fetch_metadata(None, timeout))
+                .await?
+                .map_err(|e| {
+                    LogError::Open {
+                        path: cfg.brokers.clone(),
+                        reason: format!("no Kafka broker answered within {timeout:?} ({e}); check log.kafka.brokers, or start one with `scripts/kafka up`"),
+                    }
+                })?;
+        }
+        ensure_topics(&cfg, &base).await?;
+        let state_parts = partitions_of(&meta, &cfg.state_topic(), timeout).await?;
+        let state = StateTable::start(&cfg, &base, state_parts, meta.clone())?;
+        state.catch_up(timeout.max(Duration::from_secs(30))).await?;
+        info!(brokers = %cfg.brokers, pipeline = %cfg.pipeline, keys = state.len(), "Kafka log open");
+        Ok(Arc::new(KafkaLog { events_topic: cfg.events_topic(), cfg, state, writer: OnceCell::new(), meta, timeout }))
+    }
+
+    pub fn config(&self) -> &KafkaLogConfig {
+        &self.cfg
+    }
+
+    /// Wait until this process has read every state record committed so far
+    /// (after taking over accounts or partitions from another process).
+    pub async fn catch_up(&self) -> Result<(), LogError> {
+        self.state.catch_up(Duration::from_secs(60)).await
+    }
+
+    async fn writer(&self) -> Result<&Mutex<FutureProducer>, LogError> {
+        self.writer
+            .get_or_try_init(|| async {
+                let p = transactional_producer(&self.cfg, "writer", self.timeout).await?;
+                Ok::<_, LogError>(Mutex::new(p))
+            })
+            .await
+    }
+
+    /// One transaction: events then state; retried whole until it commits, unless
+    /// the producer hits a fatal error.
+    async fn write(&self, events: &[fedistream_core::Event], state: &[StatePut]) -> Result<Vec<Position>, LogError> {
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).map_err(|x| LogError::Internal(format!("cannot encode event: {x}"))))
+            .collect::<Result<_, _>>()?;
+        let producer = self.writer().await?.lock().await;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match self.try_write(&producer, events, &payloads, state).await {
+                Ok(pos) => return Ok(pos),
+                Err(TxnFailure::Fatal(e)) => {
+                    return Err(unavailable("the Kafka transaction failed fatally", &self.cfg.brokers, e))
+                }
+                Err(TxnFailure::Retry(e)) => {
+                    let d = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Kafka append failed; retrying the whole transaction");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        }
+    }
+
+    async fn try_write(
+        &self,
+        producer: &FutureProducer,
+        events: &[fedistream_core::Event],
+        payloads: &[Vec<u8>],
+        state: &[StatePut],
+    ) -> Result<Vec<Position>, TxnFailure> {
+        producer.begin_transaction().map_err(|e| classify_txn(&e))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut deliveries = Vec::with_capacity(events.len() + state.len());
+        let mut abort = None;
+        for (ev, payload) in events.iter().zip(payloads) {
+            let rec = FutureRecord::to(&self.events_topic).key(ev.account.as_str()).payload(payload.as_slice()).timestamp(now);
+            match send_with_room(producer, rec).await {
+                Ok(d) => deliveries.push(d),
+                Err(e) => {
+                    abort = Some(e);
+                    break;
+                }
+            }
+        }
+        let state_topic = self.cfg.state_topic();
+        let keys: Vec<String> = state.iter().map(|p| state::state_key(&p.ns, &p.key)).collect();
+        if abort.is_none() {
+            for (put, key) in state.iter().zip(&keys) {
+                let mut rec = FutureRecord::<str, str>::to(&state_topic).key(key.as_str()).timestamp(now);
+                if let Some(v) = &put.value {
+                    rec = rec.payload(v.as_str());
+                }
+                match send_with_room(producer, rec).await {
+                    Ok(d) => deliveries.push(d),
+                    Err(e) => {
+                        abort = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = abort {
+            let q = producer.clone();
+            let t = self.timeout;
+            let _ = blocking(move || q.abort_transaction(t)).await;
+            return Err(classify_txn(&e));
+        }
+        finish_transaction(producer, Duration::from_secs(60)).await?;
+        let mut positions = Vec::with_capacity(events.len());
+        let mut state_offsets = Vec::with_capacity(state.len());
+        for (i, d) in deliveries.into_iter().enumerate() {
+            let delivered = match d.await {
+                Ok(Ok(d)) => d,
+                Ok(Err((e, _))) => return Err(TxnFailure::Fatal(format!("a record of a committed transaction failed: {e}"))),
+                Err(_) => return Err(TxnFailure::Fatal("the producer dropped a delivery report".into())),
+            };
+            if i < events.len() {
+                positions.push(Position { partition: delivered.partition as u32, offset: delivered.offset as u64 });
+            } else {
+                state_offsets.push((delivered.partition, delivered.offset));
+            }
+        }
+        self.state.apply_local(state.iter().zip(keys).zip(state_offsets).map(|((p, k), (part, off))| (k, p.value.clone(), part, off)));
+        Ok(positions)
+    }
+}
+
+/// Send, waiting for room when the producer's queue is full.
+pub(crate) async fn send_with_room<'a, K, P>(
+    producer: &FutureProducer,
+    mut rec: FutureRecord<'a, K, P>,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(rec) {
+            Ok(d) => return Ok(d),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                producer.poll(Duration::from_millis(10));
+                tokio::task::yield_now().await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// A transactional, idempotent producer (acks=all), initialised.
+pub(crate) async fn transactional_producer(cfg: &KafkaLogConfig, role: &str, timeout: Duration) -> Result<FutureProducer, LogError> {
+    let id = format!(
+        "{}.{role}.{}-{}-{:08x}",
+        cfg.prefix(),
+        hostname(),
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let p: FutureProducer = client_config(cfg)?
+        .set("transactional.id", &id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &cfg.compression)
+        .set("linger.ms", "5")
+        .set("transaction.timeout.ms", "60000")
+        .set("message.timeout.ms", "55000")
+        .create()
+        .map_err(|e| unavailable("cannot create a Kafka producer", &cfg.brokers, e))?;
+    let q = p.clone();
+    blocking(move || q.init_transactions(timeout))
+        .await?
+        .map_err(|e| unavailable("cannot start Kafka transactions (is the broker's transaction log available?)", &cfg.brokers, e))?;
+    Ok(p)
+}
+
+pub(crate) fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "host".into())
+}
+
+async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), LogError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
+    let retention_ms = cfg.max_age.map(|d| d.as_millis().to_string());
+    let retention_bytes = cfg.max_size.map(|b| b.to_string());
+    let events = cfg.events_topic();
+    let state = cfg.state_topic();
+    let ingest = cfg.ingest_topic();
+    let repl = || TopicReplication::Fixed(cfg.replication as i32);
+    let mut ev = NewTopic::new(&events, cfg.partitions, repl());
+    if let Some(ms) = &retention_ms {
+        ev = ev.set("retention.ms", ms);
+    }
+    if let Some(b) = &retention_bytes {
+        ev = ev.set("retention.bytes", b);
+    }
+    let st = NewTopic::new(&state, cfg.partitions, repl()).set("cleanup.policy", "compact");
+    let ing = NewTopic::new(&ingest, cfg.ingest_slots, repl());
+    let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
+    let results = admin
+        .create_topics([&ev, &st, &ing], &opts)
+        .await
+        .map_err(|e| unavailable("cannot create the pipeline's topics", &cfg.brokers, e))?;
+    for r in results {
+        match r {
+            Ok(t) => info!(topic = %t, "Created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(LogError::Open {
+                    path: cfg.brokers.clone(),
+                    reason: format!("cannot create topic {t}: {code} (check log.kafka.replication and the ACLs)"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn partitions_of(meta: &Arc<BaseConsumer>, topic: &str, timeout: Duration) -> Result<Vec<i32>, LogError> {
+    let m = meta.clone();
+    let t = topic.to_string();
+    // Freshly created topics can take a moment to show their partitions.
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (m2, t2) = (m.clone(), t.clone());
+        let md = blocking(move || m2.fetch_metadata(Some(&t2), timeout)).await?;
+        if let Ok(md) = md {
+            if let Some(tm) = md.topics().iter().find(|x| x.name() == t) {
+                if tm.error().is_none() && !tm.partitions().is_empty() {
+                    return Ok(tm.partitions().iter().map(|p| p.id()).collect());
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(LogError::Unavailable(format!("topic {t} has no partitions after {timeout:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Low and high watermarks per partition; retried for a while, since a freshly
+/// created topic answers "not leader" until its partitions have one.
+pub(crate) async fn watermarks(meta: &Arc<BaseConsumer>, topic: &str, parts: &[i32]) -> Result<HashMap<i32, (i64, i64)>, LogError> {
+    let (m, t, parts) = (meta.clone(), topic.to_string(), parts.to_vec());
+    blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut out = HashMap::new();
+        for p in parts {
+            loop {
+                match m.fetch_watermarks(&t, p, Duration::from_secs(10)) {
+                    Ok(w) => {
+                        out.insert(p, w);
+                        break;
+                    }
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        tracing::debug!(topic = %t, partition = p, error = %e, "Watermarks not available yet");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => return Err(LogError::Unavailable(format!("watermarks of {t}/{p}: {e}"))),
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await?
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, LogError> {
+        if batch.events.is_empty() && batch.state.is_empty() {
+            return Ok(AppendReceipt::default());
+        }
+        let positions = self.write(&batch.events, &batch.state).await?;
+        Ok(AppendReceipt { positions })
+    }
+
+    async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError> {
+        Ok(self.state.get(ns, key))
+    }
+
+    async fn state_get_many(&self, ns: &str, keys: &[String]) -> Result<HashMap<String, String>, LogError> {
+        Ok(self.state.get_many(ns, keys))
+    }
+
+    async fn state_scan(&self, ns: &str) -> Result<Vec<(String, String)>, LogError> {
+        Ok(self.state.scan(ns))
+    }
+
+    async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), LogError> {
+        if puts.is_empty() {
+            return Ok(());
+        }
+        self.write(&[], &puts).await.map(|_| ())
+    }
+
+    async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {
+        let c = KafkaConsumer::new(&self.cfg, group, self.state.clone(), self.meta.clone()).await?;
+        Ok(Box::new(c))
+    }
+
+    async fn info(&self) -> Result<LogInfo, LogError> {
+        let parts = partitions_of(&self.meta, &self.events_topic, self.timeout).await?;
+        let marks = watermarks(&self.meta, &self.events_topic, &parts).await?;
+        let mut head: Vec<Position> =
+            marks.iter().map(|(p, (_, hi))| Position { partition: *p as u32, offset: *hi as u64 }).collect();
+        head.sort();
+        let events = marks.values().map(|(lo, hi)| (hi - lo).max(0) as u64).sum();
+        let groups = self.groups(&parts, &marks).await?;
+        Ok(LogInfo { backend: "kafka", location: format!("{} ({})", self.cfg.brokers, self.events_topic), events, head, groups })
+    }
+
+    async fn enforce_retention(&self) -> Result<u64, LogError> {
+        // The broker applies the topic's retention.ms / retention.bytes itself.
+        Ok(0)
+    }
+}
+
+impl KafkaLog {
+    /// Committed offsets and lag of this pipeline's channel groups.
+    async fn groups(&self, parts: &[i32], marks: &HashMap<i32, (i64, i64)>) -> Result<Vec<GroupInfo>, LogError> {
+        let meta = self.meta.clone();
+        let prefix = format!("{}.", self.cfg.prefix());
+        let skip = [self.cfg.ingest_group(), format!("{}.meta", self.cfg.prefix())];
+        let names = blocking(move || meta.fetch_group_list(None, Duration::from_secs(10)).map(|l| {
+            l.groups().iter().map(|g| g.name().to_string()).collect::<Vec<_>>()
+        }))
+        .await?
+        .map_err(|e| unavailable("cannot list consumer groups", &self.cfg.brokers, e))?;
+        let mut out = Vec::new();
+        for g in names.into_iter().filter(|g| g.starts_with(&prefix) && !skip.contains(g)) {
+            let committed = consumer::committed(&self.cfg, &g, &self.events_topic, parts).await?;
+            let mut lag = 0u64;
+            let mut pos = Vec::new();
+            for p in parts {
+                let (lo, hi) = marks.get(p).copied().unwrap_or((0, 0));
+                let c = committed.get(p).copied().unwrap_or(lo).max(lo);
+                lag += (hi - c).max(0) as u64;
+                pos.push(Position { partition: *p as u32, offset: c as u64 });
+            }
+            pos.sort();
+            out.push(GroupInfo { group: g, committed: pos, lag });
+        }
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_problems_name_the_key() {
+        let mut c = KafkaLogConfig::new("", "bad name");
+        c.compression = "brotli".into();
+        c.properties.insert("sasl.password".into(), "x".into());
+        let keys: Vec<String> = c.problems().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["brokers", "pipeline", "compression", "properties.sasl.password"]);
+        assert!(KafkaLogConfig::new("127.0.0.1:9092", "p1").problems().is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! The Kafka log backend against a real broker (`scripts/kafka up`; brokers from
+//! `FEDISTREAM_KAFKA_BROKERS`, default 127.0.0.1:9092). Each test uses its own
+//! pipeline name, hence its own topics and groups.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedistream_core::log::{AppendBatch, Log, StatePut};
+use fedistream_core::testing::{conformance, created};
+use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
+
+fn brokers() -> String {
+    std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn config(test: &str) -> KafkaLogConfig {
+    let b = brokers();
+    let addr = b.split(',').next().unwrap().to_string();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr.parse().expect("broker address"), Duration::from_secs(2)).is_ok(),
+        "no Kafka broker at {b}: start one with `scripts/kafka up` (or set FEDISTREAM_KAFKA_BROKERS)"
+    );
+    let mut c = KafkaLogConfig::new(b, format!("t-{test}-{}-{:x}", std::process::id(), rand::random::<u32>()));
+    c.partitions = 3;
+    c.session_timeout = Duration::from_secs(6);
+    c
+}
+
+async fn open(cfg: &KafkaLogConfig) -> Arc<dyn Log> {
+    KafkaLog::open(cfg.clone()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_append_then_consume_in_order() {
+    conformance::append_then_consume_in_order(open(&config("order")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_state_is_written_with_the_append() {
+    conformance::state_is_written_with_the_append(open(&config("state")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_groups_are_independent_and_resume_after_commit() {
+    conformance::groups_are_independent_and_resume_after_commit(open(&config("groups")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_poll_wakes_on_append() {
+    conformance::poll_wakes_on_append(open(&config("wake")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_lives_in_kafka_and_another_process_reads_it() {
+    let cfg = config("handover");
+    let a = open(&cfg).await;
+    a.append(AppendBatch {
+        events: vec![created("s", "a@example.org", 1, "hi")],
+        state: vec![StatePut::set("checkpoint", "a@example.org", "1"), StatePut::set("seen", "gone", "x")],
+    })
+    .await
+    .unwrap();
+    a.state_put(vec![StatePut::delete("seen", "gone")]).await.unwrap();
+    // A second process (a fresh view built from the compacted topic).
+    let b = KafkaLog::open(cfg.clone()).await.unwrap();
+    assert_eq!(b.state_get("checkpoint", "a@example.org").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(b.state_get("seen", "gone").await.unwrap(), None, "the delete (tombstone) is seen too");
+    // A write by A after B opened reaches B once B catches up.
+    a.state_put(vec![StatePut::set("checkpoint", "a@example.org", "2")]).await.unwrap();
+    b.catch_up().await.unwrap();
+    assert_eq!(b.state_get("checkpoint", "a@example.org").await.unwrap().as_deref(), Some("2"));
+    // A channel's commit with state is visible to the other process as well.
+    let mut c = b.consumer(&cfg.channel_group("ch")).await.unwrap();
+    let got = conformance::poll_n(&mut c, 1).await;
+    c.commit(&[got[0].position], vec![StatePut::set("sink:ch:map", "k", "target-1")]).await.unwrap();
+    // An idle member steps over the transaction marker that follows the event,
+    // so the group shows no lag once it has polled again.
+    let committed_past_marker = || async {
+        let log = KafkaLog::open(cfg.clone()).await.unwrap();
+        let info = log.info().await.unwrap();
+        info.groups.iter().find(|g| g.group == cfg.channel_group("ch")).map(|g| g.lag)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(c.poll(10, Duration::from_millis(200)).await.unwrap().is_empty());
+        if committed_past_marker().await == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle group still shows lag");
+    }
+    let a2 = KafkaLog::open(cfg.clone()).await.unwrap();
+    assert_eq!(a2.state_get("sink:ch:map", "k").await.unwrap().as_deref(), Some("target-1"));
+    let info = a2.info().await.unwrap();
+    // Offsets: the event and its transaction's commit marker.
+    assert!((1..=2).contains(&info.events), "{info:?}");
+    assert!(info.groups.iter().any(|g| g.group == cfg.channel_group("ch")), "the channel's group is listed: {info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_members_of_a_group_split_the_partitions() {
+    let cfg = config("split");
+    let log = open(&cfg).await;
+    let group = cfg.channel_group("file");
+    let mut a = log.consumer(&group).await.unwrap();
+    let mut b = log.consumer(&group).await.unwrap();
+    // Append waves of 30 events over 30 accounts (3 partitions) until both
+    // members receive events of the same wave: then the group has split the
+    // partitions between them. Everything is committed as it arrives.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen: HashSet<(u32, u64)> = HashSet::new();
+    let mut appended = 0;
+    for wave in 0u64.. {
+        assert!(Instant::now() < deadline, "the two members never shared the work");
+        let events: Vec<_> = (0..30).map(|i| created("s", &format!("user{i}@example.org"), wave * 100 + i + 1, "x")).collect();
+        log.append(AppendBatch { events, state: vec![] }).await.unwrap();
+        appended += 30;
+        let mut parts: [BTreeSet<u32>; 2] = Default::default();
+        let wave_deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < appended && Instant::now() < wave_deadline {
+            for (i, c) in [&mut a, &mut b].into_iter().enumerate() {
+                let recs = c.poll(100, Duration::from_millis(100)).await.unwrap();
+                let mut upto = std::collections::HashMap::new();
+                for r in &recs {
+                    upto.insert(r.position.partition, r.position);
+                    parts[i].insert(r.position.partition);
+                    seen.insert((r.position.partition, r.position.offset));
+                }
+                if !upto.is_empty() {
+                    c.commit(&upto.into_values().collect::<Vec<_>>(), vec![]).await.unwrap();
+                }
+            }
+        }
+        assert_eq!(seen.len(), appended, "every appended record arrives");
+        if !parts[0].is_empty() && !parts[1].is_empty() {
+            assert!(parts[0].is_disjoint(&parts[1]), "one owner per partition: {parts:?}");
+            break;
+        }
+    }
+    let mut c = log.consumer(&group).await.unwrap();
+    assert!(c.lag().await.unwrap() <= 3, "everything committed (up to one marker per partition)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
+    let mut cfg = KafkaLogConfig::new("127.0.0.1:1", "unreachable");
+    cfg.connect_timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let err = match KafkaLog::open(cfg).await {
+        Ok(_) => panic!("opened a log on a closed port"),
+        Err(e) => e.to_string(),
+    };
+    assert!(started.elapsed() < Duration::from_secs(20), "gave up after {:?}", started.elapsed());
+    assert!(err.contains("127.0.0.1:1"), "names the brokers: {err}");
+    assert!(err.contains("scripts/kafka up") && err.contains("log.kafka.brokers"), "says what to do: {err}");
+}
