@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: every crate, every feature (the fake Mastodon server
-# lives behind `test-util`). No external service is needed yet: tests run the
-# fake Mastodon server in-process on 127.0.0.1.
+# The whole test suite: every crate, every feature. Starts what the tests need:
+# a real Kafka broker on 127.0.0.1:9092 (scripts/kafka up; left running, stop it
+# with scripts/kafka down) and a Python environment with confluent-kafka and
+# fastavro (scripts/python-deps). The fake Mastodon server and the schema
+# registry stand-in run inside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/kafka up
+export FEDISTREAM_PYTHON="${FEDISTREAM_PYTHON:-$(scripts/python-deps)}"
+export FEDISTREAM_KAFKA_BROKERS="${FEDISTREAM_KAFKA_BROKERS:-127.0.0.1:9092}"
 exec cargo test --workspace --all-features "$@"

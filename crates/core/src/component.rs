@@ -298,6 +298,14 @@ pub trait Sink: Send + 'static {
         Ok(())
     }
     async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError>;
+    /// The partitions this process now delivers for the channel changed (a
+    /// distributed log moved work between processes). A sink that finds its own
+    /// progress in its output re-reads it for these partitions here, since
+    /// another process may have written them. Called before their first records.
+    async fn partitions_assigned(&mut self, partitions: &[u32]) -> Result<(), SinkError> {
+        let _ = partitions;
+        Ok(())
+    }
     async fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
     }

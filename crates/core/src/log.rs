@@ -122,4 +122,10 @@ pub trait Consumer: Send {
     /// backends count what occupies offsets: on Kafka, the marker of a
     /// transaction not yet read past adds one.
     async fn lag(&mut self) -> Result<u64, LogError>;
+
+    /// The partitions this consumer owns, if that changed since the last call
+    /// (always `None` for a backend where one consumer owns everything).
+    fn take_assignment(&mut self) -> Option<Vec<u32>> {
+        None
+    }
 }

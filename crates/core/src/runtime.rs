@@ -243,6 +243,9 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
             .instrument(span),
         );
     }
+    // Without sources (a deliver-only process on a shared log) other processes
+    // append: the input only ends at shutdown, so the ingestor stays open until then.
+    let keep_open = statuses.iter().all(|(_, _, is_source)| !is_source).then(|| emitter.clone());
     drop(emitter);
     ingest_status.set_state("running", None);
     // "Last event" survives restarts: a run that has delivered nothing yet still
@@ -317,6 +320,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
         }
     }
     source_token.cancel();
+    drop(keep_open);
     let deadline = tokio::time::Instant::now() + opts.drain_deadline;
     // Sources get until the deadline to hand over what they hold.
     while !source_tasks.is_empty() {
@@ -604,6 +608,19 @@ async fn run_channel(log: Arc<dyn Log>, mut ch: ChannelSpec, status: Status, mut
             r = consumer.poll(ch.batch.max_records, poll_wait) => r.map_err(|e| e.to_string())?,
             _ = halt.stop.cancelled() => break,
         };
+        if let Some(parts) = consumer.take_assignment() {
+            // Before the first records of newly owned partitions.
+            loop {
+                match ch.sink.partitions_assigned(&parts).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        if !wait_after_error(ch.retry.pause, &status, &e, &mut backoff, &mut halt).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
         if recs.is_empty() {
             if finished_input {
                 break;

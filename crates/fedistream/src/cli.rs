@@ -72,6 +72,15 @@ pub struct RunArgs {
     /// Never draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// What this process does on a Kafka log: `ingest` (sources), `deliver`
+    /// (channels) or `all`. Run as many of each as you like, on any machines.
+    /// The embedded SQLite log runs everything in one process (`all`).
+    #[arg(long, value_enum, env = "FEDISTREAM_ROLE", default_value = "all")]
+    pub role: crate::roles::Role,
+    /// This process's name among several of the same pipeline (replaces
+    /// `{worker}` in file channel paths). Default: the host name.
+    #[arg(long, env = "FEDISTREAM_WORKER")]
+    pub worker: Option<String>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -176,14 +185,40 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(cfg) = load_valid(&a.config) else {
         return Ok(ExitCode::from(EXIT_INVALID));
     };
-    let progress = if a.no_progress { None } else { crate::progress::TerminalProgress::new_if_tty() };
+    if let Some(w) = &a.worker {
+        // Read by the file channel when its path names `{worker}`.
+        std::env::set_var("FEDISTREAM_WORKER", w);
+    }
     let options = RuntimeOptions { drain_deadline: a.drain_deadline, ..RuntimeOptions::default() };
-    let pipeline = crate::pipeline::build(&cfg, options, progress.map(|p| Arc::new(p) as _))
-        .with_context(|| format!("building the pipeline from {}", a.config.display()))?;
     let token = CancellationToken::new();
     spawn_signal_handler(token.clone());
-    tracing::info!(config = %a.config.display(), log = %cfg.log.path.display(), "fedistream running");
-    let summary = fedistream_core::runtime::run(pipeline, token).await.context("the log failed")?;
+    let log = crate::pipeline::open_log(&cfg).await?;
+    let summary = match log {
+        crate::pipeline::OpenLog::Sqlite(log) => {
+            if a.role != crate::roles::Role::All {
+                anyhow::bail!(
+                    "--role {} needs the Kafka log ([log] backend = \"kafka\" in {}); the embedded SQLite log runs every role in one process",
+                    a.role.as_str(),
+                    a.config.display()
+                );
+            }
+            let progress = if a.no_progress { None } else { crate::progress::TerminalProgress::new_if_tty() };
+            let pipeline = fedistream_core::runtime::Pipeline {
+                log,
+                sources: crate::pipeline::sources(&cfg, &|_| true)?,
+                channels: crate::pipeline::channels(&cfg)?,
+                options,
+                progress: progress.map(|p| Arc::new(p) as _),
+            };
+            tracing::info!(config = %a.config.display(), log = %cfg.log.path.display(), "fedistream running");
+            fedistream_core::runtime::run(pipeline, token).await.context("the log failed")?
+        }
+        crate::pipeline::OpenLog::Kafka(log) => {
+            tracing::info!(config = %a.config.display(), role = a.role.as_str(), brokers = %log.config().brokers,
+                pipeline = %log.config().pipeline, "fedistream running on Kafka");
+            crate::roles::run_kafka(&cfg, log, a.role, options, token).await?
+        }
+    };
     print_summary(&summary);
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -95,7 +95,7 @@ pub async fn run(a: FollowArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
     }
     let progress = crate::progress::TerminalProgress::new_if_tty().map(|p| Arc::new(p) as _);
-    let pipeline = crate::pipeline::build(&cfg, RuntimeOptions::default(), progress)?;
+    let pipeline = crate::pipeline::build(&cfg, RuntimeOptions::default(), progress).await?;
     let token = CancellationToken::new();
     crate::cli::spawn_signal_handler(token.clone());
     let summary = fedistream_core::runtime::run(pipeline, token).await?;

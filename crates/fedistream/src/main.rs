@@ -8,6 +8,7 @@ mod config;
 mod follow;
 mod pipeline;
 mod progress;
+mod roles;
 mod status;
 
 use std::process::ExitCode;

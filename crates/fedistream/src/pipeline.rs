@@ -1,5 +1,6 @@
-//! From a validated config to running components: opens the log, resolves
-//! tokens, builds sources and channels with their routes and dead-letter files.
+//! From a validated config to running components: opens the log (SQLite or
+//! Kafka), resolves tokens, builds sources and channels with their routes and
+//! dead-letter files.
 
 use std::sync::Arc;
 
@@ -13,12 +14,38 @@ use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
 use fedistream_core::runtime::{ChannelSpec, Pipeline, RouteFn, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
-use fedistream_core::{DeadLetter, Event, Progress, Sink, Source};
+use fedistream_core::{DeadLetter, Event, Log, Progress, Sink, Source};
+use fedistream_kafka::log::KafkaLog;
 use fedistream_process::filter::CompiledFilter;
 
-use crate::config::{ChannelConfig, Config, MastodonConnection, SourceConfig};
+use crate::config::{ChannelConfig, Config, LogBackend, MastodonConnection, SourceConfig};
 
-pub fn open_log(cfg: &Config) -> anyhow::Result<Arc<SqliteLog>> {
+/// The log the config names: the embedded SQLite file, or Kafka.
+pub enum OpenLog {
+    Sqlite(Arc<SqliteLog>),
+    Kafka(Arc<KafkaLog>),
+}
+
+impl OpenLog {
+    pub fn shared(&self) -> Arc<dyn Log> {
+        match self {
+            OpenLog::Sqlite(l) => l.clone(),
+            OpenLog::Kafka(l) => l.clone(),
+        }
+    }
+}
+
+pub async fn open_log(cfg: &Config) -> anyhow::Result<OpenLog> {
+    match (cfg.log.backend, &cfg.log.kafka) {
+        (LogBackend::Kafka, Some(k)) => Ok(OpenLog::Kafka(
+            KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
+        )),
+        (LogBackend::Kafka, None) => bail!("log.kafka: backend = \"kafka\" needs a [log.kafka] table"),
+        (LogBackend::Sqlite, _) => Ok(OpenLog::Sqlite(open_sqlite(cfg)?)),
+    }
+}
+
+pub fn open_sqlite(cfg: &Config) -> anyhow::Result<Arc<SqliteLog>> {
     SqliteLog::open(
         &cfg.log.path,
         SqliteOptions { durability: cfg.log.durability, max_age: cfg.log.max_age, max_bytes: cfg.log.max_size },
@@ -35,14 +62,26 @@ pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secre
     }
 }
 
-pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Progress>>) -> anyhow::Result<Pipeline> {
-    let log = open_log(cfg)?;
+/// Every source and channel of the config, on the config's log (role `all`).
+pub async fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Progress>>) -> anyhow::Result<Pipeline> {
+    let log = open_log(cfg).await?.shared();
+    Ok(Pipeline { sources: sources(cfg, &|_| true)?, channels: channels(cfg)?, log, options, progress })
+}
+
+/// The sources, keeping only the work `take` accepts: a Mastodon source's
+/// accounts are units `source/account`, any other source is the unit `source`.
+pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<SourceSpec>> {
     let dl_dir = cfg.log.dead_letter_dir();
     let limiters = RateLimiters::default();
     let mut sources = Vec::new();
     for (name, s) in &cfg.sources {
         let source: Box<dyn Source> = match s {
             SourceConfig::Mastodon(m) => {
+                let mut m = m.clone();
+                m.accounts.retain(|a| take(&format!("{name}/{a}")));
+                if m.accounts.is_empty() {
+                    continue;
+                }
                 let reader = match &m.connection {
                     Some(conn) => {
                         let c = cfg.connections.mastodon.get(conn).with_context(|| format!("sources.{name}.connection: no connection `{conn}`"))?;
@@ -51,9 +90,14 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
                     }
                     None => None,
                 };
-                Box::new(MastodonSource::new(m.clone(), reader, limiters.clone()))
+                Box::new(MastodonSource::new(m, reader, limiters.clone()))
             }
-            SourceConfig::Replay(r) => Box::new(ReplaySource::new(r.clone())),
+            SourceConfig::Replay(r) => {
+                if !take(name) {
+                    continue;
+                }
+                Box::new(ReplaySource::new(r.clone()))
+            }
         };
         sources.push(SourceSpec {
             name: name.clone(),
@@ -61,6 +105,13 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
             dead_letter: DeadLetter::new(dl_dir.join(format!("source-{name}.jsonl"))),
         });
     }
+    Ok(sources)
+}
+
+/// The channels, each with its consumer group on the config's log.
+pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
+    let dl_dir = cfg.log.dead_letter_dir();
+    let limiters = RateLimiters::default();
     let mut channels = Vec::new();
     for (name, c) in &cfg.channels {
         let sink: Box<dyn Sink> = match c {
@@ -76,9 +127,13 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
                 )
             }
         };
+        let group = match (&cfg.log.backend, &cfg.log.kafka) {
+            (LogBackend::Kafka, Some(k)) => k.channel_group(name),
+            _ => format!("fedistream.channel.{name}"),
+        };
         channels.push(ChannelSpec {
             name: name.clone(),
-            group: format!("fedistream.channel.{name}"),
+            group,
             sink,
             route: route_for(cfg, name),
             batch: c.delivery().batch(),
@@ -86,7 +141,7 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
             dead_letter: DeadLetter::new(dl_dir.join(format!("channel-{name}.jsonl"))),
         });
     }
-    Ok(Pipeline { log, sources, channels, options, progress })
+    Ok(channels)
 }
 
 /// The channel takes an event if any route leading to it takes it; with no

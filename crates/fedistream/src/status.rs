@@ -24,8 +24,13 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let Some(cfg) = crate::cli::load_checked(config, false) else {
         return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
     };
-    let log = SqliteLog::open_read_only(&cfg.log.path)
-        .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
+    let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
+        (crate::config::LogBackend::Kafka, Some(k)) => fedistream_kafka::log::KafkaLog::open(k.clone())
+            .await
+            .with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
+        _ => SqliteLog::open_read_only(&cfg.log.path)
+            .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?,
+    };
     let info = match log.info().await {
         Ok(i) => i,
         // Killed during its very first start, before the schema was written.

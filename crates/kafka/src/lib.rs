@@ -2,4 +2,5 @@
 //! the same `Log` trait as the embedded SQLite log, and group-based assignment of
 //! accounts to ingest processes ([`assign`]).
 
+pub mod assign;
 pub mod log;

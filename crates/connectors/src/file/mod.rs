@@ -9,6 +9,12 @@
 //! event lands in the file once even after `kill -9`.
 //!
 //! Rotated files are named `<stem>.<UTC time>.<n>.<ext>` next to the active file.
+//!
+//! Several processes (deliver roles on a Kafka log) write one channel by putting
+//! `{worker}` in the path: each writes its own file (`--worker`, default the host
+//! name). When partitions move to a process, it reads every worker's files for
+//! them and goes on after the last event any of them holds, so a takeover after
+//! `kill -9` still writes each event once across the files.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -25,7 +31,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The active file. Its directory is created if missing.
+    /// The active file. Its directory is created if missing. `{worker}` in the
+    /// file name is replaced by the process's worker name.
     pub path: PathBuf,
     /// Rotate when the active file reaches this many bytes (0 = never).
     #[serde(default = "default_rotate_bytes", with = "fedistream_core::units::size")]
@@ -45,7 +52,10 @@ fn default_rotate_bytes() -> u64 {
 }
 
 pub struct FileSink {
+    /// The config with `{worker}` resolved.
     cfg: FileSinkConfig,
+    /// The configured path when it names `{worker}` (other workers' files match it).
+    template: Option<PathBuf>,
     out: Option<std::io::BufWriter<File>>,
     size: u64,
     opened_at: DateTime<Utc>,
@@ -64,8 +74,29 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> SinkError {
 
 impl FileSink {
     /// Builds the sink; no I/O until `open`.
-    pub fn new(cfg: FileSinkConfig) -> Self {
-        FileSink { cfg, out: None, size: 0, opened_at: Utc::now(), written: HashMap::new(), rotations: 0 }
+    pub fn new(mut cfg: FileSinkConfig) -> Self {
+        let template = cfg.path.to_str().filter(|p| p.contains(WORKER)).map(|_| cfg.path.clone());
+        if let Some(t) = &template {
+            cfg.path = PathBuf::from(t.to_string_lossy().replace(WORKER, &worker_name()));
+        }
+        FileSink { cfg, template, out: None, size: 0, opened_at: Utc::now(), written: HashMap::new(), rotations: 0 }
+    }
+
+    /// Every worker's files (active and rotated) for a `{worker}` path.
+    fn all_workers_files(&self) -> Vec<PathBuf> {
+        let Some(t) = &self.template else { return vec![] };
+        let (dir, stem, ext) = split_path(t);
+        let Some((before, after)) = stem.split_once(WORKER) else { return vec![] };
+        std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        n.starts_with(before) && n.ends_with(&ext) && n[before.len()..].contains(after)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn rotated_files(&self) -> Vec<PathBuf> {
@@ -122,6 +153,18 @@ impl FileSink {
                 .rotate_age
                 .is_some_and(|age| self.size > 0 && Utc::now() - self.opened_at > chrono::Duration::from_std(age).unwrap_or_default())
     }
+}
+
+const WORKER: &str = "{worker}";
+
+/// This process's worker name: `FEDISTREAM_WORKER` (the `--worker` flag), else the host name.
+pub fn worker_name() -> String {
+    std::env::var("FEDISTREAM_WORKER")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".into())
+        .replace(['/', '\\'], "_")
 }
 
 fn split_path(p: &Path) -> (PathBuf, String, String) {
@@ -205,6 +248,24 @@ impl Sink for FileSink {
             tracing::info!(resume_after = ?self.written, "File channel resumes after the last event in its output");
         }
         self.open_active()
+    }
+
+    async fn partitions_assigned(&mut self, partitions: &[u32]) -> Result<(), SinkError> {
+        if self.template.is_none() {
+            return Ok(());
+        }
+        let mut found = HashMap::new();
+        for f in self.all_workers_files() {
+            scan_positions(&f, &mut found).map_err(|e| io_err("cannot read", &f, e))?;
+        }
+        for p in partitions {
+            if let Some(&o) = found.get(p) {
+                let e = self.written.entry(*p).or_insert(0);
+                *e = (*e).max(o);
+            }
+        }
+        tracing::info!(partitions = ?partitions, resume_after = ?self.written, "File channel: partitions assigned; resuming after the last event any worker wrote");
+        Ok(())
     }
 
     async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {

@@ -38,9 +38,25 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
+/// Which log holds the events and state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    /// The embedded SQLite file: one machine, no other service.
+    #[default]
+    Sqlite,
+    /// Apache Kafka (`[log.kafka]`): roles on many machines.
+    Kafka,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
+    #[serde(default)]
+    pub backend: LogBackend,
+    /// The Kafka log, with `backend = "kafka"`.
+    #[serde(default)]
+    pub kafka: Option<fedistream_kafka::log::KafkaLogConfig>,
     /// The SQLite file holding the log, offsets and state.
     #[serde(default = "default_log_path")]
     pub path: PathBuf,
@@ -63,7 +79,7 @@ fn default_log_path() -> PathBuf {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { path: default_log_path(), durability: Durability::default(), max_age: None, max_size: None, dead_letter_dir: None }
+        LogConfig { backend: LogBackend::Sqlite, kafka: None, path: default_log_path(), durability: Durability::default(), max_age: None, max_size: None, dead_letter_dir: None }
     }
 }
 

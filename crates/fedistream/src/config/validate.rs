@@ -28,6 +28,25 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
     if cfg.sources.is_empty() {
         err("sources".into(), "no sources: add a [sources.NAME] table".into());
     }
+    match (cfg.log.backend, &cfg.log.kafka) {
+        (super::LogBackend::Kafka, None) => {
+            err("log.kafka".into(), "backend = \"kafka\" needs a [log.kafka] table with at least `brokers`".into())
+        }
+        (super::LogBackend::Sqlite, Some(_)) => {
+            err("log.backend".into(), "[log.kafka] is set but the backend is sqlite: add backend = \"kafka\" to [log]".into())
+        }
+        (super::LogBackend::Kafka, Some(k)) => {
+            for (key, why) in k.problems() {
+                err(format!("log.kafka.{key}"), why);
+            }
+            if let Some(var) = &k.sasl_password_env {
+                if check_secrets && std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    err("log.kafka.sasl_password_env".into(), format!("the environment variable {var} is not set"));
+                }
+            }
+        }
+        _ => {}
+    }
     if cfg.channels.is_empty() {
         err("channels".into(), "no channels: add a [channels.NAME] table".into());
     }

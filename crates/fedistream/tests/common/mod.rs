@@ -211,17 +211,27 @@ pub fn run_to_end(dir: &Path, name: &str, args: &[&str]) -> (ExitStatus, String,
 /// `describe()` at the deadline.
 pub async fn wait_for<T>(
     what: &str,
+    cond: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    wait_for_within(what, DEADLINE, cond, describe).await
+}
+
+/// [`wait_for`] with its own bound (Kafka group hand-overs take a session timeout).
+pub async fn wait_for_within<T>(
+    what: &str,
+    within: Duration,
     mut cond: impl FnMut() -> Option<T>,
     describe: impl Fn() -> String,
 ) -> T {
-    let deadline = Instant::now() + DEADLINE;
+    let deadline = Instant::now() + within;
     loop {
         if let Some(t) = cond() {
             return t;
         }
         if Instant::now() > deadline {
             panic!(
-                "timed out after {DEADLINE:?} waiting for {what}\n{}",
+                "timed out after {within:?} waiting for {what}\n{}",
                 describe()
             );
         }

@@ -69,6 +69,8 @@ pub struct KafkaConsumer {
     returned: HashMap<u32, u64>,
     /// Next offset committed by this member, per partition.
     committed: HashMap<i32, i64>,
+    /// Owned partitions not yet reported through `take_assignment`.
+    assignment: Option<Vec<u32>>,
     /// For commits that carry state (made on first need).
     txn: Option<FutureProducer>,
 }
@@ -103,6 +105,7 @@ impl KafkaConsumer {
             pending: VecDeque::new(),
             returned: HashMap::new(),
             committed: HashMap::new(),
+            assignment: None,
             txn: None,
         })
     }
@@ -123,6 +126,9 @@ impl KafkaConsumer {
         if changed {
             let owned = self.consumer.context().assigned.lock().unwrap().clone();
             self.pending.retain(|r| owned.contains(&(r.position.partition as i32)));
+            let mut parts: Vec<u32> = owned.iter().map(|p| *p as u32).collect();
+            parts.sort();
+            self.assignment = Some(parts);
             self.state.catch_up(Duration::from_secs(60)).await?;
         }
         Ok(())
@@ -316,6 +322,10 @@ impl Consumer for KafkaConsumer {
         } else {
             self.commit_with_state(tpl, state).await
         }
+    }
+
+    fn take_assignment(&mut self) -> Option<Vec<u32>> {
+        self.assignment.take()
     }
 
     async fn lag(&mut self) -> Result<u64, LogError> {

@@ -74,7 +74,6 @@ impl StateTable {
             .set("group.id", format!("{}.state-reader", cfg.prefix()))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
             .create()
             .map_err(|e| unavailable("cannot create the state reader", &cfg.brokers, e))?;
         let mut tpl = TopicPartitionList::new();

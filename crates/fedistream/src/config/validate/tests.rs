@@ -120,3 +120,24 @@ fn empty_config_says_what_is_missing() {
     assert!(errs.iter().any(|e| e.contains("no sources")), "{errs:?}");
     assert!(errs.iter().any(|e| e.contains("no channels")), "{errs:?}");
 }
+
+#[test]
+fn kafka_log_settings_are_checked_at_their_keys() {
+    let missing = format!("[log]\nbackend = \"kafka\"\n{MINIMAL}");
+    let errs = errors(&missing);
+    assert!(errs.iter().any(|e| e.contains("log.kafka") && e.contains("brokers")), "{errs:?}");
+    let bad = format!(
+        "[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"\"\npipeline = \"a b\"\ncompression = \"brotli\"\nsession_timeout = \"1s\"\n{MINIMAL}"
+    );
+    let errs = errors(&bad);
+    for key in ["log.kafka.brokers", "log.kafka.pipeline", "log.kafka.compression", "log.kafka.session_timeout"] {
+        assert!(errs.iter().any(|e| e.contains(key)), "{key} not reported: {errs:?}");
+    }
+    let forgot_backend = format!("[log.kafka]\nbrokers = \"127.0.0.1:9092\"\n{MINIMAL}");
+    assert!(errors(&forgot_backend).iter().any(|e| e.contains("log.backend")));
+    let unknown = format!("[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"x:1\"\nbroker = \"y\"\n{MINIMAL}");
+    let err = parse(&unknown, file()).unwrap_err().to_string();
+    assert!(err.contains("log.kafka") && err.contains("broker"), "{err}");
+    let good = format!("[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"127.0.0.1:9092\"\npipeline = \"demo\"\n{MINIMAL}");
+    assert!(errors(&good).is_empty(), "{:?}", errors(&good));
+}

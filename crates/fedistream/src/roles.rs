@@ -1,0 +1,131 @@
+//! Roles on the Kafka log: `ingest` (sources → log), `deliver` (log → channels),
+//! `all` (both). Any number of processes of each role may run on any machines:
+//! deliver processes split each channel's partitions through its consumer group;
+//! ingest processes split the accounts through the ingest group
+//! ([`fedistream_kafka::assign`]), restarting their sources with the accounts
+//! they hold whenever the group changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use fedistream_core::runtime::{self, Pipeline, RunSummary, RuntimeOptions};
+use fedistream_kafka::assign::Membership;
+use fedistream_kafka::log::KafkaLog;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Sources and channels in this process.
+    All,
+    /// Only sources: follow accounts and append to the log.
+    Ingest,
+    /// Only channels: deliver from the log.
+    Deliver,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Ingest => "ingest",
+            Role::Deliver => "deliver",
+        }
+    }
+}
+
+/// Run `role` on the Kafka log until `shutdown`. Kafka-mode processes are
+/// services: they run until signalled, even when their sources are finite.
+pub async fn run_kafka(
+    cfg: &Config,
+    log: Arc<KafkaLog>,
+    role: Role,
+    options: RuntimeOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let mut deliver = None;
+    if matches!(role, Role::All | Role::Deliver) {
+        let channels = crate::pipeline::channels(cfg)?;
+        let p = Pipeline { log: log.clone(), sources: vec![], channels, options: options.clone(), progress: None };
+        deliver = Some(tokio::spawn(runtime::run(p, shutdown.clone())));
+    }
+    let mut summary = RunSummary::default();
+    if matches!(role, Role::All | Role::Ingest) {
+        let s = ingest(cfg, log.clone(), options, shutdown.clone()).await;
+        if s.is_err() {
+            shutdown.cancel();
+        }
+        merge(&mut summary, s?);
+    }
+    if let Some(d) = deliver {
+        let s = d.await.context("the deliver task failed")?.context("the log failed")?;
+        merge(&mut summary, s);
+    }
+    Ok(summary)
+}
+
+fn merge(into: &mut RunSummary, s: RunSummary) {
+    for (k, v) in s.log.counters {
+        *into.log.counters.entry(k).or_default() += v;
+    }
+    into.sources.extend(s.sources);
+    into.channels.extend(s.channels);
+    into.failures.extend(s.failures);
+}
+
+/// Follow the accounts of the slots this process holds; restart the sources on
+/// every change of the ingest group.
+async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
+    let membership = Membership::join(log.config(), options.drain_deadline + Duration::from_secs(5))?;
+    let mut assignment = membership.watch();
+    let mut total = RunSummary::default();
+    loop {
+        let a = assignment.borrow_and_update().clone();
+        // Nothing runs at this point: whatever was revoked has stopped.
+        membership.released(a.generation);
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Take over what the previous owners recorded (checkpoints, dedup index).
+        log.catch_up().await.context("reading the state topic before following accounts")?;
+        let sources = crate::pipeline::sources(cfg, &|unit| a.owns(unit))?;
+        let mut following: Vec<String> = Vec::new();
+        for (name, s) in &cfg.sources {
+            match s {
+                crate::config::SourceConfig::Mastodon(m) => following
+                    .extend(m.accounts.iter().map(|acct| format!("{name}/{acct}")).filter(|u| a.owns(u))),
+                _ if a.owns(name) => following.push(name.clone()),
+                _ => {}
+            }
+        }
+        info!(slots = ?a.slots, following = ?following, "Ingest: following {} of the configured units", following.len());
+        let run_token = shutdown.child_token();
+        let p = Pipeline { log: log.clone(), sources, channels: vec![], options: options.clone(), progress: None };
+        let mut handle = tokio::spawn(runtime::run(p, run_token.clone()));
+        let changed = tokio::select! {
+            r = assignment.changed() => r.is_ok(),
+            _ = shutdown.cancelled() => false,
+            r = &mut handle => {
+                // Every source finished (finite sources): keep the membership
+                // until the group changes or the process is stopped.
+                merge(&mut total, r.context("the ingest task failed")?.context("the log failed")?);
+                tokio::select! {
+                    r = assignment.changed() => { if r.is_ok() { continue } else { break } }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        run_token.cancel();
+        let s = handle.await.context("the ingest task failed")?.context("the log failed")?;
+        merge(&mut total, s);
+        if !changed {
+            break;
+        }
+        warn!("Ingest group changed: restarting sources with the new accounts");
+    }
+    Ok(total)
+}

@@ -1,0 +1,401 @@
+//! Kafka mode through the binary, on a real broker (`scripts/kafka up`, brokers
+//! from `FEDISTREAM_KAFKA_BROKERS`): roles, consumer groups, hand-overs after
+//! `kill -9`, ingest processes joining and leaving, a broker restart, a bad
+//! broker address. Each test uses its own pipeline name (own topics and groups).
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use fedistream_connectors::testing::{FakeMastodon, NewStatus};
+
+/// Group hand-overs wait for a session timeout (6 s here) and a rebalance.
+const HANDOVER: Duration = Duration::from_secs(90);
+
+fn brokers() -> String {
+    let b = std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let first = b.split(',').next().unwrap().to_string();
+    assert!(
+        std::net::TcpStream::connect_timeout(&first.parse().expect("broker address"), Duration::from_secs(2)).is_ok(),
+        "no Kafka broker at {b}: start one with `scripts/kafka up` (or set FEDISTREAM_KAFKA_BROKERS)"
+    );
+    b
+}
+
+fn pipeline_name(test: &str) -> String {
+    format!("it-{test}-{}-{:x}", std::process::id(), rand::random::<u32>())
+}
+
+/// A Kafka-mode config: source `m` polling `users` on the fake, a file channel
+/// `out` writing `<dir>/out-{worker}.jsonl`.
+fn kafka_config(dir: &Path, fake: &FakeMastodon, users: &[&str], brokers: &str, pipeline: &str) -> String {
+    let accounts: Vec<String> = users.iter().map(|u| toml_str(acct(u))).collect();
+    format!(
+        r#"[log]
+backend = "kafka"
+dead_letter_dir = {dl}
+
+[log.kafka]
+brokers = {brokers}
+pipeline = {pipeline}
+partitions = 4
+ingest_slots = 8
+session_timeout = "6s"
+connect_timeout = "10s"
+
+[sources.m]
+type = "mastodon"
+accounts = [{accounts}]
+instance = {instance}
+stream = "off"
+backfill = "last:40"
+poll_interval = "1s"
+max_poll_interval = "1s"
+safety_interval = "1h"
+
+[channels.out]
+type = "file"
+path = {out}
+
+[channels.out.delivery]
+max_batch = 5
+"#,
+        dl = toml_path(&dir.join("dead-letter")),
+        brokers = toml_str(brokers),
+        pipeline = toml_str(pipeline),
+        accounts = accounts.join(", "),
+        instance = toml_str(fake.base_url()),
+        out = toml_path(&dir.join("out-{worker}.jsonl")),
+    )
+}
+
+fn out_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("out-"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every created event in every worker's file.
+fn all_events(dir: &Path) -> Vec<serde_json::Value> {
+    out_files(dir)
+        .iter()
+        .flat_map(|f| complete_lines(f).into_iter().map(|l| serde_json::from_str(&l).unwrap()))
+        .collect()
+}
+
+fn all_server_uris(fake: &FakeMastodon, users: &[&str]) -> BTreeSet<String> {
+    users.iter().flat_map(|u| server_uris(fake, u)).collect()
+}
+
+fn role(dir: &Path, name: &str, cfg: &Path, role: &str, worker: &str) -> Proc {
+    Spawn::new(
+        dir,
+        name,
+        &["run", "--config", cfg.to_str().unwrap(), "--role", role, "--worker", worker, "--drain-deadline", "5s"],
+    )
+    .start()
+}
+
+/// Posts one status per user every 20 ms until stopped.
+fn keep_posting(fake: Arc<FakeMastodon>, users: &'static [&'static str], stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for u in users {
+                fake.post(u, NewStatus::html(format!("<p>{u} live {n}</p>")));
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        n
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn deliver_processes_split_partitions_and_a_killed_one_is_taken_over_exactly_once() {
+    static USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(start_fake(&USERS, None).await);
+    for i in 0..30 {
+        for u in USERS {
+            fake.post(u, NewStatus::html(format!("<p>{u} backlog {i}</p>")));
+        }
+    }
+    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, &USERS, &brokers, &pipeline_name("deliver")));
+    let ingest = role(dir.path(), "ingest", &cfg, "ingest", "i1");
+    let a = role(dir.path(), "deliver-a", &cfg, "deliver", "a");
+    let b = role(dir.path(), "deliver-b", &cfg, "deliver", "b");
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = keep_posting(fake.clone(), &USERS, stop.clone());
+
+    // Both members of the channel's group deliver: the partitions are split.
+    let (fa, fb) = (dir.path().join("out-a.jsonl"), dir.path().join("out-b.jsonl"));
+    wait_for_within(
+        "both deliver processes writing",
+        HANDOVER,
+        || (complete_lines(&fa).len() > 10 && complete_lines(&fb).len() > 10).then_some(()),
+        || format!("a: {}\nb: {}\ningest: {}", a.stderr(), b.stderr(), ingest.stderr()),
+    )
+    .await;
+    let parts = |f: &Path| -> BTreeSet<u64> {
+        complete_lines(f).iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["partition"].as_u64().unwrap()).collect()
+    };
+    assert!(parts(&fa).is_disjoint(&parts(&fb)), "one writer per partition: a {:?}, b {:?}", parts(&fa), parts(&fb));
+
+    // kill -9 one member mid-stream; the other takes its partitions over.
+    a.kill9();
+    let a_lines = complete_lines(&fa).len();
+    let b_parts_before = parts(&fb);
+    wait_for_within(
+        "the survivor to take over the dead member's partitions",
+        HANDOVER,
+        || (parts(&fb).len() > b_parts_before.len()).then_some(()),
+        || b.stderr(),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    poster.await.unwrap();
+    let expected = all_server_uris(&fake, &USERS);
+    wait_for_within(
+        "every post in the file channel",
+        HANDOVER,
+        || {
+            let got: HashSet<String> = created_keys(&all_events(dir.path())).into_iter().collect();
+            (got.len() >= expected.len()).then_some(())
+        },
+        || format!("{} of {} posts\nb: {}", created_keys(&all_events(dir.path())).len(), expected.len(), b.stderr()),
+    )
+    .await;
+    let events = all_events(dir.path());
+    assert_each_created_once(&events);
+    let got: BTreeSet<String> = created_keys(&events).into_iter().collect();
+    assert_eq!(got, expected, "every post, nothing else");
+    assert_eq!(complete_lines(&fa).len(), a_lines, "the killed member wrote nothing after its death");
+    // Each position at most once across both files.
+    let mut positions = HashSet::new();
+    for e in &events {
+        assert!(positions.insert((e["partition"].as_u64(), e["offset"].as_u64())), "position twice: {e}");
+    }
+
+    // Status shows the channel's group and its lag on the Kafka log.
+    let (s, out, err) = run_to_end(dir.path(), "status", &["status", "--json", "--config", cfg.to_str().unwrap()]);
+    assert!(s.success(), "status: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["log"]["backend"], "kafka", "{v}");
+    let groups = v["groups"].as_array().unwrap();
+    assert!(groups.iter().any(|g| g["group"].as_str().unwrap().ends_with(".out")), "{v}");
+    b.sigterm();
+    ingest.sigterm();
+    assert!(b.wait_exit(DEADLINE).await.success(), "{}", b.stderr());
+    assert!(ingest.wait_exit(DEADLINE).await.success(), "{}", ingest.stderr());
+}
+
+/// The accounts a process follows now, from its last "Ingest: following" line.
+fn following(p: &Proc) -> Option<BTreeSet<String>> {
+    let err = p.stderr();
+    let line = err.lines().rev().find(|l| l.contains("Ingest: following"))?;
+    let list = &line[line.find("following=")? + "following=".len()..];
+    let end = list.find(']')? + 1;
+    serde_json::from_str::<Vec<String>>(&list[..end]).ok().map(|v| v.into_iter().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn ingest_processes_join_and_leave_and_every_account_has_one_follower() {
+    static USERS: [&str; 8] = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"];
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(start_fake(&USERS, None).await);
+    for u in USERS {
+        fake.post(u, NewStatus::html(format!("<p>{u} before</p>")));
+    }
+    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, &USERS, &brokers, &pipeline_name("ingest")));
+    let all: BTreeSet<String> = USERS.iter().map(|u| format!("m/{}", acct(u))).collect();
+
+    let i1 = role(dir.path(), "ingest-1", &cfg, "ingest", "i1");
+    wait_for_within("the first ingest process to follow every account", HANDOVER, || (following(&i1)? == all).then_some(()), || i1.stderr()).await;
+
+    // A second process joins: the accounts are split, each followed once.
+    let i2 = role(dir.path(), "ingest-2", &cfg, "ingest", "i2");
+    let split = wait_for_within(
+        "the accounts split between two ingest processes",
+        HANDOVER,
+        || {
+            let (a, b) = (following(&i1)?, following(&i2)?);
+            (!a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.union(&b).cloned().collect::<BTreeSet<_>>() == all)
+                .then_some((a, b))
+        },
+        || format!("i1: {:?}\ni2: {:?}\n{}", following(&i1), following(&i2), i2.stderr()),
+    )
+    .await;
+    // Posts made while split arrive exactly once.
+    let d = role(dir.path(), "deliver", &cfg, "deliver", "d");
+    for u in USERS {
+        fake.post(u, NewStatus::html(format!("<p>{u} while split</p>")));
+    }
+    let expected = all_server_uris(&fake, &USERS);
+    let file = dir.path().join("out-d.jsonl");
+    wait_for_within(
+        "the posts made while split",
+        HANDOVER,
+        || (created_keys(&read_events(&file)).into_iter().collect::<BTreeSet<_>>() == expected).then_some(()),
+        || format!("{} lines\n{}", complete_lines(&file).len(), d.stderr()),
+    )
+    .await;
+
+    // The first process dies: the second takes all its accounts over.
+    i1.kill9();
+    wait_for_within(
+        "the survivor to follow every account",
+        HANDOVER,
+        || (following(&i2)? == all).then_some(()),
+        || format!("i2: {:?} (had {:?})\n{}", following(&i2), split.1, i2.stderr()),
+    )
+    .await;
+    // A third joins and leaves cleanly: the survivor gets everything back.
+    let i3 = role(dir.path(), "ingest-3", &cfg, "ingest", "i3");
+    wait_for_within(
+        "the third process to get accounts",
+        HANDOVER,
+        || {
+            let (b, c) = (following(&i2)?, following(&i3)?);
+            (!c.is_empty() && b.is_disjoint(&c) && b.union(&c).cloned().collect::<BTreeSet<_>>() == all).then_some(())
+        },
+        || format!("i2: {:?}\ni3: {:?}", following(&i2), following(&i3)),
+    )
+    .await;
+    i3.sigterm();
+    assert!(i3.wait_exit(DEADLINE).await.success(), "{}", i3.stderr());
+    wait_for_within("the survivor to follow every account again", HANDOVER, || (following(&i2)? == all).then_some(()), || i2.stderr())
+        .await;
+    for u in USERS {
+        fake.post(u, NewStatus::html(format!("<p>{u} after the moves</p>")));
+    }
+    let expected = all_server_uris(&fake, &USERS);
+    wait_for_within(
+        "every post after the hand-overs",
+        HANDOVER,
+        || (created_keys(&read_events(&file)).into_iter().collect::<BTreeSet<_>>() == expected).then_some(()),
+        || format!("{} lines\n{}", complete_lines(&file).len(), i2.stderr()),
+    )
+    .await;
+    // The checkpoints moved with the accounts: nothing was fetched into the log twice.
+    assert_each_created_once(&read_events(&file));
+    i2.sigterm();
+    d.sigterm();
+    assert!(i2.wait_exit(DEADLINE).await.success());
+    assert!(d.wait_exit(DEADLINE).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_broker_restart_during_ingest_loses_nothing() {
+    static USERS: [&str; 3] = ["ann", "ben", "cat"];
+    let _ = brokers();
+    // Our own broker, so stopping it does not disturb the other tests.
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let controller = free_port();
+    let script = repo_root().join("scripts/kafka");
+    let kafka = |cmd: &str| {
+        let out = std::process::Command::new(&script)
+            .arg(cmd)
+            .env("KAFKA_PORT", port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", controller.to_string())
+            .env("FEDISTREAM_KAFKA_HOME", home.path())
+            .output()
+            .expect("scripts/kafka");
+        assert!(out.status.success(), "scripts/kafka {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    struct Down<F: Fn(&str)>(F);
+    impl<F: Fn(&str)> Drop for Down<F> {
+        fn drop(&mut self) {
+            (self.0)("down");
+        }
+    }
+    kafka("up");
+    let _down = Down(&kafka);
+    let brokers = format!("127.0.0.1:{port}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(start_fake(&USERS, None).await);
+    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, &USERS, &brokers, &pipeline_name("restart")));
+    let p = role(dir.path(), "all", &cfg, "all", "w");
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = keep_posting(fake.clone(), &USERS, stop.clone());
+    let file = dir.path().join("out-w.jsonl");
+    wait_for_within("delivery before the restart", HANDOVER, || (complete_lines(&file).len() > 20).then_some(()), || p.stderr()).await;
+
+    kafka("down");
+    let during = complete_lines(&file).len();
+    // Posts keep coming while the broker is away; the process waits, it does not exit.
+    let posted_then = fake.statuses_of(USERS[0]).len();
+    wait_for("posts made while the broker is down", || (fake.statuses_of(USERS[0]).len() > posted_then + 20).then_some(()), String::new).await;
+    p.assert_running();
+    kafka("up");
+    stop.store(true, Ordering::Relaxed);
+    poster.await.unwrap();
+    let expected = all_server_uris(&fake, &USERS);
+    wait_for_within(
+        "every post after the broker came back",
+        HANDOVER,
+        || (created_keys(&read_events(&file)).into_iter().collect::<BTreeSet<_>>() == expected).then_some(()),
+        || format!("{} of {} ({} before the restart)\n{}", complete_lines(&file).len(), expected.len(), during, p.stderr()),
+    )
+    .await;
+    assert_each_created_once(&read_events(&file));
+    p.sigterm();
+    assert!(p.wait_exit(DEADLINE).await.success(), "{}", p.stderr());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_bad_broker_address_fails_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = toml_path(&repo_root().join("examples/data/sample-posts.jsonl"));
+    let cfg = write_file(
+        dir.path(),
+        "bad.toml",
+        &format!(
+            r#"[log]
+backend = "kafka"
+[log.kafka]
+brokers = "127.0.0.1:1"
+connect_timeout = "3s"
+
+[sources.r]
+type = "replay"
+path = {sample}
+
+[channels.out]
+type = "stdout"
+"#
+        ),
+    );
+    let started = std::time::Instant::now();
+    let (s, _out, err) = run_to_end(dir.path(), "bad", &["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!s.success());
+    assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
+    assert!(err.contains("127.0.0.1:1") && err.contains("log.kafka.brokers"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Roles need the Kafka log.
+    let sqlite = write_file(
+        dir.path(),
+        "sqlite.toml",
+        &format!("[log]\npath = {}\n[sources.r]\ntype = \"replay\"\npath = {sample}\n[channels.out]\ntype = \"stdout\"\n", toml_path(&dir.path().join("l.db"))),
+    );
+    let (s, _, err) = run_to_end(dir.path(), "role", &["run", "--config", sqlite.to_str().unwrap(), "--role", "deliver"]);
+    assert!(!s.success());
+    assert!(err.contains("--role deliver needs the Kafka log"), "{err}");
+}

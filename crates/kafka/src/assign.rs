@@ -1,0 +1,194 @@
+//! Spreading accounts over ingest processes with Kafka's own group membership.
+//!
+//! Every ingest process joins the consumer group `fedistream.<pipeline>.ingest`
+//! on the topic `fedistream.<pipeline>.ingest`, whose partitions are *slots*.
+//! Nothing is ever written to that topic: the group protocol only hands each
+//! slot to exactly one live member. An account belongs to slot
+//! `xxh3(source/account) mod slots`; a process follows the accounts of the slots
+//! it holds. When a process dies, the group gives its slots to the others after
+//! the session timeout, and they resume those accounts from the checkpoints in
+//! the state topic.
+//!
+//! Hand-over is stop-before-start: on a revoke the member first stops following
+//! the revoked accounts (the callback waits for [`Membership::released`]) and only
+//! then does the group assign the slots elsewhere, so no account is followed by
+//! two processes at once.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use fedistream_core::error::LogError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::log::{client_config, KafkaLogConfig};
+
+/// The slots a process holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Assignment {
+    /// Increases with every change.
+    pub generation: u64,
+    pub slots: BTreeSet<i32>,
+    pub total: i32,
+}
+
+/// The slot of a unit of work (`source/account`, or a source name).
+pub fn slot_of(unit: &str, total: i32) -> i32 {
+    (xxhash_rust::xxh3::xxh3_64(unit.as_bytes()) % total.max(1) as u64) as i32
+}
+
+impl Assignment {
+    pub fn owns(&self, unit: &str) -> bool {
+        self.slots.contains(&slot_of(unit, self.total))
+    }
+}
+
+struct MemberContext {
+    tx: watch::Sender<Assignment>,
+    /// Acknowledgements that revoked work has stopped.
+    released: Mutex<mpsc::Receiver<u64>>,
+    release_timeout: Duration,
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if tpl.count() == 0 {
+                return;
+            }
+            let mut generation = 0;
+            self.tx.send_modify(|a| {
+                for e in tpl.elements() {
+                    a.slots.remove(&e.partition());
+                }
+                a.generation += 1;
+                generation = a.generation;
+            });
+            info!(revoked = tpl.count(), "Ingest slots revoked; stopping their accounts before the hand-over");
+            // Wait until the process says the revoked accounts have stopped.
+            let rx = self.released.lock().unwrap();
+            let deadline = std::time::Instant::now() + self.release_timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(g) if g >= generation => break,
+                    Ok(_) => continue,
+                    Err(_) => {
+                        warn!(timeout = ?self.release_timeout, "Revoked accounts did not stop in time; handing them over anyway");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.tx.send_modify(|a| {
+                    a.slots.extend(tpl.elements().iter().map(|e| e.partition()));
+                    a.generation += 1;
+                });
+                let a = self.tx.borrow();
+                info!(slots = ?a.slots, of = a.total, "Ingest slots assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "Ingest group rebalance error"),
+        }
+    }
+}
+
+/// This process's membership in the ingest group. Dropping it leaves the group.
+pub struct Membership {
+    rx: watch::Receiver<Assignment>,
+    release_tx: mpsc::Sender<u64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Membership {
+    /// Join the ingest group. `release_timeout` bounds how long a revoke waits for
+    /// [`Membership::released`].
+    pub fn join(cfg: &KafkaLogConfig, release_timeout: Duration) -> Result<Membership, LogError> {
+        let (tx, rx) = watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots });
+        let (release_tx, release_rx) = mpsc::channel();
+        let ctx = MemberContext { tx, released: Mutex::new(release_rx), release_timeout };
+        let consumer: BaseConsumer<MemberContext> = client_config(cfg)?
+            .set("group.id", cfg.ingest_group())
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", cfg.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (cfg.session_timeout.as_millis() / 4).to_string())
+            // Revokes wait for the accounts to stop; allow that plus a margin.
+            .set("max.poll.interval.ms", (release_timeout.as_millis() as u64 + 60_000).max(300_000).to_string())
+            .set("partition.assignment.strategy", "roundrobin")
+            .create_with_context(ctx)
+            .map_err(|e| LogError::Unavailable(format!("cannot join the ingest group (Kafka at {}): {e}", cfg.brokers)))?;
+        consumer
+            .subscribe(&[&cfg.ingest_topic()])
+            .map_err(|e| LogError::Unavailable(format!("cannot join the ingest group (Kafka at {}): {e}", cfg.brokers)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fedistream-ingest-group".into())
+            .spawn(move || {
+                // The topic stays empty: polling only runs the group protocol.
+                while !s.load(Ordering::Relaxed) {
+                    if let Some(Err(e)) = consumer.poll(Duration::from_millis(200)) {
+                        warn!(error = %e, "Ingest group: Kafka error; retrying");
+                    }
+                }
+                // Leave the group so the others take over at once.
+                consumer.unsubscribe();
+                let _ = consumer.poll(Duration::from_millis(100));
+            })
+            .map_err(|e| LogError::Internal(format!("cannot start the ingest group thread: {e}")))?;
+        Ok(Membership { rx, release_tx, stop, thread: Some(thread) })
+    }
+
+    /// Watch the assignment.
+    pub fn watch(&self) -> watch::Receiver<Assignment> {
+        self.rx.clone()
+    }
+
+    /// Say that everything revoked up to `generation` has stopped.
+    pub fn released(&self, generation: u64) {
+        let _ = self.release_tx.send(generation);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblock a revoke waiting for us.
+        let _ = self.release_tx.send(u64::MAX);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_spread_accounts_and_are_stable() {
+        let total = 12;
+        let units: Vec<String> = (0..1000).map(|i| format!("src/user{i}@example.org")).collect();
+        let mut per_slot = vec![0; total as usize];
+        for u in &units {
+            let s = slot_of(u, total);
+            assert_eq!(s, slot_of(u, total));
+            per_slot[s as usize] += 1;
+        }
+        assert!(per_slot.iter().all(|n| (40..=130).contains(n)), "roughly even: {per_slot:?}");
+        let a = Assignment { generation: 1, slots: [slot_of(&units[0], total)].into(), total };
+        assert!(a.owns(&units[0]));
+    }
+}
