@@ -339,11 +339,14 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
         }
     }
     // The ingestor ends when the last emitter is gone.
-    let ingest_result = match tokio::time::timeout_at(deadline, ingest).await {
+    let mut ingest = ingest;
+    let ingest_result = match tokio::time::timeout_at(deadline, &mut ingest).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => Err(crate::error::LogError::Internal(format!("ingest task failed: {e}"))),
         Err(_) => {
-            warn!("Log writer still busy at the drain deadline");
+            // Unconfirmed batches were not checkpointed: the sources fetch them again.
+            warn!("Log writer still busy at the drain deadline; stopping it");
+            ingest.abort();
             Ok(())
         }
     };

@@ -138,9 +138,13 @@ impl Membership {
             .name("fedistream-ingest-group".into())
             .spawn(move || {
                 // The topic stays empty: polling only runs the group protocol.
+                let mut last_warn: Option<std::time::Instant> = None;
                 while !s.load(Ordering::Relaxed) {
                     if let Some(Err(e)) = consumer.poll(Duration::from_millis(200)) {
-                        warn!(error = %e, "Ingest group: Kafka error; retrying");
+                        if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                            warn!(error = %e, "Ingest group: Kafka error; retrying (repeats silenced for 30 s)");
+                            last_warn = Some(std::time::Instant::now());
+                        }
                     }
                 }
                 // Leave the group so the others take over at once.

@@ -17,13 +17,13 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::producer::Producer as _;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
 
 use super::state::{state_key, StateTable};
 use super::{
-    blocking, client_config, finish_transaction, send_with_room, transactional_producer, unavailable,
+    blocking, client_config, send_with_room, transactional_producer, unavailable,
     watermarks, KafkaLogConfig, TxnFailure,
 };
 
@@ -69,10 +69,11 @@ pub struct KafkaConsumer {
     returned: HashMap<u32, u64>,
     /// Next offset committed by this member, per partition.
     committed: HashMap<i32, i64>,
+    last_warn: Option<std::time::Instant>,
     /// Owned partitions not yet reported through `take_assignment`.
     assignment: Option<Vec<u32>>,
     /// For commits that carry state (made on first need).
-    txn: Option<FutureProducer>,
+    txn: Option<super::txn::TxnProducer>,
 }
 
 impl KafkaConsumer {
@@ -106,6 +107,7 @@ impl KafkaConsumer {
             returned: HashMap::new(),
             committed: HashMap::new(),
             assignment: None,
+            last_warn: None,
             txn: None,
         })
     }
@@ -134,30 +136,51 @@ impl KafkaConsumer {
         Ok(())
     }
 
+    /// Commit offsets, retrying while the cluster is unavailable (the records
+    /// are delivered; giving up would only mean delivering them again).
     async fn commit_offsets(&mut self, tpl: TopicPartitionList) -> Result<(), LogError> {
-        let c = self.consumer.clone();
-        let r = blocking(move || c.commit(&tpl, CommitMode::Sync)).await?;
-        match r {
-            Ok(()) => Ok(()),
-            Err(e) if lost_ownership(&e) => {
-                warn!(group = %self.group, error = %e, "Partitions moved to another member before the commit; it resumes from the previous commit");
-                Ok(())
+        let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            let (c, t) = (self.consumer.clone(), tpl.clone());
+            match blocking(move || c.commit(&t, CommitMode::Sync)).await? {
+                Ok(()) => return Ok(()),
+                Err(e) if lost_ownership(&e) => {
+                    warn!(group = %self.group, error = %e, "Partitions moved to another member before the commit; it resumes from the previous commit");
+                    return Ok(());
+                }
+                Err(e) => {
+                    let d = backoff.next_delay();
+                    warn!(group = %self.group, error = %e, retry_in = ?d, "Committing offsets failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
             }
-            Err(e) => Err(unavailable(&format!("cannot commit offsets of group {}", self.group), &self.cfg.brokers, e)),
         }
     }
 
     async fn commit_with_state(&mut self, tpl: TopicPartitionList, state: Vec<StatePut>) -> Result<(), LogError> {
         if self.txn.is_none() {
-            self.txn = Some(transactional_producer(&self.cfg, "channel", self.cfg.connect_timeout).await?);
+            let p = transactional_producer(&self.cfg, "channel", self.cfg.connect_timeout).await?;
+            self.txn = Some(super::txn::TxnProducer::new(p));
         }
-        let producer = self.txn.clone().expect("set above");
+        let mut txn = self.txn.take().expect("set above");
+        let r = self.commit_with_state_on(&mut txn, tpl, state).await;
+        self.txn = Some(txn);
+        r
+    }
+
+    async fn commit_with_state_on(
+        &mut self,
+        txn: &mut super::txn::TxnProducer,
+        tpl: TopicPartitionList,
+        state: Vec<StatePut>,
+    ) -> Result<(), LogError> {
+        let producer = txn.producer.clone();
         let state_topic = self.cfg.state_topic();
         let keys: Vec<String> = state.iter().map(|p| state_key(&p.ns, &p.key)).collect();
         let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let r: Result<Vec<(i32, i64)>, TxnFailure> = async {
-                producer.begin_transaction().map_err(|e| super::classify_txn(&e))?;
+                txn.begin().await?;
                 let mut deliveries = Vec::new();
                 for (put, key) in state.iter().zip(&keys) {
                     let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(&state_topic).key(key.as_str());
@@ -175,7 +198,7 @@ impl KafkaConsumer {
                     .await
                     .map_err(|e| TxnFailure::Fatal(e.to_string()))?
                     .map_err(|e| super::classify_txn(&e))?;
-                finish_transaction(&producer, Duration::from_secs(60)).await?;
+                txn.commit().await?;
                 let mut offs = Vec::new();
                 for d in deliveries {
                     match d.await {
@@ -283,7 +306,10 @@ impl Consumer for KafkaConsumer {
                     self.pending.push_back(r);
                 }
                 Ok(Err(e)) => {
-                    warn!(group = %self.group, error = %e, "Kafka consumer error; retrying");
+                    if self.last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                        warn!(group = %self.group, error = %e, "Kafka consumer error; retrying (repeats silenced for 30 s)");
+                        self.last_warn = Some(std::time::Instant::now());
+                    }
                 }
             }
             // Take whatever else is ready without waiting.

@@ -19,6 +19,7 @@
 mod config;
 mod consumer;
 mod state;
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use tracing::{info, warn};
 pub use config::KafkaLogConfig;
 pub use consumer::KafkaConsumer;
 use state::StateTable;
+use txn::TxnProducer;
 
 /// The Kafka-backed log. Cheap to share (`Arc`).
 pub struct KafkaLog {
@@ -48,7 +50,7 @@ pub struct KafkaLog {
     events_topic: String,
     state: Arc<StateTable>,
     /// The transactional producer, made on the first write (status-only users never need one).
-    writer: OnceCell<Mutex<FutureProducer>>,
+    writer: OnceCell<Arc<Mutex<TxnProducer>>>,
     /// Metadata and watermark queries.
     meta: Arc<BaseConsumer>,
     timeout: Duration,
@@ -95,31 +97,6 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
     tokio::task::spawn_blocking(f).await.map_err(|e| LogError::Internal(format!("Kafka call failed: {e}")))
 }
 
-/// Commit the open transaction; on failure abort it so the caller can redo the
-/// whole batch. Returns the failure (retriable or fatal).
-pub(crate) async fn finish_transaction(p: &FutureProducer, timeout: Duration) -> Result<(), TxnFailure> {
-    let mut attempts = 0;
-    loop {
-        let q = p.clone();
-        let r = blocking(move || q.commit_transaction(timeout)).await.map_err(|e| TxnFailure::Fatal(e.to_string()))?;
-        match r {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(rd)) if rd.is_retriable() && !rd.txn_requires_abort() && attempts < 3 => {
-                attempts += 1;
-                continue;
-            }
-            Err(e) => {
-                let failure = classify_txn(&e);
-                if let TxnFailure::Retry(_) = failure {
-                    let q = p.clone();
-                    let _ = blocking(move || q.abort_transaction(timeout)).await;
-                }
-                return Err(failure);
-            }
-        }
-    }
-}
-
 impl KafkaLog {
     /// Connect, create the pipeline's topics if missing, and load the state view.
     /// Fails within `connect_timeout` with a clear error when the cluster does not answer.
@@ -160,53 +137,80 @@ impl KafkaLog {
         &self.cfg
     }
 
-    /// Wait until this process has read every state record committed so far
-    /// (after taking over accounts or partitions from another process).
+    /// Wait until this process's own writes in flight have finished and it has
+    /// read every state record committed so far (before taking over accounts or
+    /// partitions from another process, or from an earlier run in this one).
     pub async fn catch_up(&self) -> Result<(), LogError> {
+        if let Some(w) = self.writer.get() {
+            drop(w.lock().await);
+        }
         self.state.catch_up(Duration::from_secs(60)).await
     }
 
-    async fn writer(&self) -> Result<&Mutex<FutureProducer>, LogError> {
+    async fn writer(&self) -> Result<Arc<Mutex<TxnProducer>>, LogError> {
         self.writer
             .get_or_try_init(|| async {
                 let p = transactional_producer(&self.cfg, "writer", self.timeout).await?;
-                Ok::<_, LogError>(Mutex::new(p))
+                Ok::<_, LogError>(Arc::new(Mutex::new(TxnProducer::new(p))))
             })
             .await
+            .cloned()
     }
 
     /// One transaction: events then state; retried whole until it commits, unless
-    /// the producer hits a fatal error.
-    async fn write(&self, events: &[fedistream_core::Event], state: &[StatePut]) -> Result<Vec<Position>, LogError> {
+    /// the producer hits a fatal error. The transaction runs in its own task:
+    /// a caller that gives up (shutdown) does not leave it half done — it
+    /// finishes, and the next write waits for it.
+    async fn write(&self, events: Vec<fedistream_core::Event>, state: Vec<StatePut>) -> Result<Vec<Position>, LogError> {
         let payloads: Vec<Vec<u8>> = events
             .iter()
             .map(|e| serde_json::to_vec(e).map_err(|x| LogError::Internal(format!("cannot encode event: {x}"))))
             .collect::<Result<_, _>>()?;
-        let producer = self.writer().await?.lock().await;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            match self.try_write(&producer, events, &payloads, state).await {
-                Ok(pos) => return Ok(pos),
-                Err(TxnFailure::Fatal(e)) => {
-                    return Err(unavailable("the Kafka transaction failed fatally", &self.cfg.brokers, e))
-                }
-                Err(TxnFailure::Retry(e)) => {
-                    let d = backoff.next_delay();
-                    warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Kafka append failed; retrying the whole transaction");
-                    tokio::time::sleep(d).await;
+        let writer = self.writer().await?;
+        let w = Write {
+            events_topic: self.events_topic.clone(),
+            state_topic: self.cfg.state_topic(),
+            state_table: self.state.clone(),
+            events,
+            payloads,
+            state,
+        };
+        let brokers = self.cfg.brokers.clone();
+        tokio::spawn(async move {
+            let mut txn = writer.lock_owned().await;
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            loop {
+                match w.attempt(&mut txn).await {
+                    Ok(pos) => return Ok(pos),
+                    Err(TxnFailure::Fatal(e)) => return Err(unavailable("the Kafka transaction failed fatally", &brokers, e)),
+                    Err(TxnFailure::Retry(e)) => {
+                        let d = backoff.next_delay();
+                        warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Kafka append failed; retrying the whole transaction");
+                        tokio::time::sleep(d).await;
+                    }
                 }
             }
-        }
+        })
+        .await
+        .map_err(|e| LogError::Internal(format!("the Kafka writer task failed: {e}")))?
     }
+}
 
-    async fn try_write(
-        &self,
-        producer: &FutureProducer,
-        events: &[fedistream_core::Event],
-        payloads: &[Vec<u8>],
-        state: &[StatePut],
-    ) -> Result<Vec<Position>, TxnFailure> {
-        producer.begin_transaction().map_err(|e| classify_txn(&e))?;
+/// One append, owned by its task.
+struct Write {
+    events_topic: String,
+    state_topic: String,
+    state_table: Arc<StateTable>,
+    events: Vec<fedistream_core::Event>,
+    payloads: Vec<Vec<u8>>,
+    state: Vec<StatePut>,
+}
+
+impl Write {
+    async fn attempt(&self, txn: &mut TxnProducer) -> Result<Vec<Position>, TxnFailure> {
+        let (events, payloads, state) = (&self.events, &self.payloads, &self.state);
+        txn.begin().await?;
+        let producer = &txn.producer.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let mut deliveries = Vec::with_capacity(events.len() + state.len());
         let mut abort = None;
@@ -220,11 +224,10 @@ impl KafkaLog {
                 }
             }
         }
-        let state_topic = self.cfg.state_topic();
         let keys: Vec<String> = state.iter().map(|p| state::state_key(&p.ns, &p.key)).collect();
         if abort.is_none() {
             for (put, key) in state.iter().zip(&keys) {
-                let mut rec = FutureRecord::<str, str>::to(&state_topic).key(key.as_str()).timestamp(now);
+                let mut rec = FutureRecord::<str, str>::to(&self.state_topic).key(key.as_str()).timestamp(now);
                 if let Some(v) = &put.value {
                     rec = rec.payload(v.as_str());
                 }
@@ -238,12 +241,9 @@ impl KafkaLog {
             }
         }
         if let Some(e) = abort {
-            let q = producer.clone();
-            let t = self.timeout;
-            let _ = blocking(move || q.abort_transaction(t)).await;
             return Err(classify_txn(&e));
         }
-        finish_transaction(producer, Duration::from_secs(60)).await?;
+        txn.commit().await?;
         let mut positions = Vec::with_capacity(events.len());
         let mut state_offsets = Vec::with_capacity(state.len());
         for (i, d) in deliveries.into_iter().enumerate() {
@@ -258,7 +258,8 @@ impl KafkaLog {
                 state_offsets.push((delivered.partition, delivered.offset));
             }
         }
-        self.state.apply_local(state.iter().zip(keys).zip(state_offsets).map(|((p, k), (part, off))| (k, p.value.clone(), part, off)));
+        self.state_table
+            .apply_local(state.iter().zip(keys).zip(state_offsets).map(|((p, k), (part, off))| (k, p.value.clone(), part, off)));
         Ok(positions)
     }
 }
@@ -412,7 +413,7 @@ impl Log for KafkaLog {
         if batch.events.is_empty() && batch.state.is_empty() {
             return Ok(AppendReceipt::default());
         }
-        let positions = self.write(&batch.events, &batch.state).await?;
+        let positions = self.write(batch.events, batch.state).await?;
         Ok(AppendReceipt { positions })
     }
 
@@ -432,7 +433,7 @@ impl Log for KafkaLog {
         if puts.is_empty() {
             return Ok(());
         }
-        self.write(&[], &puts).await.map(|_| ())
+        self.write(vec![], puts).await.map(|_| ())
     }
 
     async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {

@@ -1,0 +1,86 @@
+//! A transactional producer that knows whether a transaction may still be open.
+//!
+//! librdkafka's rules: a commit that times out may be called again; any other
+//! failure needs an abort, and an abort that times out must itself be called
+//! again before anything else. A future dropped mid-transaction (shutdown) leaves
+//! the flag set, so the next `begin` aborts first.
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, Producer};
+use tracing::warn;
+
+use super::{blocking, TxnFailure};
+
+pub(crate) struct TxnProducer {
+    pub(crate) producer: FutureProducer,
+    /// A transaction was begun and neither committed nor aborted yet.
+    open: bool,
+}
+
+fn classify(e: &KafkaError) -> TxnFailure {
+    match e {
+        KafkaError::Transaction(rd) if rd.is_fatal() => TxnFailure::Fatal(rd.string()),
+        KafkaError::Transaction(rd) => TxnFailure::Retry(rd.string()),
+        other => TxnFailure::Retry(other.to_string()),
+    }
+}
+
+impl TxnProducer {
+    pub(crate) fn new(producer: FutureProducer) -> Self {
+        TxnProducer { producer, open: false }
+    }
+
+    pub(crate) async fn begin(&mut self) -> Result<(), TxnFailure> {
+        if self.open {
+            self.abort().await?;
+        }
+        self.open = true;
+        self.producer.begin_transaction().map_err(|e| classify(&e))
+    }
+
+    /// Commit; on failure the transaction stays marked open (the next `begin` aborts it).
+    pub(crate) async fn commit(&mut self) -> Result<(), TxnFailure> {
+        for attempt in 0.. {
+            let p = self.producer.clone();
+            let r = blocking(move || p.commit_transaction(Duration::from_secs(60)))
+                .await
+                .map_err(|e| TxnFailure::Fatal(e.to_string()))?;
+            match r {
+                Ok(()) => {
+                    self.open = false;
+                    return Ok(());
+                }
+                Err(KafkaError::Transaction(rd)) if rd.is_retriable() && !rd.txn_requires_abort() && attempt < 5 => {
+                    warn!(error = %rd.string(), "Kafka transaction commit timed out; committing again");
+                }
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Abort the open transaction, calling again until the broker confirms.
+    pub(crate) async fn abort(&mut self) -> Result<(), TxnFailure> {
+        for attempt in 1u64.. {
+            let p = self.producer.clone();
+            let r = blocking(move || p.abort_transaction(Duration::from_secs(10)))
+                .await
+                .map_err(|e| TxnFailure::Fatal(e.to_string()))?;
+            match r {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(rd)) if rd.code() == RDKafkaErrorCode::State => break,
+                Err(KafkaError::Transaction(rd)) if rd.is_fatal() => return Err(TxnFailure::Fatal(rd.string())),
+                Err(e) => {
+                    if attempt % 6 == 1 {
+                        warn!(error = %e, attempt, "Aborting the Kafka transaction failed; trying again");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        self.open = false;
+        Ok(())
+    }
+}
