@@ -14,6 +14,7 @@ use fedistream_connectors::stdout::StdoutSink;
 use fedistream_core::runtime::{ChannelSpec, Pipeline, RouteFn, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, Event, Progress, Sink, Source};
+use fedistream_kafka::channel::KafkaChannel;
 use fedistream_process::filter::CompiledFilter;
 
 use crate::config::{ChannelConfig, Config, MastodonConnection, SourceConfig};
@@ -74,6 +75,9 @@ pub fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Pro
                     MastodonSink::new((**m).clone(), base_url, resolve_token(conn, c)?, limiters.clone())
                         .with_context(|| format!("channels.{name}"))?,
                 )
+            }
+            ChannelConfig::Kafka(k) => {
+                Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
         };
         channels.push(ChannelSpec {

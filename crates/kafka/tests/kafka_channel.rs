@@ -323,6 +323,7 @@ async fn schema_evolution_backward_compatible_only() {
     client.register(&subject2, old).await.unwrap();
     let mut ch2 = KafkaChannel::new(avro_config(&topic2, registry.url())).unwrap();
     let e = ch2.open(&ctx("incompatible")).await.unwrap_err();
+    eprintln!("what the operator sees: {e}");
     assert_eq!(e.kind, ErrorKind::Config, "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&format!("schema incompatible with the latest version registered under subject `{subject2}`")), "{msg}");
@@ -339,6 +340,7 @@ async fn unknown_topic_is_a_config_error_at_open_in_bounded_time() {
     let mut ch = KafkaChannel::new(KafkaChannelConfig { timeout: Duration::from_secs(5), ..config(&topic) }).unwrap();
     let started = Instant::now();
     let e = ch.open(&ctx("missing")).await.unwrap_err();
+    eprintln!("what the operator sees: {e}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert_eq!(e.kind, ErrorKind::Config, "{e}");
     assert!(e.message.contains(&format!("topic `{topic}`")) && e.message.contains("does not exist"), "{e}");
@@ -352,6 +354,7 @@ async fn unreachable_brokers_are_transient_in_bounded_time() {
     let mut ch = KafkaChannel::new(cfg).unwrap();
     let started = Instant::now();
     let e = ch.open(&ctx("down")).await.unwrap_err();
+    eprintln!("what the operator sees: {e}");
     assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
     assert_eq!(e.kind, ErrorKind::Transient, "{e}");
     assert!(e.message.contains("127.0.0.1:1"), "{e}");
@@ -376,6 +379,7 @@ async fn a_record_too_large_is_permanent_at_its_index_and_the_rest_is_delivered(
     ch.open(&ctx("large")).await.unwrap();
     let recs = records(&evs);
     let e = ch.write(&recs).await.unwrap_err();
+    eprintln!("what the operator sees: {e}");
     assert_eq!((e.kind, e.failed_index), (ErrorKind::Permanent, Some(1)), "{e}");
     // The runtime dead-letters record 1 and writes the rest.
     ch.write(&recs[2..]).await.unwrap();
@@ -402,6 +406,7 @@ async fn registry_basic_auth_from_env_and_refusals_hide_the_secret() {
 
     let mut ch = KafkaChannel::new(with("FEDISTREAM_TEST_SR_PASS_BAD")).unwrap();
     let e = ch.open(&ctx("auth")).await.unwrap_err();
+    eprintln!("what the operator sees: {e}");
     assert_eq!(e.kind, ErrorKind::Auth, "{e}");
     assert!(!e.message.contains("wrong-Pa55") && !e.message.contains("s3cret"), "{e}");
     assert!(registry.requests().iter().any(|r| !r.authorized));
