@@ -51,11 +51,14 @@ pub const HEADER_SCHEMA_VERSION: &str = "fedistream-schema-version";
 /// error (a refused SASL handshake shows up there, not in the metadata call).
 #[derive(Clone, Default)]
 pub struct ChannelContext {
-    last_error: Arc<Mutex<Option<(Option<RDKafkaErrorCode>, String)>>>,
+    last_error: Arc<Mutex<Option<GlobalError>>>,
 }
 
+/// A global error's code (if it has one) and librdkafka's reason.
+type GlobalError = (Option<RDKafkaErrorCode>, String);
+
 impl ChannelContext {
-    fn take_last_error(&self) -> Option<(Option<RDKafkaErrorCode>, String)> {
+    fn take_last_error(&self) -> Option<GlobalError> {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -322,9 +325,15 @@ impl Sink for KafkaChannel {
         self.name = ctx.name.clone();
         self.discard_producer();
         let producer = self.create_producer()?;
-        self.check_topic(&producer).await?;
-        self.check_schema().await?;
+        let checked = match self.check_topic(&producer).await {
+            Ok(()) => self.check_schema().await,
+            Err(e) => Err(e),
+        };
         self.producer = Some(producer);
+        if let Err(e) = checked {
+            self.discard_producer();
+            return Err(e);
+        }
         tracing::info!(
             topic = %self.cfg.topic,
             format = self.cfg.format.as_str(),
