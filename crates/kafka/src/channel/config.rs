@@ -222,13 +222,21 @@ impl KafkaChannelConfig {
     }
 }
 
+/// librdkafka's form: `[proto://]host[:port]` (IPv6 in brackets).
 fn check_broker(b: &str) -> Result<(), String> {
-    let (host, port) = b.rsplit_once(':').ok_or_else(|| format!("`{b}` is not host:port"))?;
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("`{b}` is not host:port (no scheme or path)"));
+    let rest = b.split_once("://").map_or(b, |(_, r)| r);
+    if rest.is_empty() || rest.starts_with(':') || rest.contains(['/', ' ', '\t']) {
+        return Err(format!("`{b}` is not host:port"));
     }
-    port.parse::<u16>().map_err(|_| format!("`{b}`: `{port}` is not a port"))?;
-    Ok(())
+    let port = match rest.rfind("]:") {
+        Some(i) => Some(&rest[i + 2..]),
+        None if rest.matches(':').count() == 1 => rest.split_once(':').map(|(_, p)| p),
+        None => None,
+    };
+    match port.map(str::parse::<u16>) {
+        Some(Err(_)) | Some(Ok(0)) => Err(format!("`{b}`: `{}` is not a port", port.unwrap_or_default())),
+        _ => Ok(()),
+    }
 }
 
 /// Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -275,6 +283,12 @@ mod tests {
         assert!(check_topic_name(&"x".repeat(250)).is_err());
         assert!(check_topic_name("..").is_err());
         assert!(check_topic_name("a.b_c-D9").is_ok());
+        for ok in ["h:1", "kafka", "[::1]:9092", "SSL://broker.example:9093", "10.0.0.1:9092"] {
+            assert!(check_broker(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ":9092", "h:x", "h:0", "h:99999", "http://h:1/path", "a b:1"] {
+            assert!(check_broker(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
