@@ -1,4 +1,4 @@
-//! Command line: `run`, `follow`, `validate`, `status`, `bench`.
+//! Command line: `run`, `follow`, `validate`, `status`, `schema`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,8 +58,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a schema of the records channels write.
+    Schema {
+        #[command(subcommand)]
+        schema: SchemaCommand,
+    },
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum SchemaCommand {
+    /// The Avro schema of the Kafka channel's `avro` format (schemas/post_event.avsc).
+    Avro,
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +120,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Follow(a) => crate::follow::run(a).await,
         Command::Validate { config } => Ok(validate(&config)),
         Command::Status { config, json } => crate::status::run(&config, json).await,
+        Command::Schema { schema: SchemaCommand::Avro } => {
+            print!("{}", fedistream_kafka::channel::avro::SCHEMA_JSON);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(a) => crate::bench::run(a).await,
     }
 }

@@ -15,6 +15,7 @@ use fedistream_connectors::stdout::StdoutSink;
 use fedistream_core::runtime::{ChannelSpec, Pipeline, RouteFn, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, Event, Log, Progress, Sink, Source};
+use fedistream_kafka::channel::KafkaChannel;
 use fedistream_kafka::log::KafkaLog;
 use fedistream_process::filter::CompiledFilter;
 
@@ -125,6 +126,9 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
                     MastodonSink::new((**m).clone(), base_url, resolve_token(conn, c)?, limiters.clone())
                         .with_context(|| format!("channels.{name}"))?,
                 )
+            }
+            ChannelConfig::Kafka(k) => {
+                Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
         };
         let group = match (&cfg.log.backend, &cfg.log.kafka) {

@@ -146,3 +146,26 @@ fn run_refuses_an_invalid_config_before_doing_anything() {
         "no log or output created"
     );
 }
+
+#[test]
+fn schema_avro_prints_the_schema_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, out, err) = run_to_end(dir.path(), "schema", &["schema", "avro"]);
+    assert_eq!(s.code(), Some(0), "stderr:\n{err}");
+    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/post_event.avsc")).unwrap();
+    assert_eq!(out, file);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "PostEvent");
+}
+
+#[test]
+fn a_kafka_channel_validates_without_a_broker_or_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = valid(dir.path()).replace(
+        "[channels.out]\ntype = \"file\"",
+        "[channels.k]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9\"\ntopic = \"posts\"\nformat = \"avro\"\nschema_registry = \"http://127.0.0.1:9\"\n\n[channels.out]\ntype = \"file\"",
+    ).replace("to = [\"out\"]", "to = [\"out\", \"k\"]");
+    let (code, out, err, file) = validate(dir.path(), "kafka", &text);
+    assert_eq!(code, Some(0), "stderr:\n{err}");
+    assert_eq!(out.trim(), format!("{file}: valid (1 source, 2 channels, 1 route)"));
+}

@@ -79,6 +79,7 @@ fn refine_tagged(text: &str, file: &Path, first: &ConfigError) -> Option<ConfigE
         ("channels", "file") => inner::<fedistream_connectors::file::FileSinkConfig>(table)?,
         ("channels", "stdout") => inner::<fedistream_connectors::stdout::StdoutSinkConfig>(table)?,
         ("channels", "mastodon") => inner::<fedistream_connectors::mastodon::sink::MastodonSinkConfig>(table)?,
+        ("channels", "kafka") => inner::<fedistream_kafka::channel::KafkaChannelConfig>(table)?,
         _ => {
             let _ = (std::marker::PhantomData::<SourceConfig>, std::marker::PhantomData::<ChannelConfig>);
             return None;

@@ -17,6 +17,7 @@ use fedistream_connectors::mastodon::source::MastodonSourceConfig;
 use fedistream_connectors::replay::ReplaySourceConfig;
 use fedistream_connectors::stdout::StdoutSinkConfig;
 use fedistream_core::sqlite::Durability;
+use fedistream_kafka::channel::KafkaChannelConfig;
 use fedistream_process::filter::FilterConfig;
 use serde::{Deserialize, Serialize};
 
@@ -124,6 +125,7 @@ pub enum ChannelConfig {
     File(FileSinkConfig),
     Stdout(StdoutSinkConfig),
     Mastodon(Box<MastodonSinkConfig>),
+    Kafka(Box<KafkaChannelConfig>),
 }
 
 impl ChannelConfig {
@@ -132,6 +134,7 @@ impl ChannelConfig {
             ChannelConfig::File(c) => &c.delivery,
             ChannelConfig::Stdout(c) => &c.delivery,
             ChannelConfig::Mastodon(c) => &c.delivery,
+            ChannelConfig::Kafka(c) => &c.delivery,
         }
     }
 }

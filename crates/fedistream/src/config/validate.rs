@@ -138,6 +138,11 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                     err(k.clone(), e);
                 }
             }
+            ChannelConfig::Kafka(kc) => {
+                for p in kc.validate(check_secrets) {
+                    err(if p.key.is_empty() { k.clone() } else { format!("{k}.{}", p.key) }, p.reason);
+                }
+            }
             ChannelConfig::Stdout(_) => {}
         }
         if c.delivery().max_batch == 0 {

@@ -141,3 +141,62 @@ fn kafka_log_settings_are_checked_at_their_keys() {
     let good = format!("[log]\nbackend = \"kafka\"\n[log.kafka]\nbrokers = \"127.0.0.1:9092\"\npipeline = \"demo\"\n{MINIMAL}");
     assert!(errors(&good).is_empty(), "{:?}", errors(&good));
 }
+
+#[test]
+fn kafka_channels_are_checked_offline() {
+    // Neither the brokers nor the registry exist: validation does no I/O.
+    let ok = r#"
+[sources.a]
+type = "mastodon"
+accounts = ["@alice@example.org"]
+
+[channels.k]
+type = "kafka"
+brokers = "kafka.invalid:9092,kafka2.invalid:9092"
+topic = "fedistream.posts"
+format = "avro"
+schema_registry = "https://registry.invalid:8081"
+tombstones = false
+compression = "lz4"
+properties = { "linger.ms" = "10", "security.protocol" = "SASL_SSL" }
+[channels.k.delivery]
+max_batch = 500
+"#;
+    assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+    let cfg = parse(ok, file()).unwrap();
+    let ChannelConfig::Kafka(k) = &cfg.channels["k"] else { panic!("not a kafka channel") };
+    assert!(!k.tombstones);
+    assert_eq!(k.delivery.max_batch, 500);
+
+    let bad = r#"
+[sources.a]
+type = "mastodon"
+accounts = ["@alice@example.org"]
+
+[channels.k]
+type = "kafka"
+brokers = ""
+topic = "posts/all"
+format = "avro"
+schema_registry_user_env = "SR_USER"
+properties = { "sasl.password" = "hunter2", "acks" = "1" }
+properties_env = { "sasl.username" = "FEDISTREAM_TEST_SURELY_UNSET_VAR" }
+"#;
+    let errs = errors(bad);
+    let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
+    assert!(has("`channels.k.brokers`: no brokers"), "{errs:#?}");
+    assert!(has("`channels.k.topic`: `posts/all`: topic names may use letters, digits"), "{errs:#?}");
+    assert!(has("`channels.k.schema_registry`: format = \"avro\" needs a schema_registry URL"), "{errs:#?}");
+    assert!(has("`channels.k.schema_registry_user_env`: give both"), "{errs:#?}");
+    assert!(has("`acks` is set by the channel"), "{errs:#?}");
+    assert!(has("`sasl.password` is a secret: name an environment variable in properties_env instead"), "{errs:#?}");
+    assert!(has("the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set"), "{errs:#?}");
+    assert!(!errs.iter().any(|e| e.contains("hunter2")), "{errs:#?}");
+
+    let text = "[channels.k]\ntype = \"kafka\"\nbrokers = \"h:1\"\ntopic = \"t\"\nformat = \"protobuf\"\n";
+    let e = parse(text, file()).unwrap_err();
+    assert_eq!(e.key, "channels.k.format", "{e}");
+    let text = "[channels.k]\ntype = \"kafka\"\nbrokers = \"h:1\"\ntopic = \"t\"\nschema_registry_password = \"x\"\n";
+    let e = parse(text, file()).unwrap_err();
+    assert!(e.to_string().contains("schema_registry_password"), "{e}");
+}

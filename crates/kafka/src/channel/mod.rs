@@ -1,0 +1,427 @@
+//! The `kafka` channel: events onto a user's own Kafka topic, independent of
+//! which log backend fedistream runs on.
+//!
+//! * **Records.** The key is the event's key, the status URI, so every version of
+//!   a post lands on one partition in order and a compacted topic keeps the
+//!   latest. (An account's different posts may spread over partitions.) The
+//!   value is the event as JSON (the log's own serialisation) or as Avro in the
+//!   Confluent wire format ([`avro`]). With `tombstones` (the default) a deletion
+//!   is a null value on the post's key.
+//! * **Headers** on every record, tombstones included: `fedistream-event`
+//!   (created/updated/deleted), `fedistream-instance`, `fedistream-source` and
+//!   `fedistream-schema-version` ([`avro::SCHEMA_VERSION`], for both formats).
+//! * **Delivery.** An idempotent producer (`acks=all`). `write` enqueues the
+//!   batch, awaits every delivery report and returns `Ok` only when all records
+//!   are acknowledged. Errors say who is at fault: unreachable brokers and
+//!   timeouts are transient, a record the broker refuses (too large, invalid) is
+//!   permanent at its index, refused credentials are `Auth`, a missing topic is
+//!   `Config`.
+//! * **Open** checks that the topic exists (bounded by `timeout`) and, for Avro,
+//!   registers the schema under `<topic>-value` (the registry answers with the
+//!   existing id if it has it, 409 if the schema is incompatible with the latest
+//!   version there).
+//!
+//! Retrying, pausing and dead-lettering are the runtime's; this module only
+//! classifies.
+
+pub mod avro;
+pub mod config;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fedistream_core::{ErrorKind, Event, EventKind, LogRecord, Sink, SinkContext, SinkError};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+
+pub use config::{Compression, Format, KafkaChannelConfig};
+
+use crate::registry::{RegistryClient, Secret};
+
+pub const HEADER_EVENT: &str = "fedistream-event";
+pub const HEADER_INSTANCE: &str = "fedistream-instance";
+pub const HEADER_SOURCE: &str = "fedistream-source";
+pub const HEADER_SCHEMA_VERSION: &str = "fedistream-schema-version";
+
+/// Routes librdkafka's log lines to `tracing` and remembers the last global
+/// error (a refused SASL handshake shows up there, not in the metadata call).
+#[derive(Clone, Default)]
+pub struct ChannelContext {
+    last_error: Arc<Mutex<Option<GlobalError>>>,
+}
+
+/// A global error's code (if it has one) and librdkafka's reason.
+type GlobalError = (Option<RDKafkaErrorCode>, String);
+
+impl ChannelContext {
+    fn take_last_error(&self) -> Option<GlobalError> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl ClientContext for ChannelContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::warn!(facility = fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => tracing::info!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(error = %error, reason, "librdkafka error");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((error.rdkafka_error_code(), reason.to_string()));
+    }
+}
+
+type ChannelProducer = FutureProducer<ChannelContext>;
+
+/// Which category a producer or broker error code falls in.
+pub fn classify(code: RDKafkaErrorCode) -> ErrorKind {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageSizeTooLarge
+        | C::InvalidRecord
+        | C::InvalidMessage
+        | C::InvalidMessageSize
+        | C::MessageBatchTooLarge
+        | C::InvalidTimestamp
+        | C::PolicyViolation
+        | C::UnsupportedForMessageFormat
+        | C::BadMessage
+        | C::KeySerialization
+        | C::ValueSerialization => ErrorKind::Permanent,
+        C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed
+        | C::SaslAuthenticationFailed
+        | C::Authentication
+        | C::UnsupportedSASLMechanism
+        | C::IllegalSASLState
+        | C::SSL => ErrorKind::Auth,
+        C::UnknownTopicOrPartition
+        | C::UnknownTopic
+        | C::UnknownPartition
+        | C::InvalidTopic
+        | C::InvalidConfig
+        | C::InvalidRequiredAcks
+        | C::UnsupportedCompressionType
+        | C::InvalidArgument
+        | C::NotConfigured
+        | C::UnknownProtocol => ErrorKind::Config,
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// What one record becomes.
+struct Prepared {
+    key: String,
+    value: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+pub struct KafkaChannel {
+    cfg: KafkaChannelConfig,
+    /// The channel's config key, for messages (known at `open`).
+    name: String,
+    /// Values of `properties_env`, read at construction.
+    secret_properties: Vec<(String, Secret)>,
+    producer: Option<ChannelProducer>,
+    context: ChannelContext,
+    registry: Option<RegistryClient>,
+    schema_id: Option<u32>,
+}
+
+impl KafkaChannel {
+    /// Builds the channel from a validated config. Reads the environment variables
+    /// the config names; no network I/O until `open`.
+    pub fn new(cfg: KafkaChannelConfig) -> Result<Self, String> {
+        let mut secret_properties = Vec::new();
+        for (key, var) in &cfg.properties_env {
+            secret_properties.push((key.clone(), Secret::from_env(var).map_err(|e| format!("properties_env.\"{key}\": {e}"))?));
+        }
+        let registry = match &cfg.schema_registry {
+            Some(url) if cfg.format == Format::Avro => {
+                let auth = match (&cfg.schema_registry_user_env, &cfg.schema_registry_password_env) {
+                    (Some(u), Some(p)) => Some((
+                        Secret::from_env(u).map_err(|e| format!("schema_registry_user_env: {e}"))?.expose().to_string(),
+                        Secret::from_env(p).map_err(|e| format!("schema_registry_password_env: {e}"))?,
+                    )),
+                    (None, None) => None,
+                    _ => return Err("give both schema_registry_user_env and schema_registry_password_env, or neither".into()),
+                };
+                Some(RegistryClient::new(url, auth, cfg.timeout).map_err(|e| format!("schema_registry: {e}"))?)
+            }
+            None if cfg.format == Format::Avro => return Err("format = \"avro\" needs a schema_registry URL".into()),
+            _ => None,
+        };
+        Ok(KafkaChannel {
+            cfg,
+            name: "kafka".into(),
+            secret_properties,
+            producer: None,
+            context: ChannelContext::default(),
+            registry,
+            schema_id: None,
+        })
+    }
+
+    /// The registry id the channel writes with (Avro, after `open`).
+    pub fn schema_id(&self) -> Option<u32> {
+        self.schema_id
+    }
+
+    /// The registry client (Avro only).
+    pub fn registry(&self) -> Option<&RegistryClient> {
+        self.registry.as_ref()
+    }
+
+    fn err(&self, kind: ErrorKind, what: impl std::fmt::Display) -> SinkError {
+        SinkError::new(kind, format!("kafka channel `{}` (topic `{}`): {what}", self.name, self.cfg.topic))
+    }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.cfg.brokers)
+            .set("client.id", format!("fedistream-{}", self.name))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", self.cfg.compression.as_str())
+            .set("message.timeout.ms", self.cfg.delivery_timeout.as_millis().min(i32::MAX as u128).to_string())
+            // The channel never creates topics (overridable through `properties`).
+            .set("allow.auto.create.topics", "false");
+        for (k, v) in &self.cfg.properties {
+            c.set(k, v);
+        }
+        for (k, v) in &self.secret_properties {
+            c.set(k, v.expose());
+        }
+        c
+    }
+
+    fn create_producer(&mut self) -> Result<ChannelProducer, SinkError> {
+        let secret_keys: Vec<&str> = self.secret_properties.iter().map(|(k, _)| k.as_str()).collect();
+        self.context = ChannelContext::default();
+        self.producer_config().create_with_context(self.context.clone()).map_err(|e| match e {
+            // Its Display would include the value, which may be a secret.
+            KafkaError::ClientConfig(_, desc, key, _) => {
+                let desc = if secret_keys.contains(&key.as_str()) { "invalid value".to_string() } else { desc };
+                self.err(ErrorKind::Config, format_args!("producer setting `{key}`: {desc}"))
+            }
+            e => self.err(ErrorKind::Config, format_args!("cannot create the producer: {e}")),
+        })
+    }
+
+    /// Drop a producer off the async threads (dropping purges and joins its thread).
+    fn discard_producer(&mut self) {
+        if let Some(p) = self.producer.take() {
+            tokio::task::spawn_blocking(move || drop(p));
+        }
+    }
+
+    /// The topic exists and has partitions, within `timeout`.
+    async fn check_topic(&self, producer: &ChannelProducer) -> Result<(), SinkError> {
+        let (p, topic, timeout) = (producer.clone(), self.cfg.topic.clone(), self.cfg.timeout);
+        let md = tokio::task::spawn_blocking(move || {
+            p.client().fetch_metadata(Some(&topic), timeout).map(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| (t.error().map(RDKafkaErrorCode::from), t.partitions().len()))
+            })
+        })
+        .await
+        .map_err(|e| self.err(ErrorKind::Internal, format_args!("metadata task failed: {e}")))?;
+        let brokers = &self.cfg.brokers;
+        match md {
+            Ok(Some((None, n))) if n > 0 => Ok(()),
+            Ok(None) | Ok(Some((Some(RDKafkaErrorCode::UnknownTopicOrPartition), _))) | Ok(Some((None, _))) => Err(self.err(
+                ErrorKind::Config,
+                format_args!("the topic does not exist on {brokers}; create it (the channel does not create topics)"),
+            )),
+            Ok(Some((Some(code), _))) => {
+                Err(self.err(classify(code), format_args!("the brokers at {brokers} report the topic as unusable: {code}")))
+            }
+            Err(e) => {
+                // A refused handshake is reported to the context, not to the call.
+                if let Some((Some(code), reason)) = self.context.take_last_error() {
+                    if classify(code) == ErrorKind::Auth {
+                        return Err(self.err(ErrorKind::Auth, format_args!("the brokers at {brokers} refused the credentials: {reason}")));
+                    }
+                }
+                let kind = match e.rdkafka_error_code() {
+                    Some(c) if classify(c) != ErrorKind::Permanent => classify(c),
+                    _ => ErrorKind::Transient,
+                };
+                Err(self.err(kind, format_args!("cannot fetch the topic's metadata from {brokers} within {:?}: {e}", self.cfg.timeout)))
+            }
+        }
+    }
+
+    /// Register (or find) the schema under `<topic>-value`.
+    async fn check_schema(&mut self) -> Result<(), SinkError> {
+        let Some(registry) = &self.registry else { return Ok(()) };
+        let subject = self.cfg.subject();
+        match registry.register(&subject, avro::SCHEMA_JSON).await {
+            Ok(id) => {
+                self.schema_id = Some(id);
+                Ok(())
+            }
+            Err(e) => Err(self.err(e.kind(), e)),
+        }
+    }
+
+    fn prepare(&self, rec: &LogRecord) -> Result<Prepared, String> {
+        let ev: &Event = rec.event().map_err(|e| e.to_string())?;
+        let schema_version = avro::SCHEMA_VERSION.to_string();
+        let headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header { key: HEADER_EVENT, value: Some(ev.kind.as_str()) })
+            .insert(Header { key: HEADER_INSTANCE, value: Some(ev.instance.as_str()) })
+            .insert(Header { key: HEADER_SOURCE, value: Some(ev.source.as_str()) })
+            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
+        let value = if ev.kind == EventKind::Deleted && self.cfg.tombstones {
+            None
+        } else {
+            Some(match (self.cfg.format, self.schema_id) {
+                (Format::Json, _) => rec.payload.as_bytes().to_vec(),
+                (Format::Avro, Some(id)) => avro::encode(id, ev).map_err(|e| format!("cannot encode the event as Avro: {e}"))?,
+                // `write` checks this before preparing anything.
+                (Format::Avro, None) => return Err("the schema is not registered".into()),
+            })
+        };
+        Ok(Prepared { key: ev.key.clone(), value, headers })
+    }
+
+    fn delivery_error(&mut self, index: usize, e: &KafkaError) -> SinkError {
+        let code = e.rdkafka_error_code();
+        let kind = code.map(classify).unwrap_or(ErrorKind::Transient);
+        if code == Some(RDKafkaErrorCode::Fatal) {
+            // An idempotent producer that hit a fatal error cannot go on: start afresh.
+            self.discard_producer();
+        }
+        let what = match code {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                format!("the topic does not exist on {} (any more): {e}", self.cfg.brokers)
+            }
+            _ => format!("record {index} of the batch was not delivered: {e}"),
+        };
+        let mut err = self.err(kind, what);
+        if kind == ErrorKind::Permanent {
+            err.failed_index = Some(index);
+        }
+        err
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaChannel {
+    async fn open(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
+        self.name = ctx.name.clone();
+        self.discard_producer();
+        let producer = self.create_producer()?;
+        let checked = match self.check_topic(&producer).await {
+            Ok(()) => self.check_schema().await,
+            Err(e) => Err(e),
+        };
+        self.producer = Some(producer);
+        if let Err(e) = checked {
+            self.discard_producer();
+            return Err(e);
+        }
+        tracing::info!(
+            topic = %self.cfg.topic,
+            format = self.cfg.format.as_str(),
+            schema_id = ?self.schema_id,
+            "Kafka channel open"
+        );
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+        if self.producer.is_none() {
+            // After a fatal producer error; the topic was checked at open.
+            self.producer = Some(self.create_producer()?);
+        }
+        if self.cfg.format == Format::Avro && self.schema_id.is_none() {
+            self.check_schema().await?;
+        }
+        let Some(producer) = self.producer.clone() else {
+            return Err(self.err(ErrorKind::Internal, "no producer"));
+        };
+        let mut pending = Vec::with_capacity(batch.len());
+        // The first record that could not even be enqueued, and why.
+        let mut refused: Option<(usize, SinkError)> = None;
+        'records: for (i, rec) in batch.iter().enumerate() {
+            let p = match self.prepare(rec) {
+                Ok(p) => p,
+                Err(e) => {
+                    let mut err = self.err(ErrorKind::Permanent, format_args!("record {i} of the batch: {e}"));
+                    err.failed_index = Some(i);
+                    refused = Some((i, err));
+                    break;
+                }
+            };
+            let queue_deadline = tokio::time::Instant::now() + self.cfg.delivery_timeout;
+            loop {
+                let mut fr = FutureRecord::to(&self.cfg.topic).key(p.key.as_bytes()).headers(p.headers.clone());
+                if let Some(v) = &p.value {
+                    fr = fr.payload(v.as_slice());
+                }
+                match producer.send_result(fr) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if tokio::time::Instant::now() < queue_deadline =>
+                    {
+                        // Back-pressure: the producer's own thread drains the queue.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err((e, _)) => {
+                        refused = Some((i, self.delivery_error(i, &e)));
+                        break 'records;
+                    }
+                }
+            }
+        }
+        let reports = futures::future::join_all(pending).await;
+        let mut first_failure: Option<SinkError> = None;
+        for (i, r) in reports.into_iter().enumerate() {
+            let e = match r {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => self.delivery_error(i, &e),
+                Err(_) => self.err(ErrorKind::Transient, format_args!("record {i}: the producer went away before reporting")),
+            };
+            first_failure = Some(e);
+            break;
+        }
+        match (first_failure, refused) {
+            (Some(e), _) => Err(e),
+            (None, Some((_, e))) => Err(e),
+            (None, None) => Ok(()),
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        let Some(p) = self.producer.take() else { return Ok(()) };
+        let timeout = self.cfg.delivery_timeout;
+        let res = tokio::task::spawn_blocking(move || {
+            let r = p.flush(timeout);
+            drop(p);
+            r
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.err(ErrorKind::Transient, format_args!("flushing the producer: {e}"))),
+            Err(e) => Err(self.err(ErrorKind::Internal, format_args!("flush task failed: {e}"))),
+        }
+    }
+}
