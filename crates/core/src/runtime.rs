@@ -638,7 +638,12 @@ async fn run_channel(log: Arc<dyn Log>, mut ch: ChannelSpec, status: Status, mut
                 .map_err(|e| e.to_string())?;
             recs.extend(more);
         }
-        let last = recs.last().map(|r| r.position).expect("non-empty");
+        // The last position of every partition in the batch (a distributed log
+        // hands out several partitions at once).
+        let upto: Vec<Position> = max_positions(recs.iter().map(|r| r.position))
+            .into_iter()
+            .map(|(partition, offset)| Position { partition, offset })
+            .collect();
         let total = recs.len() as u64;
         let selected: Vec<LogRecord> = match &ch.route {
             None => recs,
@@ -681,7 +686,7 @@ async fn run_channel(log: Arc<dyn Log>, mut ch: ChannelSpec, status: Status, mut
             }
             start = end;
         }
-        consumer.commit(&[last], vec![]).await.map_err(|e| e.to_string())?;
+        consumer.commit(&upto, vec![]).await.map_err(|e| e.to_string())?;
         status.count("delivered", selected.len() as u64);
         if !selected.is_empty() {
             status.saw_event();

@@ -68,6 +68,19 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 2000)]
         count: usize,
     },
+    /// The Kafka log backend against librdkafka alone on the same broker, and end
+    /// to end through the runtime on Kafka (needs a broker: `scripts/kafka up`).
+    Kafka {
+        #[arg(long, env = "FEDISTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Events per append (the ingestor coalesces up to 4096).
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+    },
     /// Write synthetic statuses as JSON Lines.
     Generate {
         #[arg(long, default_value_t = 100)]
@@ -86,6 +99,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
+        BenchKind::Kafka { brokers, count, accounts, batch } => crate::bench_kafka::run(brokers, count, accounts, batch).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
@@ -116,9 +130,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Wraps a sink and records, per delivered record, the time since its append.
-struct LatencySink {
-    inner: Box<dyn Sink>,
-    samples: Arc<Mutex<Vec<u64>>>,
+pub(crate) struct LatencySink {
+    pub(crate) inner: Box<dyn Sink>,
+    pub(crate) samples: Arc<Mutex<Vec<u64>>>,
 }
 
 #[async_trait]
@@ -138,7 +152,7 @@ impl Sink for LatencySink {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -2,6 +2,7 @@
 //! posts to channels. See `fedistream --help`.
 
 mod bench;
+mod bench_kafka;
 mod bench_mastodon;
 mod cli;
 mod config;

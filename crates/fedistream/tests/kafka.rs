@@ -433,3 +433,70 @@ type = "stdout"
     assert!(!s.success());
     assert!(err.contains("--role deliver needs the Kafka log"), "{err}");
 }
+
+/// `examples/kafka.toml` as shipped (only addresses, names and paths changed):
+/// one ingest, a file channel and an Avro channel as two consumer groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn the_kafka_example_runs_with_both_consumer_groups() {
+    use rdkafka::consumer::Consumer as _;
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = fedistream_kafka::testing::RegistryStandIn::start().await;
+    let topic = format!("fedistream-example-{:x}", rand::random::<u64>());
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let created = admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(&topic, 3, rdkafka::admin::TopicReplication::Fixed(1))],
+            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+
+    let text = std::fs::read_to_string(repo_root().join("examples/kafka.toml"))
+        .unwrap()
+        .replace("\"127.0.0.1:9092\"", &toml_str(&brokers))
+        .replace("pipeline = \"mvp\"", &format!("pipeline = {}", toml_str(pipeline_name("example"))))
+        .replace("\"fedistream.posts\"", &toml_str(&topic))
+        .replace("\"http://127.0.0.1:8081\"", &toml_str(registry.url()))
+        .replace("fedistream-data/", &format!("{}/", dir.path().display()))
+        .replace("examples/data/", &format!("{}/examples/data/", repo_root().display()))
+        .replace("rate = 50", "");
+    let cfg = write_file(dir.path(), "kafka.toml", &text);
+    let p = role(dir.path(), "example", &cfg, "all", "w");
+    wait_for_within("the replay to finish", HANDOVER, || p.stderr().contains("Source finished").then_some(()), || p.stderr()).await;
+    // Both groups catch up: lag 0 in `fedistream status`.
+    let status = || {
+        let (s, out, err) = run_to_end(dir.path(), "status", &["status", "--json", "--config", cfg.to_str().unwrap()]);
+        assert!(s.success(), "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let v = wait_for_within(
+        "both consumer groups with no lag",
+        HANDOVER,
+        || {
+            let v = status();
+            let groups = v["groups"].as_array()?.clone();
+            (groups.len() == 2 && groups.iter().all(|g| g["lag"] == 0)).then_some(v)
+        },
+        || format!("groups: {}\n{}", status()["groups"], tail(&p.stderr())),
+    )
+    .await;
+    let names: BTreeSet<String> = v["groups"].as_array().unwrap().iter().map(|g| g["group"].as_str().unwrap().to_string()).collect();
+    assert!(names.iter().any(|g| g.ends_with(".archive")) && names.iter().any(|g| g.ends_with(".topic")), "{names:?}");
+    let archived = read_events(&dir.path().join("kafka-archive-w.jsonl"));
+    assert!(archived.len() > 50, "{} events archived", archived.len());
+    assert_each_created_once(&archived);
+    // The topic holds one Avro record per event (an idempotent producer, no markers).
+    let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let records: i64 = (0..3)
+        .map(|p| {
+            let (lo, hi) = probe.fetch_watermarks(&topic, p, Duration::from_secs(10)).unwrap();
+            hi - lo
+        })
+        .sum();
+    assert_eq!(records as usize, archived.len(), "the Avro topic and the archive hold the same events");
+    p.sigterm();
+    assert!(p.wait_exit(DEADLINE).await.success(), "{}", p.stderr());
+}

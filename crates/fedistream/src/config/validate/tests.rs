@@ -100,7 +100,7 @@ fn the_shipped_examples_are_valid() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     // Relative paths in the examples are relative to the repository root.
     std::env::set_current_dir(root).unwrap();
-    for name in ["examples/demo.toml", "examples/follow.toml", "examples/mirror.toml"] {
+    for name in ["examples/demo.toml", "examples/follow.toml", "examples/mirror.toml", "examples/kafka.toml", "deploy/fedistream.toml"] {
         let cfg = crate::config::load(Path::new(name)).unwrap_or_else(|e| panic!("{e}"));
         // The examples name token variables that CI does not set; the rest must be clean.
         let errs: Vec<String> = validate(&cfg, Path::new(name))

@@ -1,0 +1,193 @@
+//! `fedistream bench kafka`: the Kafka log backend against what librdkafka itself
+//! reaches on the same broker.
+//!
+//! 1. baseline: the same event payloads (JSON, keyed by account) produced by a
+//!    plain idempotent librdkafka producer (acks=all, same compression and
+//!    linger), then flushed — the ceiling for one producer;
+//! 2. fedistream: the same events appended through `KafkaLog::append` in the
+//!    ingestor's batch size, each batch one transaction with a checkpoint;
+//! 3. end to end: replay → parse → normalise → Kafka log → consumer group →
+//!    channel, reporting throughput and append→delivery latency percentiles.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use fedistream_connectors::synthetic::Generator;
+use fedistream_core::log::{AppendBatch, StatePut};
+use fedistream_core::post::Via;
+use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
+use fedistream_core::{DeadLetter, Event, Log, LogRecord, Sink, SinkError};
+use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
+use fedistream_process::normalize::{parse_and_normalize, NormalizeContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{percentile, LatencySink};
+
+/// A sink that only counts (the bench measures the log, not a channel's I/O).
+struct NullSink;
+
+#[async_trait::async_trait]
+impl Sink for NullSink {
+    async fn write(&mut self, _batch: &[LogRecord]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize) -> anyhow::Result<ExitCode> {
+    let mut g = Generator::new(7);
+    let lines: Vec<String> = (0..count).map(|_| g.status(accounts)).collect();
+    let ctx = NormalizeContext { instance: "bench.example", via: Via::Replay, received_at: Utc::now() };
+    let events: Vec<Event> = lines
+        .iter()
+        .filter_map(|l| parse_and_normalize(l, &ctx).ok())
+        .map(|p| Event::created("bench", p))
+        .collect();
+    let payloads: Vec<(String, Vec<u8>)> =
+        events.iter().map(|e| (e.account.clone(), serde_json::to_vec(e).expect("event JSON"))).collect();
+    let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
+    let n = events.len();
+    let tag = format!("{:x}", rand::random::<u32>());
+
+    // 1. librdkafka alone.
+    let mut cfg = KafkaLogConfig::new(&brokers, format!("bench-raw-{tag}"));
+    cfg.partitions = 6;
+    // Creates the topics (and proves the broker answers) before timing.
+    let raw_log = KafkaLog::open(cfg.clone()).await.with_context(|| format!("Kafka at {brokers}"))?;
+    drop(raw_log);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", &cfg.compression)
+        .set("linger.ms", "5")
+        .create()?;
+    let topic = cfg.events_topic();
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(n);
+    for (key, payload) in &payloads {
+        loop {
+            match producer.send_result(FutureRecord::to(&topic).key(key.as_str()).payload(payload.as_slice())) {
+                Ok(d) => {
+                    pending.push(d);
+                    break;
+                }
+                Err((e, _)) if matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) => {
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("baseline produce failed: {e}"),
+            }
+        }
+    }
+    for d in pending {
+        if let Ok(Err((e, _))) = d.await {
+            bail!("baseline delivery failed: {e}");
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let raw_secs = started.elapsed().as_secs_f64();
+
+    // 2. The Kafka log backend: transactions of `batch` events plus a checkpoint.
+    let mut cfg2 = cfg.clone();
+    cfg2.pipeline = format!("bench-log-{tag}");
+    let log = KafkaLog::open(cfg2.clone()).await?;
+    let started = Instant::now();
+    for (i, chunk) in events.chunks(batch.max(1)).enumerate() {
+        log.append(AppendBatch { events: chunk.to_vec(), state: vec![StatePut::set("checkpoint", "bench", i.to_string())] })
+            .await?;
+    }
+    let log_secs = started.elapsed().as_secs_f64();
+
+    // 3. End to end through the runtime.
+    let mut cfg3 = cfg.clone();
+    cfg3.pipeline = format!("bench-e2e-{tag}");
+    let e2e_log = KafkaLog::open(cfg3.clone()).await?;
+    let dir = std::env::temp_dir().join(format!("fedistream-bench-kafka-{tag}"));
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("input.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n")?;
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
+    // Deliver-only and ingest-only runtimes, as `--role deliver` and `--role ingest` run.
+    let deliver = Pipeline {
+        log: e2e_log.clone(),
+        sources: vec![],
+        channels: vec![ChannelSpec {
+            name: "null".into(),
+            group: cfg3.channel_group("null"),
+            sink: Box::new(LatencySink { inner: Box::new(NullSink), samples: samples.clone() }),
+            route: None,
+            batch: delivery.batch(),
+            retry: delivery.retry(),
+            dead_letter: DeadLetter::new(dir.join("dl-channel.jsonl")),
+        }],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let ingest = Pipeline {
+        log: e2e_log.clone(),
+        sources: vec![SourceSpec {
+            name: "bench".into(),
+            source: Box::new(fedistream_connectors::replay::ReplaySource::new(
+                fedistream_connectors::replay::ReplaySourceConfig {
+                    path: input.clone(),
+                    rate: None,
+                    instance: "bench".into(),
+                    include_unlisted: true,
+                    owned: true,
+                },
+            )),
+            dead_letter: DeadLetter::new(dir.join("dl-source.jsonl")),
+        }],
+        channels: vec![],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let stop = CancellationToken::new();
+    let deliver_task = tokio::spawn(fedistream_core::runtime::run(deliver, stop.clone()));
+    let started = Instant::now();
+    let ingested = fedistream_core::runtime::run(ingest, CancellationToken::new()).await?;
+    let appended = ingested.log.counters.get("appended").copied().unwrap_or(0) as usize;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while samples.lock().unwrap_or_else(|p| p.into_inner()).len() < appended {
+        if Instant::now() > deadline {
+            bail!("only {} of {appended} events delivered after 5 minutes", samples.lock().unwrap().len());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let e2e_secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let summary = deliver_task.await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_unstable();
+
+    let mb = bytes as f64 / 1e6;
+    println!("fedistream bench kafka ({brokers}, {n} events, avg {} B JSON, batches of {batch})", bytes / n.max(1));
+    println!("  librdkafka alone       {:>9.0} events/s  {:>6.1} MB/s   (idempotent producer, acks=all, {})", n as f64 / raw_secs, mb / raw_secs, cfg.compression);
+    println!(
+        "  Kafka log append       {:>9.0} events/s  {:>6.1} MB/s   {:.0}% of librdkafka (transactions with checkpoint)",
+        n as f64 / log_secs,
+        mb / log_secs,
+        100.0 * raw_secs / log_secs
+    );
+    println!(
+        "  end to end            {:>9.0} statuses/s  (replay → parse → normalise → Kafka log → consumer group → channel; {} delivered)",
+        count as f64 / e2e_secs,
+        lat.len()
+    );
+    println!(
+        "  latency append→delivered  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        percentile(&lat, 0.50) as f64 / 1000.0,
+        percentile(&lat, 0.99) as f64 / 1000.0,
+        lat.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    if !summary.failures.is_empty() {
+        bail!("failures: {:?}", summary.failures);
+    }
+    Ok(ExitCode::SUCCESS)
+}
