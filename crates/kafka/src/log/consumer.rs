@@ -70,6 +70,8 @@ pub struct KafkaConsumer {
     /// Next offset committed by this member, per partition.
     committed: HashMap<i32, i64>,
     last_warn: Option<std::time::Instant>,
+    /// The last catch-up after a rebalance failed; retried before handing out records.
+    catching_up: bool,
     /// Owned partitions not yet reported through `take_assignment`.
     assignment: Option<Vec<u32>>,
     /// For commits that carry state (made on first need).
@@ -108,6 +110,7 @@ impl KafkaConsumer {
             committed: HashMap::new(),
             assignment: None,
             last_warn: None,
+            catching_up: false,
             txn: None,
         })
     }
@@ -123,17 +126,27 @@ impl KafkaConsumer {
 
     /// After an assignment change, read the state other members wrote for the
     /// partitions we now own (e.g. a channel's source-to-target map).
-    async fn after_rebalance(&mut self) -> Result<(), LogError> {
+    /// Returns false while the state could not be read to its end (the cluster
+    /// is away): no records are handed out until it can, and it is tried again
+    /// on the next poll.
+    async fn after_rebalance(&mut self) -> bool {
         let changed = std::mem::take(&mut *self.consumer.context().changed.lock().unwrap());
-        if changed {
+        if changed || self.catching_up {
             let owned = self.consumer.context().assigned.lock().unwrap().clone();
             self.pending.retain(|r| owned.contains(&(r.position.partition as i32)));
-            let mut parts: Vec<u32> = owned.iter().map(|p| *p as u32).collect();
-            parts.sort();
-            self.assignment = Some(parts);
-            self.state.catch_up(Duration::from_secs(60)).await?;
+            if changed {
+                let mut parts: Vec<u32> = owned.iter().map(|p| *p as u32).collect();
+                parts.sort();
+                self.assignment = Some(parts);
+            }
+            if let Err(e) = self.state.catch_up(Duration::from_secs(30)).await {
+                warn!(group = %self.group, error = %e, "Cannot read the state of newly assigned partitions yet; holding their records");
+                self.catching_up = true;
+                return false;
+            }
+            self.catching_up = false;
         }
-        Ok(())
+        true
     }
 
     /// Commit offsets, retrying while the cluster is unavailable (the records
@@ -296,7 +309,9 @@ fn lost_ownership(e: &KafkaError) -> bool {
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
-        self.after_rebalance().await?;
+        if !self.after_rebalance().await {
+            return Ok(vec![]);
+        }
         if self.pending.is_empty() {
             let first = tokio::time::timeout(wait, self.consumer.recv()).await;
             match first {
@@ -323,7 +338,9 @@ impl Consumer for KafkaConsumer {
                 }
             }
             // Records fetched before a revoke belong to the new owner now.
-            self.after_rebalance().await?;
+            if !self.after_rebalance().await {
+                return Ok(vec![]);
+            }
         }
         if self.pending.is_empty() {
             self.step_over_markers();

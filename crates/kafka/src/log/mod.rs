@@ -243,7 +243,9 @@ impl Write {
         if let Some(e) = abort {
             return Err(classify_txn(&e));
         }
+        let sent = std::time::Instant::now();
         txn.commit().await?;
+        tracing::debug!(events = events.len(), commit_ms = sent.elapsed().as_millis() as u64, "Kafka transaction committed");
         let mut positions = Vec::with_capacity(events.len());
         let mut state_offsets = Vec::with_capacity(state.len());
         for (i, d) in deliveries.into_iter().enumerate() {
@@ -302,6 +304,11 @@ pub(crate) async fn transactional_producer(cfg: &KafkaLogConfig, role: &str, tim
         .set("compression.type", &cfg.compression)
         .set("linger.ms", "5")
         .set("transaction.timeout.ms", "60000")
+        // A transaction begun right after the previous commit can meet the
+        // coordinator still writing that one's markers (CONCURRENT_TRANSACTIONS)
+        // and is retried after this backoff (librdkafka's default is 100 ms).
+        .set("retry.backoff.ms", "5")
+        .set("retry.backoff.max.ms", "200")
         .set("message.timeout.ms", "55000")
         .create()
         .map_err(|e| unavailable("cannot create a Kafka producer", &cfg.brokers, e))?;

@@ -42,6 +42,14 @@ impl TxnProducer {
 
     /// Commit; on failure the transaction stays marked open (the next `begin` aborts it).
     pub(crate) async fn commit(&mut self) -> Result<(), TxnFailure> {
+        // Wait for the records to be acknowledged before committing. rdkafka's
+        // commit_transaction flushes first by polling in 100 ms steps while its
+        // background thread takes the events, so each commit took 100 ms; here
+        // the commit finds nothing in flight and goes straight to EndTxn.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         for attempt in 0.. {
             let p = self.producer.clone();
             let r = blocking(move || p.commit_transaction(Duration::from_secs(60)))
