@@ -131,13 +131,9 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
                 Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
         };
-        let group = match (&cfg.log.backend, &cfg.log.kafka) {
-            (LogBackend::Kafka, Some(k)) => k.channel_group(name),
-            _ => format!("fedistream.channel.{name}"),
-        };
         channels.push(ChannelSpec {
             name: name.clone(),
-            group,
+            group: channel_group(cfg, name),
             sink,
             route: route_for(cfg, name),
             batch: c.delivery().batch(),
@@ -146,6 +142,14 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
         });
     }
     Ok(channels)
+}
+
+/// The consumer group of a channel on the config's log.
+pub fn channel_group(cfg: &Config, channel: &str) -> String {
+    match (&cfg.log.backend, &cfg.log.kafka) {
+        (LogBackend::Kafka, Some(k)) => k.channel_group(channel),
+        _ => format!("fedistream.channel.{channel}"),
+    }
 }
 
 /// The channel takes an event if any route leading to it takes it; with no

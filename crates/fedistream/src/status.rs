@@ -53,7 +53,8 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             "components": docs.iter().map(|(k, d)| serde_json::json!({"key": k, "status": d})).collect::<Vec<_>>(),
             "checkpoints": checkpoints.iter().map(|(k, v)| serde_json::json!({"key": k, "min_id": v})).collect::<Vec<_>>(),
             "groups": info.groups.iter().map(|g| serde_json::json!({"group": g.group,
-                "offset": g.committed.iter().map(|p| p.offset).max().unwrap_or(0), "lag": g.lag})).collect::<Vec<_>>(),
+                "offset": g.committed.iter().map(|p| p.offset).max().unwrap_or(0), "lag": g.lag,
+                "partitions": g.committed.iter().map(|p| serde_json::json!({"partition": p.partition, "offset": p.offset})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -89,7 +90,7 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!();
     println!("CHANNEL              STATE        OFFSET   LAG      LAST EVENT   DETAIL");
     for name in cfg.channels.keys() {
-        let group = format!("fedistream.channel.{name}");
+        let group = crate::pipeline::channel_group(&cfg, name);
         let g = info.groups.iter().find(|g| g.group == group);
         let doc = docs.iter().find(|(k, _)| *k == format!("channel:{name}")).map(|(_, d)| d);
         let mut detail = doc.and_then(|d| d.detail.clone()).unwrap_or_default();

@@ -485,6 +485,13 @@ async fn the_kafka_example_runs_with_both_consumer_groups() {
     .await;
     let names: BTreeSet<String> = v["groups"].as_array().unwrap().iter().map(|g| g["group"].as_str().unwrap().to_string()).collect();
     assert!(names.iter().any(|g| g.ends_with(".archive")) && names.iter().any(|g| g.ends_with(".topic")), "{names:?}");
+    // The table shows each channel's group lag too.
+    let (_, table, _) = run_to_end(dir.path(), "status-table", &["status", "--config", cfg.to_str().unwrap()]);
+    for channel in ["archive", "topic"] {
+        let line = table.lines().find(|l| l.starts_with(channel)).unwrap_or_else(|| panic!("no {channel} line:\n{table}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!((cols[1], cols[3]), ("running", "0"), "state and lag of {channel}:\n{table}");
+    }
     let archived = read_events(&dir.path().join("kafka-archive-w.jsonl"));
     assert!(archived.len() > 50, "{} events archived", archived.len());
     assert_each_created_once(&archived);
