@@ -20,7 +20,7 @@ use fedistream_core::log::{AppendBatch, StatePut};
 use fedistream_core::post::Via;
 use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
 use fedistream_core::{DeadLetter, Event, Log, LogRecord, Sink, SinkError};
-use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
+use fedistream_kafka::log::{send_with_room, KafkaLog, KafkaLogConfig};
 use fedistream_process::normalize::{parse_and_normalize, NormalizeContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -70,18 +70,8 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize) -
     let started = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for (key, payload) in &payloads {
-        loop {
-            match producer.send_result(FutureRecord::to(&topic).key(key.as_str()).payload(payload.as_slice())) {
-                Ok(d) => {
-                    pending.push(d);
-                    break;
-                }
-                Err((e, _)) if matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) => {
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("baseline produce failed: {e}"),
-            }
-        }
+        let rec = FutureRecord::to(&topic).key(key.as_str()).payload(payload.as_slice());
+        pending.push(send_with_room(&producer, rec).await.context("baseline produce failed")?);
     }
     for d in pending {
         if let Ok(Err((e, _))) = d.await {
@@ -110,18 +100,8 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize) -
         txn_producer.begin_transaction()?;
         let mut pending = Vec::with_capacity(chunk.len());
         for (key, payload) in chunk {
-            loop {
-                match txn_producer.send_result(FutureRecord::to(&txn_topic).key(key.as_str()).payload(payload.as_slice())) {
-                    Ok(d) => {
-                        pending.push(d);
-                        break;
-                    }
-                    Err((e, _)) if matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) => {
-                        txn_producer.poll(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => bail!("baseline produce failed: {e}"),
-                }
-            }
+            let rec = FutureRecord::to(&txn_topic).key(key.as_str()).payload(payload.as_slice());
+            pending.push(send_with_room(&txn_producer, rec).await.context("baseline produce failed")?);
         }
         // Wait for the acks first (commit_transaction's own flush polls in 100 ms steps).
         while txn_producer.in_flight_count() > 0 {

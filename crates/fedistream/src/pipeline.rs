@@ -69,8 +69,21 @@ pub async fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<d
     Ok(Pipeline { sources: sources(cfg, &|_| true)?, channels: channels(cfg)?, log, options, progress })
 }
 
-/// The sources, keeping only the work `take` accepts: a Mastodon source's
-/// accounts are units `source/account`, any other source is the unit `source`.
+/// The unit of work ingest processes share for one account of a Mastodon source.
+fn account_unit(source: &str, acct: &str) -> String {
+    format!("{source}/{acct}")
+}
+
+/// The units of work of a source: `source/account` for each account of a
+/// Mastodon source, the source's name for any other source.
+pub fn work_units(name: &str, s: &SourceConfig) -> Vec<String> {
+    match s {
+        SourceConfig::Mastodon(m) => m.accounts.iter().map(|a| account_unit(name, a)).collect(),
+        _ => vec![name.to_string()],
+    }
+}
+
+/// The sources, keeping only the work units (see [`work_units`]) `take` accepts.
 pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<SourceSpec>> {
     let dl_dir = cfg.log.dead_letter_dir();
     let limiters = RateLimiters::default();
@@ -79,7 +92,7 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
         let source: Box<dyn Source> = match s {
             SourceConfig::Mastodon(m) => {
                 let mut m = m.clone();
-                m.accounts.retain(|a| take(&format!("{name}/{a}")));
+                m.accounts.retain(|a| take(&account_unit(name, a)));
                 if m.accounts.is_empty() {
                     continue;
                 }

@@ -93,15 +93,12 @@ async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutd
         // Take over what the previous owners recorded (checkpoints, dedup index).
         log.catch_up().await.context("reading the state topic before following accounts")?;
         let sources = crate::pipeline::sources(cfg, &|unit| a.owns(unit))?;
-        let mut following: Vec<String> = Vec::new();
-        for (name, s) in &cfg.sources {
-            match s {
-                crate::config::SourceConfig::Mastodon(m) => following
-                    .extend(m.accounts.iter().map(|acct| format!("{name}/{acct}")).filter(|u| a.owns(u))),
-                _ if a.owns(name) => following.push(name.clone()),
-                _ => {}
-            }
-        }
+        let following: Vec<String> = cfg
+            .sources
+            .iter()
+            .flat_map(|(name, s)| crate::pipeline::work_units(name, s))
+            .filter(|u| a.owns(u))
+            .collect();
         info!(slots = ?a.slots, following = ?following, "Ingest: following {} of the configured units", following.len());
         let run_token = shutdown.child_token();
         let p = Pipeline { log: log.clone(), sources, channels: vec![], options: options.clone(), progress: None };

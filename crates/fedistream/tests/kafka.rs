@@ -13,19 +13,10 @@ use std::time::Duration;
 
 use common::*;
 use fedistream_connectors::testing::{FakeMastodon, NewStatus};
+use fedistream_kafka::testing::brokers;
 
 /// Group hand-overs wait for a session timeout (6 s here) and a rebalance.
 const HANDOVER: Duration = Duration::from_secs(90);
-
-fn brokers() -> String {
-    let b = std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let first = b.split(',').next().unwrap().to_string();
-    assert!(
-        std::net::TcpStream::connect_timeout(&first.parse().expect("broker address"), Duration::from_secs(2)).is_ok(),
-        "no Kafka broker at {b}: start one with `scripts/kafka up` (or set FEDISTREAM_KAFKA_BROKERS)"
-    );
-    b
-}
 
 fn pipeline_name(test: &str) -> String {
     format!("it-{test}-{}-{:x}", std::process::id(), rand::random::<u32>())

@@ -9,19 +9,10 @@ use std::time::{Duration, Instant};
 use fedistream_core::log::{AppendBatch, Log, StatePut};
 use fedistream_core::testing::{conformance, created};
 use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
-
-fn brokers() -> String {
-    std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
+use fedistream_kafka::testing::brokers;
 
 fn config(test: &str) -> KafkaLogConfig {
-    let b = brokers();
-    let addr = b.split(',').next().unwrap().to_string();
-    assert!(
-        std::net::TcpStream::connect_timeout(&addr.parse().expect("broker address"), Duration::from_secs(2)).is_ok(),
-        "no Kafka broker at {b}: start one with `scripts/kafka up` (or set FEDISTREAM_KAFKA_BROKERS)"
-    );
-    let mut c = KafkaLogConfig::new(b, format!("t-{test}-{}-{:x}", std::process::id(), rand::random::<u32>()));
+    let mut c = KafkaLogConfig::new(brokers(), format!("t-{test}-{}-{:x}", std::process::id(), rand::random::<u32>()));
     c.partitions = 3;
     c.session_timeout = Duration::from_secs(6);
     c

@@ -21,9 +21,9 @@ use rdkafka::producer::Producer as _;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
 
-use super::state::{state_key, StateTable};
+use super::state::{send_state, StateTable};
 use super::{
-    blocking, client_config, send_with_room, transactional_producer, unavailable,
+    blocking, client_config, transactional_producer, unavailable,
     watermarks, KafkaLogConfig, TxnFailure,
 };
 
@@ -189,19 +189,11 @@ impl KafkaConsumer {
     ) -> Result<(), LogError> {
         let producer = txn.producer.clone();
         let state_topic = self.cfg.state_topic();
-        let keys: Vec<String> = state.iter().map(|p| state_key(&p.ns, &p.key)).collect();
         let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            let r: Result<Vec<(i32, i64)>, TxnFailure> = async {
+            let r: Result<(), TxnFailure> = async {
                 txn.begin().await?;
-                let mut deliveries = Vec::new();
-                for (put, key) in state.iter().zip(&keys) {
-                    let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(&state_topic).key(key.as_str());
-                    if let Some(v) = &put.value {
-                        rec = rec.payload(v.as_str());
-                    }
-                    deliveries.push(send_with_room(&producer, rec).await.map_err(|e| super::classify_txn(&e))?);
-                }
+                let sent = send_state(&producer, &state_topic, &state).await?;
                 let meta = self
                     .consumer
                     .group_metadata()
@@ -212,23 +204,11 @@ impl KafkaConsumer {
                     .map_err(|e| TxnFailure::Fatal(e.to_string()))?
                     .map_err(|e| super::classify_txn(&e))?;
                 txn.commit().await?;
-                let mut offs = Vec::new();
-                for d in deliveries {
-                    match d.await {
-                        Ok(Ok(d)) => offs.push((d.partition, d.offset)),
-                        _ => return Err(TxnFailure::Fatal("a state record of a committed transaction failed".into())),
-                    }
-                }
-                Ok(offs)
+                sent.applied_to(&self.state, &state).await
             }
             .await;
             match r {
-                Ok(offs) => {
-                    self.state.apply_local(
-                        state.iter().zip(keys.iter()).zip(offs).map(|((p, k), (part, off))| (k.clone(), p.value.clone(), part, off)),
-                    );
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(TxnFailure::Fatal(e)) => {
                     return Err(unavailable(&format!("cannot commit group {} with its state", self.group), &self.cfg.brokers, e))
                 }

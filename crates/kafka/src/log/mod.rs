@@ -208,66 +208,36 @@ struct Write {
 
 impl Write {
     async fn attempt(&self, txn: &mut TxnProducer) -> Result<Vec<Position>, TxnFailure> {
-        let (events, payloads, state) = (&self.events, &self.payloads, &self.state);
+        // A failure returns with the transaction open: the next `begin` aborts it.
         txn.begin().await?;
         let producer = &txn.producer.clone();
         let now = chrono::Utc::now().timestamp_millis();
-        let mut deliveries = Vec::with_capacity(events.len() + state.len());
-        let mut abort = None;
-        for (ev, payload) in events.iter().zip(payloads) {
+        let mut deliveries = Vec::with_capacity(self.events.len());
+        for (ev, payload) in self.events.iter().zip(&self.payloads) {
             let rec = FutureRecord::to(&self.events_topic).key(ev.account.as_str()).payload(payload.as_slice()).timestamp(now);
-            match send_with_room(producer, rec).await {
-                Ok(d) => deliveries.push(d),
-                Err(e) => {
-                    abort = Some(e);
-                    break;
-                }
-            }
+            deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
-        let keys: Vec<String> = state.iter().map(|p| state::state_key(&p.ns, &p.key)).collect();
-        if abort.is_none() {
-            for (put, key) in state.iter().zip(&keys) {
-                let mut rec = FutureRecord::<str, str>::to(&self.state_topic).key(key.as_str()).timestamp(now);
-                if let Some(v) = &put.value {
-                    rec = rec.payload(v.as_str());
-                }
-                match send_with_room(producer, rec).await {
-                    Ok(d) => deliveries.push(d),
-                    Err(e) => {
-                        abort = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(e) = abort {
-            return Err(classify_txn(&e));
-        }
+        let sent_state = state::send_state(producer, &self.state_topic, &self.state).await?;
         let sent = std::time::Instant::now();
         txn.commit().await?;
-        tracing::debug!(events = events.len(), commit_ms = sent.elapsed().as_millis() as u64, "Kafka transaction committed");
-        let mut positions = Vec::with_capacity(events.len());
-        let mut state_offsets = Vec::with_capacity(state.len());
-        for (i, d) in deliveries.into_iter().enumerate() {
+        tracing::debug!(events = self.events.len(), commit_ms = sent.elapsed().as_millis() as u64, "Kafka transaction committed");
+        let mut positions = Vec::with_capacity(self.events.len());
+        for d in deliveries {
             let delivered = match d.await {
                 Ok(Ok(d)) => d,
                 Ok(Err((e, _))) => return Err(TxnFailure::Fatal(format!("a record of a committed transaction failed: {e}"))),
                 Err(_) => return Err(TxnFailure::Fatal("the producer dropped a delivery report".into())),
             };
-            if i < events.len() {
-                positions.push(Position { partition: delivered.partition as u32, offset: delivered.offset as u64 });
-            } else {
-                state_offsets.push((delivered.partition, delivered.offset));
-            }
+            positions.push(Position { partition: delivered.partition as u32, offset: delivered.offset as u64 });
         }
-        self.state_table
-            .apply_local(state.iter().zip(keys).zip(state_offsets).map(|((p, k), (part, off))| (k, p.value.clone(), part, off)));
+        sent_state.applied_to(&self.state_table, &self.state).await?;
         Ok(positions)
     }
 }
 
-/// Send, waiting for room when the producer's queue is full.
-pub(crate) async fn send_with_room<'a, K, P>(
+/// Send, waiting for room when the producer's queue is full (also used by
+/// `fedistream bench kafka`'s librdkafka baselines).
+pub async fn send_with_room<'a, K, P>(
     producer: &FutureProducer,
     mut rec: FutureRecord<'a, K, P>,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError>

@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use fedistream_core::error::LogError;
+use fedistream_core::log::StatePut;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -22,6 +23,46 @@ use super::{unavailable, watermarks, KafkaLogConfig};
 
 const SEP: char = '\u{1f}';
 
+/// State puts sent into an open transaction, awaiting their offsets.
+pub(crate) struct SentState {
+    keys: Vec<String>,
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+}
+
+/// Send `puts` to the state topic inside the producer's open transaction (key
+/// `ns \x1f key`, a tombstone for a delete).
+pub(crate) async fn send_state(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    puts: &[StatePut],
+) -> Result<SentState, super::TxnFailure> {
+    let keys: Vec<String> = puts.iter().map(|p| state_key(&p.ns, &p.key)).collect();
+    let mut deliveries = Vec::with_capacity(puts.len());
+    for (put, key) in puts.iter().zip(&keys) {
+        let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(topic).key(key.as_str());
+        if let Some(v) = &put.value {
+            rec = rec.payload(v.as_str());
+        }
+        deliveries.push(super::send_with_room(producer, rec).await.map_err(|e| super::classify_txn(&e))?);
+    }
+    Ok(SentState { keys, deliveries })
+}
+
+impl SentState {
+    /// After the commit: apply the puts to this process's view at their offsets.
+    pub(crate) async fn applied_to(self, table: &StateTable, puts: &[StatePut]) -> Result<(), super::TxnFailure> {
+        let mut offsets = Vec::with_capacity(self.deliveries.len());
+        for d in self.deliveries {
+            match d.await {
+                Ok(Ok(d)) => offsets.push((d.partition, d.offset)),
+                _ => return Err(super::TxnFailure::Fatal("a state record of a committed transaction failed".into())),
+            }
+        }
+        table.apply_local(self.keys.into_iter().zip(puts).zip(offsets).map(|((k, p), (part, off))| (k, p.value.clone(), part, off)));
+        Ok(())
+    }
+}
+
 pub(crate) fn state_key(ns: &str, key: &str) -> String {
     let mut s = String::with_capacity(ns.len() + key.len() + 1);
     s.push_str(ns);
@@ -30,10 +71,13 @@ pub(crate) fn state_key(ns: &str, key: &str) -> String {
     s
 }
 
+/// A key's value as of (partition, offset); `None`: deleted.
+type Stored = (i32, i64, Option<String>);
+
 #[derive(Default)]
 struct View {
-    /// ns → key → (partition, offset, value); `None` value: deleted.
-    map: HashMap<String, HashMap<String, (i32, i64, Option<String>)>>,
+    /// ns → key → value with its position.
+    map: HashMap<String, HashMap<String, Stored>>,
     /// Next offset to apply, per partition.
     applied: HashMap<i32, i64>,
 }

@@ -11,20 +11,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
 use tracing::warn;
 
-use super::{blocking, TxnFailure};
+use super::{blocking, classify_txn, TxnFailure};
 
 pub(crate) struct TxnProducer {
     pub(crate) producer: FutureProducer,
     /// A transaction was begun and neither committed nor aborted yet.
     open: bool,
-}
-
-fn classify(e: &KafkaError) -> TxnFailure {
-    match e {
-        KafkaError::Transaction(rd) if rd.is_fatal() => TxnFailure::Fatal(rd.string()),
-        KafkaError::Transaction(rd) => TxnFailure::Retry(rd.string()),
-        other => TxnFailure::Retry(other.to_string()),
-    }
 }
 
 impl TxnProducer {
@@ -37,7 +29,7 @@ impl TxnProducer {
             self.abort().await?;
         }
         self.open = true;
-        self.producer.begin_transaction().map_err(|e| classify(&e))
+        self.producer.begin_transaction().map_err(|e| classify_txn(&e))
     }
 
     /// Commit; on failure the transaction stays marked open (the next `begin` aborts it).
@@ -63,7 +55,7 @@ impl TxnProducer {
                 Err(KafkaError::Transaction(rd)) if rd.is_retriable() && !rd.txn_requires_abort() && attempt < 5 => {
                     warn!(error = %rd.string(), "Kafka transaction commit timed out; committing again");
                 }
-                Err(e) => return Err(classify(&e)),
+                Err(e) => return Err(classify_txn(&e)),
             }
         }
         unreachable!("the loop returns")
