@@ -76,10 +76,28 @@ pub struct LogInfo {
     pub groups: Vec<GroupInfo>,
 }
 
+/// The rest of an append started with [`Log::start_append`]: resolves once the
+/// batch is durable.
+pub type AppendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<AppendReceipt, LogError>> + Send>>;
+
 #[async_trait]
 pub trait Log: Send + Sync + 'static {
     /// Append events and state atomically and durably. See the module docs.
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, LogError>;
+
+    /// Start an append without waiting for it to be durable, so the caller can
+    /// prepare the next batch meanwhile (the ingestor keeps a few in flight).
+    ///
+    /// When this returns, the batch's place is fixed: batches started one after
+    /// another are stored in that order. The returned future resolves as
+    /// [`Log::append`] would. If an append fails, every append started after it
+    /// fails too, so a later batch's checkpoint never covers events that were
+    /// lost. The default does the whole append here (nothing overlaps); a
+    /// backend whose commit is a network round trip (Kafka) overrides it.
+    async fn start_append(&self, batch: AppendBatch) -> Result<AppendFuture, LogError> {
+        let receipt = self.append(batch).await;
+        Ok(Box::pin(std::future::ready(receipt)))
+    }
 
     /// Read one state value.
     async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError>;

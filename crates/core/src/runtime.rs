@@ -10,11 +10,11 @@
 //! and commit; whatever is still running at the drain deadline is named and
 //! aborted (its records stay uncommitted and are delivered on the next start).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
@@ -136,6 +136,9 @@ pub struct RuntimeOptions {
     pub ingest_queue: usize,
     /// Most events per log transaction when several batches are waiting.
     pub ingest_max_events: usize,
+    /// Appends started and not yet durable (overlap only where the log supports
+    /// it, see `Log::start_append`).
+    pub appends_in_flight: usize,
     pub status_interval: Duration,
     pub retention_interval: Duration,
 }
@@ -146,6 +149,7 @@ impl Default for RuntimeOptions {
             drain_deadline: Duration::from_secs(30),
             ingest_queue: 64,
             ingest_max_events: 4096,
+            appends_in_flight: 3,
             status_interval: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
         }
@@ -187,7 +191,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     let (ingest_done_tx, ingest_done_rx) = watch::channel(false);
     let ingest_status = Status::new("ingest", "log");
     let ingest = tokio::spawn(
-        ingestor(log.clone(), rx, opts.ingest_max_events, ingest_status.clone(), ingest_done_tx)
+        ingestor(log.clone(), rx, opts.ingest_max_events, opts.appends_in_flight, ingest_status.clone(), ingest_done_tx)
             .instrument(tracing::info_span!("ingest")),
     );
 
@@ -403,66 +407,104 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     Ok(summary)
 }
 
-/// Single writer: deduplicates by status URI and appends batches durably.
+/// An append started and not yet durable, with who to tell when it is.
+struct InFlight {
+    done: crate::log::AppendFuture,
+    /// Its dedup decisions, kept once it is durable.
+    decisions: Staged,
+    replies: Vec<oneshot::Sender<Result<AppendSummary, String>>>,
+    summaries: Vec<AppendSummary>,
+}
+
+/// Single writer: deduplicates by status URI and appends batches durably, with
+/// up to `max_in_flight` appends started and not yet durable (the log keeps
+/// their order), so preparing the next batch overlaps the commit of the last.
 async fn ingestor(
     log: Arc<dyn Log>,
     mut rx: mpsc::Receiver<IngestRequest>,
     max_events: usize,
+    max_in_flight: usize,
     status: Status,
     done: watch::Sender<bool>,
 ) -> Result<(), crate::error::LogError> {
     // Bounded: a miss costs one indexed read of the log's `seen` table.
     let mut dedup = Dedup::new(50_000);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut open = true;
     let result = async {
-        while let Some(first) = rx.recv().await {
-            // Coalesce whatever else is waiting into one transaction.
-            let mut reqs = vec![first];
-            let mut n = reqs[0].0.events.len();
-            while n < max_events {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        n += r.0.events.len();
-                        reqs.push(r);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let mut batch = AppendBatch::default();
-            let mut summaries = Vec::with_capacity(reqs.len());
-            let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key.clone())).collect();
-            dedup.prefetch(&*log, keys).await?;
-            let mut replies = Vec::with_capacity(reqs.len());
-            for (sb, reply) in reqs {
-                let mut s = AppendSummary::default();
-                for mut ev in sb.events {
-                    if dedup.admit(&mut ev, &mut batch.state) {
-                        s.appended += 1;
-                        batch.events.push(ev);
-                    } else {
-                        s.duplicates += 1;
+        while open || !in_flight.is_empty() {
+            let room = open && in_flight.len() < max_in_flight.max(1);
+            tokio::select! {
+                // Oldest first: the log completes appends in the order they started.
+                r = async { in_flight.front_mut().expect("checked non-empty").done.as_mut().await }, if !in_flight.is_empty() => {
+                    let f = in_flight.pop_front().expect("checked non-empty");
+                    match r {
+                        Ok(_) => {
+                            let appended: usize = f.summaries.iter().map(|s| s.appended).sum();
+                            dedup.commit(f.decisions);
+                            status.count("appended", appended as u64);
+                            status.count("duplicates", f.summaries.iter().map(|s| s.duplicates as u64).sum());
+                            metrics::counter!("fedistream_events_appended_total", "component" => "log").increment(appended as u64);
+                            for (reply, s) in f.replies.into_iter().zip(f.summaries) {
+                                let _ = reply.send(Ok(s));
+                            }
+                        }
+                        Err(e) => {
+                            // Every later append fails too (the log's contract).
+                            for reply in std::iter::once(f).chain(in_flight.drain(..)).flat_map(|f| f.replies) {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                            return Err(e);
+                        }
                     }
                 }
-                batch.state.extend(sb.state);
-                summaries.push(s);
-                replies.push(reply);
-            }
-            let appended = batch.events.len() as u64;
-            match log.append(batch).await {
-                Ok(_) => {
-                    dedup.commit();
-                    status.count("appended", appended);
-                    status.count("duplicates", summaries.iter().map(|s| s.duplicates as u64).sum());
-                    metrics::counter!("fedistream_events_appended_total", "component" => "log").increment(appended);
-                    for (reply, s) in replies.into_iter().zip(summaries) {
-                        let _ = reply.send(Ok(s));
+                first = rx.recv(), if room => {
+                    let Some(first) = first else {
+                        open = false;
+                        continue;
+                    };
+                    // Coalesce whatever else is waiting into one transaction.
+                    let mut reqs = vec![first];
+                    let mut n = reqs[0].0.events.len();
+                    while n < max_events {
+                        match rx.try_recv() {
+                            Ok(r) => {
+                                n += r.0.events.len();
+                                reqs.push(r);
+                            }
+                            Err(_) => break,
+                        }
                     }
-                }
-                Err(e) => {
-                    dedup.rollback();
-                    for reply in replies {
-                        let _ = reply.send(Err(e.to_string()));
+                    let mut batch = AppendBatch::default();
+                    let mut summaries = Vec::with_capacity(reqs.len());
+                    let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key.clone())).collect();
+                    if let Err(e) = dedup.prefetch(&*log, keys).await {
+                        fail_all(reqs.into_iter().map(|r| r.1), in_flight.drain(..), &e);
+                        return Err(e);
                     }
-                    return Err(e);
+                    let mut replies = Vec::with_capacity(reqs.len());
+                    for (sb, reply) in reqs {
+                        let mut s = AppendSummary::default();
+                        for mut ev in sb.events {
+                            if dedup.admit(&mut ev, &mut batch.state) {
+                                s.appended += 1;
+                                batch.events.push(ev);
+                            } else {
+                                s.duplicates += 1;
+                            }
+                        }
+                        batch.state.extend(sb.state);
+                        summaries.push(s);
+                        replies.push(reply);
+                    }
+                    let decisions = dedup.start();
+                    match log.start_append(batch).await {
+                        Ok(done) => in_flight.push_back(InFlight { done, decisions, replies, summaries }),
+                        Err(e) => {
+                            fail_all(replies.into_iter(), in_flight.drain(..), &e);
+                            return Err(e);
+                        }
+                    }
                 }
             }
         }
@@ -473,17 +515,39 @@ async fn ingestor(
     result
 }
 
+fn fail_all(
+    replies: impl Iterator<Item = oneshot::Sender<Result<AppendSummary, String>>>,
+    in_flight: impl Iterator<Item = InFlight>,
+    e: &crate::error::LogError,
+) {
+    for reply in replies.chain(in_flight.flat_map(|f| f.replies)) {
+        let _ = reply.send(Err(e.to_string()));
+    }
+}
+
+/// Dedup decisions of one append: status URI → fingerprint.
+struct Staged {
+    seq: u64,
+    decisions: Vec<(String, String)>,
+}
+
 /// The dedup index: an in-memory cache in front of the log's `seen` namespace.
-/// Decisions for one transaction are staged and only kept if the append succeeds.
+/// Decisions are staged per append and only enter the cache once it is durable;
+/// meanwhile later batches see them (a post in two batches in flight is
+/// appended once).
 struct Dedup {
     cache: HashMap<String, String>,
+    /// The batch being built.
     staged: HashMap<String, String>,
+    /// Latest decision per key among appends in flight, with its append's seq.
+    in_flight: HashMap<String, (u64, String)>,
+    next_seq: u64,
     capacity: usize,
 }
 
 impl Dedup {
     fn new(capacity: usize) -> Self {
-        Dedup { cache: HashMap::new(), staged: HashMap::new(), capacity }
+        Dedup { cache: HashMap::new(), staged: HashMap::new(), in_flight: HashMap::new(), next_seq: 0, capacity }
     }
 
     async fn prefetch(&mut self, log: &dyn Log, keys: Vec<String>) -> Result<(), crate::error::LogError> {
@@ -507,7 +571,7 @@ impl Dedup {
     fn admit(&mut self, ev: &mut Event, state: &mut Vec<StatePut>) -> bool {
         let fp = ev.fingerprint();
         let prior = self.current(&ev.key);
-        let keep = match (ev.kind, prior.as_str()) {
+        let keep = match (ev.kind, prior) {
             (_, DELETED) => false,
             (EventKind::Deleted, _) => true,
             (_, p) if p == fp => false,
@@ -525,22 +589,36 @@ impl Dedup {
         keep
     }
 
-    fn current(&self, key: &str) -> String {
-        // Later decisions in the same transaction see earlier ones.
+    fn current(&self, key: &str) -> &str {
+        // Later decisions see earlier ones: this batch's, then those in flight.
         if let Some(v) = self.staged.get(key) {
-            return v.clone();
+            return v;
         }
-        self.cache.get(key).cloned().unwrap_or_default()
+        if let Some((_, v)) = self.in_flight.get(key) {
+            return v;
+        }
+        self.cache.get(key).map(String::as_str).unwrap_or_default()
     }
 
-    fn commit(&mut self) {
-        for (k, v) in self.staged.drain() {
+    /// The batch being built is handed to the log: its decisions are in flight.
+    fn start(&mut self) -> Staged {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let decisions: Vec<(String, String)> = self.staged.drain().collect();
+        for (k, v) in &decisions {
+            self.in_flight.insert(k.clone(), (seq, v.clone()));
+        }
+        Staged { seq, decisions }
+    }
+
+    /// That append is durable: its decisions are the index now.
+    fn commit(&mut self, staged: Staged) {
+        for (k, v) in staged.decisions {
+            if self.in_flight.get(&k).is_some_and(|(seq, _)| *seq == staged.seq) {
+                self.in_flight.remove(&k);
+            }
             self.cache.insert(k, v);
         }
-    }
-
-    fn rollback(&mut self) {
-        self.staged.clear();
     }
 }
 

@@ -11,7 +11,7 @@ use chrono::Utc;
 
 use crate::component::{Sink, Source, SourceBatch, SourceContext};
 use crate::error::{SinkError, SourceError};
-use crate::event::{Event, EventKind, LogRecord};
+use crate::event::{Event, EventKind, LogRecord, Position};
 use crate::log::{AppendBatch, Log, StatePut};
 use crate::post::{Account, Counts, Post, Provenance, Via, Visibility};
 
@@ -164,6 +164,29 @@ pub mod conformance {
         assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), r.positions);
         // Nothing more.
         assert!(c.poll(100, Duration::from_millis(300)).await.unwrap().is_empty());
+    }
+
+    /// Appends started one after another without waiting are stored in that
+    /// order, each with its state, whatever order their futures are awaited in.
+    pub async fn started_appends_keep_their_order(log: Arc<dyn Log>) {
+        let evs: Vec<Event> = (1..=9).map(|n| created("s", "a@example.org", n, "hi")).collect();
+        let mut started = Vec::new();
+        for (i, chunk) in evs.chunks(3).enumerate() {
+            let b = AppendBatch { events: chunk.to_vec(), state: vec![StatePut::set("checkpoint", "k", (i + 1).to_string())] };
+            started.push(log.start_append(b).await.unwrap());
+        }
+        let mut receipts = Vec::new();
+        while let Some(done) = started.pop() {
+            receipts.push(done.await.unwrap());
+        }
+        receipts.reverse();
+        let positions: Vec<Position> = receipts.iter().flat_map(|r| r.positions.clone()).collect();
+        assert_eq!(positions.len(), 9);
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions follow the start order: {positions:?}");
+        assert_eq!(log.state_get("checkpoint", "k").await.unwrap().as_deref(), Some("3"), "the last started state wins");
+        let mut c = log.consumer("started").await.unwrap();
+        let got = poll_n(&mut c, 9).await;
+        assert_eq!(got.iter().map(|r| r.event().unwrap().clone()).collect::<Vec<_>>(), evs);
     }
 
     pub async fn state_is_written_with_the_append(log: Arc<dyn Log>) {

@@ -80,6 +80,10 @@ pub enum BenchKind {
         /// Events per append (the ingestor coalesces up to 4096).
         #[arg(long, default_value_t = 4096)]
         batch: usize,
+        /// Measured rounds of the three producers, interleaved (after one
+        /// unmeasured warm-up round); medians are reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Write synthetic statuses as JSON Lines.
     Generate {
@@ -99,7 +103,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
-        BenchKind::Kafka { brokers, count, accounts, batch } => crate::bench_kafka::run(brokers, count, accounts, batch).await,
+        BenchKind::Kafka { brokers, count, accounts, batch, rounds } => crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);

@@ -33,6 +33,11 @@ async fn conformance_state_is_written_with_the_append() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn conformance_started_appends_keep_their_order() {
+    conformance::started_appends_keep_their_order(open(&config("started")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn conformance_groups_are_independent_and_resume_after_commit() {
     conformance::groups_are_independent_and_resume_after_commit(open(&config("groups")).await).await;
 }

@@ -150,3 +150,116 @@ async fn routes_filter_per_channel() {
     assert_eq!(sink.keys().len(), 1);
     assert_eq!(summary.channels[0].counters.get("filtered"), Some(&1));
 }
+
+/// A log whose started appends wait for the test to release them (a network
+/// backend's commit in flight), and whose first append can be made to fail.
+struct GatedLog {
+    inner: Arc<dyn Log>,
+    started: mpsc::UnboundedSender<usize>,
+    gate: Arc<tokio::sync::Semaphore>,
+    fail_first: bool,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Log for GatedLog {
+    async fn append(&self, batch: AppendBatch) -> Result<crate::log::AppendReceipt, crate::error::LogError> {
+        self.start_append(batch).await?.await
+    }
+    async fn start_append(&self, batch: AppendBatch) -> Result<crate::log::AppendFuture, crate::error::LogError> {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.started.send(batch.events.len());
+        let (inner, gate, fail) = (self.inner.clone(), self.gate.clone(), self.fail_first && n == 0);
+        Ok(Box::pin(async move {
+            gate.acquire().await.expect("gate open").forget();
+            if fail {
+                return Err(crate::error::LogError::Unavailable("injected".into()));
+            }
+            inner.append(batch).await
+        }))
+    }
+    async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, crate::error::LogError> {
+        self.inner.state_get(ns, key).await
+    }
+    async fn state_get_many(&self, ns: &str, keys: &[String]) -> Result<HashMap<String, String>, crate::error::LogError> {
+        self.inner.state_get_many(ns, keys).await
+    }
+    async fn state_scan(&self, ns: &str) -> Result<Vec<(String, String)>, crate::error::LogError> {
+        self.inner.state_scan(ns).await
+    }
+    async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), crate::error::LogError> {
+        self.inner.state_put(puts).await
+    }
+    async fn consumer(&self, group: &str) -> Result<Box<dyn crate::log::Consumer>, crate::error::LogError> {
+        self.inner.consumer(group).await
+    }
+    async fn info(&self) -> Result<crate::log::LogInfo, crate::error::LogError> {
+        self.inner.info().await
+    }
+    async fn enforce_retention(&self) -> Result<u64, crate::error::LogError> {
+        self.inner.enforce_retention().await
+    }
+}
+
+/// An ingestor fed by hand over a gated log: returns the request queue, the
+/// "append started" signals, the gate, and the ingestor task.
+#[allow(clippy::type_complexity)]
+fn gated_ingestor(
+    inner: Arc<dyn Log>,
+    fail_first: bool,
+) -> (
+    mpsc::Sender<IngestRequest>,
+    mpsc::UnboundedReceiver<usize>,
+    Arc<tokio::sync::Semaphore>,
+    tokio::task::JoinHandle<Result<(), crate::error::LogError>>,
+) {
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let log: Arc<dyn Log> = Arc::new(GatedLog { inner, started: started_tx, gate: gate.clone(), fail_first, n: Default::default() });
+    let (tx, rx) = mpsc::channel(8);
+    let (done, _) = watch::channel(false);
+    let task = tokio::spawn(ingestor(log, rx, 4096, 3, Status::new("ingest", "log"), done));
+    (tx, started, gate, task)
+}
+
+async fn request(tx: &mpsc::Sender<IngestRequest>, events: Vec<Event>) -> oneshot::Receiver<Result<AppendSummary, String>> {
+    let (reply, rx) = oneshot::channel();
+    tx.send((batch(events), reply)).await.unwrap();
+    rx
+}
+
+#[tokio::test]
+async fn a_post_in_two_appends_in_flight_is_appended_once() {
+    let (_d, inner) = log();
+    let (tx, mut started, gate, task) = gated_ingestor(inner.clone(), false);
+    let first = request(&tx, vec![created("src", "a@example.org", 1, "x")]).await;
+    assert_eq!(started.recv().await, Some(1), "the first append started");
+    // The same post (e.g. from REST after the stream) while the first is in flight.
+    let second = request(&tx, vec![created("src", "a@example.org", 1, "x"), created("src", "a@example.org", 2, "y")]).await;
+    assert_eq!(started.recv().await, Some(1), "the second started before the first was durable, without the duplicate");
+    gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap(), AppendSummary { appended: 1, duplicates: 0 });
+    assert_eq!(second.await.unwrap().unwrap(), AppendSummary { appended: 1, duplicates: 1 });
+    drop(tx);
+    task.await.unwrap().unwrap();
+    let mut c = inner.consumer("check").await.unwrap();
+    let got = crate::testing::conformance::poll_n(&mut c, 2).await;
+    assert_eq!(got.iter().map(|r| r.event().unwrap().status_id.clone()).collect::<Vec<_>>(), vec!["1", "2"]);
+    assert!(c.poll(10, Duration::from_millis(50)).await.unwrap().is_empty(), "post 1 once");
+}
+
+#[tokio::test]
+async fn when_an_append_fails_every_later_one_fails_too() {
+    let (_d, inner) = log();
+    let (tx, mut started, gate, task) = gated_ingestor(inner.clone(), true);
+    let first = request(&tx, vec![created("src", "a@example.org", 1, "x")]).await;
+    started.recv().await.unwrap();
+    let second = request(&tx, vec![created("src", "a@example.org", 2, "y")]).await;
+    started.recv().await.unwrap();
+    gate.add_permits(2);
+    assert!(first.await.unwrap().is_err());
+    assert!(second.await.unwrap().is_err(), "a later batch (and its checkpoint) must not be confirmed");
+    assert!(task.await.unwrap().is_err(), "the ingestor stops on a log failure");
+    let mut c = inner.consumer("check").await.unwrap();
+    assert!(c.poll(10, Duration::from_millis(50)).await.unwrap().is_empty(), "nothing after the failed append was stored");
+}

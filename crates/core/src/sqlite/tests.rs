@@ -21,6 +21,12 @@ async fn conformance_state_is_written_with_the_append() {
 }
 
 #[tokio::test]
+async fn conformance_started_appends_keep_their_order() {
+    let (_d, log) = fresh();
+    conformance::started_appends_keep_their_order(log).await;
+}
+
+#[tokio::test]
 async fn conformance_groups() {
     let (_d, log) = fresh();
     conformance::groups_are_independent_and_resume_after_commit(log).await;

@@ -36,7 +36,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::{mpsc, oneshot, OnceCell};
 use tracing::{info, warn};
 
 pub use config::KafkaLogConfig;
@@ -49,8 +49,8 @@ pub struct KafkaLog {
     cfg: KafkaLogConfig,
     events_topic: String,
     state: Arc<StateTable>,
-    /// The transactional producer, made on the first write (status-only users never need one).
-    writer: OnceCell<Arc<Mutex<TxnProducer>>>,
+    /// The writer task's queue (see [`Writer`]).
+    writer: OnceCell<mpsc::UnboundedSender<Job>>,
     /// Metadata and watermark queries.
     meta: Arc<BaseConsumer>,
     timeout: Duration,
@@ -141,87 +141,185 @@ impl KafkaLog {
     /// read every state record committed so far (before taking over accounts or
     /// partitions from another process, or from an earlier run in this one).
     pub async fn catch_up(&self) -> Result<(), LogError> {
-        if let Some(w) = self.writer.get() {
-            drop(w.lock().await);
+        if let Some(jobs) = self.writer.get() {
+            let (tx, rx) = oneshot::channel();
+            if jobs.send(Job::Barrier(tx)).is_ok() {
+                let _ = rx.await;
+            }
         }
         self.state.catch_up(Duration::from_secs(60)).await
     }
 
-    async fn writer(&self) -> Result<Arc<Mutex<TxnProducer>>, LogError> {
+    /// The writer task's queue; the task and its transactional producer are made
+    /// on the first write (status-only users never need one).
+    async fn writer(&self) -> Result<&mpsc::UnboundedSender<Job>, LogError> {
         self.writer
             .get_or_try_init(|| async {
                 let p = transactional_producer(&self.cfg, "writer", self.timeout).await?;
-                Ok::<_, LogError>(Arc::new(Mutex::new(TxnProducer::new(p))))
+                let (tx, rx) = mpsc::unbounded_channel();
+                let w = Writer {
+                    txn: TxnProducer::new(p),
+                    events_topic: self.events_topic.clone(),
+                    state_topic: self.cfg.state_topic(),
+                    state_table: self.state.clone(),
+                    brokers: self.cfg.brokers.clone(),
+                };
+                tokio::spawn(w.run(rx));
+                Ok::<_, LogError>(tx)
             })
             .await
-            .cloned()
     }
 
-    /// One transaction: events then state; retried whole until it commits, unless
-    /// the producer hits a fatal error. The transaction runs in its own task:
-    /// a caller that gives up (shutdown) does not leave it half done — it
-    /// finishes, and the next write waits for it.
-    async fn write(&self, events: Vec<fedistream_core::Event>, state: Vec<StatePut>) -> Result<Vec<Position>, LogError> {
-        let payloads: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| serde_json::to_vec(e).map_err(|x| LogError::Internal(format!("cannot encode event: {x}"))))
+    /// Queue one write (events, then state) for the writer task; its place in
+    /// the log is fixed when this returns. The events are encoded here, in the
+    /// caller, so the next batch is encoded while the last one commits.
+    async fn start_write(
+        &self,
+        events: Vec<fedistream_core::Event>,
+        state: Vec<StatePut>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
+        let records = events
+            .into_iter()
+            .map(|e| match serde_json::to_vec(&e) {
+                Ok(payload) => Ok((e.account, payload)),
+                Err(x) => Err(LogError::Internal(format!("cannot encode event: {x}"))),
+            })
             .collect::<Result<_, _>>()?;
-        let writer = self.writer().await?;
-        let w = Write {
-            events_topic: self.events_topic.clone(),
-            state_topic: self.cfg.state_topic(),
-            state_table: self.state.clone(),
-            events,
-            payloads,
-            state,
-        };
-        let brokers = self.cfg.brokers.clone();
-        tokio::spawn(async move {
-            let mut txn = writer.lock_owned().await;
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-            loop {
-                match w.attempt(&mut txn).await {
-                    Ok(pos) => return Ok(pos),
-                    Err(TxnFailure::Fatal(e)) => return Err(unavailable("the Kafka transaction failed fatally", &brokers, e)),
-                    Err(TxnFailure::Retry(e)) => {
-                        let d = backoff.next_delay();
-                        warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Kafka append failed; retrying the whole transaction");
-                        tokio::time::sleep(d).await;
-                    }
-                }
-            }
-        })
-        .await
-        .map_err(|e| LogError::Internal(format!("the Kafka writer task failed: {e}")))?
+        let (tx, rx) = oneshot::channel();
+        self.writer()
+            .await?
+            .send(Job::Write(Write { records, state }, tx))
+            .map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))?;
+        Ok(rx)
     }
 }
 
-/// One append, owned by its task.
+/// Work for the writer task, in the order it must reach Kafka.
+enum Job {
+    Write(Write, oneshot::Sender<Result<Vec<Position>, LogError>>),
+    /// Answered once every job queued before it has finished.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// One write: records (key = account, JSON payload) and state puts.
 struct Write {
-    events_topic: String,
-    state_topic: String,
-    state_table: Arc<StateTable>,
-    events: Vec<fedistream_core::Event>,
-    payloads: Vec<Vec<u8>>,
+    records: Vec<(String, Vec<u8>)>,
     state: Vec<StatePut>,
 }
 
-impl Write {
-    async fn attempt(&self, txn: &mut TxnProducer) -> Result<Vec<Position>, TxnFailure> {
+/// Most events the writer puts in one transaction when several writes wait.
+const MAX_GROUP_EVENTS: usize = 16_384;
+
+/// The single writer: owns the transactional producer and runs the queued
+/// writes one transaction at a time, in queue order. Writes that queued up
+/// while a transaction committed share the next one (group commit). A
+/// transaction is retried whole until it commits; a fatal producer error fails
+/// it and every write after it, so no later checkpoint covers lost events.
+/// Callers that stop waiting (shutdown) do not cancel anything: a transaction
+/// is never left half done.
+struct Writer {
+    txn: TxnProducer,
+    events_topic: String,
+    state_topic: String,
+    state_table: Arc<StateTable>,
+    brokers: String,
+}
+
+impl Writer {
+    async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        let mut failed: Option<String> = None;
+        let mut held: Option<Job> = None;
+        loop {
+            let job = match held.take() {
+                Some(j) => j,
+                None => match jobs.recv().await {
+                    Some(j) => j,
+                    None => return, // the log was dropped and every write is done
+                },
+            };
+            let (mut group, reply) = match job {
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                Job::Write(w, reply) => (w, reply),
+            };
+            let mut replies = vec![(group.records.len(), reply)];
+            while group.records.len() < MAX_GROUP_EVENTS {
+                match jobs.try_recv() {
+                    Ok(Job::Write(w, reply)) => {
+                        replies.push((w.records.len(), reply));
+                        group.records.extend(w.records);
+                        group.state.extend(w.state);
+                    }
+                    Ok(barrier) => {
+                        held = Some(barrier);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = match &failed {
+                Some(e) => Err(e.clone()),
+                None => self.commit(&group).await,
+            };
+            match result {
+                Ok(positions) => {
+                    let mut rest = positions.into_iter();
+                    for (n, reply) in replies {
+                        let _ = reply.send(Ok(rest.by_ref().take(n).collect()));
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e.clone());
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(unavailable("the Kafka transaction failed fatally", &self.brokers, &e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commit `w` as one transaction, retrying until it commits or the producer
+    /// fails fatally.
+    async fn commit(&mut self, w: &Write) -> Result<Vec<Position>, String> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match self.attempt(w).await {
+                Ok(pos) => return Ok(pos),
+                Err(TxnFailure::Fatal(e)) => return Err(e),
+                Err(TxnFailure::Retry(e)) => {
+                    let d = backoff.next_delay();
+                    warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Kafka append failed; retrying the whole transaction");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&mut self, w: &Write) -> Result<Vec<Position>, TxnFailure> {
         // A failure returns with the transaction open: the next `begin` aborts it.
-        txn.begin().await?;
-        let producer = &txn.producer.clone();
+        let t0 = std::time::Instant::now();
+        self.txn.begin().await?;
+        let begun = t0.elapsed();
+        let producer = &self.txn.producer.clone();
         let now = chrono::Utc::now().timestamp_millis();
-        let mut deliveries = Vec::with_capacity(self.events.len());
-        for (ev, payload) in self.events.iter().zip(&self.payloads) {
-            let rec = FutureRecord::to(&self.events_topic).key(ev.account.as_str()).payload(payload.as_slice()).timestamp(now);
+        let mut deliveries = Vec::with_capacity(w.records.len());
+        for (account, payload) in &w.records {
+            let rec = FutureRecord::to(&self.events_topic).key(account.as_str()).payload(payload.as_slice()).timestamp(now);
             deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
-        let sent_state = state::send_state(producer, &self.state_topic, &self.state).await?;
-        let sent = std::time::Instant::now();
-        txn.commit().await?;
-        tracing::debug!(events = self.events.len(), commit_ms = sent.elapsed().as_millis() as u64, "Kafka transaction committed");
-        let mut positions = Vec::with_capacity(self.events.len());
+        let sent_state = state::send_state(producer, &self.state_topic, &w.state).await?;
+        let sent = t0.elapsed();
+        self.txn.commit().await?;
+        tracing::debug!(
+            events = w.records.len(),
+            begin_us = begun.as_micros() as u64,
+            send_us = (sent - begun).as_micros() as u64,
+            commit_us = (t0.elapsed() - sent).as_micros() as u64,
+            "Kafka transaction committed"
+        );
+        let mut positions = Vec::with_capacity(w.records.len());
         for d in deliveries {
             let delivered = match d.await {
                 Ok(Ok(d)) => d,
@@ -230,7 +328,7 @@ impl Write {
             };
             positions.push(Position { partition: delivered.partition as u32, offset: delivered.offset as u64 });
         }
-        sent_state.applied_to(&self.state_table, &self.state).await?;
+        sent_state.applied_to(&self.state_table, &w.state).await?;
         Ok(positions)
     }
 }
@@ -387,11 +485,18 @@ pub(crate) async fn watermarks(meta: &Arc<BaseConsumer>, topic: &str, parts: &[i
 #[async_trait]
 impl Log for KafkaLog {
     async fn append(&self, batch: AppendBatch) -> Result<AppendReceipt, LogError> {
+        self.start_append(batch).await?.await
+    }
+
+    async fn start_append(&self, batch: AppendBatch) -> Result<fedistream_core::log::AppendFuture, LogError> {
         if batch.events.is_empty() && batch.state.is_empty() {
-            return Ok(AppendReceipt::default());
+            return Ok(Box::pin(std::future::ready(Ok(AppendReceipt::default()))));
         }
-        let positions = self.write(batch.events, batch.state).await?;
-        Ok(AppendReceipt { positions })
+        let done = self.start_write(batch.events, batch.state).await?;
+        Ok(Box::pin(async move {
+            let positions = done.await.map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))??;
+            Ok(AppendReceipt { positions })
+        }))
     }
 
     async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError> {
@@ -410,7 +515,8 @@ impl Log for KafkaLog {
         if puts.is_empty() {
             return Ok(());
         }
-        self.write(vec![], puts).await.map(|_| ())
+        let done = self.start_write(vec![], puts).await?;
+        done.await.map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))?.map(|_| ())
     }
 
     async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {

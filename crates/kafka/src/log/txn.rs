@@ -39,9 +39,11 @@ impl TxnProducer {
         // background thread takes the events, so each commit took 100 ms; here
         // the commit finds nothing in flight and goes straight to EndTxn.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let t0 = std::time::Instant::now();
         while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        tracing::debug!(acks_us = t0.elapsed().as_micros() as u64, "records acknowledged; committing");
         for attempt in 0.. {
             let p = self.producer.clone();
             let r = blocking(move || p.commit_transaction(Duration::from_secs(60)))
