@@ -20,7 +20,7 @@ use fedistream_core::log::{AppendBatch, StatePut};
 use fedistream_core::post::Via;
 use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
 use fedistream_core::{DeadLetter, Event, Log, LogRecord, Sink, SinkError};
-use fedistream_kafka::log::{send_with_room, KafkaLog, KafkaLogConfig};
+use fedistream_kafka::log::{encode_event, send_with_room, KafkaLog, KafkaLogConfig};
 use fedistream_process::normalize::{parse_and_normalize, NormalizeContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -84,7 +84,7 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     // What the log adds before producing: encoding each event as JSON.
     let started = Instant::now();
     for e in &events {
-        std::hint::black_box(serde_json::to_vec(e)?);
+        std::hint::black_box(encode_event(e)?);
     }
     let encode_secs = started.elapsed().as_secs_f64();
 
@@ -149,6 +149,15 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     stop.cancel();
     let summary = deliver_task.await??;
     let _ = std::fs::remove_dir_all(&dir);
+    drop(e2e_log);
+    // Hundreds of partitions per run would slow the broker for the next one.
+    let mut pipelines = vec![cfg3.pipeline.clone()];
+    for round in 0..=rounds {
+        for kind in ["raw", "rawtxn", "log"] {
+            pipelines.push(format!("bench-{kind}-{tag}-{round}"));
+        }
+    }
+    drop_topics(&cfg, &pipelines).await;
     let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
 
@@ -291,4 +300,26 @@ async fn log_append(cfg: &KafkaLogConfig, tag: &str, events: &[Event], batch: us
         done.await?;
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Delete the bench's topics (best effort: a failure only leaves them behind).
+async fn drop_topics(cfg: &KafkaLogConfig, pipelines: &[String]) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        match ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create() {
+            Ok(a) => a,
+            Err(e) => return eprintln!("  (could not delete the bench's topics: {e})"),
+        };
+    let topics: Vec<String> = pipelines
+        .iter()
+        .flat_map(|p| {
+            let mut c = cfg.clone();
+            c.pipeline = p.clone();
+            [c.events_topic(), c.state_topic(), c.ingest_topic()]
+        })
+        .collect();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(e) = admin.delete_topics(&names, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await {
+        eprintln!("  (could not delete the bench's topics: {e})");
+    }
 }

@@ -180,10 +180,7 @@ impl KafkaLog {
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
         let records = events
             .into_iter()
-            .map(|e| match serde_json::to_vec(&e) {
-                Ok(payload) => Ok((e.account, payload)),
-                Err(x) => Err(LogError::Internal(format!("cannot encode event: {x}"))),
-            })
+            .map(|e| encode_event(&e).map(|payload| (e.account, payload)))
             .collect::<Result<_, _>>()?;
         let (tx, rx) = oneshot::channel();
         self.writer()
@@ -192,6 +189,14 @@ impl KafkaLog {
             .map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))?;
         Ok(rx)
     }
+}
+
+/// An event as the events topic's JSON value.
+pub fn encode_event(e: &fedistream_core::Event) -> Result<Vec<u8>, LogError> {
+    // Most events are 2-5 KB: one allocation instead of a dozen doublings.
+    let mut buf = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut buf, e).map_err(|x| LogError::Internal(format!("cannot encode event: {x}")))?;
+    Ok(buf)
 }
 
 /// Work for the writer task, in the order it must reach Kafka.
