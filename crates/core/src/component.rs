@@ -111,6 +111,14 @@ impl Status {
         };
         Status { key: format!("{kind}:{name}"), doc: Arc::new(Mutex::new(doc)) }
     }
+    /// A status kept per process when several share one log: the key becomes
+    /// `KIND:NAME@SCOPE` (the scope is the worker name).
+    pub fn scoped(kind: &str, name: &str, scope: Option<&str>) -> Self {
+        match scope {
+            Some(scope) => Status::new(kind, &format!("{name}@{scope}")),
+            None => Status::new(kind, name),
+        }
+    }
     fn with<R>(&self, f: impl FnOnce(&mut StatusDoc) -> R) -> R {
         let mut d = self.doc.lock().unwrap_or_else(|p| p.into_inner());
         d.updated_at = Utc::now();
@@ -138,7 +146,8 @@ impl Status {
     pub fn counter(&self, counter: &str) -> u64 {
         self.with(|d| d.counters.get(counter).copied().unwrap_or(0))
     }
-    /// The key under which the runtime stores this status (`source:NAME`, ...).
+    /// The key under which the runtime stores this status (`source:NAME`,
+    /// `channel:NAME@WORKER`, ...).
     pub fn key(&self) -> &str {
         &self.key
     }

@@ -139,6 +139,9 @@ pub struct RuntimeOptions {
     /// Appends started and not yet durable (overlap only where the log supports
     /// it, see `Log::start_append`).
     pub appends_in_flight: usize,
+    /// When several processes share one log (Kafka roles): the worker name,
+    /// so each keeps its own status documents (`source:NAME@WORKER`).
+    pub status_scope: Option<String>,
     pub status_interval: Duration,
     pub retention_interval: Duration,
 }
@@ -150,6 +153,7 @@ impl Default for RuntimeOptions {
             ingest_queue: 64,
             ingest_max_events: 4096,
             appends_in_flight: 3,
+            status_scope: None,
             status_interval: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),
         }
@@ -189,7 +193,8 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     let (tx, rx) = mpsc::channel::<IngestRequest>(opts.ingest_queue);
     let emitter = Emitter { tx };
     let (ingest_done_tx, ingest_done_rx) = watch::channel(false);
-    let ingest_status = Status::new("ingest", "log");
+    let scope = opts.status_scope.as_deref();
+    let ingest_status = Status::scoped("ingest", "log", scope);
     let ingest = tokio::spawn(
         ingestor(log.clone(), rx, opts.ingest_max_events, opts.appends_in_flight, ingest_status.clone(), ingest_done_tx)
             .instrument(tracing::info_span!("ingest")),
@@ -203,7 +208,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     let channel_stop = CancellationToken::new(); // hard stop at the drain deadline
     let drain_deadline = opts.drain_deadline;
     for ch in p.channels {
-        let status = Status::new("channel", &ch.name);
+        let status = Status::scoped("channel", &ch.name, scope);
         statuses.push((ch.name.clone(), status.clone(), false));
         let span = tracing::info_span!("channel", component = "channel", id = %ch.name);
         let (log, done, stop) = (log.clone(), ingest_done_rx.clone(), channel_stop.clone());
@@ -221,7 +226,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     let source_token = shutdown.child_token();
     let mut source_tasks = JoinSet::new();
     for s in p.sources {
-        let status = Status::new("source", &s.name);
+        let status = Status::scoped("source", &s.name, scope);
         statuses.push((s.name.clone(), status.clone(), true));
         let ctx = SourceContext {
             name: s.name.clone(),

@@ -47,6 +47,8 @@ pub async fn run_kafka(
     options: RuntimeOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
+    // Several processes share the log: each keeps its own status documents.
+    let options = RuntimeOptions { status_scope: Some(fedistream_connectors::file::worker_name()), ..options };
     let mut deliver = None;
     if matches!(role, Role::All | Role::Deliver) {
         let channels = crate::pipeline::channels(cfg)?;

@@ -64,23 +64,23 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!();
     println!("SOURCE               STATE        LAST EVENT   UPDATED      DETAIL");
     for name in cfg.sources.keys() {
-        let doc = docs.iter().find(|(k, _)| *k == format!("source:{name}")).map(|(_, d)| d);
-        match doc {
-            Some(d) => {
-                println!(
-                    "{:<20} {:<12} {:<12} {:<12} {}",
-                    name,
-                    d.state,
-                    d.last_event_at.map(ago).unwrap_or_else(|| "never".into()),
-                    ago(d.updated_at),
-                    d.detail.clone().unwrap_or_default()
-                );
-                if !d.counters.is_empty() {
-                    let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!("{:<20} {}", "", c.join(" "));
-                }
+        let mine = docs_of(&docs, "source", name);
+        if mine.is_empty() {
+            println!("{name:<20} not started");
+        }
+        for (shown, d) in mine {
+            println!(
+                "{:<20} {:<12} {:<12} {:<12} {}",
+                shown,
+                d.state,
+                d.last_event_at.map(ago).unwrap_or_else(|| "never".into()),
+                ago(d.updated_at),
+                d.detail.clone().unwrap_or_default()
+            );
+            if !d.counters.is_empty() {
+                let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{:<20} {}", "", c.join(" "));
             }
-            None => println!("{name:<20} not started"),
         }
         for (k, v) in checkpoints.iter().filter(|(k, _)| k.starts_with(&format!("{name}|"))) {
             let rest = k.splitn(3, '|').nth(2).unwrap_or(k);
@@ -92,24 +92,42 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for name in cfg.channels.keys() {
         let group = crate::pipeline::channel_group(&cfg, name);
         let g = info.groups.iter().find(|g| g.group == group);
-        let doc = docs.iter().find(|(k, _)| *k == format!("channel:{name}")).map(|(_, d)| d);
-        let mut detail = doc.and_then(|d| d.detail.clone()).unwrap_or_default();
-        if let Some(r) = doc.and_then(|d| d.resumes_at) {
-            detail = format!("{detail} (resumes {})", r.format("%H:%M:%S UTC"));
+        let offset = g.map(|g| g.committed.iter().map(|p| p.offset).max().unwrap_or(0).to_string()).unwrap_or_else(|| "-".into());
+        let lag = g.map(|g| g.lag.to_string()).unwrap_or_else(|| "-".into());
+        let mine = docs_of(&docs, "channel", name);
+        if mine.is_empty() {
+            println!("{:<20} {:<12} {:<8} {:<8} {:<12}", name, "not started", offset, lag, "never");
         }
-        println!(
-            "{:<20} {:<12} {:<8} {:<8} {:<12} {}",
-            name,
-            doc.map(|d| d.state.as_str()).unwrap_or("not started"),
-            g.map(|g| g.committed.iter().map(|p| p.offset).max().unwrap_or(0).to_string()).unwrap_or_else(|| "-".into()),
-            g.map(|g| g.lag.to_string()).unwrap_or_else(|| "-".into()),
-            doc.and_then(|d| d.last_event_at).map(ago).unwrap_or_else(|| "never".into()),
-            detail.trim()
-        );
-        if let Some(d) = doc.filter(|d| !d.counters.is_empty()) {
-            let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{:<20} {}", "", c.join(" "));
+        for (shown, d) in mine {
+            let mut detail = d.detail.clone().unwrap_or_default();
+            if let Some(r) = d.resumes_at {
+                detail = format!("{detail} (resumes {})", r.format("%H:%M:%S UTC"));
+            }
+            println!(
+                "{:<20} {:<12} {:<8} {:<8} {:<12} {}",
+                shown,
+                d.state,
+                offset,
+                lag,
+                d.last_event_at.map(ago).unwrap_or_else(|| "never".into()),
+                detail.trim()
+            );
+            if !d.counters.is_empty() {
+                let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{:<20} {}", "", c.join(" "));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status documents of one source or channel: `KIND:NAME` (one process)
+/// and `KIND:NAME@WORKER` (one per process on Kafka), shown as `NAME` and
+/// `NAME@WORKER`.
+fn docs_of<'a>(docs: &'a [(String, StatusDoc)], kind: &str, name: &str) -> Vec<(String, &'a StatusDoc)> {
+    let base = format!("{kind}:{name}");
+    docs.iter()
+        .filter(|(k, _)| *k == base || k.strip_prefix(base.as_str()).is_some_and(|rest| rest.starts_with('@')))
+        .map(|(k, d)| (k[kind.len() + 1..].to_string(), d))
+        .collect()
 }

@@ -204,6 +204,17 @@ async fn deliver_processes_split_partitions_and_a_killed_one_is_taken_over_exact
     assert_eq!(v["log"]["backend"], "kafka", "{v}");
     let groups = v["groups"].as_array().unwrap();
     assert!(groups.iter().any(|g| g["group"].as_str().unwrap().ends_with(".out")), "{v}");
+    // Each process keeps its own status document (none overwrites another's).
+    let delivered = |key: &str| -> u64 {
+        let c = v["components"].as_array().unwrap().iter().find(|c| c["key"] == key);
+        c.unwrap_or_else(|| panic!("no {key} in {v}"))["status"]["counters"]["delivered"].as_u64().unwrap_or(0)
+    };
+    // (A's last counters may not have been written before its kill -9.)
+    assert!(delivered("channel:out@b") > 0, "{v}");
+    assert!(v["components"].as_array().unwrap().iter().all(|c| c["key"] != "channel:out"), "{v}");
+    assert!(v["components"].as_array().unwrap().iter().any(|c| c["key"] == "source:m@i1"), "{v}");
+    let (_, table, _) = run_to_end(dir.path(), "status-table", &["status", "--config", cfg.to_str().unwrap()]);
+    assert!(table.lines().any(|l| l.starts_with("out@b ")) && table.lines().any(|l| l.starts_with("m@i1 ")), "{table}");
     b.sigterm();
     ingest.sigterm();
     assert!(b.wait_exit(DEADLINE).await.success(), "{}", b.stderr());
