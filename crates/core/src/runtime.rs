@@ -669,9 +669,17 @@ async fn run_channel(log: Arc<dyn Log>, mut ch: ChannelSpec, status: Status, mut
     let mut consumer = log.consumer(&ch.group).await.map_err(|e| e.to_string())?;
     let mut backoff = Backoff::new(ch.retry.initial, ch.retry.max);
     let ctx = crate::component::SinkContext { name: ch.name.clone(), log: log.clone(), status: status.clone() };
-    // Open the sink, pausing on auth/config errors like a write would.
+    // Open the sink, pausing on auth/config errors like a write would; the
+    // hard stop interrupts an open that hangs (an unreachable service).
     loop {
-        match ch.sink.open(&ctx).await {
+        let opened = tokio::select! {
+            r = ch.sink.open(&ctx) => r,
+            _ = halt.stop.cancelled() => {
+                status.set_state("stopped", Some("drain deadline reached before the channel opened".into()));
+                return Ok(());
+            }
+        };
+        match opened {
             Ok(()) => break,
             Err(e) => {
                 if !wait_after_error(ch.retry.pause, &status, &e, &mut backoff, &mut halt).await {

@@ -263,3 +263,29 @@ async fn when_an_append_fails_every_later_one_fails_too() {
     let mut c = inner.consumer("check").await.unwrap();
     assert!(c.poll(10, Duration::from_millis(50)).await.unwrap().is_empty(), "nothing after the failed append was stored");
 }
+
+/// A sink whose `open` never finishes (an unreachable service without a timeout).
+struct HangingOpen;
+
+#[async_trait::async_trait]
+impl Sink for HangingOpen {
+    async fn open(&mut self, _ctx: &crate::component::SinkContext) -> Result<(), SinkError> {
+        std::future::pending().await
+    }
+    async fn write(&mut self, _batch: &[LogRecord]) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_open_is_stopped_at_the_drain_deadline() {
+    let (d, log) = log();
+    let mut ch = channel("stuck", RecordingSink::default(), d.path());
+    ch.sink = Box::new(HangingOpen);
+    let mut p = pipeline(log, vec![batch(vec![created("src", "a@example.org", 1, "x")])], vec![ch]);
+    p.options.drain_deadline = Duration::from_millis(200);
+    let summary = run(p, CancellationToken::new()).await.unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    let c = summary.channels.iter().find(|c| c.name == "stuck").unwrap();
+    assert_eq!(c.state, "stopped", "the channel task stopped itself (not aborted mid-open)");
+}
