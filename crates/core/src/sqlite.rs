@@ -532,7 +532,11 @@ fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord
     while let Some(row) = rows.next()? {
         let offset = row.get::<_, i64>(0)? as u64;
         let appended_at: i64 = row.get(1)?;
-        let payload: &str = row.get_ref(2)?.as_str().map_err(|e| LogError::Corrupt { offset, reason: e.to_string() })?;
+        let corrupt = |reason: String| LogError::Corrupt { offset, reason };
+        let bytes = row.get_ref(2)?.as_bytes().map_err(|e| corrupt(e.to_string()))?;
+        // SIMD validation: std's took 4 % of a core in the pipeline benchmark.
+        let payload = simdutf8::basic::from_utf8(bytes)
+            .map_err(|_| corrupt(std::str::from_utf8(bytes).err().map(|e| e.to_string()).unwrap_or_default()))?;
         out.push(LogRecord::new(
             Position { partition: 0, offset },
             Utc.timestamp_micros(appended_at).single().unwrap_or_else(Utc::now),
