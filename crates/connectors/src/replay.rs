@@ -131,7 +131,7 @@ impl Source for ReplaySource {
                 }
                 None => BATCH,
             };
-            let mut batch = SourceBatch::default();
+            let mut batch = SourceBatch { events: Vec::with_capacity(want), state: Vec::new() };
             while batch.events.len() < want {
                 let raw = match lines.next().await {
                     Some(Ok(l)) => l,
