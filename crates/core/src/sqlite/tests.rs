@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::Event;
+use crate::component::DeadLetter;
 use crate::testing::{conformance, created};
 
 fn fresh() -> (tempfile::TempDir, Arc<dyn Log>) {
@@ -121,4 +122,158 @@ async fn retention_by_size_removes_the_oldest_delivered_events() {
     assert_eq!(head, 500);
     let r = log.append(AppendBatch { events: vec![created("s", "a@example.org", 9999, "new")], state: vec![] }).await.unwrap();
     assert_eq!(r.positions[0].offset, 501);
+}
+
+fn seen_put(key: &str, fp: &str) -> StatePut {
+    StatePut::set(crate::runtime::SEEN_NS, key, fp)
+}
+
+#[tokio::test]
+async fn the_dedup_index_survives_reopening_and_merging() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let n = seen::MERGE_AT + 10;
+    let keys: Vec<String> = (0..n).map(|i| format!("https://example.org/statuses/{i}")).collect();
+    {
+        let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+        // In batches, as the ingestor writes them; the last ones stay in `seen_recent`.
+        for chunk in keys.chunks(1000) {
+            let state = chunk.iter().enumerate().map(|(i, k)| seen_put(k, &format!("{:016x}", i as u64 * 7919))).collect();
+            log.append(AppendBatch { events: vec![], state }).await.unwrap();
+        }
+        // A value that is not a fingerprint, and a later version of an early key.
+        log.append(AppendBatch { events: vec![], state: vec![seen_put(&keys[0], "deleted"), seen_put("u:x", "text value")] })
+            .await
+            .unwrap();
+        let got = log.state_get_many(crate::runtime::SEEN_NS, &keys).await.unwrap();
+        assert_eq!(got.len(), n);
+        let w = lock(&log.writer);
+        let seen::Layout::Indexed { recent: Some(recent) } = &w.seen else { panic!("writer layout") };
+        assert!(recent.len() < seen::MERGE_AT, "merged once full: {} recent", recent.len());
+        let merged: i64 = w.conn.query_row("SELECT COUNT(*) FROM seen", [], |r| r.get(0)).unwrap();
+        assert!(merged >= seen::MERGE_AT as i64);
+        let in_state: i64 = w.conn.query_row("SELECT COUNT(*) FROM state WHERE ns = 'seen'", [], |r| r.get(0)).unwrap();
+        assert_eq!(in_state, 0, "dedup entries are not in the generic state table");
+    }
+    for log in [SqliteLog::open(&path, SqliteOptions::default()).unwrap(), SqliteLog::open_read_only(&path).unwrap()] {
+        let got = log.state_get_many(crate::runtime::SEEN_NS, &keys).await.unwrap();
+        assert_eq!(got.len(), n);
+        assert_eq!(got[&keys[0]], "deleted");
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            assert_eq!(got[k], format!("{:016x}", (i % 1000) as u64 * 7919), "{k}");
+        }
+        assert_eq!(log.state_get(crate::runtime::SEEN_NS, "u:x").await.unwrap().as_deref(), Some("text value"));
+        assert_eq!(log.state_get(crate::runtime::SEEN_NS, "u:never").await.unwrap(), None);
+        drop(log);
+    }
+    // Deleting works for merged and recent entries alike.
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    let last = keys.last().unwrap().clone();
+    log.state_put(vec![StatePut::delete("seen", &keys[1]), StatePut::delete("seen", &last)]).await.unwrap();
+    let got = log.state_get_many("seen", &[keys[1].clone(), last.clone(), keys[2].clone()]).await.unwrap();
+    assert_eq!(got.keys().collect::<Vec<_>>(), vec![&keys[2]]);
+    drop(log);
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    assert_eq!(log.state_get("seen", &last).await.unwrap(), None);
+    assert_eq!(log.state_get("seen", &keys[1]).await.unwrap(), None);
+}
+
+#[test]
+fn fingerprints_are_stored_as_numbers_and_read_back_exactly() {
+    for v in ["0000000000000000", "ffffffffffffffff", "0123456789abcdef", "8000000000000000"] {
+        assert!(matches!(seen::Value::encode(v), seen::Value::Hex(_)), "{v}");
+        assert_eq!(seen::Value::encode(v).decode(), v);
+    }
+    for v in ["", "deleted", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "+123456789abcdef", "ü123456789abcde"] {
+        assert_eq!(seen::Value::encode(v), seen::Value::Text(v.into()), "{v}");
+        assert_eq!(seen::Value::encode(v).decode(), v);
+    }
+}
+
+/// A database written before the dedup index had its own tables: its `seen`
+/// rows live in `state`. A read-only handle reads them there; the first writer
+/// moves them, and deduplication against them goes on.
+#[tokio::test]
+async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
+    use crate::runtime::{run, ChannelSpec, Pipeline, RuntimeOptions, SourceSpec};
+    use crate::testing::{RecordingSink, VecSource};
+    use crate::component::SourceBatch;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let old = created("s", "a@example.org", 1, "one");
+    {
+        // The old layout: the schema of the previous release, user_version 0.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA journal_mode=WAL; BEGIN; {SCHEMA} COMMIT;")).unwrap();
+        conn.execute(
+            "INSERT INTO events (appended_at, account, payload) VALUES (0, ?1, ?2)",
+            params![old.account, serde_json::to_string(&old).unwrap()],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO state (ns, key, value) VALUES ('seen', ?1, ?2)", params![old.key, old.fingerprint()]).unwrap();
+        conn.execute("INSERT INTO state (ns, key, value) VALUES ('checkpoint', 'a', '1')", []).unwrap();
+    }
+    {
+        let ro = SqliteLog::open_read_only(&path).unwrap();
+        assert_eq!(ro.state_get("seen", &old.key).await.unwrap(), Some(old.fingerprint()));
+    }
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    {
+        let w = lock(&log.writer);
+        let version: i64 = w.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, seen::LAYOUT_VERSION);
+        let left: i64 = w.conn.query_row("SELECT COUNT(*) FROM state WHERE ns = 'seen'", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
+    }
+    assert_eq!(log.state_get("seen", &old.key).await.unwrap(), Some(old.fingerprint()));
+    assert_eq!(log.state_get("checkpoint", "a").await.unwrap().as_deref(), Some("1"));
+    // The same post again, and a new one: only the new one is appended.
+    let fresh = created("s", "a@example.org", 2, "two");
+    let run_once = |log: Arc<SqliteLog>, group: &str| {
+        let sink = RecordingSink::default();
+        let p = Pipeline {
+            log,
+            sources: vec![SourceSpec {
+                name: "s".into(),
+                source: Box::new(VecSource {
+                    batches: vec![SourceBatch { events: vec![old.clone(), fresh.clone()], state: vec![] }],
+                }),
+                dead_letter: DeadLetter::new(dir.path().join("dl.jsonl")),
+            }],
+            channels: vec![ChannelSpec {
+                name: "c".into(),
+                group: group.into(),
+                sink: Box::new(sink.clone()),
+                route: None,
+                batch: Default::default(),
+                retry: Default::default(),
+                dead_letter: DeadLetter::new(dir.path().join("dlc.jsonl")),
+            }],
+            options: RuntimeOptions::default(),
+            progress: None,
+        };
+        async move { (run(p, tokio_util::sync::CancellationToken::new()).await.unwrap(), sink) }
+    };
+    let (summary, sink) = run_once(log.clone(), "g.c").await;
+    assert_eq!(summary.log.counters.get("duplicates"), Some(&1));
+    assert_eq!(sink.keys(), vec![old.key.clone(), fresh.key.clone()], "the old event once (from the log), the new one once");
+    assert_eq!(log.info().await.unwrap().events, 2);
+    drop(log);
+    // After a restart both are known: nothing is appended.
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    let (summary, sink) = run_once(log.clone(), "g.c").await;
+    assert_eq!(summary.log.counters.get("duplicates"), Some(&2));
+    assert!(sink.keys().is_empty(), "nothing new to deliver: {:?}", sink.keys());
+    assert_eq!(log.info().await.unwrap().events, 2);
+}
+
+#[tokio::test]
+async fn a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    drop(SqliteLog::open(&path, SqliteOptions::default()).unwrap());
+    Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+    let err = SqliteLog::open(&path, SqliteOptions::default()).err().expect("must refuse");
+    assert!(err.to_string().contains("newer fedistream"), "{err}");
 }
