@@ -480,7 +480,9 @@ async fn ingestor(
                             Err(_) => break,
                         }
                     }
-                    let mut batch = AppendBatch::default();
+                    // At their final size: events are large, and doubling moves them.
+                    let states: usize = reqs.iter().map(|r| r.0.state.len()).sum();
+                    let mut batch = AppendBatch { events: Vec::with_capacity(n), state: Vec::with_capacity(n + states) };
                     let mut summaries = Vec::with_capacity(reqs.len());
                     let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key.clone())).collect();
                     if let Err(e) = dedup.prefetch(&*log, keys).await {
