@@ -261,6 +261,14 @@ pub fn complete_lines(path: &Path) -> Vec<String> {
     text[..end].lines().map(str::to_string).collect()
 }
 
+/// The complete lines of a file being written, as JSON.
+pub fn written_events(path: &Path) -> Vec<Value> {
+    complete_lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", path.display())))
+        .collect()
+}
+
 /// Every line of a finished output file as JSON; panics on a torn or unparsable line.
 pub fn read_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
