@@ -456,9 +456,7 @@ async fn ingestor(
                         }
                         Err(e) => {
                             // Every later append fails too (the log's contract).
-                            for reply in std::iter::once(f).chain(in_flight.drain(..)).flat_map(|f| f.replies) {
-                                let _ = reply.send(Err(e.to_string()));
-                            }
+                            fail_all(f.replies.into_iter(), in_flight.drain(..), &e);
                             return Err(e);
                         }
                     }

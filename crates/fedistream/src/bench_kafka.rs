@@ -62,10 +62,18 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     // unmeasured, then the three producers take turns, so drift in the
     // machine's load hits them alike.
     let (mut raw, mut txn, mut log) = (Vec::new(), Vec::new(), Vec::new());
+    // Every pipeline (hence topic set) the bench creates, deleted at the end.
+    let mut pipelines = Vec::new();
+    let mut fresh = |kind: &str, round: usize| {
+        let mut c = cfg.clone();
+        c.pipeline = format!("bench-{kind}-{tag}-{round}");
+        pipelines.push(c.pipeline.clone());
+        c
+    };
     for round in 0..=rounds {
-        let r = raw_produce(&cfg, &format!("{tag}-{round}"), &payloads).await?;
-        let t = txn_produce(&cfg, &format!("{tag}-{round}"), &payloads, batch).await?;
-        let l = log_append(&cfg, &format!("{tag}-{round}"), &events, batch, in_flight).await?;
+        let r = raw_produce(&fresh("raw", round), &payloads).await?;
+        let t = txn_produce(&fresh("rawtxn", round), &payloads, batch).await?;
+        let l = log_append(&fresh("log", round), &events, batch, in_flight).await?;
         if round > 0 {
             eprintln!(
                 "  round {round}: librdkafka {:.0}/s, with transactions {:.0}/s, Kafka log append {:.0}/s ({:.0}%)",
@@ -151,12 +159,7 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     let _ = std::fs::remove_dir_all(&dir);
     drop(e2e_log);
     // Hundreds of partitions per run would slow the broker for the next one.
-    let mut pipelines = vec![cfg3.pipeline.clone()];
-    for round in 0..=rounds {
-        for kind in ["raw", "rawtxn", "log"] {
-            pipelines.push(format!("bench-{kind}-{tag}-{round}"));
-        }
-    }
+    pipelines.push(cfg3.pipeline.clone());
     drop_topics(&cfg, &pipelines).await;
     let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
@@ -208,9 +211,7 @@ fn median(xs: &mut [f64]) -> f64 {
 
 /// Seconds for a plain idempotent librdkafka producer to produce and flush
 /// every payload: the ceiling for one producer.
-async fn raw_produce(cfg: &KafkaLogConfig, tag: &str, payloads: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
-    let mut cfg = cfg.clone();
-    cfg.pipeline = format!("bench-raw-{tag}");
+async fn raw_produce(cfg: &KafkaLogConfig, payloads: &[(String, Vec<u8>)]) -> anyhow::Result<f64> {
     // Creates the topics (and proves the broker answers) before timing.
     drop(KafkaLog::open(cfg.clone()).await.with_context(|| format!("Kafka at {}", cfg.brokers))?);
     let producer: FutureProducer = ClientConfig::new()
@@ -238,13 +239,11 @@ async fn raw_produce(cfg: &KafkaLogConfig, tag: &str, payloads: &[(String, Vec<u
 
 /// The same with the log's guarantee: one transaction per batch (pre-encoded
 /// payloads, no checkpoint record).
-async fn txn_produce(cfg: &KafkaLogConfig, tag: &str, payloads: &[(String, Vec<u8>)], batch: usize) -> anyhow::Result<f64> {
-    let mut cfg = cfg.clone();
-    cfg.pipeline = format!("bench-rawtxn-{tag}");
+async fn txn_produce(cfg: &KafkaLogConfig, payloads: &[(String, Vec<u8>)], batch: usize) -> anyhow::Result<f64> {
     drop(KafkaLog::open(cfg.clone()).await?);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
-        .set("transactional.id", format!("fedistream-bench-{tag}"))
+        .set("transactional.id", cfg.prefix())
         .set("acks", "all")
         .set("compression.type", &cfg.compression)
         .set("linger.ms", "5")
@@ -277,10 +276,8 @@ async fn txn_produce(cfg: &KafkaLogConfig, tag: &str, payloads: &[(String, Vec<u
 /// Seconds to append every event through the Kafka log, `batch` events plus a
 /// checkpoint per append, with up to `in_flight` appends started as the
 /// ingestor keeps them.
-async fn log_append(cfg: &KafkaLogConfig, tag: &str, events: &[Event], batch: usize, in_flight: usize) -> anyhow::Result<f64> {
-    let mut cfg = cfg.clone();
-    cfg.pipeline = format!("bench-log-{tag}");
-    let log = KafkaLog::open(cfg).await?;
+async fn log_append(cfg: &KafkaLogConfig, events: &[Event], batch: usize, in_flight: usize) -> anyhow::Result<f64> {
+    let log = KafkaLog::open(cfg.clone()).await?;
     // Batches built before timing: the clone is the bench's, not the log's.
     let batches: Vec<AppendBatch> = events
         .chunks(batch)

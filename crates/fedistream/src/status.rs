@@ -77,10 +77,7 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 ago(d.updated_at),
                 d.detail.clone().unwrap_or_default()
             );
-            if !d.counters.is_empty() {
-                let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{:<20} {}", "", c.join(" "));
-            }
+            print_counters(d);
         }
         for (k, v) in checkpoints.iter().filter(|(k, _)| k.starts_with(&format!("{name}|"))) {
             let rest = k.splitn(3, '|').nth(2).unwrap_or(k);
@@ -112,13 +109,18 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 d.last_event_at.map(ago).unwrap_or_else(|| "never".into()),
                 detail.trim()
             );
-            if !d.counters.is_empty() {
-                let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{:<20} {}", "", c.join(" "));
-            }
+            print_counters(d);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A row's counters on the line below it.
+fn print_counters(d: &StatusDoc) {
+    if !d.counters.is_empty() {
+        let c: Vec<String> = d.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{:<20} {}", "", c.join(" "));
+    }
 }
 
 /// The status documents of one source or channel: `KIND:NAME` (one process)

@@ -153,7 +153,7 @@ fn migrate_from_state(tx: &Transaction<'_>) -> Result<(), LogError> {
     if rows.is_empty() {
         return Ok(());
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by_key(|r| r.0);
     let mut ins = tx.prepare("INSERT OR REPLACE INTO seen (h, fp) VALUES (?1, ?2)")?;
     for (h, v) in &rows {
         ins.execute(params![&h[..], v])?;

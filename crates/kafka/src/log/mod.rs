@@ -186,9 +186,13 @@ impl KafkaLog {
         self.writer()
             .await?
             .send(Job::Write(Write { records, state }, tx))
-            .map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))?;
+            .map_err(|_| writer_stopped())?;
         Ok(rx)
     }
+}
+
+fn writer_stopped() -> LogError {
+    LogError::Internal("the Kafka writer task stopped".into())
 }
 
 /// An event as the events topic's JSON value.
@@ -499,7 +503,7 @@ impl Log for KafkaLog {
         }
         let done = self.start_write(batch.events, batch.state).await?;
         Ok(Box::pin(async move {
-            let positions = done.await.map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))??;
+            let positions = done.await.map_err(|_| writer_stopped())??;
             Ok(AppendReceipt { positions })
         }))
     }
@@ -517,11 +521,7 @@ impl Log for KafkaLog {
     }
 
     async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), LogError> {
-        if puts.is_empty() {
-            return Ok(());
-        }
-        let done = self.start_write(vec![], puts).await?;
-        done.await.map_err(|_| LogError::Internal("the Kafka writer task stopped".into()))?.map(|_| ())
+        self.append(AppendBatch { events: vec![], state: puts }).await.map(|_| ())
     }
 
     async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {
