@@ -11,7 +11,8 @@
 //! hash of the status URI and written append-only (see [`seen`]); every other
 //! namespace lives in the generic `state` table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,12 +125,77 @@ impl Writer {
 pub struct SqliteLog {
     path: PathBuf,
     writer: Arc<Mutex<Writer>>,
+    tail: Arc<Mutex<Tail>>,
     head: watch::Sender<u64>,
     options: SqliteOptions,
     live_groups: Mutex<HashSet<String>>,
     // Held for the life of the log: one writer process per database file.
     _lock: Option<std::fs::File>,
     _checkpointer: Option<Checkpointer>,
+}
+
+/// The records appended by this process that some in-process consumer has not
+/// read yet, shared with the appending side (the payload `Arc`s the append
+/// serialised). A consumer at the head reads from here instead of from SQLite:
+/// no statement, no copy out of the page cache, no UTF-8 validation, no
+/// blocking-pool hop. Filled by the writer right after each commit, under the
+/// writer lock, so it is always in offset order and holds only committed records.
+struct Tail {
+    records: VecDeque<LogRecord>,
+    /// Every record with an offset above this one is in `records` (or not yet appended).
+    covered_from: u64,
+    bytes: usize,
+    max_bytes: usize,
+    /// Cursors of the in-process consumers: what all of them have read is dropped.
+    cursors: Vec<std::sync::Weak<AtomicU64>>,
+}
+
+/// Upper bound of the tail cache's payload bytes (a few appends of large events).
+const TAIL_MAX_BYTES: usize = 48 << 20;
+
+impl Tail {
+    fn new(head: u64, max_bytes: usize) -> Self {
+        Tail { records: VecDeque::new(), covered_from: head, bytes: 0, max_bytes, cursors: Vec::new() }
+    }
+
+    fn push(&mut self, records: impl IntoIterator<Item = LogRecord>) {
+        if self.cursors.is_empty() {
+            // Nobody in this process reads: keep nothing, and say so.
+            if let Some(last) = records.into_iter().last() {
+                self.covered_from = last.position.offset;
+            }
+            return;
+        }
+        for r in records {
+            self.bytes += r.payload.len();
+            self.records.push_back(r);
+        }
+        self.trim();
+    }
+
+    /// Drop what every consumer has read, and the oldest records past the size bound.
+    fn trim(&mut self) {
+        self.cursors.retain(|c| c.strong_count() > 0);
+        let read_by_all = self.cursors.iter().filter_map(|c| c.upgrade()).map(|c| c.load(Ordering::Acquire)).min();
+        let read_by_all = read_by_all.unwrap_or(u64::MAX);
+        while let Some(front) = self.records.front() {
+            if front.position.offset > read_by_all && self.bytes <= self.max_bytes {
+                break;
+            }
+            self.bytes -= front.payload.len();
+            self.covered_from = front.position.offset;
+            self.records.pop_front();
+        }
+    }
+
+    /// Up to `max` records after `after`, when the cache holds all of them.
+    fn read_after(&self, after: u64, max: usize) -> Option<Vec<LogRecord>> {
+        if after < self.covered_from {
+            return None;
+        }
+        let start = self.records.partition_point(|r| r.position.offset <= after);
+        Some(self.records.range(start..).take(max).cloned().collect())
+    }
 }
 
 /// Copies the WAL back into the database on its own thread and connection, so
@@ -140,13 +206,13 @@ struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// WAL size past which the checkpointer insists on resetting it.
-const WAL_RESTART_BYTES: u64 = 256 << 20;
+/// WAL content past which the checkpointer insists on resetting it (see the loop).
+const WAL_RESTART_BYTES: u64 = 16 << 20;
 
 impl Checkpointer {
     fn start(path: &Path, durability: Durability) -> Result<Self, LogError> {
         let conn = open_conn(path, durability, false)?;
-        let wal_path = PathBuf::from(format!("{}-wal", path.display()));
+        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?.max(512) as u64;
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let s = stop.clone();
         let thread = std::thread::Builder::new()
@@ -161,12 +227,22 @@ impl Checkpointer {
                     return;
                 }
                 drop(guard);
-                // PASSIVE never blocks the writer or readers. Should readers keep the
-                // WAL from ever being reset under sustained load, RESTART (which waits
-                // briefly for them) bounds its size.
-                let mode = if wal_path.metadata().map(|m| m.len()).unwrap_or(0) > WAL_RESTART_BYTES { "RESTART" } else { "PASSIVE" };
-                if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-                    tracing::warn!(error = %e, mode, "WAL checkpoint failed");
+                // PASSIVE never blocks the writer or readers, but under sustained
+                // load it rarely finishes between two commits, and only a finished
+                // checkpoint lets the next commit start the WAL over. A WAL that
+                // keeps growing is written into fresh page-cache pages (several
+                // times slower than rewriting cached ones) and pushes the rest of
+                // the page cache out; so once it holds more than a few MiB,
+                // RESTART (which waits briefly for the writer and readers) resets it.
+                let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                match frames {
+                    Ok(n) if n.max(0) as u64 * page_size > WAL_RESTART_BYTES => {
+                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                            tracing::warn!(error = %e, "WAL checkpoint (RESTART) failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             })
             .map_err(|e| LogError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
@@ -203,6 +279,8 @@ fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Con
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Checkpoints run on the checkpointer's thread (see `Checkpointer`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // When the WAL starts over, cut a file a burst made large back to this.
+        conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64 * 2)?;
     }
     let sync = match durability {
         Durability::Process => "NORMAL",
@@ -266,6 +344,7 @@ impl SqliteLog {
             _checkpointer: Some(checkpointer),
             path,
             writer: Arc::new(Mutex::new(Writer { conn, seen })),
+            tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
             head: tx,
             options,
             live_groups: Mutex::new(HashSet::new()),
@@ -287,6 +366,7 @@ impl SqliteLog {
             _checkpointer: None,
             path,
             writer: Arc::new(Mutex::new(Writer { conn, seen })),
+            tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
             head: tx,
             options: SqliteOptions::default(),
             live_groups: Mutex::new(HashSet::new()),
@@ -314,27 +394,34 @@ impl Log for SqliteLog {
             return Ok(AppendReceipt::default());
         }
         // Serialise outside the lock: it is the costly part and needs no connection.
-        let rows: Vec<(String, String)> = batch
+        let rows: Vec<(String, Arc<str>)> = batch
             .events
             .iter()
-            .map(|e| serde_json::to_string(e).map(|p| (e.account.clone(), p)))
+            .map(|e| serde_json::to_string(e).map(|p| (e.account.clone(), Arc::from(p))))
             .collect::<Result<_, _>>()
             .map_err(|e| LogError::Internal(format!("cannot serialise event: {e}")))?;
         let state = batch.state;
         let now = Utc::now().timestamp_micros();
+        let appended_at = Utc.timestamp_micros(now).single().unwrap_or_else(Utc::now);
+        let tail = self.tail.clone();
         let positions = self
             .with_writer(move |w| {
-                w.transact(&state, |tx| {
+                let positions = w.transact(&state, |tx| {
                     let mut positions = Vec::with_capacity(rows.len());
                     let mut ins = tx.prepare_cached(
                         "INSERT INTO events (appended_at, account, payload) VALUES (?1, ?2, ?3)",
                     )?;
                     for (account, payload) in &rows {
-                        ins.execute(params![now, account, payload])?;
+                        ins.execute(params![now, account, &**payload])?;
                         positions.push(Position { partition: 0, offset: tx.last_insert_rowid() as u64 });
                     }
                     Ok(positions)
-                })
+                })?;
+                // Still under the writer lock: the tail stays in offset order.
+                lock(&tail).push(
+                    positions.iter().zip(rows).map(|(p, (_, payload))| LogRecord::new(*p, appended_at, payload)),
+                );
+                Ok(positions)
             })
             .await?;
         if let Some(last) = positions.last() {
@@ -418,9 +505,12 @@ impl Log for SqliteLog {
             .await?;
         lock(&self.live_groups).insert(group.to_string());
         let reader = open_conn(&self.path, self.options.durability, true)?;
+        let cursor = Arc::new(AtomicU64::new(committed));
+        lock(&self.tail).cursors.push(Arc::downgrade(&cursor));
         Ok(Box::new(SqliteConsumer {
             group: group.to_string(),
-            cursor: committed,
+            cursor,
+            tail: self.tail.clone(),
             reader: Arc::new(Mutex::new(reader)),
             writer: self.writer.clone(),
             head: self.head.subscribe(),
@@ -516,8 +606,9 @@ impl Log for SqliteLog {
 
 struct SqliteConsumer {
     group: String,
-    /// Offset of the last record handed out by `poll`.
-    cursor: u64,
+    /// Offset of the last record handed out by `poll` (the tail cache reads it too).
+    cursor: Arc<AtomicU64>,
+    tail: Arc<Mutex<Tail>>,
     reader: Arc<Mutex<Connection>>,
     writer: Arc<Mutex<Writer>>,
     head: watch::Receiver<u64>,
@@ -547,14 +638,27 @@ fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord
 }
 
 impl SqliteConsumer {
-    /// Read up to `max` records after the cursor and move the cursor past them.
+    fn cursor(&self) -> u64 {
+        self.cursor.load(Ordering::Acquire)
+    }
+
+    /// Read up to `max` records after the cursor (from the tail cache when it has
+    /// them, else from SQLite) and move the cursor past them.
     async fn read_next(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        let (reader, after) = (self.reader.clone(), self.cursor);
-        let recs = tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
-            .await
-            .map_err(blocking_err)??;
+        let after = self.cursor();
+        let cached = lock(&self.tail).read_after(after, max);
+        let recs = match cached {
+            Some(recs) => recs,
+            None => {
+                let reader = self.reader.clone();
+                tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
+                    .await
+                    .map_err(blocking_err)??
+            }
+        };
         if let Some(last) = recs.last() {
-            self.cursor = last.position.offset;
+            self.cursor.store(last.position.offset, Ordering::Release);
+            lock(&self.tail).trim();
         }
         Ok(recs)
     }
@@ -569,7 +673,7 @@ impl Consumer for SqliteConsumer {
             if !recs.is_empty() {
                 return Ok(recs);
             }
-            let cursor = self.cursor;
+            let cursor = self.cursor();
             let head = &mut self.head;
             let woke = tokio::time::timeout_at(deadline, async move {
                 head.wait_for(|h| *h > cursor).await.is_ok()

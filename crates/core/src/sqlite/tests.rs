@@ -277,3 +277,105 @@ async fn a_newer_layout_is_refused() {
     let err = SqliteLog::open(&path, SqliteOptions::default()).err().expect("must refuse");
     assert!(err.to_string().contains("newer fedistream"), "{err}");
 }
+
+fn tail_record(offset: u64, payload: &str) -> LogRecord {
+    LogRecord::new(Position { partition: 0, offset }, Utc::now(), payload.into())
+}
+
+#[test]
+fn the_tail_cache_keeps_what_a_consumer_has_not_read_and_knows_what_it_lacks() {
+    let mut tail = Tail::new(10, 1 << 20);
+    // No consumer in the process: nothing is kept, and reads below go to SQLite.
+    tail.push((11..=12).map(|o| tail_record(o, "x")));
+    assert!(tail.records.is_empty());
+    assert!(tail.read_after(10, 10).is_none());
+    assert_eq!(tail.read_after(12, 10).map(|r| r.len()), Some(0));
+
+    let cursor = Arc::new(AtomicU64::new(12));
+    tail.cursors.push(Arc::downgrade(&cursor));
+    tail.push((13..=17).map(|o| tail_record(o, "payload")));
+    let offsets = |recs: Option<Vec<LogRecord>>| recs.map(|r| r.iter().map(|r| r.position.offset).collect::<Vec<_>>());
+    assert_eq!(offsets(tail.read_after(12, 10)), Some(vec![13, 14, 15, 16, 17]));
+    assert_eq!(offsets(tail.read_after(14, 2)), Some(vec![15, 16]));
+    // Read up to 15: those are dropped; older reads are SQLite's again.
+    cursor.store(15, Ordering::Release);
+    tail.trim();
+    assert_eq!(offsets(tail.read_after(15, 10)), Some(vec![16, 17]));
+    assert!(tail.read_after(14, 10).is_none());
+    assert_eq!(tail.bytes, 2 * "payload".len());
+    // A consumer that is gone no longer holds records back.
+    drop(cursor);
+    tail.push([tail_record(18, "y")]);
+    assert!(tail.cursors.is_empty() && tail.records.is_empty());
+    assert!(tail.read_after(17, 10).is_none());
+    assert_eq!(offsets(tail.read_after(18, 10)), Some(vec![]));
+}
+
+#[test]
+fn the_tail_cache_drops_the_oldest_records_past_its_size_bound() {
+    let mut tail = Tail::new(0, 10);
+    let slow = Arc::new(AtomicU64::new(0));
+    tail.cursors.push(Arc::downgrade(&slow));
+    tail.push((1..=4).map(|o| tail_record(o, "abcd")));
+    // 16 bytes > 10: the two oldest go although nobody read them.
+    assert_eq!(tail.records.iter().map(|r| r.position.offset).collect::<Vec<_>>(), vec![3, 4]);
+    assert!(tail.read_after(0, 10).is_none(), "the slow consumer must read 1 and 2 from SQLite");
+    assert!(tail.bytes <= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_at_the_head_and_behind_it_read_the_same_records() {
+    let (_d, log) = fresh();
+    let mut head = log.consumer("head").await.unwrap();
+    let mut all_head = Vec::new();
+    for round in 0..5u64 {
+        let events = (0..50).map(|i| created("s", "a@example.org", round * 100 + i, "text")).collect();
+        log.append(AppendBatch { events, state: vec![] }).await.unwrap();
+        all_head.extend(conformance::poll_n(&mut head, 50).await);
+    }
+    // A group that starts now is behind the tail cache and reads from SQLite.
+    let mut behind = log.consumer("behind").await.unwrap();
+    let all_behind = conformance::poll_n(&mut behind, 250).await;
+    let view = |recs: &[LogRecord]| recs.iter().map(|r| (r.position, r.payload.to_string())).collect::<Vec<_>>();
+    assert_eq!(all_head.len(), 250);
+    assert_eq!(view(&all_head), view(&all_behind));
+    let ids: Vec<String> = all_head.iter().map(|r| r.event().unwrap().status_id.clone()).collect();
+    assert_eq!(ids.first().map(String::as_str), Some("0"));
+    assert_eq!(ids.last().map(String::as_str), Some("449"));
+    assert!(head.poll(10, Duration::from_millis(20)).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_appends_do_not_grow_the_wal_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
+    let wal = dir.path().join("log.db-wal");
+    let big = "x".repeat(64 << 10);
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let mut n = 0;
+    let mut largest = 0;
+    // 96 MiB of events, appended back to back (six times the reset threshold):
+    // the checkpointer must start the WAL over while they keep coming.
+    for _ in 0..48 {
+        let events = (0..32)
+            .map(|_| {
+                n += 1;
+                created("s", "a@example.org", n, &big)
+            })
+            .collect();
+        log.append(AppendBatch { events, state: vec![] }).await.unwrap();
+        largest = largest.max(size());
+    }
+    eprintln!("largest WAL during the appends: {largest} bytes");
+    assert!(largest < 48 << 20, "the WAL grew to {largest} bytes under sustained appends");
+    // The checkpointer resets the WAL and the next commit cuts the file back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while size() > 2 * WAL_RESTART_BYTES {
+        assert!(std::time::Instant::now() < deadline, "the WAL is still {} bytes", size());
+        log.append(AppendBatch { events: vec![created("s", "a@example.org", n + 1, "small")], state: vec![] }).await.unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(size() <= 2 * WAL_RESTART_BYTES);
+}
