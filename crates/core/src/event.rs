@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::post::{Post, Via};
 
+pub mod json;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -69,6 +71,14 @@ impl Event {
             observed_at: post.provenance.received_at,
             post: Some(post),
         }
+    }
+
+    /// The event's JSON, as the log stores it: exactly `serde_json::to_string(self)`,
+    /// written by the hot-path encoder ([`json`]).
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        json::write_event(&mut out, self);
+        out
     }
 
     /// The version fingerprint used for deduplication: two deliveries of the same
@@ -133,7 +143,7 @@ impl LogRecord {
 
     /// A record holding `event` (serialised as the log would store it).
     pub fn from_event(position: Position, appended_at: DateTime<Utc>, event: Event) -> Self {
-        let payload = serde_json::to_string(&event).unwrap_or_default();
+        let payload = event.to_json();
         let decoded = std::sync::OnceLock::new();
         let _ = decoded.set(Ok(event));
         LogRecord { position, appended_at, payload: payload.into(), decoded: std::sync::Arc::new(decoded) }

@@ -394,12 +394,8 @@ impl Log for SqliteLog {
             return Ok(AppendReceipt::default());
         }
         // Serialise outside the lock: it is the costly part and needs no connection.
-        let rows: Vec<(String, Arc<str>)> = batch
-            .events
-            .iter()
-            .map(|e| serde_json::to_string(e).map(|p| (e.account.clone(), Arc::from(p))))
-            .collect::<Result<_, _>>()
-            .map_err(|e| LogError::Internal(format!("cannot serialise event: {e}")))?;
+        let rows: Vec<(String, Arc<str>)> =
+            batch.events.iter().map(|e| (e.account.clone(), Arc::from(e.to_json()))).collect();
         let state = batch.state;
         let now = Utc::now().timestamp_micros();
         let appended_at = Utc.timestamp_micros(now).single().unwrap_or_else(Utc::now);

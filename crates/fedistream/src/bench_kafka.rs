@@ -48,7 +48,7 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         .map(|p| Event::created("bench", p))
         .collect();
     let payloads: Vec<(String, Vec<u8>)> =
-        events.iter().map(|e| (e.account.clone(), serde_json::to_vec(e).expect("event JSON"))).collect();
+        events.iter().map(|e| (e.account.clone(), e.to_json().into_bytes())).collect();
     let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
     let n = events.len();
     let tag = format!("{:x}", rand::random::<u32>());

@@ -198,9 +198,9 @@ fn writer_stopped() -> LogError {
 /// An event as the events topic's JSON value.
 pub fn encode_event(e: &fedistream_core::Event) -> Result<Vec<u8>, LogError> {
     // Most events are 2-5 KB: one allocation instead of a dozen doublings.
-    let mut buf = Vec::with_capacity(4096);
-    serde_json::to_writer(&mut buf, e).map_err(|x| LogError::Internal(format!("cannot encode event: {x}")))?;
-    Ok(buf)
+    let mut buf = String::with_capacity(4096);
+    fedistream_core::event::json::write_event(&mut buf, e);
+    Ok(buf.into_bytes())
 }
 
 /// Work for the writer task, in the order it must reach Kafka.
