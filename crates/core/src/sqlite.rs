@@ -449,13 +449,18 @@ impl Log for SqliteLog {
             if ns == seen::NS {
                 return seen::get_many(&w.conn, &w.seen, &keys);
             }
-            let mut stmt = w.conn.prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?;
+            // One read transaction for all keys (see `seen::get_many`).
+            let tx = w.conn.unchecked_transaction()?;
             let mut out = HashMap::with_capacity(keys.len());
-            for k in keys {
-                if let Some(v) = stmt.query_row(params![ns, k], |r| r.get::<_, String>(0)).optional()? {
-                    out.insert(k, v);
+            {
+                let mut stmt = tx.prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?;
+                for k in keys {
+                    if let Some(v) = stmt.query_row(params![ns, k], |r| r.get::<_, String>(0)).optional()? {
+                        out.insert(k, v);
+                    }
                 }
             }
+            tx.commit()?;
             Ok(out)
         })
         .await

@@ -211,6 +211,10 @@ pub(super) fn get_many<'k>(
     keys: impl IntoIterator<Item = &'k String>,
 ) -> Result<HashMap<String, String>, LogError> {
     let mut out = HashMap::new();
+    // One read transaction for all of them: each statement outside one takes
+    // and releases SQLite's file locks (fcntl) on its own.
+    let tx = conn.unchecked_transaction()?;
+    let conn: &Connection = &tx;
     match layout {
         Layout::Legacy => {
             let mut stmt = conn.prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?;
@@ -241,6 +245,7 @@ pub(super) fn get_many<'k>(
             }
         }
     }
+    tx.commit()?;
     Ok(out)
 }
 
