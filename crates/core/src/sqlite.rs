@@ -210,7 +210,7 @@ struct Checkpointer {
 const WAL_RESTART_BYTES: u64 = 16 << 20;
 
 impl Checkpointer {
-    fn start(path: &Path, durability: Durability) -> Result<Self, LogError> {
+    fn start(path: &Path, durability: Durability, writer: Arc<Mutex<Writer>>) -> Result<Self, LogError> {
         let conn = open_conn(path, durability, false)?;
         let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?.max(512) as u64;
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
@@ -233,10 +233,14 @@ impl Checkpointer {
                 // keeps growing is written into fresh page-cache pages (several
                 // times slower than rewriting cached ones) and pushes the rest of
                 // the page cache out; so once it holds more than a few MiB,
-                // RESTART (which waits briefly for the writer and readers) resets it.
+                // RESTART resets it. RESTART needs SQLite's write lock, which
+                // back-to-back appends would keep winning against SQLite's
+                // sleeping busy handler, so it takes the writer's mutex first:
+                // appends wait for the few frames PASSIVE left to copy.
                 let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
                 match frames {
                     Ok(n) if n.max(0) as u64 * page_size > WAL_RESTART_BYTES => {
+                        let _appends_wait = lock(&writer);
                         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                             tracing::warn!(error = %e, "WAL checkpoint (RESTART) failed");
                         }
@@ -339,11 +343,12 @@ impl SqliteLog {
         tx.commit()?;
         let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
         let (tx, _) = watch::channel(head);
-        let checkpointer = Checkpointer::start(&path, options.durability)?;
+        let writer = Arc::new(Mutex::new(Writer { conn, seen }));
+        let checkpointer = Checkpointer::start(&path, options.durability, writer.clone())?;
         Ok(Arc::new(SqliteLog {
             _checkpointer: Some(checkpointer),
             path,
-            writer: Arc::new(Mutex::new(Writer { conn, seen })),
+            writer,
             tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
             head: tx,
             options,
