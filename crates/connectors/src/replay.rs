@@ -157,7 +157,7 @@ impl Source for ReplaySource {
                     continue;
                 }
                 match line_to_event(&line, &ctx.name, &cfg, &policy) {
-                    Ok(Ok(ev)) => batch.events.push(ev),
+                    Ok(Ok(ev)) => batch.push(ev),
                     Ok(Err(reason)) => {
                         ctx.status.count(&format!("skipped_{reason}"), 1);
                         metrics::counter!("fedistream_posts_skipped_total", "component" => "replay", "reason" => reason).increment(1);

@@ -36,7 +36,7 @@ impl Source for ChanSource {
         loop {
             tokio::select! {
                 b = self.0.recv() => match b {
-                    Some(events) => { ctx.emitter.emit(SourceBatch { events, state: vec![] }).await?; }
+                    Some(events) => { ctx.emitter.emit(SourceBatch { events: fedistream_core::event::encode_all(events), state: vec![] }).await?; }
                     None => return Ok(()),
                 },
                 _ = ctx.shutdown.cancelled() => return Ok(()),

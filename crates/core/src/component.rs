@@ -20,15 +20,22 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorKind, SinkError, SourceError};
-use crate::event::{Event, LogRecord};
+use crate::event::{EncodedEvent, Event, LogRecord};
 use crate::log::{Log, StatePut};
 
 /// Events from one source plus the state that becomes true once they are stored
 /// (the checkpoint covering them, index entries).
 #[derive(Debug, Default, Clone)]
 pub struct SourceBatch {
-    pub events: Vec<Event>,
+    pub events: Vec<EncodedEvent>,
     pub state: Vec<StatePut>,
+}
+
+impl SourceBatch {
+    /// Add an event, encoded now (see [`EncodedEvent`]).
+    pub fn push(&mut self, ev: Event) {
+        self.events.push(EncodedEvent::new(&ev));
+    }
 }
 
 /// What the ingestor did with a batch.

@@ -117,6 +117,91 @@ impl Event {
     }
 }
 
+/// An event ready for the log: what the ingestor needs to deduplicate it, and
+/// its JSON — written once, by the source that made it, right after the post
+/// was parsed, while it is still in the CPU's caches (encoding a batch of
+/// thousands of posts later, in the ingestor, cost three times as much: every
+/// string had to come back from memory). The post itself is dropped here too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    kind: EventKind,
+    key: String,
+    account: String,
+    status_id: String,
+    fingerprint: String,
+    json: std::sync::Arc<str>,
+}
+
+impl EncodedEvent {
+    pub fn new(ev: &Event) -> Self {
+        EncodedEvent {
+            kind: ev.kind,
+            key: ev.key.clone(),
+            account: ev.account.clone(),
+            status_id: ev.status_id.clone(),
+            fingerprint: ev.fingerprint(),
+            json: ev.to_json().into(),
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+    /// The record key (status URI).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    /// The partition key (`user@domain`).
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+    pub fn status_id(&self) -> &str {
+        &self.status_id
+    }
+    /// [`Event::fingerprint`].
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+    /// The event's JSON as the log stores it (`Event::to_json`).
+    pub fn json(&self) -> &std::sync::Arc<str> {
+        &self.json
+    }
+
+    /// Change the kind (deduplication turns a `created` it has seen before into
+    /// an `updated`). Rare: the JSON is rewritten.
+    pub fn set_kind(&mut self, kind: EventKind) {
+        if kind == self.kind {
+            return;
+        }
+        let old = format!("{{\"kind\":\"{}\"", self.kind.as_str());
+        // The encoder always writes the kind first.
+        let rest = self.json.strip_prefix(old.as_str()).unwrap_or_default();
+        self.json = format!("{{\"kind\":\"{}\"{rest}", kind.as_str()).into();
+        self.kind = kind;
+    }
+
+    /// What the log stores: the partition key (account) and the JSON.
+    pub fn into_stored(self) -> (String, std::sync::Arc<str>) {
+        (self.account, self.json)
+    }
+
+    /// The event back from its JSON.
+    pub fn decode(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+}
+
+/// Encode each event (tests and tools that build batches of whole events).
+pub fn encode_all(events: impl IntoIterator<Item = Event>) -> Vec<EncodedEvent> {
+    events.into_iter().map(EncodedEvent::from).collect()
+}
+
+impl From<Event> for EncodedEvent {
+    fn from(ev: Event) -> Self {
+        EncodedEvent::new(&ev)
+    }
+}
+
 /// Where a record sits in the log. The embedded log has one partition; Kafka has many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Position {

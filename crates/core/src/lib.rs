@@ -22,6 +22,6 @@ pub mod testing;
 
 pub use component::{DeadLetter, Emitter, Progress, Sink, SinkContext, Source, SourceBatch, SourceContext, Status};
 pub use error::{ErrorKind, LogError, SinkError, SourceError};
-pub use event::{Event, EventKind, LogRecord, Position};
+pub use event::{EncodedEvent, Event, EventKind, LogRecord, Position};
 pub use log::{AppendBatch, Consumer, Log, StatePut};
 pub use post::Post;

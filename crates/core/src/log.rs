@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::LogError;
-use crate::event::{Event, LogRecord, Position};
+use crate::event::{EncodedEvent, LogRecord, Position};
 
 /// One key-value write in a state namespace. `value: None` deletes the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl StatePut {
 /// Events plus the state that becomes true once they are in the log.
 #[derive(Debug, Default, Clone)]
 pub struct AppendBatch {
-    pub events: Vec<Event>,
+    pub events: Vec<EncodedEvent>,
     pub state: Vec<StatePut>,
 }
 

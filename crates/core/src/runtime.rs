@@ -24,7 +24,7 @@ use crate::component::{
     AppendSummary, DeadLetter, Emitter, IngestRequest, Progress, Sink, Source, SourceContext, Status,
 };
 use crate::error::{ErrorKind, SinkError};
-use crate::event::{Event, EventKind, LogRecord, Position};
+use crate::event::{EncodedEvent, Event, EventKind, LogRecord, Position};
 use crate::log::{AppendBatch, Log, StatePut};
 
 /// Namespace of the dedup index: status URI → fingerprint of the last version stored.
@@ -482,7 +482,7 @@ async fn ingestor(
                     let states: usize = reqs.iter().map(|r| r.0.state.len()).sum();
                     let mut batch = AppendBatch { events: Vec::with_capacity(n), state: Vec::with_capacity(n + states) };
                     let mut summaries = Vec::with_capacity(reqs.len());
-                    let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key.clone())).collect();
+                    let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key().to_string())).collect();
                     if let Err(e) = dedup.prefetch(&*log, keys).await {
                         fail_all(reqs.into_iter().map(|r| r.1), in_flight.drain(..), &e);
                         return Err(e);
@@ -573,23 +573,22 @@ impl Dedup {
 
     /// Whether to append `ev`; may turn a `Created` into an `Updated` (an edit seen
     /// first through REST). Records the new fingerprint in `state`.
-    fn admit(&mut self, ev: &mut Event, state: &mut Vec<StatePut>) -> bool {
-        let fp = ev.fingerprint();
-        let prior = self.current(&ev.key);
-        let keep = match (ev.kind, prior) {
+    fn admit(&mut self, ev: &mut EncodedEvent, state: &mut Vec<StatePut>) -> bool {
+        let prior = self.current(ev.key());
+        let keep = match (ev.kind(), prior) {
             (_, DELETED) => false,
             (EventKind::Deleted, _) => true,
-            (_, p) if p == fp => false,
+            (_, p) if p == ev.fingerprint() => false,
             (EventKind::Created, "") => true,
             (EventKind::Created, _) => {
-                ev.kind = EventKind::Updated;
+                ev.set_kind(EventKind::Updated);
                 true
             }
             (EventKind::Updated, _) => true,
         };
         if keep {
-            state.push(StatePut::set(SEEN_NS, ev.key.clone(), fp.clone()));
-            self.staged.insert(ev.key.clone(), fp);
+            state.push(StatePut::set(SEEN_NS, ev.key(), ev.fingerprint()));
+            self.staged.insert(ev.key().to_string(), ev.fingerprint().to_string());
         }
         keep
     }

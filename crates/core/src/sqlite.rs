@@ -23,7 +23,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::watch;
 
 use crate::error::LogError;
-use crate::event::{LogRecord, Position};
+use crate::event::{EncodedEvent, LogRecord, Position};
 use crate::log::{AppendBatch, AppendReceipt, Consumer, GroupInfo, Log, LogInfo, StatePut};
 
 /// How hard the log insists on reaching the disk.
@@ -399,8 +399,7 @@ impl Log for SqliteLog {
             return Ok(AppendReceipt::default());
         }
         // Serialise outside the lock: it is the costly part and needs no connection.
-        let rows: Vec<(String, Arc<str>)> =
-            batch.events.iter().map(|e| (e.account.clone(), Arc::from(e.to_json()))).collect();
+        let rows: Vec<(String, Arc<str>)> = batch.events.into_iter().map(EncodedEvent::into_stored).collect();
         let state = batch.state;
         let now = Utc::now().timestamp_micros();
         let appended_at = Utc.timestamp_micros(now).single().unwrap_or_else(Utc::now);

@@ -155,7 +155,7 @@ pub mod conformance {
 
     pub async fn append_then_consume_in_order(log: Arc<dyn Log>) {
         let evs: Vec<Event> = (1..=5).map(|n| created("s", "a@example.org", n, "hi")).collect();
-        let r = log.append(AppendBatch { events: evs.clone(), state: vec![] }).await.unwrap();
+        let r = log.append(AppendBatch { events: crate::event::encode_all(evs.clone()), state: vec![] }).await.unwrap();
         assert_eq!(r.positions.len(), 5);
         assert!(r.positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {:?}", r.positions);
         let mut c = log.consumer("g1").await.unwrap();
@@ -172,7 +172,7 @@ pub mod conformance {
         let evs: Vec<Event> = (1..=9).map(|n| created("s", "a@example.org", n, "hi")).collect();
         let mut started = Vec::new();
         for (i, chunk) in evs.chunks(3).enumerate() {
-            let b = AppendBatch { events: chunk.to_vec(), state: vec![StatePut::set("checkpoint", "k", (i + 1).to_string())] };
+            let b = AppendBatch { events: crate::event::encode_all(chunk.to_vec()), state: vec![StatePut::set("checkpoint", "k", (i + 1).to_string())] };
             started.push(log.start_append(b).await.unwrap());
         }
         let mut receipts = Vec::new();
@@ -191,7 +191,7 @@ pub mod conformance {
 
     pub async fn state_is_written_with_the_append(log: Arc<dyn Log>) {
         let ev = created("s", "a@example.org", 1, "hi");
-        log.append(AppendBatch { events: vec![ev], state: vec![StatePut::set("checkpoint", "k", "1")] })
+        log.append(AppendBatch { events: crate::event::encode_all(vec![ev]), state: vec![StatePut::set("checkpoint", "k", "1")] })
             .await
             .unwrap();
         assert_eq!(log.state_get("checkpoint", "k").await.unwrap().as_deref(), Some("1"));
@@ -203,7 +203,7 @@ pub mod conformance {
 
     pub async fn groups_are_independent_and_resume_after_commit(log: Arc<dyn Log>) {
         let evs: Vec<Event> = (1..=4).map(|n| created("s", "a@example.org", n, "hi")).collect();
-        log.append(AppendBatch { events: evs, state: vec![] }).await.unwrap();
+        log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
         let mut a = log.consumer("a").await.unwrap();
         let got = poll_n(&mut a, 2).await;
         a.commit(&[got[1].position], vec![StatePut::set("map", "x", "y")]).await.unwrap();
@@ -224,7 +224,7 @@ pub mod conformance {
         let waiter = tokio::spawn(async move { c.poll(10, Duration::from_secs(20)).await.unwrap() });
         tokio::task::yield_now().await;
         let started = std::time::Instant::now();
-        log.append(AppendBatch { events: vec![created("s", "a@example.org", 7, "x")], state: vec![] })
+        log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 7, "x")]), state: vec![] })
             .await
             .unwrap();
         let got = waiter.await.unwrap();

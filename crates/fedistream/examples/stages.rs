@@ -40,14 +40,14 @@ async fn main() {
     let log = fedistream_core::sqlite::SqliteLog::open(dir.path().join("l.db"), Default::default()).unwrap();
     let t = Instant::now();
     for chunk in evs.chunks(1000) {
-        log.append(AppendBatch { events: chunk.to_vec(), state: vec![] }).await.unwrap();
+        log.append(AppendBatch { events: fedistream_core::event::encode_all(chunk.to_vec()), state: vec![] }).await.unwrap();
     }
     println!("append (no state) {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n);
     let log2 = fedistream_core::sqlite::SqliteLog::open(dir.path().join("l2.db"), Default::default()).unwrap();
     let t = Instant::now();
     for chunk in evs.chunks(1000) {
         let state = chunk.iter().map(|e| StatePut::set("seen", e.key.clone(), e.fingerprint())).collect();
-        log2.append(AppendBatch { events: chunk.to_vec(), state }).await.unwrap();
+        log2.append(AppendBatch { events: fedistream_core::event::encode_all(chunk.to_vec()), state }).await.unwrap();
     }
     println!("append (+seen) {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n);
     let t = Instant::now();

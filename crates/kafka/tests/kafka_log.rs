@@ -52,7 +52,7 @@ async fn state_lives_in_kafka_and_another_process_reads_it() {
     let cfg = config("handover");
     let a = open(&cfg).await;
     a.append(AppendBatch {
-        events: vec![created("s", "a@example.org", 1, "hi")],
+        events: fedistream_core::event::encode_all(vec![created("s", "a@example.org", 1, "hi")]),
         state: vec![StatePut::set("checkpoint", "a@example.org", "1"), StatePut::set("seen", "gone", "x")],
     })
     .await
@@ -109,7 +109,7 @@ async fn two_members_of_a_group_split_the_partitions() {
     for wave in 0u64.. {
         assert!(Instant::now() < deadline, "the two members never shared the work");
         let events: Vec<_> = (0..30).map(|i| created("s", &format!("user{i}@example.org"), wave * 100 + i + 1, "x")).collect();
-        log.append(AppendBatch { events, state: vec![] }).await.unwrap();
+        log.append(AppendBatch { events: fedistream_core::event::encode_all(events), state: vec![] }).await.unwrap();
         appended += 30;
         let mut parts: [BTreeSet<u32>; 2] = Default::default();
         let wave_deadline = Instant::now() + Duration::from_secs(30);

@@ -40,7 +40,7 @@ fn pipeline(log: Arc<dyn Log>, batches: Vec<SourceBatch>, channels: Vec<ChannelS
 }
 
 fn batch(events: Vec<Event>) -> SourceBatch {
-    SourceBatch { events, state: vec![] }
+    SourceBatch { events: crate::event::encode_all(events), state: vec![] }
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ async fn everything_survives_reopening() {
     {
         let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
         log.append(AppendBatch {
-            events: vec![created("s", "a@example.org", 1, "one"), created("s", "a@example.org", 2, "two")],
+            events: crate::event::encode_all(vec![created("s", "a@example.org", 1, "one"), created("s", "a@example.org", 2, "two")]),
             state: vec![StatePut::set("checkpoint", "a", "2")],
         })
         .await
@@ -83,7 +83,7 @@ async fn retention_keeps_what_a_live_group_has_not_committed() {
     let opts = SqliteOptions { max_age: Some(Duration::ZERO), ..Default::default() };
     let log = SqliteLog::open(dir.path().join("log.db"), opts).unwrap();
     let evs: Vec<Event> = (1..=4).map(|n| created("s", "a@example.org", n, "x")).collect();
-    log.append(AppendBatch { events: evs, state: vec![] }).await.unwrap();
+    log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
     let mut c = log.consumer("ch").await.unwrap();
     let got = c.poll(2, Duration::from_millis(10)).await.unwrap();
     c.commit(&[got[1].position], vec![]).await.unwrap();
@@ -101,7 +101,7 @@ async fn retention_by_size_removes_the_oldest_delivered_events() {
     let big = "x".repeat(8 * 1024);
     for chunk in 0..10u64 {
         let evs: Vec<Event> = (0..50).map(|n| created("s", "a@example.org", chunk * 50 + n + 1, &big)).collect();
-        log.append(AppendBatch { events: evs, state: vec![] }).await.unwrap();
+        log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
     }
     let mut c = log.consumer("ch").await.unwrap();
     // Nothing delivered yet: retention must not remove anything.
@@ -120,7 +120,7 @@ async fn retention_by_size_removes_the_oldest_delivered_events() {
     // What is left is the newest, and offsets keep counting up.
     let head = info.head[0].offset;
     assert_eq!(head, 500);
-    let r = log.append(AppendBatch { events: vec![created("s", "a@example.org", 9999, "new")], state: vec![] }).await.unwrap();
+    let r = log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 9999, "new")]), state: vec![] }).await.unwrap();
     assert_eq!(r.positions[0].offset, 501);
 }
 
@@ -237,7 +237,7 @@ async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
             sources: vec![SourceSpec {
                 name: "s".into(),
                 source: Box::new(VecSource {
-                    batches: vec![SourceBatch { events: vec![old.clone(), fresh.clone()], state: vec![] }],
+                    batches: vec![SourceBatch { events: crate::event::encode_all(vec![old.clone(), fresh.clone()]), state: vec![] }],
                 }),
                 dead_letter: DeadLetter::new(dir.path().join("dl.jsonl")),
             }],
@@ -329,7 +329,7 @@ async fn consumers_at_the_head_and_behind_it_read_the_same_records() {
     let mut head = log.consumer("head").await.unwrap();
     let mut all_head = Vec::new();
     for round in 0..5u64 {
-        let events = (0..50).map(|i| created("s", "a@example.org", round * 100 + i, "text")).collect();
+        let events = (0..50).map(|i| created("s", "a@example.org", round * 100 + i, "text").into()).collect();
         log.append(AppendBatch { events, state: vec![] }).await.unwrap();
         all_head.extend(conformance::poll_n(&mut head, 50).await);
     }
@@ -365,7 +365,7 @@ async fn sustained_appends_do_not_grow_the_wal_without_bound() {
                 n += 1;
                 created("s", "a@example.org", n, &big)
             })
-            .collect();
+            .map(EncodedEvent::from).collect();
         log.append(AppendBatch { events, state: vec![] }).await.unwrap();
         let now = size();
         if now < largest {
@@ -380,7 +380,7 @@ async fn sustained_appends_do_not_grow_the_wal_without_bound() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while size() > 2 * WAL_RESTART_BYTES {
         assert!(std::time::Instant::now() < deadline, "the WAL is still {} bytes", size());
-        log.append(AppendBatch { events: vec![created("s", "a@example.org", n + 1, "small")], state: vec![] }).await.unwrap();
+        log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", n + 1, "small")]), state: vec![] }).await.unwrap();
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

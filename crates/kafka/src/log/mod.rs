@@ -171,17 +171,14 @@ impl KafkaLog {
     }
 
     /// Queue one write (events, then state) for the writer task; its place in
-    /// the log is fixed when this returns. The events are encoded here, in the
-    /// caller, so the next batch is encoded while the last one commits.
+    /// the log is fixed when this returns. The events come encoded (by their
+    /// source, see `EncodedEvent`): the writer task only hands bytes to librdkafka.
     async fn start_write(
         &self,
-        events: Vec<fedistream_core::Event>,
+        events: Vec<fedistream_core::EncodedEvent>,
         state: Vec<StatePut>,
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
-        let records = events
-            .into_iter()
-            .map(|e| encode_event(&e).map(|payload| (e.account, payload)))
-            .collect::<Result<_, _>>()?;
+        let records = events.into_iter().map(fedistream_core::EncodedEvent::into_stored).collect();
         let (tx, rx) = oneshot::channel();
         self.writer()
             .await?
@@ -195,13 +192,6 @@ fn writer_stopped() -> LogError {
     LogError::Internal("the Kafka writer task stopped".into())
 }
 
-/// An event as the events topic's JSON value.
-pub fn encode_event(e: &fedistream_core::Event) -> Result<Vec<u8>, LogError> {
-    // Most events are 2-5 KB: one allocation instead of a dozen doublings.
-    let mut buf = String::with_capacity(4096);
-    fedistream_core::event::json::write_event(&mut buf, e);
-    Ok(buf.into_bytes())
-}
 
 /// Work for the writer task, in the order it must reach Kafka.
 enum Job {
@@ -212,7 +202,7 @@ enum Job {
 
 /// One write: records (key = account, JSON payload) and state puts.
 struct Write {
-    records: Vec<(String, Vec<u8>)>,
+    records: Vec<(String, std::sync::Arc<str>)>,
     state: Vec<StatePut>,
 }
 
@@ -315,7 +305,7 @@ impl Writer {
         let now = chrono::Utc::now().timestamp_millis();
         let mut deliveries = Vec::with_capacity(w.records.len());
         for (account, payload) in &w.records {
-            let rec = FutureRecord::to(&self.events_topic).key(account.as_str()).payload(payload.as_slice()).timestamp(now);
+            let rec = FutureRecord::to(&self.events_topic).key(account.as_str()).payload(payload.as_bytes()).timestamp(now);
             deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
         let sent_state = state::send_state(producer, &self.state_topic, &w.state).await?;

@@ -40,9 +40,9 @@ impl Recent {
 
     /// Remember the posts of `batch` and add the updated list to it.
     fn record(&mut self, batch: &mut SourceBatch) {
-        for ev in batch.events.iter().filter(|e| e.kind != EventKind::Deleted) {
-            if !self.items.iter().any(|(id, _)| *id == ev.status_id) {
-                self.items.push((ev.status_id.clone(), ev.key.clone()));
+        for ev in batch.events.iter().filter(|e| e.kind() != EventKind::Deleted) {
+            if !self.items.iter().any(|(id, _)| id == ev.status_id()) {
+                self.items.push((ev.status_id().to_string(), ev.key().to_string()));
             }
         }
         self.items.sort_by(|a, b| (b.0.len(), &b.0).cmp(&(a.0.len(), &a.0)));
@@ -144,11 +144,11 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
         // Only posts already published can have been edited; older ones we never
         // took (history before a "start from now") must stay out. Unchanged posts
         // are then dropped by deduplication; edited ones become updates.
-        let keys: Vec<String> = batch.events.iter().map(|e| e.key.clone()).collect();
+        let keys: Vec<String> = batch.events.iter().map(|e| e.key().to_string()).collect();
         let seen = sh.log.state_get_many(fedistream_core::runtime::SEEN_NS, &keys).await.map_err(SourceError::from)?;
         let mut keep = SourceBatch::default();
         for (ev, index) in batch.events.into_iter().zip(batch.state) {
-            if seen.contains_key(&ev.key) || id_newer(&ev.status_id, &checkpoint) {
+            if seen.contains_key(ev.key()) || id_newer(ev.status_id(), &checkpoint) {
                 keep.events.push(ev);
                 keep.state.push(index);
             }
@@ -157,7 +157,7 @@ pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
         for (id, uri) in &gone {
             if let Some(mut ev) = deleted_event(&sh.name, &host, id, &format!("{uri}\t{}", job.acct)) {
                 ev.via = Via::Rest;
-                keep.events.push(ev);
+                keep.push(ev);
             }
         }
         if !gone.is_empty() {
@@ -182,7 +182,7 @@ fn convert_page<'a>(
     for raw in raws {
         match conv.convert(raw, host, Via::Rest, EventKind::Created, Some((account_id, &job.acct))) {
             Converted::Event(ev, index) => {
-                batch.events.push(*ev);
+                batch.push(*ev);
                 batch.state.push(index);
                 n += 1;
             }

@@ -305,7 +305,7 @@ impl Source for MastodonSource {
                             let host = reader_host.as_deref().unwrap_or_default();
                             match ctx.log.state_get(IDS_NS, &ids_key(host, &id)).await? {
                                 Some(v) => match deleted_event(&ctx.name, host, &id, &v) {
-                                    Some(ev) if sh.followed.contains(&ev.account) => sh.emit(SourceBatch { events: vec![ev], state: vec![] }).await?,
+                                    Some(ev) if sh.followed.contains(&ev.account) => sh.emit(SourceBatch { events: vec![ev.into()], state: vec![] }).await?,
                                     _ => {}
                                 },
                                 None => {
@@ -393,7 +393,7 @@ async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Res
     match sh.converter().convert(raw, host, Via::Stream, kind, None) {
         Converted::Event(ev, index) => {
             sh.status.count("stream_events", 1);
-            sh.emit(SourceBatch { events: vec![*ev], state: vec![index] }).await
+            sh.emit(SourceBatch { events: vec![(*ev).into()], state: vec![index] }).await
         }
         Converted::NotFollowed => Ok(()),
         Converted::Skipped(reason) => {

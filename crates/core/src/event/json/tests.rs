@@ -184,3 +184,20 @@ proptest! {
         prop_assert_eq!(encoded(&ev), serde_json::to_string(&ev).unwrap());
     }
 }
+
+#[test]
+fn an_encoded_event_keeps_its_json_in_step_with_its_kind() {
+    let ev = full_event();
+    let mut enc = crate::event::EncodedEvent::new(&ev);
+    assert_eq!(enc.json().as_ref(), serde_json::to_string(&ev).unwrap());
+    assert_eq!((enc.key(), enc.account(), enc.status_id()), (ev.key.as_str(), ev.account.as_str(), ev.status_id.as_str()));
+    assert_eq!(enc.fingerprint(), ev.fingerprint());
+    for kind in [EventKind::Created, EventKind::Deleted, EventKind::Updated] {
+        enc.set_kind(kind);
+        let mut want = ev.clone();
+        want.kind = kind;
+        assert_eq!(enc.kind(), kind);
+        assert_eq!(enc.json().as_ref(), serde_json::to_string(&want).unwrap());
+        assert_eq!(enc.decode().unwrap(), want);
+    }
+}
