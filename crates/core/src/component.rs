@@ -34,7 +34,7 @@ pub struct SourceBatch {
 impl SourceBatch {
     /// Add an event, encoded now (see [`EncodedEvent`]).
     pub fn push(&mut self, ev: Event) {
-        self.events.push(EncodedEvent::new(&ev));
+        self.events.push(ev.into());
     }
 }
 

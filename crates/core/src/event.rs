@@ -197,8 +197,11 @@ pub fn encode_all(events: impl IntoIterator<Item = Event>) -> Vec<EncodedEvent> 
 }
 
 impl From<Event> for EncodedEvent {
+    /// Encode, moving the identity out of the event instead of copying it.
     fn from(ev: Event) -> Self {
-        EncodedEvent::new(&ev)
+        let fingerprint = ev.fingerprint();
+        let json = ev.to_json().into();
+        EncodedEvent { kind: ev.kind, key: ev.key, account: ev.account, status_id: ev.status_id, fingerprint, json }
     }
 }
 

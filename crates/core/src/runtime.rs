@@ -482,8 +482,8 @@ async fn ingestor(
                     let states: usize = reqs.iter().map(|r| r.0.state.len()).sum();
                     let mut batch = AppendBatch { events: Vec::with_capacity(n), state: Vec::with_capacity(n + states) };
                     let mut summaries = Vec::with_capacity(reqs.len());
-                    let keys: Vec<String> = reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key().to_string())).collect();
-                    if let Err(e) = dedup.prefetch(&*log, keys).await {
+                    let missing = dedup.missing(reqs.iter().flat_map(|r| r.0.events.iter().map(|e| e.key())));
+                    if let Err(e) = dedup.prefetch(&*log, missing).await {
                         fail_all(reqs.into_iter().map(|r| r.1), in_flight.drain(..), &e);
                         return Err(e);
                     }
@@ -530,10 +530,58 @@ fn fail_all(
     }
 }
 
-/// Dedup decisions of one append: status URI → fingerprint.
+/// Dedup decisions of one append: status URI (hashed) → fingerprint.
 struct Staged {
     seq: u64,
-    decisions: Vec<(String, String)>,
+    decisions: Vec<(u128, Fp)>,
+}
+
+/// A status URI as the dedup index keeps it in memory: its 128-bit xxh3 hash
+/// (the SQLite log keys its table the same way; a collision, 2^-128 per pair,
+/// would make two posts look like one).
+fn key_hash(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+/// The hash is already uniform: its low bits are the table hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64(bytes);
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type KeyMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// A fingerprint as stored in the `seen` namespace: 16 hex digits (kept as their
+/// number), `deleted`, or (from other writers) any text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fp {
+    Never,
+    Deleted,
+    Hex(u64),
+    Text(Box<str>),
+}
+
+impl Fp {
+    fn of(v: &str) -> Fp {
+        match v {
+            "" => Fp::Never,
+            DELETED => Fp::Deleted,
+            _ if v.len() == 16 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                u64::from_str_radix(v, 16).map(Fp::Hex).unwrap_or_else(|_| Fp::Text(v.into()))
+            }
+            _ => Fp::Text(v.into()),
+        }
+    }
 }
 
 /// The dedup index: an in-memory cache in front of the log's `seen` namespace.
@@ -541,32 +589,37 @@ struct Staged {
 /// meanwhile later batches see them (a post in two batches in flight is
 /// appended once).
 struct Dedup {
-    cache: HashMap<String, String>,
+    cache: KeyMap<Fp>,
     /// The batch being built.
-    staged: HashMap<String, String>,
+    staged: KeyMap<Fp>,
     /// Latest decision per key among appends in flight, with its append's seq.
-    in_flight: HashMap<String, (u64, String)>,
+    in_flight: KeyMap<(u64, Fp)>,
     next_seq: u64,
     capacity: usize,
 }
 
 impl Dedup {
     fn new(capacity: usize) -> Self {
-        Dedup { cache: HashMap::new(), staged: HashMap::new(), in_flight: HashMap::new(), next_seq: 0, capacity }
+        Dedup { cache: KeyMap::default(), staged: KeyMap::default(), in_flight: KeyMap::default(), next_seq: 0, capacity }
     }
 
-    async fn prefetch(&mut self, log: &dyn Log, keys: Vec<String>) -> Result<(), crate::error::LogError> {
+    /// Those of `keys` whose index entry is not cached yet.
+    fn missing<'k>(&mut self, keys: impl Iterator<Item = &'k str>) -> Vec<String> {
         if self.cache.len() > self.capacity {
             self.cache.clear();
         }
-        let missing: Vec<String> = keys.into_iter().filter(|k| !self.cache.contains_key(k)).collect();
+        keys.filter(|k| !self.cache.contains_key(&key_hash(k))).map(str::to_string).collect()
+    }
+
+    /// Load the index entries of `missing` (from [`Self::missing`]).
+    async fn prefetch(&mut self, log: &dyn Log, missing: Vec<String>) -> Result<(), crate::error::LogError> {
         if missing.is_empty() {
             return Ok(());
         }
         let found = log.state_get_many(SEEN_NS, &missing).await?;
         for k in missing {
-            let v = found.get(&k).cloned().unwrap_or_default();
-            self.cache.insert(k, v); // "" = never seen
+            let v = found.get(&k).map(|v| Fp::of(v)).unwrap_or(Fp::Never);
+            self.cache.insert(key_hash(&k), v);
         }
         Ok(())
     }
@@ -574,12 +627,13 @@ impl Dedup {
     /// Whether to append `ev`; may turn a `Created` into an `Updated` (an edit seen
     /// first through REST). Records the new fingerprint in `state`.
     fn admit(&mut self, ev: &mut EncodedEvent, state: &mut Vec<StatePut>) -> bool {
-        let prior = self.current(ev.key());
-        let keep = match (ev.kind(), prior) {
-            (_, DELETED) => false,
+        let h = key_hash(ev.key());
+        let fp = Fp::of(ev.fingerprint());
+        let keep = match (ev.kind(), self.current(h)) {
+            (_, Fp::Deleted) => false,
             (EventKind::Deleted, _) => true,
-            (_, p) if p == ev.fingerprint() => false,
-            (EventKind::Created, "") => true,
+            (_, p) if *p == fp => false,
+            (EventKind::Created, Fp::Never) => true,
             (EventKind::Created, _) => {
                 ev.set_kind(EventKind::Updated);
                 true
@@ -588,29 +642,29 @@ impl Dedup {
         };
         if keep {
             state.push(StatePut::set(SEEN_NS, ev.key(), ev.fingerprint()));
-            self.staged.insert(ev.key().to_string(), ev.fingerprint().to_string());
+            self.staged.insert(h, fp);
         }
         keep
     }
 
-    fn current(&self, key: &str) -> &str {
+    fn current(&self, h: u128) -> &Fp {
         // Later decisions see earlier ones: this batch's, then those in flight.
-        if let Some(v) = self.staged.get(key) {
+        if let Some(v) = self.staged.get(&h) {
             return v;
         }
-        if let Some((_, v)) = self.in_flight.get(key) {
+        if let Some((_, v)) = self.in_flight.get(&h) {
             return v;
         }
-        self.cache.get(key).map(String::as_str).unwrap_or_default()
+        self.cache.get(&h).unwrap_or(&Fp::Never)
     }
 
     /// The batch being built is handed to the log: its decisions are in flight.
     fn start(&mut self) -> Staged {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let decisions: Vec<(String, String)> = self.staged.drain().collect();
+        let decisions: Vec<(u128, Fp)> = self.staged.drain().collect();
         for (k, v) in &decisions {
-            self.in_flight.insert(k.clone(), (seq, v.clone()));
+            self.in_flight.insert(*k, (seq, v.clone()));
         }
         Staged { seq, decisions }
     }

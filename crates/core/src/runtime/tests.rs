@@ -289,3 +289,15 @@ async fn a_hanging_open_is_stopped_at_the_drain_deadline() {
     let c = summary.channels.iter().find(|c| c.name == "stuck").unwrap();
     assert_eq!(c.state, "stopped", "the channel task stopped itself (not aborted mid-open)");
 }
+
+#[test]
+fn stored_fingerprints_are_read_back_in_every_form() {
+    assert_eq!(Fp::of(""), Fp::Never);
+    assert_eq!(Fp::of("deleted"), Fp::Deleted);
+    assert_eq!(Fp::of("00000000000000ff"), Fp::Hex(255));
+    assert_eq!(Fp::of(&crate::testing::created("s", "a@b.c", 1, "x").fingerprint()), Fp::of(&crate::testing::created("s", "a@b.c", 1, "x").fingerprint()));
+    // Upper case, other lengths and other text are kept as text, never confused with a number.
+    assert_eq!(Fp::of("00000000000000FF"), Fp::Text("00000000000000FF".into()));
+    assert_eq!(Fp::of("ff"), Fp::Text("ff".into()));
+    assert_ne!(Fp::of("00000000000000ff"), Fp::of("ff"));
+}
