@@ -195,62 +195,158 @@ impl Source for ReplaySource {
     }
 }
 
-/// Lines of a file, read on a plain thread in chunks: a file read through tokio
-/// costs a blocking-pool hop per buffer and a poll per line, which was the
-/// largest single cost of a fast replay.
-/// Lines come as bytes: the source validates them (SIMD) where it uses them.
+/// Lines of a file, read on a plain thread in blocks of about a megabyte: a file
+/// read through tokio costs a blocking-pool hop per buffer and a poll per line,
+/// and a `Vec` per line cost an allocation (and several regrowths) per status.
+/// Each block holds whole lines; the source borrows them (as bytes: it validates
+/// UTF-8 itself, with SIMD, where it uses them).
 struct LineReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<std::io::Result<Vec<u8>>>>,
-    chunk: std::vec::IntoIter<std::io::Result<Vec<u8>>>,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Block>>,
+    block: Block,
+    next: usize,
 }
 
+/// Whole lines of the file and where each one is (without its `\n` or `\r\n`).
+#[derive(Default)]
+struct Block {
+    data: Vec<u8>,
+    lines: Vec<(usize, usize)>,
+}
+
+const BLOCK_BYTES: usize = 1 << 20;
+
 impl LineReader {
-    async fn next(&mut self) -> Option<std::io::Result<Vec<u8>>> {
-        loop {
-            if let Some(l) = self.chunk.next() {
-                return Some(l);
+    async fn next(&mut self) -> Option<std::io::Result<&[u8]>> {
+        while self.next == self.block.lines.len() {
+            match self.rx.recv().await? {
+                Ok(block) => {
+                    self.block = block;
+                    self.next = 0;
+                }
+                Err(e) => return Some(Err(e)),
             }
-            self.chunk = self.rx.recv().await?.into_iter();
         }
+        let (start, end) = self.block.lines[self.next];
+        self.next += 1;
+        Some(Ok(&self.block.data[start..end]))
     }
 }
 
-fn spawn_line_reader(file: std::fs::File) -> LineReader {
-    use std::io::BufRead;
+fn spawn_line_reader(mut file: std::fs::File) -> LineReader {
+    use std::io::Read;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     std::thread::spawn(move || {
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+        // The start of a line the last block did not finish.
+        let mut carry: Vec<u8> = Vec::new();
         loop {
-            let mut chunk = Vec::with_capacity(256);
-            let mut end = false;
-            while chunk.len() < 256 {
-                let mut raw = Vec::new();
-                match reader.read_until(b'\n', &mut raw) {
-                    Ok(0) => {
-                        end = true;
-                        break;
-                    }
-                    Ok(_) => {
-                        if raw.last() == Some(&b'\n') {
-                            raw.pop();
-                            if raw.last() == Some(&b'\r') {
-                                raw.pop();
-                            }
-                        }
-                        chunk.push(Ok(raw));
-                    }
-                    Err(e) => {
-                        chunk.push(Err(e));
-                        end = true;
-                        break;
-                    }
+            let mut data = Vec::with_capacity(BLOCK_BYTES.max(2 * carry.len()));
+            data.append(&mut carry);
+            let mut eof = false;
+            // Read at least half a block that ends a line (a longer line makes the block grow).
+            loop {
+                let before = data.len();
+                let want = (data.capacity() - data.len()).max(BLOCK_BYTES / 4) as u64;
+                if let Err(e) = (&mut file).take(want).read_to_end(&mut data) {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+                if data.len() == before {
+                    eof = true;
+                    break;
+                }
+                if data.len() >= BLOCK_BYTES / 2 && memchr::memrchr(b'\n', &data[before..]).is_some() {
+                    break;
                 }
             }
+            let whole = match memchr::memrchr(b'\n', &data) {
+                _ if eof => data.len(),
+                Some(nl) => nl + 1,
+                None => data.len(),
+            };
+            carry.extend_from_slice(&data[whole..]);
+            data.truncate(whole);
+            let mut lines = Vec::with_capacity(data.len() / 2048 + 1);
+            let mut start = 0;
+            // The last line of a file may lack its newline.
+            let unterminated = (!data.is_empty() && !data.ends_with(b"\n")).then_some(data.len());
+            for nl in memchr::memchr_iter(b'\n', &data).chain(unterminated) {
+                let mut end = nl;
+                if nl < data.len() && end > start && data[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                lines.push((start, end));
+                start = nl + 1;
+            }
             // The receiver is gone when the source stopped early: stop reading.
-            if (!chunk.is_empty() && tx.blocking_send(chunk).is_err()) || end {
+            if (!lines.is_empty() && tx.blocking_send(Ok(Block { data, lines })).is_err()) || eof {
                 return;
             }
         }
     });
-    LineReader { rx, chunk: Vec::new().into_iter() }
+    LineReader { rx, block: Block::default(), next: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    async fn read_all(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        use std::io::Seek;
+        f.rewind().unwrap();
+        let mut r = spawn_line_reader(f);
+        let mut out = Vec::new();
+        while let Some(l) = r.next().await {
+            out.push(l.unwrap().to_vec());
+        }
+        out
+    }
+
+    /// What `BufRead::read_until` gives, with the newline (and a `\r` before it) cut.
+    fn expected(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            let mut l = piece.to_vec();
+            if l.last() == Some(&b'\n') {
+                l.pop();
+                if l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+            }
+            out.push(l);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_across_blocks_long_lines_crlf_and_an_unterminated_end() {
+        let mut input = Vec::new();
+        let mut n = 0u64;
+        // Enough lines of varied length to cross several block boundaries.
+        while input.len() < 3 * BLOCK_BYTES {
+            n += 1;
+            let len = (n * 7919) % 9000;
+            input.extend(std::iter::repeat_n(b'a' + (n % 26) as u8, len as usize));
+            input.extend_from_slice(if n % 5 == 0 { b"\r\n" } else { b"\n" });
+        }
+        // A line longer than a block, an empty line, a lone \r, invalid UTF-8.
+        input.extend(std::iter::repeat_n(b'z', BLOCK_BYTES * 2 + 17));
+        input.extend_from_slice(b"\n\n\r\n\xff\xfe\n");
+        input.extend_from_slice(b"last line without newline\r");
+        let got = read_all(&input).await;
+        let want = expected(&input);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "lines differ");
+        assert_eq!(got.last().unwrap(), b"last line without newline\r");
+    }
+
+    #[tokio::test]
+    async fn empty_and_single_line_files() {
+        assert!(read_all(b"").await.is_empty());
+        assert_eq!(read_all(b"one").await, vec![b"one".to_vec()]);
+        assert_eq!(read_all(b"one\n").await, vec![b"one".to_vec()]);
+        assert_eq!(read_all(b"\n").await, vec![Vec::<u8>::new()]);
+    }
 }
