@@ -40,8 +40,7 @@ pub fn html_to_text(html: &str) -> String {
     let mut pos = 0;
     while pos < html.len() {
         let rest = &html[pos..];
-        // A byte loop beats memchr here: the text between tags is mostly a few bytes.
-        let Some(lt) = rest.bytes().position(|b| b == b'<') else {
+        let Some(lt) = memchr::memchr(b'<', rest.as_bytes()) else {
             w.text(rest);
             break;
         };
@@ -235,6 +234,24 @@ impl Writer {
             self.push_decoded(raw);
             return;
         }
+        // Fast path, most text between tags: words and single spaces, no references.
+        let core = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+        if core.is_empty() {
+            self.space |= !raw.is_empty();
+            return;
+        }
+        if is_plain(core.as_bytes()) {
+            self.space |= core.len() < raw.len() && raw.as_bytes()[0].is_ascii_whitespace();
+            self.flush();
+            self.out.push_str(core);
+            self.space = raw.as_bytes()[raw.len() - 1].is_ascii_whitespace();
+            return;
+        }
+        self.text_general(raw);
+    }
+
+    /// [`Self::text`] for any text: collapses whitespace and decodes references.
+    fn text_general(&mut self, raw: &str) {
         let bytes = raw.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -303,6 +320,39 @@ impl Writer {
             trimmed.to_owned()
         }
     }
+}
+
+/// Text that needs neither whitespace collapsing nor decoding: no `&`, and no
+/// ASCII whitespace but single spaces (the caller trimmed the ends). Control
+/// bytes also send the text down the general path (which keeps them).
+fn is_plain(b: &[u8]) -> bool {
+    // Eight bytes at a time: any `&` or control byte, or two spaces in a row.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // The high bit of each byte of `w` that is zero (exact: no borrows).
+    let zero = |w: u64| !(((w & LOW7) + LOW7) | w | LOW7);
+    let mut chunks = b.chunks_exact(8);
+    let mut prev_space = false;
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        let controls = w.wrapping_sub(ONES * 0x20) & !w & !LOW7;
+        let spaces = zero(w ^ (ONES * b' ' as u64));
+        let doubled = spaces & ((spaces << 8) | prev_space as u64 * 0x80);
+        if controls | zero(w ^ (ONES * b'&' as u64)) | doubled != 0 {
+            return false;
+        }
+        prev_space = spaces >> 63 != 0;
+    }
+    let mut after_space = prev_space;
+    for &c in chunks.remainder() {
+        match c {
+            b'&' | 0x00..=0x1f => return false,
+            b' ' if after_space => return false,
+            _ => {}
+        }
+        after_space = c == b' ';
+    }
+    true
 }
 
 /// Decode character references into `out`. The handful Mastodon emits (`&amp;`,

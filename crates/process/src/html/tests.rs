@@ -161,6 +161,33 @@ fn entity_fast_path_edges() {
 }
 
 proptest! {
+    /// The eight-bytes-at-a-time check says what a byte loop says.
+    #[test]
+    fn plain_text_check_is_exact(b in prop::collection::vec(prop_oneof![
+        Just(b' '), Just(b'&'), Just(b'\t'), Just(b'\n'), Just(0x7fu8), Just(0xc3u8), Just(0xa9u8), 0x00u8..0x20, b'a'..b'z',
+    ], 0..40)) {
+        let scalar = !b.iter().any(|&c| c == b'&' || c < 0x20) && !b.windows(2).any(|w| w == b"  ");
+        prop_assert_eq!(is_plain(&b), scalar);
+    }
+
+    /// The fast path for plain text writes what the general path writes.
+    #[test]
+    fn plain_text_fast_path_matches_the_general_path(
+        before in "[a-z]{0,3}", raw in "[ a-zé\t\n&;]{0,30}", newlines in 0u8..3, space in any::<bool>(),
+    ) {
+        let mut fast = Writer::with_capacity(64);
+        let mut general = Writer::with_capacity(64);
+        for w in [&mut fast, &mut general] {
+            w.out.push_str(&before);
+            w.newlines = newlines;
+            w.space = space;
+        }
+        fast.text(&raw);
+        general.text_general(&raw);
+        prop_assert_eq!(&fast.out, &general.out);
+        prop_assert_eq!((fast.newlines, fast.space), (general.newlines, general.space));
+    }
+
     /// The fast path agrees with html-escape, which it only short-cuts.
     #[test]
     fn entity_decoding_matches_html_escape(parts in prop::collection::vec(prop_oneof![
