@@ -374,7 +374,7 @@ fn count_newlines(p: &Path) -> std::io::Result<usize> {
     loop {
         match f.read(&mut buf)? {
             0 => return Ok(n),
-            k => n += buf[..k].iter().filter(|&&b| b == b'\n').count(),
+            k => n += memchr::memchr_iter(b'\n', &buf[..k]).count(),
         }
     }
 }
