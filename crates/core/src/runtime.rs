@@ -137,7 +137,8 @@ pub struct RuntimeOptions {
     /// Most events per log transaction when several batches are waiting.
     pub ingest_max_events: usize,
     /// Appends started and not yet durable (overlap only where the log supports
-    /// it, see `Log::start_append`).
+    /// it, see `Log::start_append`). On Kafka the writer groups what waits into
+    /// one transaction: four appends of 4,096 fill its 16,384-event group.
     pub appends_in_flight: usize,
     /// When several processes share one log (Kafka roles): the worker name,
     /// so each keeps its own status documents (`source:NAME@WORKER`).
@@ -152,7 +153,7 @@ impl Default for RuntimeOptions {
             drain_deadline: Duration::from_secs(30),
             ingest_queue: 64,
             ingest_max_events: 4096,
-            appends_in_flight: 3,
+            appends_in_flight: 4,
             status_scope: None,
             status_interval: Duration::from_secs(2),
             retention_interval: Duration::from_secs(60),

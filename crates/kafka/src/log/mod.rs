@@ -369,7 +369,9 @@ pub(crate) async fn transactional_producer(cfg: &KafkaLogConfig, role: &str, tim
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", &cfg.compression)
-        .set("linger.ms", "5")
+        // A transaction commits only once its last records are sent: linger
+        // delays the tail of every one (under load the batches fill anyway).
+        .set("linger.ms", "1")
         .set("transaction.timeout.ms", "60000")
         // A transaction begun right after the previous commit can meet the
         // coordinator still writing that one's markers (CONCURRENT_TRANSACTIONS)
