@@ -149,9 +149,9 @@ impl Source for ReplaySource {
                 line_no += 1;
                 // Invalid UTF-8 stays a line of its own: it is dead-lettered like
                 // any other invalid line, and the replay goes on.
-                let line = match simdutf8::basic::from_utf8(&raw) {
+                let line = match simdutf8::basic::from_utf8(raw) {
                     Ok(l) => std::borrow::Cow::Borrowed(l),
-                    Err(_) => std::borrow::Cow::Owned(format!("{INVALID_UTF8}{}", String::from_utf8_lossy(&raw))),
+                    Err(_) => std::borrow::Cow::Owned(format!("{INVALID_UTF8}{}", String::from_utf8_lossy(raw))),
                 };
                 if line.trim().is_empty() {
                     continue;
@@ -329,7 +329,7 @@ mod tests {
             n += 1;
             let len = (n * 7919) % 9000;
             input.extend(std::iter::repeat_n(b'a' + (n % 26) as u8, len as usize));
-            input.extend_from_slice(if n % 5 == 0 { b"\r\n" } else { b"\n" });
+            input.extend_from_slice(if n.is_multiple_of(5) { b"\r\n" } else { b"\n" });
         }
         // A line longer than a block, an empty line, a lone \r, invalid UTF-8.
         input.extend(std::iter::repeat_n(b'z', BLOCK_BYTES * 2 + 17));

@@ -337,7 +337,7 @@ fn is_plain(b: &[u8]) -> bool {
         let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
         let controls = w.wrapping_sub(ONES * 0x20) & !w & !LOW7;
         let spaces = zero(w ^ (ONES * b' ' as u64));
-        let doubled = spaces & ((spaces << 8) | prev_space as u64 * 0x80);
+        let doubled = spaces & ((spaces << 8) | (prev_space as u64 * 0x80));
         if controls | zero(w ^ (ONES * b'&' as u64)) | doubled != 0 {
             return false;
         }
