@@ -1,6 +1,6 @@
 # fedistream in a container. Untested in CI (no Docker engine there); see
 # docker-compose.yml. Build: docker build -t fedistream .
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 # librdkafka is built from source by rdkafka-sys (its own configure script).
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential perl python3 && rm -rf /var/lib/apt/lists/*
