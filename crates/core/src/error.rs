@@ -45,6 +45,13 @@ pub enum LogError {
     Unavailable(String),
     #[error("the log is closed")]
     Closed,
+    /// The append carried a fence (on Kafka: the ingest group assignment it was
+    /// made under) that the cluster rejected, because that work belongs to
+    /// another process now. Nothing of the append was stored, and every later
+    /// append under the same fence fails the same way; the caller stops the work
+    /// and resumes it under its next assignment.
+    #[error("append fenced off: {0}")]
+    Fenced(String),
     #[error("internal log error: {0}")]
     Internal(String),
 }
@@ -63,6 +70,8 @@ impl LogError {
             LogError::Unavailable(_) => ErrorKind::Transient,
             LogError::Open { .. } => ErrorKind::Config,
             LogError::Corrupt { .. } => ErrorKind::Permanent,
+            // Retrying helps, but only under a new assignment.
+            LogError::Fenced(_) => ErrorKind::Transient,
             _ => ErrorKind::Internal,
         }
     }

@@ -3,13 +3,17 @@
 //! deliver processes split each channel's partitions through its consumer group;
 //! ingest processes split the accounts through the ingest group
 //! ([`fedistream_kafka::assign`]), restarting their sources with the accounts
-//! they hold whenever the group changes.
+//! they hold whenever the group changes. Their appends are fenced by the
+//! assignment they were made under, so a process that lost its slots while
+//! paused cannot store posts another process now fetches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use fedistream_core::error::LogError;
+use fedistream_core::log::Log;
 use fedistream_core::runtime::{self, Pipeline, RunSummary, RuntimeOptions};
 use fedistream_kafka::assign::Membership;
 use fedistream_kafka::log::KafkaLog;
@@ -80,7 +84,10 @@ fn merge(into: &mut RunSummary, s: RunSummary) {
 }
 
 /// Follow the accounts of the slots this process holds; restart the sources on
-/// every change of the ingest group.
+/// every change of the ingest group. The appends of each run are fenced by its
+/// assignment: if the group gave the slots away meanwhile (this process was
+/// paused or cut off past the session timeout), they are aborted and the run
+/// stops; the sources restart from their checkpoints with the next assignment.
 async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
     let membership = Membership::join(log.config(), options.drain_deadline + Duration::from_secs(5))?;
     let mut assignment = membership.watch();
@@ -102,29 +109,79 @@ async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutd
             .filter(|u| a.owns(u))
             .collect();
         info!(slots = ?a.slots, following = ?following, "Ingest: following {} of the configured units", following.len());
+        let run_log: Arc<dyn Log> = match &a.fence {
+            Some(f) => log.fenced(f.clone()),
+            None => log.clone(),
+        };
         let run_token = shutdown.child_token();
-        let p = Pipeline { log: log.clone(), sources, channels: vec![], options: options.clone(), progress: None };
+        let p = Pipeline { log: run_log, sources, channels: vec![], options: options.clone(), progress: None };
         let mut handle = tokio::spawn(runtime::run(p, run_token.clone()));
-        let changed = tokio::select! {
-            r = assignment.changed() => r.is_ok(),
-            _ = shutdown.cancelled() => false,
+        let rejected = async {
+            match &a.fence {
+                Some(f) => f.rejected().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut finished = None;
+        let stop = tokio::select! {
+            r = assignment.changed() => if r.is_ok() { Stop::Changed } else { Stop::Shutdown },
+            _ = shutdown.cancelled() => Stop::Shutdown,
+            _ = rejected => Stop::Fenced,
+            // Every source finished (finite sources), or failed.
             r = &mut handle => {
-                // Every source finished (finite sources): keep the membership
-                // until the group changes or the process is stopped.
-                merge(&mut total, r.context("the ingest task failed")?.context("the log failed")?);
-                tokio::select! {
-                    r = assignment.changed() => { if r.is_ok() { continue } else { break } }
-                    _ = shutdown.cancelled() => break,
-                }
+                finished = Some(r);
+                Stop::Finished
             }
         };
         run_token.cancel();
-        let s = handle.await.context("the ingest task failed")?.context("the log failed")?;
-        merge(&mut total, s);
-        if !changed {
+        let result = match finished {
+            Some(r) => r,
+            None => handle.await,
+        };
+        let fenced = match result.context("the ingest task failed")? {
+            Ok(s) => {
+                merge(&mut total, s);
+                a.fence.as_ref().and_then(|f| f.rejection())
+            }
+            Err(LogError::Fenced(why)) => Some(why),
+            Err(e) => return Err(anyhow::Error::new(e).context("the log failed")),
+        };
+        if let Some(why) = &fenced {
+            warn!(
+                slots = ?a.slots,
+                reason = %why,
+                "Fenced: the ingest group gave this process's slots to another member (it was paused or cut off for longer than \
+                 the session timeout, {:?}); its unfinished appends were aborted, so nothing of them is stored. Stopping its \
+                 sources; they resume from their checkpoints with the group's next assignment",
+                log.config().session_timeout
+            );
+        }
+        if matches!(stop, Stop::Shutdown) || shutdown.is_cancelled() {
             break;
         }
-        warn!("Ingest group changed: restarting sources with the new accounts");
+        if !matches!(stop, Stop::Changed) {
+            // Fenced, or done: keep the membership until the group changes
+            // (for a fenced process it already has, or does at its next
+            // heartbeat) or the process is stopped.
+            tokio::select! {
+                r = assignment.changed() => if r.is_err() { break },
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if matches!(stop, Stop::Changed) && fenced.is_none() {
+            warn!("Ingest group changed: restarting sources with the new accounts");
+        }
     }
     Ok(total)
+}
+
+/// Why an ingest run ended.
+enum Stop {
+    /// The group changed the assignment.
+    Changed,
+    /// An append was fenced off: the assignment is gone.
+    Fenced,
+    /// Every source stopped by itself.
+    Finished,
+    Shutdown,
 }

@@ -314,6 +314,131 @@ async fn ingest_processes_join_and_leave_and_every_account_has_one_follower() {
     assert_each_created_once(&read_events(&file));
 }
 
+/// Send `sig` (STOP, CONT) to a process.
+fn signal(p: &Proc, sig: &str) {
+    let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &p.pid().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} {} failed", p.pid());
+}
+
+/// The slots of every "Ingest slots assigned" line, in order.
+fn assignments(p: &Proc) -> Vec<BTreeSet<i32>> {
+    p.stderr()
+        .lines()
+        .filter(|l| l.contains("Ingest slots assigned"))
+        .filter_map(|l| {
+            let list = &l[l.find("slots={")? + "slots={".len()..];
+            let list = &list[..list.find('}')?];
+            Some(list.split(", ").filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+/// The sets of accounts of every "Ingest: following" line, in order.
+fn followings(p: &Proc) -> Vec<BTreeSet<String>> {
+    p.stderr()
+        .lines()
+        .filter(|l| l.contains("Ingest: following"))
+        .filter_map(|l| {
+            let list = &l[l.find("following=")? + "following=".len()..];
+            serde_json::from_str::<Vec<String>>(&list[..list.find(']')? + 1]).ok()
+        })
+        .map(|v| v.into_iter().collect())
+        .collect()
+}
+
+/// A zombie: an ingest process paused (SIGSTOP) past the session timeout
+/// loses its slots to the other one; when it resumes, whatever it still
+/// appends for the accounts it no longer owns is fenced off (or, had it nothing
+/// in flight, it just restarts with its new assignment). Every post reaches the
+/// file channel exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_paused_ingest_process_is_fenced_and_every_post_arrives_once() {
+    static USERS: [&str; 8] = ["z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8"];
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(start_fake(&USERS, None).await);
+    for u in USERS {
+        fake.post(u, NewStatus::html(format!("<p>{u} before</p>")));
+    }
+    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, &USERS, &brokers, &pipeline_name("zombie")));
+    let all: BTreeSet<String> = USERS.iter().map(|u| format!("m/{}", acct(u))).collect();
+    let all_slots: BTreeSet<i32> = (0..8).collect();
+
+    let i1 = role(dir.path(), "ingest-1", &cfg, "ingest", "i1");
+    wait_for_within("the first ingest process to follow every account", HANDOVER, || (following(&i1)? == all).then_some(()), || i1.stderr()).await;
+    let i2 = role(dir.path(), "ingest-2", &cfg, "ingest", "i2");
+    let split = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
+        !a.is_empty() && !b.is_empty() && a.is_disjoint(b) && a.union(b).cloned().collect::<BTreeSet<_>>() == all
+    };
+    wait_for_within(
+        "the accounts split between two ingest processes",
+        HANDOVER,
+        || split(&following(&i1)?, &following(&i2)?).then_some(()),
+        || format!("i1: {:?}\ni2: {:?}\n{}", following(&i1), following(&i2), i2.stderr()),
+    )
+    .await;
+    let d = role(dir.path(), "deliver", &cfg, "deliver", "d");
+    let file = dir.path().join("out-d.jsonl");
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = keep_posting(fake.clone(), &USERS, stop.clone());
+    wait_for_within("live posts delivered", HANDOVER, || (complete_lines(&file).len() > 50).then_some(()), || d.stderr()).await;
+
+    // Pause the first process past the session timeout: the group hands all
+    // its slots to the second one (which does not wait for a revoke that
+    // cannot come).
+    let i2_assigned = assignments(&i2).len();
+    signal(&i1, "STOP");
+    wait_for_within(
+        "the second process to be assigned every slot",
+        HANDOVER,
+        || assignments(&i2)[i2_assigned..].contains(&all_slots).then_some(()),
+        || format!("i2 assignments: {:?}\n{}", assignments(&i2), tail(&i2.stderr())),
+    )
+    .await;
+    // It resumes, believing it still owns its accounts; posts keep coming.
+    let noticed = |p: &Proc| p.stderr().matches("Fenced:").count() + p.stderr().matches("Ingest group changed: restarting").count();
+    let (i1_noticed, i1_followings) = (noticed(&i1), followings(&i1).len());
+    signal(&i1, "CONT");
+    wait_for_within("the resumed process to notice it lost its slots", HANDOVER, || (noticed(&i1) > i1_noticed).then_some(()), || tail(&i1.stderr()))
+        .await;
+    // It rejoins the group and gets accounts again.
+    wait_for_within(
+        "the accounts split again",
+        HANDOVER,
+        || {
+            let mine = followings(&i1).get(i1_followings..)?.last()?.clone();
+            split(&mine, &following(&i2)?).then_some(())
+        },
+        || format!("i1: {:?}\ni2: {:?}\n{}", following(&i1), following(&i2), tail(&i1.stderr())),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    poster.await.unwrap();
+    let expected = all_server_uris(&fake, &USERS);
+    wait_for_within(
+        "every post in the file channel",
+        HANDOVER,
+        || (created_keys(&written_events(&file)).into_iter().collect::<BTreeSet<_>>() == expected).then_some(()),
+        || format!("{} of {} posts\ni1: {}\ni2: {}", complete_lines(&file).len(), expected.len(), tail(&i1.stderr()), tail(&i2.stderr())),
+    )
+    .await;
+    let resumed = i1.stderr();
+    let fenced = resumed.lines().filter(|l| l.contains("Fenced:")).count();
+    eprintln!("the resumed process was fenced {fenced} time(s)");
+    if fenced > 0 {
+        assert!(resumed.contains("another member"), "the warning says why:\n{resumed}");
+    }
+    for p in [&i1, &i2, &d] {
+        p.sigterm();
+    }
+    for p in [&i1, &i2, &d] {
+        assert!(p.wait_exit(DEADLINE).await.success(), "{}", p.stderr());
+    }
+    let events = read_events(&file);
+    assert_each_created_once(&events);
+    assert_eq!(created_keys(&events).into_iter().collect::<BTreeSet<_>>(), expected, "every post, nothing else");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn a_broker_restart_during_ingest_loses_nothing() {
     static USERS: [&str; 3] = ["ann", "ben", "cat"];

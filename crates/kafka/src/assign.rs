@@ -13,19 +13,27 @@
 //! the revoked accounts (the callback waits for [`Membership::released`]) and only
 //! then does the group assign the slots elsewhere, so no account is followed by
 //! two processes at once.
+//!
+//! A process that misses the hand-over (paused or cut off past the session
+//! timeout: the group gave its slots away without its revoke) is fenced: each
+//! assignment comes with a [`Fence`] (the member's group metadata and slots),
+//! and appends made under it commit only while the group still gives this
+//! member those slots (see [`crate::log::FencedLog`]).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fedistream_core::error::LogError;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::TopicPartitionList;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::log::{client_config, KafkaLogConfig};
+use crate::log::{client_config, Fence, KafkaLogConfig};
 
 /// The slots a process holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,6 +42,9 @@ pub struct Assignment {
     pub generation: u64,
     pub slots: BTreeSet<i32>,
     pub total: i32,
+    /// The proof of this assignment for appends ([`crate::log::KafkaLog::fenced`]);
+    /// made when the group assigns slots, `None` while none are held.
+    pub fence: Option<Fence>,
 }
 
 /// The slot of a unit of work (`source/account`, or a source name).
@@ -49,6 +60,8 @@ impl Assignment {
 
 struct MemberContext {
     tx: watch::Sender<Assignment>,
+    group: String,
+    topic: String,
     /// Acknowledgements that revoked work has stopped.
     released: Mutex<mpsc::Receiver<u64>>,
     release_timeout: Duration,
@@ -69,6 +82,11 @@ impl ConsumerContext for MemberContext {
                 }
                 a.generation += 1;
                 generation = a.generation;
+                // Work still running keeps its fence: the group's generation
+                // only moves on once this revoke has returned.
+                if a.slots.is_empty() {
+                    a.fence = None;
+                }
             });
             info!(revoked = tpl.count(), "Ingest slots revoked; stopping their accounts before the hand-over");
             // Wait until the process says the revoked accounts have stopped.
@@ -88,19 +106,89 @@ impl ConsumerContext for MemberContext {
         }
     }
 
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // The member id and generation this assignment was made for.
+                let metadata = c.group_metadata();
+                if metadata.is_none() && tpl.count() > 0 {
+                    warn!("The ingest group gave no group metadata with the assignment; its appends are not fenced");
+                }
+                let mut slots = self.tx.borrow().slots.clone();
+                slots.extend(tpl.elements().iter().map(|e| e.partition()));
+                info!(slots = ?slots, of = self.tx.borrow().total, "Ingest slots assigned");
+                if tpl.count() > 0 {
+                    wait_for_stable_offsets(c, tpl);
+                }
                 self.tx.send_modify(|a| {
                     a.slots.extend(tpl.elements().iter().map(|e| e.partition()));
                     a.generation += 1;
+                    a.fence = match metadata {
+                        Some(m) if !a.slots.is_empty() => Some(Fence::new(
+                            m,
+                            self.group.clone(),
+                            self.topic.clone(),
+                            a.slots.iter().copied().collect(),
+                            a.generation,
+                        )),
+                        _ => None,
+                    };
                 });
-                let a = self.tx.borrow();
-                info!(slots = ?a.slots, of = a.total, "Ingest slots assigned");
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "Ingest group rebalance error"),
         }
+    }
+}
+
+/// Wait until no transaction of a previous owner of `slots` is still pending
+/// with its fence for them. A fenced append is checked when its transaction
+/// sends the fence, not when it commits: a process paused between the two (its
+/// fence accepted, its slots then handed over) commits when it resumes. Kafka
+/// keeps such a transaction's offsets "unstable" until it commits or aborts
+/// (KIP-447), so waiting for stable offsets here means the state read before
+/// the accounts start (`KafkaLog::catch_up`) holds its outcome: no post is
+/// fetched again that it stored. Without pending transactions (every ordinary
+/// hand-over: the old owner stops before releasing) this is one round trip.
+/// Bounded by the transaction timeout, after which the broker aborts it.
+fn wait_for_stable_offsets(c: &BaseConsumer<MemberContext>, slots: &TopicPartitionList) {
+    let deadline = Instant::now() + crate::log::TRANSACTION_TIMEOUT + Duration::from_secs(30);
+    let mut said = false;
+    loop {
+        // librdkafka asks for stable offsets (isolation.level is read_committed)
+        // and retries by itself while they are not: a pending transaction shows
+        // as a partition error or as the call timing out.
+        let pending = match c.committed_offsets(slots.clone(), Duration::from_secs(1)) {
+            Ok(got) => got.elements().iter().any(|e| {
+                matches!(e.error(), Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnstableOffsetCommit)))
+            }),
+            Err(e) if matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::UnstableOffsetCommit | RDKafkaErrorCode::OperationTimedOut)
+            ) => true,
+            Err(e) => {
+                warn!(error = %e, "Cannot check for transactions of the slots' previous owner; following their accounts anyway");
+                return;
+            }
+        };
+        if !pending {
+            if said {
+                info!("No transaction of the slots' previous owner is pending any more");
+            }
+            return;
+        }
+        if Instant::now() > deadline {
+            warn!("A transaction of the slots' previous owner is still pending; following their accounts anyway");
+            return;
+        }
+        if !said {
+            info!(
+                "Waiting for a transaction of the slots' previous owner to finish (a process paused mid-append; or the cluster is \
+                 slow to answer) before following their accounts"
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -116,9 +204,15 @@ impl Membership {
     /// Join the ingest group. `release_timeout` bounds how long a revoke waits for
     /// [`Membership::released`].
     pub fn join(cfg: &KafkaLogConfig, release_timeout: Duration) -> Result<Membership, LogError> {
-        let (tx, rx) = watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots });
+        let (tx, rx) = watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots, fence: None });
         let (release_tx, release_rx) = mpsc::channel();
-        let ctx = MemberContext { tx, released: Mutex::new(release_rx), release_timeout };
+        let ctx = MemberContext {
+            tx,
+            group: cfg.ingest_group(),
+            topic: cfg.ingest_topic(),
+            released: Mutex::new(release_rx),
+            release_timeout,
+        };
         let consumer: BaseConsumer<MemberContext> = client_config(cfg)?
             .set("group.id", cfg.ingest_group())
             .set("enable.auto.commit", "false")
@@ -192,7 +286,7 @@ mod tests {
             per_slot[s as usize] += 1;
         }
         assert!(per_slot.iter().all(|n| (40..=130).contains(n)), "roughly even: {per_slot:?}");
-        let a = Assignment { generation: 1, slots: [slot_of(&units[0], total)].into(), total };
+        let a = Assignment { generation: 1, slots: [slot_of(&units[0], total)].into(), total, fence: None };
         assert!(a.owns(&units[0]));
     }
 }

@@ -212,7 +212,9 @@ impl KafkaConsumer {
                 Err(TxnFailure::Fatal(e)) => {
                     return Err(unavailable(&format!("cannot commit group {} with its state", self.group), &self.cfg.brokers, e))
                 }
-                Err(TxnFailure::Retry(e)) => {
+                // (Only the log's writer sends a fence; a stale channel member
+                // shows up here as a retry.)
+                Err(TxnFailure::Retry(e) | TxnFailure::Fenced(e)) => {
                     if self.consumer.context().assigned.lock().unwrap().is_empty() {
                         warn!(group = %self.group, error = %e, "Partitions moved before the commit; the new owner resumes from the previous commit");
                         return Ok(());

@@ -15,9 +15,13 @@
 //!   state records (`send_offsets_to_transaction`).
 //! * A broker outage makes appends wait and retry (aborting the open
 //!   transaction), so sources feel back-pressure and nothing is lost.
+//! * Appends of an ingest run carry its group assignment ([`Fence`], through
+//!   [`FencedLog`]): a process whose slots went to another member cannot make
+//!   any more of them visible.
 
 mod config;
 mod consumer;
+mod fence;
 mod state;
 mod txn;
 
@@ -41,6 +45,7 @@ use tracing::{info, warn};
 
 pub use config::KafkaLogConfig;
 pub use consumer::KafkaConsumer;
+pub use fence::{Fence, FencedLog};
 use state::StateTable;
 use txn::TxnProducer;
 
@@ -78,10 +83,14 @@ pub(crate) fn unavailable(what: &str, brokers: &str, e: impl std::fmt::Display) 
     LogError::Unavailable(format!("{what} (Kafka at {brokers}): {e}"))
 }
 
-/// Whether a transaction error means "abort and redo" or "try the same call again".
+/// Whether a transaction error means "abort and redo", "give up on this
+/// producer", or (appends under a [`Fence`]) "this assignment is gone".
 pub(crate) enum TxnFailure {
     Retry(String),
     Fatal(String),
+    /// The group coordinator rejected the fence's offset commit: abort, and
+    /// never redo it under the same fence.
+    Fenced(String),
 }
 
 pub(crate) fn classify_txn(e: &KafkaError) -> TxnFailure {
@@ -177,14 +186,34 @@ impl KafkaLog {
         &self,
         events: Vec<fedistream_core::EncodedEvent>,
         state: Vec<StatePut>,
+        fence: Option<Fence>,
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
         let records = events.into_iter().map(fedistream_core::EncodedEvent::into_stored).collect();
         let (tx, rx) = oneshot::channel();
         self.writer()
             .await?
-            .send(Job::Write(Write { records, state }, tx))
+            .send(Job::Write(Write { records, state, fence }, tx))
             .map_err(|_| writer_stopped())?;
         Ok(rx)
+    }
+
+    /// [`Log::start_append`], under `fence` when given (see [`FencedLog`]).
+    pub(crate) async fn start_append_fenced(
+        &self,
+        batch: AppendBatch,
+        fence: Option<Fence>,
+    ) -> Result<fedistream_core::log::AppendFuture, LogError> {
+        if let Some(why) = fence.as_ref().and_then(Fence::rejection) {
+            return Err(LogError::Fenced(why));
+        }
+        if batch.events.is_empty() && batch.state.is_empty() {
+            return Ok(Box::pin(std::future::ready(Ok(AppendReceipt::default()))));
+        }
+        let done = self.start_write(batch.events, batch.state, fence).await?;
+        Ok(Box::pin(async move {
+            let positions = done.await.map_err(|_| writer_stopped())??;
+            Ok(AppendReceipt { positions })
+        }))
     }
 }
 
@@ -200,10 +229,20 @@ enum Job {
     Barrier(oneshot::Sender<()>),
 }
 
-/// One write: records (key = account, JSON payload) and state puts.
+/// One write: records (key = account, JSON payload) and state puts, under
+/// the fence of the ingest assignment it was made for, if any.
 struct Write {
     records: Vec<(String, std::sync::Arc<str>)>,
     state: Vec<StatePut>,
+    fence: Option<Fence>,
+}
+
+/// Why a group of writes did not commit.
+enum WriteFailure {
+    /// The producer failed fatally: this write and every later one fail.
+    Fatal(String),
+    /// Its fence was rejected: this write and later ones under the same fence fail.
+    Fenced(String),
 }
 
 /// Most events the writer puts in one transaction when several writes wait.
@@ -211,9 +250,11 @@ const MAX_GROUP_EVENTS: usize = 16_384;
 
 /// The single writer: owns the transactional producer and runs the queued
 /// writes one transaction at a time, in queue order. Writes that queued up
-/// while a transaction committed share the next one (group commit). A
-/// transaction is retried whole until it commits; a fatal producer error fails
-/// it and every write after it, so no later checkpoint covers lost events.
+/// while a transaction committed share the next one (group commit) if they
+/// carry the same fence (or none). A transaction is retried whole until it
+/// commits; a fatal producer error fails it and every write after it, so no
+/// later checkpoint covers lost events. A rejected fence fails its write and
+/// every later one under that fence, without a transaction; other writes go on.
 /// Callers that stop waiting (shutdown) do not cancel anything: a transaction
 /// is never left half done.
 struct Writer {
@@ -246,21 +287,23 @@ impl Writer {
             let mut replies = vec![(group.records.len(), reply)];
             while group.records.len() < MAX_GROUP_EVENTS {
                 match jobs.try_recv() {
-                    Ok(Job::Write(w, reply)) => {
+                    // One transaction proves one assignment (or none).
+                    Ok(Job::Write(w, reply)) if w.fence == group.fence => {
                         replies.push((w.records.len(), reply));
                         group.records.extend(w.records);
                         group.state.extend(w.state);
                     }
-                    Ok(barrier) => {
-                        held = Some(barrier);
+                    Ok(other) => {
+                        held = Some(other);
                         break;
                     }
                     Err(_) => break,
                 }
             }
-            let result = match &failed {
-                Some(e) => Err(e.clone()),
-                None => self.commit(&group).await,
+            let result = match (&failed, group.fence.as_ref().and_then(Fence::rejection)) {
+                (Some(e), _) => Err(WriteFailure::Fatal(e.clone())),
+                (None, Some(why)) => Err(WriteFailure::Fenced(why)),
+                (None, None) => self.commit(&group).await,
             };
             match result {
                 Ok(positions) => {
@@ -269,24 +312,41 @@ impl Writer {
                         let _ = reply.send(Ok(rest.by_ref().take(n).collect()));
                     }
                 }
-                Err(e) => {
+                Err(WriteFailure::Fatal(e)) => {
                     failed = Some(e.clone());
                     for (_, reply) in replies {
                         let _ = reply.send(Err(unavailable("the Kafka transaction failed fatally", &self.brokers, &e)));
+                    }
+                }
+                Err(WriteFailure::Fenced(why)) => {
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(LogError::Fenced(why.clone())));
                     }
                 }
             }
         }
     }
 
-    /// Commit `w` as one transaction, retrying until it commits or the producer
-    /// fails fatally.
-    async fn commit(&mut self, w: &Write) -> Result<Vec<Position>, String> {
+    /// Commit `w` as one transaction, retrying until it commits, the producer
+    /// fails fatally, or the group rejects its fence.
+    async fn commit(&mut self, w: &Write) -> Result<Vec<Position>, WriteFailure> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.attempt(w).await {
                 Ok(pos) => return Ok(pos),
-                Err(TxnFailure::Fatal(e)) => return Err(e),
+                Err(TxnFailure::Fatal(e)) => return Err(WriteFailure::Fatal(e)),
+                Err(TxnFailure::Fenced(e)) => {
+                    // Abort now (not at the next begin): nothing of it may
+                    // become visible, and the fence is never tried again.
+                    match self.txn.abort().await {
+                        Ok(()) => {}
+                        Err(TxnFailure::Fatal(f) | TxnFailure::Retry(f) | TxnFailure::Fenced(f)) => return Err(WriteFailure::Fatal(f)),
+                    }
+                    let fence = w.fence.as_ref().expect("only fenced writes are rejected");
+                    let why = fence.reject(&e);
+                    tracing::debug!(error = %e, generation = fence.generation(), "Kafka append fenced; transaction aborted");
+                    return Err(WriteFailure::Fenced(why));
+                }
                 Err(TxnFailure::Retry(e)) => {
                     let d = backoff.next_delay();
                     warn!(error = %e, retry_in = ?d, attempt = backoff.attempts(), "Kafka append failed; retrying the whole transaction");
@@ -309,6 +369,16 @@ impl Writer {
             deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
         let sent_state = state::send_state(producer, &self.state_topic, &w.state).await?;
+        if let Some(fence) = &w.fence {
+            // The proof of ownership, as late as possible (the records are on
+            // their way meanwhile): the group coordinator rejects it if the
+            // assignment is gone, and the transaction is aborted.
+            let (p, f) = (producer.clone(), fence.clone());
+            blocking(move || p.send_offsets_to_transaction(&f.offsets(), f.metadata(), Duration::from_secs(30)))
+                .await
+                .map_err(|e| TxnFailure::Fatal(e.to_string()))?
+                .map_err(|e| if fence::is_fence_error(&e) { TxnFailure::Fenced(e.to_string()) } else { classify_txn(&e) })?;
+        }
         let sent = t0.elapsed();
         self.txn.commit().await?;
         tracing::debug!(
@@ -355,6 +425,10 @@ where
     }
 }
 
+/// How long a transaction may stay open before the broker aborts it (a
+/// process paused mid-transaction holds it that long at most).
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A transactional, idempotent producer (acks=all), initialised.
 pub(crate) async fn transactional_producer(cfg: &KafkaLogConfig, role: &str, timeout: Duration) -> Result<FutureProducer, LogError> {
     let id = format!(
@@ -372,7 +446,7 @@ pub(crate) async fn transactional_producer(cfg: &KafkaLogConfig, role: &str, tim
         // A transaction commits only once its last records are sent: linger
         // delays the tail of every one (under load the batches fill anyway).
         .set("linger.ms", "1")
-        .set("transaction.timeout.ms", "60000")
+        .set("transaction.timeout.ms", TRANSACTION_TIMEOUT.as_millis().to_string())
         // A transaction begun right after the previous commit can meet the
         // coordinator still writing that one's markers (CONCURRENT_TRANSACTIONS)
         // and is retried after this backoff (librdkafka's default is 100 ms).
@@ -490,14 +564,7 @@ impl Log for KafkaLog {
     }
 
     async fn start_append(&self, batch: AppendBatch) -> Result<fedistream_core::log::AppendFuture, LogError> {
-        if batch.events.is_empty() && batch.state.is_empty() {
-            return Ok(Box::pin(std::future::ready(Ok(AppendReceipt::default()))));
-        }
-        let done = self.start_write(batch.events, batch.state).await?;
-        Ok(Box::pin(async move {
-            let positions = done.await.map_err(|_| writer_stopped())??;
-            Ok(AppendReceipt { positions })
-        }))
+        self.start_append_fenced(batch, None).await
     }
 
     async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError> {
