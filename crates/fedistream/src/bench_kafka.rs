@@ -6,6 +6,8 @@
 //!    linger), then flushed — the ceiling for one producer;
 //! 2. fedistream: the same events appended through `KafkaLog::append` in the
 //!    ingestor's batch size, each batch one transaction with a checkpoint;
+//!    and again fenced by an ingest group assignment, as `--role ingest`
+//!    appends (every transaction also commits the fence's offsets);
 //! 3. end to end: replay → parse → normalise → Kafka log → consumer group →
 //!    channel, reporting throughput and append→delivery latency percentiles.
 
@@ -61,7 +63,7 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     // The broker's JVM runs slower for its first seconds of load: one round
     // unmeasured, then the three producers take turns, so drift in the
     // machine's load hits them alike.
-    let (mut raw, mut txn, mut log) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut txn, mut log, mut fenced) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Every pipeline (hence topic set) the bench creates, deleted at the end.
     let mut pipelines = Vec::new();
     let mut fresh = |kind: &str, round: usize| {
@@ -71,28 +73,32 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         c
     };
     for round in 0..=rounds {
-        let (mut r, mut t, mut l) = (0.0, 0.0, 0.0);
-        for k in 0..3 {
-            match (k + round) % 3 {
+        let (mut r, mut t, mut l, mut f) = (0.0, 0.0, 0.0, 0.0);
+        for k in 0..4 {
+            match (k + round) % 4 {
                 0 => r = raw_produce(&fresh("raw", round), &payloads).await?,
                 1 => t = txn_produce(&fresh("rawtxn", round), &payloads, batch).await?,
-                _ => l = log_append(&fresh("log", round), &events, batch, in_flight).await?,
+                2 => l = log_append(&fresh("log", round), &events, batch, in_flight, false).await?,
+                _ => f = log_append(&fresh("fenced", round), &events, batch, in_flight, true).await?,
             }
         }
         if round > 0 {
             eprintln!(
-                "  round {round}: librdkafka {:.0}/s, with transactions {:.0}/s, Kafka log append {:.0}/s ({:.0}%)",
+                "  round {round}: librdkafka {:.0}/s, with transactions {:.0}/s, Kafka log append {:.0}/s ({:.0}%), fenced {:.0}/s ({:.0}%)",
                 n as f64 / r,
                 n as f64 / t,
                 n as f64 / l,
-                100.0 * r / l
+                100.0 * r / l,
+                n as f64 / f,
+                100.0 * r / f
             );
             raw.push(r);
             txn.push(t);
             log.push(l);
+            fenced.push(f);
         }
     }
-    let (raw_secs, rawtxn_secs, log_secs) = (median(&mut raw), median(&mut txn), median(&mut log));
+    let (raw_secs, rawtxn_secs, log_secs, fenced_secs) = (median(&mut raw), median(&mut txn), median(&mut log), median(&mut fenced));
 
     // What the sources add before appending: encoding each event as JSON.
     let started = Instant::now();
@@ -186,6 +192,12 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         mb / log_secs,
         100.0 * raw_secs / log_secs,
         100.0 * rawtxn_secs / log_secs
+    );
+    println!(
+        "  Kafka log append, fenced {:>7.0} events/s  {:>6.1} MB/s   {:.0}% of librdkafka alone (as --role ingest appends: under its group assignment)",
+        n as f64 / fenced_secs,
+        mb / fenced_secs,
+        100.0 * raw_secs / fenced_secs
     );
     println!(
         "  (JSON encoding, done by the sources before the append: {:.0} events/s, {:.0}% of the append's time again)",
@@ -287,9 +299,24 @@ async fn txn_produce(cfg: &KafkaLogConfig, payloads: &[(String, Vec<u8>)], batch
 
 /// Seconds to append every event through the Kafka log, `batch` events plus a
 /// checkpoint per append, with up to `in_flight` appends started as the
-/// ingestor keeps them.
-async fn log_append(cfg: &KafkaLogConfig, events: &[Event], batch: usize, in_flight: usize) -> anyhow::Result<f64> {
-    let log = KafkaLog::open(cfg.clone()).await?;
+/// ingestor keeps them; `fenced`: under an ingest group assignment, as the
+/// ingest role appends.
+async fn log_append(cfg: &KafkaLogConfig, events: &[Event], batch: usize, in_flight: usize, fenced: bool) -> anyhow::Result<f64> {
+    let kafka = KafkaLog::open(cfg.clone()).await?;
+    // The membership lives until the appends are done.
+    let mut membership = None;
+    let log: Arc<dyn Log> = if fenced {
+        let m = fedistream_kafka::assign::Membership::join(cfg, Duration::from_secs(30))?;
+        let mut rx = m.watch();
+        let a = tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|a| a.fence.is_some()))
+            .await
+            .context("no ingest group assignment within 60 s")??
+            .clone();
+        membership = Some(m);
+        kafka.fenced(a.fence.expect("waited for it"))
+    } else {
+        kafka
+    };
     // The writer's transactional producer is made on the first write (finding
     // the transaction coordinator and a producer id took up to a second on a
     // fresh pipeline): like the baselines' init_transactions, before timing.
@@ -312,7 +339,9 @@ async fn log_append(cfg: &KafkaLogConfig, events: &[Event], batch: usize, in_fli
     for done in pending {
         done.await?;
     }
-    Ok(started.elapsed().as_secs_f64())
+    let secs = started.elapsed().as_secs_f64();
+    drop(membership);
+    Ok(secs)
 }
 
 /// Delete the bench's topics (best effort: a failure only leaves them behind).

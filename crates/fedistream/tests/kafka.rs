@@ -220,24 +220,26 @@ async fn deliver_processes_split_partitions_and_a_killed_one_is_taken_over_exact
 
 /// The accounts a process follows now, from its last "Ingest: following" line.
 fn following(p: &Proc) -> Option<BTreeSet<String>> {
-    let err = p.stderr();
-    let line = err.lines().rev().find(|l| l.contains("Ingest: following"))?;
-    let list = &line[line.find("following=")? + "following=".len()..];
-    let end = list.find(']')? + 1;
-    serde_json::from_str::<Vec<String>>(&list[..end]).ok().map(|v| v.into_iter().collect())
+    followings(p).pop()
+}
+
+/// An ingest test's world: the fake server with one post of each user, the
+/// Kafka config following them, and the set of their units (`m/acct`).
+async fn ingest_world(users: &'static [&'static str], name: &str) -> (tempfile::TempDir, Arc<FakeMastodon>, PathBuf, BTreeSet<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(start_fake(users, None).await);
+    for u in users {
+        fake.post(u, NewStatus::html(format!("<p>{u} before</p>")));
+    }
+    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, users, &brokers(), &pipeline_name(name)));
+    let all = users.iter().map(|u| format!("m/{}", acct(u))).collect();
+    (dir, fake, cfg, all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn ingest_processes_join_and_leave_and_every_account_has_one_follower() {
     static USERS: [&str; 8] = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"];
-    let brokers = brokers();
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Arc::new(start_fake(&USERS, None).await);
-    for u in USERS {
-        fake.post(u, NewStatus::html(format!("<p>{u} before</p>")));
-    }
-    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, &USERS, &brokers, &pipeline_name("ingest")));
-    let all: BTreeSet<String> = USERS.iter().map(|u| format!("m/{}", acct(u))).collect();
+    let (dir, fake, cfg, all) = ingest_world(&USERS, "ingest").await;
 
     let i1 = role(dir.path(), "ingest-1", &cfg, "ingest", "i1");
     wait_for_within("the first ingest process to follow every account", HANDOVER, || (following(&i1)? == all).then_some(()), || i1.stderr()).await;
@@ -354,14 +356,7 @@ fn followings(p: &Proc) -> Vec<BTreeSet<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn a_paused_ingest_process_is_fenced_and_every_post_arrives_once() {
     static USERS: [&str; 8] = ["z1", "z2", "z3", "z4", "z5", "z6", "z7", "z8"];
-    let brokers = brokers();
-    let dir = tempfile::tempdir().unwrap();
-    let fake = Arc::new(start_fake(&USERS, None).await);
-    for u in USERS {
-        fake.post(u, NewStatus::html(format!("<p>{u} before</p>")));
-    }
-    let cfg = write_file(dir.path(), "kafka.toml", &kafka_config(dir.path(), &fake, &USERS, &brokers, &pipeline_name("zombie")));
-    let all: BTreeSet<String> = USERS.iter().map(|u| format!("m/{}", acct(u))).collect();
+    let (dir, fake, cfg, all) = ingest_world(&USERS, "zombie").await;
     let all_slots: BTreeSet<i32> = (0..8).collect();
 
     let i1 = role(dir.path(), "ingest-1", &cfg, "ingest", "i1");
