@@ -121,7 +121,7 @@ impl ConsumerContext for MemberContext {
                     wait_for_stable_offsets(c, tpl);
                 }
                 self.tx.send_modify(|a| {
-                    a.slots.extend(tpl.elements().iter().map(|e| e.partition()));
+                    a.slots = slots;
                     a.generation += 1;
                     a.fence = match metadata {
                         Some(m) if !a.slots.is_empty() => Some(Fence::new(

@@ -17,7 +17,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::Producer as _;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
 
@@ -198,11 +197,7 @@ impl KafkaConsumer {
                     .consumer
                     .group_metadata()
                     .ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
-                let (p2, t2) = (producer.clone(), tpl.clone());
-                blocking(move || p2.send_offsets_to_transaction(&t2, &meta, Duration::from_secs(30)))
-                    .await
-                    .map_err(|e| TxnFailure::Fatal(e.to_string()))?
-                    .map_err(|e| super::classify_txn(&e))?;
+                txn.send_offsets(tpl.clone(), std::sync::Arc::new(meta)).await?;
                 txn.commit().await?;
                 sent.applied_to(&self.state, &state).await
             }
@@ -212,8 +207,8 @@ impl KafkaConsumer {
                 Err(TxnFailure::Fatal(e)) => {
                     return Err(unavailable(&format!("cannot commit group {} with its state", self.group), &self.cfg.brokers, e))
                 }
-                // (Only the log's writer sends a fence; a stale channel member
-                // shows up here as a retry.)
+                // A stale member of the channel's group (Fenced) is handled as
+                // any failed commit: done if the partitions moved, else retried.
                 Err(TxnFailure::Retry(e) | TxnFailure::Fenced(e)) => {
                     if self.consumer.context().assigned.lock().unwrap().is_empty() {
                         warn!(group = %self.group, error = %e, "Partitions moved before the commit; the new owner resumes from the previous commit");

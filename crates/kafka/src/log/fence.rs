@@ -33,7 +33,7 @@ use super::KafkaLog;
 pub struct Fence(Arc<Inner>);
 
 struct Inner {
-    metadata: ConsumerGroupMetadata,
+    metadata: Arc<ConsumerGroupMetadata>,
     group: String,
     topic: String,
     slots: Vec<i32>,
@@ -45,7 +45,7 @@ struct Inner {
 
 impl Fence {
     pub(crate) fn new(metadata: ConsumerGroupMetadata, group: String, topic: String, slots: Vec<i32>, generation: u64) -> Fence {
-        Fence(Arc::new(Inner { metadata, group, topic, slots, generation, rejected: watch::channel(None).0 }))
+        Fence(Arc::new(Inner { metadata: Arc::new(metadata), group, topic, slots, generation, rejected: watch::channel(None).0 }))
     }
 
     /// The slots held under this fence.
@@ -88,8 +88,8 @@ impl Fence {
         self.rejection().unwrap_or(why)
     }
 
-    pub(crate) fn metadata(&self) -> &ConsumerGroupMetadata {
-        &self.0.metadata
+    pub(crate) fn metadata(&self) -> Arc<ConsumerGroupMetadata> {
+        self.0.metadata.clone()
     }
 
     /// Offset 0 of every slot held: the ingest topic is never written, the

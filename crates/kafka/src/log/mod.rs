@@ -373,11 +373,7 @@ impl Writer {
             // The proof of ownership, as late as possible (the records are on
             // their way meanwhile): the group coordinator rejects it if the
             // assignment is gone, and the transaction is aborted.
-            let (p, f) = (producer.clone(), fence.clone());
-            blocking(move || p.send_offsets_to_transaction(&f.offsets(), f.metadata(), Duration::from_secs(30)))
-                .await
-                .map_err(|e| TxnFailure::Fatal(e.to_string()))?
-                .map_err(|e| if fence::is_fence_error(&e) { TxnFailure::Fenced(e.to_string()) } else { classify_txn(&e) })?;
+            self.txn.send_offsets(fence.offsets(), fence.metadata()).await?;
         }
         let sent = t0.elapsed();
         self.txn.commit().await?;

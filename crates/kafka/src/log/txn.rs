@@ -5,12 +5,16 @@
 //! again before anything else. A future dropped mid-transaction (shutdown) leaves
 //! the flag set, so the next `begin` aborts first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::TopicPartitionList;
 use tracing::warn;
 
+use super::fence::is_fence_error;
 use super::{blocking, classify_txn, TxnFailure};
 
 pub(crate) struct TxnProducer {
@@ -61,6 +65,17 @@ impl TxnProducer {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// Put a consumer group's `offsets` into the open transaction. The group
+    /// coordinator checks `meta` (member id, generation): a rejection because
+    /// the member's assignment is gone is [`TxnFailure::Fenced`].
+    pub(crate) async fn send_offsets(&self, offsets: TopicPartitionList, meta: Arc<ConsumerGroupMetadata>) -> Result<(), TxnFailure> {
+        let p = self.producer.clone();
+        blocking(move || p.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30)))
+            .await
+            .map_err(|e| TxnFailure::Fatal(e.to_string()))?
+            .map_err(|e| if is_fence_error(&e) { TxnFailure::Fenced(e.to_string()) } else { classify_txn(&e) })
     }
 
     /// Abort the open transaction, calling again until the broker confirms.
