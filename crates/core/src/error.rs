@@ -32,11 +32,32 @@ impl ErrorKind {
     }
 }
 
-/// Errors of the log (bus) backends.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong in a log's storage, as far as the operator is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageClass {
+    /// Another connection holds a lock for now: retry.
+    Busy,
+    /// The disk (or a quota) is full: the operator must free space; retrying
+    /// then succeeds, and nothing already accepted is lost.
+    DiskFull,
+    /// The operating system reported an I/O error: a disk or file-system
+    /// problem, not a fedistream bug.
+    Io,
+    /// The database file is damaged.
+    Corrupt,
+    /// The file or its directory cannot be written (permissions, read-only mount).
+    ReadOnly,
+    /// Anything else the storage engine reported.
+    Other,
+}
+
+/// Errors of the log (bus) backends. Backend error types (SQLite's, Kafka's)
+/// never cross this boundary: each backend classifies its errors into these
+/// variants, keeping the message.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
-    #[error("log storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", storage_message(*class, message))]
+    Storage { class: StorageClass, message: String },
     #[error("cannot open the log at {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("stored record at offset {offset} is not a valid event: {reason}")]
@@ -52,33 +73,59 @@ pub enum LogError {
     /// and resumes it under its next assignment.
     #[error("append fenced off: {0}")]
     Fenced(String),
+    /// A request the backend does not support (e.g. an unknown topic).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("internal log error: {0}")]
     Internal(String),
 }
 
+fn storage_message(class: StorageClass, message: &str) -> String {
+    match class {
+        StorageClass::Busy => format!("the log is busy: {message}"),
+        StorageClass::DiskFull => format!(
+            "the disk holding the log is full ({message}): free some space; fedistream retries, and nothing already accepted is lost"
+        ),
+        StorageClass::Io => format!("I/O error on the log's disk ({message}): a disk or file-system problem, not a fedistream bug"),
+        StorageClass::Corrupt => format!(
+            "the log database is corrupt ({message}): restore it from a backup, or move it aside to start a new one"
+        ),
+        StorageClass::ReadOnly => format!("the log cannot be written ({message}): check the file's permissions and the mount"),
+        StorageClass::Other => format!("log storage error: {message}"),
+    }
+}
+
 impl LogError {
+    pub fn storage(class: StorageClass, message: impl Into<String>) -> Self {
+        LogError::Storage { class, message: message.into() }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LogError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
-            {
-                ErrorKind::Transient
-            }
+            LogError::Storage { class, .. } => match class {
+                // Retrying helps once the operator freed space or the disk recovered.
+                StorageClass::Busy | StorageClass::DiskFull | StorageClass::Io => ErrorKind::Transient,
+                StorageClass::ReadOnly => ErrorKind::Config,
+                StorageClass::Corrupt => ErrorKind::Permanent,
+                StorageClass::Other => ErrorKind::Internal,
+            },
             LogError::Unavailable(_) => ErrorKind::Transient,
-            LogError::Open { .. } => ErrorKind::Config,
+            LogError::Open { .. } | LogError::Unsupported(_) => ErrorKind::Config,
             LogError::Corrupt { .. } => ErrorKind::Permanent,
             // Retrying helps, but only under a new assignment.
             LogError::Fenced(_) => ErrorKind::Transient,
-            _ => ErrorKind::Internal,
+            LogError::Closed | LogError::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Whether retrying the same operation later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Transient
     }
 }
 
 /// What a sink returns when a batch write fails.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
     pub kind: ErrorKind,
@@ -108,7 +155,7 @@ impl SinkError {
 }
 
 /// What a source task ends with when it cannot go on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
     pub kind: ErrorKind,
@@ -118,6 +165,48 @@ pub struct SourceError {
 impl SourceError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         SourceError { kind, message: message.into() }
+    }
+}
+
+/// What a processor returns when it cannot handle its input or its state.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProcessorError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ProcessorError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProcessorError { kind, message: message.into() }
+    }
+}
+
+impl From<LogError> for ProcessorError {
+    fn from(e: LogError) -> Self {
+        ProcessorError::new(e.kind(), e.to_string())
+    }
+}
+
+/// How a supervised component (source, processor, channel) ended or failed: who,
+/// what kind of failure (so the supervisor knows whether restarting helps),
+/// and the message. The runtime's summary and `fedistream status` show these.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{component}: {message}")]
+pub struct ComponentError {
+    /// `source:NAME`, `channel:NAME`, `processor:NAME`, `log`.
+    pub component: String,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ComponentError {
+    pub fn new(component: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        ComponentError { component: component.into(), kind, message: message.into() }
+    }
+    /// Whether restarting the component can help (a transient cause).
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Transient
     }
 }
 

@@ -1,10 +1,10 @@
 //! fedistream-core: the shared vocabulary of fedistream.
 //!
 //! * [`post`] and [`event`]: the normalised post and the events that carry it.
-//! * [`log`]: the Log (bus) contract; [`sqlite`] is the embedded backend.
-//! * [`component`]: the Source and Sink contracts and their contexts.
-//! * [`runtime`]: drives sources, the ingestor and channels with back-pressure,
-//!   retries, dead letters and graceful shutdown.
+//! * [`log`]: the Log (bus) contract with its topics; [`sqlite`] is the embedded backend.
+//! * [`component`]: the Source, Processor and Sink contracts and their contexts.
+//! * [`runtime`]: drives sources, the ingestor, processors and channels with
+//!   back-pressure, supervision, retries, dead letters and graceful shutdown.
 //! * [`error`]: error classification; [`backoff`]: capped jittered backoff.
 
 pub mod backoff;
@@ -20,8 +20,11 @@ pub mod units;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
-pub use component::{DeadLetter, Emitter, Progress, Sink, SinkContext, Source, SourceBatch, SourceContext, Status};
-pub use error::{ErrorKind, LogError, SinkError, SourceError};
+pub use component::{
+    Acker, DeadLetter, Emitter, Processor, ProcessorContext, ProcessorOutput, Progress, Sink, SinkContext, Source,
+    SourceBatch, SourceContext, Status, Written,
+};
+pub use error::{ComponentError, ErrorKind, LogError, ProcessorError, SinkError, SourceError};
 pub use event::{EncodedEvent, Event, EventKind, LogRecord, Position};
-pub use log::{AppendBatch, Consumer, Log, StatePut};
+pub use log::{AppendBatch, Commit, Consumer, Log, OutputRecord, StatePut};
 pub use post::Post;

@@ -14,6 +14,13 @@
 //!   bookkeeping (e.g. a source-to-target id map) never disagrees with its offset.
 //! * Delivery is at-least-once: after a crash a group re-reads from its last commit.
 //!
+//! * **Topics.** The log holds named topics: [`EVENTS`] (the post events sources
+//!   append) and topics processors write ([`STATS`] for account statistics, or
+//!   their own). Every consumer group reads one topic. Processors write their
+//!   outputs with [`Consumer::commit_with`], in the same transaction as their
+//!   input offset and their state, so a restart (or a partition moving to
+//!   another process) neither loses nor repeats an output.
+//!
 //! The embedded backend is [`crate::sqlite::SqliteLog`]; a Kafka backend implements
 //! the same traits with partitions, consumer groups and compacted state topics.
 
@@ -23,6 +30,40 @@ use async_trait::async_trait;
 
 use crate::error::LogError;
 use crate::event::{EncodedEvent, LogRecord, Position};
+
+/// The topic sources append post events to.
+pub const EVENTS: &str = "events";
+/// The topic the account-statistics processor writes.
+pub const STATS: &str = "stats";
+
+/// Whether `name` can name a topic: lower-case ASCII letters, digits, `_` and
+/// `-`, 1 to 64 characters (it becomes part of table and Kafka topic names).
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A record a processor writes to a topic (on commit, see [`Consumer::commit_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub topic: String,
+    /// The partition key (the account, `user@domain`), so one account's records stay in order.
+    pub key: String,
+    /// The record's JSON.
+    pub payload: std::sync::Arc<str>,
+}
+
+/// What a consumer commits in one transaction: its position, its state, and
+/// (processors) the records it produced from what it read.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Every record up to and including these positions (per partition) is processed.
+    /// Empty: the position does not move (a timer's outputs).
+    pub upto: Vec<Position>,
+    pub state: Vec<StatePut>,
+    pub outputs: Vec<OutputRecord>,
+}
 
 /// One key-value write in a state namespace. `value: None` deletes the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +100,8 @@ pub struct AppendReceipt {
 #[derive(Debug, Clone)]
 pub struct GroupInfo {
     pub group: String,
+    /// The topic the group reads.
+    pub topic: String,
     /// Position of the next record the group will read, per partition.
     pub committed: Vec<Position>,
     /// Records appended but not yet committed by the group.
@@ -71,9 +114,18 @@ pub struct LogInfo {
     pub location: String,
     /// Number of events in the log (after retention).
     pub events: u64,
-    /// Offset the next appended event will get, per partition.
+    /// Offset of the last event appended, per partition (of [`EVENTS`]).
     pub head: Vec<Position>,
+    /// Every topic with records: name, record count and last offset per partition.
+    pub topics: Vec<TopicInfo>,
     pub groups: Vec<GroupInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    pub records: u64,
+    pub head: Vec<Position>,
 }
 
 /// The rest of an append started with [`Log::start_append`]: resolves once the
@@ -115,15 +167,27 @@ pub trait Log: Send + Sync + 'static {
     /// Write state that is not tied to events (status reports).
     async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), LogError>;
 
-    /// Open a consumer for `group`, positioned after the group's last commit
-    /// (at the start of the log for a new group).
-    async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError>;
+    /// Open a consumer of `topic` for `group`, positioned after the group's
+    /// last commit (at the start of the topic for a new group). A group reads
+    /// one topic; opening it on another topic is an error.
+    async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError>;
 
     /// Head, size and consumer groups.
     async fn info(&self) -> Result<LogInfo, LogError>;
 
-    /// Apply retention (age and size). Records a live group has not committed are kept.
+    /// Apply retention (age and size) and prune state past its horizon.
+    /// Records that any known consumer group has not committed are kept, whether
+    /// or not that group runs in this process, until the group is forgotten
+    /// ([`Log::forget_group`]).
     async fn enforce_retention(&self) -> Result<u64, LogError>;
+
+    /// Remove a consumer group (its offset and, with it, the records retention
+    /// keeps for it). Returns whether it existed. For an operator who removed a
+    /// channel for good (`fedistream channel forget`).
+    async fn forget_group(&self, group: &str) -> Result<bool, LogError> {
+        let _ = group;
+        Err(LogError::Unsupported("this log cannot forget consumer groups".into()))
+    }
 }
 
 #[async_trait]
@@ -134,7 +198,13 @@ pub trait Consumer: Send {
 
     /// Mark every record up to and including `upto` (per partition) as processed,
     /// storing `state` in the same transaction.
-    async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError>;
+    async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError> {
+        self.commit_with(Commit { upto: upto.to_vec(), state, outputs: vec![] }).await
+    }
+
+    /// Commit a position, state and output records atomically: after a crash
+    /// either all of it is visible or none (the Processor contract).
+    async fn commit_with(&mut self, commit: Commit) -> Result<(), LogError>;
 
     /// The group's end-to-end lag in records (head minus committed). Offset-based
     /// backends count what occupies offsets: on Kafka, the marker of a

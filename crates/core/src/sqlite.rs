@@ -1,18 +1,21 @@
-//! The embedded log: one SQLite file (WAL) holds the event log, every channel's
-//! committed offset and all component state, so an append and its checkpoint, or a
-//! channel's offset and its bookkeeping, commit in one transaction.
+//! The embedded log: one SQLite file (WAL) holds every topic, every consumer
+//! group's committed offset and all component state, so an append and its
+//! checkpoint, or a processor's outputs, state and input offset, commit in one
+//! transaction.
 //!
 //! Writes go through one connection behind a mutex on the blocking pool; each
 //! consumer reads through its own connection (WAL lets readers run beside the
-//! writer). In-process consumers are woken by a watch channel when the head moves;
-//! they also re-check on their poll timeout, which covers appends by other processes.
+//! writer). In-process consumers are woken by a watch channel per topic when its
+//! head moves; they also re-check on their poll timeout, which covers appends by
+//! other processes.
 //!
-//! The dedup index (the `seen` state namespace) has tables of its own, keyed by a
-//! hash of the status URI and written append-only (see [`seen`]); every other
-//! namespace lives in the generic `state` table.
+//! Tables: `events` (the `events` topic, offsets from SQLite's AUTOINCREMENT),
+//! `topic_records` + `topics` (every other topic, offsets counted per topic in
+//! `topics`, never reused), `groups` (name, topic, committed offset), `state`
+//! (namespace, key, value, time of the last write) and, for the dedup index only,
+//! `seen` + `seen_recent` (see [`seen`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,9 +25,21 @@ use chrono::{TimeZone, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::watch;
 
-use crate::error::LogError;
+use crate::error::{LogError, StorageClass};
 use crate::event::{EncodedEvent, LogRecord, Position};
-use crate::log::{AppendBatch, AppendReceipt, Consumer, GroupInfo, Log, LogInfo, StatePut};
+use crate::log::{AppendBatch, AppendReceipt, Consumer, GroupInfo, Log, LogInfo, StatePut, TopicInfo, EVENTS};
+
+mod checkpoint;
+mod consumer;
+mod retention;
+mod seen;
+mod tail;
+
+use checkpoint::Checkpointer;
+#[cfg(test)]
+use checkpoint::WAL_RESTART_BYTES;
+use consumer::SqliteConsumer;
+use tail::{Tail, TAIL_MAX_BYTES};
 
 /// How hard the log insists on reaching the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -37,20 +52,24 @@ pub enum Durability {
     Fsync,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SqliteOptions {
     pub durability: Durability,
-    /// Delete events older than this (only once every live group has committed them).
+    /// Delete records older than this (only once every known group has committed them).
     pub max_age: Option<Duration>,
     /// Keep the database file under about this many bytes (same proviso).
     pub max_bytes: Option<u64>,
+    /// Bounded state: entries of the dedup index and of the namespaces in
+    /// `prunable` not written for this long are removed (see `prune_state`).
+    /// `None` keeps them forever.
+    pub state_horizon: Option<Duration>,
+    /// State namespaces (besides the dedup index) pruned past `state_horizon`.
+    pub prunable: Vec<String>,
 }
 
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        SqliteOptions { durability: Durability::Process, max_age: None, max_bytes: None }
-    }
-}
+/// `PRAGMA user_version` of a database with this layout: 1 added the dedup
+/// tables, 2 topics, the groups' topic and the time of each state write.
+pub(crate) const LAYOUT_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -63,19 +82,62 @@ CREATE TABLE IF NOT EXISTS state (
     ns    TEXT NOT NULL,
     key   TEXT NOT NULL,
     value TEXT NOT NULL,
+    at    INTEGER NOT NULL DEFAULT 0, -- seconds since the epoch of the last write
     PRIMARY KEY (ns, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS groups (
     name       TEXT PRIMARY KEY,
     committed  INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    topic      TEXT NOT NULL DEFAULT 'events'
 );
 ";
 
+/// Tables added by layout 2 (also created on older files when they migrate).
+const TOPICS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS topics (
+    name        TEXT PRIMARY KEY,
+    last_offset INTEGER NOT NULL -- offsets are never reused, even after retention
+);
+CREATE TABLE IF NOT EXISTS topic_records (
+    id          INTEGER PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    offset      INTEGER NOT NULL,
+    appended_at INTEGER NOT NULL,
+    key         TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS topic_records_position ON topic_records (topic, offset);
+";
+
+impl From<rusqlite::Error> for LogError {
+    /// SQLite's errors, classified for the operator: a full disk or an I/O error
+    /// is a disk problem to fix (and retry), corruption is corruption.
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let class = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DatabaseBusy | C::DatabaseLocked => StorageClass::Busy,
+                C::DiskFull => StorageClass::DiskFull,
+                C::SystemIoFailure => StorageClass::Io,
+                C::DatabaseCorrupt | C::NotADatabase => StorageClass::Corrupt,
+                C::ReadOnly | C::CannotOpen | C::PermissionDenied => StorageClass::ReadOnly,
+                _ => StorageClass::Other,
+            },
+            _ => StorageClass::Other,
+        };
+        LogError::storage(class, e.to_string())
+    }
+}
+
 /// The writing connection and what it knows about the dedup index.
-struct Writer {
+pub(crate) struct Writer {
     conn: Connection,
     seen: seen::Layout,
+}
+
+fn now_secs() -> i64 {
+    Utc::now().timestamp()
 }
 
 impl Writer {
@@ -85,15 +147,16 @@ impl Writer {
         if state.is_empty() {
             return Ok(staged);
         }
-        let mut put = tx.prepare_cached("INSERT OR REPLACE INTO state (ns, key, value) VALUES (?1, ?2, ?3)")?;
+        let mut put = tx.prepare_cached("INSERT OR REPLACE INTO state (ns, key, value, at) VALUES (?1, ?2, ?3, ?4)")?;
         let mut del = tx.prepare_cached("DELETE FROM state WHERE ns = ?1 AND key = ?2")?;
+        let at = now_secs();
         for s in state {
             if s.ns == seen::NS && !matches!(seen, seen::Layout::Legacy) {
                 seen::put(tx, seen, &s.key, s.value.as_deref(), &mut staged)?;
                 continue;
             }
             match &s.value {
-                Some(v) => put.execute(params![s.ns, s.key, v])?,
+                Some(v) => put.execute(params![s.ns, s.key, v, at])?,
                 None => del.execute(params![s.ns, s.key])?,
             };
         }
@@ -122,158 +185,65 @@ impl Writer {
     }
 }
 
-pub struct SqliteLog {
+/// What the log and its consumers share.
+pub(crate) struct Shared {
     path: PathBuf,
+    durability: Durability,
     writer: Arc<Mutex<Writer>>,
+    /// The records of `events` this process appended and a consumer has not read.
     tail: Arc<Mutex<Tail>>,
+    /// Last offset of `events`.
     head: watch::Sender<u64>,
+    /// Last offset of every other topic this process has touched.
+    topic_heads: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// The file's layout (a read-only handle may see an older one).
+    layout: i64,
+}
+
+impl Shared {
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let w = self.writer.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&w))).await.map_err(blocking_err)?
+    }
+
+    /// The head watch of a topic other than `events`, made on first use.
+    fn topic_head(&self, topic: &str, current: impl FnOnce() -> u64) -> watch::Sender<u64> {
+        let mut heads = lock(&self.topic_heads);
+        heads.entry(topic.to_string()).or_insert_with(|| watch::channel(current()).0).clone()
+    }
+
+    /// Tell this process's consumers of `topic` that it grew to `last`.
+    fn advance_topic(&self, topic: &str, last: u64) {
+        let tx = self.topic_head(topic, || last);
+        tx.send_if_modified(|h| {
+            let moved = last > *h;
+            *h = (*h).max(last);
+            moved
+        });
+    }
+}
+
+pub struct SqliteLog {
+    shared: Arc<Shared>,
     options: SqliteOptions,
-    live_groups: Mutex<HashSet<String>>,
+    /// When state was last pruned (at most hourly, see `enforce_retention`).
+    last_prune: Mutex<Option<std::time::Instant>>,
     // Held for the life of the log: one writer process per database file.
     _lock: Option<std::fs::File>,
     _checkpointer: Option<Checkpointer>,
 }
 
-/// The records appended by this process that some in-process consumer has not
-/// read yet, shared with the appending side (the payload `Arc`s the append
-/// serialised). A consumer at the head reads from here instead of from SQLite:
-/// no statement, no copy out of the page cache, no UTF-8 validation, no
-/// blocking-pool hop. Filled by the writer right after each commit, under the
-/// writer lock, so it is always in offset order and holds only committed records.
-struct Tail {
-    records: VecDeque<LogRecord>,
-    /// Every record with an offset above this one is in `records` (or not yet appended).
-    covered_from: u64,
-    bytes: usize,
-    max_bytes: usize,
-    /// Cursors of the in-process consumers: what all of them have read is dropped.
-    cursors: Vec<std::sync::Weak<AtomicU64>>,
-}
-
-/// Upper bound of the tail cache's payload bytes (a few appends of large events).
-const TAIL_MAX_BYTES: usize = 48 << 20;
-
-impl Tail {
-    fn new(head: u64, max_bytes: usize) -> Self {
-        Tail { records: VecDeque::new(), covered_from: head, bytes: 0, max_bytes, cursors: Vec::new() }
-    }
-
-    fn push(&mut self, records: impl IntoIterator<Item = LogRecord>) {
-        if self.cursors.is_empty() {
-            // Nobody in this process reads: keep nothing, and say so.
-            if let Some(last) = records.into_iter().last() {
-                self.covered_from = last.position.offset;
-            }
-            return;
-        }
-        for r in records {
-            self.bytes += r.payload.len();
-            self.records.push_back(r);
-        }
-        self.trim();
-    }
-
-    /// Drop what every consumer has read, and the oldest records past the size bound.
-    fn trim(&mut self) {
-        self.cursors.retain(|c| c.strong_count() > 0);
-        let read_by_all = self.cursors.iter().filter_map(|c| c.upgrade()).map(|c| c.load(Ordering::Acquire)).min();
-        let read_by_all = read_by_all.unwrap_or(u64::MAX);
-        while let Some(front) = self.records.front() {
-            if front.position.offset > read_by_all && self.bytes <= self.max_bytes {
-                break;
-            }
-            self.bytes -= front.payload.len();
-            self.covered_from = front.position.offset;
-            self.records.pop_front();
-        }
-    }
-
-    /// Up to `max` records after `after`, when the cache holds all of them.
-    fn read_after(&self, after: u64, max: usize) -> Option<Vec<LogRecord>> {
-        if after < self.covered_from {
-            return None;
-        }
-        let start = self.records.partition_point(|r| r.position.offset <= after);
-        Some(self.records.range(start..).take(max).cloned().collect())
-    }
-}
-
-/// Copies the WAL back into the database on its own thread and connection, so
-/// appends never pay for a checkpoint (SQLite's automatic checkpoint runs inside
-/// the committing transaction: a latency spike of tens of milliseconds).
-struct Checkpointer {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// WAL content past which the checkpointer insists on resetting it (see the loop).
-const WAL_RESTART_BYTES: u64 = 16 << 20;
-
-impl Checkpointer {
-    fn start(path: &Path, durability: Durability, writer: Arc<Mutex<Writer>>) -> Result<Self, LogError> {
-        let conn = open_conn(path, durability, false)?;
-        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))?.max(512) as u64;
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("fedistream-checkpoint".into())
-            .spawn(move || loop {
-                let (lock_, cv) = &*s;
-                let guard = lock(lock_);
-                let (guard, _) = cv.wait_timeout(guard, Duration::from_millis(200)).unwrap_or_else(|p| p.into_inner());
-                if *guard {
-                    // Final full checkpoint so the database file is complete on exit.
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                    return;
-                }
-                drop(guard);
-                // PASSIVE never blocks the writer or readers, but under sustained
-                // load it rarely finishes between two commits, and only a finished
-                // checkpoint lets the next commit start the WAL over. A WAL that
-                // keeps growing is written into fresh page-cache pages (several
-                // times slower than rewriting cached ones) and pushes the rest of
-                // the page cache out; so once it holds more than a few MiB,
-                // RESTART resets it. RESTART needs SQLite's write lock, which
-                // back-to-back appends would keep winning against SQLite's
-                // sleeping busy handler, so it takes the writer's mutex first:
-                // appends wait for the few frames PASSIVE left to copy.
-                let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-                match frames {
-                    Ok(n) if n.max(0) as u64 * page_size > WAL_RESTART_BYTES => {
-                        let _appends_wait = lock(&writer);
-                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                            tracing::warn!(error = %e, "WAL checkpoint (RESTART) failed");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-                }
-            })
-            .map_err(|e| LogError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        *lock(&self.stop.0) = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Connection, LogError> {
+pub(crate) fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Connection, LogError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| LogError::Open {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| LogError::Open { path: path.display().to_string(), reason: e.to_string() })?;
     conn.busy_timeout(Duration::from_secs(10))?;
     if !read_only {
         // Events are 1.5-9 KB: with SQLite's default 4 KiB pages nearly every row
@@ -284,7 +254,7 @@ fn open_conn(path: &Path, durability: Durability, read_only: bool) -> Result<Con
         // Checkpoints run on the checkpointer's thread (see `Checkpointer`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // When the WAL starts over, cut a file a burst made large back to this.
-        conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64 * 2)?;
+        conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_RESTART_BYTES as i64 * 2)?;
     }
     let sync = match durability {
         Durability::Process => "NORMAL",
@@ -298,10 +268,40 @@ fn blocking_err(e: tokio::task::JoinError) -> LogError {
     LogError::Internal(format!("log task failed: {e}"))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves SQLite in a consistent state (the
     // transaction is rolled back on drop), so the poison flag carries no meaning.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bring the schema to [`LAYOUT_VERSION`] inside `tx` (a new file, or one an
+/// older fedistream wrote); returns the dedup layout for the writer.
+fn migrate(tx: &rusqlite::Transaction<'_>) -> Result<seen::Layout, LogError> {
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > LAYOUT_VERSION {
+        return Err(LogError::Internal(format!(
+            "the log was written by a newer fedistream (layout {version}, this one knows {LAYOUT_VERSION})"
+        )));
+    }
+    let existed: bool =
+        tx.query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'", [], |r| r.get::<_, i64>(0))? > 0;
+    if existed && version < 2 {
+        // Columns layout 2 added to tables that already exist.
+        tx.execute_batch(&format!(
+            "ALTER TABLE groups ADD COLUMN topic TEXT NOT NULL DEFAULT 'events';
+             ALTER TABLE state ADD COLUMN at INTEGER NOT NULL DEFAULT {now};",
+            now = now_secs()
+        ))?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(TOPICS_SCHEMA)?;
+    let layout = seen::open_writer(tx, existed.then_some(version))?;
+    tx.execute_batch(&format!("PRAGMA user_version = {LAYOUT_VERSION}"))?;
+    Ok(layout)
+}
+
+fn events_head(conn: &Connection) -> Result<u64, LogError> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 impl SqliteLog {
@@ -315,7 +315,7 @@ impl SqliteLog {
                 reason: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
-        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock_path = lock_path(&path);
         let lock_file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -338,22 +338,25 @@ impl SqliteLog {
         // One transaction: a crash during the first start (or a migration) never
         // leaves half a schema.
         let tx = conn.transaction()?;
-        tx.execute_batch(SCHEMA)?;
-        let seen = seen::open_writer(&tx)?;
+        let seen = migrate(&tx)?;
         tx.commit()?;
-        let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
-        let (tx, _) = watch::channel(head);
+        let head = events_head(&conn)?;
         let writer = Arc::new(Mutex::new(Writer { conn, seen }));
         let checkpointer = Checkpointer::start(&path, options.durability, writer.clone())?;
         Ok(Arc::new(SqliteLog {
-            _checkpointer: Some(checkpointer),
-            path,
-            writer,
-            tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
-            head: tx,
+            shared: Arc::new(Shared {
+                path,
+                durability: options.durability,
+                writer,
+                tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
+                head: watch::channel(head).0,
+                topic_heads: Mutex::new(HashMap::new()),
+                layout: LAYOUT_VERSION,
+            }),
             options,
-            live_groups: Mutex::new(HashSet::new()),
+            last_prune: Mutex::new(None),
             _lock: Some(lock_file),
+            _checkpointer: Some(checkpointer),
         }))
     }
 
@@ -364,32 +367,46 @@ impl SqliteLog {
             return Err(LogError::Open { path: path.display().to_string(), reason: "no such file".into() });
         }
         let conn = open_conn(&path, Durability::Process, true)?;
-        let head: u64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+        let head = events_head(&conn)?;
+        let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let seen = seen::open_read_only(&conn)?;
-        let (tx, _) = watch::channel(head);
         Ok(Arc::new(SqliteLog {
-            _checkpointer: None,
-            path,
-            writer: Arc::new(Mutex::new(Writer { conn, seen })),
-            tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
-            head: tx,
+            shared: Arc::new(Shared {
+                path,
+                durability: Durability::Process,
+                writer: Arc::new(Mutex::new(Writer { conn, seen })),
+                tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
+                head: watch::channel(head).0,
+                topic_heads: Mutex::new(HashMap::new()),
+                layout,
+            }),
             options: SqliteOptions::default(),
-            live_groups: Mutex::new(HashSet::new()),
+            last_prune: Mutex::new(None),
             _lock: None,
+            _checkpointer: None,
         }))
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
-    async fn with_writer<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Writer) -> Result<T, LogError> + Send + 'static,
-    ) -> Result<T, LogError> {
-        let w = self.writer.clone();
-        tokio::task::spawn_blocking(move || f(&mut lock(&w))).await.map_err(blocking_err)?
+    /// Whether some process holds the write lock of the log at `path` (a `run`
+    /// is using it). For `fedistream status`: rows of a dead process are stale.
+    pub fn is_in_use(path: impl AsRef<Path>) -> bool {
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(lock_path(path.as_ref())) else { return false };
+        match f.try_lock() {
+            Ok(()) => {
+                let _ = f.unlock();
+                false
+            }
+            Err(_) => true,
+        }
     }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.lock", path.display()))
 }
 
 #[async_trait]
@@ -403,14 +420,14 @@ impl Log for SqliteLog {
         let state = batch.state;
         let now = Utc::now().timestamp_micros();
         let appended_at = Utc.timestamp_micros(now).single().unwrap_or_else(Utc::now);
-        let tail = self.tail.clone();
+        let tail = self.shared.tail.clone();
         let positions = self
+            .shared
             .with_writer(move |w| {
                 let positions = w.transact(&state, |tx| {
                     let mut positions = Vec::with_capacity(rows.len());
-                    let mut ins = tx.prepare_cached(
-                        "INSERT INTO events (appended_at, account, payload) VALUES (?1, ?2, ?3)",
-                    )?;
+                    let mut ins =
+                        tx.prepare_cached("INSERT INTO events (appended_at, account, payload) VALUES (?1, ?2, ?3)")?;
                     for (account, payload) in &rows {
                         ins.execute(params![now, account, &**payload])?;
                         positions.push(Position { partition: 0, offset: tx.last_insert_rowid() as u64 });
@@ -418,30 +435,30 @@ impl Log for SqliteLog {
                     Ok(positions)
                 })?;
                 // Still under the writer lock: the tail stays in offset order.
-                lock(&tail).push(
-                    positions.iter().zip(rows).map(|(p, (_, payload))| LogRecord::new(*p, appended_at, payload)),
-                );
+                lock(&tail)
+                    .push(positions.iter().zip(rows).map(|(p, (_, payload))| LogRecord::new(*p, appended_at, payload)));
                 Ok(positions)
             })
             .await?;
         if let Some(last) = positions.last() {
-            self.head.send_replace(last.offset);
+            self.shared.head.send_replace(last.offset);
         }
         Ok(AppendReceipt { positions })
     }
 
     async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError> {
         let (ns, key) = (ns.to_string(), key.to_string());
-        self.with_writer(move |w| {
-            if ns == seen::NS {
-                return Ok(seen::get_many(&w.conn, &w.seen, [&key])?.remove(&key));
-            }
-            Ok(w.conn
-                .prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?
-                .query_row(params![ns, key], |r| r.get(0))
-                .optional()?)
-        })
-        .await
+        self.shared
+            .with_writer(move |w| {
+                if ns == seen::NS {
+                    return Ok(seen::get_many(&w.conn, &w.seen, [&key])?.remove(&key));
+                }
+                Ok(w.conn
+                    .prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?
+                    .query_row(params![ns, key], |r| r.get(0))
+                    .optional()?)
+            })
+            .await
     }
 
     async fn state_get_many(&self, ns: &str, keys: &[String]) -> Result<HashMap<String, String>, LogError> {
@@ -449,283 +466,199 @@ impl Log for SqliteLog {
             return Ok(HashMap::new());
         }
         let (ns, keys) = (ns.to_string(), keys.to_vec());
-        self.with_writer(move |w| {
-            if ns == seen::NS {
-                return seen::get_many(&w.conn, &w.seen, &keys);
-            }
-            // One read transaction for all keys (see `seen::get_many`).
-            let tx = w.conn.unchecked_transaction()?;
-            let mut out = HashMap::with_capacity(keys.len());
-            {
-                let mut stmt = tx.prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?;
-                for k in keys {
-                    if let Some(v) = stmt.query_row(params![ns, k], |r| r.get::<_, String>(0)).optional()? {
-                        out.insert(k, v);
+        self.shared
+            .with_writer(move |w| {
+                if ns == seen::NS {
+                    return seen::get_many(&w.conn, &w.seen, &keys);
+                }
+                // One read transaction for all keys (see `seen::get_many`).
+                let tx = w.conn.unchecked_transaction()?;
+                let mut out = HashMap::with_capacity(keys.len());
+                {
+                    let mut stmt = tx.prepare_cached("SELECT value FROM state WHERE ns = ?1 AND key = ?2")?;
+                    for k in keys {
+                        if let Some(v) = stmt.query_row(params![ns, k], |r| r.get::<_, String>(0)).optional()? {
+                            out.insert(k, v);
+                        }
                     }
                 }
-            }
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
     }
 
     async fn state_scan(&self, ns: &str) -> Result<Vec<(String, String)>, LogError> {
         let ns = ns.to_string();
-        self.with_writer(move |w| {
-            if ns == seen::NS && !matches!(w.seen, seen::Layout::Legacy) {
-                return Err(LogError::Internal(
-                    "the SQLite log stores the dedup index by key hash: it cannot be listed".into(),
-                ));
-            }
-            let mut stmt = w.conn.prepare_cached("SELECT key, value FROM state WHERE ns = ?1 ORDER BY key")?;
-            let rows = stmt.query_map(params![ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.shared
+            .with_writer(move |w| {
+                if ns == seen::NS && !matches!(w.seen, seen::Layout::Legacy) {
+                    return Err(LogError::Internal(
+                        "the SQLite log stores the dedup index by key hash: it cannot be listed".into(),
+                    ));
+                }
+                let mut stmt = w.conn.prepare_cached("SELECT key, value FROM state WHERE ns = ?1 ORDER BY key")?;
+                let rows = stmt.query_map(params![ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
     }
 
     async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), LogError> {
         if puts.is_empty() {
             return Ok(());
         }
-        self.with_writer(move |w| w.transact(&puts, |_| Ok(())))
-        .await
+        self.shared.with_writer(move |w| w.transact(&puts, |_| Ok(()))).await
     }
 
-    async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {
-        let g = group.to_string();
-        let committed = self
+    async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError> {
+        if !crate::log::valid_topic_name(topic) {
+            return Err(LogError::Unsupported(format!("`{topic}` is not a valid topic name")));
+        }
+        let (g, t) = (group.to_string(), topic.to_string());
+        let (committed, stored_topic, topic_head) = self
+            .shared
             .with_writer(move |w| {
                 let conn = &w.conn;
                 let now = Utc::now().timestamp_millis();
                 conn.execute(
-                    "INSERT OR IGNORE INTO groups (name, committed, updated_at) VALUES (?1, 0, ?2)",
-                    params![g, now],
+                    "INSERT OR IGNORE INTO groups (name, committed, updated_at, topic) VALUES (?1, 0, ?2, ?3)",
+                    params![g, now, t],
                 )?;
-                Ok(conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![g], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64)
+                let (committed, stored): (i64, String) = conn.query_row(
+                    "SELECT committed, topic FROM groups WHERE name = ?1",
+                    params![g],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let head: i64 = conn
+                    .query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                Ok((committed as u64, stored, head as u64))
             })
             .await?;
-        lock(&self.live_groups).insert(group.to_string());
-        let reader = open_conn(&self.path, self.options.durability, true)?;
-        let cursor = Arc::new(AtomicU64::new(committed));
-        lock(&self.tail).cursors.push(Arc::downgrade(&cursor));
-        Ok(Box::new(SqliteConsumer {
-            group: group.to_string(),
-            cursor,
-            tail: self.tail.clone(),
-            reader: Arc::new(Mutex::new(reader)),
-            writer: self.writer.clone(),
-            head: self.head.subscribe(),
-        }))
+        if stored_topic != topic {
+            return Err(LogError::Unsupported(format!(
+                "consumer group `{group}` reads the topic `{stored_topic}`, not `{topic}` (a channel or processor reads one \
+                 topic; give it another name, or remove the old group with `fedistream channel forget`)"
+            )));
+        }
+        let reader = open_conn(&self.shared.path, self.shared.durability, true)?;
+        let c = if topic == EVENTS {
+            SqliteConsumer::events(self.shared.clone(), group, committed, reader)
+        } else {
+            let head = self.shared.topic_head(topic, || topic_head);
+            SqliteConsumer::topic(self.shared.clone(), topic, group, committed, reader, head.subscribe())
+        };
+        Ok(Box::new(c))
     }
 
     async fn info(&self) -> Result<LogInfo, LogError> {
-        let location = self.path.display().to_string();
-        self.with_writer(move |w| {
-            let conn = &w.conn;
-            let (events, head): (i64, i64) = conn.query_row(
-                "SELECT COUNT(*), COALESCE(MAX(offset), 0) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            // AUTOINCREMENT keeps the highest offset ever used even after retention.
-            let seq: i64 = conn
-                .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
-                .optional()?
-                .unwrap_or(head);
-            let mut stmt = conn.prepare("SELECT name, committed FROM groups ORDER BY name")?;
-            let groups = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .map(|(group, committed)| GroupInfo {
-                    group,
-                    committed: vec![Position { partition: 0, offset: committed as u64 }],
-                    lag: (seq - committed).max(0) as u64,
+        let location = self.shared.path.display().to_string();
+        let layout = self.shared.layout;
+        self.shared
+            .with_writer(move |w| {
+                let conn = &w.conn;
+                let (events, head): (i64, i64) =
+                    conn.query_row("SELECT COUNT(*), COALESCE(MAX(offset), 0) FROM events", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                // AUTOINCREMENT keeps the highest offset ever used even after retention.
+                let seq: i64 = conn
+                    .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(head);
+                let mut heads: HashMap<String, u64> = HashMap::from([(EVENTS.to_string(), seq as u64)]);
+                let mut topics = vec![TopicInfo {
+                    name: EVENTS.into(),
+                    records: events as u64,
+                    head: vec![Position { partition: 0, offset: seq as u64 }],
+                }];
+                if layout >= 2 {
+                    let mut stmt = conn.prepare(
+                        "SELECT t.name, t.last_offset, (SELECT COUNT(*) FROM topic_records r WHERE r.topic = t.name)
+                         FROM topics t ORDER BY t.name",
+                    )?;
+                    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+                    for row in rows {
+                        let (name, last, count) = row?;
+                        heads.insert(name.clone(), last as u64);
+                        topics.push(TopicInfo {
+                            name,
+                            records: count as u64,
+                            head: vec![Position { partition: 0, offset: last as u64 }],
+                        });
+                    }
+                }
+                let sql = if layout >= 2 {
+                    "SELECT name, committed, topic FROM groups ORDER BY name"
+                } else {
+                    "SELECT name, committed, 'events' FROM groups ORDER BY name"
+                };
+                let mut stmt = conn.prepare(sql)?;
+                let groups = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter()
+                    .map(|(group, committed, topic)| {
+                        let head = heads.get(&topic).copied().unwrap_or(0);
+                        GroupInfo {
+                            group,
+                            committed: vec![Position { partition: 0, offset: committed as u64 }],
+                            lag: head.saturating_sub(committed as u64),
+                            topic,
+                        }
+                    })
+                    .collect();
+                Ok(LogInfo {
+                    backend: "sqlite",
+                    location,
+                    events: events as u64,
+                    head: vec![Position { partition: 0, offset: seq as u64 }],
+                    topics,
+                    groups,
                 })
-                .collect();
-            Ok(LogInfo {
-                backend: "sqlite",
-                location,
-                events: events as u64,
-                head: vec![Position { partition: 0, offset: seq as u64 }],
-                groups,
             })
-        })
-        .await
+            .await
     }
 
     async fn enforce_retention(&self) -> Result<u64, LogError> {
-        let live: Vec<String> = lock(&self.live_groups).iter().cloned().collect();
-        let opts = self.options.clone();
-        if opts.max_age.is_none() && opts.max_bytes.is_none() {
-            return Ok(0);
-        }
-        self.with_writer(move |w| {
-            let conn = &w.conn;
-            // Never delete what a live channel has not delivered yet.
-            let mut floor = i64::MAX;
-            for g in &live {
-                let c: Option<i64> = conn
-                    .query_row("SELECT committed FROM groups WHERE name = ?1", params![g], |r| r.get(0))
-                    .optional()?;
-                floor = floor.min(c.unwrap_or(0));
-            }
-            if live.is_empty() {
-                floor = 0;
-            }
-            let mut deleted = 0u64;
-            if let Some(age) = opts.max_age {
-                let cutoff = Utc::now().timestamp_micros() - age.as_micros() as i64;
-                deleted += conn.execute(
-                    "DELETE FROM events WHERE appended_at <= ?1 AND offset <= ?2",
-                    params![cutoff, floor],
-                )? as u64;
-            }
-            if let Some(max) = opts.max_bytes {
-                let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-                let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-                let used = ((pages - free) * page_size) as u64;
-                if used > max {
-                    let count: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
-                    let excess = ((used - max) as f64 / used as f64 * count as f64).ceil() as i64 + 1;
-                    deleted += conn.execute(
-                        "DELETE FROM events WHERE offset IN
-                           (SELECT offset FROM events WHERE offset <= ?1 ORDER BY offset LIMIT ?2)",
-                        params![floor, excess],
-                    )? as u64;
+        let deleted = retention::enforce(&self.shared, &self.options).await?;
+        // State pruning scans whole tables: at most once an hour.
+        if let Some(horizon) = self.options.state_horizon {
+            let due = {
+                let mut last = lock(&self.last_prune);
+                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+                if due {
+                    *last = Some(std::time::Instant::now());
                 }
-            }
-            if deleted > 0 {
-                tracing::info!(deleted, "Log retention removed old events");
-            }
-            Ok(deleted)
-        })
-        .await
-    }
-}
-
-struct SqliteConsumer {
-    group: String,
-    /// Offset of the last record handed out by `poll` (the tail cache reads it too).
-    cursor: Arc<AtomicU64>,
-    tail: Arc<Mutex<Tail>>,
-    reader: Arc<Mutex<Connection>>,
-    writer: Arc<Mutex<Writer>>,
-    head: watch::Receiver<u64>,
-}
-
-fn read_after(conn: &Connection, after: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT offset, appended_at, payload FROM events WHERE offset > ?1 ORDER BY offset LIMIT ?2",
-    )?;
-    let mut rows = stmt.query(params![after as i64, max as i64])?;
-    let mut out = Vec::with_capacity(max.min(1024));
-    while let Some(row) = rows.next()? {
-        let offset = row.get::<_, i64>(0)? as u64;
-        let appended_at: i64 = row.get(1)?;
-        let corrupt = |reason: String| LogError::Corrupt { offset, reason };
-        let bytes = row.get_ref(2)?.as_bytes().map_err(|e| corrupt(e.to_string()))?;
-        // SIMD validation: std's took 4 % of a core in the pipeline benchmark.
-        let payload = simdutf8::basic::from_utf8(bytes)
-            .map_err(|_| corrupt(std::str::from_utf8(bytes).err().map(|e| e.to_string()).unwrap_or_default()))?;
-        out.push(LogRecord::new(
-            Position { partition: 0, offset },
-            Utc.timestamp_micros(appended_at).single().unwrap_or_else(Utc::now),
-            payload.into(),
-        ));
-    }
-    Ok(out)
-}
-
-impl SqliteConsumer {
-    fn cursor(&self) -> u64 {
-        self.cursor.load(Ordering::Acquire)
-    }
-
-    /// Read up to `max` records after the cursor (from the tail cache when it has
-    /// them, else from SQLite) and move the cursor past them.
-    async fn read_next(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
-        let after = self.cursor();
-        let cached = lock(&self.tail).read_after(after, max);
-        let recs = match cached {
-            Some(recs) => recs,
-            None => {
-                let reader = self.reader.clone();
-                tokio::task::spawn_blocking(move || read_after(&lock(&reader), after, max))
-                    .await
-                    .map_err(blocking_err)??
-            }
-        };
-        if let Some(last) = recs.last() {
-            self.cursor.store(last.position.offset, Ordering::Release);
-            lock(&self.tail).trim();
-        }
-        Ok(recs)
-    }
-}
-
-#[async_trait]
-impl Consumer for SqliteConsumer {
-    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, LogError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let recs = self.read_next(max).await?;
-            if !recs.is_empty() {
-                return Ok(recs);
-            }
-            let cursor = self.cursor();
-            let head = &mut self.head;
-            let woke = tokio::time::timeout_at(deadline, async move {
-                head.wait_for(|h| *h > cursor).await.is_ok()
-            })
-            .await;
-            if woke != Ok(true) {
-                // Timed out, or the log was dropped: one more read (another process
-                // may have appended), then report what there is.
-                return self.read_next(max).await;
+                due
+            };
+            if due {
+                let cutoff = Utc::now() - chrono::Duration::from_std(horizon).unwrap_or_default();
+                self.prune_state(cutoff).await?;
             }
         }
+        Ok(deleted)
     }
 
-    async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError> {
-        let Some(offset) = upto.iter().filter(|p| p.partition == 0).map(|p| p.offset).max() else {
-            return Ok(());
-        };
-        let (writer, group) = (self.writer.clone(), self.group.clone());
-        tokio::task::spawn_blocking(move || {
-            lock(&writer).transact(&state, |tx| {
-                tx.prepare_cached(
-                    "UPDATE groups SET committed = MAX(committed, ?2), updated_at = ?3 WHERE name = ?1",
-                )?
-                .execute(params![group, offset as i64, Utc::now().timestamp_millis()])?;
-                Ok(())
-            })
-        })
-        .await
-        .map_err(blocking_err)?
-    }
-
-    async fn lag(&mut self) -> Result<u64, LogError> {
-        let (writer, group) = (self.writer.clone(), self.group.clone());
-        tokio::task::spawn_blocking(move || {
-            let w = lock(&writer);
-            let conn = &w.conn;
-            let committed: i64 =
-                conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![group], |r| r.get(0))?;
-            let head: i64 = conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?;
-            Ok::<_, LogError>((head - committed).max(0) as u64)
-        })
-        .await
-        .map_err(blocking_err)?
+    async fn forget_group(&self, group: &str) -> Result<bool, LogError> {
+        let g = group.to_string();
+        self.shared
+            .with_writer(move |w| Ok(w.conn.execute("DELETE FROM groups WHERE name = ?1", params![g])? > 0))
+            .await
     }
 }
 
-mod seen;
+impl SqliteLog {
+    /// Remove dedup-index entries and entries of the prunable namespaces last
+    /// written before `cutoff`. Returns how many went. (`enforce_retention` calls
+    /// this hourly with `now - state_horizon`.)
+    pub async fn prune_state(&self, cutoff: chrono::DateTime<Utc>) -> Result<u64, LogError> {
+        let prunable: HashSet<String> = self.options.prunable.iter().cloned().collect();
+        self.shared.with_writer(move |w| retention::prune_state(w, cutoff, &prunable)).await
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 
-use crate::component::{Sink, Source, SourceBatch, SourceContext};
+use crate::component::{Sink, Source, SourceBatch, SourceContext, Written};
 use crate::error::{SinkError, SourceError};
 use crate::event::{Event, EventKind, LogRecord, Position};
 use crate::log::{AppendBatch, Log, StatePut};
@@ -84,17 +84,6 @@ pub enum Script {
     Fail(SinkError),
 }
 
-impl Clone for SinkError {
-    fn clone(&self) -> Self {
-        SinkError {
-            kind: self.kind,
-            message: self.message.clone(),
-            retry_after: self.retry_after,
-            failed_index: self.failed_index,
-        }
-    }
-}
-
 /// Records every delivered record; fails as scripted first.
 #[derive(Clone, Default)]
 pub struct RecordingSink {
@@ -118,7 +107,7 @@ impl RecordingSink {
 
 #[async_trait]
 impl Sink for RecordingSink {
-    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
         *self.writes.lock().unwrap() += 1;
         if let Some(Script::Fail(e)) = self.script.lock().unwrap().pop_front() {
             // A permanent failure at index i means records before i went through.
@@ -128,7 +117,7 @@ impl Sink for RecordingSink {
             return Err(e);
         }
         self.delivered.lock().unwrap().extend(batch.iter().cloned());
-        Ok(())
+        Ok(Written::done())
     }
     async fn close(&mut self) -> Result<(), SinkError> {
         *self.closed.lock().unwrap() = true;
@@ -158,7 +147,7 @@ pub mod conformance {
         let r = log.append(AppendBatch { events: crate::event::encode_all(evs.clone()), state: vec![] }).await.unwrap();
         assert_eq!(r.positions.len(), 5);
         assert!(r.positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {:?}", r.positions);
-        let mut c = log.consumer("g1").await.unwrap();
+        let mut c = log.consumer(crate::log::EVENTS, "g1").await.unwrap();
         let got = poll_n(&mut c, 5).await;
         assert_eq!(got.iter().map(|r| r.event().unwrap().clone()).collect::<Vec<_>>(), evs);
         assert_eq!(got.iter().map(|r| r.position).collect::<Vec<_>>(), r.positions);
@@ -184,7 +173,7 @@ pub mod conformance {
         assert_eq!(positions.len(), 9);
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions follow the start order: {positions:?}");
         assert_eq!(log.state_get("checkpoint", "k").await.unwrap().as_deref(), Some("3"), "the last started state wins");
-        let mut c = log.consumer("started").await.unwrap();
+        let mut c = log.consumer(crate::log::EVENTS, "started").await.unwrap();
         let got = poll_n(&mut c, 9).await;
         assert_eq!(got.iter().map(|r| r.event().unwrap().clone()).collect::<Vec<_>>(), evs);
     }
@@ -204,23 +193,23 @@ pub mod conformance {
     pub async fn groups_are_independent_and_resume_after_commit(log: Arc<dyn Log>) {
         let evs: Vec<Event> = (1..=4).map(|n| created("s", "a@example.org", n, "hi")).collect();
         log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
-        let mut a = log.consumer("a").await.unwrap();
+        let mut a = log.consumer(crate::log::EVENTS, "a").await.unwrap();
         let got = poll_n(&mut a, 2).await;
         a.commit(&[got[1].position], vec![StatePut::set("map", "x", "y")]).await.unwrap();
         assert_eq!(log.state_get("map", "x").await.unwrap().as_deref(), Some("y"));
         drop(a);
-        let mut a = log.consumer("a").await.unwrap();
+        let mut a = log.consumer(crate::log::EVENTS, "a").await.unwrap();
         let rest = poll_n(&mut a, 2).await;
         assert_eq!(rest.iter().map(|r| r.event().unwrap().status_id.clone()).collect::<Vec<_>>(), vec!["3", "4"]);
         // Kafka counts offsets, and a transaction's commit marker takes one.
         let lag = a.lag().await.unwrap();
         assert!((2..=3).contains(&lag), "3 and 4 are read but not committed: lag {lag}");
-        let mut b = log.consumer("b").await.unwrap();
+        let mut b = log.consumer(crate::log::EVENTS, "b").await.unwrap();
         assert_eq!(poll_n(&mut b, 4).await.len(), 4, "a new group starts at the beginning");
     }
 
     pub async fn poll_wakes_on_append(log: Arc<dyn Log>) {
-        let mut c = log.consumer("w").await.unwrap();
+        let mut c = log.consumer(crate::log::EVENTS, "w").await.unwrap();
         let waiter = tokio::spawn(async move { c.poll(10, Duration::from_secs(20)).await.unwrap() });
         tokio::task::yield_now().await;
         let started = std::time::Instant::now();

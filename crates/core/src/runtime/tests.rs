@@ -1,5 +1,11 @@
+use super::ingest::{ingestor, Fp};
 use super::*;
-use crate::component::SourceBatch;
+use crate::component::{AppendSummary, SourceBatch};
+use crate::error::SinkError;
+use crate::event::{EventKind, LogRecord};
+use crate::log::{AppendBatch, StatePut};
+use crate::component::Written;
+use tokio::sync::oneshot;
 use crate::sqlite::{SqliteLog, SqliteOptions};
 use crate::testing::{created, post, RecordingSink, VecSource};
 
@@ -17,6 +23,7 @@ fn channel(name: &str, sink: RecordingSink, dl: &std::path::Path) -> ChannelSpec
     ChannelSpec {
         name: name.into(),
         group: format!("g.{name}"),
+        topic: crate::log::EVENTS.into(),
         sink: Box::new(sink),
         route: None,
         batch: BatchConfig { max_records: 3, max_bytes: 1 << 20, linger: Duration::ZERO },
@@ -28,11 +35,8 @@ fn channel(name: &str, sink: RecordingSink, dl: &std::path::Path) -> ChannelSpec
 fn pipeline(log: Arc<dyn Log>, batches: Vec<SourceBatch>, channels: Vec<ChannelSpec>) -> Pipeline {
     Pipeline {
         log,
-        sources: vec![SourceSpec {
-            name: "src".into(),
-            source: Box::new(VecSource { batches }),
-            dead_letter: DeadLetter::new("/nonexistent/dl.jsonl"),
-        }],
+        sources: vec![SourceSpec::new("src", Box::new(VecSource { batches }), DeadLetter::new("/nonexistent/dl.jsonl"))],
+        processors: vec![],
         channels,
         options: RuntimeOptions::default(),
         progress: None,
@@ -190,8 +194,8 @@ impl Log for GatedLog {
     async fn state_put(&self, puts: Vec<StatePut>) -> Result<(), crate::error::LogError> {
         self.inner.state_put(puts).await
     }
-    async fn consumer(&self, group: &str) -> Result<Box<dyn crate::log::Consumer>, crate::error::LogError> {
-        self.inner.consumer(group).await
+    async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn crate::log::Consumer>, crate::error::LogError> {
+        self.inner.consumer(topic, group).await
     }
     async fn info(&self) -> Result<crate::log::LogInfo, crate::error::LogError> {
         self.inner.info().await
@@ -222,7 +226,7 @@ fn gated_ingestor(
     (tx, started, gate, task)
 }
 
-async fn request(tx: &mpsc::Sender<IngestRequest>, events: Vec<Event>) -> oneshot::Receiver<Result<AppendSummary, String>> {
+async fn request(tx: &mpsc::Sender<IngestRequest>, events: Vec<Event>) -> oneshot::Receiver<Result<AppendSummary, crate::error::LogError>> {
     let (reply, rx) = oneshot::channel();
     tx.send((batch(events), reply)).await.unwrap();
     rx
@@ -242,7 +246,7 @@ async fn a_post_in_two_appends_in_flight_is_appended_once() {
     assert_eq!(second.await.unwrap().unwrap(), AppendSummary { appended: 1, duplicates: 1 });
     drop(tx);
     task.await.unwrap().unwrap();
-    let mut c = inner.consumer("check").await.unwrap();
+    let mut c = inner.consumer(crate::log::EVENTS, "check").await.unwrap();
     let got = crate::testing::conformance::poll_n(&mut c, 2).await;
     assert_eq!(got.iter().map(|r| r.event().unwrap().status_id.clone()).collect::<Vec<_>>(), vec!["1", "2"]);
     assert!(c.poll(10, Duration::from_millis(50)).await.unwrap().is_empty(), "post 1 once");
@@ -260,7 +264,7 @@ async fn when_an_append_fails_every_later_one_fails_too() {
     assert!(first.await.unwrap().is_err());
     assert!(second.await.unwrap().is_err(), "a later batch (and its checkpoint) must not be confirmed");
     assert!(task.await.unwrap().is_err(), "the ingestor stops on a log failure");
-    let mut c = inner.consumer("check").await.unwrap();
+    let mut c = inner.consumer(crate::log::EVENTS, "check").await.unwrap();
     assert!(c.poll(10, Duration::from_millis(50)).await.unwrap().is_empty(), "nothing after the failed append was stored");
 }
 
@@ -272,8 +276,8 @@ impl Sink for HangingOpen {
     async fn open(&mut self, _ctx: &crate::component::SinkContext) -> Result<(), SinkError> {
         std::future::pending().await
     }
-    async fn write(&mut self, _batch: &[LogRecord]) -> Result<(), SinkError> {
-        Ok(())
+    async fn write(&mut self, _batch: &[LogRecord]) -> Result<Written, SinkError> {
+        Ok(Written::done())
     }
 }
 

@@ -37,13 +37,11 @@ pub(super) const NS: &str = crate::runtime::SEEN_NS;
 /// Entries kept in `seen_recent` (and in memory) before they are merged into `seen`.
 pub(super) const MERGE_AT: usize = 32_768;
 
-/// `PRAGMA user_version` of a database with this layout (0: `seen` rows in `state`).
-pub(super) const LAYOUT_VERSION: i64 = 1;
-
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS seen (
-    h  BLOB PRIMARY KEY,  -- xxh3-128 of the key (status URI), big-endian
-    fp NOT NULL           -- INTEGER for a 16-hex-digit fingerprint, else TEXT
+    h   BLOB PRIMARY KEY,  -- xxh3-128 of the key (status URI), big-endian
+    fp  NOT NULL,          -- INTEGER for a 16-hex-digit fingerprint, else TEXT
+    day INTEGER NOT NULL DEFAULT 0 -- days since the epoch of the merge that wrote it (pruning)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seen_recent (
     id INTEGER PRIMARY KEY,
@@ -114,19 +112,16 @@ pub(super) enum Layout {
 /// A change made by a transaction, applied to the in-memory map once it commits.
 pub(super) type Staged = Vec<(Hash, Option<Value>)>;
 
-/// Bring the writer's database to this layout (inside the caller's transaction)
-/// and load `seen_recent`.
-pub(super) fn open_writer(tx: &Transaction<'_>) -> Result<Layout, LogError> {
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > LAYOUT_VERSION {
-        return Err(LogError::Internal(format!(
-            "the log was written by a newer fedistream (layout {version}, this one knows {LAYOUT_VERSION})"
-        )));
+/// Bring the writer's database to this layout (inside the caller's transaction,
+/// which `super::migrate` runs; `previous` is the layout version of an existing
+/// file, `None` for a new one) and load `seen_recent`.
+pub(super) fn open_writer(tx: &Transaction<'_>, previous: Option<i64>) -> Result<Layout, LogError> {
+    if previous == Some(1) {
+        tx.execute_batch(&format!("ALTER TABLE seen ADD COLUMN day INTEGER NOT NULL DEFAULT {}", today()))?;
     }
     tx.execute_batch(SCHEMA)?;
-    if version < 1 {
+    if previous == Some(0) {
         migrate_from_state(tx)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {LAYOUT_VERSION}"))?;
     }
     let mut recent = HashMap::new();
     let mut stmt = tx.prepare("SELECT h, fp FROM seen_recent ORDER BY id")?;
@@ -135,6 +130,10 @@ pub(super) fn open_writer(tx: &Transaction<'_>) -> Result<Layout, LogError> {
         recent.insert(hash_of(row.get_ref(0)?)?, Value::from_sql(row.get_ref(1)?)?);
     }
     Ok(Layout::Indexed { recent: Some(recent) })
+}
+
+fn today() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(86_400)
 }
 
 /// The layout of a database opened read-only.
@@ -154,9 +153,10 @@ fn migrate_from_state(tx: &Transaction<'_>) -> Result<(), LogError> {
         return Ok(());
     }
     rows.sort_by_key(|r| r.0);
-    let mut ins = tx.prepare("INSERT OR REPLACE INTO seen (h, fp) VALUES (?1, ?2)")?;
+    let mut ins = tx.prepare("INSERT OR REPLACE INTO seen (h, fp, day) VALUES (?1, ?2, ?3)")?;
+    let day = today();
     for (h, v) in &rows {
-        ins.execute(params![&h[..], v])?;
+        ins.execute(params![&h[..], v, day])?;
     }
     tx.execute("DELETE FROM state WHERE ns = ?1", params![NS])?;
     tracing::info!(entries = rows.len(), "Moved the dedup index to its own table");
@@ -268,13 +268,24 @@ pub(super) fn maybe_merge(conn: &mut Connection, layout: &mut Layout) -> Result<
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let tx = conn.transaction()?;
     {
-        let mut ins = tx.prepare_cached("INSERT OR REPLACE INTO seen (h, fp) VALUES (?1, ?2)")?;
+        let mut ins = tx.prepare_cached("INSERT OR REPLACE INTO seen (h, fp, day) VALUES (?1, ?2, ?3)")?;
+        let day = today();
         for (h, v) in entries {
-            ins.execute(params![&h[..], v])?;
+            ins.execute(params![&h[..], v, day])?;
         }
     }
     tx.execute("DELETE FROM seen_recent", [])?;
     tx.commit()?;
     recent.clear();
     Ok(())
+}
+
+/// Remove merged entries last written before `cutoff` (their day of merge).
+/// Entries still in `seen_recent` are newer than any sensible horizon and stay.
+pub(super) fn prune(conn: &mut Connection, layout: &mut Layout, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, LogError> {
+    if let Layout::Legacy = layout {
+        return Ok(0);
+    }
+    let day = cutoff.timestamp().div_euclid(86_400);
+    Ok(conn.execute("DELETE FROM seen WHERE day < ?1", params![day])? as u64)
 }

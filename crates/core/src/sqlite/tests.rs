@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use crate::event::Event;
 use crate::component::DeadLetter;
 use crate::testing::{conformance, created};
@@ -51,13 +52,13 @@ async fn everything_survives_reopening() {
         })
         .await
         .unwrap();
-        let mut c = log.consumer("ch").await.unwrap();
+        let mut c = log.consumer(crate::log::EVENTS, "ch").await.unwrap();
         let got = c.poll(1, Duration::from_millis(10)).await.unwrap();
         c.commit(&[got[0].position], vec![]).await.unwrap();
     }
     let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
     assert_eq!(log.state_get("checkpoint", "a").await.unwrap().as_deref(), Some("2"));
-    let mut c = log.consumer("ch").await.unwrap();
+    let mut c = log.consumer(crate::log::EVENTS, "ch").await.unwrap();
     let got = c.poll(10, Duration::from_millis(10)).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].event().unwrap().status_id, "2");
@@ -84,7 +85,7 @@ async fn retention_keeps_what_a_live_group_has_not_committed() {
     let log = SqliteLog::open(dir.path().join("log.db"), opts).unwrap();
     let evs: Vec<Event> = (1..=4).map(|n| created("s", "a@example.org", n, "x")).collect();
     log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
-    let mut c = log.consumer("ch").await.unwrap();
+    let mut c = log.consumer(crate::log::EVENTS, "ch").await.unwrap();
     let got = c.poll(2, Duration::from_millis(10)).await.unwrap();
     c.commit(&[got[1].position], vec![]).await.unwrap();
     let deleted = log.enforce_retention().await.unwrap();
@@ -103,7 +104,7 @@ async fn retention_by_size_removes_the_oldest_delivered_events() {
         let evs: Vec<Event> = (0..50).map(|n| created("s", "a@example.org", chunk * 50 + n + 1, &big)).collect();
         log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
     }
-    let mut c = log.consumer("ch").await.unwrap();
+    let mut c = log.consumer(crate::log::EVENTS, "ch").await.unwrap();
     // Nothing delivered yet: retention must not remove anything.
     assert_eq!(log.enforce_retention().await.unwrap(), 0);
     let mut last = None;
@@ -147,7 +148,7 @@ async fn the_dedup_index_survives_reopening_and_merging() {
             .unwrap();
         let got = log.state_get_many(crate::runtime::SEEN_NS, &keys).await.unwrap();
         assert_eq!(got.len(), n);
-        let w = lock(&log.writer);
+        let w = lock(&log.shared.writer);
         let seen::Layout::Indexed { recent: Some(recent) } = &w.seen else { panic!("writer layout") };
         assert!(recent.len() < seen::MERGE_AT, "merged once full: {} recent", recent.len());
         let merged: i64 = w.conn.query_row("SELECT COUNT(*) FROM seen", [], |r| r.get(0)).unwrap();
@@ -193,6 +194,17 @@ fn fingerprints_are_stored_as_numbers_and_read_back_exactly() {
 /// A database written before the dedup index had its own tables: its `seen`
 /// rows live in `state`. A read-only handle reads them there; the first writer
 /// moves them, and deduplication against them goes on.
+const LAYOUT_0_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    offset      INTEGER PRIMARY KEY AUTOINCREMENT,
+    appended_at INTEGER NOT NULL,
+    account     TEXT NOT NULL,
+    payload     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (ns, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, committed INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+";
+
 #[tokio::test]
 async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
     use crate::runtime::{run, ChannelSpec, Pipeline, RuntimeOptions, SourceSpec};
@@ -205,7 +217,7 @@ async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
     {
         // The old layout: the schema of the previous release, user_version 0.
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&format!("PRAGMA journal_mode=WAL; BEGIN; {SCHEMA} COMMIT;")).unwrap();
+        conn.execute_batch(&format!("PRAGMA journal_mode=WAL; BEGIN; {LAYOUT_0_SCHEMA} COMMIT;")).unwrap();
         conn.execute(
             "INSERT INTO events (appended_at, account, payload) VALUES (0, ?1, ?2)",
             params![old.account, serde_json::to_string(&old).unwrap()],
@@ -220,9 +232,9 @@ async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
     }
     let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
     {
-        let w = lock(&log.writer);
+        let w = lock(&log.shared.writer);
         let version: i64 = w.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, seen::LAYOUT_VERSION);
+        assert_eq!(version, LAYOUT_VERSION);
         let left: i64 = w.conn.query_row("SELECT COUNT(*) FROM state WHERE ns = 'seen'", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0);
     }
@@ -234,16 +246,18 @@ async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
         let sink = RecordingSink::default();
         let p = Pipeline {
             log,
-            sources: vec![SourceSpec {
-                name: "s".into(),
-                source: Box::new(VecSource {
+            sources: vec![SourceSpec::new(
+                "s",
+                Box::new(VecSource {
                     batches: vec![SourceBatch { events: crate::event::encode_all(vec![old.clone(), fresh.clone()]), state: vec![] }],
                 }),
-                dead_letter: DeadLetter::new(dir.path().join("dl.jsonl")),
-            }],
+                DeadLetter::new(dir.path().join("dl.jsonl")),
+            )],
+            processors: vec![],
             channels: vec![ChannelSpec {
                 name: "c".into(),
                 group: group.into(),
+                topic: EVENTS.into(),
                 sink: Box::new(sink.clone()),
                 route: None,
                 batch: Default::default(),
@@ -256,14 +270,14 @@ async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
         async move { (run(p, tokio_util::sync::CancellationToken::new()).await.unwrap(), sink) }
     };
     let (summary, sink) = run_once(log.clone(), "g.c").await;
-    assert_eq!(summary.log.counters.get("duplicates"), Some(&1));
+    assert_eq!(summary.log.counters.get("duplicates_suppressed"), Some(&1));
     assert_eq!(sink.keys(), vec![old.key.clone(), fresh.key.clone()], "the old event once (from the log), the new one once");
     assert_eq!(log.info().await.unwrap().events, 2);
     drop(log);
     // After a restart both are known: nothing is appended.
     let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
     let (summary, sink) = run_once(log.clone(), "g.c").await;
-    assert_eq!(summary.log.counters.get("duplicates"), Some(&2));
+    assert_eq!(summary.log.counters.get("duplicates_suppressed"), Some(&2));
     assert!(sink.keys().is_empty(), "nothing new to deliver: {:?}", sink.keys());
     assert_eq!(log.info().await.unwrap().events, 2);
 }
@@ -326,7 +340,7 @@ fn the_tail_cache_drops_the_oldest_records_past_its_size_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_at_the_head_and_behind_it_read_the_same_records() {
     let (_d, log) = fresh();
-    let mut head = log.consumer("head").await.unwrap();
+    let mut head = log.consumer(crate::log::EVENTS, "head").await.unwrap();
     let mut all_head = Vec::new();
     for round in 0..5u64 {
         let events = (0..50).map(|i| created("s", "a@example.org", round * 100 + i, "text").into()).collect();
@@ -334,7 +348,7 @@ async fn consumers_at_the_head_and_behind_it_read_the_same_records() {
         all_head.extend(conformance::poll_n(&mut head, 50).await);
     }
     // A group that starts now is behind the tail cache and reads from SQLite.
-    let mut behind = log.consumer("behind").await.unwrap();
+    let mut behind = log.consumer(crate::log::EVENTS, "behind").await.unwrap();
     let all_behind = conformance::poll_n(&mut behind, 250).await;
     let view = |recs: &[LogRecord]| recs.iter().map(|r| (r.position, r.payload.to_string())).collect::<Vec<_>>();
     assert_eq!(all_head.len(), 250);

@@ -1,0 +1,70 @@
+//! The tail cache: the records this process appended to the `events` topic that
+//! some in-process consumer has not read yet, shared with the appending side
+//! (the payload `Arc`s the append serialised). A consumer at the head reads from
+//! here instead of from SQLite: no statement, no copy out of the page cache, no
+//! UTF-8 validation, no blocking-pool hop. Filled by the writer right after each
+//! commit, under the writer lock, so it is always in offset order and holds only
+//! committed records.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::event::LogRecord;
+
+pub(super) struct Tail {
+    pub(super) records: VecDeque<LogRecord>,
+    /// Every record with an offset above this one is in `records` (or not yet appended).
+    pub(super) covered_from: u64,
+    pub(super) bytes: usize,
+    max_bytes: usize,
+    /// Cursors of the in-process consumers: what all of them have read is dropped.
+    pub(super) cursors: Vec<std::sync::Weak<AtomicU64>>,
+}
+
+/// Upper bound of the tail cache's payload bytes (a few appends of large events).
+pub(super) const TAIL_MAX_BYTES: usize = 48 << 20;
+
+impl Tail {
+    pub(super) fn new(head: u64, max_bytes: usize) -> Self {
+        Tail { records: VecDeque::new(), covered_from: head, bytes: 0, max_bytes, cursors: Vec::new() }
+    }
+
+    pub(super) fn push(&mut self, records: impl IntoIterator<Item = LogRecord>) {
+        if self.cursors.is_empty() {
+            // Nobody in this process reads: keep nothing, and say so.
+            if let Some(last) = records.into_iter().last() {
+                self.covered_from = last.position.offset;
+            }
+            return;
+        }
+        for r in records {
+            self.bytes += r.payload.len();
+            self.records.push_back(r);
+        }
+        self.trim();
+    }
+
+    /// Drop what every consumer has read, and the oldest records past the size bound.
+    pub(super) fn trim(&mut self) {
+        self.cursors.retain(|c| c.strong_count() > 0);
+        let read_by_all = self.cursors.iter().filter_map(|c| c.upgrade()).map(|c| c.load(Ordering::Acquire)).min();
+        let read_by_all = read_by_all.unwrap_or(u64::MAX);
+        while let Some(front) = self.records.front() {
+            if front.position.offset > read_by_all && self.bytes <= self.max_bytes {
+                break;
+            }
+            self.bytes -= front.payload.len();
+            self.covered_from = front.position.offset;
+            self.records.pop_front();
+        }
+    }
+
+    /// Up to `max` records after `after`, when the cache holds all of them.
+    pub(super) fn read_after(&self, after: u64, max: usize) -> Option<Vec<LogRecord>> {
+        if after < self.covered_from {
+            return None;
+        }
+        let start = self.records.partition_point(|r| r.position.offset <= after);
+        Some(self.records.range(start..).take(max).cloned().collect())
+    }
+}
