@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use async_trait::async_trait;
-use fedistream_core::{ErrorKind, EventKind, LogRecord, Sink, SinkError};
+use fedistream_core::{ErrorKind, EventKind, LogRecord, Sink, SinkError, Written};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ pub fn render_text(rec: &LogRecord) -> String {
 
 #[async_trait]
 impl Sink for StdoutSink {
-    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
         let mut out = String::new();
         for rec in batch {
             match self.format {
@@ -106,7 +106,7 @@ impl Sink for StdoutSink {
         let stdout = std::io::stdout();
         let mut lock = stdout.lock();
         match lock.write_all(out.as_bytes()).and_then(|_| lock.flush()) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Written::done()),
             // A closed pipe (`| head`) will not come back.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 Err(SinkError::new(ErrorKind::Config, "stdout is closed (broken pipe)"))

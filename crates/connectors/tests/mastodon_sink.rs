@@ -16,7 +16,7 @@ use fedistream_core::event::{Event, EventKind};
 use fedistream_core::post::Via;
 use fedistream_core::runtime::{self, ChannelSpec, Pipeline, RunSummary, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
-use fedistream_core::{DeadLetter, Log, LogRecord, Sink, SinkContext, Source, SourceBatch, SourceContext, SourceError, Status};
+use fedistream_core::{DeadLetter, Log, LogRecord, Sink, SinkContext, Source, SourceBatch, SourceContext, SourceError};
 use fedistream_process::NormalizeContext;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -80,10 +80,12 @@ impl Harness {
         let sink = MastodonSink::new(cfg, self.fake.base_url().parse().unwrap(), Secret::new(TOKEN), RateLimiters::default()).unwrap();
         let p = Pipeline {
             log,
-            sources: vec![SourceSpec { name: "m".into(), source: Box::new(ChanSource(rx)), dead_letter: DeadLetter::new(self.dir.path().join("dl-source.jsonl")) }],
+            processors: vec![],
+            sources: vec![SourceSpec::new("m", Box::new(ChanSource(rx)), DeadLetter::new(self.dir.path().join("dl-source.jsonl")))],
             channels: vec![ChannelSpec {
                 name: "mirror".into(),
                 group: "fedistream.channel.mirror".into(),
+                topic: fedistream_core::log::EVENTS.into(),
                 sink: Box::new(sink),
                 route: None,
                 batch: delivery.batch(),
@@ -212,7 +214,7 @@ async fn duplicate_delivery_posts_once() {
     let ev = Event::created("m", fedistream_process::parse_and_normalize(&raw, &ctx).unwrap());
     let rec = LogRecord::from_event(fedistream_core::event::Position { partition: 0, offset: 1 }, Utc::now(), ev.clone());
     let rec_again = LogRecord::from_event(fedistream_core::event::Position { partition: 0, offset: 2 }, Utc::now(), ev);
-    let ctx = SinkContext { name: "mirror".into(), log: log.clone() as Arc<dyn Log>, status: Status::new("channel", "mirror") };
+    let ctx = SinkContext::new("mirror", log.clone() as Arc<dyn Log>);
     for _ in 0..2 {
         // A fresh sink each time: the map, not memory, prevents the second post.
         let mut sink = MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new(TOKEN), RateLimiters::default()).unwrap();
@@ -410,10 +412,12 @@ async fn child_posts_then_aborts() {
     let sink = MastodonSink::new(cfg.clone(), base.parse().unwrap(), Secret::new(TOKEN), RateLimiters::default()).unwrap();
     let p = Pipeline {
         log,
-        sources: vec![SourceSpec { name: "m".into(), source: Box::new(ChanSource(rx)), dead_letter: DeadLetter::new(std::path::Path::new(&dir).join("dl-source.jsonl")) }],
+        processors: vec![],
+        sources: vec![SourceSpec::new("m", Box::new(ChanSource(rx)), DeadLetter::new(std::path::Path::new(&dir).join("dl-source.jsonl")))],
         channels: vec![ChannelSpec {
             name: "mirror".into(),
             group: "fedistream.channel.mirror".into(),
+            topic: fedistream_core::log::EVENTS.into(),
             sink: Box::new(sink),
             route: None,
             batch: cfg.delivery.batch(),
@@ -511,7 +515,7 @@ async fn a_refused_token_is_an_auth_error() {
     fake.add_token(TOKEN, TARGET);
     let dir = tempfile::tempdir().unwrap();
     let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
-    let ctx = SinkContext { name: "mirror".into(), log: log as Arc<dyn Log>, status: Status::new("channel", "mirror") };
+    let ctx = SinkContext::new("mirror", log as Arc<dyn Log>);
     let mut sink = MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new("wrong-token"), RateLimiters::default()).unwrap();
     let err = sink.open(&ctx).await.unwrap_err();
     assert_eq!(err.kind, fedistream_core::ErrorKind::Auth, "{err}");

@@ -27,14 +27,12 @@ async fn replay(dir: &std::path::Path, input: &[u8], rate: Option<f64>) -> (Reco
     let d = DeliveryConfig::default();
     let p = Pipeline {
         log,
-        sources: vec![SourceSpec {
-            name: "r".into(),
-            source: Box::new(ReplaySource::new(ReplaySourceConfig { path, rate, instance: "archive.example".into(), include_unlisted: false, owned: false })),
-            dead_letter: DeadLetter::new(dir.join("dl.jsonl")),
-        }],
+        processors: vec![],
+        sources: vec![SourceSpec::new("r", Box::new(ReplaySource::new(ReplaySourceConfig { path, rate, instance: "archive.example".into(), include_unlisted: false, owned: false })), DeadLetter::new(dir.join("dl.jsonl")))],
         channels: vec![ChannelSpec {
             name: "c".into(),
             group: "g".into(),
+            topic: fedistream_core::log::EVENTS.into(),
             sink: Box::new(sink.clone()),
             route: None,
             batch: d.batch(),

@@ -62,14 +62,12 @@ impl Harness {
         let delivery = DeliveryConfig::default();
         let p = Pipeline {
             log,
-            sources: vec![SourceSpec {
-                name: "m".into(),
-                source: Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())),
-                dead_letter: DeadLetter::new(self.dir.path().join("dl-source.jsonl")),
-            }],
+            processors: vec![],
+            sources: vec![SourceSpec::new("m", Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())), DeadLetter::new(self.dir.path().join("dl-source.jsonl")))],
             channels: vec![ChannelSpec {
                 name: "file".into(),
                 group: "fedistream.channel.file".into(),
+                topic: fedistream_core::log::EVENTS.into(),
                 sink: Box::new(FileSink::new(FileSinkConfig { path: self.out(), rotate_bytes: 0, rotate_age: None, fsync: false, delivery: delivery.clone() })),
                 route: None,
                 batch: delivery.batch(),
@@ -212,7 +210,7 @@ async fn the_same_post_from_stream_and_rest_is_delivered_once() {
     let lines = { let _ = lines; h.lines() };
     assert_eq!(keys_of(&lines, "created"), vec![a.uri.clone(), b.uri.clone()]);
     assert_no_duplicate_events(&lines);
-    assert!(summary.log.counters.get("duplicates").copied().unwrap_or(0) >= 1, "REST re-delivered A and it was dropped: {:?} {:#?}", summary.log, h.fake.requests());
+    assert!(summary.log.counters.get("duplicates_suppressed").copied().unwrap_or(0) >= 1, "REST re-delivered A and it was dropped: {:?} {:#?}", summary.log, h.fake.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,7 @@ async fn main() {
         let _ = log2.state_get_many("seen", &keys).await.unwrap();
     }
     println!("seen lookups {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n);
-    let mut c = log.consumer("g").await.unwrap();
+    let mut c = log.consumer(fedistream_core::log::EVENTS, "g").await.unwrap();
     let t = Instant::now();
     let mut got = 0;
     let mut bytes = Vec::new();

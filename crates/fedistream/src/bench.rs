@@ -144,12 +144,12 @@ impl Sink for LatencySink {
     async fn open(&mut self, ctx: &fedistream_core::SinkContext) -> Result<(), SinkError> {
         self.inner.open(ctx).await
     }
-    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
-        self.inner.write(batch).await?;
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<fedistream_core::Written, SinkError> {
+        let written = self.inner.write(batch).await?;
         let now = chrono::Utc::now();
         let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         s.extend(batch.iter().map(|r| (now - r.appended_at).num_microseconds().unwrap_or(0).max(0) as u64));
-        Ok(())
+        Ok(written)
     }
     async fn close(&mut self) -> Result<(), SinkError> {
         self.inner.close().await
@@ -223,21 +223,22 @@ async fn pipeline(
     };
     let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
     let p = Pipeline {
-        log,
-        sources: vec![SourceSpec {
-            name: "bench".into(),
-            source: Box::new(ReplaySource::new(ReplaySourceConfig {
+        log, processors: vec![],
+        sources: vec![SourceSpec::new(
+            "bench",
+            Box::new(ReplaySource::new(ReplaySourceConfig {
                 path: input.clone(),
                 rate,
                 instance: "bench".into(),
                 include_unlisted: true,
                 owned: true,
             })),
-            dead_letter: DeadLetter::new(dir.join("dead-letter.jsonl")),
-        }],
+            DeadLetter::new(dir.join("dead-letter.jsonl")),
+        )],
         channels: vec![ChannelSpec {
             name: "file".into(),
             group: "bench.file".into(),
+            topic: fedistream_core::log::EVENTS.into(),
             sink: Box::new(sink),
             route: None,
             batch: delivery.batch(),

@@ -35,8 +35,8 @@ struct NullSink;
 
 #[async_trait::async_trait]
 impl Sink for NullSink {
-    async fn write(&mut self, _batch: &[LogRecord]) -> Result<(), SinkError> {
-        Ok(())
+    async fn write(&mut self, _batch: &[LogRecord]) -> Result<fedistream_core::Written, SinkError> {
+        Ok(fedistream_core::Written::done())
     }
 }
 
@@ -119,11 +119,12 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
     // Deliver-only and ingest-only runtimes, as `--role deliver` and `--role ingest` run.
     let deliver = Pipeline {
-        log: e2e_log.clone(),
+        log: e2e_log.clone(), processors: vec![],
         sources: vec![],
         channels: vec![ChannelSpec {
             name: "null".into(),
             group: cfg3.channel_group("null"),
+            topic: fedistream_core::log::EVENTS.into(),
             sink: Box::new(LatencySink { inner: Box::new(NullSink), samples: samples.clone() }),
             route: None,
             batch: delivery.batch(),
@@ -134,10 +135,10 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         progress: None,
     };
     let ingest = Pipeline {
-        log: e2e_log.clone(),
-        sources: vec![SourceSpec {
-            name: "bench".into(),
-            source: Box::new(fedistream_connectors::replay::ReplaySource::new(
+        log: e2e_log.clone(), processors: vec![],
+        sources: vec![SourceSpec::new(
+            "bench",
+            Box::new(fedistream_connectors::replay::ReplaySource::new(
                 fedistream_connectors::replay::ReplaySourceConfig {
                     path: input.clone(),
                     rate: None,
@@ -146,8 +147,8 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
                     owned: true,
                 },
             )),
-            dead_letter: DeadLetter::new(dir.join("dl-source.jsonl")),
-        }],
+            DeadLetter::new(dir.join("dl-source.jsonl")),
+        )],
         channels: vec![],
         options: RuntimeOptions::default(),
         progress: None,

@@ -78,21 +78,22 @@ pub async fn run(count: usize) -> anyhow::Result<ExitCode> {
     let delivery = cfg.delivery.clone();
     let sink = MastodonSink::new(cfg, base, Secret::new(TOKEN), RateLimiters::default())?;
     let p = Pipeline {
-        log,
-        sources: vec![SourceSpec {
-            name: "bench".into(),
-            source: Box::new(ReplaySource::new(ReplaySourceConfig {
+        log, processors: vec![],
+        sources: vec![SourceSpec::new(
+            "bench",
+            Box::new(ReplaySource::new(ReplaySourceConfig {
                 path: input,
                 rate: None,
                 instance: "bench".into(),
                 include_unlisted: true,
                 owned: true,
             })),
-            dead_letter: DeadLetter::new(dir.join("dl-source.jsonl")),
-        }],
+            DeadLetter::new(dir.join("dl-source.jsonl")),
+        )],
         channels: vec![ChannelSpec {
             name: "mirror".into(),
             group: "bench.mirror".into(),
+            topic: fedistream_core::log::EVENTS.into(),
             sink: Box::new(sink),
             route: None,
             batch: delivery.batch(),

@@ -200,11 +200,11 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(cfg) = load_valid(&a.config) else {
         return Ok(ExitCode::from(EXIT_INVALID));
     };
-    if let Some(w) = &a.worker {
-        // Read by the file channel when its path names `{worker}`.
-        std::env::set_var("FEDISTREAM_WORKER", w);
-    }
-    let options = RuntimeOptions { drain_deadline: a.drain_deadline, ..RuntimeOptions::default() };
+    let options = RuntimeOptions {
+        drain_deadline: a.drain_deadline,
+        worker: a.worker.clone().unwrap_or_else(default_worker),
+        ..RuntimeOptions::default()
+    };
     let token = CancellationToken::new();
     spawn_signal_handler(token.clone());
     let log = crate::pipeline::open_log(&cfg).await?;
@@ -220,6 +220,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             let progress = if a.no_progress { None } else { crate::progress::TerminalProgress::new_if_tty() };
             let pipeline = fedistream_core::runtime::Pipeline {
                 log,
+                processors: crate::pipeline::processors(&cfg)?,
                 sources: crate::pipeline::sources(&cfg, &|_| true)?,
                 channels: crate::pipeline::channels(&cfg)?,
                 options,
@@ -247,10 +248,23 @@ pub fn print_summary(s: &RunSummary) {
     for c in &s.sources {
         eprintln!("  source  {:<16} {:<9} {}", c.name, c.state, fmt(&c.counters));
     }
+    for c in &s.processors {
+        eprintln!("  process {:<16} {:<9} {}", c.name, c.state, fmt(&c.counters));
+    }
     for c in &s.channels {
         eprintln!("  channel {:<16} {:<9} {}", c.name, c.state, fmt(&c.counters));
     }
-    for (name, e) in &s.failures {
-        eprintln!("  failed  {name}: {e}");
+    for e in &s.failures {
+        eprintln!("  failed  {}: {} ({})", e.component, e.message, e.kind.as_str());
+    }
+}
+
+/// The worker name when `--worker` is not given: the host name.
+pub fn default_worker() -> String {
+    let h = gethostname::gethostname().to_string_lossy().trim().to_string();
+    if h.is_empty() {
+        "worker".into()
+    } else {
+        h
     }
 }

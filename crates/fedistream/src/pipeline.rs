@@ -12,9 +12,12 @@ use fedistream_connectors::mastodon::sink::MastodonSink;
 use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, ReaderConnection};
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
-use fedistream_core::runtime::{ChannelSpec, Pipeline, RouteFn, RuntimeOptions, SourceSpec};
+use fedistream_core::log::EVENTS;
+use fedistream_core::runtime::{
+    BatchConfig, ChannelSpec, Pipeline, ProcessorSpec, RetryConfig, RouteFn, RuntimeOptions, SourceFactory, SourceSpec,
+};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
-use fedistream_core::{DeadLetter, Event, Log, Progress, Sink, Source};
+use fedistream_core::{DeadLetter, Event, Log, Processor, Progress, Sink, Source};
 use fedistream_kafka::channel::KafkaChannel;
 use fedistream_kafka::log::KafkaLog;
 use fedistream_process::filter::CompiledFilter;
@@ -49,7 +52,14 @@ pub async fn open_log(cfg: &Config) -> anyhow::Result<OpenLog> {
 pub fn open_sqlite(cfg: &Config) -> anyhow::Result<Arc<SqliteLog>> {
     SqliteLog::open(
         &cfg.log.path,
-        SqliteOptions { durability: cfg.log.durability, max_age: cfg.log.max_age, max_bytes: cfg.log.max_size },
+        SqliteOptions {
+            durability: cfg.log.durability,
+            max_age: cfg.log.max_age,
+            max_bytes: cfg.log.max_size,
+            state_horizon: Some(cfg.log.state_horizon),
+            // The Mastodon id index (status id → post, to attribute stream deletes).
+            prunable: vec![fedistream_connectors::mastodon::source::convert::IDS_NS.to_string()],
+        },
     )
     .with_context(|| format!("opening the log at {}", cfg.log.path.display()))
 }
@@ -63,10 +73,17 @@ pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secre
     }
 }
 
-/// Every source and channel of the config, on the config's log (role `all`).
+/// Every source, processor and channel of the config, on the config's log (role `all`).
 pub async fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Progress>>) -> anyhow::Result<Pipeline> {
     let log = open_log(cfg).await?.shared();
-    Ok(Pipeline { sources: sources(cfg, &|_| true)?, channels: channels(cfg)?, log, options, progress })
+    Ok(Pipeline {
+        sources: sources(cfg, &|_| true)?,
+        processors: processors(cfg)?,
+        channels: channels(cfg)?,
+        log,
+        options,
+        progress,
+    })
 }
 
 /// The unit of work ingest processes share for one account of a Mastodon source.
@@ -89,7 +106,8 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
     let limiters = RateLimiters::default();
     let mut sources = Vec::new();
     for (name, s) in &cfg.sources {
-        let source: Box<dyn Source> = match s {
+        // Each source is made anew when the runtime restarts it after a transient failure.
+        let make: SourceFactory = match s {
             SourceConfig::Mastodon(m) => {
                 let mut m = m.clone();
                 m.accounts.retain(|a| take(&account_unit(name, a)));
@@ -104,20 +122,18 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
                     }
                     None => None,
                 };
-                Box::new(MastodonSource::new(m, reader, limiters.clone()))
+                let limiters = limiters.clone();
+                Box::new(move || Box::new(MastodonSource::new(m.clone(), reader.clone(), limiters.clone())) as Box<dyn Source>)
             }
             SourceConfig::Replay(r) => {
                 if !take(name) {
                     continue;
                 }
-                Box::new(ReplaySource::new(r.clone()))
+                let r = r.clone();
+                Box::new(move || Box::new(ReplaySource::new(r.clone())) as Box<dyn Source>)
             }
         };
-        sources.push(SourceSpec {
-            name: name.clone(),
-            source,
-            dead_letter: DeadLetter::new(dl_dir.join(format!("source-{name}.jsonl"))),
-        });
+        sources.push(SourceSpec::restartable(name.clone(), make, DeadLetter::new(dl_dir.join(format!("source-{name}.jsonl")))));
     }
     Ok(sources)
 }
@@ -144,17 +160,51 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
                 Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
         };
+        let topic = cfg.channel_topic(name);
         channels.push(ChannelSpec {
             name: name.clone(),
             group: channel_group(cfg, name),
+            route: if topic == EVENTS { route_for(cfg, name) } else { None },
+            topic,
             sink,
-            route: route_for(cfg, name),
             batch: c.delivery().batch(),
             retry: c.delivery().retry(),
             dead_letter: DeadLetter::new(dl_dir.join(format!("channel-{name}.jsonl"))),
         });
     }
     Ok(channels)
+}
+
+/// The processors, each with its consumer group on the config's log.
+pub fn processors(cfg: &Config) -> anyhow::Result<Vec<ProcessorSpec>> {
+    let dl_dir = cfg.log.dead_letter_dir();
+    let mut out = Vec::new();
+    for (name, p) in &cfg.processors {
+        let processor: Box<dyn Processor> = match p {
+            #[cfg(feature = "test-util")]
+            crate::config::ProcessorConfig::TestCount(t) => Box::new(
+                fedistream_core::testing::counting::CountingProcessor::new(name, t.window, name, t.tick),
+            ),
+        };
+        out.push(ProcessorSpec {
+            name: name.clone(),
+            group: processor_group(cfg, name),
+            input: EVENTS.to_string(),
+            processor,
+            batch: BatchConfig { max_records: 4096, max_bytes: 64 << 20, linger: std::time::Duration::ZERO },
+            retry: RetryConfig::default(),
+            dead_letter: DeadLetter::new(dl_dir.join(format!("processor-{name}.jsonl"))),
+        });
+    }
+    Ok(out)
+}
+
+/// The consumer group of a processor on the config's log.
+pub fn processor_group(cfg: &Config, processor: &str) -> String {
+    match (&cfg.log.backend, &cfg.log.kafka) {
+        (LogBackend::Kafka, Some(k)) => format!("{}.processor.{processor}", k.prefix()),
+        _ => format!("fedistream.processor.{processor}"),
+    }
 }
 
 /// The consumer group of a channel on the config's log.

@@ -52,11 +52,11 @@ pub async fn run_kafka(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     // Several processes share the log: each keeps its own status documents.
-    let options = RuntimeOptions { status_scope: Some(fedistream_connectors::file::worker_name()), ..options };
+    let options = RuntimeOptions { status_scope: Some(options.worker.replace(['/', '\\'], "_")), ..options };
     let mut deliver = None;
     if matches!(role, Role::All | Role::Deliver) {
         let channels = crate::pipeline::channels(cfg)?;
-        let p = Pipeline { log: log.clone(), sources: vec![], channels, options: options.clone(), progress: None };
+        let p = Pipeline { log: log.clone(), processors: vec![], sources: vec![], channels, options: options.clone(), progress: None };
         deliver = Some(tokio::spawn(runtime::run(p, shutdown.clone())));
     }
     let mut summary = RunSummary::default();
@@ -114,7 +114,7 @@ async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutd
             None => log.clone(),
         };
         let run_token = shutdown.child_token();
-        let p = Pipeline { log: run_log, sources, channels: vec![], options: options.clone(), progress: None };
+        let p = Pipeline { log: run_log, processors: vec![], sources, channels: vec![], options: options.clone(), progress: None };
         let mut handle = tokio::spawn(runtime::run(p, run_token.clone()));
         let rejected = async {
             match &a.fence {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use apache_avro::Schema;
 use chrono::{TimeZone, Utc};
 use fedistream_core::post::Via;
-use fedistream_core::{ErrorKind, Event, EventKind, Log, LogRecord, Position, Sink, SinkContext, Status};
+use fedistream_core::{ErrorKind, Event, EventKind, Log, LogRecord, Position, Sink, SinkContext};
 use fedistream_kafka::channel::avro;
 use fedistream_kafka::channel::{Format, KafkaChannel, KafkaChannelConfig};
 use fedistream_kafka::registry::{RegistryClient, RegistryError};
@@ -135,7 +135,7 @@ async fn consume(topic: &str, n: usize) -> Vec<Got> {
 fn ctx(name: &str) -> SinkContext {
     let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
     let log = fedistream_core::sqlite::SqliteLog::open(dir.path().join("log.db"), Default::default()).unwrap();
-    SinkContext { name: name.into(), log: log as Arc<dyn Log>, status: Status::new("channel", name) }
+    SinkContext::new(name, log as Arc<dyn Log>)
 }
 
 fn config(topic: &str) -> KafkaChannelConfig {

@@ -127,7 +127,7 @@ async fn a_stale_ingest_assignment_cannot_append_and_the_current_ones_can() {
     // Nothing of the stale appends is visible to a read_committed consumer:
     // everything is in one partition, so reading B's and A's last events means
     // every stale record (appended before them) was passed.
-    let mut c = log.consumer(&cfg.channel_group("check")).await.unwrap();
+    let mut c = log.consumer(fedistream_core::log::EVENTS, &cfg.channel_group("check")).await.unwrap();
     let expected: BTreeSet<String> =
         [1..3, 5..8, 20..23, 30..33, 40..43, 60..63, 70..73].into_iter().flatten().map(|n| created("s", ACCT, n, "").key).collect();
     let mut got = BTreeSet::new();

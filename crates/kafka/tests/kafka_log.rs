@@ -67,7 +67,7 @@ async fn state_lives_in_kafka_and_another_process_reads_it() {
     b.catch_up().await.unwrap();
     assert_eq!(b.state_get("checkpoint", "a@example.org").await.unwrap().as_deref(), Some("2"));
     // A channel's commit with state is visible to the other process as well.
-    let mut c = b.consumer(&cfg.channel_group("ch")).await.unwrap();
+    let mut c = b.consumer(fedistream_core::log::EVENTS, &cfg.channel_group("ch")).await.unwrap();
     let got = conformance::poll_n(&mut c, 1).await;
     c.commit(&[got[0].position], vec![StatePut::set("sink:ch:map", "k", "target-1")]).await.unwrap();
     // An idle member steps over the transaction marker that follows the event,
@@ -98,8 +98,8 @@ async fn two_members_of_a_group_split_the_partitions() {
     let cfg = config("split");
     let log = open(&cfg).await;
     let group = cfg.channel_group("file");
-    let mut a = log.consumer(&group).await.unwrap();
-    let mut b = log.consumer(&group).await.unwrap();
+    let mut a = log.consumer(fedistream_core::log::EVENTS, &group).await.unwrap();
+    let mut b = log.consumer(fedistream_core::log::EVENTS, &group).await.unwrap();
     // Append waves of 30 events over 30 accounts (3 partitions) until both
     // members receive events of the same wave: then the group has split the
     // partitions between them. Everything is committed as it arrives.
@@ -133,7 +133,7 @@ async fn two_members_of_a_group_split_the_partitions() {
             break;
         }
     }
-    let mut c = log.consumer(&group).await.unwrap();
+    let mut c = log.consumer(fedistream_core::log::EVENTS, &group).await.unwrap();
     assert!(c.lag().await.unwrap() <= 3, "everything committed (up to one marker per partition)");
 }
 

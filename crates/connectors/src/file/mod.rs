@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fedistream_core::event::LinePosition;
-use fedistream_core::{ErrorKind, LogRecord, Sink, SinkContext, SinkError};
+use fedistream_core::{ErrorKind, LogRecord, Sink, SinkContext, SinkError, Written};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,10 +52,12 @@ fn default_rotate_bytes() -> u64 {
 }
 
 pub struct FileSink {
-    /// The config with `{worker}` resolved.
+    /// The config; its path gets `{worker}` resolved on open.
     cfg: FileSinkConfig,
     /// The configured path when it names `{worker}` (other workers' files match it).
     template: Option<PathBuf>,
+    /// A write failed and could not be undone: re-read the output before the next one.
+    needs_resync: bool,
     out: Option<std::io::BufWriter<File>>,
     size: u64,
     opened_at: DateTime<Utc>,
@@ -74,12 +76,78 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> SinkError {
 
 impl FileSink {
     /// Builds the sink; no I/O until `open`.
-    pub fn new(mut cfg: FileSinkConfig) -> Self {
+    pub fn new(cfg: FileSinkConfig) -> Self {
         let template = cfg.path.to_str().filter(|p| p.contains(WORKER)).map(|_| cfg.path.clone());
-        if let Some(t) = &template {
-            cfg.path = PathBuf::from(t.to_string_lossy().replace(WORKER, &worker_name()));
+        FileSink {
+            cfg,
+            template,
+            needs_resync: false,
+            out: None,
+            size: 0,
+            opened_at: Utc::now(),
+            written: HashMap::new(),
+            rotations: 0,
         }
-        FileSink { cfg, template, out: None, size: 0, opened_at: Utc::now(), written: HashMap::new(), rotations: 0 }
+    }
+
+    /// Repair a torn last line and find the last position per partition in the
+    /// output (the active file and the newest rotated one).
+    fn resync(&mut self) -> Result<(), SinkError> {
+        self.out = None;
+        truncate_torn_tail(&self.cfg.path).map_err(|e| io_err("cannot repair", &self.cfg.path, e))?;
+        self.written.clear();
+        let mut files = self.rotated_files();
+        files.push(self.cfg.path.clone());
+        // The active file and the newest rotated one hold the latest positions.
+        for f in files.iter().rev().take(2) {
+            scan_positions(f, &mut self.written).map_err(|e| io_err("cannot read", f, e))?;
+        }
+        self.needs_resync = false;
+        self.open_active()
+    }
+
+    /// Write the lines of the records not in the file yet, and flush.
+    fn write_lines(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+        let path = self.cfg.path.clone();
+        let out = self.out.as_mut().ok_or_else(|| SinkError::new(ErrorKind::Internal, "file not open"))?;
+        let mut wrote = false;
+        for rec in batch {
+            let p = rec.position;
+            if self.written.get(&p.partition).is_some_and(|&w| p.offset <= w) {
+                continue; // already in the file (redelivery after a crash)
+            }
+            let n = rec.write_json_line(out).map_err(|e| io_err("cannot write", &path, e))?;
+            out.write_all(b"\n").map_err(|e| io_err("cannot write", &path, e))?;
+            self.size += n as u64 + 1;
+            self.written.insert(p.partition, p.offset);
+            wrote = true;
+        }
+        if wrote {
+            out.flush().map_err(|e| io_err("cannot write", &path, e))?;
+            if self.cfg.fsync {
+                out.get_ref().sync_data().map_err(|e| io_err("cannot sync", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed write: cut the file back to its length before the batch
+    /// (a write that failed half way, disk full or an I/O error, must not leave
+    /// part of the batch, or a torn line, in the middle of the file once later
+    /// writes succeed) and forget what the batch recorded as written.
+    fn undo(&mut self, size: u64, written: HashMap<u32, u64>) {
+        self.size = size;
+        self.written = written;
+        let Some(out) = self.out.take() else { return };
+        // Without flushing what is still buffered: that is the failed batch.
+        let (file, _) = out.into_parts();
+        match file.set_len(size) {
+            Ok(()) => self.out = Some(std::io::BufWriter::with_capacity(256 << 10, file)),
+            Err(e) => {
+                tracing::warn!(path = %self.cfg.path.display(), error = %e, "Cannot cut the file back after a failed write; re-reading it before the next one");
+                self.needs_resync = true;
+            }
+        }
     }
 
     /// Every worker's files (active and rotated) for a `{worker}` path.
@@ -157,16 +225,6 @@ impl FileSink {
 
 const WORKER: &str = "{worker}";
 
-/// This process's worker name: `FEDISTREAM_WORKER` (the `--worker` flag), else the host name.
-pub fn worker_name() -> String {
-    std::env::var("FEDISTREAM_WORKER")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "worker".into())
-        .replace(['/', '\\'], "_")
-}
-
 fn split_path(p: &Path) -> (PathBuf, String, String) {
     let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("events").to_string();
@@ -232,22 +290,19 @@ fn scan_positions(path: &Path, into: &mut HashMap<u32, u64>) -> std::io::Result<
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn open(&mut self, _ctx: &SinkContext) -> Result<(), SinkError> {
+    async fn open(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
+        if let Some(t) = &self.template {
+            let worker = ctx.worker.replace(['/', '\\'], "_");
+            self.cfg.path = PathBuf::from(t.to_string_lossy().replace(WORKER, &worker));
+        }
         if let Some(dir) = self.cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create directory", dir, e))?;
         }
-        truncate_torn_tail(&self.cfg.path).map_err(|e| io_err("cannot repair", &self.cfg.path, e))?;
-        self.written.clear();
-        let mut files = self.rotated_files();
-        files.push(self.cfg.path.clone());
-        // The active file and the newest rotated one hold the latest positions.
-        for f in files.iter().rev().take(2) {
-            scan_positions(f, &mut self.written).map_err(|e| io_err("cannot read", f, e))?;
-        }
+        self.resync()?;
         if !self.written.is_empty() {
             tracing::info!(resume_after = ?self.written, "File channel resumes after the last event in its output");
         }
-        self.open_active()
+        Ok(())
     }
 
     async fn partitions_assigned(&mut self, partitions: &[u32]) -> Result<(), SinkError> {
@@ -268,34 +323,22 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
+        if self.needs_resync {
+            self.resync()?;
+        }
         if self.out.is_none() {
             self.open_active()?;
         }
         if self.needs_rotation() {
             self.rotate()?;
         }
-        let path = self.cfg.path.clone();
-        let out = self.out.as_mut().ok_or_else(|| SinkError::new(ErrorKind::Internal, "file not open"))?;
-        let mut wrote = false;
-        for rec in batch {
-            let p = rec.position;
-            if self.written.get(&p.partition).is_some_and(|&w| p.offset <= w) {
-                continue; // already in the file (redelivery after a crash)
-            }
-            let n = rec.write_json_line(out).map_err(|e| io_err("cannot write", &path, e))?;
-            out.write_all(b"\n").map_err(|e| io_err("cannot write", &path, e))?;
-            self.size += n as u64 + 1;
-            self.written.insert(p.partition, p.offset);
-            wrote = true;
+        let (size, written) = (self.size, self.written.clone());
+        if let Err(e) = self.write_lines(batch) {
+            self.undo(size, written);
+            return Err(e);
         }
-        if wrote {
-            out.flush().map_err(|e| io_err("cannot write", &path, e))?;
-            if self.cfg.fsync {
-                out.get_ref().sync_data().map_err(|e| io_err("cannot sync", &path, e))?;
-            }
-        }
-        Ok(())
+        Ok(Written::done())
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {

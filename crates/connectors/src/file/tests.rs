@@ -31,7 +31,7 @@ fn offsets(path: &Path) -> Vec<u64> {
 fn ctx() -> SinkContext {
     let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
     let log = fedistream_core::sqlite::SqliteLog::open(dir.path().join("log.db"), Default::default()).unwrap();
-    SinkContext { name: "file".into(), log, status: fedistream_core::Status::new("channel", "file") }
+    SinkContext::new("file", log)
 }
 
 fn cfg(path: PathBuf) -> FileSinkConfig {
@@ -44,7 +44,7 @@ async fn lines_carry_position_and_event() {
     let path = dir.path().join("out/events.jsonl");
     let mut s = FileSink::new(cfg(path.clone()));
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(1), rec(2)]).await.unwrap();
+    done(s.write(&[rec(1), rec(2)]).await);
     s.close().await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -60,11 +60,11 @@ async fn redelivery_after_restart_is_skipped() {
     let path = dir.path().join("events.jsonl");
     let mut s = FileSink::new(cfg(path.clone()));
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(1), rec(2), rec(3)]).await.unwrap();
+    done(s.write(&[rec(1), rec(2), rec(3)]).await);
     drop(s); // as if the process died before committing offsets
     let mut s = FileSink::new(cfg(path.clone()));
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(2), rec(3), rec(4)]).await.unwrap();
+    done(s.write(&[rec(2), rec(3), rec(4)]).await);
     s.close().await.unwrap();
     assert_eq!(offsets(&path), vec![1, 2, 3, 4]);
 }
@@ -75,7 +75,7 @@ async fn torn_last_line_is_cut_and_rewritten() {
     let path = dir.path().join("events.jsonl");
     let mut s = FileSink::new(cfg(path.clone()));
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(1), rec(2)]).await.unwrap();
+    done(s.write(&[rec(1), rec(2)]).await);
     drop(s);
     // A crash in the middle of writing event 3.
     let torn = rec(3).to_json_line();
@@ -84,7 +84,7 @@ async fn torn_last_line_is_cut_and_rewritten() {
     drop(f);
     let mut s = FileSink::new(cfg(path.clone()));
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(3)]).await.unwrap();
+    done(s.write(&[rec(3)]).await);
     s.close().await.unwrap();
     assert_eq!(offsets(&path), vec![1, 2, 3]);
 }
@@ -97,16 +97,16 @@ async fn rotates_by_size_and_resumes_across_rotation() {
     c.rotate_bytes = 1; // every batch goes to a fresh file
     let mut s = FileSink::new(c.clone());
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(1)]).await.unwrap();
-    s.write(&[rec(2)]).await.unwrap();
-    s.write(&[rec(3)]).await.unwrap();
+    done(s.write(&[rec(1)]).await);
+    done(s.write(&[rec(2)]).await);
+    done(s.write(&[rec(3)]).await);
     drop(s);
     let rotated: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).collect();
     assert_eq!(rotated.len(), 3, "active file plus two rotated files");
     // Restart right after a rotation: the active file holds only event 3.
     let mut s = FileSink::new(c);
     s.open(&ctx()).await.unwrap();
-    s.write(&[rec(2), rec(3)]).await.unwrap();
+    done(s.write(&[rec(2), rec(3)]).await);
     s.close().await.unwrap();
     let mut all: Vec<u64> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -115,4 +115,9 @@ async fn rotates_by_size_and_resumes_across_rotation() {
         .collect();
     all.sort();
     assert_eq!(all, vec![1, 2, 3]);
+}
+
+/// The file channel delivers synchronously.
+fn done(w: Result<fedistream_core::Written, fedistream_core::SinkError>) {
+    assert!(matches!(w, Ok(fedistream_core::Written::Done(_))), "{w:?}");
 }

@@ -48,7 +48,6 @@ impl SinkContext {
 
 /// What [`Sink::write`] did with a batch.
 #[derive(Debug)]
-#[must_use]
 pub enum Written {
     /// Every record of the batch is delivered (durable at the destination). The
     /// state (for example the republish map's new entries) is committed with

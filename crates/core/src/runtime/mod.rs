@@ -349,6 +349,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
                     let r = src.run(ctx.clone()).await;
                     let r = match r {
                         Ok(()) => {
+                            info!("Source finished");
                             status.set_state("finished", None);
                             Ok(())
                         }

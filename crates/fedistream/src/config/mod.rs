@@ -32,11 +32,55 @@ pub struct Config {
     pub connections: Connections,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Processors: each reads the `events` topic as its own consumer group and
+    /// writes a topic named after it (routes take it with `from = ["NAME"]`).
+    #[serde(default)]
+    pub processors: BTreeMap<String, ProcessorConfig>,
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
-    /// Which sources feed which channels. None: every source to every channel.
+    /// Which sources (or processors) feed which channels. None: every source to every channel.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+impl Config {
+    /// The topic channel `name` reads: `events` unless its routes come from a
+    /// processor (validation makes sure a channel reads one topic).
+    pub fn channel_topic(&self, name: &str) -> String {
+        self.routes
+            .iter()
+            .filter(|r| r.to.iter().any(|t| t == name))
+            .flat_map(|r| r.from.iter())
+            .find_map(|f| self.processors.contains_key(f).then(|| f.clone()))
+            .unwrap_or_else(|| fedistream_core::log::EVENTS.to_string())
+    }
+}
+
+/// A processor of the pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProcessorConfig {
+    /// Counts records in windows of log offsets, emitted from a timer: the
+    /// runtime's own tests use it (kill -9 equivalence). Built only with the
+    /// `test-util` feature.
+    #[cfg(feature = "test-util")]
+    TestCount(TestCountConfig),
+}
+
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCountConfig {
+    /// Offsets per window.
+    pub window: u64,
+    /// How often the timer emits completed windows.
+    #[serde(default = "default_test_tick", with = "fedistream_core::units::duration")]
+    pub tick: Duration,
+}
+
+#[cfg(feature = "test-util")]
+fn default_test_tick() -> Duration {
+    Duration::from_millis(200)
 }
 
 /// Which log holds the events and state.
@@ -72,6 +116,14 @@ pub struct LogConfig {
     /// Where dead-letter files go (default: `dead-letter/` next to the log).
     #[serde(default)]
     pub dead_letter_dir: Option<PathBuf>,
+    /// Bounded state: dedup-index and id-index entries not written for this
+    /// long are removed. Must outlast how far back sources re-read posts.
+    #[serde(default = "default_state_horizon", with = "fedistream_core::units::duration")]
+    pub state_horizon: Duration,
+}
+
+fn default_state_horizon() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 
 fn default_log_path() -> PathBuf {
@@ -80,7 +132,16 @@ fn default_log_path() -> PathBuf {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { backend: LogBackend::Sqlite, kafka: None, path: default_log_path(), durability: Durability::default(), max_age: None, max_size: None, dead_letter_dir: None }
+        LogConfig {
+            backend: LogBackend::Sqlite,
+            kafka: None,
+            path: default_log_path(),
+            durability: Durability::default(),
+            max_age: None,
+            max_size: None,
+            dead_letter_dir: None,
+            state_horizon: default_state_horizon(),
+        }
     }
 }
 
@@ -142,7 +203,7 @@ impl ChannelConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Source names; empty = every source.
+    /// Source names, or one processor's name (its output); empty = every source.
     #[serde(default)]
     pub from: Vec<String>,
     /// Channel names.

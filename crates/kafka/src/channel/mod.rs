@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fedistream_core::{ErrorKind, Event, EventKind, LogRecord, Sink, SinkContext, SinkError};
+use fedistream_core::{ErrorKind, Event, EventKind, LogRecord, Sink, SinkContext, SinkError, Written};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -343,7 +343,7 @@ impl Sink for KafkaChannel {
         Ok(())
     }
 
-    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
         if self.producer.is_none() {
             // After a fatal producer error; the topic was checked at open.
             self.producer = Some(self.create_producer()?);
@@ -405,7 +405,7 @@ impl Sink for KafkaChannel {
         match (first_failure, refused) {
             (Some(e), _) => Err(e),
             (None, Some((_, e))) => Err(e),
-            (None, None) => Ok(()),
+            (None, None) => Ok(Written::done()),
         }
     }
 

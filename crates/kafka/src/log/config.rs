@@ -94,7 +94,11 @@ impl KafkaLogConfig {
         format!("fedistream.{}", self.pipeline)
     }
     pub fn events_topic(&self) -> String {
-        format!("{}.events", self.prefix())
+        self.topic(fedistream_core::log::EVENTS)
+    }
+    /// The Kafka topic of a log topic (`events`, `stats`, …): `fedistream.<pipeline>.<topic>`.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.prefix())
     }
     pub fn state_topic(&self) -> String {
         format!("{}.state", self.prefix())

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fedistream_core::error::LogError;
 use fedistream_core::event::{LogRecord, Position};
-use fedistream_core::log::{Consumer, StatePut};
+use fedistream_core::log::{Commit, Consumer, OutputRecord, StatePut};
 use futures::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
@@ -73,18 +73,22 @@ pub struct KafkaConsumer {
     catching_up: bool,
     /// Owned partitions not yet reported through `take_assignment`.
     assignment: Option<Vec<u32>>,
-    /// For commits that carry state (made on first need).
+    /// For commits that carry state or outputs (made on first need).
     txn: Option<super::txn::TxnProducer>,
+    /// Output topics known to exist.
+    created: Arc<tokio::sync::Mutex<HashSet<String>>>,
 }
 
 impl KafkaConsumer {
     pub(crate) async fn new(
         cfg: &KafkaLogConfig,
+        topic: &str,
         group: &str,
         state: Arc<StateTable>,
         meta: Arc<BaseConsumer>,
+        created: Arc<tokio::sync::Mutex<HashSet<String>>>,
     ) -> Result<KafkaConsumer, LogError> {
-        let topic = cfg.events_topic();
+        let topic = cfg.topic(topic);
         let consumer: StreamConsumer<GroupContext> = client_config(cfg)?
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -96,7 +100,7 @@ impl KafkaConsumer {
             .set("partition.assignment.strategy", "range,roundrobin")
             .create_with_context(GroupContext::default())
             .map_err(|e| unavailable("cannot create a Kafka consumer", &cfg.brokers, e))?;
-        consumer.subscribe(&[&topic]).map_err(|e| unavailable("cannot subscribe to the events topic", &cfg.brokers, e))?;
+        consumer.subscribe(&[&topic]).map_err(|e| unavailable(&format!("cannot subscribe to {topic}"), &cfg.brokers, e))?;
         Ok(KafkaConsumer {
             cfg: cfg.clone(),
             group: group.to_string(),
@@ -111,6 +115,7 @@ impl KafkaConsumer {
             last_warn: None,
             catching_up: false,
             txn: None,
+            created,
         })
     }
 
@@ -169,13 +174,24 @@ impl KafkaConsumer {
         }
     }
 
-    async fn commit_with_state(&mut self, tpl: TopicPartitionList, state: Vec<StatePut>) -> Result<(), LogError> {
+    async fn commit_with_state(
+        &mut self,
+        tpl: TopicPartitionList,
+        state: Vec<StatePut>,
+        outputs: Vec<OutputRecord>,
+    ) -> Result<(), LogError> {
+        for t in outputs.iter().map(|o| o.topic.as_str()).collect::<HashSet<_>>() {
+            if t == fedistream_core::log::EVENTS {
+                return Err(LogError::Unsupported("post events are appended by sources only".into()));
+            }
+            super::ensure_log_topic(&self.cfg, &self.created, t).await?;
+        }
         if self.txn.is_none() {
             let p = transactional_producer(&self.cfg, "channel", self.cfg.connect_timeout).await?;
             self.txn = Some(super::txn::TxnProducer::new(p));
         }
         let mut txn = self.txn.take().expect("set above");
-        let r = self.commit_with_state_on(&mut txn, tpl, state).await;
+        let r = self.commit_with_state_on(&mut txn, tpl, state, outputs).await;
         self.txn = Some(txn);
         r
     }
@@ -185,13 +201,25 @@ impl KafkaConsumer {
         txn: &mut super::txn::TxnProducer,
         tpl: TopicPartitionList,
         state: Vec<StatePut>,
+        outputs: Vec<OutputRecord>,
     ) -> Result<(), LogError> {
         let producer = txn.producer.clone();
+        let topics: HashMap<String, String> =
+            outputs.iter().map(|o| (o.topic.clone(), self.cfg.topic(&o.topic))).collect();
         let state_topic = self.cfg.state_topic();
         let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let r: Result<(), TxnFailure> = async {
                 txn.begin().await?;
+                let now = chrono::Utc::now().timestamp_millis();
+                let mut deliveries = Vec::with_capacity(outputs.len());
+                for o in &outputs {
+                    let rec = rdkafka::producer::FutureRecord::to(&topics[&o.topic])
+                        .key(o.key.as_str())
+                        .payload(o.payload.as_bytes())
+                        .timestamp(now);
+                    deliveries.push(super::send_with_room(&producer, rec).await.map_err(|e| super::classify_txn(&e))?);
+                }
                 let sent = send_state(&producer, &state_topic, &state).await?;
                 let meta = self
                     .consumer
@@ -199,6 +227,7 @@ impl KafkaConsumer {
                     .ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
                 txn.send_offsets(tpl.clone(), std::sync::Arc::new(meta)).await?;
                 txn.commit().await?;
+                drop(deliveries);
                 sent.applied_to(&self.state, &state).await
             }
             .await;
@@ -330,18 +359,32 @@ impl Consumer for KafkaConsumer {
         Ok(out)
     }
 
-    async fn commit(&mut self, upto: &[Position], state: Vec<StatePut>) -> Result<(), LogError> {
-        let tpl = self.commit_offsets_for(upto);
+    async fn commit_with(&mut self, commit: Commit) -> Result<(), LogError> {
+        let Commit { upto, state, outputs } = commit;
+        let mut tpl = self.commit_offsets_for(&upto);
         for e in tpl.elements() {
             if let rdkafka::Offset::Offset(o) = e.offset() {
                 self.committed.insert(e.partition(), o);
             }
         }
-        if state.is_empty() {
-            self.commit_offsets(tpl).await
-        } else {
-            self.commit_with_state(tpl, state).await
+        if state.is_empty() && outputs.is_empty() {
+            if tpl.count() == 0 {
+                return Ok(());
+            }
+            return self.commit_offsets(tpl).await;
         }
+        if tpl.count() == 0 {
+            // Outputs of a timer: prove ownership with the offsets already
+            // committed for the partitions this member owns, so a member that
+            // lost them cannot publish.
+            let owned = self.consumer.context().assigned.lock().unwrap().clone();
+            for (p, o) in &self.committed {
+                if owned.contains(p) {
+                    let _ = tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(*o));
+                }
+            }
+        }
+        self.commit_with_state(tpl, state, outputs).await
     }
 
     fn take_assignment(&mut self) -> Option<Vec<u32>> {

@@ -186,8 +186,8 @@ impl Log for FencedLog {
         self.log.state_put(puts).await
     }
 
-    async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {
-        self.log.consumer(group).await
+    async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError> {
+        self.log.consumer(topic, group).await
     }
 
     async fn info(&self) -> Result<LogInfo, LogError> {

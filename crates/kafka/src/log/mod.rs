@@ -52,6 +52,8 @@ use txn::TxnProducer;
 /// The Kafka-backed log. Cheap to share (`Arc`).
 pub struct KafkaLog {
     cfg: KafkaLogConfig,
+    /// Log topics besides `events` known to exist (created on first use).
+    created: Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
     events_topic: String,
     state: Arc<StateTable>,
     /// The writer task's queue (see [`Writer`]).
@@ -139,11 +141,25 @@ impl KafkaLog {
         let state = StateTable::start(&cfg, &base, state_parts, meta.clone())?;
         state.catch_up(timeout.max(Duration::from_secs(30))).await?;
         info!(brokers = %cfg.brokers, pipeline = %cfg.pipeline, keys = state.len(), "Kafka log open");
-        Ok(Arc::new(KafkaLog { events_topic: cfg.events_topic(), cfg, state, writer: OnceCell::new(), meta, timeout }))
+        Ok(Arc::new(KafkaLog {
+            events_topic: cfg.events_topic(),
+            created: Default::default(),
+            cfg,
+            state,
+            writer: OnceCell::new(),
+            meta,
+            timeout,
+        }))
     }
 
     pub fn config(&self) -> &KafkaLogConfig {
         &self.cfg
+    }
+
+    /// Create the Kafka topic of log topic `topic` (partitioned like `events`)
+    /// if this process has not seen it yet.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), LogError> {
+        ensure_log_topic(&self.cfg, &self.created, topic).await
     }
 
     /// Wait until this process's own writes in flight have finished and it has
@@ -504,6 +520,48 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
     Ok(())
 }
 
+/// Create the Kafka topic of log topic `topic` once per process (processor
+/// outputs such as `stats`), with the events topic's partitions and retention.
+pub(crate) async fn ensure_log_topic(
+    cfg: &KafkaLogConfig,
+    created: &tokio::sync::Mutex<std::collections::HashSet<String>>,
+    topic: &str,
+) -> Result<(), LogError> {
+    let mut known = created.lock().await;
+    if known.contains(topic) {
+        return Ok(());
+    }
+    let base = client_config(cfg)?;
+    let admin: AdminClient<DefaultClientContext> =
+        base.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
+    let name = cfg.topic(topic);
+    let mut t = NewTopic::new(&name, cfg.partitions, TopicReplication::Fixed(cfg.replication as i32));
+    let retention_ms = cfg.max_age.map(|d| d.as_millis().to_string());
+    let retention_bytes = cfg.max_size.map(|b| b.to_string());
+    if let Some(ms) = &retention_ms {
+        t = t.set("retention.ms", ms);
+    }
+    if let Some(b) = &retention_bytes {
+        t = t.set("retention.bytes", b);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
+    let results = admin
+        .create_topics([&t], &opts)
+        .await
+        .map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
+    for r in results {
+        match r {
+            Ok(t) => info!(topic = %t, "Created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") })
+            }
+        }
+    }
+    known.insert(topic.to_string());
+    Ok(())
+}
+
 pub(crate) async fn partitions_of(meta: &Arc<BaseConsumer>, topic: &str, timeout: Duration) -> Result<Vec<i32>, LogError> {
     let m = meta.clone();
     let t = topic.to_string();
@@ -579,8 +637,14 @@ impl Log for KafkaLog {
         self.append(AppendBatch { events: vec![], state: puts }).await.map(|_| ())
     }
 
-    async fn consumer(&self, group: &str) -> Result<Box<dyn Consumer>, LogError> {
-        let c = KafkaConsumer::new(&self.cfg, group, self.state.clone(), self.meta.clone()).await?;
+    async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError> {
+        if !fedistream_core::log::valid_topic_name(topic) {
+            return Err(LogError::Unsupported(format!("`{topic}` is not a valid topic name")));
+        }
+        if topic != fedistream_core::log::EVENTS {
+            self.ensure_topic(topic).await?;
+        }
+        let c = KafkaConsumer::new(&self.cfg, topic, group, self.state.clone(), self.meta.clone(), self.created.clone()).await?;
         Ok(Box::new(c))
     }
 
@@ -592,7 +656,8 @@ impl Log for KafkaLog {
         head.sort();
         let events = marks.values().map(|(lo, hi)| (hi - lo).max(0) as u64).sum();
         let groups = self.groups(&parts, &marks).await?;
-        Ok(LogInfo { backend: "kafka", location: format!("{} ({})", self.cfg.brokers, self.events_topic), events, head, groups })
+        let topics = vec![fedistream_core::log::TopicInfo { name: fedistream_core::log::EVENTS.into(), records: events, head: head.clone() }];
+        Ok(LogInfo { backend: "kafka", location: format!("{} ({})", self.cfg.brokers, self.events_topic), events, head, topics, groups })
     }
 
     async fn enforce_retention(&self) -> Result<u64, LogError> {
@@ -624,7 +689,7 @@ impl KafkaLog {
                 pos.push(Position { partition: *p as u32, offset: c as u64 });
             }
             pos.sort();
-            out.push(GroupInfo { group: g, committed: pos, lag });
+            out.push(GroupInfo { group: g, topic: fedistream_core::log::EVENTS.into(), committed: pos, lag });
         }
         out.sort_by(|a, b| a.group.cmp(&b.group));
         Ok(out)

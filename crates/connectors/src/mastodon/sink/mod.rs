@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fedistream_core::log::StatePut;
-use fedistream_core::{ErrorKind, Log, LogRecord, Sink, SinkContext, SinkError, Status};
+use fedistream_core::{ErrorKind, Log, LogRecord, Sink, SinkContext, SinkError, Status, Written};
 use fedistream_process::CompiledFilter;
 use serde::{Deserialize, Serialize};
 
@@ -233,7 +233,7 @@ impl Sink for MastodonSink {
         Ok(())
     }
 
-    async fn write(&mut self, batch: &[LogRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
         if self.opened.is_none() {
             return Err(SinkError::new(ErrorKind::Internal, "mastodon channel written before open"));
         }
@@ -246,7 +246,7 @@ impl Sink for MastodonSink {
                 return Err(f.into_sink_error(i));
             }
         }
-        Ok(())
+        Ok(Written::done())
     }
 }
 
