@@ -125,6 +125,58 @@ impl Sink for RecordingSink {
     }
 }
 
+/// A sink that buffers what it is given and makes it durable only when told
+/// (an archive waiting for its upload): it answers [`Written::Pending`] and
+/// acknowledges through the runtime's [`crate::component::Acker`] in
+/// [`DeferredSink::ack_all`] and on `flush` (drain).
+#[derive(Clone, Default)]
+pub struct DeferredSink {
+    /// Everything written since the last open (durable or not).
+    pub received: Arc<Mutex<Vec<LogRecord>>>,
+    /// What was acknowledged as durable, over every open.
+    pub durable: Arc<Mutex<Vec<LogRecord>>>,
+    acks: Arc<Mutex<Option<crate::component::Acker>>>,
+}
+
+impl DeferredSink {
+    /// Make everything received so far durable and acknowledge it.
+    pub fn ack_all(&self) {
+        let received = std::mem::take(&mut *self.received.lock().unwrap());
+        let upto: Vec<Position> = crate::runtime::max_positions(received.iter().map(|r| r.position))
+            .into_iter()
+            .map(|(partition, offset)| Position { partition, offset })
+            .collect();
+        if upto.is_empty() {
+            return;
+        }
+        self.durable.lock().unwrap().extend(received);
+        if let Some(a) = self.acks.lock().unwrap().as_ref() {
+            a.durable(upto, vec![]);
+        }
+    }
+    pub fn durable_keys(&self) -> Vec<String> {
+        self.durable.lock().unwrap().iter().map(|r| r.event().unwrap().key.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl Sink for DeferredSink {
+    async fn open(&mut self, ctx: &crate::component::SinkContext) -> Result<(), SinkError> {
+        // What was buffered and never acknowledged is gone: the runtime delivers it again.
+        self.received.lock().unwrap().clear();
+        *self.acks.lock().unwrap() = Some(ctx.acks.clone());
+        Ok(())
+    }
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
+        self.received.lock().unwrap().extend(batch.iter().cloned());
+        Ok(Written::Pending)
+    }
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.ack_all();
+        Ok(())
+    }
+}
+
 /// The conformance suite for [`Log`] backends. `open` must return a fresh, empty
 /// log each call with `reopen` giving the same storage again (for durability).
 pub mod conformance {

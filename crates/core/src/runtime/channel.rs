@@ -170,15 +170,22 @@ async fn run_channel(
             return drain(ch, status, &mut consumer, &mut ledger, &mut ack_rx, &mut backoff, halt).await.map_err(fail);
         }
         let draining = halt.draining();
+        // Once the input can no longer grow, lingering for more is pointless.
         let wait = match linger_until {
+            _ if draining => Duration::ZERO,
             Some(d) => d.saturating_duration_since(Instant::now()),
-            None if draining => Duration::ZERO,
             None => Duration::from_millis(250),
         };
         let room = ch.batch.max_records - buffer.len();
+        let stop = halt.stop.clone();
         tokio::select! {
             biased;
-            _ = halt.stop.cancelled() => return Ok(stopped(status)),
+            _ = stop.cancelled() => return Ok(stopped(status)),
+            r = halt.draining.changed(), if !draining => {
+                if r.is_err() {
+                    halt.closed = true;
+                }
+            }
             Some(msg) = ack_rx.recv() => {
                 if !on_ack(&DeadLetterTo::of(ch), status, &mut ledger, msg, &mut backoff, halt).await {
                     return Ok(stopped(status));
@@ -210,7 +217,7 @@ async fn run_channel(
                     }
                 }
                 if recs.is_empty() {
-                    if draining && linger_until.is_none_or(|d| Instant::now() >= d) {
+                    if draining {
                         input_done = true;
                     }
                     continue;

@@ -557,3 +557,6 @@ pub fn max_positions(positions: impl IntoIterator<Item = Position>) -> HashMap<u
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fault_tests;
