@@ -130,8 +130,13 @@ async fn ingest_ends_with_its_sources_and_deliver_until_caught_up_exits_at_zero_
         || d.stderr(),
     )
     .await;
-    wait_for_within("the group to show no lag", RUN, || (group_lag(&status(dir.path(), &cfg), "out") == Some(0)).then_some(()), || d.stderr())
-        .await;
+    wait_for_within(
+        "the group to show no lag",
+        RUN,
+        || (group_lag(&status(dir.path(), &cfg), "out") == Some(0)).then_some(()),
+        || d.stderr(),
+    )
+    .await;
     d.assert_running();
     d.sigterm();
     assert!(d.wait_exit(DEADLINE).await.success(), "{}", d.stderr());
@@ -145,10 +150,9 @@ async fn ingest_ends_with_its_sources_and_deliver_until_caught_up_exits_at_zero_
     let cfg_more = write_file(
         dir.path(),
         "more.toml",
-        &std::fs::read_to_string(&cfg).unwrap().replace(
-            &toml_path(&repo_root().join("examples/data/sample-posts.jsonl")),
-            &toml_path(&more),
-        ),
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(&toml_path(&repo_root().join("examples/data/sample-posts.jsonl")), &toml_path(&more)),
     );
     let ingest = run(dir.path(), "ingest-more", &cfg_more, &["--role", "ingest", "--worker", "i"]);
     assert!(ingest.wait_exit(RUN).await.success(), "{}", ingest.stderr());

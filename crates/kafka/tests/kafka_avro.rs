@@ -247,7 +247,7 @@ async fn registry_failures_are_retried_within_the_timeout() {
 
     // Failing for longer than the timeout: a transient error at open.
     gate.fail_next(usize::MAX);
-    let cfg = KafkaChannelConfig { timeout: Duration::from_secs(1), ..avro_config(&format!("{topic}"), gate.url()) };
+    let cfg = KafkaChannelConfig { timeout: Duration::from_secs(1), ..avro_config(&topic, gate.url()) };
     let mut ch = KafkaChannel::new(cfg).unwrap();
     // (A fresh client: the first one cached the id.)
     let e = ch.open(&ctx("retry")).await.unwrap_err();
