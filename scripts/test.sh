@@ -2,13 +2,17 @@
 # The whole test suite: every crate, every feature. Starts what the tests need:
 # a real Kafka broker on 127.0.0.1:9092 (scripts/kafka up; left running, stop
 # it with scripts/kafka down; the topics earlier runs left are deleted first,
-# as hundreds of partitions slow a single broker down) and a Python
-# environment with confluent-kafka and fastavro (scripts/python-deps). The fake
-# Mastodon server and the schema registry stand-in run inside the tests.
+# as hundreds of partitions slow a single broker down), a real schema registry
+# on 127.0.0.1:8081 (scripts/registry up: Apicurio Registry, built from Maven
+# Central once, about 30-40 s; left running, scripts/registry down stops it) and
+# a Python environment with confluent-kafka[avro] (scripts/python-deps). The
+# fake Mastodon server runs inside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/kafka up
 scripts/kafka clean-tests
+scripts/registry up
 export FEDISTREAM_PYTHON="${FEDISTREAM_PYTHON:-$(scripts/python-deps)}"
 export FEDISTREAM_KAFKA_BROKERS="${FEDISTREAM_KAFKA_BROKERS:-127.0.0.1:9092}"
+export FEDISTREAM_SCHEMA_REGISTRY="${FEDISTREAM_SCHEMA_REGISTRY:-$(scripts/registry url)}"
 exec cargo test --workspace --all-features "$@"

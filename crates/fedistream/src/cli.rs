@@ -85,9 +85,16 @@ pub struct RunArgs {
     pub no_progress: bool,
     /// What this process does on a Kafka log: `ingest` (sources), `deliver`
     /// (channels) or `all`. Run as many of each as you like, on any machines.
-    /// The embedded SQLite log runs everything in one process (`all`).
+    /// The embedded SQLite log runs everything in one process (`all`). With
+    /// only finite sources (replays), `all` ends once everything is delivered
+    /// and `ingest` once its sources finish; `deliver` runs until signalled.
     #[arg(long, value_enum, env = "FEDISTREAM_ROLE", default_value = "all")]
     pub role: crate::roles::Role,
+    /// With `--role deliver`: exit once every channel has delivered everything
+    /// in the log (its consumer group's lag is 0) instead of running until
+    /// signalled.
+    #[arg(long)]
+    pub until_caught_up: bool,
     /// This process's name among several of the same pipeline (replaces
     /// `{worker}` in file channel paths). Default: the host name.
     #[arg(long, env = "FEDISTREAM_WORKER")]
@@ -197,6 +204,12 @@ pub fn spawn_signal_handler(token: CancellationToken) {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    if a.until_caught_up && a.role != crate::roles::Role::Deliver {
+        eprintln!(
+            "fedistream: --until-caught-up goes with --role deliver (`all` and `ingest` end by themselves when every source is finite)"
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     let Some(cfg) = load_valid(&a.config) else {
         return Ok(ExitCode::from(EXIT_INVALID));
     };
@@ -232,7 +245,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         crate::pipeline::OpenLog::Kafka(log) => {
             tracing::info!(config = %a.config.display(), role = a.role.as_str(), brokers = %log.config().brokers,
                 pipeline = %log.config().pipeline, "fedistream running on Kafka");
-            crate::roles::run_kafka(&cfg, log, a.role, options, token).await?
+            crate::roles::run_kafka(&cfg, log, a.role, a.until_caught_up, options, token).await?
         }
     };
     print_summary(&summary);

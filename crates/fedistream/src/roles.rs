@@ -6,6 +6,12 @@
 //! they hold whenever the group changes. Their appends are fenced by the
 //! assignment they were made under, so a process that lost its slots while
 //! paused cannot store posts another process now fetches.
+//!
+//! When every source is finite (replays), runs end as on the embedded log:
+//! `ingest` once the sources of its slots have finished, `all` once they have
+//! and every channel's group has committed everything in the log. `deliver`
+//! runs until signalled (it cannot know that nobody appends any more), or,
+//! with `--until-caught-up`, until every channel's group has no lag.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +24,7 @@ use fedistream_core::runtime::{self, Pipeline, RunSummary, RuntimeOptions};
 use fedistream_kafka::assign::Membership;
 use fedistream_kafka::log::KafkaLog;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 
@@ -42,36 +48,107 @@ impl Role {
     }
 }
 
-/// Run `role` on the Kafka log until `shutdown`. Kafka-mode processes are
-/// services: they run until signalled, even when their sources are finite.
+/// Run `role` on the Kafka log until `shutdown`, or until a finite run is done
+/// (see the module docs). `until_caught_up` (role `deliver`): stop once every
+/// channel's group has no lag.
 pub async fn run_kafka(
     cfg: &Config,
     log: Arc<KafkaLog>,
     role: Role,
+    until_caught_up: bool,
     options: RuntimeOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     // Several processes share the log: each keeps its own status documents.
     let options = RuntimeOptions { status_scope: Some(options.worker.replace(['/', '\\'], "_")), ..options };
+    // How long the channels may make no progress before a finite run stops
+    // waiting for them (the embedded log gives them the drain deadline too).
+    let stall = options.drain_deadline;
+    let deliver_stop = shutdown.child_token();
     let mut deliver = None;
     if matches!(role, Role::All | Role::Deliver) {
         let channels = crate::pipeline::channels(cfg)?;
-        let p = Pipeline { log: log.clone(), processors: vec![], sources: vec![], channels, options: options.clone(), progress: None };
-        deliver = Some(tokio::spawn(runtime::run(p, shutdown.clone())));
+        let processors = if role == Role::All { crate::pipeline::processors(cfg)? } else { vec![] };
+        let p = Pipeline { log: log.clone(), processors, sources: vec![], channels, options: options.clone(), progress: None };
+        deliver = Some(tokio::spawn(runtime::run(p, deliver_stop.clone())));
     }
     let mut summary = RunSummary::default();
+    let mut sources_done = false;
     if matches!(role, Role::All | Role::Ingest) {
-        let s = ingest(cfg, log.clone(), options, shutdown.clone()).await;
+        let finite = all_finite(cfg)?;
+        let s = ingest(cfg, log.clone(), options, shutdown.clone(), finite).await;
         if s.is_err() {
             shutdown.cancel();
         }
         merge(&mut summary, s?);
+        sources_done = finite && !shutdown.is_cancelled();
     }
     if let Some(d) = deliver {
+        if sources_done || until_caught_up {
+            let groups: Vec<String> = cfg.channels.keys().map(|c| crate::pipeline::channel_group(cfg, c)).collect();
+            match caught_up(&log, &groups, &shutdown, stall).await {
+                CaughtUp::Yes => info!(groups = ?groups, "Every channel has delivered everything in the log; stopping"),
+                CaughtUp::Stalled(lagging) => {
+                    warn!(
+                        lagging = ?lagging, stalled_for = ?stall,
+                        "Channels made no progress; stopping without them (their undelivered events go out on the next start)"
+                    );
+                    if until_caught_up {
+                        let what = lagging.iter().map(|(g, l)| format!("{g}: lag {l}")).collect::<Vec<_>>().join(", ");
+                        summary.failures.push(fedistream_core::ComponentError::new("deliver", fedistream_core::ErrorKind::Transient, format!("not caught up, no progress for {stall:?} ({what})")));
+                    }
+                }
+                CaughtUp::Shutdown => {}
+            }
+            deliver_stop.cancel();
+        }
         let s = d.await.context("the deliver task failed")?.context("the log failed")?;
         merge(&mut summary, s);
     }
     Ok(summary)
+}
+
+/// Whether every configured source is finite (a run of them ends by itself).
+fn all_finite(cfg: &Config) -> anyhow::Result<bool> {
+    let mut sources = crate::pipeline::sources(cfg, &|_| true)?;
+    Ok(!sources.is_empty() && sources.iter_mut().all(|s| s.is_finite()))
+}
+
+/// How waiting for the channels ended.
+enum CaughtUp {
+    /// Every group committed everything in the log.
+    Yes,
+    /// The groups' lags did not change for the stall time: these still lag.
+    Stalled(Vec<(String, u64)>),
+    Shutdown,
+}
+
+/// Wait until every one of `groups` has no lag: it has committed the end of
+/// every partition of the events topic (the channels step over transaction
+/// markers when idle, so an idle group reaches 0).
+async fn caught_up(log: &KafkaLog, groups: &[String], shutdown: &CancellationToken, stall: Duration) -> CaughtUp {
+    let mut last: Option<Vec<(String, u64)>> = None;
+    let mut moved = tokio::time::Instant::now();
+    loop {
+        match log.group_lags(groups).await {
+            Ok(lags) if lags.iter().all(|(_, lag)| *lag == 0) => return CaughtUp::Yes,
+            Ok(lags) if last.as_ref() != Some(&lags) => {
+                debug!(lags = ?lags, "Waiting for the channels to catch up");
+                last = Some(lags);
+                moved = tokio::time::Instant::now();
+            }
+            Ok(_) => {}
+            // The log's own operations wait for the cluster; this only counts as no progress.
+            Err(e) => warn!(error = %e, "Cannot read the channels' lag; retrying"),
+        }
+        if moved.elapsed() >= stall {
+            return CaughtUp::Stalled(last.unwrap_or_else(|| groups.iter().map(|g| (g.clone(), u64::MAX)).collect()));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return CaughtUp::Shutdown,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 fn merge(into: &mut RunSummary, s: RunSummary) {
@@ -88,7 +165,15 @@ fn merge(into: &mut RunSummary, s: RunSummary) {
 /// assignment: if the group gave the slots away meanwhile (this process was
 /// paused or cut off past the session timeout), they are aborted and the run
 /// stops; the sources restart from their checkpoints with the next assignment.
-async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
+/// `finite` (every configured source is): return once the sources of the
+/// slots this process holds have finished (at once if they hold none).
+async fn ingest(
+    cfg: &Config,
+    log: Arc<KafkaLog>,
+    options: RuntimeOptions,
+    shutdown: CancellationToken,
+    finite: bool,
+) -> anyhow::Result<RunSummary> {
     let membership = Membership::join(log.config(), options.drain_deadline + Duration::from_secs(5))?;
     let mut assignment = membership.watch();
     let mut total = RunSummary::default();
@@ -109,6 +194,10 @@ async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutd
             .filter(|u| a.owns(u))
             .collect();
         info!(slots = ?a.slots, following = ?following, "Ingest: following {} of the configured units", following.len());
+        if finite && a.assigned && following.is_empty() {
+            info!(slots = ?a.slots, "Ingest: no source in this process's slots; its part of the finite run is done");
+            break;
+        }
         let run_log: Arc<dyn Log> = match &a.fence {
             Some(f) => log.fenced(f.clone()),
             None => log.clone(),
@@ -157,6 +246,10 @@ async fn ingest(cfg: &Config, log: Arc<KafkaLog>, options: RuntimeOptions, shutd
             );
         }
         if matches!(stop, Stop::Shutdown) || shutdown.is_cancelled() {
+            break;
+        }
+        if finite && matches!(stop, Stop::Finished) && fenced.is_none() {
+            // Every source of these slots finished and its appends are stored.
             break;
         }
         if !matches!(stop, Stop::Changed) {

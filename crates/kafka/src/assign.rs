@@ -42,6 +42,10 @@ pub struct Assignment {
     pub generation: u64,
     pub slots: BTreeSet<i32>,
     pub total: i32,
+    /// The group has answered: these are the slots it gives this member (an
+    /// empty set included). False before the first assignment and between a
+    /// revoke and the assignment that follows it.
+    pub assigned: bool,
     /// The proof of this assignment for appends ([`crate::log::KafkaLog::fenced`]);
     /// made when the group assigns slots, `None` while none are held.
     pub fence: Option<Fence>,
@@ -81,6 +85,7 @@ impl ConsumerContext for MemberContext {
                     a.slots.remove(&e.partition());
                 }
                 a.generation += 1;
+                a.assigned = false;
                 generation = a.generation;
                 // Work still running keeps its fence: the group's generation
                 // only moves on once this revoke has returned.
@@ -123,6 +128,7 @@ impl ConsumerContext for MemberContext {
                 self.tx.send_modify(|a| {
                     a.slots = slots;
                     a.generation += 1;
+                    a.assigned = true;
                     a.fence = match metadata {
                         Some(m) if !a.slots.is_empty() => Some(Fence::new(
                             m,
@@ -204,7 +210,7 @@ impl Membership {
     /// Join the ingest group. `release_timeout` bounds how long a revoke waits for
     /// [`Membership::released`].
     pub fn join(cfg: &KafkaLogConfig, release_timeout: Duration) -> Result<Membership, LogError> {
-        let (tx, rx) = watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots, fence: None });
+        let (tx, rx) = watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots, assigned: false, fence: None });
         let (release_tx, release_rx) = mpsc::channel();
         let ctx = MemberContext {
             tx,
@@ -286,7 +292,7 @@ mod tests {
             per_slot[s as usize] += 1;
         }
         assert!(per_slot.iter().all(|n| (40..=130).contains(n)), "roughly even: {per_slot:?}");
-        let a = Assignment { generation: 1, slots: [slot_of(&units[0], total)].into(), total, fence: None };
+        let a = Assignment { generation: 1, slots: [slot_of(&units[0], total)].into(), total, assigned: true, fence: None };
         assert!(a.owns(&units[0]));
     }
 }

@@ -5,7 +5,9 @@
 //! * [`assign`], group-based assignment of accounts to ingest processes;
 //! * [`channel::KafkaChannel`], the `kafka` channel writing to a user's own topic
 //!   in JSON or Avro (Confluent wire format) with a schema [`registry`] client;
-//! * `testing` (feature `test-util`): a schema registry stand-in for tests.
+//! * `testing` (feature `test-util`): where the tests' broker and schema registry
+//!   are, and a gate in front of the registry that refuses credentials or fails
+//!   on demand.
 
 pub mod assign;
 pub mod channel;

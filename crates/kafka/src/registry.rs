@@ -5,7 +5,10 @@
 //! Every request sends and accepts `application/vnd.schemaregistry.v1+json`.
 //! Ids are cached per (subject, schema text) and schemas per id, so a channel
 //! that reopens does not re-register. Errors keep the HTTP status and Confluent's
-//! `error_code`/`message` and say what they mean ([`RegistryError::kind`]); they
+//! `error_code`/`message` and say what they mean ([`RegistryError::kind`]).
+//! Transient failures (5xx, 429, 408, the connection) are retried with jittered
+//! backoff for as long as the client's timeout allows, as Confluent's own
+//! clients do (a registry restarting, or whose store fails, answers 5xx). Errors
 //! name the registry by its URL, which never holds credentials (basic auth goes
 //! in a header, and URLs with a user or password are refused).
 
@@ -148,6 +151,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     auth: Option<(String, Secret)>,
     cache: Arc<Mutex<Cache>>,
+    /// Bound on one call, retries included.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -167,7 +172,7 @@ impl RegistryClient {
             .build()
             .map_err(|e| format!("cannot build the schema registry client: {e}"))?;
         let shown = base.as_str().trim_end_matches('/').to_string();
-        Ok(RegistryClient { base, shown, http, auth, cache: Arc::default() })
+        Ok(RegistryClient { base, shown, http, auth, cache: Arc::default(), timeout })
     }
 
     /// The registry's base URL, as shown in messages.
@@ -193,8 +198,35 @@ impl RegistryClient {
         rb
     }
 
-    /// Send, and return the body of a 2xx response or the classified error.
+    /// Send, retrying transient failures while the timeout allows (every
+    /// request made here is idempotent: registering a schema the subject has
+    /// returns its id), and return the body of a 2xx response or the error.
     async fn send(&self, rb: reqwest::RequestBuilder, what: &str, subject: Option<&str>) -> Result<Vec<u8>, RegistryError> {
+        let started = std::time::Instant::now();
+        let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            let attempt = rb.try_clone().map(|rb| self.send_once(rb, what, subject));
+            let result = match attempt {
+                Some(fut) => fut.await,
+                // Bodies here are in memory, so requests always clone; if not, no retry.
+                None => return self.send_once(rb, what, subject).await,
+            };
+            match result {
+                Err(e) if e.kind() == ErrorKind::Transient => {
+                    let delay = backoff.next_delay();
+                    if started.elapsed() + delay >= self.timeout {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, retry_in = ?delay, "Schema registry request failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Send once, and return the body of a 2xx response or the classified error.
+    async fn send_once(&self, rb: reqwest::RequestBuilder, what: &str, subject: Option<&str>) -> Result<Vec<u8>, RegistryError> {
         let transport = |e: reqwest::Error| RegistryError::Transport {
             registry: self.shown.clone(),
             what: what.to_string(),

@@ -166,6 +166,8 @@ pub type SourceFactory = Box<dyn FnMut() -> Box<dyn Source> + Send>;
 pub struct SourceSpec {
     pub name: String,
     make: SourceFactory,
+    /// Made ahead of the run (to ask whether it is finite); used first.
+    made: Option<Box<dyn Source>>,
     restartable: bool,
     pub dead_letter: DeadLetter,
 }
@@ -177,12 +179,22 @@ impl SourceSpec {
         let make: SourceFactory = Box::new(move || {
             once.take().unwrap_or_else(|| Box::new(Failed) as Box<dyn Source>)
         });
-        SourceSpec { name: name.into(), make, restartable: false, dead_letter }
+        SourceSpec { name: name.into(), make, made: None, restartable: false, dead_letter }
     }
 
     /// A source made by `make`, made anew and restarted after a transient failure.
     pub fn restartable(name: impl Into<String>, make: SourceFactory, dead_letter: DeadLetter) -> Self {
-        SourceSpec { name: name.into(), make, restartable: true, dead_letter }
+        SourceSpec { name: name.into(), make, made: None, restartable: true, dead_letter }
+    }
+
+    /// Whether the source's input ends (a replay), so a run can finish by itself.
+    pub fn is_finite(&mut self) -> bool {
+        let src = self.made.get_or_insert_with(|| (self.make)());
+        src.is_finite()
+    }
+
+    fn take(&mut self) -> Box<dyn Source> {
+        self.made.take().unwrap_or_else(|| (self.make)())
     }
 }
 
@@ -324,8 +336,8 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
     for mut s in p.sources {
         let status = Status::scoped("source", &s.name, scope);
         statuses.push((s.name.clone(), status.clone(), Kind::Source));
-        let first = (s.make)();
-        finite &= first.is_finite();
+        finite &= s.is_finite();
+        let first = s.take();
         let ctx = SourceContext {
             name: s.name.clone(),
             emitter: emitter.clone(),
@@ -344,7 +356,7 @@ pub async fn run(p: Pipeline, shutdown: CancellationToken) -> Result<RunSummary,
                 let mut sup = Supervisor::new(&status, &retry);
                 let mut next = Some(first);
                 loop {
-                    let src = next.take().unwrap_or_else(|| (s.make)());
+                    let src = next.take().unwrap_or_else(|| s.take());
                     status.set_state("running", None);
                     let r = src.run(ctx.clone()).await;
                     let r = match r {

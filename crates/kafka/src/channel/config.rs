@@ -62,8 +62,12 @@ impl Compression {
 pub struct KafkaChannelConfig {
     /// Bootstrap brokers, `host:port[,host:port...]`.
     pub brokers: String,
-    /// The topic to write to. It must exist (the channel never creates topics).
+    /// The topic to write to. It must exist, unless `create_topic` is given.
     pub topic: String,
+    /// Create the topic at open when it is missing (and check an existing one's
+    /// partition count). Absent: a missing topic is a configuration error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_topic: Option<CreateTopic>,
     #[serde(default)]
     pub format: Format,
     /// Base URL of a Confluent-compatible schema registry (required for `avro`).
@@ -99,6 +103,49 @@ pub struct KafkaChannelConfig {
     pub delivery_timeout: Duration,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+}
+
+/// `create_topic = { partitions = 6, replication = 3, config = { "retention.ms" = "604800000" } }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// Partitions of a topic the channel creates (absent: the brokers'
+    /// `num.partitions`). An existing topic with another count is used as it
+    /// is, with a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Replicas of each partition (absent: the brokers' `default.replication.factor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<i32>,
+    /// Topic settings (`retention.ms`, `cleanup.policy`, ...), as strings or numbers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "topic_settings")]
+    pub config: BTreeMap<String, String>,
+}
+
+/// A table of topic settings whose values may be strings, integers or booleans
+/// (`"retention.ms" = 604800000` means what `"604800000"` does).
+fn topic_settings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Int(i64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Value>::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("create_topic.config takes strings, integers or booleans, e.g. { \"retention.ms\" = \"604800000\" }")
+    })?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Text(s) => s,
+                Value::Int(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 fn default_true() -> bool {
@@ -168,6 +215,19 @@ impl KafkaChannelConfig {
         }
         if let Err(e) = check_topic_name(&self.topic) {
             p("topic", e);
+        }
+        if let Some(ct) = &self.create_topic {
+            if ct.partitions.is_some_and(|n| n < 1) {
+                p("create_topic.partitions", "must be at least 1".into());
+            }
+            if ct.replication.is_some_and(|n| !(1..=i32::from(i16::MAX)).contains(&n)) {
+                p("create_topic.replication", "must be at least 1 (and at most 32767)".into());
+            }
+            for k in ct.config.keys() {
+                if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+                    p("create_topic.config", format!("`{k}` is not a topic setting name (e.g. retention.ms, cleanup.policy)"));
+                }
+            }
         }
         match (&self.schema_registry, self.format) {
             (None, Format::Avro) => p("schema_registry", "format = \"avro\" needs a schema_registry URL".into()),
@@ -303,6 +363,33 @@ mod tests {
         assert!(text.contains("FEDISTREAM_TEST_SURELY_UNSET_VAR is not set"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
         assert_eq!(c.validate(false).len(), 2);
+    }
+
+    #[test]
+    fn create_topic_settings() {
+        let c = cfg(r#"{"brokers": "h:1", "topic": "t",
+            "create_topic": {"partitions": 6, "replication": 3, "config": {"retention.ms": 604800000, "cleanup.policy": "compact", "x.enable": true}}}"#);
+        assert!(c.validate(false).is_empty(), "{:?}", c.validate(false));
+        let ct = c.create_topic.unwrap();
+        assert_eq!((ct.partitions, ct.replication), (Some(6), Some(3)));
+        assert_eq!(ct.config["retention.ms"], "604800000");
+        assert_eq!(ct.config["cleanup.policy"], "compact");
+        assert_eq!(ct.config["x.enable"], "true");
+        // Absent: the brokers' defaults.
+        let c = cfg(r#"{"brokers": "h:1", "topic": "t", "create_topic": {}}"#);
+        assert_eq!(c.create_topic, Some(CreateTopic::default()));
+        let c =
+            cfg(r#"{"brokers": "h:1", "topic": "t", "create_topic": {"partitions": 0, "replication": 40000, "config": {"bad key": "1"}}}"#);
+        let keys: Vec<_> = c.validate(false).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["create_topic.partitions", "create_topic.replication", "create_topic.config"]);
+        let e = serde_json::from_str::<KafkaChannelConfig>(
+            r#"{"brokers": "h:1", "topic": "t", "create_topic": {"config": {"retention.ms": [1]}}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("strings, integers or booleans"), "{e}");
+        let e = serde_json::from_str::<KafkaChannelConfig>(r#"{"brokers": "h:1", "topic": "t", "create_topic": {"partition": 3}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("partition"), "{e}");
     }
 
     #[test]

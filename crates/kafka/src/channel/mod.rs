@@ -16,7 +16,8 @@
 //!   timeouts are transient, a record the broker refuses (too large, invalid) is
 //!   permanent at its index, refused credentials are `Auth`, a missing topic is
 //!   `Config`.
-//! * **Open** checks that the topic exists (bounded by `timeout`) and, for Avro,
+//! * **Open** checks that the topic exists (bounded by `timeout`; with
+//!   `create_topic` it creates a missing one, see [`topic`]) and, for Avro,
 //!   registers the schema under `<topic>-value` (the registry answers with the
 //!   existing id if it has it, 409 if the schema is incompatible with the latest
 //!   version there).
@@ -26,6 +27,7 @@
 
 pub mod avro;
 pub mod config;
+mod topic;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +40,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientContext;
 
-pub use config::{Compression, Format, KafkaChannelConfig};
+pub use config::{Compression, CreateTopic, Format, KafkaChannelConfig};
 
 use crate::registry::{RegistryClient, Secret};
 
@@ -194,7 +196,8 @@ impl KafkaChannel {
             .set("acks", "all")
             .set("compression.type", self.cfg.compression.as_str())
             .set("message.timeout.ms", self.cfg.delivery_timeout.as_millis().min(i32::MAX as u128).to_string())
-            // The channel never creates topics (overridable through `properties`).
+            // Producing never creates topics (overridable through `properties`);
+            // `create_topic` does, with the asked partitions.
             .set("allow.auto.create.topics", "false");
         for (k, v) in &self.cfg.properties {
             c.set(k, v);
@@ -206,61 +209,27 @@ impl KafkaChannel {
     }
 
     fn create_producer(&mut self) -> Result<ChannelProducer, SinkError> {
-        let secret_keys: Vec<&str> = self.secret_properties.iter().map(|(k, _)| k.as_str()).collect();
         self.context = ChannelContext::default();
-        self.producer_config().create_with_context(self.context.clone()).map_err(|e| match e {
+        self.producer_config().create_with_context(self.context.clone()).map_err(|e| self.client_error(e))
+    }
+
+    /// Why a client could not be created from [`Self::producer_config`].
+    fn client_error(&self, e: KafkaError) -> SinkError {
+        match e {
             // Its Display would include the value, which may be a secret.
             KafkaError::ClientConfig(_, desc, key, _) => {
-                let desc = if secret_keys.contains(&key.as_str()) { "invalid value".to_string() } else { desc };
+                let secret = self.secret_properties.iter().any(|(k, _)| *k == key);
+                let desc = if secret { "invalid value".to_string() } else { desc };
                 self.err(ErrorKind::Config, format_args!("producer setting `{key}`: {desc}"))
             }
             e => self.err(ErrorKind::Config, format_args!("cannot create the producer: {e}")),
-        })
+        }
     }
 
     /// Drop a producer off the async threads (dropping purges and joins its thread).
     fn discard_producer(&mut self) {
         if let Some(p) = self.producer.take() {
             tokio::task::spawn_blocking(move || drop(p));
-        }
-    }
-
-    /// The topic exists and has partitions, within `timeout`.
-    async fn check_topic(&self, producer: &ChannelProducer) -> Result<(), SinkError> {
-        let (p, topic, timeout) = (producer.clone(), self.cfg.topic.clone(), self.cfg.timeout);
-        let md = tokio::task::spawn_blocking(move || {
-            p.client().fetch_metadata(Some(&topic), timeout).map(|md| {
-                md.topics()
-                    .iter()
-                    .find(|t| t.name() == topic)
-                    .map(|t| (t.error().map(RDKafkaErrorCode::from), t.partitions().len()))
-            })
-        })
-        .await
-        .map_err(|e| self.err(ErrorKind::Internal, format_args!("metadata task failed: {e}")))?;
-        let brokers = &self.cfg.brokers;
-        match md {
-            Ok(Some((None, n))) if n > 0 => Ok(()),
-            Ok(None) | Ok(Some((Some(RDKafkaErrorCode::UnknownTopicOrPartition), _))) | Ok(Some((None, _))) => Err(self.err(
-                ErrorKind::Config,
-                format_args!("the topic does not exist on {brokers}; create it (the channel does not create topics)"),
-            )),
-            Ok(Some((Some(code), _))) => {
-                Err(self.err(classify(code), format_args!("the brokers at {brokers} report the topic as unusable: {code}")))
-            }
-            Err(e) => {
-                // A refused handshake is reported to the context, not to the call.
-                if let Some((Some(code), reason)) = self.context.take_last_error() {
-                    if classify(code) == ErrorKind::Auth {
-                        return Err(self.err(ErrorKind::Auth, format_args!("the brokers at {brokers} refused the credentials: {reason}")));
-                    }
-                }
-                let kind = match e.rdkafka_error_code() {
-                    Some(c) if classify(c) != ErrorKind::Permanent => classify(c),
-                    _ => ErrorKind::Transient,
-                };
-                Err(self.err(kind, format_args!("cannot fetch the topic's metadata from {brokers} within {:?}: {e}", self.cfg.timeout)))
-            }
         }
     }
 
@@ -325,7 +294,7 @@ impl Sink for KafkaChannel {
         self.name = ctx.name.clone();
         self.discard_producer();
         let producer = self.create_producer()?;
-        let checked = match self.check_topic(&producer).await {
+        let checked = match self.ensure_topic(&producer).await {
             Ok(()) => self.check_schema().await,
             Err(e) => Err(e),
         };

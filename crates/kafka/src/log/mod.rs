@@ -667,6 +667,20 @@ impl Log for KafkaLog {
 }
 
 impl KafkaLog {
+    /// The lag of each of `groups` (records in the events topic after the
+    /// group's committed offsets, transaction markers included; 0 when it has
+    /// committed the end of every partition), in the order given.
+    pub async fn group_lags(&self, groups: &[String]) -> Result<Vec<(String, u64)>, LogError> {
+        let parts = partitions_of(&self.meta, &self.events_topic, self.timeout).await?;
+        let marks = watermarks(&self.meta, &self.events_topic, &parts).await?;
+        let mut out = Vec::with_capacity(groups.len());
+        for g in groups {
+            let committed = consumer::committed(&self.cfg, g, &self.events_topic, &parts).await?;
+            out.push((g.clone(), lag(&parts, &marks, &committed)));
+        }
+        Ok(out)
+    }
+
     /// Committed offsets and lag of this pipeline's channel groups.
     async fn groups(&self, parts: &[i32], marks: &HashMap<i32, (i64, i64)>) -> Result<Vec<GroupInfo>, LogError> {
         let meta = self.meta.clone();
@@ -680,20 +694,31 @@ impl KafkaLog {
         let mut out = Vec::new();
         for g in names.into_iter().filter(|g| g.starts_with(&prefix) && !skip.contains(g)) {
             let committed = consumer::committed(&self.cfg, &g, &self.events_topic, parts).await?;
-            let mut lag = 0u64;
             let mut pos = Vec::new();
             for p in parts {
-                let (lo, hi) = marks.get(p).copied().unwrap_or((0, 0));
+                let (lo, _) = marks.get(p).copied().unwrap_or((0, 0));
                 let c = committed.get(p).copied().unwrap_or(lo).max(lo);
-                lag += (hi - c).max(0) as u64;
                 pos.push(Position { partition: *p as u32, offset: c as u64 });
             }
             pos.sort();
+            let lag = lag(parts, marks, &committed);
             out.push(GroupInfo { group: g, topic: fedistream_core::log::EVENTS.into(), committed: pos, lag });
         }
         out.sort_by(|a, b| a.group.cmp(&b.group));
         Ok(out)
     }
+}
+
+/// Records between a group's committed offsets (the low watermark where it
+/// has none) and the high watermarks.
+fn lag(parts: &[i32], marks: &HashMap<i32, (i64, i64)>, committed: &HashMap<i32, i64>) -> u64 {
+    parts
+        .iter()
+        .map(|p| {
+            let (lo, hi) = marks.get(p).copied().unwrap_or((0, 0));
+            (hi - committed.get(p).copied().unwrap_or(lo).max(lo)).max(0) as u64
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! Test helpers (feature `test-util`): the schema-registry stand-in.
+//! Test helpers (feature `test-util`): where the real broker and schema
+//! registry are, and a gate in front of the registry that refuses credentials
+//! or fails on demand.
 
 pub mod registry;
 
-pub use registry::RegistryStandIn;
+pub use registry::{schema_registry, RegistryGate};
 
 /// The brokers tests run against: `FEDISTREAM_KAFKA_BROKERS`, default
 /// `127.0.0.1:9092`. Panics, saying how to start one, when the first broker does

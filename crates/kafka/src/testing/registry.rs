@@ -1,99 +1,95 @@
-//! [`RegistryStandIn`]: an in-memory stand-in for a Confluent Schema Registry,
-//! for tests (no Confluent-compatible server installs here). It serves the REST
-//! subset fedistream uses, as Confluent documents it:
+//! The schema registry tests use: a real one (`scripts/registry up`, Apicurio
+//! Registry serving the Confluent API), found through [`schema_registry`].
 //!
-//! * `POST /subjects/{subject}/versions` `{"schema": "..."}` → `{"id": N}`. A
-//!   schema the subject already has returns its id; a new one must pass the
-//!   subject's compatibility rule, BACKWARD (Confluent's default): the new schema
-//!   must read data written with the latest version (checked with apache-avro's
-//!   `SchemaCompatibility::can_read`), else 409 with `error_code` 409. An
-//!   unparsable schema is 422 with `error_code` 42201. Ids are global: the same
-//!   schema under two subjects has one id.
-//! * `GET /schemas/ids/{id}` → `{"schema": "..."}` (404, `error_code` 40403).
-//! * `GET /subjects/{subject}/versions/latest` (or a version number) →
-//!   `{"subject", "version", "id", "schema"}` (404, `error_code` 40401 / 40402).
-//! * `GET /subjects/{subject}/versions` → `[1, 2]`; `GET /subjects` → names.
-//!
-//! Responses are `application/vnd.schemaregistry.v1+json`; errors are Confluent's
-//! `{"error_code": .., "message": ..}`. Optional basic auth (401 otherwise). It
-//! records every request (method, path, content type, whether authorised) so
-//! tests can check what a client sent.
+//! [`RegistryGate`] stands in front of it for what the registry cannot be made
+//! to do on demand: refuse credentials (its own basic auth goes through an
+//! OpenID Connect server, which the tests do not have), and fail (a 500, as its
+//! store answers when it breaks). The gate refuses a request without the
+//! expected credentials the way Confluent's registry does (401 with a JSON
+//! error body), fails the requests it was told to, and forwards the others
+//! unchanged, recording each request so a test can check what a client sent.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use apache_avro::schema_compatibility::SchemaCompatibility;
-use apache_avro::Schema;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
 
-use crate::registry::CONTENT_TYPE;
+/// The registry's base URL for Confluent clients: `FEDISTREAM_SCHEMA_REGISTRY`,
+/// default `http://127.0.0.1:8081/apis/ccompat/v7` (what `scripts/registry up`
+/// serves). Panics, saying how to start one, when nothing accepts connections
+/// there: a missing registry fails the tests, it never skips them.
+pub fn schema_registry() -> String {
+    let url = std::env::var("FEDISTREAM_SCHEMA_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
+    let parsed = reqwest::Url::parse(&url).unwrap_or_else(|e| panic!("FEDISTREAM_SCHEMA_REGISTRY `{url}` is not a URL: {e}"));
+    let reachable = parsed
+        .socket_addrs(|| None)
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok());
+    assert!(reachable, "no schema registry at {url}: start one with `scripts/registry up` (or set FEDISTREAM_SCHEMA_REGISTRY)");
+    url
+}
 
-/// A request as the stand-in saw it.
+/// A request as the gate saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
     pub method: String,
     pub path: String,
     pub content_type: Option<String>,
-    pub accept: Option<String>,
     pub authorized: bool,
-}
-
-struct Stored {
-    id: u32,
-    text: String,
-    json: Value,
-}
-
-#[derive(Default)]
-struct Registry {
-    schemas: Vec<Stored>,
-    /// Subject → schema id of each version (version n at index n-1).
-    subjects: BTreeMap<String, Vec<u32>>,
-}
-
-impl Registry {
-    fn by_id(&self, id: u32) -> Option<&Stored> {
-        self.schemas.iter().find(|s| s.id == id)
-    }
+    /// Answered with an injected 500 instead of being forwarded.
+    pub failed: bool,
 }
 
 struct Shared {
-    registry: Mutex<Registry>,
-    /// `Basic <base64(user:password)>` when auth is required.
-    expected_auth: Option<String>,
+    upstream: String,
+    /// `Basic <base64(user:password)>`, when credentials are required.
+    expected: Option<String>,
+    http: reqwest::Client,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Requests still to fail (see [`RegistryGate::fail_next`]).
+    fail: Mutex<usize>,
 }
 
-/// The running stand-in; stops when dropped.
-pub struct RegistryStandIn {
+/// The running gate; stops when dropped.
+pub struct RegistryGate {
     url: String,
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl RegistryStandIn {
-    /// Serve on `127.0.0.1:0` without authentication.
-    pub async fn start() -> Self {
-        Self::serve(None).await
+impl RegistryGate {
+    /// Serve on `127.0.0.1:0` in front of the registry at `upstream` (a base
+    /// URL such as [`schema_registry`]'s), forwarding every request.
+    pub async fn start(upstream: &str) -> Self {
+        Self::serve(upstream, None).await
     }
 
-    /// Serve requiring HTTP basic auth with these credentials.
-    pub async fn start_with_basic_auth(user: &str, password: &str) -> Self {
-        Self::serve(Some(format!("Basic {}", base64(format!("{user}:{password}").as_bytes())))).await
+    /// The same, requiring these credentials.
+    pub async fn start_with_basic_auth(upstream: &str, user: &str, password: &str) -> Self {
+        Self::serve(upstream, Some(format!("Basic {}", base64(format!("{user}:{password}").as_bytes())))).await
     }
 
-    async fn serve(expected_auth: Option<String>) -> Self {
-        let shared = Arc::new(Shared { registry: Mutex::default(), expected_auth, requests: Mutex::default() });
+    /// Answer the next `n` (authorised) requests with HTTP 500 instead of forwarding them.
+    pub fn fail_next(&self, n: usize) {
+        *self.shared.fail.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    async fn serve(upstream: &str, expected: Option<String>) -> Self {
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            expected,
+            http: reqwest::Client::new(),
+            requests: Mutex::default(),
+            fail: Mutex::new(0),
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let url = format!("http://{}", listener.local_addr().expect("local address"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(shared.clone());
+        let app = Router::new().fallback(forward).with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -101,10 +97,10 @@ impl RegistryStandIn {
                 })
                 .await;
         });
-        RegistryStandIn { url, shared, stop: Some(stop) }
+        RegistryGate { url, shared, stop: Some(stop) }
     }
 
-    /// Base URL, `http://127.0.0.1:PORT`.
+    /// Base URL, `http://127.0.0.1:PORT`: the registry's API, behind the gate.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -113,14 +109,9 @@ impl RegistryStandIn {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-
-    /// Subjects and their versions' schema ids.
-    pub fn subjects(&self) -> BTreeMap<String, Vec<u32>> {
-        self.shared.registry.lock().unwrap_or_else(|p| p.into_inner()).subjects.clone()
-    }
 }
 
-impl Drop for RegistryStandIn {
+impl Drop for RegistryGate {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -128,182 +119,53 @@ impl Drop for RegistryStandIn {
     }
 }
 
-/// The stand-in's routes over `shared` state.
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/subjects", get(list_subjects))
-        .route("/subjects/{subject}/versions", get(list_versions).post(register))
-        .route("/subjects/{subject}/versions/{version}", get(get_version))
-        .route("/schemas/ids/{id}", get(get_schema))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found".into()) })
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
-        .with_state(shared)
+fn json_response(status: StatusCode, content_type: Option<String>, body: impl Into<axum::body::Body>) -> Response {
+    let ct = content_type.unwrap_or_else(|| crate::registry::CONTENT_TYPE.to_string());
+    (status, [(header::CONTENT_TYPE, ct)], body.into()).into_response()
 }
 
-fn respond(status: StatusCode, body: Value) -> Response {
-    (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
-}
-
-fn error(status: StatusCode, error_code: i64, message: String) -> Response {
-    respond(status, json!({ "error_code": error_code, "message": message }))
-}
-
-/// Record the request, then check credentials and the request's media type.
-async fn guard(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn forward(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let text = |h| headers.get(h).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::to_string);
-    let authorized = match &shared.expected_auth {
-        None => true,
-        Some(expected) => text(header::AUTHORIZATION).as_deref() == Some(expected.as_str()),
+    let authorized = shared.expected.as_ref().is_none_or(|e| text(header::AUTHORIZATION).as_deref() == Some(e.as_str()));
+    let failed = authorized && {
+        let mut left = shared.fail.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = *left > 0;
+        *left = left.saturating_sub(1);
+        fail
     };
-    let content_type = text(header::CONTENT_TYPE);
     shared.requests.lock().unwrap_or_else(|p| p.into_inner()).push(RecordedRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
-        content_type: content_type.clone(),
-        accept: text(header::ACCEPT),
+        content_type: text(header::CONTENT_TYPE),
         authorized,
+        failed,
     });
     if !authorized {
-        return error(StatusCode::UNAUTHORIZED, 401, "Unauthorized".into());
+        return json_response(StatusCode::UNAUTHORIZED, None, r#"{"error_code":401,"message":"Unauthorized"}"#);
     }
-    // The media types Confluent's REST layer accepts for request bodies.
-    if method == Method::POST {
-        let ok = match content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase()) {
-            None => true,
-            Some(c) => matches!(
-                c.as_str(),
-                "application/vnd.schemaregistry.v1+json"
-                    | "application/vnd.schemaregistry+json"
-                    | "application/json"
-                    | "application/octet-stream"
-            ),
-        };
-        if !ok {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, 415, "HTTP 415 Unsupported Media Type".into());
+    if failed {
+        return json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            r#"{"error_code":50001,"message":"Error in the backend data store (injected)"}"#,
+        );
+    }
+    let target = format!("{}{}", shared.upstream, uri.path_and_query().map_or("", |p| p.as_str()));
+    let mut rb = shared.http.request(method, target).body(body);
+    for h in [header::CONTENT_TYPE, header::ACCEPT] {
+        if let Some(v) = headers.get(&h) {
+            rb = rb.header(h, v);
         }
     }
-    next.run(req).await
-}
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Registry> {
-    shared.registry.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn list_subjects(State(shared): State<Arc<Shared>>) -> Response {
-    let names: Vec<String> = lock(&shared).subjects.keys().cloned().collect();
-    respond(StatusCode::OK, json!(names))
-}
-
-fn subject_not_found(subject: &str) -> Response {
-    error(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found."))
-}
-
-async fn list_versions(State(shared): State<Arc<Shared>>, Path(subject): Path<String>) -> Response {
-    match lock(&shared).subjects.get(&subject) {
-        Some(vs) => respond(StatusCode::OK, json!((1..=vs.len()).collect::<Vec<_>>())),
-        None => subject_not_found(&subject),
-    }
-}
-
-async fn get_version(State(shared): State<Arc<Shared>>, Path((subject, version)): Path<(String, String)>) -> Response {
-    let reg = lock(&shared);
-    let Some(versions) = reg.subjects.get(&subject) else { return subject_not_found(&subject) };
-    let n = match version.as_str() {
-        "latest" | "-1" => versions.len(),
-        v => match v.parse::<usize>() {
-            Ok(n) if n >= 1 => n,
-            _ => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    42202,
-                    format!("The specified version '{v}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""),
-                )
-            }
-        },
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => return json_response(StatusCode::BAD_GATEWAY, None, format!(r#"{{"error_code":502,"message":"{e}"}}"#)),
     };
-    match versions.get(n - 1).and_then(|id| reg.by_id(*id)) {
-        Some(s) => respond(StatusCode::OK, json!({ "subject": subject, "version": n, "id": s.id, "schema": s.text })),
-        None => error(StatusCode::NOT_FOUND, 40402, format!("Version {n} not found.")),
-    }
-}
-
-async fn get_schema(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let found = id.parse::<u32>().ok().and_then(|n| lock(&shared).by_id(n).map(|s| s.text.clone()));
-    match found {
-        Some(text) => respond(StatusCode::OK, json!({ "schema": text })),
-        None => error(StatusCode::NOT_FOUND, 40403, format!("Schema {id} not found")),
-    }
-}
-
-async fn register(State(shared): State<Arc<Shared>>, Path(subject): Path<String>, body: Bytes) -> Response {
-    let req: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, 400, format!("Unexpected character in the request body: {e}")),
-    };
-    let Some(text) = req.get("schema").and_then(Value::as_str) else {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, 422, "Unrecognized request: `schema` (a string) is required".into());
-    };
-    if let Some(t) = req.get("schemaType").and_then(Value::as_str).filter(|t| *t != "AVRO") {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema type {t} (this stand-in serves AVRO only)"));
-    }
-    let (parsed, json) = match (Schema::parse_str(text), serde_json::from_str::<Value>(text)) {
-        (Ok(s), Ok(j)) => (s, j),
-        (Err(e), _) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema {text}, details: {e}")),
-        (_, Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema {text}, details: {e}")),
-    };
-    let mut reg = lock(&shared);
-    let versions = reg.subjects.get(&subject).cloned().unwrap_or_default();
-    // Already registered under this subject: its id, no compatibility check.
-    if let Some(s) = versions.iter().filter_map(|id| reg.by_id(*id)).find(|s| s.json == json) {
-        return respond(StatusCode::OK, json!({ "id": s.id }));
-    }
-    if let Some(latest) = versions.last().and_then(|id| reg.by_id(*id)) {
-        // Stored schemas parsed when they were registered.
-        let Ok(old) = Schema::parse_str(&latest.text) else {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, 50001, "Error in the backend data store".into());
-        };
-        if let Err(e) = SchemaCompatibility::can_read(&old, &parsed) {
-            return error(
-                StatusCode::CONFLICT,
-                409,
-                format!(
-                    "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{{errorType:'{}', description:'The new schema cannot read data written with version {}: {e}'}}, {{oldSchemaVersion: {}}}, {{compatibility: 'BACKWARD'}}]",
-                    error_type(&e),
-                    versions.len(),
-                    versions.len()
-                ),
-            );
-        }
-    }
-    let id = match reg.schemas.iter().find(|s| s.json == json) {
-        Some(s) => s.id,
-        None => {
-            let id = reg.schemas.iter().map(|s| s.id).max().unwrap_or(0) + 1;
-            reg.schemas.push(Stored { id, text: text.to_string(), json });
-            id
-        }
-    };
-    reg.subjects.entry(subject).or_default().push(id);
-    respond(StatusCode::OK, json!({ "id": id }))
-}
-
-/// Confluent's name for the kind of incompatibility, where there is one.
-fn error_type(e: &apache_avro::error::CompatibilityError) -> &'static str {
-    use apache_avro::error::CompatibilityError as E;
-    match e {
-        E::MissingDefaultValue(_) => "READER_FIELD_MISSING_DEFAULT_VALUE",
-        E::FieldTypeMismatch(..) | E::WrongType { .. } | E::TypeExpected { .. } => "TYPE_MISMATCH",
-        E::NameMismatch { .. } => "NAME_MISMATCH",
-        E::MissingSymbols => "MISSING_ENUM_SYMBOLS",
-        E::MissingUnionElements => "MISSING_UNION_BRANCH",
-        _ => "INCOMPATIBLE",
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    match resp.bytes().await {
+        Ok(b) => json_response(status, ct, b),
+        Err(e) => json_response(StatusCode::BAD_GATEWAY, None, format!(r#"{{"error_code":502,"message":"{e}"}}"#)),
     }
 }
 
@@ -330,7 +192,9 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }

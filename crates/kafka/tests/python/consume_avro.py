@@ -1,42 +1,29 @@
 #!/usr/bin/env python3
-"""Read a fedistream Kafka channel topic from the other side: confluent-kafka's
-consumer, the Confluent wire format taken apart by hand (magic byte 0, 4-byte
-big-endian schema id), the writer schema fetched by that id from the schema
-registry over HTTP, the Avro body decoded with fastavro. Prints one JSON object
-per record on stdout: key, schema_id, headers, and the decoded value (or
+"""Read a fedistream Kafka channel topic from the other side, as a Python user
+would: confluent-kafka's consumer and its AvroDeserializer, which fetches each
+writer schema from the schema registry by the id in the record (Confluent wire
+format) and decodes with fastavro. Prints one JSON object per record on stdout:
+key, partition, offset, headers, schema_id, and the decoded value (or
 "tombstone": true for a null value).
 
 Install (what crates/kafka/tests/kafka_channel.rs expects in FEDISTREAM_PYTHON):
-    python3 -m venv /root/.cache/fedistream/py
-    /root/.cache/fedistream/py/bin/pip install confluent-kafka fastavro
-then run the Rust test with FEDISTREAM_PYTHON=/root/.cache/fedistream/py/bin/python.
+    scripts/python-deps     # a venv with confluent-kafka[avro]; prints its python
 
 Usage: consume_avro.py --brokers HOST:PORT --topic T --registry URL --expect N [--timeout S]
 Exits 1 (with what it got on stderr) if fewer than N records arrive in time.
 """
 
 import argparse
-import io
 import json
 import struct
 import sys
 import time
-import urllib.request
 import uuid
 
-import fastavro
 from confluent_kafka import Consumer, KafkaError
-
-CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-
-
-def fetch_schema(registry, schema_id, cache):
-    if schema_id not in cache:
-        req = urllib.request.Request(f"{registry.rstrip('/')}/schemas/ids/{schema_id}", headers={"Accept": CONTENT_TYPE})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            body = json.load(resp)
-        cache[schema_id] = fastavro.parse_schema(json.loads(body["schema"]))
-    return cache[schema_id]
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 
 def main():
@@ -48,6 +35,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     args = ap.parse_args()
 
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": args.registry}))
     consumer = Consumer({
         "bootstrap.servers": args.brokers,
         "group.id": f"consume-avro-{uuid.uuid4()}",
@@ -55,7 +43,6 @@ def main():
         "enable.auto.commit": False,
     })
     consumer.subscribe([args.topic])
-    schemas = {}
     got = []
     deadline = time.monotonic() + args.timeout
     try:
@@ -74,12 +61,9 @@ def main():
             if value is None:
                 out["tombstone"] = True
             else:
-                magic, schema_id = struct.unpack(">bI", value[:5])
-                if magic != 0:
-                    raise RuntimeError(f"record {key}: magic byte {magic}, expected 0")
-                schema = fetch_schema(args.registry, schema_id, schemas)
-                out["schema_id"] = schema_id
-                out["value"] = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema)
+                out["schema_id"] = struct.unpack(">bI", value[:5])[1]
+                ctx = SerializationContext(msg.topic(), MessageField.VALUE, msg.headers())
+                out["value"] = deserialize(value, ctx)
             got.append(out)
             print(json.dumps(out, default=str), flush=True)
     finally:

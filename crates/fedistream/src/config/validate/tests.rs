@@ -199,4 +199,16 @@ properties_env = { "sasl.username" = "FEDISTREAM_TEST_SURELY_UNSET_VAR" }
     let text = "[channels.k]\ntype = \"kafka\"\nbrokers = \"h:1\"\ntopic = \"t\"\nschema_registry_password = \"x\"\n";
     let e = parse(text, file()).unwrap_err();
     assert!(e.to_string().contains("schema_registry_password"), "{e}");
+
+    // create_topic: checked at its keys, in TOML as the README writes it.
+    let with = |ct: &str| format!("[sources.a]\ntype = \"mastodon\"\naccounts = [\"@a@example.org\"]\n[channels.k]\ntype = \"kafka\"\nbrokers = \"h:1\"\ntopic = \"t\"\ncreate_topic = {ct}\n");
+    let ok = with(r#"{ partitions = 6, replication = 3, config = { "retention.ms" = "604800000", "min.insync.replicas" = 2 } }"#);
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let errs = errors(&with(r#"{ partitions = 0, replication = 0, config = { "retention ms" = "1" } }"#));
+    let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
+    assert!(has("`channels.k.create_topic.partitions`: must be at least 1"), "{errs:#?}");
+    assert!(has("`channels.k.create_topic.replication`: must be at least 1"), "{errs:#?}");
+    assert!(has("`channels.k.create_topic.config`: `retention ms` is not a topic setting name"), "{errs:#?}");
+    let e = parse(&with("{ partitons = 6 }"), file()).unwrap_err();
+    assert!(e.key.starts_with("channels.k.create_topic") && e.to_string().contains("partitons"), "{e}");
 }
