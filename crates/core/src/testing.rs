@@ -274,12 +274,12 @@ pub mod conformance {
     }
 }
 
-/// A processor for the runtime's tests: counts input records in windows of
-/// `window` offsets per partition, and emits each window's count from its
-/// timer once the input has moved past the window. What it emits depends only
-/// on the log's contents (not on batching or when the timer fires), so a run
-/// killed and restarted anywhere must emit exactly what an uninterrupted run
-/// does — which is what the processor tests check.
+/// A processor for the runtime's tests: counts input records per account in
+/// windows of `window` records per partition, and emits each window from its
+/// timer once the input has moved past it. What it emits depends only on the
+/// order of records within each partition (not on offsets, batching or when
+/// the timer fires), so a run killed and restarted anywhere must emit exactly
+/// what an uninterrupted run does — which is what the processor tests check.
 pub mod counting {
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -303,10 +303,10 @@ pub mod counting {
 
     #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
     struct PartState {
-        /// Open windows: window number → records counted.
-        open: BTreeMap<u64, u64>,
-        /// Last input offset processed.
-        upto: u64,
+        /// Records of the partition processed so far.
+        seen: u64,
+        /// Open windows: window number → records per account.
+        open: BTreeMap<u64, BTreeMap<String, u64>>,
     }
 
     /// One emitted window.
@@ -314,7 +314,7 @@ pub mod counting {
     pub struct WindowCount {
         pub partition: u32,
         pub window: u64,
-        pub count: u64,
+        pub accounts: BTreeMap<String, u64>,
     }
 
     impl CountingProcessor {
@@ -342,12 +342,16 @@ pub mod counting {
         fn process(&mut self, batch: &[LogRecord], out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
             let mut touched = std::collections::BTreeSet::new();
             for r in batch {
+                let account = match r.event() {
+                    Ok(ev) => ev.account.clone(),
+                    Err(e) => {
+                        out.rejected.push((r.position, e.to_string()));
+                        continue;
+                    }
+                };
                 let st = self.parts.entry(r.position.partition).or_default();
-                if r.position.offset <= st.upto && st.upto > 0 {
-                    continue; // redelivered: already counted
-                }
-                *st.open.entry(r.position.offset / self.window).or_default() += 1;
-                st.upto = r.position.offset;
+                *st.open.entry(st.seen / self.window).or_default().entry(account).or_default() += 1;
+                st.seen += 1;
                 touched.insert(r.position.partition);
             }
             for p in touched {
@@ -362,14 +366,15 @@ pub mod counting {
 
         fn tick(&mut self, _now: DateTime<Utc>, out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
             for (p, st) in self.parts.iter_mut() {
-                // A window is complete once the input moved past its last offset.
-                let done: Vec<u64> = st.open.keys().copied().filter(|w| (w + 1) * self.window <= st.upto + 1).collect();
+                // A window is complete once the partition's input moved past it.
+                let complete = st.seen / self.window;
+                let done: Vec<u64> = st.open.keys().copied().filter(|w| *w < complete).collect();
                 if done.is_empty() {
                     continue;
                 }
                 for w in done {
-                    let count = st.open.remove(&w).unwrap_or(0);
-                    let rec = WindowCount { partition: *p, window: w, count };
+                    let accounts = st.open.remove(&w).unwrap_or_default();
+                    let rec = WindowCount { partition: *p, window: w, accounts };
                     out.records.push(OutputRecord {
                         topic: self.output.clone(),
                         key: format!("p{p}"),

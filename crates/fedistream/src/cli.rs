@@ -58,6 +58,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage channels' consumer groups in the log.
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
     /// Print a schema of the records channels write.
     Schema {
         #[command(subcommand)]
@@ -65,6 +70,23 @@ pub enum Command {
     },
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelCommand {
+    /// Forget a channel you removed from the config for good: its consumer
+    /// group goes, and with it the events retention keeps because that channel
+    /// has not delivered them. (A channel missing from the config is otherwise
+    /// kept: it resumes where it stopped when it comes back.)
+    Forget {
+        /// The channel's name (its former `[channels.NAME]`).
+        name: String,
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]
@@ -127,6 +149,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Follow(a) => crate::follow::run(a).await,
         Command::Validate { config } => Ok(validate(&config)),
         Command::Status { config, json } => crate::status::run(&config, json).await,
+        Command::Channel { command: ChannelCommand::Forget { name, config, yes } } => forget_channel(&name, &config, yes).await,
         Command::Schema { schema: SchemaCommand::Avro } => {
             print!("{}", fedistream_kafka::channel::avro::SCHEMA_JSON);
             Ok(ExitCode::SUCCESS)
@@ -175,6 +198,45 @@ fn validate(path: &std::path::Path) -> ExitCode {
         }
         None => ExitCode::from(EXIT_INVALID),
     }
+}
+
+async fn forget_channel(name: &str, path: &std::path::Path, yes: bool) -> anyhow::Result<ExitCode> {
+    let Some(cfg) = load_checked(path, false) else {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    if cfg.channels.contains_key(name) {
+        eprintln!(
+            "fedistream: channel `{name}` is still in {}: remove its [channels.{name}] table first (forgetting a configured \
+             channel would make it deliver the whole log again)",
+            path.display()
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let group = crate::pipeline::channel_group(&cfg, name);
+    let log = crate::pipeline::open_log(&cfg).await.context("opening the log (is `fedistream run` still using it?)")?.shared();
+    let info = log.info().await.context("reading the log's consumer groups")?;
+    let Some(g) = info.groups.iter().find(|g| g.group == group) else {
+        eprintln!("fedistream: the log has no consumer group for channel `{name}` ({group}); nothing to forget");
+        return Ok(ExitCode::FAILURE);
+    };
+    if !yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            eprintln!("fedistream: add --yes to forget channel `{name}` without a prompt");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        eprint!("Forget channel `{name}`? It has {} undelivered event(s); retention will no longer keep them for it. [y/N] ", g.lag);
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("fedistream: nothing changed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    log.forget_group(&group).await.with_context(|| format!("forgetting the consumer group {group}"))?;
+    eprintln!("fedistream: forgot channel `{name}` (consumer group {group}, {} undelivered event(s))", g.lag);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Cancel `token` on SIGINT or SIGTERM; a second signal exits at once.

@@ -18,9 +18,6 @@ use fedistream_kafka::testing::brokers;
 /// Group hand-overs wait for a session timeout (6 s here) and a rebalance.
 const HANDOVER: Duration = Duration::from_secs(90);
 
-fn pipeline_name(test: &str) -> String {
-    format!("it-{test}-{}-{:x}", std::process::id(), rand::random::<u32>())
-}
 
 /// A Kafka-mode config: source `m` polling `users` on the fake, a file channel
 /// `out` writing `<dir>/out-{worker}.jsonl`.

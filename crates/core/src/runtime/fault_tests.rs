@@ -292,11 +292,13 @@ async fn a_processor_commits_its_outputs_with_its_input_and_a_channel_delivers_t
         retry: fast_retry(),
         dead_letter: DeadLetter::new(d.path().join("p.jsonl")),
     };
-    let mut p = pipeline(log.clone(), finite(events(10)), vec![ch]);
+    let evs: Vec<Event> = (1..=10).map(|i| created("src", if i % 3 == 0 { "b@example.org" } else { "a@example.org" }, i, "x")).collect();
+    let mut p = pipeline(log.clone(), finite(evs), vec![ch]);
     p.processors.push(proc);
     let summary = run(p, CancellationToken::new()).await.unwrap();
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
-    // Offsets 1..=10 in windows of 3: [1,2], [3,4,5], [6,7,8] are complete; [9,10] is not.
+    // Ten records in windows of three: posts 1-3, 4-6, 7-9 are complete (every
+    // third post is b's); post 10 opens a window that is not.
     let got: Vec<WindowCount> = windows
         .delivered
         .lock()
@@ -304,11 +306,17 @@ async fn a_processor_commits_its_outputs_with_its_input_and_a_channel_delivers_t
         .iter()
         .map(|r| serde_json::from_str(&r.payload).unwrap())
         .collect();
-    let want = [(0, 2), (1, 3), (2, 3)].map(|(window, count)| WindowCount { partition: 0, window, count });
+    let want: Vec<WindowCount> = (0..3)
+        .map(|window| WindowCount {
+            partition: 0,
+            window,
+            accounts: [("a@example.org".to_string(), 2), ("b@example.org".to_string(), 1)].into(),
+        })
+        .collect();
     assert_eq!(got, want);
     assert_eq!(committed(&log, "p.counts").await, 10, "the processor's input offset");
     let state = log.state_get("proc:counts", "p0").await.unwrap().unwrap();
-    assert!(state.contains("\"upto\":10"), "{state}");
+    assert!(state.contains("\"seen\":10"), "{state}");
     let proc_summary = &summary.processors[0];
     assert_eq!(proc_summary.counters.get("processed"), Some(&10));
     assert_eq!(proc_summary.counters.get("produced"), Some(&3));

@@ -399,3 +399,58 @@ async fn sustained_appends_do_not_grow_the_wal_without_bound() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A channel missing from the config for one run is not in this process; its
+/// undelivered events must survive retention all the same, until it is forgotten.
+#[tokio::test]
+async fn retention_keeps_what_a_group_absent_from_this_run_has_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let opts = SqliteOptions { max_age: Some(Duration::ZERO), ..Default::default() };
+    {
+        let log = SqliteLog::open(&path, opts.clone()).unwrap();
+        let evs: Vec<Event> = (1..=4).map(|n| created("s", "a@example.org", n, "x")).collect();
+        log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
+        let mut a = log.consumer(EVENTS, "a").await.unwrap();
+        let mut b = log.consumer(EVENTS, "b").await.unwrap();
+        let got = conformance::poll_n(&mut a, 4).await;
+        a.commit(&[got[3].position], vec![]).await.unwrap();
+        let got = conformance::poll_n(&mut b, 1).await;
+        b.commit(&[got[0].position], vec![]).await.unwrap();
+    }
+    // The next run has only channel `a`.
+    let log = SqliteLog::open(&path, opts).unwrap();
+    let _a = log.consumer(EVENTS, "a").await.unwrap();
+    assert_eq!(log.enforce_retention().await.unwrap(), 1, "only what every known group committed may go");
+    let mut b = log.consumer(EVENTS, "b").await.unwrap();
+    let rest = b.poll(10, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(rest.iter().map(|r| r.event().unwrap().status_id.as_str()).collect::<Vec<_>>(), vec!["2", "3", "4"]);
+    drop(b);
+    // Forgotten by the operator: its events are released.
+    assert!(log.forget_group("b").await.unwrap());
+    assert!(!log.forget_group("b").await.unwrap(), "already gone");
+    assert_eq!(log.enforce_retention().await.unwrap(), 3);
+    assert_eq!(log.info().await.unwrap().events, 0);
+}
+
+/// Dedup entries (and prunable namespaces) not written within the horizon go;
+/// what is recent stays.
+#[tokio::test]
+async fn state_older_than_the_horizon_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions { prunable: vec!["ids".into()], ..Default::default() };
+    let log = SqliteLog::open(dir.path().join("log.db"), opts).unwrap();
+    let puts: Vec<StatePut> = (0..seen::MERGE_AT + 10).map(|i| seen_put(&format!("https://x/{i}"), "00000000000000aa")).collect();
+    log.state_put(puts).await.unwrap();
+    log.state_put(vec![StatePut::set("ids", "x|1", "v"), StatePut::set("checkpoint", "a", "1")]).await.unwrap();
+    // Nothing is older than a cutoff in the past.
+    let yesterday = Utc::now() - chrono::Duration::days(1);
+    assert_eq!(log.prune_state(yesterday).await.unwrap(), 0);
+    // A cutoff tomorrow removes every merged dedup entry and the id index, not other state.
+    let tomorrow = Utc::now() + chrono::Duration::days(1);
+    let removed = log.prune_state(tomorrow).await.unwrap();
+    assert!(removed >= seen::MERGE_AT as u64, "{removed}");
+    assert_eq!(log.state_get("ids", "x|1").await.unwrap(), None);
+    assert_eq!(log.state_get("checkpoint", "a").await.unwrap().as_deref(), Some("1"), "checkpoints are never pruned");
+    assert_eq!(log.state_get(crate::runtime::SEEN_NS, "https://x/0").await.unwrap(), None);
+}

@@ -149,11 +149,31 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
             err(format!("{k}.delivery.max_batch"), "must be at least 1".into());
         }
     }
+    for name in cfg.processors.keys() {
+        let k = format!("processors.{name}");
+        if !fedistream_core::log::valid_topic_name(name) || name == fedistream_core::log::EVENTS {
+            err(k.clone(), "processor names may use lower-case letters, digits, `_` and `-` only, and not `events` (the processor's output topic is named after it)".into());
+        }
+        if cfg.sources.contains_key(name) {
+            err(k.clone(), format!("a source is also named `{name}`: routes could not tell them apart"));
+        }
+    }
     for (i, r) in cfg.routes.iter().enumerate() {
         let k = format!("routes[{i}]");
         for s in &r.from {
-            if !cfg.sources.contains_key(s) {
-                err(format!("{k}.from"), format!("no source named `{s}`"));
+            if !cfg.sources.contains_key(s) && !cfg.processors.contains_key(s) {
+                err(format!("{k}.from"), format!("no source or processor named `{s}`"));
+            }
+        }
+        let from_processors: Vec<&String> = r.from.iter().filter(|f| cfg.processors.contains_key(*f)).collect();
+        if !from_processors.is_empty() {
+            if from_processors.len() != r.from.len() {
+                err(format!("{k}.from"), "a route takes either sources (posts) or one processor's output, not both".into());
+            } else if from_processors.len() > 1 {
+                err(format!("{k}.from"), "a route takes one processor's output (a channel reads one topic)".into());
+            }
+            if r.filter != fedistream_process::filter::FilterConfig::default() {
+                err(format!("{k}.filter"), "filters apply to posts; this route takes a processor's output".into());
             }
         }
         if r.to.is_empty() {
@@ -172,6 +192,22 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
         for name in cfg.channels.keys() {
             if !cfg.routes.iter().any(|r| r.to.contains(name)) {
                 err(format!("channels.{name}"), "no route leads to this channel".into());
+            }
+            // A channel reads one topic: posts, or one processor's output.
+            let mut topics: Vec<String> = cfg
+                .routes
+                .iter()
+                .filter(|r| r.to.contains(name))
+                .flat_map(|r| if r.from.is_empty() { vec![fedistream_core::log::EVENTS.to_string()] } else { r.from.clone() })
+                .map(|f| if cfg.processors.contains_key(&f) { f } else { fedistream_core::log::EVENTS.to_string() })
+                .collect();
+            topics.sort();
+            topics.dedup();
+            if topics.len() > 1 {
+                err(
+                    format!("channels.{name}"),
+                    format!("routes bring it {} (a channel reads one of them: declare one channel each)", topics.join(" and ")),
+                );
             }
         }
     }

@@ -421,3 +421,9 @@ pub fn summary_counters(stderr: &str, line_prefix: &str) -> HashMap<String, u64>
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
         .collect()
 }
+
+/// A Kafka pipeline name unique to this test run (its topics and groups are its own).
+#[allow(dead_code)]
+pub fn pipeline_name(test: &str) -> String {
+    format!("it-{test}-{}-{:x}", std::process::id(), rand::random::<u32>())
+}

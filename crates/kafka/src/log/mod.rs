@@ -664,6 +664,25 @@ impl Log for KafkaLog {
         // The broker applies the topic's retention.ms / retention.bytes itself.
         Ok(0)
     }
+
+    async fn forget_group(&self, group: &str) -> Result<bool, LogError> {
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.cfg)?
+            .create()
+            .map_err(|e| unavailable("cannot create a Kafka admin client", &self.cfg.brokers, e))?;
+        let opts = AdminOptions::new().request_timeout(Some(self.timeout));
+        let results = admin
+            .delete_groups(&[group], &opts)
+            .await
+            .map_err(|e| unavailable(&format!("cannot delete the consumer group {group}"), &self.cfg.brokers, e))?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => Ok(true),
+            Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => Ok(false),
+            Some(Err((g, code))) => Err(LogError::Unavailable(format!(
+                "cannot delete the consumer group {g}: {code} (a process still in the group must stop first)"
+            ))),
+            None => Ok(false),
+        }
+    }
 }
 
 impl KafkaLog {
