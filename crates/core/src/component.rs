@@ -97,6 +97,13 @@ pub struct StatusDoc {
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
     pub updated_at: DateTime<Utc>,
+    /// When this run of the component started: the counters count from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Parts of the component that are not healthy (a source's accounts), each
+    /// with what is wrong; healthy parts are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, String>,
 }
 
 /// Shared, cheap status handle; the runtime persists it to the log's `status` namespace.
@@ -110,10 +117,12 @@ pub const STATUS_NS: &str = "status";
 
 impl Status {
     pub fn new(kind: &str, name: &str) -> Self {
+        let now = Utc::now();
         let doc = StatusDoc {
             component: kind.to_string(),
             state: "starting".into(),
-            updated_at: Utc::now(),
+            updated_at: now,
+            started_at: Some(now),
             ..Default::default()
         };
         Status { key: format!("{kind}:{name}"), doc: Arc::new(Mutex::new(doc)) }
@@ -149,6 +158,18 @@ impl Status {
             return;
         }
         self.with(|d| *d.counters.entry(counter.to_string()).or_default() += n);
+    }
+    /// Set (`Some`) or clear (`None`) what is wrong with one part of the
+    /// component (a source's account).
+    pub fn set_part(&self, part: &str, problem: Option<String>) {
+        self.with(|d| match problem {
+            Some(p) => {
+                d.parts.insert(part.to_string(), p);
+            }
+            None => {
+                d.parts.remove(part);
+            }
+        })
     }
     pub fn counter(&self, counter: &str) -> u64 {
         self.with(|d| d.counters.get(counter).copied().unwrap_or(0))

@@ -449,7 +449,7 @@ async fn ingestor(
                             let appended: usize = f.summaries.iter().map(|s| s.appended).sum();
                             dedup.commit(f.decisions);
                             status.count("appended", appended as u64);
-                            status.count("duplicates", f.summaries.iter().map(|s| s.duplicates as u64).sum());
+                            status.count("duplicates_suppressed", f.summaries.iter().map(|s| s.duplicates as u64).sum());
                             metrics::counter!("fedistream_events_appended_total", "component" => "log").increment(appended as u64);
                             for (reply, s) in f.replies.into_iter().zip(f.summaries) {
                                 let _ = reply.send(Ok(s));

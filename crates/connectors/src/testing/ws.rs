@@ -41,6 +41,11 @@ pub(crate) async fn upgrade(
 ) -> Response {
     // A plain GET on the same host: Mastodon answers 404 (no redirect needed).
     let Ok(ws) = ws else { return not_found(&shared) };
+    let refused = shared.faults().refuse_websocket;
+    if let Some(code) = refused {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
+        return (status, "Forbidden").into_response();
+    }
     let q = q.unwrap_or_default();
     let token = presented_token(&headers, &q, true);
     let required = shared.cfg.token.is_some() || shared.faults().revoked;
