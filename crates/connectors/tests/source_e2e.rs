@@ -212,7 +212,7 @@ async fn the_same_post_from_stream_and_rest_is_delivered_once() {
     let lines = { let _ = lines; h.lines() };
     assert_eq!(keys_of(&lines, "created"), vec![a.uri.clone(), b.uri.clone()]);
     assert_no_duplicate_events(&lines);
-    assert!(summary.log.counters.get("duplicates").copied().unwrap_or(0) >= 1, "REST re-delivered A and it was dropped: {:?} {:#?}", summary.log, h.fake.requests());
+    assert!(summary.log.counters.get("duplicates_suppressed").copied().unwrap_or(0) >= 1, "REST re-delivered A and it was dropped: {:?} {:#?}", summary.log, h.fake.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

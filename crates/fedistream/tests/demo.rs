@@ -127,7 +127,7 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
         "the second run appended nothing"
     );
     let log = summary_counters(&err, "log");
-    assert_eq!(log.get("duplicates"), Some(&(expected as u64)), "{err}");
+    assert_eq!(log.get("duplicates_suppressed"), Some(&(expected as u64)), "{err}");
     assert_eq!(log.get("appended"), None, "{err}");
     assert_eq!(
         summary_counters(&err, "channel archive").get("delivered"),

@@ -256,14 +256,14 @@ async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
         async move { (run(p, tokio_util::sync::CancellationToken::new()).await.unwrap(), sink) }
     };
     let (summary, sink) = run_once(log.clone(), "g.c").await;
-    assert_eq!(summary.log.counters.get("duplicates"), Some(&1));
+    assert_eq!(summary.log.counters.get("duplicates_suppressed"), Some(&1));
     assert_eq!(sink.keys(), vec![old.key.clone(), fresh.key.clone()], "the old event once (from the log), the new one once");
     assert_eq!(log.info().await.unwrap().events, 2);
     drop(log);
     // After a restart both are known: nothing is appended.
     let log = SqliteLog::open(&path, SqliteOptions::default()).unwrap();
     let (summary, sink) = run_once(log.clone(), "g.c").await;
-    assert_eq!(summary.log.counters.get("duplicates"), Some(&2));
+    assert_eq!(summary.log.counters.get("duplicates_suppressed"), Some(&2));
     assert!(sink.keys().is_empty(), "nothing new to deliver: {:?}", sink.keys());
     assert_eq!(log.info().await.unwrap().events, 2);
 }
