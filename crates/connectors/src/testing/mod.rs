@@ -217,11 +217,11 @@ impl FakeMastodon {
     /// Starts (`Some(retry_after_secs)`) or ends (`None`) a restart: meanwhile
     /// every request, streaming included, gets `503` with `Retry-After` and a
     /// chunked HTML page, as GoToSocial answers while it starts. Starting one
-    /// also closes open streams.
+    /// also cuts open streams the way a dying process does (no close frame).
     pub fn set_restarting(&self, retry_after: Option<u64>) {
         self.shared.faults().restarting = retry_after;
         if retry_after.is_some() {
-            self.shared.kill_streams();
+            self.shared.crash_streams();
         }
     }
 

@@ -228,6 +228,9 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<StreamMsg>,
     /// Bumped to close every open stream (drop_streams, revoke_token).
     pub kill: watch::Sender<u64>,
+    /// Bumped to cut every open stream as a dying process does: no close
+    /// frame, no end of the SSE body (set_restarting).
+    pub crash: watch::Sender<u64>,
     pub heartbeats: AtomicBool,
     pub paused: AtomicBool,
     pub connects: watch::Sender<usize>,
@@ -260,6 +263,7 @@ impl Shared {
             ledger: Mutex::new(Ledger::default()),
             events: broadcast::channel(4096).0,
             kill: watch::channel(0).0,
+            crash: watch::channel(0).0,
             heartbeats: AtomicBool::new(true),
             paused: AtomicBool::new(false),
             connects: watch::channel(0).0,
@@ -302,6 +306,10 @@ impl Shared {
 
     pub fn kill_streams(&self) {
         self.kill.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn crash_streams(&self) {
+        self.crash.send_modify(|generation| *generation += 1);
     }
 
     pub(crate) fn broadcast(&self, event: &'static str, payload: String, scope: Scope) {

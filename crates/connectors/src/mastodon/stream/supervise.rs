@@ -66,7 +66,7 @@ impl Plan {
             (Transport::WebSocket, _)
                 if self.configured == Transport::Auto && !self.sse_missing =>
             {
-                tracing::info!("WebSocket upgrade failed; falling back to SSE");
+                tracing::info!("No WebSocket connection; trying SSE");
                 self.ws_failed_at = Some(now);
                 true
             }
@@ -219,7 +219,7 @@ async fn discover_base(client: &MastodonClient, server_names: &[String]) -> Opti
         Ok(info) => {
             let advertised = info.streaming_url.unwrap_or_else(|| client.base_url().clone());
             let mapped = map_to_base(&advertised, client.base_url(), &info.domain, server_names);
-            if mapped != advertised {
+            if (mapped.host_str(), mapped.port_or_known_default()) != (advertised.host_str(), advertised.port_or_known_default()) {
                 tracing::info!(advertised = %advertised, using = %mapped, "The server advertises streaming on its own name; reaching it through the configured address");
             }
             Some(mapped)
