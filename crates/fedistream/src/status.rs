@@ -204,3 +204,36 @@ fn docs_of<'a>(docs: &'a [(String, StatusDoc)], kind: &str, name: &str) -> Vec<(
         .map(|(k, d)| (k[kind.len() + 1..].to_string(), d))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(state: &str, age_s: i64) -> StatusDoc {
+        StatusDoc { state: state.into(), updated_at: Utc::now() - chrono::Duration::seconds(age_s), ..Default::default() }
+    }
+
+    #[test]
+    fn rows_of_a_dead_process_say_not_running() {
+        // SQLite: the lock file decides.
+        assert_eq!(shown_state(&doc("streaming", 1), Some(true)).0, "streaming");
+        let (state, detail) = shown_state(&doc("streaming", 22), Some(false));
+        assert_eq!((state.as_str(), detail.as_str()), ("not running (last seen 22s ago)", "was streaming"));
+        // A component that ended says so itself.
+        assert_eq!(shown_state(&doc("stopped", 600), Some(false)).0, "stopped");
+        // Kafka: a worker's documents stale for a few intervals.
+        assert_eq!(shown_state(&doc("running", 3), None).0, "running");
+        assert!(shown_state(&doc("running", 60), None).0.starts_with("not running (last seen 60s ago)"));
+    }
+
+    #[test]
+    fn no_lock_file_means_no_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("log.db");
+        assert_eq!(sqlite_writer_alive(&db), Some(false));
+        let lock = std::fs::File::create(format!("{}.lock", db.display())).unwrap();
+        assert_eq!(sqlite_writer_alive(&db), Some(false), "a file nobody holds");
+        lock.lock().unwrap();
+        assert_eq!(sqlite_writer_alive(&db), Some(true), "held by a writer");
+    }
+}

@@ -30,10 +30,14 @@ pub enum MastodonError {
         timeout: bool,
         message: String,
     },
-    /// The answer could not be decoded (a truncated body, a proxy's HTML page
-    /// with status 200). Transient: the next answer is usually fine.
+    /// The answer could not be decoded.
     #[error("{path}: cannot decode the response: {message}")]
     Decode { path: String, message: String },
+    /// A successful read whose body is not what was asked for (truncated, a
+    /// proxy's HTML page with status 200). Transient: the next answer is
+    /// usually fine.
+    #[error("{path}: cannot decode the response: {message}")]
+    Undecodable { path: String, message: String },
     /// An `https://` server answered in plain http (a loopback or test server
     /// reached without an `http://` instance).
     #[error("{host} did not answer TLS (it seems to speak plain http); if it is a loopback or test server, reach it with instance = \"http://{host}\" (`--instance http://{host}` for `follow`)")]
@@ -53,7 +57,8 @@ impl MastodonError {
                 _ => ErrorKind::Permanent,
             },
             MastodonError::Network { .. } => ErrorKind::Transient,
-            MastodonError::Decode { .. } => ErrorKind::Transient,
+            MastodonError::Decode { .. } => ErrorKind::Permanent,
+            MastodonError::Undecodable { .. } => ErrorKind::Transient,
             MastodonError::NotTls { .. } | MastodonError::Config(_) => ErrorKind::Config,
         }
     }
@@ -121,7 +126,7 @@ impl MastodonError {
     /// shows the start of what came.
     pub(crate) fn undecodable(path: &str, expected: &str, body: &[u8], err: impl std::fmt::Display) -> Self {
         let start = if body.is_empty() { "an empty body".to_string() } else { format!("{} bytes starting {:?}", body.len(), preview(body, 80)) };
-        MastodonError::Decode {
+        MastodonError::Undecodable {
             path: path.to_string(),
             message: format!("expected {expected}, got {start} ({err})"),
         }
@@ -227,7 +232,13 @@ mod tests {
         assert_eq!(http(502).kind(), ErrorKind::Transient);
         assert_eq!(
             MastodonError::decode("/p", "eof").kind(),
-            ErrorKind::Transient
+            ErrorKind::Permanent
+        );
+        let html = MastodonError::undecodable("/p", "a JSON array of statuses", b"<!DOCTYPE html>\n<html>", "expected value");
+        assert_eq!(html.kind(), ErrorKind::Transient);
+        assert_eq!(
+            html.to_string(),
+            "/p: cannot decode the response: expected a JSON array of statuses, got 22 bytes starting \"<!DOCTYPE html> <html>\" (expected value)"
         );
         assert_eq!(
             MastodonError::Network {

@@ -209,7 +209,7 @@ impl MastodonClient {
         let url = self.url_with_segments(segments);
         let path = url.path().to_string();
         let (status, headers, bytes) = self.request_status(method, url, body, idempotency_key).await?;
-        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).map_err(|e| MastodonError::undecodable(&path, "a JSON object", &bytes, e))? };
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).map_err(|e| MastodonError::decode(&path, e))? };
         Ok((status, headers, v))
     }
 

@@ -173,7 +173,7 @@ impl Account {
             JobError::Mastodon(m) => Some(m),
             _ => None,
         };
-        let decode = matches!(mastodon, Some(MastodonError::Decode { .. }));
+        let decode = matches!(mastodon, Some(MastodonError::Undecodable { .. }));
         self.decode_failures = if decode { self.decode_failures + 1 } else { 0 };
         let (health, delay) = match e {
             JobError::NotFound { host } => {

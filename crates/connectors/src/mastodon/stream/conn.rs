@@ -298,7 +298,7 @@ fn url_host(url: &url::Url) -> Option<String> {
 
 /// The payload of a chunked body; nothing when it is not one (an error
 /// message must never show chunk framing).
-fn dechunk(raw: &[u8]) -> Vec<u8> {
+pub(super) fn dechunk(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = raw;
     loop {
