@@ -84,7 +84,7 @@ pub async fn run(a: FollowArgs) -> anyhow::Result<ExitCode> {
     } else {
         src.stream = StreamMode::Off;
     }
-    cfg.sources.insert("follow".into(), SourceConfig::Mastodon(src));
+    cfg.sources.insert("follow".into(), SourceConfig::Mastodon(Box::new(src)));
     let format = match a.format {
         Format::Text => OutputFormat::Text,
         Format::Jsonl => OutputFormat::Jsonl,

@@ -9,7 +9,7 @@ use fedistream_connectors::file::FileSink;
 use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
 use fedistream_connectors::mastodon::sink::MastodonSink;
-use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, ReaderConnection};
+use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, MastodonSourceConfig, ReaderConnection};
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
 use fedistream_core::runtime::{ChannelSpec, Pipeline, RouteFn, RuntimeOptions, SourceSpec};
@@ -91,7 +91,7 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
     for (name, s) in &cfg.sources {
         let source: Box<dyn Source> = match s {
             SourceConfig::Mastodon(m) => {
-                let mut m = m.clone();
+                let mut m = MastodonSourceConfig::clone(m);
                 m.accounts.retain(|a| take(&account_unit(name, a)));
                 if m.accounts.is_empty() {
                     continue;

@@ -319,17 +319,15 @@ impl RateLimiter {
             tracing::warn!(status, until = %until_wall, "Rate limited by the server");
         }
         match (status, retry_after) {
-            (503, Some(until_wall)) => {
-                // Keep the first asked time: every answer of a restarting server
-                // asks again from its own now, which would never end.
-                if st.unavailable.is_none_or(|b| b.until <= now) {
-                    let until = to_instant(until_wall);
-                    st.unavailable = Some(Block { until, until_wall });
-                    st.next_probe = Some(now + PROBE_INTERVAL);
-                    let secs = (until_wall - now_wall).num_seconds().max(0);
-                    tracing::warn!(retry_after_s = secs, probe_every_s = PROBE_INTERVAL.as_secs(),
-                        "Server unavailable (it asked to retry after {secs} s); probing until it is back");
-                }
+            // Keep the first asked time: every answer of a restarting server
+            // asks again from its own now, which would never end.
+            (503, Some(until_wall)) if st.unavailable.is_none_or(|b| b.until <= now) => {
+                let until = to_instant(until_wall);
+                st.unavailable = Some(Block { until, until_wall });
+                st.next_probe = Some(now + PROBE_INTERVAL);
+                let secs = (until_wall - now_wall).num_seconds().max(0);
+                tracing::warn!(retry_after_s = secs, probe_every_s = PROBE_INTERVAL.as_secs(),
+                    "Server unavailable (it asked to retry after {secs} s); probing until it is back");
             }
             (s, _) if s < 500 => {
                 if st.unavailable.take().is_some_and(|b| b.until > now) {

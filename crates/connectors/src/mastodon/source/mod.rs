@@ -37,8 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fedistream_core::post::Via;
 use fedistream_core::{
-    DeadLetter, Emitter, ErrorKind, Progress, Source, SourceBatch, SourceContext, SourceError, Status,
+    DeadLetter, Emitter, ErrorKind, EventKind, Progress, Source, SourceBatch, SourceContext, SourceError, Status,
 };
 use fedistream_process::consent::ConsentPolicy;
 use tokio::task::JoinSet;
@@ -46,7 +47,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 pub use config::{parse_acct, parse_base_url, Backfill, MastodonSourceConfig, StreamMode};
-use convert::Converter;
+use convert::{Converted, Converter};
 
 use self::accounts::Account;
 use self::rounds::Rounds;
@@ -370,6 +371,24 @@ impl Account {
     /// Reconciliation needs the account's id and a first catch-up (its window).
     fn reconcilable(&self) -> bool {
         self.account_id.is_some() && self.checkpoint.is_some()
+    }
+}
+
+pub(crate) async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Result<(), SourceError> {
+    match sh.converter().convert(raw, host, Via::Stream, kind, None) {
+        Converted::Event(ev, index) => {
+            sh.status.count("stream_events", 1);
+            sh.emit(SourceBatch { events: vec![(*ev).into()], state: vec![index] }).await
+        }
+        Converted::NotFollowed => Ok(()),
+        Converted::Skipped { reason, key } => {
+            sh.skipped(reason, &key);
+            Ok(())
+        }
+        Converted::Malformed(reason) => {
+            sh.malformed(&format!("stream: {reason}"), raw);
+            Ok(())
+        }
     }
 }
 

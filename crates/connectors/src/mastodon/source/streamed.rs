@@ -2,16 +2,15 @@
 //! changes (the status line, catch-ups, reconciliation priority) and the posts,
 //! edits and deletes it carries (emitted at once, one append each).
 
-use fedistream_core::post::Via;
 use fedistream_core::{EventKind, SourceBatch, SourceError};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::accounts::Account;
 use super::config::MastodonSourceConfig;
-use super::convert::{deleted_event, ids_key, Converted, IDS_NS};
+use super::convert::{deleted_event, ids_key, IDS_NS};
 use super::rounds::Rounds;
-use super::{src_err, Shared};
+use super::{src_err, stream_post, Shared};
 use crate::mastodon::stream::StreamEvent;
 
 /// What the source loop knows about its stream.
@@ -40,7 +39,11 @@ pub(super) async fn on_stream_event(
             status.count("stream_connects", 1);
             let now = Instant::now();
             for a in accounts.iter_mut() {
-                if a.running { a.rerun = true } else { a.due = now }
+                if a.running {
+                    a.rerun = true
+                } else {
+                    a.due = now
+                }
             }
             let mut slots: Vec<_> = accounts.iter_mut().map(|a| &mut a.reconcile).collect();
             rounds.stream_gap(&mut slots, now);
@@ -54,47 +57,52 @@ pub(super) async fn on_stream_event(
                 a.due = a.due.min(soon);
             }
         }
-        StreamEvent::ConnectFailed { attempt, transport, error } => {
-            let state = if stream.ever_connected { "polling" } else { "connecting" };
+        StreamEvent::ConnectFailed {
+            attempt,
+            transport,
+            error,
+        } => {
+            let state = if stream.ever_connected {
+                "polling"
+            } else {
+                "connecting"
+            };
             let plural = if attempt == 1 { "" } else { "s" };
             let detail = format!("stream not connected after {attempt} attempt{plural} (last, {}: {error}); polling meanwhile", transport.as_str());
             status.set_state(state, Some(detail));
         }
         StreamEvent::Update(raw) => stream_post(sh, &raw, reader_host, EventKind::Created).await?,
-        StreamEvent::StatusUpdate(raw) => stream_post(sh, &raw, reader_host, EventKind::Updated).await?,
-        StreamEvent::Delete(id) => match sh.log.state_get(IDS_NS, &ids_key(reader_host, &id)).await? {
-            Some(v) => match deleted_event(&sh.name, sh.converter().server_name(reader_host), &id, &v) {
-                Some(ev) if sh.followed.contains(&ev.account) => sh.emit(SourceBatch { events: vec![ev.into()], state: vec![] }).await?,
-                _ => {}
-            },
-            None => {
-                debug!(id = %id, "Delete of a status we never saw; ignored");
-                status.count("deletes_unattributed", 1);
+        StreamEvent::StatusUpdate(raw) => {
+            stream_post(sh, &raw, reader_host, EventKind::Updated).await?
+        }
+        StreamEvent::Delete(id) => {
+            match sh.log.state_get(IDS_NS, &ids_key(reader_host, &id)).await? {
+                Some(v) => {
+                    match deleted_event(&sh.name, sh.converter().server_name(reader_host), &id, &v)
+                    {
+                        Some(ev) if sh.followed.contains(&ev.account) => {
+                            sh.emit(SourceBatch {
+                                events: vec![ev.into()],
+                                state: vec![],
+                            })
+                            .await?
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    debug!(id = %id, "Delete of a status we never saw; ignored");
+                    status.count("deletes_unattributed", 1);
+                }
             }
-        },
+        }
         StreamEvent::Malformed { raw, reason } => sh.malformed(&format!("stream: {reason}"), &raw),
         StreamEvent::Fatal { error } => {
-            return Err(src_err(error.kind(), format!("stream of {reader_host} stopped: {error}")));
+            return Err(src_err(
+                error.kind(),
+                format!("stream of {reader_host} stopped: {error}"),
+            ));
         }
     }
     Ok(())
 }
-
-async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Result<(), SourceError> {
-    match sh.converter().convert(raw, host, Via::Stream, kind, None) {
-        Converted::Event(ev, index) => {
-            sh.status.count("stream_events", 1);
-            sh.emit(SourceBatch { events: vec![(*ev).into()], state: vec![index] }).await
-        }
-        Converted::NotFollowed => Ok(()),
-        Converted::Skipped { reason, key } => {
-            sh.skipped(reason, &key);
-            Ok(())
-        }
-        Converted::Malformed(reason) => {
-            sh.malformed(&format!("stream: {reason}"), raw);
-            Ok(())
-        }
-    }
-}
-
