@@ -19,12 +19,24 @@
 //! revoked tokens, failing media downloads) and observe it (`requests`,
 //! `stream_connects`, `open_streams`, `statuses_by`, `posts_created`, `media`).
 //!
+//! Other servers' ways (`/work/shared/mastodon-api.md` §7), as options and
+//! faults: `GET /api/v1/statuses?id[]=` (Mastodon 4.3+; absent on GoToSocial,
+//! `statuses_by_id`); anonymous reads refused with 401 (GoToSocial's default,
+//! `anonymous_reads`); a server `domain` other than its address, advertised as
+//! `wss://<domain>` (GoToSocial); a separate streaming server the main host
+//! redirects to (`separate_streaming`); a restart answering 503 with
+//! `Retry-After` and a chunked HTML page (`set_restarting`); a 200 whose body is
+//! an HTML page (`malformed_next_on`); WebSocket upgrades refused by a proxy
+//! (`refuse_websocket`); faults aimed at one path (`fail_next_on`); posts with
+//! a creation time in the past (`NewStatus::created_at`).
+//!
 //! Left out on purpose: polls, scheduled statuses, quotes, mentions as
 //! resources (they stay plain text), edit history (`/history`, `/source`),
 //! notifications, follows and lists as resources (any list id streams
 //! everything), mentions, polls, cards, the separate paging throttle
-//! (300 per 15 minutes), Mastodon's loopback exemption from throttling, and
-//! GoToSocial's requirement of a token for most reads.
+//! (300 per 15 minutes), and Mastodon's loopback exemption from throttling.
+//! Anonymous reads are answered unless `anonymous_reads` is off, on GoToSocial
+//! too (which refuses them by default).
 
 mod guard;
 mod json;
