@@ -2,10 +2,14 @@
 //!
 //! [`spawn_stream`] runs a task that keeps one stream (`user` or a list) open
 //! over WebSocket or SSE and sends [`StreamEvent`]s into a channel. It owns the
-//! transport choice (Auto: WebSocket first, SSE when the upgrade fails, WebSocket
-//! only where SSE answers 404 as on GoToSocial/Akkoma), the idle watchdog (see
-//! `conn`), reconnects with capped jittered [`Backoff`], and the revoked-token
-//! check: after a 401/403 on connect or a clean close by the server it asks
+//! streaming base (asked from `/api/v2/instance` before every connect until the
+//! server answers, and mapped onto the client's address when the server names
+//! itself), the transport choice (Auto: WebSocket first, SSE when the upgrade
+//! fails — a 401/403 too once the token checks out — WebSocket only where SSE
+//! answers 404 as on GoToSocial/Akkoma), the idle watchdog (see `conn`),
+//! reconnects with capped jittered [`Backoff`] (each failed attempt reported as
+//! [`StreamEvent::ConnectFailed`]), and the revoked-token check: after a
+//! 401/403 on connect or a clean close by the server it asks
 //! `verify_credentials`, and a 401 there ends the task with [`StreamEvent::Fatal`]
 //! instead of looping.
 //!
