@@ -43,7 +43,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the pipeline described by a config file.
     Run(RunArgs),
-    /// Tail accounts live on the terminal, no config needed.
+    /// Tail accounts live on the terminal, no config needed (stops with an error
+    /// when none of the accounts can be read).
     Follow(crate::follow::FollowArgs),
     /// Check a config file without touching the network; exit code 2 if invalid.
     Validate {

@@ -200,3 +200,13 @@ properties_env = { "sasl.username" = "FEDISTREAM_TEST_SURELY_UNSET_VAR" }
     let e = parse(text, file()).unwrap_err();
     assert!(e.to_string().contains("schema_registry_password"), "{e}");
 }
+
+#[test]
+fn reconciliation_settings_are_checked_with_their_key() {
+    let ok = MINIMAL.replace("accounts = [\"@alice@example.org\"]", "accounts = [\"@alice@example.org\"]\nreconcile_window = \"3d\"\nreconcile_min_posts = 50\nreconcile_within = \"30m\"");
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let bad = MINIMAL.replace("accounts = [\"@alice@example.org\"]", "accounts = [\"@alice@example.org\"]\nreconcile_min_posts = 5000\nreconcile_within = \"10s\"");
+    let e = errors(&bad);
+    assert!(e.iter().any(|m| m.contains("sources.a.reconcile_min_posts") && m.contains("at most 2000")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("sources.a.reconcile_within") && m.contains("at least 1m")), "{e:?}");
+}
