@@ -95,6 +95,9 @@ async fn an_html_error_page_is_one_short_line_with_its_content_type() {
     );
     assert!(line.len() < 600, "{} characters: {line}", line.len());
     let err = p.stderr();
+    // A restart is not a rate limit (item 4 of issue 12).
+    assert!(err.contains("Server unavailable (it asked to retry after 120 s)"), "{err}");
+    assert!(!err.contains("Rate limited by the server"), "{err}");
     for l in err.lines() {
         let t = l.trim();
         assert!(
