@@ -137,6 +137,7 @@ async fn respond(
             let page = "<!DOCTYPE html>\n<html><head><title>Bad Gateway</title></head>\n<body><h1>Upstream hiccup</h1></body></html>\n";
             return ([("content-type", "text/html")], page).into_response();
         }
+        Some(Canned::EmptyList) => return Json(serde_json::json!([])).into_response(),
         None => {}
     }
     if let Some(status) = take_failure(shared) {

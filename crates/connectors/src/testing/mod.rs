@@ -226,6 +226,14 @@ impl FakeMastodon {
         self.shared.faults().targeted.push(state::Targeted { path: path.to_owned(), answer, left: count });
     }
 
+    /// The next `count` requests whose path contains `path` get `200 OK` with
+    /// an empty JSON array (a proxy or a partial implementation answering
+    /// "nothing" where there is something).
+    pub fn empty_next_on(&self, path: &str, count: usize) {
+        let answer = state::Canned::EmptyList;
+        self.shared.faults().targeted.push(state::Targeted { path: path.to_owned(), answer, left: count });
+    }
+
     /// Starts (`Some(retry_after_secs)`) or ends (`None`) a restart: meanwhile
     /// every request, streaming included, gets `503` with `Retry-After` and a
     /// chunked HTML page, as GoToSocial answers while it starts. Starting one

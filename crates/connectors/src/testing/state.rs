@@ -178,6 +178,8 @@ pub(crate) enum Canned {
     Status(u16),
     /// `200 OK` whose body is an HTML error page (a proxy's), not the JSON asked for.
     HtmlOk,
+    /// `200 OK` with an empty JSON array, whatever was asked.
+    EmptyList,
 }
 
 impl Faults {

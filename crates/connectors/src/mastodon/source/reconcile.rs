@@ -114,24 +114,49 @@ impl<'a> Refetcher<'a> {
         }
     }
 
+    /// Whether one post still exists (`GET /api/v1/statuses/:id`).
+    async fn exists(&mut self, id: &str) -> Result<bool, MastodonError> {
+        self.requests += 1;
+        match self.client.status(id).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.status(), Some(404 | 410)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next request's findings; `None` once every id is settled.
     pub async fn next(&mut self) -> Result<Option<Refetched>, MastodonError> {
         loop {
             match &mut self.mode {
                 Mode::Batch { next } => {
-                    if *next >= self.ids.len() {
+                    let next = *next;
+                    if next >= self.ids.len() {
                         return Ok(None);
                     }
-                    let chunk: Vec<String> = self.ids[*next..]
+                    let chunk: Vec<String> = self.ids[next..]
                         .iter()
                         .take(MAX_IDS_PER_LOOKUP)
                         .cloned()
                         .collect();
                     self.requests += 1;
                     match self.client.statuses_by_id(&chunk).await? {
+                        Some(found)
+                            if found.is_empty()
+                                && chunk.len() > 1
+                                && self.exists(&chunk[chunk.len() - 1]).await? =>
+                        {
+                            // Nothing of several posts, yet the newest is there:
+                            // this server's batch answers cannot be trusted to
+                            // mean "deleted" (a proxy, a partial implementation).
+                            tracing::warn!(server = %self.client.host(), "GET /api/v1/statuses?id[]= answered nothing for posts that exist; reconciling by paging timelines instead");
+                            self.support.set(&self.client.host(), false);
+                            self.mode = Mode::Paging { cursor: None };
+                        }
                         Some(found) => {
                             self.support.set(&self.client.host(), true);
-                            *next += chunk.len();
+                            self.mode = Mode::Batch {
+                                next: next + chunk.len(),
+                            };
                             let wanted: HashSet<&str> = chunk.iter().map(String::as_str).collect();
                             let present: Vec<Box<RawValue>> = found
                                 .into_iter()
