@@ -58,6 +58,8 @@ async fn an_html_error_page_is_one_short_line_with_its_content_type() {
         "none",
         "--format",
         "jsonl",
+        "--poll-interval",
+        "1s",
     ];
     let p = Spawn::new(dir.path(), "follow", &args)
         .env(VAR, TOKEN)
