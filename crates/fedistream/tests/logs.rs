@@ -69,6 +69,13 @@ async fn an_html_error_page_is_one_short_line_with_its_content_type() {
         "stream connected; stderr:\n{}",
         p.stderr()
     );
+    // The first catch-up is done: a post made from now on is new.
+    wait_for(
+        "the first catch-up",
+        || fake.requests().iter().any(|r| r.path.ends_with("/statuses") && r.status == 200).then_some(()),
+        || p.stderr(),
+    )
+    .await;
     fake.set_restarting(Some(120));
     let line = wait_for(
         "a failed reconnect",
