@@ -41,18 +41,20 @@ pub fn render_text(rec: &LogRecord) -> String {
         Err(e) => return format!("(offset {}: {e})\n", rec.position.offset),
     };
     let mut s = String::new();
-    let when = ev
-        .post
-        .as_ref()
-        .and_then(|p| p.edited_at.or(p.created_at))
-        .unwrap_or(ev.observed_at)
-        .format("%Y-%m-%d %H:%M:%S");
-    let verb = match ev.kind {
-        EventKind::Created => "posted",
-        EventKind::Updated => "edited",
-        EventKind::Deleted => "deleted",
+    // The post's own time is when it was created; an edit is marked with its time.
+    let created = ev.post.as_ref().and_then(|p| p.created_at).unwrap_or(ev.observed_at);
+    let edited = ev.post.as_ref().and_then(|p| p.edited_at).map(|e| {
+        let fmt = if e.date_naive() == created.date_naive() { "%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" };
+        format!("edited {}", e.format(fmt))
+    });
+    let verb = match (ev.kind, edited) {
+        (EventKind::Deleted, _) => "deleted".to_string(),
+        (EventKind::Updated, Some(e)) => e,
+        (EventKind::Updated, None) => "edited".to_string(),
+        (EventKind::Created, Some(e)) => format!("posted, {e}"),
+        (EventKind::Created, None) => "posted".to_string(),
     };
-    s.push_str(&format!("{when}  @{} {verb}", ev.account));
+    s.push_str(&format!("{}  @{} {verb}", created.format("%Y-%m-%d %H:%M:%S"), ev.account));
     match &ev.post {
         Some(p) => {
             if let Some(b) = &p.boost_of {
@@ -177,6 +179,19 @@ mod tests {
         del.post = None;
         let t = render_text(&rec(del));
         assert!(t.contains("deleted  https://social.example/users/ada/statuses/1"), "{t}");
+    }
+
+    #[test]
+    fn an_edited_post_shows_when_it_was_posted_and_marks_the_edit() {
+        let mut p = post();
+        let created = chrono::DateTime::parse_from_rfc3339("2026-12-01T03:55:32Z").unwrap().with_timezone(&Utc);
+        p.created_at = Some(created);
+        p.edited_at = Some(created + chrono::Duration::seconds(5));
+        let first = |t: String| t.lines().next().unwrap().to_string();
+        assert!(first(render_text(&rec(Event::created("s", p.clone())))).starts_with("2026-12-01 03:55:32  @ada@social.example posted, edited 03:55:37  "));
+        assert!(first(render_text(&rec(Event::updated("s", p.clone())))).starts_with("2026-12-01 03:55:32  @ada@social.example edited 03:55:37  "));
+        p.edited_at = Some(created + chrono::Duration::days(1));
+        assert!(first(render_text(&rec(Event::updated("s", p)))).contains("edited 2026-12-02 03:55:32"));
     }
 
     #[test]

@@ -598,3 +598,109 @@ async fn drop_streams_and_revoke_close_websockets() {
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["x-error-message"], "Invalid access token");
 }
+
+// ------------------------------------------------- quirks of other servers
+
+/// `GET /api/v1/statuses?id[]=` as Mastodon 4.3+ serves it (the visible ones,
+/// deleted and unknown ids left out, at most 20), and 404 where the server has
+/// no such endpoint (GoToSocial, older Mastodon).
+#[tokio::test]
+async fn statuses_by_id_is_served_like_mastodon_4_3_and_absent_elsewhere() {
+    let server = FakeMastodon::start(fast(Flavor::Mastodon)).await;
+    let ids = post_many(&server, "alice", 3);
+    assert!(server.delete(&ids[1]));
+    let url = format!("{}/api/v1/statuses?id[]={}&id[]={}&id[]={}&id[]=404", server.base_url(), ids[0], ids[1], ids[2]);
+    let r = get(&url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(ids_of(&r.json::<Value>().await.unwrap()), vec![ids[0].clone(), ids[2].clone()]);
+    let many: String = (0..21).map(|i| format!("id[]={i}&")).collect();
+    assert_eq!(get(&format!("{}/api/v1/statuses?{many}", server.base_url())).await.status(), 422);
+
+    for cfg in [fast(Flavor::GoToSocial), FakeConfig { statuses_by_id: Some(false), ..fast(Flavor::Mastodon) }] {
+        let server = FakeMastodon::start(cfg).await;
+        let ids = post_many(&server, "alice", 1);
+        assert_eq!(get(&format!("{}/api/v1/statuses?id[]={}", server.base_url(), ids[0])).await.status(), 404);
+    }
+}
+
+fn ids_of(body: &Value) -> Vec<String> {
+    ids(body)
+}
+
+/// GoToSocial's defaults: anonymous reads refused with 401, a streaming URL
+/// advertised as `wss://<domain>` however the server is reached.
+#[tokio::test]
+async fn gotosocial_refuses_anonymous_reads_and_advertises_wss_on_its_domain() {
+    let server = FakeMastodon::start(FakeConfig { anonymous_reads: false, domain: Some("gts.example".into()), ..fast(Flavor::GoToSocial) }).await;
+    let id = server.add_account("alice", Default::default());
+    let r = get(&format!("{}/api/v1/accounts/{id}/statuses", server.base_url())).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "Unauthorized: token not supplied");
+    assert_eq!(get_authed(&format!("{}/api/v1/accounts/{id}/statuses", server.base_url())).await.status(), 200);
+    // The instance stays public, and names the server and its streaming base.
+    let v1: Value = get(&format!("{}/api/v1/instance", server.base_url())).await.json().await.unwrap();
+    assert_eq!((v1["uri"].as_str(), v1["urls"]["streaming_api"].as_str()), (Some("gts.example"), Some("wss://gts.example")));
+    let v2: Value = get(&format!("{}/api/v2/instance", server.base_url())).await.json().await.unwrap();
+    assert_eq!((v2["domain"].as_str(), v2["configuration"]["urls"]["streaming"].as_str()), (Some("gts.example"), Some("wss://gts.example")));
+    let looked_up = get_authed(&format!("{}/api/v1/accounts/lookup?acct=alice@gts.example", server.base_url())).await;
+    assert_eq!(looked_up.status(), 200, "its own domain in a handle");
+}
+
+/// A restart: 503 with `Retry-After` and a chunked HTML page for everything,
+/// then normal service.
+#[tokio::test]
+async fn a_restart_answers_503_with_retry_after_and_a_chunked_html_page() {
+    let server = FakeMastodon::start(fast(Flavor::GoToSocial)).await;
+    server.set_restarting(Some(120));
+    let r = get(&format!("{}/api/v1/instance", server.base_url())).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(&r, "retry-after").as_deref(), Some("120"));
+    assert_eq!(header(&r, "transfer-encoding").as_deref(), Some("chunked"));
+    assert!(header(&r, "content-type").unwrap().starts_with("text/html"));
+    assert!(r.text().await.unwrap().starts_with("<!DOCTYPE html>"));
+    server.set_restarting(None);
+    assert_eq!(get(&format!("{}/api/v1/instance", server.base_url())).await.status(), 200);
+}
+
+/// Faults aimed at one path: an undecodable 200 (an HTML page), a status code.
+#[tokio::test]
+async fn faults_aimed_at_one_path_leave_the_others_alone() {
+    let server = FakeMastodon::start(fast(Flavor::Mastodon)).await;
+    let id = server.add_account("alice", Default::default());
+    let statuses = format!("{}/api/v1/accounts/{id}/statuses", server.base_url());
+    server.malformed_next_on("/statuses", 1);
+    server.fail_next_on("/api/v2/instance", 502, 1);
+    assert_eq!(get(&format!("{}/api/v1/instance", server.base_url())).await.status(), 200, "another path");
+    let r = get(&statuses).await;
+    assert_eq!(r.status(), 200);
+    assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err(), "not JSON");
+    assert_eq!(get(&statuses).await.status(), 200);
+    assert_eq!(get(&format!("{}/api/v2/instance", server.base_url())).await.status(), 502);
+    assert_eq!(get(&format!("{}/api/v2/instance", server.base_url())).await.status(), 200);
+}
+
+/// A proxy refusing WebSocket upgrades with 403 while SSE works; a separate
+/// streaming server that the main host redirects to.
+#[tokio::test]
+async fn websocket_upgrades_can_be_refused_and_streaming_can_live_elsewhere() {
+    let server = FakeMastodon::start(fast(Flavor::Mastodon)).await;
+    server.refuse_websocket(Some(403));
+    let ws_url = format!("ws://{}/api/v1/streaming?stream=user&access_token={TOKEN}", server.host());
+    match tokio_tungstenite::connect_async(ws_url.into_client_request().unwrap()).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 403),
+        other => panic!("expected a refused upgrade, got {other:?}"),
+    }
+    let sse = get_authed(&format!("{}/api/v1/streaming/user", server.base_url())).await;
+    assert_eq!(sse.status(), 200, "SSE works");
+
+    let server = FakeMastodon::start(FakeConfig { separate_streaming: true, ..fast(Flavor::Mastodon) }).await;
+    let streaming = server.streaming_host().expect("a second listener");
+    let v2: Value = get(&format!("{}/api/v2/instance", server.base_url())).await.json().await.unwrap();
+    assert_eq!(v2["configuration"]["urls"]["streaming"], format!("ws://{streaming}"));
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.get(format!("{}/api/v1/streaming/user", server.base_url())).send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(header(&r, "location"), Some(format!("http://{streaming}/api/v1/streaming/user")));
+    let direct = reqwest::Client::new().get(format!("http://{streaming}/api/v1/streaming/user")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+}

@@ -41,11 +41,16 @@ fn stream_cfg(transport: Transport) -> StreamConfig {
     }
 }
 
+/// The next event, past reports of failed connect attempts (they only feed
+/// the status line).
 async fn next(rx: &mut Receiver<StreamEvent>) -> StreamEvent {
-    match tokio::time::timeout(SOON, rx.recv()).await {
-        Ok(Some(ev)) => ev,
-        Ok(None) => panic!("stream task ended"),
-        Err(_) => panic!("no stream event within {SOON:?}"),
+    loop {
+        match tokio::time::timeout(SOON, rx.recv()).await {
+            Ok(Some(StreamEvent::ConnectFailed { .. })) => continue,
+            Ok(Some(ev)) => return ev,
+            Ok(None) => panic!("stream task ended"),
+            Err(_) => panic!("no stream event within {SOON:?}"),
+        }
     }
 }
 
@@ -409,7 +414,7 @@ async fn dropped_streams_reconnect_and_announce_it() {
 #[tokio::test]
 async fn auto_falls_back_to_sse_when_the_upgrade_fails() {
     let fake = server(FakeConfig::default()).await;
-    fake.fail_next(502, 1);
+    fake.fail_next_on("/api/v1/streaming", 502, 1);
     let shutdown = CancellationToken::new();
     let mut rx = spawn_stream(
         client_for(&fake, Some(TOKEN)),
@@ -543,6 +548,8 @@ async fn a_wrong_token_is_fatal_on_the_first_connect() {
         assert_eq!(
             reqs,
             [
+                // Asked for the streaming URL first (refused as well).
+                ("/api/v2/instance".to_string(), 401),
                 (expected_stream.to_string(), 401),
                 ("/api/v1/accounts/verify_credentials".to_string(), 401)
             ],

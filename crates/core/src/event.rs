@@ -274,8 +274,24 @@ impl LogRecord {
 
 /// What [`LogRecord::to_json_line`] writes, read back (channels that resume from
 /// their own output use it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct LinePosition {
     pub partition: u32,
     pub offset: u64,
+}
+
+impl LinePosition {
+    /// The position at the start of a line [`LogRecord::write_json_line`] wrote
+    /// (`{"partition":P,"offset":O,…`). Read from the prefix, not by parsing the
+    /// whole line: the record's own fields may use the same names (a processor's
+    /// output), which a whole-line parse would reject as duplicates.
+    pub fn of_line(line: &str) -> Option<LinePosition> {
+        let rest = line.trim_start().strip_prefix("{\"partition\":")?;
+        let end = rest.find(|c: char| !c.is_ascii_digit())?;
+        let partition = rest[..end].parse().ok()?;
+        let rest = rest[end..].strip_prefix(",\"offset\":")?;
+        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let offset = rest[..end].parse().ok()?;
+        matches!(rest[end..].chars().next(), Some(',') | Some('}')).then_some(LinePosition { partition, offset })
+    }
 }

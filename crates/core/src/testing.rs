@@ -312,7 +312,8 @@ pub mod counting {
     /// One emitted window.
     #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
     pub struct WindowCount {
-        pub partition: u32,
+        /// The input partition.
+        pub input_partition: u32,
         pub window: u64,
         pub accounts: BTreeMap<String, u64>,
     }
@@ -374,7 +375,7 @@ pub mod counting {
                 }
                 for w in done {
                     let accounts = st.open.remove(&w).unwrap_or_default();
-                    let rec = WindowCount { partition: *p, window: w, accounts };
+                    let rec = WindowCount { input_partition: *p, window: w, accounts };
                     out.records.push(OutputRecord {
                         topic: self.output.clone(),
                         key: format!("p{p}"),

@@ -43,7 +43,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the pipeline described by a config file.
     Run(RunArgs),
-    /// Tail accounts live on the terminal, no config needed.
+    /// Tail accounts live on the terminal, no config needed (stops with an error
+    /// when none of the accounts can be read).
     Follow(crate::follow::FollowArgs),
     /// Check a config file without touching the network; exit code 2 if invalid.
     Validate {
@@ -127,16 +128,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     fedistream_core::units::parse_duration(s)
 }
 
+/// Dependencies' log targets that print secrets at some level, and the level
+/// from which they do: tungstenite traces the raw WebSocket handshake request,
+/// `Authorization: Bearer <token>` included. Never shown, whatever `--log-level`.
+const SECRET_BEARING_TARGETS: [(&str, tracing::Level); 2] =
+    [("tungstenite::handshake", tracing::Level::TRACE), ("tokio_tungstenite", tracing::Level::TRACE)];
+
+fn bears_secrets(meta: &tracing::Metadata<'_>) -> bool {
+    SECRET_BEARING_TARGETS.iter().any(|(target, level)| meta.target().starts_with(target) && meta.level() >= level)
+}
+
 pub fn init_tracing(g: &GlobalArgs) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&g.log_level).unwrap_or_else(|e| {
         eprintln!("fedistream: invalid --log-level `{}` ({e}); using `info`", g.log_level);
         EnvFilter::new("info")
     });
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = filter.and(filter_fn(|meta| !bears_secrets(meta)));
+    // Colour only on a terminal, and never with NO_COLOR (https://no-color.org).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     match g.log_format {
-        LogFormat::Text => b.with_target(false).init(),
-        LogFormat::Json => b.json().init(),
+        LogFormat::Text => tracing_subscriber::registry().with(layer.with_target(false).with_filter(filter)).init(),
+        LogFormat::Json => tracing_subscriber::registry().with(layer.json().with_filter(filter)).init(),
     }
 }
 

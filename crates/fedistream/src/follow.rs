@@ -68,6 +68,8 @@ pub async fn run(a: FollowArgs) -> anyhow::Result<ExitCode> {
     src.instance = a.instance.clone();
     src.poll_interval = a.poll_interval;
     src.max_poll_interval = src.max_poll_interval.max(a.poll_interval);
+    // A live tail of accounts that cannot be read is pointless: say why and stop.
+    src.stop_if_unreadable = true;
     let mut cfg = Config::default();
     cfg.log.path = dir.join("follow.db");
     if let Some(var) = &a.token_env {
@@ -82,7 +84,7 @@ pub async fn run(a: FollowArgs) -> anyhow::Result<ExitCode> {
     } else {
         src.stream = StreamMode::Off;
     }
-    cfg.sources.insert("follow".into(), SourceConfig::Mastodon(src));
+    cfg.sources.insert("follow".into(), SourceConfig::Mastodon(Box::new(src)));
     let format = match a.format {
         Format::Text => OutputFormat::Text,
         Format::Jsonl => OutputFormat::Jsonl,

@@ -9,7 +9,7 @@ use fedistream_connectors::file::FileSink;
 use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
 use fedistream_connectors::mastodon::sink::MastodonSink;
-use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, ReaderConnection};
+use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, MastodonSourceConfig, ReaderConnection};
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
 use fedistream_core::log::EVENTS;
@@ -109,7 +109,7 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
         // Each source is made anew when the runtime restarts it after a transient failure.
         let make: SourceFactory = match s {
             SourceConfig::Mastodon(m) => {
-                let mut m = m.clone();
+                let mut m = MastodonSourceConfig::clone(m);
                 m.accounts.retain(|a| take(&account_unit(name, a)));
                 if m.accounts.is_empty() {
                     continue;

@@ -136,3 +136,82 @@ fn follow_refuses_a_handle_without_a_server() {
     );
     assert!(out.is_empty(), "{out}");
 }
+
+/// `follow` of an account its server does not know ends with an error naming
+/// it, instead of retrying quietly every 15 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_of_an_account_that_does_not_exist_ends_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice"], None).await;
+    let base = fake.base_url();
+    let p = Spawn::new(dir.path(), "follow", &["follow", "@nobody@fake.example", "--instance", &base]).start();
+    let s = p.wait_exit(DEADLINE).await;
+    assert!(!s.success(), "{s}");
+    let err = p.stderr();
+    assert!(
+        err.contains(&format!("none of the accounts can be read: @nobody@fake.example: not found on {}", fake.host())),
+        "{err}"
+    );
+}
+
+/// A server that refuses anonymous reads (GoToSocial's default): `follow` says
+/// that this server needs a reader token and how to give one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_on_a_server_that_refuses_anonymous_reads_says_it_needs_a_token() {
+    use fedistream_connectors::testing::{FakeConfig, FakeMastodon, Flavor};
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeMastodon::start(FakeConfig { flavor: Flavor::GoToSocial, anonymous_reads: false, ..FakeConfig::default() }).await;
+    fake.add_account("alice", Default::default());
+    let base = fake.base_url();
+    let p = Spawn::new(dir.path(), "follow", &["follow", "@alice@fake.example", "--instance", &base]).start();
+    let s = p.wait_exit(DEADLINE).await;
+    assert!(!s.success(), "{s}");
+    let err = p.stderr();
+    assert!(err.contains("needs a reader token"), "{err}");
+    assert!(err.contains("--token-env"), "says how to give one: {err}");
+}
+
+/// An account whose server speaks plain http, followed without `--instance`:
+/// the error says the server did not answer TLS and what to write instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_of_a_plain_http_server_without_instance_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice"], None).await;
+    let handle = format!("@alice@{}", fake.host());
+    let p = Spawn::new(dir.path(), "follow", &["follow", &handle]).start();
+    let s = p.wait_exit(DEADLINE).await;
+    assert!(!s.success(), "{s}");
+    let err = p.stderr();
+    assert!(err.contains(&format!("{} did not answer TLS", fake.host())), "{err}");
+    assert!(err.contains(&format!("instance = \"http://{}\"", fake.host())), "{err}");
+    assert!(!err.contains("InvalidContentType"), "no TLS jargon: {err}");
+}
+
+/// `--format text` shows an edited post at the time it was posted and marks
+/// the edit with its own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_text_shows_the_creation_time_and_marks_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice"], None).await;
+    let created = chrono::Utc::now() - chrono::Duration::seconds(90);
+    let post = fake.post("alice", NewStatus { created_at: Some(created), ..NewStatus::html("<p>first version</p>") });
+    assert!(fake.edit(&post.id, "<p>second version</p>"));
+    let edited = fake.statuses_of("alice")[0]["edited_at"].as_str().unwrap().to_string();
+    let edited = chrono::DateTime::parse_from_rfc3339(&edited).unwrap();
+    let base = fake.base_url();
+    let data = dir.path().join("state");
+    let args = ["follow", "@alice@fake.example", "--instance", &base, "--format", "text", "--backfill", "last:1", "--data-dir", data.to_str().unwrap()];
+    let p = Spawn::new(dir.path(), "follow", &args).start();
+    let header = wait_for("the post", || p.stdout().lines().find(|l| l.contains("@alice@fake.example")).map(str::to_string), || p.stderr()).await;
+    p.sigterm();
+    p.wait_exit(DEADLINE).await;
+    // The edit's date is shown only when it is another day than the post's.
+    let edit_fmt = if edited.date_naive() == created.date_naive() { "%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" };
+    let expected = format!(
+        "{}  @alice@fake.example posted, edited {}  ",
+        created.format("%Y-%m-%d %H:%M:%S"),
+        edited.format(edit_fmt)
+    );
+    assert!(header.starts_with(&expected), "{header:?} should start with {expected:?}");
+    assert!(p.stdout().contains("second version"), "{}", p.stdout());
+}

@@ -1,7 +1,8 @@
 //! The `mastodon` channel through the binary: a crash between the POST and the
 //! map write, restarted after the server's idempotency window, must not post
 //! twice (reconciliation finds the repost by its source URL); and `kill -9` at
-//! any moment while mirroring never duplicates either.
+//! any moment while mirroring never duplicates either; and an edit of a post
+//! from before the mirror started is not republished as a new post.
 
 mod common;
 
@@ -184,4 +185,44 @@ async fn a_spent_posting_budget_shows_backlog_and_resume_time_in_status() {
     assert!(table.contains("resumes"), "{table}");
     p.sigterm();
     assert!(p.wait_exit(Duration::from_secs(30)).await.success(), "{}", p.stderr());
+}
+
+/// An edit of a post made before the mirror started (`backfill = "none"`) is
+/// not republished as a new post: the mirror never posted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_post_from_before_the_mirror_started_is_not_republished() {
+    const READER: &str = "reader-token-beef";
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice"], Some(READER)).await;
+    fake.add_account("mirrorbot", AccountOpts { bot: true, ..Default::default() });
+    fake.add_token(PUBLISHER_TOKEN, "mirrorbot");
+    let before = fake.post(
+        "alice",
+        NewStatus { created_at: Some(chrono::Utc::now() - chrono::Duration::hours(2)), ..NewStatus::html("<p>from before the mirror</p>") },
+    );
+    let text = mirror_config(dir.path(), &fake)
+        .replace("backfill = \"last:40\"", "backfill = \"none\"")
+        .replace("stream = \"off\"", "connection = \"reader\"\nreconnect_initial = \"50ms\"")
+        .replace(
+            "[channels.mirror]",
+            &format!("[connections.mastodon.reader]\ninstance = {}\ntoken_env = \"FEDISTREAM_TEST_READER_TOKEN\"\n\n[channels.mirror]", toml_str(fake.base_url())),
+        );
+    let cfg = write_file(dir.path(), "mirror.toml", &text);
+    let p = Spawn::new(dir.path(), "mirror", &["run", "--no-progress", "--config", cfg.to_str().unwrap()])
+        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
+        .env("FEDISTREAM_TEST_READER_TOKEN", READER)
+        .start();
+    assert!(fake.wait_for_open_streams(1, DEADLINE).await, "stream connected; stderr:\n{}", p.stderr());
+    // The channel has opened once it read the target's statuses.
+    let target = fake.account_id("mirrorbot").unwrap();
+    wait_for("the channel to open", || fake.requests().iter().any(|r| r.path == format!("/api/v1/accounts/{target}/statuses")).then_some(()), || p.stderr()).await;
+    // The stream carries the edit (`status.update`) of the old post, then a new post.
+    assert!(fake.edit(&before.id, "<p>from before the mirror, edited</p>"));
+    let after = fake.post("alice", NewStatus::html("<p>after the mirror started</p>"));
+    wait_for("the new post mirrored", || mirrored_sources(&fake).contains(&after.url).then_some(()), || p.stderr()).await;
+    p.sigterm();
+    assert!(p.wait_exit(DEADLINE).await.success(), "{}", p.stderr());
+    // Events are delivered in order: the edit was handled before the new post.
+    assert_eq!(mirrored_sources(&fake), vec![after.url.clone()], "only the post made after the start");
+    assert_eq!(fake.posts_created("mirrorbot"), 1);
 }

@@ -1,6 +1,7 @@
-//! The reader token never leaves the process: not on stderr at debug level, not
-//! on stdout, not in the output, dead-letter or log files, through streaming,
-//! reconnects, malformed events, server errors and a revoked token.
+//! The reader token never leaves the process: not on stderr at any log level
+//! (`trace` included, dependencies' logging too), not on stdout, not in the
+//! output, dead-letter or log files, through REST, streaming over WebSocket and
+//! over SSE, reconnects, malformed events, server errors and a revoked token.
 
 mod common;
 
@@ -36,7 +37,23 @@ fn assert_no_token_under(dir: &Path) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reader_token_appears_in_no_output_log_or_file() {
+async fn the_reader_token_appears_in_no_output_log_or_file_over_websocket_at_trace() {
+    the_reader_token_appears_nowhere("websocket", "trace").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_token_appears_in_no_output_log_or_file_over_sse_at_trace() {
+    the_reader_token_appears_nowhere("sse", "trace").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_token_appears_in_no_output_log_or_file_at_debug() {
+    the_reader_token_appears_nowhere("auto", "debug").await;
+}
+
+/// REST (the reader's token serves REST on its own server), then the stream
+/// over `transport`, at log level `level`.
+async fn the_reader_token_appears_nowhere(transport: &str, level: &str) {
     let dir = tempfile::tempdir().unwrap();
     let fake = start_fake(&["alice"], Some(TOKEN)).await;
     let first = fake.post("alice", NewStatus::html("<p>before</p>"));
@@ -53,6 +70,7 @@ type = "mastodon"
 accounts = ["alice@fake.example"]
 instance = {instance}
 connection = "reader"
+stream = "{transport}"
 backfill = "last:5"
 poll_interval = "1s"
 max_poll_interval = "1s"
@@ -80,7 +98,7 @@ format = "jsonl"
         "run",
         &[
             "--log-level",
-            "debug",
+            level,
             "run",
             "--no-progress",
             "--config",
@@ -156,7 +174,12 @@ format = "jsonl"
     p.wait_exit(DEADLINE).await;
 
     let (stdout, stderr) = (p.stdout(), p.stderr());
-    assert!(stderr.contains("DEBUG"), "debug logging was on:\n{stderr}");
+    assert!(stderr.contains(&level.to_uppercase()), "{level} logging was on:\n{stderr}");
+    // The REST reads went out with the token, and the stream used the transport asked for.
+    let reqs = fake.requests();
+    assert!(reqs.iter().any(|r| r.authorized && r.path.ends_with("/statuses")), "REST with the token");
+    let (stream_path, opened) = if transport == "sse" { ("/api/v1/streaming/user", 200) } else { ("/api/v1/streaming", 101) };
+    assert!(reqs.iter().any(|r| r.path == stream_path && r.status == opened && r.authorized), "streamed over {transport}");
     assert!(
         stdout.contains(&streamed.uri),
         "the stdout channel printed the posts"

@@ -24,7 +24,7 @@ fn offsets(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<LinePosition>(l).unwrap().offset)
+        .map(|l| LinePosition::of_line(l).unwrap().offset)
         .collect()
 }
 
@@ -120,4 +120,42 @@ async fn rotates_by_size_and_resumes_across_rotation() {
 /// The file channel delivers synchronously.
 fn done(w: Result<fedistream_core::Written, fedistream_core::SinkError>) {
     assert!(matches!(w, Ok(fedistream_core::Written::Done(_))), "{w:?}");
+}
+
+/// A record whose own fields are named like the line's position (a processor's
+/// output) is still found in the output: nothing is written twice after a restart.
+#[tokio::test]
+async fn records_with_their_own_partition_and_offset_fields_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.jsonl");
+    let log: std::sync::Arc<dyn fedistream_core::Log> =
+        fedistream_core::sqlite::SqliteLog::open(dir.path().join("log.db"), Default::default()).unwrap();
+    let rec = |o: u64| {
+        fedistream_core::LogRecord::new(
+            fedistream_core::Position { partition: 0, offset: o },
+            chrono::Utc::now(),
+            format!("{{\"partition\":7,\"offset\":{},\"window\":1}}", o * 100).into(),
+        )
+    };
+    let cfg = FileSinkConfig { path: path.clone(), rotate_bytes: 0, rotate_age: None, fsync: false, delivery: Default::default() };
+    let mut s = FileSink::new(cfg.clone());
+    s.open(&SinkContext::new("file", log.clone())).await.unwrap();
+    done(s.write(&[rec(1), rec(2)]).await);
+    drop(s);
+    // A new process: the records are delivered again.
+    let mut s = FileSink::new(cfg);
+    s.open(&SinkContext::new("file", log)).await.unwrap();
+    done(s.write(&[rec(1), rec(2), rec(3)]).await);
+    let offsets: Vec<u64> = std::fs::read_to_string(&path).unwrap().lines().map(|l| LinePosition::of_line(l).unwrap().offset).collect();
+    assert_eq!(offsets, vec![1, 2, 3]);
+}
+
+#[test]
+fn line_positions_are_read_from_the_prefix() {
+    assert_eq!(LinePosition::of_line(r#"{"partition":3,"offset":42,"kind":"created"}"#), Some(LinePosition { partition: 3, offset: 42 }));
+    assert_eq!(LinePosition::of_line(r#"{"partition":0,"offset":7}"#), Some(LinePosition { partition: 0, offset: 7 }));
+    assert_eq!(LinePosition::of_line(r#"{"partition":0,"offset":7,"partition":9}"#), Some(LinePosition { partition: 0, offset: 7 }));
+    assert_eq!(LinePosition::of_line(r#"{"offset":7,"partition":0}"#), None);
+    assert_eq!(LinePosition::of_line(r#"{"partition":0,"offset":7x}"#), None);
+    assert_eq!(LinePosition::of_line("not json"), None);
 }

@@ -8,7 +8,7 @@
 //! decides), apart from the limiter's wait. The token travels only in the
 //! `Authorization` header and is never logged or put into an error.
 
-mod error;
+pub(crate) mod error;
 mod secret;
 mod types;
 mod write;
@@ -34,6 +34,9 @@ pub const USER_AGENT: &str = concat!(
 
 /// Responses larger than this are refused (a page of 40 statuses is ~200 KiB).
 const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Most ids one `GET /api/v1/statuses?id[]=` asks for (Mastodon's limit).
+pub const MAX_IDS_PER_LOOKUP: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -61,6 +64,8 @@ impl ClientConfig {
 #[derive(Clone)]
 pub struct MastodonClient {
     inner: Arc<Inner>,
+    /// Requests of this handle are background work ([`MastodonClient::background`]).
+    background: bool,
 }
 
 struct Inner {
@@ -131,7 +136,19 @@ impl MastodonClient {
                 timeout: cfg.timeout,
                 limiter,
             }),
+            background: false,
         })
+    }
+
+    /// A handle on the same client whose requests are background work: each
+    /// waits while less than half of the rate-limit window's budget is left
+    /// (reconciliation must never take the requests the catch-up needs).
+    pub fn background(&self) -> MastodonClient {
+        MastodonClient { inner: self.inner.clone(), background: true }
+    }
+
+    pub(crate) fn is_background(&self) -> bool {
+        self.background
     }
 
     pub fn base_url(&self) -> &url::Url {
@@ -215,8 +232,8 @@ impl MastodonClient {
         let url = self.url_with_segments(&["api", "v1", "accounts", account_id, "statuses"]);
         let (headers, body) = self.get(url, &page.query()).await?;
         let path = format!("/api/v1/accounts/{account_id}/statuses");
-        let statuses: Vec<Box<RawValue>> =
-            serde_json::from_slice(&body).map_err(|e| MastodonError::decode(&path, e))?;
+        let statuses: Vec<Box<RawValue>> = serde_json::from_slice(&body)
+            .map_err(|e| MastodonError::undecodable(&path, "a JSON array of statuses", &body, e))?;
         let (next_max_id, prev_min_id) = headers
             .get_all(LINK)
             .iter()
@@ -235,7 +252,24 @@ impl MastodonClient {
         let url = self.url_with_segments(&["api", "v1", "statuses", id]);
         let path = url.path().to_string();
         let (_, body) = self.get(url, &[]).await?;
-        serde_json::from_slice(&body).map_err(|e| MastodonError::decode(&path, e))
+        serde_json::from_slice(&body).map_err(|e| MastodonError::undecodable(&path, "a status", &body, e))
+    }
+
+    /// `GET /api/v1/statuses?id[]=..` (Mastodon 4.3+): the statuses among `ids`
+    /// that still exist and may be seen, unparsed (at most [`MAX_IDS_PER_LOOKUP`]
+    /// ids). `Ok(None)` when the server has no such endpoint (older Mastodon,
+    /// GoToSocial: 404, 405, 410).
+    pub async fn statuses_by_id(&self, ids: &[String]) -> Result<Option<Vec<Box<RawValue>>>, MastodonError> {
+        const PATH: &str = "/api/v1/statuses";
+        let url = self.url_with_segments(&["api", "v1", "statuses"]);
+        let query: Vec<(&str, String)> = ids.iter().take(MAX_IDS_PER_LOOKUP).map(|id| ("id[]", id.clone())).collect();
+        match self.get(url, &query).await {
+            Ok((_, body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| MastodonError::undecodable(PATH, "a JSON array of statuses", &body, e)),
+            Err(e) if matches!(e.status(), Some(404 | 405 | 410)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn url_with_segments(&self, segments: &[&str]) -> url::Url {
@@ -256,7 +290,7 @@ impl MastodonClient {
         let url = self.url_with_segments(&segments);
         let url_path = url.path().to_string();
         let (_, body) = self.get(url, query).await?;
-        serde_json::from_slice(&body).map_err(|e| MastodonError::decode(&url_path, e))
+        serde_json::from_slice(&body).map_err(|e| MastodonError::undecodable(&url_path, "a JSON object", &body, e))
     }
 
     /// GET with rate limiting, auth and classification (the one request path in
@@ -279,13 +313,16 @@ impl MastodonClient {
         headers: &HeaderMap,
         body: &[u8],
     ) -> MastodonError {
-        let message = error::server_message(body).or_else(|| {
+        let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let message = error::server_message(body, content_type).or_else(|| {
             headers
                 .get("x-error-message")
                 .and_then(|v| v.to_str().ok())
                 .map(error::truncate)
         });
-        let retry_after = if matches!(status, 429 | 503) {
+        // A 503 is no rate limit: the limiter probes the server and lets
+        // requests through once it answers again.
+        let retry_after = if status == 429 {
             self.inner.limiter.blocked_for()
         } else {
             None

@@ -10,6 +10,17 @@
 //! [`RateLimiters`] is the process-wide registry handing out one limiter per
 //! (host, token), because the server counts per token or per IP, not per client.
 //!
+//! A `503` is not a rate limit: a server that is restarting (GoToSocial answers
+//! `503` with `Retry-After: 120` while it starts) is *unavailable*. Requests
+//! wait, but one cheap probe may go every [`PROBE_INTERVAL`]
+//! ([`RateLimiter::acquire_or_probe`]), and the first answer that is not a 5xx
+//! ends the wait, so traffic resumes as soon as the server is back, and at the
+//! latest when the asked time is over.
+//!
+//! Background work (reconciliation) first waits in [`RateLimiter::wait_for_headroom`]:
+//! it waits while less than half of the window's budget is left, so it never
+//! competes with the catch-up for the last requests of a window.
+//!
 //! This module only decides *when* a request may go; classifying failures and
 //! retrying is left to the caller and the runtime.
 
@@ -36,6 +47,8 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 const SAME_WINDOW: Duration = Duration::from_secs(2);
 /// Below this many remaining requests we pace when the limit is unknown.
 const PACE_BELOW_WITHOUT_LIMIT: u32 = 20;
+/// While a server is unavailable (503), one probe may go this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Process-wide registry: one [`RateLimiter`] per (host, token-or-anonymous).
 /// Tokens are identified by a keyed hash (random key per registry); the token
@@ -82,6 +95,10 @@ pub struct RateLimiter(Arc<Mutex<State>>);
 struct State {
     window: Option<Window>,
     block: Option<Block>,
+    /// The server answered 503: wait, probing, until then.
+    unavailable: Option<Block>,
+    /// When the next probe of an unavailable server may go.
+    next_probe: Option<Instant>,
     last_sent: Option<Instant>,
 }
 
@@ -94,7 +111,7 @@ struct Window {
     reset_wall: DateTime<Utc>,
 }
 
-/// A hard stop: 429, or Retry-After on 503.
+/// A hard stop: 429 (or a 503's Retry-After, in `unavailable`).
 #[derive(Debug, Clone, Copy)]
 struct Block {
     until: Instant,
@@ -107,6 +124,9 @@ impl State {
         let mut at: Option<Instant> = None;
         if let Some(b) = self.block.filter(|b| b.until > now) {
             at = Some(b.until);
+        }
+        if let Some(b) = self.unavailable.filter(|b| b.until > now) {
+            at = at.max(Some(b.until));
         }
         if let Some(w) = self.window.filter(|w| w.reset_at > now) {
             let wait = if w.remaining == 0 {
@@ -132,9 +152,79 @@ impl State {
     }
 }
 
+/// What [`RateLimiter::acquire_or_probe`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Send the request (it has been counted).
+    Go,
+    /// The server is unavailable: send one cheap probe (not the request), feed
+    /// its answer to [`RateLimiter::observe`], and ask again.
+    Probe,
+}
+
 impl RateLimiter {
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Like [`acquire`](Self::acquire), but while the server is unavailable
+    /// (503) the first caller at each [`PROBE_INTERVAL`] gets [`Grant::Probe`]
+    /// instead of waiting for the end of the asked time. Cancel-safe.
+    pub async fn acquire_or_probe(&self) -> Grant {
+        loop {
+            let until = {
+                let mut st = self.state();
+                let now = Instant::now();
+                if st.unavailable.is_some_and(|b| b.until > now) {
+                    let probe_at = st.next_probe.unwrap_or(now);
+                    if probe_at <= now {
+                        st.next_probe = Some(now + PROBE_INTERVAL);
+                        return Grant::Probe;
+                    }
+                    let until = st.unavailable.map_or(probe_at, |b| b.until.min(probe_at));
+                    Some(until)
+                } else {
+                    None
+                }
+            };
+            match until {
+                // Woken early when a probe succeeds: the next check sees it.
+                Some(t) => tokio::time::sleep_until(t.min(Instant::now() + Duration::from_millis(250))).await,
+                None => {
+                    self.acquire().await;
+                    return Grant::Go;
+                }
+            }
+        }
+    }
+
+    /// For background work, before [`acquire_or_probe`](Self::acquire_or_probe):
+    /// wait while less than half of the window's budget is left (until its
+    /// reset). Counts nothing.
+    pub async fn wait_for_headroom(&self) {
+        loop {
+            let until = {
+                let st = self.state();
+                let now = Instant::now();
+                st.window.filter(|w| w.reset_at > now).and_then(|w| {
+                    let half = w.limit.map_or(PACE_BELOW_WITHOUT_LIMIT, |l| l / 2);
+                    (w.remaining <= half).then_some(w.reset_at + RESET_MARGIN)
+                })
+            };
+            match until {
+                Some(t) => {
+                    tracing::debug!(wait_ms = t.saturating_duration_since(Instant::now()).as_millis() as u64, "Background work waits for the next rate-limit window");
+                    tokio::time::sleep_until(t).await;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Until when the server asked us to stay away with a 503, while it does.
+    pub fn unavailable_until(&self) -> Option<DateTime<Utc>> {
+        let st = self.state();
+        st.unavailable.filter(|b| b.until > Instant::now()).map(|b| b.until_wall)
     }
 
     /// Wait until a request may be sent, then count it. Cancel-safe: nothing is
@@ -218,29 +308,40 @@ impl RateLimiter {
                 _ => new,
             });
         }
-        let block_wall = match status {
-            429 => Some(
-                reset
-                    .filter(|r| *r > now_wall)
-                    .or(retry_after)
-                    .unwrap_or_else(|| {
-                        now_wall + chrono::Duration::from_std(DEFAULT_BLOCK).unwrap_or_default()
-                    }),
-            ),
-            503 => retry_after,
-            _ => None,
-        };
-        if let Some(until_wall) = block_wall {
+        if status == 429 {
+            let until_wall = reset.filter(|r| *r > now_wall).or(retry_after).unwrap_or_else(|| {
+                now_wall + chrono::Duration::from_std(DEFAULT_BLOCK).unwrap_or_default()
+            });
             let until = to_instant(until_wall);
             if st.block.is_none_or(|b| b.until < until) {
                 st.block = Some(Block { until, until_wall });
             }
             tracing::warn!(status, until = %until_wall, "Rate limited by the server");
         }
+        match (status, retry_after) {
+            // Keep the first asked time: every answer of a restarting server
+            // asks again from its own now, which would never end.
+            (503, Some(until_wall)) if st.unavailable.is_none_or(|b| b.until <= now) => {
+                let until = to_instant(until_wall);
+                st.unavailable = Some(Block { until, until_wall });
+                st.next_probe = Some(now + PROBE_INTERVAL);
+                let secs = (until_wall - now_wall).num_seconds().max(0);
+                tracing::warn!(retry_after_s = secs, probe_every_s = PROBE_INTERVAL.as_secs(),
+                    "Server unavailable (it asked to retry after {secs} s); probing until it is back");
+            }
+            (s, _) if s < 500 => {
+                if st.unavailable.take().is_some_and(|b| b.until > now) {
+                    tracing::info!(status, "Server available again");
+                }
+                st.next_probe = None;
+            }
+            _ => {}
+        }
     }
 
-    /// Until when requests are held back entirely (429, Retry-After, or a spent
-    /// budget), if that is in the future.
+    /// Until when requests are held back entirely (429, or a spent budget), if
+    /// that is in the future. An unavailable server (503) is not a block: it is
+    /// probed ([`unavailable_until`](Self::unavailable_until)).
     pub fn blocked_until(&self) -> Option<DateTime<Utc>> {
         let st = self.state();
         let now = Instant::now();

@@ -2,10 +2,14 @@
 //!
 //! [`spawn_stream`] runs a task that keeps one stream (`user` or a list) open
 //! over WebSocket or SSE and sends [`StreamEvent`]s into a channel. It owns the
-//! transport choice (Auto: WebSocket first, SSE when the upgrade fails, WebSocket
-//! only where SSE answers 404 as on GoToSocial/Akkoma), the idle watchdog (see
-//! `conn`), reconnects with capped jittered [`Backoff`], and the revoked-token
-//! check: after a 401/403 on connect or a clean close by the server it asks
+//! streaming base (asked from `/api/v2/instance` before every connect until the
+//! server answers, and mapped onto the client's address when the server names
+//! itself), the transport choice (Auto: WebSocket first, SSE when the upgrade
+//! fails — a 401/403 too once the token checks out — WebSocket only where SSE
+//! answers 404 as on GoToSocial/Akkoma), the idle watchdog (see `conn`),
+//! reconnects with capped jittered [`Backoff`] (each failed attempt reported as
+//! [`StreamEvent::ConnectFailed`]), and the revoked-token check: after a
+//! 401/403 on connect or a clean close by the server it asks
 //! `verify_credentials`, and a 401 there ends the task with [`StreamEvent::Fatal`]
 //! instead of looping.
 //!
@@ -64,9 +68,17 @@ pub struct StreamConfig {
     pub ws_idle_timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
-    /// Streaming base from [`InstanceInfo`](super::client::InstanceInfo)
-    /// (`ws(s)://` or `http(s)://`); the client's base URL when `None`.
+    /// Streaming base (`ws(s)://` or `http(s)://`). `None`: ask the server
+    /// (`/api/v2/instance`) before connecting, again before every connect until
+    /// it answers, and use the client's base URL meanwhile.
     pub streaming_base: Option<url::Url>,
+    /// Names of the server the client reaches at its base URL (the followed
+    /// accounts' server when the source has an `instance` override). A
+    /// streaming URL advertised on one of them, or on the server's own
+    /// `domain`, is reached through the base URL's scheme, host and port: a
+    /// server reached through another address (GoToSocial on loopback
+    /// advertises `wss://<its domain>`) must not send us to that domain.
+    pub server_names: Vec<String>,
 }
 
 impl Default for StreamConfig {
@@ -79,6 +91,7 @@ impl Default for StreamConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             streaming_base: None,
+            server_names: Vec::new(),
         }
     }
 }
@@ -91,6 +104,9 @@ pub enum StreamEvent {
     Connected { transport: Transport },
     /// The connection dropped; a reconnect follows unless the task ends.
     Disconnected { reason: String },
+    /// A connect attempt failed (`attempt` counts failures since the last
+    /// connection); another follows after a delay.
+    ConnectFailed { attempt: u32, transport: Transport, error: String },
     /// `update`: the raw Status JSON text (already checked to be JSON).
     Update(String),
     /// `status.update`: the raw Status JSON text of an edited post.

@@ -17,8 +17,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 
 use super::json;
-use super::state::{lock, Shared};
-use super::types::RecordedRequest;
+use super::state::{lock, Canned, Shared};
+use super::types::{Flavor, RecordedRequest};
 
 /// The outcome of looking for a token on a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,17 +122,45 @@ async fn respond(
     auth: Auth,
     limiter_key: String,
 ) -> Response {
+    let restarting = shared.faults().restarting;
+    if let Some(retry_after) = restarting {
+        return restarting_page(retry_after);
+    }
+    let targeted = shared.faults().take_targeted(path);
+    match targeted {
+        Some(Canned::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let reason = status.canonical_reason().unwrap_or("Error");
+            return (status, Json(json::error(reason))).into_response();
+        }
+        Some(Canned::HtmlOk) => {
+            let page = "<!DOCTYPE html>\n<html><head><title>Bad Gateway</title></head>\n<body><h1>Upstream hiccup</h1></body></html>\n";
+            return ([("content-type", "text/html")], page).into_response();
+        }
+        Some(Canned::EmptyList) => return Json(serde_json::json!([])).into_response(),
+        None => {}
+    }
     if let Some(status) = take_failure(shared) {
         let reason = status.canonical_reason().unwrap_or("Error");
         return (status, Json(json::error(reason))).into_response();
+    }
+    if shared.cfg.separate_streaming && path.starts_with("/api/v1/streaming") && !is_streaming_listener(&req) {
+        return redirect_to_streaming(shared, &req);
     }
     let is_api = path.starts_with("/api/") && !path.starts_with("/api/v1/streaming");
     if !is_api {
         return next.run(req).await;
     }
     let limit = rate_limit(shared, &limiter_key);
+    let public = matches!(path, "/api/v1/instance" | "/api/v2/instance");
     let mut response = if limit.throttled {
         (StatusCode::TOO_MANY_REQUESTS, Json(json::error("Too many requests"))).into_response()
+    } else if auth == Auth::Missing && !shared.cfg.anonymous_reads && !public {
+        let message = match shared.cfg.flavor {
+            Flavor::GoToSocial => "Unauthorized: token not supplied",
+            Flavor::Mastodon => "This API requires an authenticated user",
+        };
+        (StatusCode::UNAUTHORIZED, Json(json::error(message))).into_response()
     } else if auth == Auth::Invalid {
         (StatusCode::UNAUTHORIZED, Json(json::error("The access token is invalid"))).into_response()
     } else {
@@ -162,6 +190,47 @@ async fn respond(
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
+    }
+    response
+}
+
+/// What a server answers while it starts (GoToSocial: `503` with `Retry-After`
+/// and an HTML page), sent chunked as a proxy in front would.
+fn restarting_page(retry_after: u64) -> Response {
+    let page = format!(
+        "<!DOCTYPE html>\n<html>\n<head><title>503 Service Unavailable</title></head>\n<body>\n<h1>Service Unavailable</h1>\n<p>The server is starting up. Please try again in {retry_after} seconds.</p>\n{}</body>\n</html>\n",
+        "<!-- padding so that the page is longer than any sane log line -->\n".repeat(20)
+    );
+    let chunks = futures::stream::iter([Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(page))]);
+    let mut response = Response::new(axum::body::Body::from_stream(chunks));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        headers.insert("retry-after", v);
+    }
+    response
+}
+
+/// Marks requests that came in on the separate streaming listener.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamingListener;
+
+fn is_streaming_listener(req: &Request) -> bool {
+    req.extensions().get::<StreamingListener>().is_some()
+}
+
+/// Mastodon's main host answers the streaming paths with `301` to the
+/// streaming host when that is another one.
+fn redirect_to_streaming(shared: &Shared, req: &Request) -> Response {
+    let target = format!(
+        "{}{}",
+        shared.streaming_http_base(),
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default()
+    );
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        response.headers_mut().insert("location", v);
     }
     response
 }

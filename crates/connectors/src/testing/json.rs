@@ -301,7 +301,7 @@ pub(crate) fn instance_v2(shared: &Shared, user_count: usize) -> Value {
         Flavor::GoToSocial => "GoToSocial",
     };
     json!({
-        "domain": shared.host,
+        "domain": shared.domain(),
         "title": title,
         "version": version(shared),
         "source_url": "https://github.com/mastodon/mastodon",
@@ -311,7 +311,7 @@ pub(crate) fn instance_v2(shared: &Shared, user_count: usize) -> Value {
         "languages": ["en"],
         "configuration": {
             "urls": {
-                "streaming": format!("ws://{}", shared.host),
+                "streaming": shared.advertised_streaming(),
                 "status": null,
                 "about": format!("{base}/about"),
                 "privacy_policy": format!("{base}/privacy-policy"),
@@ -339,13 +339,13 @@ pub(crate) fn instance_v2(shared: &Shared, user_count: usize) -> Value {
 /// The deprecated `GET /api/v1/instance`.
 pub(crate) fn instance_v1(shared: &Shared, user_count: usize, status_count: usize) -> Value {
     json!({
-        "uri": shared.host,
+        "uri": shared.domain(),
         "title": "Mastodon",
         "short_description": "",
         "description": "",
         "email": "",
         "version": version(shared),
-        "urls": { "streaming_api": format!("ws://{}", shared.host) },
+        "urls": { "streaming_api": shared.advertised_streaming() },
         "stats": { "user_count": user_count, "status_count": status_count, "domain_count": 0 },
         "languages": ["en"],
         "registrations": false,

@@ -19,12 +19,24 @@
 //! revoked tokens, failing media downloads) and observe it (`requests`,
 //! `stream_connects`, `open_streams`, `statuses_by`, `posts_created`, `media`).
 //!
+//! Other servers' ways (`/work/shared/mastodon-api.md` §7), as options and
+//! faults: `GET /api/v1/statuses?id[]=` (Mastodon 4.3+; absent on GoToSocial,
+//! `statuses_by_id`); anonymous reads refused with 401 (GoToSocial's default,
+//! `anonymous_reads`); a server `domain` other than its address, advertised as
+//! `wss://<domain>` (GoToSocial); a separate streaming server the main host
+//! redirects to (`separate_streaming`); a restart answering 503 with
+//! `Retry-After` and a chunked HTML page (`set_restarting`); a 200 whose body is
+//! an HTML page (`malformed_next_on`); WebSocket upgrades refused by a proxy
+//! (`refuse_websocket`); faults aimed at one path (`fail_next_on`); posts with
+//! a creation time in the past (`NewStatus::created_at`).
+//!
 //! Left out on purpose: polls, scheduled statuses, quotes, mentions as
 //! resources (they stay plain text), edit history (`/history`, `/source`),
 //! notifications, follows and lists as resources (any list id streams
 //! everything), mentions, polls, cards, the separate paging throttle
-//! (300 per 15 minutes), Mastodon's loopback exemption from throttling, and
-//! GoToSocial's requirement of a token for most reads.
+//! (300 per 15 minutes), and Mastodon's loopback exemption from throttling.
+//! Anonymous reads are answered unless `anonymous_reads` is off, on GoToSocial
+//! too (which refuses them by default).
 
 mod guard;
 mod json;
@@ -60,6 +72,8 @@ pub struct FakeMastodon {
     shared: Arc<Shared>,
     addr: SocketAddr,
     server: JoinHandle<()>,
+    /// The separate streaming listener ([`FakeConfig::separate_streaming`]).
+    streaming: Option<JoinHandle<()>>,
 }
 
 impl FakeMastodon {
@@ -78,8 +92,23 @@ impl FakeMastodon {
     pub async fn start_on(cfg: FakeConfig, port: u16) -> std::io::Result<FakeMastodon> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
+        let separate = cfg.separate_streaming;
         let shared = Arc::new(Shared::new(cfg, format!("127.0.0.1:{}", addr.port())));
         shared.add_account("reader", AccountOpts::default());
+        let streaming = if separate {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+            let _ = shared.streaming_addr.set(format!("127.0.0.1:{}", listener.local_addr()?.port()));
+            let app = rest::router(shared.clone())
+                .layer(axum::Extension(guard::StreamingListener))
+                .into_make_service_with_connect_info::<SocketAddr>();
+            Some(tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::warn!(error = %err, "Fake Mastodon streaming server stopped");
+                }
+            }))
+        } else {
+            None
+        };
         let app = rest::router(shared.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -87,7 +116,7 @@ impl FakeMastodon {
                 tracing::warn!(error = %err, "Fake Mastodon server stopped");
             }
         });
-        Ok(FakeMastodon { shared, addr, server })
+        Ok(FakeMastodon { shared, addr, server, streaming })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -180,6 +209,51 @@ impl FakeMastodon {
     pub fn revoke_token(&self) {
         self.shared.faults().revoked = true;
         self.shared.kill_streams();
+    }
+
+    /// The next `count` requests whose path contains `path` answer `status`
+    /// with a small JSON error body (other requests are served normally).
+    pub fn fail_next_on(&self, path: &str, status: u16, count: usize) {
+        let answer = state::Canned::Status(status);
+        self.shared.faults().targeted.push(state::Targeted { path: path.to_owned(), answer, left: count });
+    }
+
+    /// The next `count` requests whose path contains `path` get `200 OK` with
+    /// an HTML error page instead of the JSON asked for (a proxy's page, or a
+    /// truncated answer): undecodable.
+    pub fn malformed_next_on(&self, path: &str, count: usize) {
+        let answer = state::Canned::HtmlOk;
+        self.shared.faults().targeted.push(state::Targeted { path: path.to_owned(), answer, left: count });
+    }
+
+    /// The next `count` requests whose path contains `path` get `200 OK` with
+    /// an empty JSON array (a proxy or a partial implementation answering
+    /// "nothing" where there is something).
+    pub fn empty_next_on(&self, path: &str, count: usize) {
+        let answer = state::Canned::EmptyList;
+        self.shared.faults().targeted.push(state::Targeted { path: path.to_owned(), answer, left: count });
+    }
+
+    /// Starts (`Some(retry_after_secs)`) or ends (`None`) a restart: meanwhile
+    /// every request, streaming included, gets `503` with `Retry-After` and a
+    /// chunked HTML page, as GoToSocial answers while it starts. Starting one
+    /// also cuts open streams the way a dying process does (no close frame).
+    pub fn set_restarting(&self, retry_after: Option<u64>) {
+        self.shared.faults().restarting = retry_after;
+        if retry_after.is_some() {
+            self.shared.crash_streams();
+        }
+    }
+
+    /// Refuse (`Some(status)`, e.g. 403) or accept (`None`) WebSocket upgrades,
+    /// whatever the token, as some proxies do while SSE works.
+    pub fn refuse_websocket(&self, status: Option<u16>) {
+        self.shared.faults().refuse_websocket = status;
+    }
+
+    /// `127.0.0.1:PORT` of the separate streaming listener, if configured.
+    pub fn streaming_host(&self) -> Option<String> {
+        self.shared.streaming_addr.get().cloned()
     }
 
     /// The requests served so far, oldest first (the last 100,000).
@@ -293,6 +367,9 @@ impl FakeMastodon {
 impl Drop for FakeMastodon {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(s) = &self.streaming {
+            s.abort();
+        }
         self.shared.kill_streams();
     }
 }

@@ -32,7 +32,7 @@ impl Shared {
         let status = Status {
             id: id.clone(),
             account_id: account_id.clone(),
-            created_at: now,
+            created_at: new.created_at.map(json::truncate_millis).unwrap_or(now),
             edited_at: None,
             content: if is_boost { String::new() } else { new.content_html },
             visibility: new.visibility,

@@ -35,7 +35,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/accounts/verify_credentials", get(verify_credentials))
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/accounts/{id}/statuses", get(account_statuses))
-        .route("/api/v1/statuses", post(writes::create))
+        .route("/api/v1/statuses", get(statuses_by_id).post(writes::create))
         .route(
             "/api/v1/statuses/{id}",
             get(status).put(writes::update).delete(social::delete),
@@ -107,7 +107,11 @@ async fn lookup(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Res
     let acct = acct.strip_prefix('@').unwrap_or(&acct);
     // Local accounts may be looked up bare or with this server's domain.
     let username = match acct.split_once('@') {
-        Some((user, domain)) if domain.eq_ignore_ascii_case(&shared.host) => user,
+        Some((user, domain))
+            if domain.eq_ignore_ascii_case(&shared.host) || domain.eq_ignore_ascii_case(shared.domain()) =>
+        {
+            user
+        }
         Some(_) => return not_found(&shared),
         None => acct,
     };
@@ -156,6 +160,41 @@ async fn status(
         Some(s) => Json(json::status(&shared, &store, s, viewer(auth))).into_response(),
         None => not_found(&shared),
     }
+}
+
+/// Most ids `GET /api/v1/statuses` takes at once (Mastodon's default limit).
+const MAX_IDS: usize = 20;
+
+/// `GET /api/v1/statuses?id[]=..` (Mastodon 4.3+): the statuses the caller may
+/// see, in the order asked; unknown, deleted and invisible ids are left out.
+async fn statuses_by_id(
+    State(shared): State<Arc<Shared>>,
+    Extension(auth): Extension<Auth>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if !shared.cfg.serves_statuses_by_id() {
+        return not_found(&shared);
+    }
+    let q = q.unwrap_or_default();
+    let ids: Vec<String> = url::form_urlencoded::parse(q.as_bytes())
+        .filter(|(k, _)| k == "id[]" || k == "id")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if ids.len() > MAX_IDS {
+        let body = json::error(&format!("Validation failed: at most {MAX_IDS} ids"));
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
+    let viewer = viewer(auth);
+    let store = shared.store();
+    let mut seen = std::collections::HashSet::new();
+    let body: Vec<serde_json::Value> = ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .filter_map(|id| store.status(id))
+        .filter(|s| visible(s, viewer))
+        .map(|s| json::status(&shared, &store, s, viewer))
+        .collect();
+    Json(body).into_response()
 }
 
 /// Parameters kept in pagination links, in the order Rails' `params.slice` emits them.

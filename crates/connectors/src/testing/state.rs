@@ -157,6 +157,43 @@ pub(crate) struct Faults {
     pub fail_status: u16,
     pub fail_count: usize,
     pub revoked: bool,
+    /// Answers for the next requests whose path contains a string.
+    pub targeted: Vec<Targeted>,
+    /// Restarting: every request gets 503 with this `Retry-After` (seconds).
+    pub restarting: Option<u64>,
+    /// WebSocket upgrades are refused with this status (a proxy in front).
+    pub refuse_websocket: Option<u16>,
+}
+
+/// A canned answer for requests whose path contains `path`, `left` more times.
+pub(crate) struct Targeted {
+    pub path: String,
+    pub answer: Canned,
+    pub left: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Canned {
+    /// This status with a small JSON error body.
+    Status(u16),
+    /// `200 OK` whose body is an HTML error page (a proxy's), not the JSON asked for.
+    HtmlOk,
+    /// `200 OK` with an empty JSON array, whatever was asked.
+    EmptyList,
+}
+
+impl Faults {
+    /// Takes the canned answer for `path`, if one is due.
+    pub fn take_targeted(&mut self, path: &str) -> Option<Canned> {
+        let i = self.targeted.iter().position(|t| t.left > 0 && path.contains(t.path.as_str()))?;
+        let t = &mut self.targeted[i];
+        t.left -= 1;
+        let answer = t.answer;
+        if t.left == 0 {
+            self.targeted.remove(i);
+        }
+        Some(answer)
+    }
 }
 
 /// What `user`, `list`, `public` or `hashtag` subscriptions an event reaches.
@@ -193,11 +230,16 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<StreamMsg>,
     /// Bumped to close every open stream (drop_streams, revoke_token).
     pub kill: watch::Sender<u64>,
+    /// Bumped to cut every open stream as a dying process does: no close
+    /// frame, no end of the SSE body (set_restarting).
+    pub crash: watch::Sender<u64>,
     pub heartbeats: AtomicBool,
     pub paused: AtomicBool,
     pub connects: watch::Sender<usize>,
     pub open: AtomicUsize,
     pub open_changed: Notify,
+    /// `127.0.0.1:PORT` of the separate streaming listener, once bound.
+    pub streaming_addr: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -223,12 +265,33 @@ impl Shared {
             ledger: Mutex::new(Ledger::default()),
             events: broadcast::channel(4096).0,
             kill: watch::channel(0).0,
+            crash: watch::channel(0).0,
             heartbeats: AtomicBool::new(true),
             paused: AtomicBool::new(false),
             connects: watch::channel(0).0,
             open: AtomicUsize::new(0),
             open_changed: Notify::new(),
+            streaming_addr: std::sync::OnceLock::new(),
         }
+    }
+
+    /// What the server calls itself: the configured domain, else its address.
+    pub fn domain(&self) -> &str {
+        self.cfg.domain.as_deref().unwrap_or(&self.host)
+    }
+
+    /// The streaming base the instance endpoints advertise.
+    pub fn advertised_streaming(&self) -> String {
+        match (self.streaming_addr.get(), &self.cfg.domain) {
+            (Some(addr), _) => format!("ws://{addr}"),
+            (None, Some(domain)) => format!("wss://{domain}"),
+            (None, None) => format!("ws://{}", self.host),
+        }
+    }
+
+    /// `http://` base of the separate streaming listener (the main one without it).
+    pub fn streaming_http_base(&self) -> String {
+        format!("http://{}", self.streaming_addr.get().unwrap_or(&self.host))
     }
 
     pub fn store(&self) -> MutexGuard<'_, Store> {
@@ -245,6 +308,10 @@ impl Shared {
 
     pub fn kill_streams(&self) {
         self.kill.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn crash_streams(&self) {
+        self.crash.send_modify(|generation| *generation += 1);
     }
 
     pub(crate) fn broadcast(&self, event: &'static str, payload: String, scope: Scope) {

@@ -8,7 +8,6 @@
 //! every `user` and `list` subscription (the reader follows everyone); `public*`
 //! and `hashtag*` subscriptions get what Mastodon's fan-out would give them.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -198,6 +197,7 @@ pub(crate) async fn sse(
     let conn = SseConn {
         events: shared.events.subscribe(),
         kill: shared.kill.subscribe(),
+        crash: shared.crash.subscribe(),
         heartbeat,
         channel,
         opened: false,
@@ -206,7 +206,7 @@ pub(crate) async fn sse(
     };
     let body = futures::stream::unfold(conn, |mut conn| async move {
         let chunk = conn.next_chunk().await?;
-        Some((Ok::<_, Infallible>(chunk), conn))
+        Some((chunk, conn))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -222,6 +222,7 @@ struct SseConn {
     shared: Arc<Shared>,
     events: broadcast::Receiver<StreamMsg>,
     kill: watch::Receiver<u64>,
+    crash: watch::Receiver<u64>,
     heartbeat: Interval,
     channel: Channel,
     opened: bool,
@@ -229,20 +230,27 @@ struct SseConn {
 }
 
 impl SseConn {
-    /// The next body chunk, or `None` to end the response.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next body chunk, `None` to end the response, an error to cut the
+    /// connection without ending it (a crash).
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        self.next_bytes().await.map(|r| r.ok_or_else(|| std::io::Error::other("the server went away")))
+    }
+
+    /// `Some(None)`: cut the connection.
+    async fn next_bytes(&mut self) -> Option<Option<Bytes>> {
         if !self.opened {
             self.opened = true;
-            return Some(Bytes::from_static(b":)\n"));
+            return Some(Some(Bytes::from_static(b":)\n")));
         }
         loop {
             tokio::select! {
                 _ = self.kill.changed() => return None,
+                _ = self.crash.changed() => return Some(None),
                 msg = self.events.recv() => match msg {
                     Ok(StreamMsg::Event { event, payload, scope }) if self.channel.wants(&scope) => {
-                        return Some(Bytes::from(format!("event: {event}\ndata: {payload}\n\n")));
+                        return Some(Some(Bytes::from(format!("event: {event}\ndata: {payload}\n\n"))));
                     }
-                    Ok(StreamMsg::Raw(raw)) => return Some(Bytes::from(raw)),
+                    Ok(StreamMsg::Raw(raw)) => return Some(Some(Bytes::from(raw))),
                     Ok(StreamMsg::Event { .. }) => {}
                     // A slow reader loses events, as on the real server.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -254,7 +262,7 @@ impl SseConn {
                             HeartbeatStyle::Legacy => b":thump\n",
                             HeartbeatStyle::Terminated => b":thump\n\n",
                         };
-                        return Some(Bytes::from_static(thump));
+                        return Some(Some(Bytes::from_static(thump)));
                     }
                 }
             }

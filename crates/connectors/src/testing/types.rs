@@ -66,6 +66,29 @@ pub struct FakeConfig {
     /// How many `GET /api/v1/media/:id` polls of an upload that answered 202 get
     /// `206 Partial Content` before it is processed. Default 1.
     pub media_processing_polls: u32,
+    /// The name the server calls itself (`domain` of `/api/v2/instance`, `uri`
+    /// of v1), when it is not the address it is reached at. With it, the
+    /// instance advertises its streaming base as `wss://<domain>`, as GoToSocial
+    /// always does, even though it is served over plain http on loopback.
+    pub domain: Option<String>,
+    /// Serve `GET /api/v1/statuses?id[]=` (Mastodon 4.3+). `None`: by flavour
+    /// (Mastodon yes, GoToSocial no: there the path answers 404 to `GET`).
+    pub statuses_by_id: Option<bool>,
+    /// Answer anonymous API reads. `false` refuses them with 401 like
+    /// GoToSocial's default (`Unauthorized: token not supplied`) or a Mastodon
+    /// in limited-federation mode.
+    pub anonymous_reads: bool,
+    /// Streaming lives on a second listener (as Mastodon's separate streaming
+    /// server does): the instance advertises it, and the main address answers
+    /// `301` to the streaming paths.
+    pub separate_streaming: bool,
+}
+
+impl FakeConfig {
+    /// Whether `GET /api/v1/statuses?id[]=` is served.
+    pub fn serves_statuses_by_id(&self) -> bool {
+        self.statuses_by_id.unwrap_or(self.flavor == Flavor::Mastodon)
+    }
 }
 
 impl Default for FakeConfig {
@@ -81,6 +104,10 @@ impl Default for FakeConfig {
             delete_limit: Some((30, Duration::from_secs(30 * 60))),
             media_limit: Some((30, Duration::from_secs(30 * 60))),
             media_processing_polls: 1,
+            domain: None,
+            statuses_by_id: None,
+            anonymous_reads: true,
+            separate_streaming: false,
         }
     }
 }
@@ -117,6 +144,9 @@ pub struct NewStatus {
     pub media: Vec<(String, Option<String>)>,
     /// Hashtag names; served lower-cased in `tags[].name`, like Mastodon.
     pub tags: Vec<String>,
+    /// When it was created (default: now). The id still comes from the posting
+    /// order, as for a remote post that reached the server late.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 impl Default for NewStatus {
@@ -131,6 +161,7 @@ impl Default for NewStatus {
             reblog_of: None,
             media: Vec::new(),
             tags: Vec::new(),
+            created_at: None,
         }
     }
 }

@@ -41,6 +41,11 @@ pub(crate) async fn upgrade(
 ) -> Response {
     // A plain GET on the same host: Mastodon answers 404 (no redirect needed).
     let Ok(ws) = ws else { return not_found(&shared) };
+    let refused = shared.faults().refuse_websocket;
+    if let Some(code) = refused {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
+        return (status, "Forbidden").into_response();
+    }
     let q = q.unwrap_or_default();
     let token = presented_token(&headers, &q, true);
     let required = shared.cfg.token.is_some() || shared.faults().revoked;
@@ -63,10 +68,11 @@ type Initial = Option<(String, Option<String>, Option<String>)>;
 
 async fn run(shared: Arc<Shared>, mut socket: WebSocket, initial: Initial) {
     // Subscribe before counting the stream as open: a test that waits for an open
-    // stream and then posts must see that post on it.
+    // stream and then posts (or drops streams) must see that on it.
     let mut events = shared.events.subscribe();
-    let _open = OpenGuard::new(shared.clone());
     let mut kill = shared.kill.subscribe();
+    let mut crash = shared.crash.subscribe();
+    let _open = OpenGuard::new(shared.clone());
     let period = shared.cfg.ws_ping_interval;
     let mut ping = interval_at(Instant::now() + period, period);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -86,6 +92,8 @@ async fn run(shared: Arc<Shared>, mut socket: WebSocket, initial: Initial) {
                 let _ = socket.send(Message::Close(None)).await;
                 return;
             }
+            // A dying process says nothing: the connection just ends.
+            _ = crash.changed() => return,
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                 Some(Ok(Message::Binary(_))) => {

@@ -31,6 +31,10 @@ pub struct StatusDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Parts of the component that are not healthy (a source's accounts), each
+    /// with what is wrong; healthy parts are absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, String>,
 }
 
 /// Shared, cheap status handle; the runtime persists it to the log's `status` namespace.
@@ -93,6 +97,18 @@ impl Status {
             return;
         }
         self.with(|d| *d.counters.entry(counter.to_string()).or_default() += n);
+    }
+    /// Record that `part` (an account of a source) is unhealthy (`Some`: what is
+    /// wrong) or healthy again (`None`).
+    pub fn set_part(&self, part: &str, problem: Option<String>) {
+        self.with(|d| match problem {
+            Some(p) => {
+                d.parts.insert(part.to_string(), p);
+            }
+            None => {
+                d.parts.remove(part);
+            }
+        })
     }
     pub fn counter(&self, counter: &str) -> u64 {
         self.with(|d| d.counters.get(counter).copied().unwrap_or(0))

@@ -308,7 +308,7 @@ async fn a_processor_commits_its_outputs_with_its_input_and_a_channel_delivers_t
         .collect();
     let want: Vec<WindowCount> = (0..3)
         .map(|window| WindowCount {
-            partition: 0,
+            input_partition: 0,
             window,
             accounts: [("a@example.org".to_string(), 2), ("b@example.org".to_string(), 1)].into(),
         })

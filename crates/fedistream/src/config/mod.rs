@@ -176,7 +176,7 @@ pub struct MastodonConnection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
-    Mastodon(MastodonSourceConfig),
+    Mastodon(Box<MastodonSourceConfig>),
     Replay(ReplaySourceConfig),
 }
 

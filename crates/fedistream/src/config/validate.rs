@@ -108,6 +108,9 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                 if m.concurrency == 0 {
                     err(format!("{k}.concurrency"), "must be at least 1".into());
                 }
+                for (key, why) in m.problems() {
+                    err(format!("{k}.{key}"), why);
+                }
             }
             SourceConfig::Replay(r) => {
                 if !r.path.is_file() {

@@ -46,6 +46,8 @@ pub struct Spawn<'a> {
     pub name: &'a str,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables removed from the child's environment (after the defaults).
+    pub env_removed: Vec<String>,
     pub cwd: Option<PathBuf>,
 }
 
@@ -56,8 +58,15 @@ impl<'a> Spawn<'a> {
             name,
             args: args.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             cwd: None,
         }
+    }
+
+    /// Remove a variable the harness sets by default (e.g. `NO_COLOR`).
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.env_removed.push(k.into());
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -85,6 +94,9 @@ impl<'a> Spawn<'a> {
             .env("NO_COLOR", "1");
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.env_removed {
+            cmd.env_remove(k);
         }
         if let Some(d) = &self.cwd {
             cmd.current_dir(d);

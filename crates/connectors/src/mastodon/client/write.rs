@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{read_body, MastodonClient, MastodonError};
+use crate::mastodon::ratelimit::Grant;
 
 /// Largest remote media file [`MastodonClient::download`] accepts.
 pub const MAX_DOWNLOAD: usize = 40 * 1024 * 1024;
@@ -222,6 +223,21 @@ impl MastodonClient {
         self.request_status(method, url, body, idempotency_key).await.map(|(_, h, b)| (h, b))
     }
 
+    /// While the server is unavailable (503): one cheap request (the instance
+    /// document, answered from cache) whose answer tells the limiter whether it
+    /// is back. Its failures only mean "not yet".
+    async fn probe(&self) {
+        let url = self.url_with_segments(&["api", "v2", "instance"]);
+        let req = self.http().get(url).timeout(self.timeout());
+        match req.send().await {
+            Ok(resp) => {
+                tracing::debug!(status = resp.status().as_u16(), "Probed an unavailable server");
+                self.limiter().observe(resp.headers(), resp.status().as_u16());
+            }
+            Err(e) => tracing::debug!(error = %MastodonError::network("/api/v2/instance", e), "Probed an unavailable server"),
+        }
+    }
+
     /// One authenticated request: limiter, auth, classification.
     async fn request_status(
         &self,
@@ -231,7 +247,12 @@ impl MastodonClient {
         idempotency_key: Option<&str>,
     ) -> Result<(u16, HeaderMap, bytes::Bytes), MastodonError> {
         let path = url.path().to_string();
-        self.limiter().acquire().await;
+        if self.is_background() {
+            self.limiter().wait_for_headroom().await;
+        }
+        while self.limiter().acquire_or_probe().await == Grant::Probe {
+            self.probe().await;
+        }
         let mut req = self.http().request(method.clone(), url).timeout(self.timeout());
         if let Some(auth) = self.auth_header() {
             req = req.header(AUTHORIZATION, auth.clone());

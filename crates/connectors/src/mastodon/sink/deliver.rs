@@ -45,6 +45,13 @@ impl MastodonSink {
                         o.put(vec![map_put(o, &ev.key, &Mapped { fp, ..m })?]).await
                     }
                     Some(m) => self.edit(ev, post, m, fp).await,
+                    // An edit of history the channel never published (made
+                    // before it started): not a new post.
+                    None if ev.kind == EventKind::Updated && post.created_at.is_some_and(|c| c < opened!(self).started_at) => {
+                        tracing::debug!(key = %ev.key, "An edit of a post from before the channel started; not republished");
+                        opened!(self).status.count("skipped", 1);
+                        Ok(())
+                    }
                     None => self.publish(ev, post, fp).await,
                 }
             }

@@ -16,6 +16,11 @@
 //! * **Pacing** ([`pace`]): local windows for posts, deletes and media, and the
 //!   shared limiter's `X-RateLimit-*` state; a spent budget is a transient error
 //!   with `retry_after`, so the runtime keeps the queue and retries later.
+//! * **Start.** The channel republishes what reaches it from its first open
+//!   on (and what the sources backfilled into the log): an *edit* of a post it
+//!   never published and that was created before its first open (history before
+//!   `backfill = "none"`, or before a backfill's bound) is not published as a
+//!   new post (counted `skipped`).
 //! * **Loop protection.** Posts of the target account and posts carrying the
 //!   marker are never republished. Private and direct posts are never
 //!   republished either (a mirror must not widen a post's audience).
@@ -37,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use fedistream_core::log::StatePut;
 use fedistream_core::{ErrorKind, Log, LogRecord, Sink, SinkContext, SinkError, Status, Written};
 use fedistream_process::CompiledFilter;
@@ -124,6 +130,9 @@ struct Opened {
     /// From reconciliation: source URL/URI → what the target already holds.
     reconciled: HashMap<String, Mapped>,
     failpoint: bool,
+    /// When this channel first opened (durable): an edit of a post created
+    /// before then that the channel never published is not published as new.
+    started_at: DateTime<Utc>,
 }
 
 pub struct MastodonSink {
@@ -216,6 +225,7 @@ impl Sink for MastodonSink {
         let target_acct = if me.acct.contains('@') { me.acct.clone() } else { format!("{}@{}", me.username, instance.domain) };
         let reconciled = self.reconcile(&me.id).await.map_err(|e| open_error("reading the target's statuses", e))?;
         let max_chars = instance.max_characters.map_or(DEFAULT_MAX_CHARACTERS, |n| n as usize);
+        let started_at = first_open(&*ctx.log, &ctx.name).await?;
         tracing::info!(target = %target_acct, max_chars, reconciled = reconciled.len(), "Mastodon channel ready");
         self.opened = Some(Opened {
             log: ctx.log.clone(),
@@ -229,6 +239,7 @@ impl Sink for MastodonSink {
             max_chars,
             reconciled,
             failpoint: std::env::var("FEDISTREAM_FAILPOINT").is_ok_and(|v| v == FAILPOINT_AFTER_POST),
+            started_at,
         });
         Ok(())
     }
@@ -261,6 +272,21 @@ impl Opened {
     async fn put(&self, puts: Vec<StatePut>) -> Result<(), Failure> {
         Ok(self.log.state_put(puts).await?)
     }
+}
+
+/// When the channel `name` first opened, recorded on that first open
+/// (namespace `sink:<channel>:meta`, key `started_at`).
+async fn first_open(log: &dyn Log, name: &str) -> Result<DateTime<Utc>, SinkError> {
+    let ns = format!("sink:{name}:meta");
+    let unavailable = |e: fedistream_core::LogError| SinkError::transient(format!("cannot read the channel's start time: {e}"));
+    if let Some(v) = log.state_get(&ns, "started_at").await.map_err(unavailable)? {
+        if let Ok(t) = DateTime::parse_from_rfc3339(&v) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    let now = Utc::now();
+    log.state_put(vec![StatePut::set(&ns, "started_at", now.to_rfc3339())]).await.map_err(unavailable)?;
+    Ok(now)
 }
 
 fn thread_key(instance: &str, status_id: &str) -> String {

@@ -6,61 +6,19 @@
 
 use std::sync::Arc;
 
+use chrono::Utc;
 use fedistream_core::post::Via;
-use fedistream_core::{ErrorKind, EventKind, SourceBatch, SourceError, StatePut};
+use fedistream_core::{EncodedEvent, ErrorKind, EventKind, SourceBatch, SourceError, StatePut};
 
 use super::convert::{deleted_event, id_newer, status_id, Converted, CHECKPOINT_NS};
+use super::window::PostWindow;
 use super::Shared;
 use crate::mastodon::client::{MastodonClient, MastodonError, Page};
 use crate::mastodon::source::config::Backfill;
 
 pub const PAGE: u32 = 40;
-
-/// State namespace: per account (checkpoint key), the newest posts published
-/// from its timeline, as `[[id, uri], ...]`. The safety pass compares them with
-/// the timeline to find deletions when no stream told us.
-pub const RECENT_NS: &str = "recent";
-const RECENT_MAX: usize = 100;
 /// Size of the page the safety pass re-reads.
 const REREAD: u32 = 20;
-
-struct Recent {
-    key: String,
-    items: Vec<(String, String)>,
-}
-
-impl Recent {
-    async fn load(sh: &Shared, key: &str) -> Result<Self, SourceError> {
-        let items = match sh.log.state_get(RECENT_NS, key).await? {
-            Some(v) => serde_json::from_str(&v).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        Ok(Recent { key: key.to_string(), items })
-    }
-
-    /// Remember the posts of `batch` and add the updated list to it.
-    fn record(&mut self, batch: &mut SourceBatch) {
-        for ev in batch.events.iter().filter(|e| e.kind() != EventKind::Deleted) {
-            if !self.items.iter().any(|(id, _)| id == ev.status_id()) {
-                self.items.push((ev.status_id().to_string(), ev.key().to_string()));
-            }
-        }
-        self.items.sort_by(|a, b| (b.0.len(), &b.0).cmp(&(a.0.len(), &a.0)));
-        self.items.truncate(RECENT_MAX);
-        batch.state.push(StatePut::set(RECENT_NS, self.key.clone(), serde_json::to_string(&self.items).unwrap_or_default()));
-    }
-
-    /// Posts we published that the timeline no longer lists: those not older
-    /// than the page's oldest (`lo`; `None` when the page is the whole timeline)
-    /// and not newer than the checkpoint, missing from `page_ids`.
-    fn take_gone(&mut self, page_ids: &[String], lo: Option<&str>, checkpoint: &str) -> Vec<(String, String)> {
-        let (gone, keep): (Vec<_>, Vec<_>) = self.items.drain(..).partition(|(id, _)| {
-            !id_newer(id, checkpoint) && lo.is_none_or(|lo| !id_newer(lo, id)) && !page_ids.contains(id)
-        });
-        self.items = keep;
-        gone
-    }
-}
 
 /// What one account's catch-up needs.
 pub struct Job {
@@ -86,6 +44,8 @@ pub struct Done {
 pub enum JobError {
     Mastodon(MastodonError),
     Source(SourceError),
+    /// The server does not know the account (`lookup` answered 404).
+    NotFound { host: String },
 }
 
 impl From<MastodonError> for JobError {
@@ -104,12 +64,13 @@ impl JobError {
         match self {
             JobError::Mastodon(e) => e.kind(),
             JobError::Source(e) => e.kind,
+            JobError::NotFound { .. } => ErrorKind::Permanent,
         }
     }
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             JobError::Mastodon(e) => e.retry_after(),
-            JobError::Source(_) => None,
+            JobError::Source(_) | JobError::NotFound { .. } => None,
         }
     }
 }
@@ -119,6 +80,7 @@ impl std::fmt::Display for JobError {
         match self {
             JobError::Mastodon(e) => write!(f, "{e}"),
             JobError::Source(e) => write!(f, "{e}"),
+            JobError::NotFound { host } => write!(f, "not found on {host}"),
         }
     }
 }
@@ -126,77 +88,114 @@ impl std::fmt::Display for JobError {
 pub async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
     let account_id = match &job.account_id {
         Some(id) => id.clone(),
-        None => job.client.lookup_account(&job.username).await?.id,
+        None => match job.client.lookup_account(&job.username).await {
+            Ok(found) => found.id,
+            Err(e) if e.status() == Some(404) => return Err(JobError::NotFound { host: job.client.host() }),
+            Err(e) => return Err(e.into()),
+        },
     };
     let host = job.client.host();
-    let mut recent = Recent::load(&sh, &job.checkpoint_key).await?;
     let (checkpoint, found) = match &job.checkpoint {
-        Some(cp) => forward(&sh, &job, &account_id, &host, cp.clone(), &mut recent).await?,
-        None => first_start(&sh, &job, &account_id, &host, &mut recent).await?,
+        Some(cp) => forward(&sh, &job, &account_id, &host, cp.clone()).await?,
+        None => first_start(&sh, &job, &account_id, &host).await?,
     };
     if job.reread_latest {
-        let page = job.client.account_statuses(&account_id, Page::Latest { limit: REREAD }).await?;
-        let page_ids: Vec<String> = page.statuses.iter().filter_map(|r| status_id(r.get())).collect();
-        let lo = (page.statuses.len() >= REREAD as usize).then(|| page_ids.iter().min_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))).flatten();
-        let gone = recent.take_gone(&page_ids, lo.map(String::as_str), &checkpoint);
-        let mut batch = SourceBatch::default();
-        convert_page(&sh, &job, &account_id, &host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
-        // Only posts already published can have been edited; older ones we never
-        // took (history before a "start from now") must stay out. Unchanged posts
-        // are then dropped by deduplication; edited ones become updates.
-        let keys: Vec<String> = batch.events.iter().map(|e| e.key().to_string()).collect();
-        let seen = sh.log.state_get_many(fedistream_core::runtime::SEEN_NS, &keys).await.map_err(SourceError::from)?;
-        let mut keep = SourceBatch::default();
-        for (ev, index) in batch.events.into_iter().zip(batch.state) {
-            if seen.contains_key(ev.key()) || id_newer(ev.status_id(), &checkpoint) {
-                keep.events.push(ev);
-                keep.state.push(index);
-            }
-        }
-        // Deletions no stream told us about (or made while it was down).
-        for (id, uri) in &gone {
-            if let Some(mut ev) = deleted_event(&sh.name, &host, id, &format!("{uri}\t{}", job.acct)) {
-                ev.via = Via::Rest;
-                keep.push(ev);
-            }
-        }
-        if !gone.is_empty() {
-            tracing::info!(acct = %job.acct, deleted = gone.len(), "Posts gone from the timeline: publishing deletions");
-        }
-        recent.record(&mut keep);
-        sh.emit(keep).await?;
+        reread_latest(&sh, &job, &account_id, &host, &checkpoint).await?;
     }
     Ok(Done { account_id, checkpoint, found })
 }
 
-fn convert_page<'a>(
+/// The safety pass: re-read the newest page. Edits of posts already published
+/// become updates (through deduplication), and posts of ours the page no longer
+/// lists become deletions. Older posts are reconciliation's business.
+async fn reread_latest(sh: &Shared, job: &Job, account_id: &str, host: &str, checkpoint: &str) -> Result<(), JobError> {
+    let page = job.client.account_statuses(account_id, Page::Latest { limit: REREAD }).await?;
+    let page_ids: Vec<String> = page.statuses.iter().filter_map(|r| status_id(r.get())).collect();
+    let lo = (page.statuses.len() >= REREAD as usize).then(|| page_ids.iter().min_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))).flatten();
+    let items = convert_page(sh, job, account_id, host, page.statuses.iter().rev().map(|r| r.get()));
+    // Only posts already published can have been edited; older ones we never
+    // took (history before a "start from now") must stay out. Unchanged posts
+    // are then dropped by deduplication; edited ones become updates.
+    let keys: Vec<String> = items.iter().map(|i| i.event.key().to_string()).collect();
+    let seen = sh.log.state_get_many(fedistream_core::runtime::SEEN_NS, &keys).await.map_err(SourceError::from)?;
+    let lock = sh.window_lock(&job.checkpoint_key);
+    let _held = lock.lock().await;
+    let mut window = PostWindow::load(&*sh.log, &job.checkpoint_key).await?;
+    let gone = window.take_gone(&page_ids, lo.map(String::as_str), checkpoint);
+    let mut keep = SourceBatch::default();
+    for item in items {
+        if seen.contains_key(item.event.key()) || id_newer(item.event.status_id(), checkpoint) {
+            item.push_into(&mut keep, &mut window);
+        }
+    }
+    // Deletions no stream told us about (or made while it was down).
+    let name = sh.converter().server_name(host).to_string();
+    for e in &gone {
+        if let Some(mut ev) = deleted_event(&sh.name, &name, e.id(), &format!("{}\t{}", e.uri(), job.acct)) {
+            ev.via = Via::Rest;
+            keep.push(ev);
+        }
+    }
+    if !gone.is_empty() {
+        tracing::info!(acct = %job.acct, deleted = gone.len(), "Posts gone from the timeline: publishing deletions");
+    }
+    window.prune(&sh.window_spec, Utc::now());
+    keep.state.extend(window.puts());
+    sh.emit(keep).await?;
+    Ok(())
+}
+
+/// One converted status of the account's own timeline.
+pub(crate) struct Item {
+    pub event: EncodedEvent,
+    pub index: StatePut,
+    /// `created_at` in Unix seconds (0 if the status had none).
+    pub created: i64,
+}
+
+impl Item {
+    /// Add to `batch` and remember in the window.
+    pub fn push_into(self, batch: &mut SourceBatch, window: &mut PostWindow) {
+        if self.event.kind() != EventKind::Deleted {
+            window.note(self.event.status_id(), self.event.key(), self.created, self.event.fingerprint());
+        }
+        batch.events.push(self.event);
+        batch.state.push(self.index);
+    }
+}
+
+pub(crate) fn convert_page<'a>(
     sh: &Shared,
     job: &Job,
     account_id: &str,
     host: &str,
     raws: impl Iterator<Item = &'a str>,
-    batch: &mut SourceBatch,
-) -> usize {
+) -> Vec<Item> {
+    convert_statuses(sh, &job.acct, account_id, host, raws)
+}
+
+/// Convert statuses of `acct`'s timeline (read at `host`, where its id is
+/// `account_id`), counting and dead-lettering what cannot be published.
+pub(crate) fn convert_statuses<'a>(sh: &Shared, acct: &str, account_id: &str, host: &str, raws: impl Iterator<Item = &'a str>) -> Vec<Item> {
     let conv = sh.converter();
-    let mut n = 0;
+    let mut out = Vec::new();
     for raw in raws {
-        match conv.convert(raw, host, Via::Rest, EventKind::Created, Some((account_id, &job.acct))) {
+        match conv.convert(raw, host, Via::Rest, EventKind::Created, Some((account_id, acct))) {
             Converted::Event(ev, index) => {
-                batch.push(*ev);
-                batch.state.push(index);
-                n += 1;
+                let created = ev.post.as_ref().and_then(|p| p.created_at).map_or(0, |t| t.timestamp());
+                out.push(Item { event: EncodedEvent::from(*ev), index, created });
             }
-            Converted::Skipped(reason) => sh.skipped(reason),
+            Converted::Skipped { reason, key } => sh.skipped(reason, &key),
             // Our own account's timeline: anything else is its boosts' wrappers
             // attributed to someone else, which cannot happen; count it.
             Converted::NotFollowed => {
-                tracing::debug!(acct = %job.acct, "Status on the profile timeline not attributed to the account");
+                tracing::debug!(acct = %acct, "Status on the profile timeline not attributed to the account");
                 sh.status.count("unattributed", 1);
             }
-            Converted::Malformed(reason) => sh.malformed(&format!("{} timeline: {reason}", job.acct), raw),
+            Converted::Malformed(reason) => sh.malformed(&format!("{acct} timeline: {reason}"), raw),
         }
     }
-    n
+    out
 }
 
 fn newest_id<'a>(prev_min_id: Option<&str>, raws: impl Iterator<Item = &'a str>) -> Option<String> {
@@ -209,14 +208,23 @@ fn newest_id<'a>(prev_min_id: Option<&str>, raws: impl Iterator<Item = &'a str>)
     best
 }
 
-async fn forward(
-    sh: &Shared,
-    job: &Job,
-    account_id: &str,
-    host: &str,
-    mut cp: String,
-    recent: &mut Recent,
-) -> Result<(String, usize), JobError> {
+/// Emit `items` with the account's window (under its lock) and `extra` state.
+async fn emit_with_window(sh: &Shared, job: &Job, items: Vec<Item>, extra: Vec<StatePut>) -> Result<(), JobError> {
+    let lock = sh.window_lock(&job.checkpoint_key);
+    let _held = lock.lock().await;
+    let mut window = PostWindow::load(&*sh.log, &job.checkpoint_key).await?;
+    let mut batch = SourceBatch::default();
+    for item in items {
+        item.push_into(&mut batch, &mut window);
+    }
+    window.prune(&sh.window_spec, Utc::now());
+    batch.state.extend(window.puts());
+    batch.state.extend(extra);
+    sh.emit(batch).await?;
+    Ok(())
+}
+
+async fn forward(sh: &Shared, job: &Job, account_id: &str, host: &str, mut cp: String) -> Result<(String, usize), JobError> {
     let mut found = 0;
     loop {
         let page = job.client.account_statuses(account_id, Page::After { min_id: cp.clone(), limit: PAGE }).await?;
@@ -231,11 +239,9 @@ async fn forward(
             tracing::warn!(acct = %job.acct, checkpoint = %cp, "Server returned no status newer than the checkpoint; stopping this catch-up");
             break;
         }
-        let mut batch = SourceBatch::default();
-        found += convert_page(sh, job, account_id, host, page.statuses.iter().rev().map(|r| r.get()), &mut batch);
-        recent.record(&mut batch);
-        batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
-        sh.emit(batch).await?;
+        let items = convert_page(sh, job, account_id, host, page.statuses.iter().rev().map(|r| r.get()));
+        found += items.len();
+        emit_with_window(sh, job, items, vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone())]).await?;
         cp = newest;
         if page.statuses.len() < PAGE as usize {
             break;
@@ -244,13 +250,7 @@ async fn forward(
     Ok((cp, found))
 }
 
-async fn first_start(
-    sh: &Shared,
-    job: &Job,
-    account_id: &str,
-    host: &str,
-    recent: &mut Recent,
-) -> Result<(String, usize), JobError> {
+async fn first_start(sh: &Shared, job: &Job, account_id: &str, host: &str) -> Result<(String, usize), JobError> {
     let (want, since) = match &sh.backfill {
         Backfill::None => (0usize, None),
         Backfill::Last(n) => (*n as usize, None),
@@ -258,13 +258,14 @@ async fn first_start(
     };
     let first_limit = if want == 0 { 1 } else { PAGE.min(want.min(PAGE as usize) as u32).max(1) };
     let mut page = job.client.account_statuses(account_id, Page::Latest { limit: first_limit }).await?;
+    let checkpoint_put = |id: &str| StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), id.to_string());
     let Some(newest) = newest_id(None, page.statuses.iter().map(|r| r.get())) else {
         // An empty timeline: everything from now on is new. "0" sorts before every id.
-        sh.emit(SourceBatch { events: vec![], state: vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), "0")] }).await?;
+        sh.emit(SourceBatch { events: vec![], state: vec![checkpoint_put("0")] }).await?;
         return Ok(("0".into(), 0));
     };
     if want == 0 {
-        sh.emit(SourceBatch { events: vec![], state: vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone())] }).await?;
+        sh.emit(SourceBatch { events: vec![], state: vec![checkpoint_put(&newest)] }).await?;
         tracing::info!(acct = %job.acct, checkpoint = %newest, "Starting from now (no backfill)");
         return Ok((newest, 0));
     }
@@ -304,16 +305,13 @@ async fn first_start(
     let chunks: Vec<&[Box<serde_json::value::RawValue>]> = raws.rchunks(200).collect();
     let last = chunks.len().saturating_sub(1);
     for (i, chunk) in chunks.into_iter().enumerate() {
-        let mut batch = SourceBatch::default();
-        found += convert_page(sh, job, account_id, host, chunk.iter().rev().map(|r| r.get()), &mut batch);
-        recent.record(&mut batch);
-        if i == last {
-            batch.state.push(StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone()));
-        }
-        sh.emit(batch).await?;
+        let items = convert_page(sh, job, account_id, host, chunk.iter().rev().map(|r| r.get()));
+        found += items.len();
+        let extra = if i == last { vec![checkpoint_put(&newest)] } else { vec![] };
+        emit_with_window(sh, job, items, extra).await?;
     }
     if raws.is_empty() {
-        sh.emit(SourceBatch { events: vec![], state: vec![StatePut::set(CHECKPOINT_NS, job.checkpoint_key.clone(), newest.clone())] }).await?;
+        sh.emit(SourceBatch { events: vec![], state: vec![checkpoint_put(&newest)] }).await?;
     }
     sh.progress_finish(&label);
     tracing::info!(acct = %job.acct, posts = found, checkpoint = %newest, "Backfill done");

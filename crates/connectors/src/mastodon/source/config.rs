@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::window::{WindowSpec, WINDOW_CAP};
 use crate::mastodon::stream::Transport;
 
 /// What to take from an account's past on the first start (no checkpoint yet).
@@ -143,6 +144,22 @@ pub struct MastodonSourceConfig {
     /// Concurrent REST requests per server.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Reconciliation window: posts created this recently are checked for
+    /// edits and deletions made while no stream told us...
+    #[serde(default = "default_reconcile_window", with = "fedistream_core::units::duration")]
+    pub reconcile_window: Duration,
+    /// ...and at least this many of each account's newest posts, however old.
+    #[serde(default = "default_reconcile_min_posts")]
+    pub reconcile_min_posts: usize,
+    /// Every post in the window is checked again within this time (rate limit
+    /// permitting). Accounts whose stream was down go first.
+    #[serde(default = "default_reconcile_within", with = "fedistream_core::units::duration")]
+    pub reconcile_within: Duration,
+    /// `fedistream follow`: stop with an error when none of the accounts can be
+    /// read (not found, token needed, wrong address). Not a config-file key: a
+    /// pipeline keeps retrying and shows the accounts in `fedistream status`.
+    #[serde(skip)]
+    pub stop_if_unreadable: bool,
 }
 
 fn default_backfill() -> Backfill {
@@ -172,6 +189,15 @@ fn default_reconnect_max() -> Duration {
 fn default_concurrency() -> usize {
     4
 }
+fn default_reconcile_window() -> Duration {
+    d(7 * 24 * 3600)
+}
+fn default_reconcile_min_posts() -> usize {
+    200
+}
+fn default_reconcile_within() -> Duration {
+    d(3600)
+}
 
 impl MastodonSourceConfig {
     /// A config with defaults for these accounts (for `fedistream follow`).
@@ -193,7 +219,35 @@ impl MastodonSourceConfig {
             reconnect_initial: default_reconnect_initial(),
             reconnect_max: default_reconnect_max(),
             concurrency: default_concurrency(),
+            reconcile_window: default_reconcile_window(),
+            reconcile_min_posts: default_reconcile_min_posts(),
+            reconcile_within: default_reconcile_within(),
+            stop_if_unreadable: false,
         }
+    }
+
+    /// What is wrong with the values (key, reason); empty when valid. The
+    /// binary's validation reports these with the file and table.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if self.reconcile_min_posts > WINDOW_CAP {
+            p.push(("reconcile_min_posts", format!("at most {WINDOW_CAP} (posts checked per account)")));
+        }
+        if self.reconcile_window > d(365 * 24 * 3600) {
+            p.push(("reconcile_window", "at most 365d".into()));
+        }
+        if self.reconcile_within < d(60) {
+            p.push(("reconcile_within", "must be at least 1m (each pass costs requests of the rate-limit budget)".into()));
+        }
+        if self.reconcile_within > d(30 * 24 * 3600) {
+            p.push(("reconcile_within", "at most 30d".into()));
+        }
+        p
+    }
+
+    /// The posts each account's reconciliation covers.
+    pub fn window_spec(&self) -> WindowSpec {
+        WindowSpec { max_age: self.reconcile_window, min_posts: self.reconcile_min_posts, cap: WINDOW_CAP }
     }
 }
 
@@ -248,6 +302,21 @@ mod tests {
         assert!(matches!(Backfill::parse("since:2026-11-01").unwrap(), Backfill::Since(_)));
         assert!(Backfill::parse("last:many").unwrap_err().contains("last:N"));
         assert!(Backfill::parse("everything").unwrap_err().contains("expected"));
+    }
+
+    #[test]
+    fn reconcile_settings_are_checked() {
+        let mut c = MastodonSourceConfig::for_accounts(vec!["a@b.example".into()]);
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert_eq!((c.reconcile_window, c.reconcile_min_posts, c.reconcile_within), (d(7 * 86_400), 200, d(3600)));
+        c.reconcile_within = d(5);
+        c.reconcile_min_posts = 5_000;
+        let keys: Vec<&str> = c.problems().iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["reconcile_min_posts", "reconcile_within"]);
+        let parsed: MastodonSourceConfig =
+            serde_json::from_str(r#"{"accounts": ["a@b.example"], "reconcile_window": "2d", "reconcile_within": "30m", "reconcile_min_posts": 50}"#).unwrap();
+        assert_eq!(parsed.window_spec(), WindowSpec { max_age: d(2 * 86_400), min_posts: 50, cap: WINDOW_CAP });
+        assert_eq!(parsed.reconcile_within, d(1800));
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub enum Converted {
     Event(Box<Event>, StatePut),
     /// Not for us: an account we do not follow (stream) — silently ignored.
     NotFollowed,
-    /// Refused by the consent/visibility policy (counted by reason).
-    Skipped(&'static str),
+    /// Refused by the consent/visibility policy (counted by reason, once per
+    /// post: `key` is its URI).
+    Skipped { reason: &'static str, key: String },
     /// Could not be parsed: dead-letter with the reason.
     Malformed(String),
 }
@@ -43,12 +44,20 @@ pub struct Converter<'a> {
     pub followed: &'a std::collections::HashSet<String>,
     /// Per host: account id → canonical acct, for accounts whose ids we looked up.
     pub known_ids: &'a HashMap<String, HashMap<String, String>>,
+    /// Address (`host[:port]` we reach) → the server's name, where they differ
+    /// (an `instance` override): events carry the name.
+    pub names: &'a HashMap<String, String>,
 }
 
 impl Converter<'_> {
+    /// The name of the server reached at `host`.
+    pub fn server_name<'h>(&'h self, host: &'h str) -> &'h str {
+        self.names.get(host).map_or(host, String::as_str)
+    }
+
     /// `owner`: on an account's own profile timeline, its (id, acct) there.
     pub fn convert(&self, raw: &str, host: &str, via: Via, kind: EventKind, owner: Option<(&str, &str)>) -> Converted {
-        let ctx = NormalizeContext { instance: host, via, received_at: Utc::now() };
+        let ctx = NormalizeContext { instance: self.server_name(host), via, received_at: Utc::now() };
         let mut post: Post = match parse_and_normalize(raw, &ctx) {
             Ok(p) => p,
             Err(e) => return Converted::Malformed(e.to_string()),
@@ -66,7 +75,7 @@ impl Converter<'_> {
         }
         post.account.acct = acct;
         if let Err(reason) = self.policy.check(&post) {
-            return Converted::Skipped(reason.as_str());
+            return Converted::Skipped { reason: reason.as_str(), key: post.uri };
         }
         let index = StatePut::set(IDS_NS, ids_key(host, &post.id), format!("{}\t{}", post.uri, post.account.acct));
         let ev = match kind {
@@ -77,15 +86,15 @@ impl Converter<'_> {
     }
 }
 
-/// A deletion event from an index entry.
-pub fn deleted_event(source: &str, host: &str, status_id: &str, index_value: &str) -> Option<Event> {
+/// A deletion event from an index entry; `instance` is the server's name.
+pub fn deleted_event(source: &str, instance: &str, status_id: &str, index_value: &str) -> Option<Event> {
     let (uri, acct) = index_value.split_once('\t')?;
     Some(Event {
         kind: EventKind::Deleted,
         key: uri.to_string(),
         account: acct.to_string(),
         status_id: status_id.to_string(),
-        instance: host.to_string(),
+        instance: instance.to_string(),
         source: source.to_string(),
         via: Via::Stream,
         observed_at: Utc::now(),

@@ -11,20 +11,32 @@
 //! URI and version), and only REST advances checkpoints, so a stream that drops
 //! events can never make the source skip them.
 //!
+//! Edits and deletions of older posts made while no stream told us are found by
+//! reconciliation ([`reconcile`]): each account's recent posts ([`window`]) are
+//! checked again within `reconcile_within`, inside the rate limit.
+//!
+//! Accounts that cannot be read (not found, a server that needs a token, a
+//! wrong address) are shown per account in the status, retried on a long
+//! interval, and end a `follow` when none can be read (`accounts`).
+//!
 //! Consent is on by default: public posts only (unlisted when opted in, private
 //! and direct never), and accounts flagged noindex or carrying #nobot / #noindex /
 //! #nobridge in their bio are skipped unless the source declares them `owned`.
 
+mod accounts;
 mod catchup;
 pub mod config;
 pub mod convert;
+pub mod reconcile;
+mod rounds;
+mod streamed;
+pub mod window;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fedistream_core::backoff::Backoff;
 use fedistream_core::post::Via;
 use fedistream_core::{
     DeadLetter, Emitter, ErrorKind, EventKind, Progress, Source, SourceBatch, SourceContext, SourceError, Status,
@@ -35,11 +47,15 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 pub use config::{parse_acct, parse_base_url, Backfill, MastodonSourceConfig, StreamMode};
-use convert::{checkpoint_key, deleted_event, ids_key, Converted, Converter, CHECKPOINT_NS, IDS_NS};
+use convert::{Converted, Converter};
 
-use crate::mastodon::client::{ClientConfig, MastodonClient, Secret, USER_AGENT};
+use self::accounts::Account;
+use self::rounds::Rounds;
+use self::streamed::{on_stream_event, StreamState};
+use self::window::WindowSpec;
+use crate::mastodon::client::Secret;
 use crate::mastodon::ratelimit::RateLimiters;
-use crate::mastodon::stream::{spawn_stream, StreamConfig, StreamEvent, StreamName};
+use crate::mastodon::stream::{spawn_stream, StreamConfig, StreamName};
 
 /// The reader account whose stream carries hints: a base URL and its token.
 #[derive(Clone)]
@@ -62,7 +78,10 @@ impl MastodonSource {
     }
 }
 
-/// What catch-up tasks share.
+/// Posts whose consent skip was counted, so that re-reads don't count them again.
+const SKIPS_REMEMBERED: usize = 4096;
+
+/// What catch-up and reconciliation tasks share.
 pub(crate) struct Shared {
     pub(crate) name: String,
     emitter: Emitter,
@@ -73,13 +92,23 @@ pub(crate) struct Shared {
     backfill: Backfill,
     followed: HashSet<String>,
     known_ids: HashMap<String, HashMap<String, String>>,
-    /// State reads (the dedup index, for the safety re-read).
+    names: HashMap<String, String>,
+    /// State reads (the dedup index, windows).
     log: Arc<dyn fedistream_core::Log>,
+    window_spec: WindowSpec,
+    /// Per account (checkpoint key): held while its window is read, changed and appended.
+    window_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lookups: reconcile::LookupSupport,
+    skips: Mutex<(HashSet<String>, VecDeque<String>)>,
 }
 
 impl Shared {
     fn converter(&self) -> Converter<'_> {
-        Converter { source: &self.name, policy: &self.policy, followed: &self.followed, known_ids: &self.known_ids }
+        Converter { source: &self.name, policy: &self.policy, followed: &self.followed, known_ids: &self.known_ids, names: &self.names }
+    }
+    fn window_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.window_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
     }
     async fn emit(&self, batch: SourceBatch) -> Result<(), SourceError> {
         if batch.events.is_empty() && batch.state.is_empty() {
@@ -93,7 +122,22 @@ impl Shared {
         }
         Ok(())
     }
-    fn skipped(&self, reason: &'static str) {
+    /// A post refused by the consent policy: counted once per post, however
+    /// often it is read again (safety passes, reconciliation, stream and REST).
+    fn skipped(&self, reason: &'static str, key: &str) {
+        {
+            let mut guard = self.skips.lock().unwrap_or_else(|e| e.into_inner());
+            let (seen, order) = &mut *guard;
+            if !seen.insert(key.to_string()) {
+                return;
+            }
+            order.push_back(key.to_string());
+            if order.len() > SKIPS_REMEMBERED {
+                if let Some(old) = order.pop_front() {
+                    seen.remove(&old);
+                }
+            }
+        }
         self.status.count(&format!("skipped_{reason}"), 1);
         metrics::counter!("fedistream_posts_skipped_total", "component" => "mastodon", "reason" => reason).increment(1);
     }
@@ -122,22 +166,6 @@ impl Shared {
     }
 }
 
-/// Schedule of one followed account.
-struct Account {
-    acct: String,
-    username: String,
-    client: MastodonClient,
-    account_id: Option<String>,
-    checkpoint_key: String,
-    checkpoint: Option<String>,
-    interval: Duration,
-    due: Instant,
-    safety_due: Instant,
-    running: bool,
-    rerun: bool,
-    backoff: Backoff,
-}
-
 fn src_err(kind: ErrorKind, msg: impl Into<String>) -> SourceError {
     SourceError::new(kind, msg)
 }
@@ -146,68 +174,12 @@ fn src_err(kind: ErrorKind, msg: impl Into<String>) -> SourceError {
 impl Source for MastodonSource {
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let cfg = self.cfg;
-        let client_for = |base: url::Url, token: Option<Secret>| {
-            MastodonClient::new(
-                ClientConfig { base_url: base, token, user_agent: USER_AGENT.to_string(), timeout: Duration::from_secs(30) },
-                &self.limiters,
-            )
-            .map_err(|e| src_err(ErrorKind::Config, e.to_string()))
-        };
         let reader_client = match &self.reader {
-            Some(r) => Some(client_for(r.base_url.clone(), Some(r.token.clone()))?),
+            Some(r) => Some(accounts::client_for(&self.limiters, r.base_url.clone(), Some(r.token.clone()))?),
             None => None,
         };
-        let override_base = cfg.instance.as_deref().map(parse_base_url).transpose().map_err(|e| src_err(ErrorKind::Config, e))?;
-
-        // Followed accounts, their home-server clients and durable checkpoints.
-        let mut accounts: Vec<Account> = Vec::new();
-        let mut followed = HashSet::new();
-        let mut clients: HashMap<String, MastodonClient> = HashMap::new();
-        let now = Instant::now();
-        for raw in &cfg.accounts {
-            let (user, host) = parse_acct(raw).map_err(|e| src_err(ErrorKind::Config, e))?;
-            let acct = format!("{user}@{host}").to_ascii_lowercase();
-            if !followed.insert(acct.clone()) {
-                continue;
-            }
-            let base = match &override_base {
-                Some(b) => b.clone(),
-                None => parse_base_url(&format!("https://{host}")).map_err(|e| src_err(ErrorKind::Config, e))?,
-            };
-            // The reader's token also serves REST on its own server (higher limits,
-            // limited-federation servers); elsewhere we read anonymously. One
-            // client (connection pool, TLS setup) per server, not per account.
-            let client = match (&reader_client, &self.reader) {
-                (Some(rc), Some(r)) if r.base_url.host_str() == base.host_str() && r.base_url.port() == base.port() => rc.clone(),
-                _ => match clients.get(base.as_str()) {
-                    Some(c) => MastodonClient::clone(c),
-                    None => {
-                        let c = client_for(base.clone(), None)?;
-                        clients.insert(base.to_string(), c.clone());
-                        c
-                    }
-                },
-            };
-            let key = checkpoint_key(&ctx.name, &client.host(), &acct);
-            let checkpoint = ctx.log.state_get(CHECKPOINT_NS, &key).await?;
-            accounts.push(Account {
-                acct,
-                username: user,
-                client,
-                account_id: None,
-                checkpoint_key: key,
-                checkpoint,
-                interval: cfg.poll_interval,
-                due: now,
-                safety_due: now + cfg.safety_interval,
-                running: false,
-                rerun: false,
-                backoff: Backoff::new(Duration::from_secs(2), cfg.max_poll_interval),
-            });
-        }
-        if accounts.is_empty() {
-            return Err(src_err(ErrorKind::Config, "no accounts to follow"));
-        }
+        let reader = self.reader.as_ref().zip(reader_client.as_ref());
+        let accounts::Setup { mut accounts, followed, names } = accounts::setup(&cfg, &ctx.name, &*ctx.log, &self.limiters, reader).await?;
 
         // The reader: check the token once, learn its server's ids of our accounts
         // (stream payloads use them), and open the stream.
@@ -232,7 +204,6 @@ impl Source for MastodonSource {
                     Err(e) => debug!(acct = %a.acct, error = %e, "Reader's server does not know this account yet; attributing stream posts by handle"),
                 }
             }
-            let instance = rc.instance().await.ok();
             let scfg = StreamConfig {
                 transport,
                 stream: match &cfg.list {
@@ -243,7 +214,9 @@ impl Source for MastodonSource {
                 ws_idle_timeout: cfg.ws_idle_timeout,
                 backoff_initial: cfg.reconnect_initial,
                 backoff_max: cfg.reconnect_max,
-                streaming_base: instance.and_then(|i| i.streaming_url),
+                // Asked by the stream task itself, before every connect until the server answers.
+                streaming_base: None,
+                server_names: names.get(&rhost).into_iter().cloned().collect(),
             };
             stream_rx = Some(spawn_stream(rc.clone(), scfg, ctx.shutdown.clone()));
         }
@@ -264,61 +237,38 @@ impl Source for MastodonSource {
             backfill: cfg.backfill.clone(),
             followed,
             known_ids,
+            names,
             log: ctx.log.clone(),
+            window_spec: cfg.window_spec(),
+            window_locks: Mutex::default(),
+            lookups: reconcile::LookupSupport::default(),
+            skips: Mutex::default(),
         });
         let status = ctx.status.clone();
         status.set_state(if stream_rx.is_some() { "connecting" } else { "polling" }, None);
-        info!(accounts = accounts.len(), streaming = stream_rx.is_some(), "Mastodon source started");
+        info!(accounts = accounts.len(), streaming = stream_rx.is_some(), reconcile_within = ?cfg.reconcile_within, "Mastodon source started");
 
         let mut tasks: JoinSet<(usize, Result<catchup::Done, catchup::JobError>)> = JoinSet::new();
-        let mut streaming = false;
+        let mut passes: JoinSet<(usize, Result<reconcile::PassDone, catchup::JobError>)> = JoinSet::new();
+        let mut rounds = Rounds::new(cfg.reconcile_within, accounts.len(), Instant::now());
+        let mut stream = StreamState::default();
         let concurrency = cfg.concurrency.max(1);
         loop {
-            let next_due = accounts.iter().filter(|a| !a.running).map(|a| a.due).min();
             let can_start = tasks.len() < concurrency;
+            let next_catchup = accounts.iter().filter(|a| !a.running).map(|a| a.due).min().filter(|_| can_start);
+            let next_pass = rounds.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.reconcile));
+            let next_due = next_catchup.into_iter().chain(next_pass).min();
             tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => break,
                 ev = async { stream_rx.as_mut().expect("guarded").recv().await }, if stream_rx.is_some() => {
-                    match ev {
-                        None => { stream_rx = None; streaming = false; }
-                        Some(StreamEvent::Connected { transport }) => {
-                            info!(?transport, "Stream connected; catching up over REST");
-                            streaming = true;
-                            status.set_state("streaming", Some(format!("{transport:?}")));
-                            status.count("stream_connects", 1);
-                            let now = Instant::now();
-                            for a in accounts.iter_mut() {
-                                if a.running { a.rerun = true } else { a.due = now }
-                            }
-                        }
-                        Some(StreamEvent::Disconnected { reason }) => {
-                            info!(%reason, "Stream disconnected; polling until it is back");
-                            streaming = false;
-                            status.set_state("polling", Some(format!("stream down: {reason}")));
-                            let soon = Instant::now() + cfg.poll_interval;
-                            for a in accounts.iter_mut() { a.due = a.due.min(soon); }
-                        }
-                        Some(StreamEvent::Update(raw)) => stream_post(&sh, &raw, reader_host.as_deref().unwrap_or_default(), EventKind::Created).await?,
-                        Some(StreamEvent::StatusUpdate(raw)) => stream_post(&sh, &raw, reader_host.as_deref().unwrap_or_default(), EventKind::Updated).await?,
-                        Some(StreamEvent::Delete(id)) => {
-                            let host = reader_host.as_deref().unwrap_or_default();
-                            match ctx.log.state_get(IDS_NS, &ids_key(host, &id)).await? {
-                                Some(v) => match deleted_event(&ctx.name, host, &id, &v) {
-                                    Some(ev) if sh.followed.contains(&ev.account) => sh.emit(SourceBatch { events: vec![ev.into()], state: vec![] }).await?,
-                                    _ => {}
-                                },
-                                None => {
-                                    debug!(id = %id, "Delete of a status we never saw; ignored");
-                                    status.count("deletes_unattributed", 1);
-                                }
-                            }
-                        }
-                        Some(StreamEvent::Malformed { raw, reason }) => sh.malformed(&format!("stream: {reason}"), &raw),
-                        Some(StreamEvent::Fatal { error }) => {
-                            return Err(src_err(error.kind(), format!("stream of {} stopped: {error}", reader_host.as_deref().unwrap_or("?"))));
-                        }
-                    }
+                    let Some(ev) = ev else {
+                        stream_rx = None;
+                        stream.up = false;
+                        continue;
+                    };
+                    let reader_host = reader_host.as_deref().unwrap_or_default();
+                    on_stream_event(&sh, ev, &mut stream, &mut accounts, &rounds, &cfg, reader_host).await?;
                 }
                 joined = tasks.join_next(), if !tasks.is_empty() => {
                     let Some(joined) = joined else { continue };
@@ -330,9 +280,9 @@ impl Source for MastodonSource {
                         Ok(done) => {
                             a.account_id = Some(done.account_id);
                             a.checkpoint = Some(done.checkpoint);
-                            a.backoff.reset();
+                            a.succeeded(&status);
                             a.interval = next_interval(a.interval, done.found, cfg.poll_interval, cfg.max_poll_interval);
-                            let wait = if streaming { cfg.safety_interval } else { jitter(a.interval) };
+                            let wait = if stream.up { cfg.safety_interval } else { jitter(a.interval) };
                             a.due = if a.rerun { now } else { now + wait };
                             a.rerun = false;
                         }
@@ -340,30 +290,41 @@ impl Source for MastodonSource {
                             return Err(src_err(ErrorKind::Internal, e.to_string()));
                         }
                         Err(e) => {
-                            let delay = e.retry_after().unwrap_or_else(|| a.backoff.next_delay());
-                            let delay = match e.kind() {
-                                ErrorKind::Auth | ErrorKind::Config | ErrorKind::Permanent => {
-                                    error!(acct = %a.acct, error = %e, retry_in = ?cfg.max_poll_interval, "Cannot read this account");
-                                    cfg.max_poll_interval
-                                }
-                                _ => {
-                                    warn!(acct = %a.acct, error = %e, retry_in = ?delay, "Catch-up failed; will retry");
-                                    delay
-                                }
-                            };
-                            status.count("errors", 1);
+                            let delay = a.failed(&e, &cfg, &status);
                             a.due = now + delay;
                             a.rerun = false;
+                            if cfg.stop_if_unreadable {
+                                if let Some(e) = accounts::none_readable(&accounts) {
+                                    return Err(e);
+                                }
+                            }
                         }
                     }
                 }
-                _ = sleep_until(next_due), if can_start && next_due.is_some() => {
+                joined = passes.join_next(), if !passes.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (i, res) = joined.map_err(|e| src_err(ErrorKind::Internal, format!("reconciliation task failed: {e}")))?;
+                    let a = &mut accounts[i];
+                    rounds.finished(&mut a.reconcile);
+                    match res {
+                        Ok(done) => debug!(acct = %a.acct, checked = done.checked, requests = done.requests, "Reconciliation pass done"),
+                        Err(e) if matches!(e, catchup::JobError::Source(_)) && e.kind() == ErrorKind::Internal => {
+                            return Err(src_err(ErrorKind::Internal, e.to_string()));
+                        }
+                        Err(e) => {
+                            // Tried again at its next turn; the next pass starts over.
+                            warn!(acct = %a.acct, error = %e, "Reconciliation pass failed; the account is checked again at its next turn");
+                            status.count("reconcile_errors", 1);
+                        }
+                    }
+                }
+                _ = sleep_until(next_due), if next_due.is_some() => {
                     let now = Instant::now();
                     for (i, a) in accounts.iter_mut().enumerate() {
                         if tasks.len() >= concurrency { break; }
                         if a.running || a.due > now { continue; }
                         // The safety pass also re-reads the newest page (edits made while no stream was up).
-                        let reread = now >= a.safety_due && (streaming || a.checkpoint.is_some());
+                        let reread = now >= a.safety_due && (stream.up || a.checkpoint.is_some());
                         if reread { a.safety_due = now + cfg.safety_interval; }
                         a.running = true;
                         let job = catchup::Job {
@@ -379,25 +340,49 @@ impl Source for MastodonSource {
                         let sh = sh.clone();
                         tasks.spawn(async move { (job.index, catchup::run(sh, job).await) });
                     }
+                    while let Some(i) = rounds.pick(accounts.iter().enumerate().filter(|(_, a)| a.reconcilable()).map(|(i, a)| (i, &a.reconcile)), now) {
+                        let a = &mut accounts[i];
+                        if let Some(late) = rounds.started(&mut a.reconcile, stream.up, now) {
+                            warn!(acct = %a.acct, since_last = ?late, bound = ?cfg.reconcile_within, "Reconciliation is behind its bound (the rate limit leaves too little room)");
+                            status.count("reconcile_late", 1);
+                        }
+                        let pass = reconcile::Pass {
+                            index: i,
+                            acct: a.acct.clone(),
+                            client: a.client.background(),
+                            account_id: a.account_id.clone().unwrap_or_default(),
+                            checkpoint_key: a.checkpoint_key.clone(),
+                        };
+                        let sh = sh.clone();
+                        passes.spawn(async move { (pass.index, reconcile::run(sh, pass).await) });
+                    }
                 }
             }
         }
-        // Whatever a catch-up handed to the emitter is appended with its checkpoint
+        // Whatever a task handed to the emitter is appended with its checkpoint
         // or not at all, so aborting in-flight work loses nothing.
         tasks.abort_all();
+        passes.abort_all();
         Ok(())
     }
 }
 
-async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Result<(), SourceError> {
+impl Account {
+    /// Reconciliation needs the account's id and a first catch-up (its window).
+    fn reconcilable(&self) -> bool {
+        self.account_id.is_some() && self.checkpoint.is_some()
+    }
+}
+
+pub(crate) async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Result<(), SourceError> {
     match sh.converter().convert(raw, host, Via::Stream, kind, None) {
         Converted::Event(ev, index) => {
             sh.status.count("stream_events", 1);
             sh.emit(SourceBatch { events: vec![(*ev).into()], state: vec![index] }).await
         }
         Converted::NotFollowed => Ok(()),
-        Converted::Skipped(reason) => {
-            sh.skipped(reason);
+        Converted::Skipped { reason, key } => {
+            sh.skipped(reason, &key);
             Ok(())
         }
         Converted::Malformed(reason) => {

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Emitter, Stop, StreamEvent, StreamName};
+use crate::mastodon::client::error::{io_cause, looks_like_plain_http};
 use crate::mastodon::client::{MastodonClient, MastodonError};
 use crate::mastodon::sse::{on_each_chunk, sse_events, RawStreamEvent, StreamError};
 use crate::mastodon::ws::{decode_ws_frame, subscribe_frame};
@@ -233,6 +234,7 @@ pub(super) async fn connect_ws(
         timeout,
         message,
     };
+    let host_url = url.clone();
     let mut req = url
         .as_str()
         .into_client_request()
@@ -252,8 +254,27 @@ pub(super) async fn connect_ws(
             Ok(Err(WsError::Http(resp))) => {
                 let status = resp.status().as_u16();
                 client.limiter().observe(resp.headers(), status);
-                let body = resp.body().as_deref().unwrap_or_default();
-                return Err(client.http_error(status, &path, resp.headers(), body));
+                // tungstenite hands the body over as it came off the wire.
+                let raw = resp.body().as_deref().unwrap_or_default();
+                let chunked = resp
+                    .headers()
+                    .get("transfer-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+                let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+                return Err(client.http_error(status, &path, resp.headers(), &body));
+            }
+            Ok(Err(WsError::Io(e))) => {
+                let host = url_host(&host_url);
+                let message = io_cause(&e, host.as_deref()).unwrap_or_else(|| format!("cannot connect to {}: {e}", host.as_deref().unwrap_or("the server")));
+                return Err(net(message, false));
+            }
+            Ok(Err(WsError::Tls(e))) => {
+                let text = e.to_string();
+                return match url_host(&host_url) {
+                    Some(host) if looks_like_plain_http(&text) => Err(MastodonError::NotTls { host }),
+                    _ => Err(net(format!("TLS failed: {text}"), false)),
+                };
             }
             Ok(Err(e)) => return Err(net(format!("WebSocket upgrade failed: {e}"), false)),
             Ok(Ok(pair)) => pair,
@@ -263,6 +284,38 @@ pub(super) async fn connect_ws(
         Ok(Ok(())) => Ok(ws),
         Ok(Err(e)) => Err(net(format!("cannot subscribe: {e}"), false)),
         Err(_) => Err(net("subscribing timed out".into(), true)),
+    }
+}
+
+/// `host[:port]` of a URL.
+fn url_host(url: &url::Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
+}
+
+/// The payload of a chunked body; nothing when it is not one (an error
+/// message must never show chunk framing).
+pub(super) fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    loop {
+        let Ok(httparse::Status::Complete((start, size))) = httparse::parse_chunk_size(rest) else {
+            return out; // incomplete or garbled: keep what was decoded
+        };
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size == 0 {
+            return out;
+        }
+        let Some(chunk) = rest.get(start..start.saturating_add(size)) else {
+            out.extend_from_slice(&rest[start.min(rest.len())..]);
+            return out;
+        };
+        out.extend_from_slice(chunk);
+        rest = rest.get(start + size..).unwrap_or_default();
+        rest = rest.strip_prefix(b"\r\n").unwrap_or(rest);
     }
 }
 

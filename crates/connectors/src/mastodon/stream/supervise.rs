@@ -66,7 +66,7 @@ impl Plan {
             (Transport::WebSocket, _)
                 if self.configured == Transport::Auto && !self.sse_missing =>
             {
-                tracing::info!("WebSocket upgrade failed; falling back to SSE");
+                tracing::info!("No WebSocket connection; trying SSE");
                 self.ws_failed_at = Some(now);
                 true
             }
@@ -100,14 +100,21 @@ async fn supervise(
             MastodonError::Config("streaming needs a user access token (Mastodon 4.2+)".into());
         return emit.send(StreamEvent::Fatal { error }).await;
     }
-    let base = cfg
-        .streaming_base
-        .clone()
-        .unwrap_or_else(|| client.base_url().clone());
+    let mut discovered = cfg.streaming_base.clone();
     let mut plan = Plan::new(cfg.transport);
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     let mut quick_switches = 0;
+    let mut failures = 0u32;
     loop {
+        if discovered.is_none() {
+            // Until the server tells us, try its base URL; ask again next time.
+            discovered = tokio::select! {
+                biased;
+                _ = emit.shutdown.cancelled() => return Err(Stop::Shutdown),
+                b = discover_base(client, &cfg.server_names) => b,
+            };
+        }
+        let base = discovered.clone().unwrap_or_else(|| client.base_url().clone());
         let transport = plan.pick(Instant::now());
         let websocket = transport == Transport::WebSocket;
         let url = match conn::streaming_url(&base, websocket, &cfg.stream) {
@@ -133,6 +140,7 @@ async fn supervise(
             Ok(connection) => {
                 plan.connected(transport);
                 quick_switches = 0;
+                failures = 0;
                 tracing::info!(transport = transport.as_str(), "Stream connected");
                 emit.send(StreamEvent::Connected { transport }).await?;
                 let started = Instant::now();
@@ -162,13 +170,17 @@ async fn supervise(
             }
             Err(error) => {
                 let status = error.status();
-                tracing::warn!(transport = transport.as_str(), error = %error, "Stream connect failed");
-                if matches!(status, Some(401 | 403)) {
-                    if !token_still_valid(client, emit).await? {
-                        return Ok(());
-                    }
-                    backoff.next_delay()
-                } else if plan.failed(transport, status, Instant::now())
+                failures += 1;
+                tracing::warn!(transport = transport.as_str(), attempt = failures, error = %error, "Stream connect failed");
+                emit.send(StreamEvent::ConnectFailed { attempt: failures, transport, error: error.to_string() }).await?;
+                // A refused upgrade whose token checks out is the transport's
+                // fault (a proxy, a server taking the token elsewhere): it counts
+                // as a WebSocket failure, so `auto` tries SSE.
+                let refused = matches!(status, Some(401 | 403));
+                if refused && !token_still_valid(client, emit).await? {
+                    return Ok(());
+                }
+                if plan.failed(transport, status, Instant::now())
                     && quick_switches < MAX_QUICK_SWITCHES
                 {
                     quick_switches += 1;
@@ -197,6 +209,46 @@ async fn supervise(
 enum Conn {
     Ws(Box<conn::WsConn>),
     Sse(reqwest::Response),
+}
+
+/// The streaming base the server advertises (`/api/v2/instance`), mapped onto
+/// the client's base URL when it names the server itself (see
+/// [`StreamConfig::server_names`]). `None` when the server cannot say now.
+async fn discover_base(client: &MastodonClient, server_names: &[String]) -> Option<url::Url> {
+    match client.instance().await {
+        Ok(info) => {
+            let advertised = info.streaming_url.unwrap_or_else(|| client.base_url().clone());
+            let mapped = map_to_base(&advertised, client.base_url(), &info.domain, server_names);
+            if (mapped.host_str(), mapped.port_or_known_default()) != (advertised.host_str(), advertised.port_or_known_default()) {
+                tracing::info!(advertised = %advertised, using = %mapped, "The server advertises streaming on its own name; reaching it through the configured address");
+            }
+            Some(mapped)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "Cannot ask the server for its streaming URL; trying its base URL, asking again before the next connect");
+            None
+        }
+    }
+}
+
+/// `advertised` with the scheme, host and port of `base` when its host is the
+/// server's own `domain` or one of `server_names` (`host[:port]`, case-insensitive).
+pub(super) fn map_to_base(advertised: &url::Url, base: &url::Url, domain: &str, server_names: &[String]) -> url::Url {
+    let host = match (advertised.host_str(), advertised.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => return advertised.clone(),
+    };
+    let own = host.eq_ignore_ascii_case(domain) || server_names.iter().any(|n| n.eq_ignore_ascii_case(&host));
+    if !own {
+        return advertised.clone();
+    }
+    let mut mapped = base.clone();
+    let path = advertised.path().trim_end_matches('/');
+    if !path.is_empty() {
+        mapped.set_path(&format!("{}{path}", mapped.path().trim_end_matches('/')));
+    }
+    mapped
 }
 
 /// After a refusal or a clean close: is the token still good? Sends `Fatal`

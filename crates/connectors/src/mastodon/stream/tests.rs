@@ -1,7 +1,7 @@
 use tokio::time::Instant;
 
-use super::conn::{classify, streaming_url};
-use super::supervise::Plan;
+use super::conn::{classify, dechunk, streaming_url};
+use super::supervise::{map_to_base, Plan};
 use super::*;
 use crate::mastodon::sse::RawStreamEvent;
 
@@ -197,4 +197,30 @@ async fn no_token_is_fatal_at_once() {
         other => panic!("{other:?}"),
     }
     assert!(rx.recv().await.is_none());
+}
+
+#[test]
+fn a_chunked_error_body_loses_its_framing() {
+    let page = "<!DOCTYPE html>\n<html>down</html>\n";
+    let raw = format!("{:x}\r\n{page}\r\n5\r\nmore.\r\n0\r\n\r\n", page.len());
+    assert_eq!(String::from_utf8(dechunk(raw.as_bytes())).unwrap(), format!("{page}more."));
+    // Cut off in the middle: what arrived, without framing.
+    let cut = format!("{:x}\r\n{}", page.len(), &page[..10]);
+    assert_eq!(String::from_utf8(dechunk(cut.as_bytes())).unwrap(), &page[..10]);
+    assert!(dechunk(b"not chunked at all").is_empty());
+}
+
+#[test]
+fn a_streaming_url_on_the_servers_own_name_maps_to_the_base_url() {
+    let base: url::Url = "http://127.0.0.1:8002/".parse().unwrap();
+    let own: url::Url = "wss://gts.example".parse().unwrap();
+    // The server's own domain, or a name the source knows it by: the base's address.
+    assert_eq!(map_to_base(&own, &base, "gts.example", &[]).as_str(), "http://127.0.0.1:8002/");
+    assert_eq!(map_to_base(&own, &base, "other", &["GTS.example".into()]).as_str(), "http://127.0.0.1:8002/");
+    // A separate streaming host stays.
+    let separate: url::Url = "wss://streaming.mastodon.example".parse().unwrap();
+    assert_eq!(map_to_base(&separate, &base, "mastodon.example", &[]), separate);
+    // A path prefix is kept.
+    let with_path: url::Url = "wss://gts.example/prefix".parse().unwrap();
+    assert_eq!(map_to_base(&with_path, &base, "gts.example", &[]).as_str(), "http://127.0.0.1:8002/prefix");
 }

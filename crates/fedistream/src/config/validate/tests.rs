@@ -89,7 +89,7 @@ to = ["void"]
     assert!(has("`sources.a.accounts[0]`: `alice` is not an account handle"), "{errs:#?}");
     assert!(has("`sources.a.connection`: no connection named `nope`"), "{errs:#?}");
     assert!(has("`sources.a.instance`"), "{errs:#?}");
-    assert!(has("`routes[0].from`: no source named `ghost`"), "{errs:#?}");
+    assert!(has("`routes[0].from`: no source or processor named `ghost`"), "{errs:#?}");
     assert!(has("`routes[0].to`: no channel named `void`"), "{errs:#?}");
     assert!(has("`channels.out`: no route leads to this channel"), "{errs:#?}");
     assert!(errs.iter().all(|e| e.starts_with("pipeline.toml: ")), "{errs:#?}");
@@ -211,4 +211,14 @@ properties_env = { "sasl.username" = "FEDISTREAM_TEST_SURELY_UNSET_VAR" }
     assert!(has("`channels.k.create_topic.config`: `retention ms` is not a topic setting name"), "{errs:#?}");
     let e = parse(&with("{ partitons = 6 }"), file()).unwrap_err();
     assert!(e.key.starts_with("channels.k.create_topic") && e.to_string().contains("partitons"), "{e}");
+}
+
+#[test]
+fn reconciliation_settings_are_checked_with_their_key() {
+    let ok = MINIMAL.replace("accounts = [\"@alice@example.org\"]", "accounts = [\"@alice@example.org\"]\nreconcile_window = \"3d\"\nreconcile_min_posts = 50\nreconcile_within = \"30m\"");
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let bad = MINIMAL.replace("accounts = [\"@alice@example.org\"]", "accounts = [\"@alice@example.org\"]\nreconcile_min_posts = 5000\nreconcile_within = \"10s\"");
+    let e = errors(&bad);
+    assert!(e.iter().any(|m| m.contains("sources.a.reconcile_min_posts") && m.contains("at most 2000")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("sources.a.reconcile_within") && m.contains("at least 1m")), "{e:?}");
 }
