@@ -388,3 +388,224 @@ pub mod counting {
         }
     }
 }
+
+/// The conformance suite every channel (sink) runs, through the runtime on an
+/// embedded log: a batch is accepted; a record the destination refuses for
+/// good is dead-lettered and the rest delivered; a transient failure is
+/// retried without loss; nothing is committed before the destination holds it
+/// (deferred acknowledgements); a crash between a write and its commit
+/// redelivers the records — and, for channels that promise exactly once, does
+/// not duplicate them. A check a destination cannot take part in is reported
+/// as not applicable, with the harness's reason, never skipped silently.
+pub mod sink_conformance {
+    use super::*;
+    use crate::component::{DeadLetter, SinkContext};
+    use crate::runtime::{BatchConfig, ChannelSpec, Pipeline, RetryConfig, RuntimeOptions, SourceSpec};
+    use crate::sqlite::{SqliteLog, SqliteOptions};
+    use tokio_util::sync::CancellationToken;
+
+    /// What the suite needs to know about a channel and its destination.
+    #[async_trait]
+    pub trait SinkHarness: Send + Sync {
+        /// A new sink on the same destination (as a new process would build it).
+        fn sink(&self) -> Box<dyn Sink>;
+        /// The event keys the destination holds, in order, duplicates included.
+        async fn delivered(&self) -> Vec<String>;
+        /// An event the destination refuses for good, or why it cannot refuse one.
+        fn refused_event(&self) -> Result<Event, String>;
+        /// Make the destination fail transiently until [`SinkHarness::recover`],
+        /// or say why it cannot.
+        async fn fail_transiently(&self) -> Result<(), String>;
+        async fn recover(&self);
+        /// Whether the channel promises that records redelivered after a crash are not duplicated.
+        fn exactly_once(&self) -> bool;
+        /// Called before each check, which starts a new log (positions from 1
+        /// again): a destination that remembers log positions (a file channel
+        /// resumes after the last position it holds) starts afresh here.
+        async fn begin(&self, check: &'static str) {
+            let _ = check;
+        }
+    }
+
+    /// How each check went.
+    #[derive(Debug, Default)]
+    pub struct Report {
+        pub passed: Vec<&'static str>,
+        /// (check, why it does not apply to this channel)
+        pub not_applicable: Vec<(&'static str, String)>,
+    }
+
+    /// Run every check; panics on the first that fails.
+    pub async fn run_all(h: &dyn SinkHarness, label: &str) -> Report {
+        let mut r = Report::default();
+        batch_accepted(h, label).await;
+        r.passed.push("batch accepted");
+        match permanent_error(h, label).await {
+            Ok(()) => r.passed.push("permanent error dead-lettered"),
+            Err(why) => r.not_applicable.push(("permanent error dead-lettered", why)),
+        }
+        match transient_error(h, label).await {
+            Ok(()) => r.passed.push("transient error retried"),
+            Err(why) => r.not_applicable.push(("transient error retried", why)),
+        }
+        crash_between_write_and_commit(h, label).await;
+        r.passed.push("crash between write and commit");
+        eprintln!("sink conformance ({label}): passed {:?}; not applicable {:?}", r.passed, r.not_applicable);
+        r
+    }
+
+    fn events(label: &str, from: u64, n: u64) -> Vec<Event> {
+        // Distinct keys per check and per run: destinations may be shared.
+        let run = rand::random::<u32>();
+        (from..from + n).map(|i| created("conformance", &format!("{label}{run}@example.org"), i, &format!("post {i}"))).collect()
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        log: Arc<dyn Log>,
+        dl: std::path::PathBuf,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).expect("log");
+        let dl = dir.path().join("dead-letter.jsonl");
+        Setup { _dir: dir, log, dl }
+    }
+
+    fn pipeline(s: &Setup, sink: Box<dyn Sink>, source: Box<dyn Source>) -> Pipeline {
+        Pipeline {
+            log: s.log.clone(),
+            sources: vec![SourceSpec::new("conformance", source, DeadLetter::new(s.dl.with_extension("source.jsonl")))],
+            processors: vec![],
+            channels: vec![ChannelSpec {
+                name: "under-test".into(),
+                group: "conformance".into(),
+                topic: crate::log::EVENTS.into(),
+                sink,
+                route: None,
+                batch: BatchConfig { max_records: 4, max_bytes: 1 << 20, linger: Duration::ZERO },
+                retry: RetryConfig { initial: Duration::from_millis(10), max: Duration::from_millis(200), pause: Duration::from_millis(200) },
+                dead_letter: DeadLetter::new(&s.dl),
+            }],
+            options: RuntimeOptions { status_interval: Duration::from_millis(10), ..RuntimeOptions::default() },
+            progress: None,
+        }
+    }
+
+    fn source(evs: &[Event]) -> Box<dyn Source> {
+        Box::new(VecSource { batches: vec![SourceBatch { events: crate::event::encode_all(evs.to_vec()), state: vec![] }] })
+    }
+
+    fn keys(evs: &[Event]) -> Vec<String> {
+        evs.iter().map(|e| e.key.clone()).collect()
+    }
+
+    async fn committed(log: &Arc<dyn Log>) -> u64 {
+        log.info().await.unwrap().groups.iter().find(|g| g.group == "conformance").map(|g| g.committed[0].offset).unwrap_or(0)
+    }
+
+    /// What the destination holds of `evs`'s keys (other runs may share it).
+    async fn held(h: &dyn SinkHarness, evs: &[Event]) -> Vec<String> {
+        let want: std::collections::HashSet<String> = keys(evs).into_iter().collect();
+        h.delivered().await.into_iter().filter(|k| want.contains(k)).collect()
+    }
+
+    async fn batch_accepted(h: &dyn SinkHarness, label: &str) {
+        h.begin("batch accepted").await;
+        let s = setup();
+        let evs = events(label, 1, 10);
+        // While it runs, nothing may be committed that the destination does not hold.
+        let run = tokio::spawn(crate::runtime::run(pipeline(&s, h.sink(), source(&evs)), CancellationToken::new()));
+        while !run.is_finished() {
+            let c = committed(&s.log).await;
+            let holds = held(h, &evs).await.len() as u64;
+            assert!(c <= holds, "{label}: committed {c} records while the destination holds {holds}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let summary = run.await.unwrap().unwrap();
+        assert!(summary.failures.is_empty(), "{label}: {:?}", summary.failures);
+        assert_eq!(held(h, &evs).await, keys(&evs), "{label}: every record once, in order");
+        assert_eq!(committed(&s.log).await, 10, "{label}: committed after delivery");
+    }
+
+    async fn permanent_error(h: &dyn SinkHarness, label: &str) -> Result<(), String> {
+        h.begin("permanent error").await;
+        let bad = h.refused_event()?;
+        let s = setup();
+        let mut evs = events(label, 1, 3);
+        evs.insert(1, bad.clone());
+        let summary = crate::runtime::run(pipeline(&s, h.sink(), source(&evs)), CancellationToken::new()).await.unwrap();
+        assert!(summary.failures.is_empty(), "{label}: {:?}", summary.failures);
+        let good: Vec<Event> = evs.iter().filter(|e| e.key != bad.key).cloned().collect();
+        assert_eq!(held(h, &good).await, keys(&good), "{label}: the others are delivered");
+        assert!(held(h, &[bad.clone()]).await.is_empty(), "{label}: the refused record is not at the destination");
+        let dl = std::fs::read_to_string(&s.dl).unwrap_or_default();
+        assert!(dl.contains(&bad.key), "{label}: the refused record is dead-lettered: {dl}");
+        assert_eq!(committed(&s.log).await, 4, "{label}: dead-lettered counts as handled");
+        Ok(())
+    }
+
+    async fn transient_error(h: &dyn SinkHarness, label: &str) -> Result<(), String> {
+        h.begin("transient error").await;
+        h.fail_transiently().await?;
+        let s = setup();
+        let evs = events(label, 1, 6);
+        let run = tokio::spawn(crate::runtime::run(pipeline(&s, h.sink(), source(&evs)), CancellationToken::new()));
+        // Wait until the channel has retried at least twice, then let the destination recover.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let doc = s.log.state_get(crate::component::STATUS_NS, "channel:under-test").await.unwrap();
+            let retries = doc
+                .and_then(|d| serde_json::from_str::<crate::component::StatusDoc>(&d).ok())
+                .map(|d| d.counters.get("retries").copied().unwrap_or(0))
+                .unwrap_or(0);
+            if retries >= 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{label}: the channel never retried");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(committed(&s.log).await, 0, "{label}: nothing committed while the destination fails");
+        h.recover().await;
+        let summary = run.await.unwrap().unwrap();
+        assert!(summary.failures.is_empty(), "{label}: {:?}", summary.failures);
+        let got = held(h, &evs).await;
+        if h.exactly_once() {
+            assert_eq!(got, keys(&evs), "{label}: every record once after the retries");
+        } else {
+            let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+            assert_eq!(distinct.len(), evs.len(), "{label}: every record at least once: {got:?}");
+        }
+        Ok(())
+    }
+
+    async fn crash_between_write_and_commit(h: &dyn SinkHarness, label: &str) {
+        h.begin("crash between write and commit").await;
+        let s = setup();
+        let evs = events(label, 1, 5);
+        // The first process writes everything and dies before committing.
+        s.log.append(AppendBatch { events: crate::event::encode_all(evs.clone()), state: vec![] }).await.unwrap();
+        {
+            let mut c = s.log.consumer(crate::log::EVENTS, "conformance").await.unwrap();
+            let recs = conformance::poll_n(&mut c, 5).await;
+            let mut first = h.sink();
+            first.open(&SinkContext::new("under-test", s.log.clone())).await.expect("open");
+            first.write(&recs).await.expect("write");
+            first.flush().await.expect("flush");
+        }
+        assert_eq!(held(h, &evs).await, keys(&evs), "{label}: the first process delivered");
+        // The next process gets the same records again.
+        let summary = crate::runtime::run(pipeline(&s, h.sink(), Box::new(VecSource { batches: vec![] })), CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(summary.failures.is_empty(), "{label}: {:?}", summary.failures);
+        assert_eq!(committed(&s.log).await, 5, "{label}: redelivered and committed");
+        let got = held(h, &evs).await;
+        if h.exactly_once() {
+            assert_eq!(got, keys(&evs), "{label}: exactly once across the crash");
+        } else {
+            assert_eq!(got.len(), 2 * evs.len(), "{label}: at least once (this channel delivers again): {got:?}");
+        }
+    }
+}

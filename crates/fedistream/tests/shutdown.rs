@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use fedistream_connectors::testing::NewStatus;
@@ -21,12 +21,14 @@ async fn sigterm_drains_exits_0_and_a_restart_appends_nothing_already_delivered(
         &polling_config(dir.path(), &fake, &["alice"], "last:50", 5),
     );
     let out = dir.path().join("out.jsonl");
-    let drain = Duration::from_secs(5);
+    // A deadline far beyond a drain's needs: the run must end by draining,
+    // which its log shows (nothing is stopped "at the drain deadline").
+    let drain = Duration::from_secs(120);
     let args = [
         "run",
         "--no-progress",
         "--drain-deadline",
-        "5s",
+        "120s",
         "--config",
         cfg.to_str().unwrap(),
     ];
@@ -51,15 +53,13 @@ async fn sigterm_drains_exits_0_and_a_restart_appends_nothing_already_delivered(
     )
     .await;
     p.assert_running();
-    let t = Instant::now();
     p.sigterm();
     let status = p.wait_exit(drain + Duration::from_secs(5)).await;
-    let took = t.elapsed();
     let err = p.stderr();
     assert!(status.success(), "exit status {status}; stderr:\n{err}");
     assert!(
-        took < drain,
-        "exit took {took:?}, longer than the drain deadline {drain:?}"
+        !err.contains("at the drain deadline"),
+        "the run was stopped at the deadline instead of draining:\n{err}"
     );
     assert!(err.contains("fedistream: summary"), "{err}");
     assert_eq!(

@@ -70,6 +70,9 @@ pub(crate) struct Ledger {
     /// (family, account id) → (window index, requests counted in it).
     windows: HashMap<(Family, String), (i64, u32)>,
     pub failing_downloads: usize,
+    /// The time the write limits count in, when a test holds it still
+    /// ([`super::FakeMastodon::set_limit_clock`]); the real clock otherwise.
+    pub limit_clock: Option<DateTime<Utc>>,
 }
 
 impl Ledger {
@@ -105,11 +108,12 @@ impl Ledger {
         record: bool,
     ) -> Option<Limit> {
         let (limit, window) = cfg?;
-        let now = Utc::now();
+        let now = self.limit_clock.unwrap_or_else(Utc::now);
         let period = i64::try_from(window.as_secs()).unwrap_or(i64::MAX).max(1);
         let secs = now.timestamp();
         let index = secs.div_euclid(period);
-        let reset = now + chrono::Duration::seconds(period - secs.rem_euclid(period));
+        // The window's end: the next multiple of the period since the epoch.
+        let reset = DateTime::from_timestamp(index.saturating_add(1).saturating_mul(period), 0).unwrap_or(now);
         let entry = self.windows.entry((family, account_id.to_owned())).or_insert((index, 0));
         if entry.0 != index {
             *entry = (index, 0);

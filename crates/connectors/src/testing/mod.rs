@@ -218,6 +218,11 @@ impl FakeMastodon {
         self.shared.faults().targeted.push(state::Targeted { path: path.to_owned(), answer, left: count });
     }
 
+    /// Ends every fault set with the `…_next_on` methods.
+    pub fn clear_targeted_faults(&self) {
+        self.shared.faults().targeted.clear();
+    }
+
     /// The next `count` requests whose path contains `path` get `200 OK` with
     /// an HTML error page instead of the JSON asked for (a proxy's page, or a
     /// truncated answer): undecodable.
@@ -300,6 +305,14 @@ impl FakeMastodon {
     /// Works for uploads (once processed) and for media of [`NewStatus::media`].
     pub fn media_file(&self, id: &str) -> Option<(String, Vec<u8>)> {
         media::file(&self.shared, id)
+    }
+
+    /// Holds the clock of the write limits (posting, deleting, uploading) at
+    /// `at` — windows, `X-RateLimit-Reset` and refusals follow it — or lets it
+    /// run with the real clock again (`None`). Tests of window boundaries use it
+    /// so that a slow machine cannot move a request into the next window.
+    pub fn set_limit_clock(&self, at: Option<chrono::DateTime<chrono::Utc>>) {
+        self.shared.ledger().limit_clock = at;
     }
 
     /// The next `n` downloads of media files answer 500.

@@ -321,3 +321,89 @@ async fn a_processor_commits_its_outputs_with_its_input_and_a_channel_delivers_t
     assert_eq!(proc_summary.counters.get("processed"), Some(&10));
     assert_eq!(proc_summary.counters.get("produced"), Some(&3));
 }
+
+mod conformance {
+    use super::*;
+    use crate::testing::sink_conformance::{run_all, SinkHarness};
+
+    /// The recording sink, made to fail while `failing` is set.
+    struct Recording {
+        sink: RecordingSink,
+        failing: Arc<AtomicBool>,
+    }
+
+    struct FailingWhile(RecordingSink, Arc<AtomicBool>);
+
+    #[async_trait::async_trait]
+    impl Sink for FailingWhile {
+        async fn write(&mut self, batch: &[LogRecord]) -> Result<crate::component::Written, SinkError> {
+            if self.1.load(Ordering::SeqCst) {
+                return Err(SinkError::transient("503 Service Unavailable (injected)"));
+            }
+            // The conformance suite's refused record says so in its text.
+            if let Some(i) = batch.iter().position(|r| r.event().is_ok_and(|e| e.post.as_ref().is_some_and(|p| p.content_text == "refuse me"))) {
+                self.0.delivered.lock().unwrap().extend(batch[..i].iter().cloned());
+                return Err(SinkError::permanent_at(i, "422 refused (injected)"));
+            }
+            self.0.write(batch).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SinkHarness for Recording {
+        fn sink(&self) -> Box<dyn Sink> {
+            Box::new(FailingWhile(self.sink.clone(), self.failing.clone()))
+        }
+        async fn delivered(&self) -> Vec<String> {
+            self.sink.keys()
+        }
+        fn refused_event(&self) -> Result<Event, String> {
+            Ok(created("conformance", "refused@example.org", 999, "refuse me"))
+        }
+        async fn fail_transiently(&self) -> Result<(), String> {
+            self.failing.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn recover(&self) {
+            self.failing.store(false, Ordering::SeqCst);
+        }
+        fn exactly_once(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_recording_sink_passes_the_sink_conformance_suite() {
+        let h = Recording { sink: RecordingSink::default(), failing: Default::default() };
+        let r = run_all(&h, "recording").await;
+        assert!(r.not_applicable.is_empty(), "{r:?}");
+    }
+
+    struct Deferred(DeferredSink);
+
+    #[async_trait::async_trait]
+    impl SinkHarness for Deferred {
+        fn sink(&self) -> Box<dyn Sink> {
+            Box::new(self.0.clone())
+        }
+        async fn delivered(&self) -> Vec<String> {
+            self.0.durable_keys()
+        }
+        fn refused_event(&self) -> Result<Event, String> {
+            Err("the test's deferred sink accepts every record".into())
+        }
+        async fn fail_transiently(&self) -> Result<(), String> {
+            Err("the test's deferred sink never fails".into())
+        }
+        async fn recover(&self) {}
+        fn exactly_once(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_sink_passes_the_sink_conformance_suite() {
+        let r = run_all(&Deferred(DeferredSink::default()), "deferred").await;
+        assert_eq!(r.passed.len(), 2, "{r:?}");
+    }
+}

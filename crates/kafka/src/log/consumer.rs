@@ -4,7 +4,7 @@
 //! resume after the last committed offset.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,9 +35,12 @@ pub struct GroupContext {
 
 impl ClientContext for GroupContext {}
 
+// The callbacks run inside librdkafka's poll: a panic there would abort the
+// process, so a lock poisoned by a panic elsewhere is taken over (the sets are
+// plain data, always consistent between statements) instead of unwrapped.
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut a = self.assigned.lock().unwrap();
+        let mut a = self.assigned.lock().unwrap_or_else(PoisonError::into_inner);
         match rebalance {
             Rebalance::Assign(tpl) => {
                 a.extend(tpl.elements().iter().map(|e| e.partition()));
@@ -52,7 +55,7 @@ impl ConsumerContext for GroupContext {
         let mut parts: Vec<i32> = a.iter().copied().collect();
         parts.sort();
         info!(partitions = ?parts, "Consumer group assignment");
-        *self.changed.lock().unwrap() = true;
+        *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = true;
     }
 }
 
@@ -134,9 +137,9 @@ impl KafkaConsumer {
     /// is away): no records are handed out until it can, and it is tried again
     /// on the next poll.
     async fn after_rebalance(&mut self) -> bool {
-        let changed = std::mem::take(&mut *self.consumer.context().changed.lock().unwrap());
+        let changed = std::mem::take(&mut *self.consumer.context().changed.lock().unwrap_or_else(PoisonError::into_inner));
         if changed || self.catching_up {
-            let owned = self.consumer.context().assigned.lock().unwrap().clone();
+            let owned = self.consumer.context().assigned.lock().unwrap_or_else(PoisonError::into_inner).clone();
             self.pending.retain(|r| owned.contains(&(r.position.partition as i32)));
             if changed {
                 let mut parts: Vec<u32> = owned.iter().map(|p| *p as u32).collect();
@@ -239,7 +242,7 @@ impl KafkaConsumer {
                 // A stale member of the channel's group (Fenced) is handled as
                 // any failed commit: done if the partitions moved, else retried.
                 Err(TxnFailure::Retry(e) | TxnFailure::Fenced(e)) => {
-                    if self.consumer.context().assigned.lock().unwrap().is_empty() {
+                    if self.consumer.context().assigned.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
                         warn!(group = %self.group, error = %e, "Partitions moved before the commit; the new owner resumes from the previous commit");
                         return Ok(());
                     }
@@ -377,7 +380,7 @@ impl Consumer for KafkaConsumer {
             // Outputs of a timer: prove ownership with the offsets already
             // committed for the partitions this member owns, so a member that
             // lost them cannot publish.
-            let owned = self.consumer.context().assigned.lock().unwrap().clone();
+            let owned = self.consumer.context().assigned.lock().unwrap_or_else(PoisonError::into_inner).clone();
             for (p, o) in &self.committed {
                 if owned.contains(p) {
                     let _ = tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(*o));
