@@ -230,3 +230,46 @@ async fn create_topic_refused_by_the_cluster_is_a_config_error_naming_the_settin
     assert!(e.message.contains("create_topic") && e.message.contains("replication"), "{e}");
     assert_eq!(describe_topic(&topic), None, "nothing created");
 }
+
+/// The channel through the sink conformance suite, on a one-partition topic
+/// (one order to compare).
+struct Conformance {
+    topic: String,
+}
+
+#[async_trait::async_trait]
+impl fedistream_core::testing::sink_conformance::SinkHarness for Conformance {
+    fn sink(&self) -> Box<dyn Sink> {
+        let cfg = KafkaChannelConfig {
+            // librdkafka refuses records above this before sending them.
+            properties: [("message.max.bytes".to_string(), "3000".to_string())].into(),
+            ..config(&self.topic)
+        };
+        Box::new(KafkaChannel::new(cfg).unwrap())
+    }
+    async fn delivered(&self) -> Vec<String> {
+        keys_in(&self.topic).await
+    }
+    fn refused_event(&self) -> Result<Event, String> {
+        Ok(fedistream_core::testing::created("conformance", "large@example.org", 7, &"x".repeat(4000)))
+    }
+    async fn fail_transiently(&self) -> Result<(), String> {
+        Err("the broker is shared with other tests and cannot be stopped; unreachable brokers are \
+             unreachable_brokers_are_transient_in_bounded_time"
+            .into())
+    }
+    async fn recover(&self) {}
+    fn exactly_once(&self) -> bool {
+        // An idempotent producer, not a transactional one: a record written
+        // before a crash and redelivered after it is on the topic twice (same
+        // key and version, which readers use to dedupe).
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_channel_passes_the_sink_conformance_suite() {
+    let h = Conformance { topic: create_topic("conformance", 1).await };
+    let r = fedistream_core::testing::sink_conformance::run_all(&h, "kafka").await;
+    assert_eq!(r.passed, ["batch accepted", "permanent error dead-lettered", "crash between write and commit"], "{r:?}");
+}

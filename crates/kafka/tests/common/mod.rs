@@ -198,3 +198,41 @@ pub fn describe_topic(topic: &str) -> Option<(usize, usize)> {
     }
     Some((t.partitions().len(), t.partitions().first().map_or(0, |p| p.replicas().len())))
 }
+
+/// The keys of every record in `topic` now (up to each partition's high
+/// watermark), partition by partition, in order.
+pub async fn keys_in(topic: &str) -> Vec<String> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("fedistream-test-{:x}", rand::random::<u64>()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let mut out = Vec::new();
+        for p in md.topics()[0].partitions() {
+            let (low, high) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(10)).unwrap();
+            if high <= low {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, p.id(), Offset::Offset(low)).unwrap();
+            c.assign(&tpl).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                assert!(Instant::now() < deadline, "partition {} of {topic} not read to {high} in 30s", p.id());
+                let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+                let m = m.expect("consume");
+                out.push(String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap());
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
