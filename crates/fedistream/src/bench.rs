@@ -64,9 +64,32 @@ pub enum BenchKind {
     },
     /// The mastodon (republish) channel against an in-process fake server, pacing off:
     /// throughput, and the overhead the channel adds per post beyond the server's time.
+    /// (Built with `--features test-util`.)
+    #[cfg(feature = "test-util")]
     Mastodon {
         #[arg(long, default_value_t = 2000)]
         count: usize,
+    },
+    /// The live path: an in-process fake server streams posts of N followed
+    /// accounts (SSE or WebSocket) to the mastodon source → SQLite log → file
+    /// channel: burst statuses/s and CPU per status, send → delivery latency at
+    /// a steady rate, peak RSS. (Built with `--features test-util`.)
+    #[cfg(feature = "test-util")]
+    Stream {
+        /// Posts in the burst phase.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Posts per second in the latency phase.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Posts in the latency phase.
+        #[arg(long, default_value_t = 5000)]
+        latency_count: usize,
+        /// `sse` or `websocket`.
+        #[arg(long, default_value = "sse", value_parser = parse_transport)]
+        transport: fedistream_connectors::mastodon::source::StreamMode,
     },
     /// The Kafka log backend against librdkafka alone on the same broker, and end
     /// to end through the runtime on Kafka (needs a broker: `scripts/kafka up`).
@@ -102,6 +125,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
+        #[cfg(feature = "test-util")]
+        BenchKind::Stream { count, accounts, rate, latency_count, transport } => crate::bench_stream::run(count, accounts, rate, latency_count, transport).await,
+        #[cfg(feature = "test-util")]
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
         BenchKind::Kafka { brokers, count, accounts, batch, rounds } => crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await,
         BenchKind::Generate { count, accounts, seed, out } => {
@@ -114,6 +140,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {count} statuses to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(feature = "test-util")]
+fn parse_transport(s: &str) -> Result<fedistream_connectors::mastodon::source::StreamMode, String> {
+    use fedistream_connectors::mastodon::source::StreamMode;
+    match s {
+        "sse" => Ok(StreamMode::Sse),
+        "websocket" | "ws" => Ok(StreamMode::Websocket),
+        _ => Err(format!("`{s}`: expected sse or websocket")),
     }
 }
 

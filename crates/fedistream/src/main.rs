@@ -3,7 +3,10 @@
 
 mod bench;
 mod bench_kafka;
+#[cfg(feature = "test-util")]
 mod bench_mastodon;
+#[cfg(feature = "test-util")]
+mod bench_stream;
 mod cli;
 mod config;
 mod follow;

@@ -27,7 +27,8 @@
 //! * **Errors.** 422 → that record is dead-lettered with the server's reason;
 //!   401/403 → the channel pauses; network/5xx/429 → retried.
 //!
-//! Test-only failpoint: with `FEDISTREAM_FAILPOINT=mastodon_sink_after_post` in
+//! Test-only failpoint (builds with the `test-util` feature only): with
+//! `FEDISTREAM_FAILPOINT=mastodon_sink_after_post` in
 //! the environment (read once in `open`), the process aborts right after a
 //! successful POST, before the map write: the crash window reconciliation covers.
 
@@ -238,7 +239,8 @@ impl Sink for MastodonSink {
             target_host: self.client.host(),
             max_chars,
             reconciled,
-            failpoint: std::env::var("FEDISTREAM_FAILPOINT").is_ok_and(|v| v == FAILPOINT_AFTER_POST),
+            // Only in builds with test code (`test-util`): it aborts the process.
+            failpoint: cfg!(feature = "test-util") && std::env::var("FEDISTREAM_FAILPOINT").is_ok_and(|v| v == FAILPOINT_AFTER_POST),
             started_at,
         });
         Ok(())

@@ -268,7 +268,20 @@ impl Source for MastodonSource {
                         continue;
                     };
                     let reader_host = reader_host.as_deref().unwrap_or_default();
-                    on_stream_event(&sh, ev, &mut stream, &mut accounts, &rounds, &cfg, reader_host).await?;
+                    // Group commit: the posts and edits that arrived while the
+                    // last append was in flight go into one append (a burst —
+                    // a busy instance, a catch-up after a reconnect — costs one
+                    // transaction, not one per post); an idle stream still
+                    // appends each post at once. Anything else ends the burst
+                    // and is handled after it, in stream order.
+                    let rx = stream_rx.as_mut().expect("guarded");
+                    let (burst, next) = streamed::burst(ev, rx);
+                    if !burst.is_empty() {
+                        streamed::stream_posts(&sh, burst, reader_host).await?;
+                    }
+                    if let Some(ev) = next {
+                        on_stream_event(&sh, ev, &mut stream, &mut accounts, &rounds, &cfg, reader_host).await?;
+                    }
                 }
                 joined = tasks.join_next(), if !tasks.is_empty() => {
                     let Some(joined) = joined else { continue };
@@ -374,21 +387,18 @@ impl Account {
     }
 }
 
-pub(crate) async fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind) -> Result<(), SourceError> {
+/// Converts a status the stream carried into `batch` (one event and its id
+/// index entry), or counts why not.
+pub(crate) fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind, batch: &mut SourceBatch) {
     match sh.converter().convert(raw, host, Via::Stream, kind, None) {
         Converted::Event(ev, index) => {
             sh.status.count("stream_events", 1);
-            sh.emit(SourceBatch { events: vec![(*ev).into()], state: vec![index] }).await
+            batch.events.push((*ev).into());
+            batch.state.push(index);
         }
-        Converted::NotFollowed => Ok(()),
-        Converted::Skipped { reason, key } => {
-            sh.skipped(reason, &key);
-            Ok(())
-        }
-        Converted::Malformed(reason) => {
-            sh.malformed(&format!("stream: {reason}"), raw);
-            Ok(())
-        }
+        Converted::NotFollowed => {}
+        Converted::Skipped { reason, key } => sh.skipped(reason, &key),
+        Converted::Malformed(reason) => sh.malformed(&format!("stream: {reason}"), raw),
     }
 }
 
