@@ -151,7 +151,7 @@ async fn run_channel(
     let mut input_done = false;
     loop {
         if halt.stop.is_cancelled() {
-            return Ok(stopped(status));
+            return stopped(status);
         }
         let full = buffer.len() >= ch.batch.max_records || buffered_bytes >= ch.batch.max_bytes;
         let lingered = ch.batch.linger.is_zero() || linger_until.is_some_and(|d| Instant::now() >= d);
@@ -160,7 +160,7 @@ async fn run_channel(
             buffered_bytes = 0;
             linger_until = None;
             if !deliver_batch(ch, status, &mut ledger, recs, &mut backoff, halt).await {
-                return Ok(stopped(status));
+                return stopped(status);
             }
             let n = ledger.commit_ready(&mut consumer).await.map_err(fail)?;
             counted(status, n);
@@ -180,7 +180,7 @@ async fn run_channel(
         let stop = halt.stop.clone();
         tokio::select! {
             biased;
-            _ = stop.cancelled() => return Ok(stopped(status)),
+            _ = stop.cancelled() => return stopped(status),
             r = halt.draining.changed(), if !draining => {
                 if r.is_err() {
                     halt.closed = true;
@@ -188,7 +188,7 @@ async fn run_channel(
             }
             Some(msg) = ack_rx.recv() => {
                 if !on_ack(&DeadLetterTo::of(ch), status, &mut ledger, msg, &mut backoff, halt).await {
-                    return Ok(stopped(status));
+                    return stopped(status);
                 }
                 let n = ledger.commit_ready(&mut consumer).await.map_err(fail)?;
                 counted(status, n);
@@ -197,7 +197,7 @@ async fn run_channel(
                 next_tick = tick_every.map(|d| Instant::now() + d);
                 if let Err(e) = ch.sink.tick().await {
                     if !wait_after_error(ch.retry.pause, status, &e, &mut backoff, halt).await {
-                        return Ok(stopped(status));
+                        return stopped(status);
                     }
                 }
             }
@@ -210,7 +210,7 @@ async fn run_channel(
                             Ok(()) => break,
                             Err(e) => {
                                 if !wait_after_error(ch.retry.pause, status, &e, &mut backoff, halt).await {
-                                    return Ok(stopped(status));
+                                    return stopped(status);
                                 }
                             }
                         }
@@ -239,8 +239,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn stopped(status: &Status) {
+/// Marks the channel stopped at the drain deadline; its task ends without error.
+fn stopped<E>(status: &Status) -> Result<(), E> {
     status.set_state("stopped", Some("drain deadline".into()));
+    Ok(())
 }
 
 fn counted(status: &Status, delivered: u64) {
@@ -264,13 +266,13 @@ async fn drain(
     loop {
         let flushed = tokio::select! {
             r = ch.sink.flush() => r,
-            _ = halt.stop.cancelled() => return Ok(stopped(status)),
+            _ = halt.stop.cancelled() => return stopped(status),
         };
         match flushed {
             Ok(()) => break,
             Err(e) => {
                 if !wait_after_error(ch.retry.pause, status, &e, backoff, halt).await {
-                    return Ok(stopped(status));
+                    return stopped(status);
                 }
             }
         }
@@ -283,12 +285,12 @@ async fn drain(
         tokio::select! {
             Some(msg) = ack_rx.recv() => {
                 if !on_ack(&DeadLetterTo::of(ch), status, ledger, msg, backoff, halt).await {
-                    return Ok(stopped(status));
+                    return stopped(status);
                 }
             }
             _ = halt.stop.cancelled() => {
                 warn!(unacknowledged = ledger.batches.len(), "Drain deadline: the sink did not acknowledge everything; it is delivered again on the next start");
-                return Ok(stopped(status));
+                return stopped(status);
             }
         }
     }
@@ -474,7 +476,7 @@ async fn dead_letter(
     halt: &mut Halt,
 ) -> bool {
     loop {
-        match ch.dead_letter.record(&ch.name, reason, rec) {
+        match ch.dead_letter.record(ch.name, reason, rec) {
             Ok(()) => {
                 status.count("dead_lettered", 1);
                 metrics::counter!("fedistream_events_dead_lettered_total", "component" => "channel").increment(1);
