@@ -91,6 +91,7 @@ pub enum BenchKind {
         #[arg(long, default_value = "sse", value_parser = parse_transport)]
         transport: fedistream_connectors::mastodon::source::StreamMode,
     },
+    #[cfg(feature = "kafka")]
     /// The Kafka log backend against librdkafka alone on the same broker, and end
     /// to end through the runtime on Kafka (needs a broker: `scripts/kafka up`).
     Kafka {
@@ -129,6 +130,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Stream { count, accounts, rate, latency_count, transport } => crate::bench_stream::run(count, accounts, rate, latency_count, transport).await,
         #[cfg(feature = "test-util")]
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
+        #[cfg(feature = "kafka")]
         BenchKind::Kafka { brokers, count, accounts, batch, rounds } => crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);

@@ -167,10 +167,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { config } => Ok(validate(&config)),
         Command::Status { config, json } => crate::status::run(&config, json).await,
         Command::Channel { command: ChannelCommand::Forget { name, config, yes } } => forget_channel(&name, &config, yes).await,
+        #[cfg(feature = "kafka")]
         Command::Schema { schema: SchemaCommand::Avro } => {
             print!("{}", fedistream_kafka::channel::avro::SCHEMA_JSON);
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(not(feature = "kafka"))]
+        Command::Schema { schema: SchemaCommand::Avro } => anyhow::bail!("{}", crate::pipeline::NO_KAFKA),
         Command::Bench(a) => crate::bench::run(a).await,
     }
 }
@@ -321,6 +324,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(config = %a.config.display(), log = %cfg.log.path.display(), "fedistream running");
             fedistream_core::runtime::run(pipeline, token).await.context("the log failed")?
         }
+        #[cfg(feature = "kafka")]
         crate::pipeline::OpenLog::Kafka(log) => {
             tracing::info!(config = %a.config.display(), role = a.role.as_str(), brokers = %log.config().brokers,
                 pipeline = %log.config().pipeline, "fedistream running on Kafka");

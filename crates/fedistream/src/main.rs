@@ -2,6 +2,7 @@
 //! posts to channels. See `fedistream --help`.
 
 mod bench;
+#[cfg(feature = "kafka")]
 mod bench_kafka;
 #[cfg(feature = "test-util")]
 mod bench_mastodon;

@@ -18,7 +18,9 @@ use fedistream_core::runtime::{
 };
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, Event, Log, Processor, Progress, Sink, Source};
+#[cfg(feature = "kafka")]
 use fedistream_kafka::channel::KafkaChannel;
+#[cfg(feature = "kafka")]
 use fedistream_kafka::log::KafkaLog;
 use fedistream_process::filter::CompiledFilter;
 
@@ -27,13 +29,20 @@ use crate::config::{ChannelConfig, Config, LogBackend, MastodonConnection, Sourc
 /// The log the config names: the embedded SQLite file, or Kafka.
 pub enum OpenLog {
     Sqlite(Arc<SqliteLog>),
+    #[cfg(feature = "kafka")]
     Kafka(Arc<KafkaLog>),
 }
+
+/// Why a config naming Kafka cannot run on this build.
+#[cfg_attr(feature = "kafka", allow(dead_code))]
+pub const NO_KAFKA: &str =
+    "this fedistream was built without Kafka support (the `kafka` cargo feature, on by default): build it with `--features kafka`";
 
 impl OpenLog {
     pub fn shared(&self) -> Arc<dyn Log> {
         match self {
             OpenLog::Sqlite(l) => l.clone(),
+            #[cfg(feature = "kafka")]
             OpenLog::Kafka(l) => l.clone(),
         }
     }
@@ -41,9 +50,12 @@ impl OpenLog {
 
 pub async fn open_log(cfg: &Config) -> anyhow::Result<OpenLog> {
     match (cfg.log.backend, &cfg.log.kafka) {
+        #[cfg(feature = "kafka")]
         (LogBackend::Kafka, Some(k)) => Ok(OpenLog::Kafka(
             KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
         )),
+        #[cfg(not(feature = "kafka"))]
+        (LogBackend::Kafka, Some(_)) => bail!("log.backend: {NO_KAFKA}"),
         (LogBackend::Kafka, None) => bail!("log.kafka: backend = \"kafka\" needs a [log.kafka] table"),
         (LogBackend::Sqlite, _) => Ok(OpenLog::Sqlite(open_sqlite(cfg)?)),
     }
@@ -93,6 +105,7 @@ fn account_unit(source: &str, acct: &str) -> String {
 
 /// The units of work of a source: `source/account` for each account of a
 /// Mastodon source, the source's name for any other source.
+#[cfg(feature = "kafka")]
 pub fn work_units(name: &str, s: &SourceConfig) -> Vec<String> {
     match s {
         SourceConfig::Mastodon(m) => m.accounts.iter().map(|a| account_unit(name, a)).collect(),
@@ -156,9 +169,12 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
                         .with_context(|| format!("channels.{name}"))?,
                 )
             }
+            #[cfg(feature = "kafka")]
             ChannelConfig::Kafka(k) => {
                 Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
+            #[cfg(not(feature = "kafka"))]
+            ChannelConfig::Kafka(_) => bail!("channels.{name}: {NO_KAFKA}"),
         };
         let topic = cfg.channel_topic(name);
         channels.push(ChannelSpec {

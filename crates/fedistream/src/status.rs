@@ -77,9 +77,12 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
     };
     let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
+        #[cfg(feature = "kafka")]
         (crate::config::LogBackend::Kafka, Some(k)) => fedistream_kafka::log::KafkaLog::open(k.clone())
             .await
             .with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
+        #[cfg(not(feature = "kafka"))]
+        (crate::config::LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::pipeline::NO_KAFKA),
         _ => SqliteLog::open_read_only(&cfg.log.path)
             .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?,
     };

@@ -1,23 +1,9 @@
-//! Roles on the Kafka log: `ingest` (sources → log), `deliver` (log → channels),
-//! `all` (both). Any number of processes of each role may run on any machines:
-//! deliver processes split each channel's partitions through its consumer group;
-//! ingest processes split the accounts through the ingest group
-//! ([`fedistream_kafka::assign`]), restarting their sources with the accounts
-//! they hold whenever the group changes. Their appends are fenced by the
-//! assignment they were made under, so a process that lost its slots while
-//! paused cannot store posts another process now fetches.
-//!
-//! When every source is finite (replays), runs end as on the embedded log:
-//! `ingest` once the sources of its slots have finished, `all` once they have
-//! and every channel's group has committed everything in the log. `deliver`
-//! runs until signalled (it cannot know that nobody appends any more), or,
-//! with `--until-caught-up`, until every channel's group has no lag.
+//! The roles' runs on the Kafka log (the `kafka` feature).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::ValueEnum;
 use fedistream_core::error::LogError;
 use fedistream_core::log::Log;
 use fedistream_core::runtime::{self, Pipeline, RunSummary, RuntimeOptions};
@@ -26,27 +12,8 @@ use fedistream_kafka::log::KafkaLog;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::Role;
 use crate::config::Config;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// Sources and channels in this process.
-    All,
-    /// Only sources: follow accounts and append to the log.
-    Ingest,
-    /// Only channels: deliver from the log.
-    Deliver,
-}
-
-impl Role {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::All => "all",
-            Role::Ingest => "ingest",
-            Role::Deliver => "deliver",
-        }
-    }
-}
 
 /// Run `role` on the Kafka log until `shutdown`, or until a finite run is done
 /// (see the module docs). `until_caught_up` (role `deliver`): stop once every
