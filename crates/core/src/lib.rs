@@ -14,6 +14,7 @@ pub mod event;
 pub mod log;
 pub mod post;
 pub mod runtime;
+pub mod secret;
 pub mod sqlite;
 pub mod units;
 

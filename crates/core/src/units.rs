@@ -1,42 +1,24 @@
 //! Human units in configuration: `"30s"`-style durations and `"100MB"`-style sizes,
 //! with serde helpers so config structs can use them directly.
 
-/// Parse a `"30s"` / `"5m"` / `"1h"` / `"7d"` / `"250ms"` duration (config values).
+/// Parse a duration (config values): `"30s"`, `"5m"`, `"1h"`, `"7d"`,
+/// `"250ms"`, `"1h 30m"` (humantime's syntax), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (expected a number and a unit, like \"30s\", \"5m\", \"250ms\")"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        u => return Err(format!("unknown duration unit `{u}` in `{s}` (use ms, s, m, h or d)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a valid duration"));
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map(std::time::Duration::from_secs).map_err(|_| format!("`{s}` is too large"));
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}` is not a duration ({e}): write a number and a unit, like \"30s\", \"5m\", \"250ms\", \"7d\""))
 }
 
-/// Parse a `"100MB"`-style size (config values).
+/// Parse a size (config values): `"100MB"` (decimal units, 10^6), `"1GiB"`
+/// (binary units, 2^30), a bare number of bytes (bytesize's syntax).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (expected like \"100MB\", \"2GB\")"))?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "KB" | "K" | "KIB" => 1 << 10,
-        "MB" | "M" | "MIB" => 1 << 20,
-        "GB" | "G" | "GIB" => 1 << 30,
-        u => return Err(format!("unknown size unit `{u}` in `{s}` (use B, KB, MB or GB)")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{s}` is not a size ({e}): write a number and a unit, like \"100MB\", \"2GiB\""))
 }
 
 /// `#[serde(with = "fedistream_core::units::duration")]` for `Duration` fields.
@@ -123,13 +105,18 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("5y").unwrap_err().contains("unknown duration unit"));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        let e = parse_duration("5 fortnights").unwrap_err();
+        assert!(e.contains("`5 fortnights` is not a duration") && e.contains("unit"), "{e}");
     }
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("100MB").unwrap(), 100 << 20);
-        assert_eq!(parse_size("2 GB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
+        assert_eq!(parse_size("2 GB").unwrap(), 2_000_000_000);
+        assert_eq!(parse_size("128MiB").unwrap(), 128 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
     }

@@ -79,8 +79,8 @@ pub fn open_sqlite(cfg: &Config) -> anyhow::Result<Arc<SqliteLog>> {
 pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secret> {
     let key = format!("connections.mastodon.{name}");
     match (&c.token_env, &c.token_file) {
-        (Some(var), _) => Secret::from_env(var).with_context(|| format!("{key}.token_env")),
-        (None, Some(path)) => Secret::from_file(path).with_context(|| format!("{key}.token_file")),
+        (Some(var), _) => fedistream_connectors::mastodon::client::token_from_env(var).with_context(|| format!("{key}.token_env")),
+        (None, Some(path)) => fedistream_connectors::mastodon::client::token_from_file(path).with_context(|| format!("{key}.token_file")),
         (None, None) => bail!("{key}: no token_env or token_file"),
     }
 }

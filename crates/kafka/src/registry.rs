@@ -22,32 +22,7 @@ use serde::Deserialize;
 
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// A secret string that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// Read from the environment variable `var` (its name, not its value, is reported).
-    pub fn from_env(var: &str) -> Result<Self, String> {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v)),
-            Ok(_) => Err(format!("the environment variable {var} is empty")),
-            Err(_) => Err(format!("the environment variable {var} is not set")),
-        }
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use fedistream_core::secret::Secret;
 
 /// Check a registry base URL: `http(s)://host[:port][/path]`, no credentials.
 pub fn parse_base_url(s: &str) -> Result<Url, String> {

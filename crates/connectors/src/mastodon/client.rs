@@ -20,7 +20,7 @@ use reqwest::header::{HeaderMap, HeaderValue, LINK};
 use serde_json::value::RawValue;
 
 pub use self::error::MastodonError;
-pub use self::secret::Secret;
+pub use self::secret::{token_from_env, token_from_file, Secret};
 pub use self::types::{parse_link_header, AccountRef, InstanceInfo, Page, StatusPage};
 pub use self::write::{Download, PostedStatus, StatusForm, UploadedMedia};
 use super::ratelimit::{RateLimiter, RateLimiters};

@@ -69,23 +69,23 @@ fn secret_is_never_printed() {
 #[test]
 fn secret_from_env_and_file_name_the_source_not_the_value() {
     let var = "FEDISTREAM_TEST_TOKEN_CLIENT_RS";
-    let err = Secret::from_env(var).unwrap_err();
+    let err = token_from_env(var).unwrap_err();
     assert!(err.to_string().contains(var), "{err}");
     assert_eq!(err.kind(), fedistream_core::ErrorKind::Config);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("token");
-    let err = Secret::from_file(&path).unwrap_err();
+    let err = token_from_file(&path).unwrap_err();
     assert!(err.to_string().contains("token file"), "{err}");
     std::fs::write(&path, "abc-123_XYZ\n").unwrap();
-    assert_eq!(Secret::from_file(&path).unwrap().expose(), "abc-123_XYZ");
+    assert_eq!(token_from_file(&path).unwrap().expose(), "abc-123_XYZ");
     std::fs::write(&path, "  \n").unwrap();
-    assert!(Secret::from_file(&path)
+    assert!(token_from_file(&path)
         .unwrap_err()
         .to_string()
         .contains("empty"));
     std::fs::write(&path, "bad\u{7}value-zzz").unwrap();
-    let err = Secret::from_file(&path).unwrap_err().to_string();
+    let err = token_from_file(&path).unwrap_err().to_string();
     assert!(!err.contains("value-zzz"), "{err}");
 }
 
