@@ -107,15 +107,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// What this process does on a Kafka log: `ingest` (sources), `deliver`
-    /// (channels) or `all`. Run as many of each as you like, on any machines.
+    /// (channels), `process` (processors) or `all`. Run as many of each as you
+    /// like, on any machines.
     /// The embedded SQLite log runs everything in one process (`all`). With
     /// only finite sources (replays), `all` ends once everything is delivered
     /// and `ingest` once its sources finish; `deliver` runs until signalled.
     #[arg(long, value_enum, env = "FEDISTREAM_ROLE", default_value = "all")]
     pub role: crate::roles::Role,
-    /// With `--role deliver`: exit once every channel has delivered everything
-    /// in the log (its consumer group's lag is 0) instead of running until
-    /// signalled.
+    /// With `--role deliver` (or `process`): exit once every channel (or
+    /// processor) has consumed everything in the log (its consumer group's lag
+    /// is 0) instead of running until signalled.
     #[arg(long)]
     pub until_caught_up: bool,
     /// This process's name among several of the same pipeline (replaces
@@ -286,9 +287,9 @@ pub fn spawn_signal_handler(token: CancellationToken) {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    if a.until_caught_up && a.role != crate::roles::Role::Deliver {
+    if a.until_caught_up && !matches!(a.role, crate::roles::Role::Deliver | crate::roles::Role::Process) {
         eprintln!(
-            "fedistream: --until-caught-up goes with --role deliver (`all` and `ingest` end by themselves when every source is finite)"
+            "fedistream: --until-caught-up goes with --role deliver or process (`all` and `ingest` end by themselves when every source is finite)"
         );
         return Ok(ExitCode::from(EXIT_INVALID));
     }

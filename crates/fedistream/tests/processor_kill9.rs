@@ -133,3 +133,35 @@ async fn a_processor_killed_at_random_points_gives_the_output_of_one_run_on_kafk
     let got = killed_and_restarted(&input, Some((&brokers, &pipeline_name("proc-killed"))), 12).await;
     assert_eq!(got, want);
 }
+
+/// The roles apart on Kafka: ingest alone, then `--role process` on two
+/// workers started together (whichever joins the group second takes
+/// partitions, and their state, from the first), then `--role deliver`: the
+/// output of one `all` run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processors_on_two_process_workers_give_the_output_of_one_run_on_kafka() {
+    let brokers = std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let want = uninterrupted(&input, Some((&brokers, &pipeline_name("proc-roles-whole")))).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_file(work.path(), "c.toml", &config(work.path(), &input, Some((&brokers, &pipeline_name("proc-roles")))));
+    let cfg = cfg.to_str().unwrap();
+    let ingest = Spawn::new(work.path(), "ingest", &["run", "--config", cfg, "--role", "ingest", "--worker", "i"]).start();
+    let s = ingest.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", ingest.stderr());
+
+    let a = Spawn::new(work.path(), "process-a", &["run", "--config", cfg, "--role", "process", "--worker", "a", "--until-caught-up"]).start();
+    let b = Spawn::new(work.path(), "process-b", &["run", "--config", cfg, "--role", "process", "--worker", "b", "--until-caught-up"]).start();
+    for p in [&a, &b] {
+        let s = p.wait_exit(Duration::from_secs(240)).await;
+        assert!(s.success(), "{s}\n{}", p.stderr());
+    }
+    assert!(a.stderr().contains("Consumer group assignment") && b.stderr().contains("Consumer group assignment"), "both took part");
+
+    let d = Spawn::new(work.path(), "deliver", &["run", "--config", cfg, "--role", "deliver", "--worker", "d", "--until-caught-up"]).start();
+    let s = d.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", d.stderr());
+    assert_eq!(windows(&work.path().join("windows.jsonl")), want);
+}

@@ -33,9 +33,9 @@ pub async fn run_kafka(
     let stall = options.drain_deadline;
     let deliver_stop = shutdown.child_token();
     let mut deliver = None;
-    if matches!(role, Role::All | Role::Deliver) {
-        let channels = crate::pipeline::channels(cfg)?;
-        let processors = if role == Role::All { crate::pipeline::processors(cfg)? } else { vec![] };
+    if matches!(role, Role::All | Role::Deliver | Role::Process) {
+        let channels = if role == Role::Process { vec![] } else { crate::pipeline::channels(cfg)? };
+        let processors = if matches!(role, Role::All | Role::Process) { crate::pipeline::processors(cfg)? } else { vec![] };
         let p = Pipeline { log: log.clone(), processors, sources: vec![], channels, options: options.clone(), progress: None };
         deliver = Some(tokio::spawn(runtime::run(p, deliver_stop.clone())));
     }
@@ -52,7 +52,15 @@ pub async fn run_kafka(
     }
     if let Some(d) = deliver {
         if sources_done || until_caught_up {
-            let groups: Vec<String> = cfg.channels.keys().map(|c| crate::pipeline::channel_group(cfg, c)).collect();
+            let events = || fedistream_core::log::EVENTS.to_string();
+            // Processors of this process (`all`, `process`) and channels (`all`, `deliver`).
+            let mut groups: Vec<(String, String)> = Vec::new();
+            if matches!(role, Role::All | Role::Process) {
+                groups.extend(cfg.processors.keys().map(|p| (crate::pipeline::processor_group(cfg, p), events())));
+            }
+            if matches!(role, Role::All | Role::Deliver) {
+                groups.extend(cfg.channels.keys().map(|c| (crate::pipeline::channel_group(cfg, c), cfg.channel_topic(c))));
+            }
             match caught_up(&log, &groups, &shutdown, stall).await {
                 CaughtUp::Yes => info!(groups = ?groups, "Every channel has delivered everything in the log; stopping"),
                 CaughtUp::Stalled(lagging) => {
@@ -93,7 +101,7 @@ enum CaughtUp {
 /// Wait until every one of `groups` has no lag: it has committed the end of
 /// every partition of the events topic (the channels step over transaction
 /// markers when idle, so an idle group reaches 0).
-async fn caught_up(log: &KafkaLog, groups: &[String], shutdown: &CancellationToken, stall: Duration) -> CaughtUp {
+async fn caught_up(log: &KafkaLog, groups: &[(String, String)], shutdown: &CancellationToken, stall: Duration) -> CaughtUp {
     let mut last: Option<Vec<(String, u64)>> = None;
     let mut moved = tokio::time::Instant::now();
     loop {
@@ -109,7 +117,7 @@ async fn caught_up(log: &KafkaLog, groups: &[String], shutdown: &CancellationTok
             Err(e) => warn!(error = %e, "Cannot read the channels' lag; retrying"),
         }
         if moved.elapsed() >= stall {
-            return CaughtUp::Stalled(last.unwrap_or_else(|| groups.iter().map(|g| (g.clone(), u64::MAX)).collect()));
+            return CaughtUp::Stalled(last.unwrap_or_else(|| groups.iter().map(|(g, _)| (g.clone(), u64::MAX)).collect()));
         }
         tokio::select! {
             _ = shutdown.cancelled() => return CaughtUp::Shutdown,

@@ -1,5 +1,5 @@
 //! Roles on the Kafka log: `ingest` (sources → log), `deliver` (log → channels),
-//! `all` (both). Any number of processes of each role may run on any machines:
+//! `process` (processors: log → log), `all` (everything). Any number of processes of each role may run on any machines:
 //! deliver processes split each channel's partitions through its consumer group;
 //! ingest processes split the accounts through the ingest group
 //! ([`fedistream_kafka::assign`]), restarting their sources with the accounts
@@ -31,6 +31,10 @@ pub enum Role {
     Ingest,
     /// Only channels: deliver from the log.
     Deliver,
+    /// Only processors: read their input topic, write their output topic
+    /// (statistics and other derived records). Several processes split the
+    /// input partitions; a processor's state moves with its partitions.
+    Process,
 }
 
 impl Role {
@@ -39,6 +43,7 @@ impl Role {
             Role::All => "all",
             Role::Ingest => "ingest",
             Role::Deliver => "deliver",
+            Role::Process => "process",
         }
     }
 }

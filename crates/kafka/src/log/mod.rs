@@ -686,15 +686,20 @@ impl Log for KafkaLog {
 }
 
 impl KafkaLog {
-    /// The lag of each of `groups` (records in the events topic after the
+    /// The lag of each of `groups`, given with the log topic it reads
+    /// (`events`, a processor's output): records in that topic after the
     /// group's committed offsets, transaction markers included; 0 when it has
-    /// committed the end of every partition), in the order given.
-    pub async fn group_lags(&self, groups: &[String]) -> Result<Vec<(String, u64)>, LogError> {
-        let parts = partitions_of(&self.meta, &self.events_topic, self.timeout).await?;
-        let marks = watermarks(&self.meta, &self.events_topic, &parts).await?;
+    /// committed the end of every partition. In the order given.
+    pub async fn group_lags(&self, groups: &[(String, String)]) -> Result<Vec<(String, u64)>, LogError> {
         let mut out = Vec::with_capacity(groups.len());
-        for g in groups {
-            let committed = consumer::committed(&self.cfg, g, &self.events_topic, &parts).await?;
+        for (g, topic) in groups {
+            if topic != fedistream_core::log::EVENTS {
+                ensure_log_topic(&self.cfg, &self.created, topic).await?;
+            }
+            let name = self.cfg.topic(topic);
+            let parts = partitions_of(&self.meta, &name, self.timeout).await?;
+            let marks = watermarks(&self.meta, &name, &parts).await?;
+            let committed = consumer::committed(&self.cfg, g, &name, &parts).await?;
             out.push((g.clone(), lag(&parts, &marks, &committed)));
         }
         Ok(out)
