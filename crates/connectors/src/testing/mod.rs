@@ -76,6 +76,18 @@ pub struct FakeMastodon {
     streaming: Option<JoinHandle<()>>,
 }
 
+/// Accepted connections get `TCP_NODELAY`, as Mastodon's servers (Puma,
+/// and Node for streaming, whose `http.Server` sets `noDelay` by default) do:
+/// otherwise a small stream event written behind another waits for the
+/// client's delayed ACK (40 ms on Linux).
+fn no_delay(listener: tokio::net::TcpListener) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+}
+
 impl FakeMastodon {
     /// Binds `127.0.0.1:0` and serves in the current tokio runtime.
     ///
@@ -102,7 +114,7 @@ impl FakeMastodon {
                 .layer(axum::Extension(guard::StreamingListener))
                 .into_make_service_with_connect_info::<SocketAddr>();
             Some(tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, app).await {
+                if let Err(err) = axum::serve(no_delay(listener), app).await {
                     tracing::warn!(error = %err, "Fake Mastodon streaming server stopped");
                 }
             }))
@@ -112,7 +124,7 @@ impl FakeMastodon {
         let app = rest::router(shared.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
+            if let Err(err) = axum::serve(no_delay(listener), app).await {
                 tracing::warn!(error = %err, "Fake Mastodon server stopped");
             }
         });
