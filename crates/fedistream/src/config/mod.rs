@@ -16,6 +16,7 @@ use fedistream_connectors::mastodon::sink::MastodonSinkConfig;
 use fedistream_connectors::mastodon::source::MastodonSourceConfig;
 use fedistream_connectors::replay::ReplaySourceConfig;
 use fedistream_connectors::stdout::StdoutSinkConfig;
+use fedistream_connectors::webhook::WebhookSinkConfig;
 use fedistream_core::sqlite::Durability;
 use fedistream_kafka::channel::KafkaChannelConfig;
 use fedistream_process::filter::FilterConfig;
@@ -187,6 +188,7 @@ pub enum ChannelConfig {
     Stdout(StdoutSinkConfig),
     Mastodon(Box<MastodonSinkConfig>),
     Kafka(Box<KafkaChannelConfig>),
+    Webhook(Box<WebhookSinkConfig>),
 }
 
 impl ChannelConfig {
@@ -196,6 +198,7 @@ impl ChannelConfig {
             ChannelConfig::Stdout(c) => &c.delivery,
             ChannelConfig::Mastodon(c) => &c.delivery,
             ChannelConfig::Kafka(c) => &c.delivery,
+            ChannelConfig::Webhook(c) => &c.delivery,
         }
     }
 }

@@ -146,6 +146,11 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                     err(if p.key.is_empty() { k.clone() } else { format!("{k}.{}", p.key) }, p.reason);
                 }
             }
+            ChannelConfig::Webhook(w) => {
+                for p in w.validate(check_secrets) {
+                    err(format!("{k}.{}", p.key), p.reason);
+                }
+            }
             ChannelConfig::Stdout(_) => {}
         }
         if c.delivery().max_batch == 0 {
