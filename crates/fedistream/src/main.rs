@@ -7,6 +7,7 @@ mod bench_mastodon;
 mod cli;
 mod config;
 mod follow;
+mod http;
 mod pipeline;
 mod progress;
 mod roles;

@@ -13,10 +13,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
 
+/// (status answered, idempotency key, signature, body)
+type Got = (u16, String, String, Bytes);
+
 #[derive(Clone, Default)]
 struct Receiver {
-    /// (status answered, idempotency key, signature, body)
-    got: Arc<Mutex<Vec<(u16, String, String, Bytes)>>>,
+    got: Arc<Mutex<Vec<Got>>>,
 }
 
 async fn handle(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {

@@ -157,6 +157,24 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
             err(format!("{k}.delivery.max_batch"), "must be at least 1".into());
         }
     }
+    if let Some(h) = &cfg.http {
+        match h.address() {
+            Err(e) => err("http.listen".into(), e),
+            Ok(Some(addr)) if !addr.ip().is_loopback() && h.token_env.is_none() && !h.allow_public => err(
+                "http.listen".into(),
+                format!("{addr} is reachable from other machines: set token_env (a bearer token) or allow_public = true"),
+            ),
+            _ => {}
+        }
+        if let Some(var) = &h.token_env {
+            if check_secrets && std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                err("http.token_env".into(), format!("the environment variable {var} is not set"));
+            }
+        }
+        if h.stuck_after.is_zero() {
+            err("http.stuck_after".into(), "must be longer than 0s".into());
+        }
+    }
     for name in cfg.processors.keys() {
         let k = format!("processors.{name}");
         if !fedistream_core::log::valid_topic_name(name) || name == fedistream_core::log::EVENTS {

@@ -271,3 +271,19 @@ type = "webhook"
     assert!(has("`channels.h2.batch`: format = \"discord\" sends one message per post"), "{errs:#?}");
     assert!(has("`channels.h3.url`: no url"), "{errs:#?}");
 }
+
+#[test]
+fn the_http_server_refuses_public_addresses_without_a_token() {
+    let with = |http: &str| format!("{MINIMAL}\n[http]\n{http}\n");
+    assert!(errors(&with("")).is_empty(), "[http] alone: 127.0.0.1:8080");
+    assert!(errors(&with("listen = \"\"")).is_empty(), "off");
+    assert!(errors(&with("listen = \"[::1]:9000\"")).is_empty(), "loopback v6");
+    let errs = errors(&with("listen = \"0.0.0.0:8080\""));
+    assert!(errs.iter().any(|e| e.contains("`http.listen`: 0.0.0.0:8080 is reachable from other machines: set token_env")), "{errs:#?}");
+    assert!(errors(&with("listen = \"0.0.0.0:8080\"\nallow_public = true")).is_empty());
+    let errs = errors(&with("listen = \"0.0.0.0:8080\"\ntoken_env = \"FEDISTREAM_TEST_SURELY_UNSET_VAR\""));
+    assert!(errs.iter().any(|e| e.contains("`http.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set")), "{errs:#?}");
+    assert_eq!(errs.len(), 1, "a token is configured: the address is fine: {errs:#?}");
+    let errs = errors(&with("listen = \"localhost:8080\""));
+    assert!(errs.iter().any(|e| e.contains("`http.listen`: `localhost:8080` is not an IP address and port")), "{errs:#?}");
+}
