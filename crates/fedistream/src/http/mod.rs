@@ -8,12 +8,15 @@
 //!   otherwise.
 //! * `/metrics` ([`metrics`]): the Prometheus text format.
 //! * `/api/status`: what `fedistream status --json` prints.
+//! * `/api/events` ([`events`]): Server-Sent Events of the log's records,
+//!   resumable with `Last-Event-ID`.
 //!
 //! Everything but the health endpoints requires `Authorization: Bearer <token>`
 //! when `token_env` is set. The handlers read the log's status documents (the
 //! runtime rewrites them every 2 s), so they work the same for every role and
 //! backend; they never see secrets (status documents hold none).
 
+pub mod events;
 pub mod health;
 pub mod metrics;
 
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics::handler))
         .route("/api/status", get(status))
+        .route("/api/events", get(events::handler))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

@@ -359,3 +359,125 @@ fn python_with_prometheus_client() -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Read SSE frames from a response body until `n` events arrived; their
+/// (id, event, data) fields.
+async fn sse_events(body: Body, n: usize) -> (Vec<(String, String, String)>, impl futures::Stream) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event within 10s; so far: {text}"))
+            .expect("the stream ended")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(&format!("{name}:"))
+                            .map(|v| v.trim_start().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            if !field("id").is_empty() {
+                out.push((field("id"), field("event"), field("data")));
+            }
+        }
+    }
+    (out, stream)
+}
+
+#[tokio::test]
+async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
+    use fedistream_core::{AppendBatch, Event, EventKind};
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]));
+    let mut edited = created("s", "a@example.org", 2, "edited");
+    edited.kind = EventKind::Updated;
+    let deleted = Event {
+        kind: EventKind::Deleted,
+        post: None,
+        ..created("s", "a@example.org", 1, "")
+    };
+    let evs = vec![
+        created("s", "a@example.org", 1, "one"),
+        created("s", "a@example.org", 2, "two"),
+        created("s", "a@example.org", 3, "three"),
+        edited,
+        deleted,
+    ];
+    log.append(AppendBatch {
+        events: fedistream_core::event::encode_all(evs),
+        state: vec![],
+    })
+    .await
+    .unwrap();
+
+    let req = Request::builder()
+        .uri("/api/events")
+        .header("last-event-id", "0:2")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let (got, _keep_open) = sse_events(resp.into_body(), 3).await;
+    let ids: Vec<&str> = got.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["0:3", "0:4", "0:5"],
+        "right after the last event seen"
+    );
+    let kinds: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds, vec!["created", "updated", "deleted"]);
+    let line: serde_json::Value = serde_json::from_str(&got[1].2).unwrap();
+    assert_eq!(
+        (
+            line["offset"].as_u64(),
+            line["post"]["content_text"].as_str()
+        ),
+        (Some(4), Some("edited"))
+    );
+
+    // Without Last-Event-ID: from the head on, live.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/api/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The handler placed its reader at the head before answering.
+    let more = vec![created("s", "b@example.org", 9, "new")];
+    log.append(AppendBatch {
+        events: fedistream_core::event::encode_all(more),
+        state: vec![],
+    })
+    .await
+    .unwrap();
+    let (got, _keep_open) = sse_events(resp.into_body(), 1).await;
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str()),
+        ("0:6", "created"),
+        "only what came after connecting"
+    );
+
+    let bad = Request::builder()
+        .uri("/api/events")
+        .header("last-event-id", "yesterday")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(bad).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+}
