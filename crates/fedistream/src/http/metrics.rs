@@ -17,6 +17,10 @@
 //! | `fedistream_posts_skipped_total` | counter | `component`, `reason` |
 //! | `fedistream_payloads_malformed_total` | counter | `component` |
 //! | `fedistream_webhook_requests_total` | counter | `component`, `format`, `outcome` |
+//! | `fedistream_channel_errors_total` | counter | `component`, `kind` (`transient`, `permanent`, `auth`, `config`, `internal`) |
+//! | `fedistream_stream_connects_total` | counter | `component`, `transport` (`websocket`, `sse`) |
+//! | `fedistream_stream_connect_failures_total` | counter | `component`, `transport` |
+//! | `fedistream_ratelimit_remaining` | gauge | `component`, `instance` (a server's host), `token` (`yes`, `no`) |
 //!
 //! The `fedistream_component_*`, lag and log gauges are read from the log's
 //! status documents and figures at each scrape; the others are recorded where

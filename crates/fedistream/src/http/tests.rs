@@ -214,18 +214,25 @@ async fn ran_pipeline(log: Arc<dyn Log>, dir: &std::path::Path) -> Router {
     let evs: Vec<_> = (1..=20)
         .map(|n| created("s", "a@example.org", n, "x"))
         .collect();
+    // One failed write: retried (and counted by kind).
+    let sink = RecordingSink::default();
+    sink.fail_next(fedistream_core::SinkError::transient("the disk hiccuped"));
     let channel = ChannelSpec {
         name: "c".into(),
         group: "g.c".into(),
         topic: fedistream_core::log::EVENTS.into(),
-        sink: Box::new(RecordingSink::default()),
+        sink: Box::new(sink),
         route: None,
         batch: BatchConfig {
             max_records: 5,
             max_bytes: 1 << 20,
             linger: Duration::ZERO,
         },
-        retry: RetryConfig::default(),
+        retry: RetryConfig {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            pause: Duration::from_millis(20),
+        },
         dead_letter: DeadLetter::new(dir.join("dl.jsonl")),
     };
     let source = VecSource {
@@ -254,7 +261,7 @@ async fn ran_pipeline(log: Arc<dyn Log>, dir: &std::path::Path) -> Router {
 }
 
 /// The families `/metrics` documents (see the module docs of [`metrics`]).
-const FAMILIES: [&str; 7] = [
+const FAMILIES: [&str; 8] = [
     "fedistream_events_appended_total",
     "fedistream_log_append_seconds",
     "fedistream_log_events",
@@ -262,6 +269,7 @@ const FAMILIES: [&str; 7] = [
     "fedistream_component_ready",
     "fedistream_component_last_event_age_seconds",
     "fedistream_channel_lag_events",
+    "fedistream_channel_errors_total",
 ];
 
 #[tokio::test]
