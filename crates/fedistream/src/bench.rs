@@ -68,6 +68,22 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 2000)]
         count: usize,
     },
+    /// The webhook channel against a receiver in this process (answering 200 at
+    /// once): events per second with `max_in_flight` requests open.
+    Webhook {
+        #[arg(long, default_value_t = 50_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 16)]
+        max_in_flight: usize,
+        /// Records per request (JSON array); default one per request.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Sign requests (HMAC-SHA256) as with `secret_env`.
+        #[arg(long)]
+        signed: bool,
+    },
     /// The Kafka log backend against librdkafka alone on the same broker, and end
     /// to end through the runtime on Kafka (needs a broker: `scripts/kafka up`).
     Kafka {
@@ -103,6 +119,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
+        BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
+            crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await
+        }
         BenchKind::Kafka { brokers, count, accounts, batch, rounds } => crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_kafka;
 mod bench_mastodon;
+mod bench_webhook;
 mod cli;
 mod config;
 mod follow;
