@@ -648,3 +648,35 @@ async fn slack_messages_are_within_limits() {
         "{hidden}"
     );
 }
+
+#[tokio::test]
+async fn refused_credentials_pause_and_retry_instead_of_dead_lettering() {
+    let (r, url) = receiver().await;
+    r.script(vec![
+        (401, vec![], "bad signature".into()),
+        (403, vec![], String::new()),
+    ]);
+    // The URL from the environment (Discord and Slack URLs are secrets).
+    let var = "FEDISTREAM_TEST_WEBHOOK_URL_401";
+    std::env::set_var(var, &url);
+    let mut cfg = config("https://unused.invalid/");
+    cfg.url = None;
+    cfg.url_env = Some(var.into());
+    let (summary, dead) = run(cfg, events(1, 3)).await;
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(counter(&summary, "delivered"), 3);
+    assert_eq!(counter(&summary, "retries"), 2);
+    let got = r.got();
+    assert_eq!(
+        got.iter().map(|g| g.status).collect::<Vec<_>>(),
+        vec![401, 403, 200, 200, 200]
+    );
+    assert!(
+        got[..3].iter().all(|g| g.key == got[0].key),
+        "the same request until it is accepted"
+    );
+    assert!(
+        got[2].at.duration_since(got[1].at) >= Duration::from_millis(50),
+        "waited the channel's pause"
+    );
+}
