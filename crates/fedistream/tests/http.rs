@@ -137,6 +137,28 @@ async fn run_serves_health_metrics_and_status_behind_a_token() {
         "{status}"
     );
 
+    // The event feed from the start of the log: the first post, resumable by its id.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET /api/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer tok-123\r\nLast-Event-ID: 0:0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 8192];
+    while !seen.contains("id: 0:1\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an event")
+            .unwrap();
+        assert!(n > 0, "the feed ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        seen.contains("text/event-stream") && seen.contains("event: created"),
+        "{seen}"
+    );
+    drop(s);
+
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "{s}\n{}", p.stderr());
