@@ -21,9 +21,11 @@ use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::DeadLetter;
 use tokio_util::sync::CancellationToken;
 
-/// Requests seen: (count, first, last).
+/// Records received, and when the first and the last request came.
+type Received = (u64, Option<Instant>, Option<Instant>);
+
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<(u64, Option<Instant>, Option<Instant>)>>);
+struct Seen(Arc<Mutex<Received>>);
 
 async fn receive(
     axum::extract::State(seen): axum::extract::State<Seen>,
