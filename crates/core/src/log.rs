@@ -172,6 +172,17 @@ pub trait Log: Send + Sync + 'static {
     /// one topic; opening it on another topic is an error.
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError>;
 
+    /// A reader of `topic` after `after` (an offset per partition; partitions
+    /// not named: after the head, i.e. only what comes next) that belongs to
+    /// no consumer group: it commits nothing (its commits are refused) and
+    /// holds nothing back from retention — for live feeds (the HTTP server's
+    /// `/api/events`), which resume from a position the client remembers. A
+    /// reader slower than retention misses what retention removed.
+    async fn reader(&self, topic: &str, after: &[Position]) -> Result<Box<dyn Consumer>, LogError> {
+        let _ = (topic, after);
+        Err(LogError::Unsupported("this log backend has no readers outside consumer groups".into()))
+    }
+
     /// Head, size and consumer groups.
     async fn info(&self) -> Result<LogInfo, LogError>;
 

@@ -511,6 +511,40 @@ impl Log for SqliteLog {
         self.shared.with_writer(move |w| w.transact(&puts, |_| Ok(()))).await
     }
 
+    async fn reader(&self, topic: &str, after: &[Position]) -> Result<Box<dyn Consumer>, LogError> {
+        if !crate::log::valid_topic_name(topic) {
+            return Err(LogError::Unsupported(format!("`{topic}` is not a valid topic name")));
+        }
+        let t = topic.to_string();
+        let head = self
+            .shared
+            .with_writer(move |w| {
+                let conn = &w.conn;
+                let head: i64 = if t == EVENTS {
+                    // The last offset ever given (retention may have emptied the table).
+                    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0)
+                } else {
+                    conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0)
+                };
+                Ok(head as u64)
+            })
+            .await?;
+        // One partition: 0.
+        let from = after.iter().find(|p| p.partition == 0).map_or(head, |p| p.offset);
+        let reader = open_conn(&self.shared.path, self.shared.durability, true)?;
+        let c = if topic == EVENTS {
+            SqliteConsumer::events_reader(self.shared.clone(), from, reader)
+        } else {
+            let h = self.shared.topic_head(topic, || head);
+            SqliteConsumer::topic(self.shared.clone(), topic, "", from, reader, h.subscribe())
+        };
+        Ok(Box::new(c))
+    }
+
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError> {
         if !crate::log::valid_topic_name(topic) {
             return Err(LogError::Unsupported(format!("`{topic}` is not a valid topic name")));

@@ -91,6 +91,22 @@ pub enum BenchKind {
         #[arg(long, default_value = "sse", value_parser = parse_transport)]
         transport: fedistream_connectors::mastodon::source::StreamMode,
     },
+    /// The webhook channel against a receiver in this process (answering 200 at
+    /// once): events per second with `max_in_flight` requests open.
+    Webhook {
+        #[arg(long, default_value_t = 50_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 16)]
+        max_in_flight: usize,
+        /// Records per request (JSON array); default one per request.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Sign requests (HMAC-SHA256) as with `secret_env`.
+        #[arg(long)]
+        signed: bool,
+    },
     #[cfg(feature = "kafka")]
     /// The Kafka log backend against librdkafka alone on the same broker, and end
     /// to end through the runtime on Kafka (needs a broker: `scripts/kafka up`).
@@ -130,6 +146,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Stream { count, accounts, rate, latency_count, transport } => crate::bench_stream::run(count, accounts, rate, latency_count, transport).await,
         #[cfg(feature = "test-util")]
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
+        BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
+            crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await
+        }
         #[cfg(feature = "kafka")]
         BenchKind::Kafka { brokers, count, accounts, batch, rounds } => crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await,
         BenchKind::Generate { count, accounts, seed, out } => {

@@ -304,6 +304,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
     spawn_signal_handler(token.clone());
     let log = crate::pipeline::open_log(&cfg).await?;
+    let http = crate::http::start(&cfg, log.shared(), &options.worker, a.role).await?;
     let summary = match log {
         crate::pipeline::OpenLog::Sqlite(log) => {
             if a.role != crate::roles::Role::All {
@@ -332,6 +333,9 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             crate::roles::run_kafka(&cfg, log, a.role, a.until_caught_up, options, token).await?
         }
     };
+    if let Some(server) = http {
+        server.stop().await;
+    }
     print_summary(&summary);
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -8,9 +8,11 @@ mod bench_kafka;
 mod bench_mastodon;
 #[cfg(feature = "test-util")]
 mod bench_stream;
+mod bench_webhook;
 mod cli;
 mod config;
 mod follow;
+mod http;
 mod pipeline;
 mod progress;
 mod roles;

@@ -12,6 +12,7 @@ use fedistream_connectors::mastodon::sink::MastodonSink;
 use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, MastodonSourceConfig, ReaderConnection};
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
+use fedistream_connectors::webhook::WebhookSink;
 use fedistream_core::log::EVENTS;
 use fedistream_core::runtime::{
     BatchConfig, ChannelSpec, Pipeline, ProcessorSpec, RetryConfig, RouteFn, RuntimeOptions, SourceFactory, SourceSpec,
@@ -172,6 +173,9 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
             #[cfg(feature = "kafka")]
             ChannelConfig::Kafka(k) => {
                 Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
+            }
+            ChannelConfig::Webhook(w) => {
+                Box::new(WebhookSink::new((**w).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
             #[cfg(not(feature = "kafka"))]
             ChannelConfig::Kafka(_) => bail!("channels.{name}: {NO_KAFKA}"),

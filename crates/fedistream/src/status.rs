@@ -27,10 +27,10 @@ fn ago(t: chrono::DateTime<Utc>) -> String {
 
 /// A process rewrites its status documents every 2 s; one not rewritten for
 /// this long belongs to a process that is gone.
-const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
+pub(crate) const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
 /// States a component ends in: nothing to check.
-const FINAL_STATES: [&str; 3] = ["stopped", "finished", "failed"];
+pub(crate) const FINAL_STATES: [&str; 3] = ["stopped", "finished", "failed"];
 
 /// Whether a `run` process holds the SQLite log's lock file (`None`: cannot
 /// tell). Takes a shared lock for an instant when nobody holds it.
@@ -86,35 +86,20 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         _ => SqliteLog::open_read_only(&cfg.log.path)
             .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?,
     };
-    let info = match log.info().await {
-        Ok(i) => i,
+    let Snapshot { info, docs, checkpoints } = match snapshot(&*log).await {
+        Ok(s) => s,
         // Killed during its very first start, before the schema was written.
         Err(e) if e.to_string().contains("no such table") => {
             anyhow::bail!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display())
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    let docs: Vec<(String, StatusDoc)> = log
-        .state_scan(STATUS_NS)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|d| (k, d)))
-        .collect();
-    let checkpoints = log.state_scan("checkpoint").await?;
     let writer_alive = match cfg.log.backend {
         crate::config::LogBackend::Sqlite => sqlite_writer_alive(&cfg.log.path),
         crate::config::LogBackend::Kafka => None,
     };
     if json {
-        let out = serde_json::json!({
-            "log": { "backend": info.backend, "location": info.location, "events": info.events,
-                     "head": info.head.iter().map(|p| p.offset).max().unwrap_or(0) },
-            "components": docs.iter().map(|(k, d)| serde_json::json!({"key": k, "running": alive(d, writer_alive) && !FINAL_STATES.contains(&d.state.as_str()), "status": d})).collect::<Vec<_>>(),
-            "checkpoints": checkpoints.iter().map(|(k, v)| serde_json::json!({"key": k, "min_id": v})).collect::<Vec<_>>(),
-            "groups": info.groups.iter().map(|g| serde_json::json!({"group": g.group,
-                "offset": g.committed.iter().map(|p| p.offset).max().unwrap_or(0), "lag": g.lag,
-                "partitions": g.committed.iter().map(|p| serde_json::json!({"partition": p.partition, "offset": p.offset})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-        });
+        let out = to_json(&Snapshot { info, docs, checkpoints }, writer_alive);
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -178,6 +163,42 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the log says: its figures, every component's status document, the
+/// sources' checkpoints.
+pub struct Snapshot {
+    pub info: fedistream_core::log::LogInfo,
+    pub docs: Vec<(String, StatusDoc)>,
+    pub checkpoints: Vec<(String, String)>,
+}
+
+pub async fn snapshot(log: &dyn Log) -> anyhow::Result<Snapshot> {
+    let info = log.info().await?;
+    let docs = log
+        .state_scan(STATUS_NS)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|d| (k, d)))
+        .collect();
+    let checkpoints = log.state_scan("checkpoint").await?;
+    Ok(Snapshot { info, docs, checkpoints })
+}
+
+/// `fedistream status --json` (and the HTTP server's `/api/status`).
+/// `writer_alive`: whether the process writing the documents runs (`None`:
+/// their age decides, see [`alive`]).
+pub fn to_json(s: &Snapshot, writer_alive: Option<bool>) -> serde_json::Value {
+    let (info, docs, checkpoints) = (&s.info, &s.docs, &s.checkpoints);
+    serde_json::json!({
+        "log": { "backend": info.backend, "location": info.location, "events": info.events,
+                 "head": info.head.iter().map(|p| p.offset).max().unwrap_or(0) },
+        "components": docs.iter().map(|(k, d)| serde_json::json!({"key": k, "running": alive(d, writer_alive) && !FINAL_STATES.contains(&d.state.as_str()), "status": d})).collect::<Vec<_>>(),
+        "checkpoints": checkpoints.iter().map(|(k, v)| serde_json::json!({"key": k, "min_id": v})).collect::<Vec<_>>(),
+        "groups": info.groups.iter().map(|g| serde_json::json!({"group": g.group,
+            "offset": g.committed.iter().map(|p| p.offset).max().unwrap_or(0), "lag": g.lag,
+            "partitions": g.committed.iter().map(|p| serde_json::json!({"partition": p.partition, "offset": p.offset})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+    })
+}
+
 /// A row's counters on the line below it, with when they started counting
 /// (each start of the process counts anew).
 fn print_counters(d: &StatusDoc) {
@@ -200,7 +221,7 @@ fn since(t: chrono::DateTime<Utc>) -> String {
 /// The status documents of one source or channel: `KIND:NAME` (one process)
 /// and `KIND:NAME@WORKER` (one per process on Kafka), shown as `NAME` and
 /// `NAME@WORKER`.
-fn docs_of<'a>(docs: &'a [(String, StatusDoc)], kind: &str, name: &str) -> Vec<(String, &'a StatusDoc)> {
+pub(crate) fn docs_of<'a>(docs: &'a [(String, StatusDoc)], kind: &str, name: &str) -> Vec<(String, &'a StatusDoc)> {
     let base = format!("{kind}:{name}");
     docs.iter()
         .filter(|(k, _)| *k == base || k.strip_prefix(base.as_str()).is_some_and(|rest| rest.starts_with('@')))

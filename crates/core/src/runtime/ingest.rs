@@ -26,6 +26,8 @@ struct InFlight {
     decisions: Staged,
     replies: Vec<IngestReply>,
     summaries: Vec<AppendSummary>,
+    /// When the append started (for the append latency histogram).
+    started: std::time::Instant,
 }
 
 /// Single writer: deduplicates by status URI and appends batches durably, with
@@ -57,6 +59,8 @@ pub(super) async fn ingestor(
                             status.count("appended", appended as u64);
                             status.count("duplicates_suppressed", f.summaries.iter().map(|s| s.duplicates as u64).sum());
                             metrics::counter!("fedistream_events_appended_total", "component" => "log").increment(appended as u64);
+                            // From the start of the append until it is durable.
+                            metrics::histogram!("fedistream_log_append_seconds", "component" => "log").record(f.started.elapsed().as_secs_f64());
                             for (reply, s) in f.replies.into_iter().zip(f.summaries) {
                                 let _ = reply.send(Ok(s));
                             }
@@ -110,8 +114,9 @@ pub(super) async fn ingestor(
                         replies.push(reply);
                     }
                     let decisions = dedup.start();
+                    let started = std::time::Instant::now();
                     match log.start_append(batch).await {
-                        Ok(done) => in_flight.push_back(InFlight { done, decisions, replies, summaries }),
+                        Ok(done) => in_flight.push_back(InFlight { done, decisions, replies, summaries, started }),
                         Err(e) => {
                             fail_all(replies.into_iter(), in_flight.drain(..), &e);
                             return Err(e);

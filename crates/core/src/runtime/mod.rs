@@ -101,10 +101,12 @@ pub struct DeliveryConfig {
     /// How long the channel pauses after an authentication or configuration error.
     #[serde(with = "crate::units::duration")]
     pub pause: Duration,
-    /// Writes a sink may have in flight at once, for sinks that can overlap
-    /// them (webhook): delivered in order per account, committed in log order.
-    /// Sinks that cannot (file, stdout) write one batch at a time whatever it says.
-    pub max_in_flight: usize,
+    /// Requests a sink may have in flight at once, for sinks that can overlap
+    /// them (webhook; unset: the sink's own default, 4 for the webhook):
+    /// delivered in order per account, committed in log order. Sinks that
+    /// cannot (file, stdout) write one batch at a time whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for DeliveryConfig {
@@ -117,7 +119,7 @@ impl Default for DeliveryConfig {
             retry_initial: r.initial,
             retry_max: r.max,
             pause: r.pause,
-            max_in_flight: 1,
+            max_in_flight: None,
         }
     }
 }

@@ -143,6 +143,7 @@ pub(crate) async fn wait_after_error(
         }
     };
     status.count("retries", 1);
+    metrics::counter!("fedistream_channel_errors_total", "component" => "channel", "kind" => e.kind.as_str()).increment(1);
     status.set_resumes_at(Some(chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()));
     halt.sleep(delay).await
 }

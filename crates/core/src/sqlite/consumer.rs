@@ -81,6 +81,21 @@ impl SqliteConsumer {
         }
     }
 
+    /// A reader of `events` outside any group (group name empty): its cursor
+    /// is not registered with the tail cache, so a slow reader never holds the
+    /// cache's records (it reads SQLite once they are trimmed).
+    pub(super) fn events_reader(shared: Arc<Shared>, after: u64, reader: Connection) -> Self {
+        let head = shared.head.subscribe();
+        SqliteConsumer {
+            shared,
+            group: String::new(),
+            topic: None,
+            cursor: Arc::new(AtomicU64::new(after)),
+            reader: Arc::new(Mutex::new(reader)),
+            head,
+        }
+    }
+
     pub(super) fn topic(
         shared: Arc<Shared>,
         topic: &str,
@@ -149,6 +164,9 @@ impl Consumer for SqliteConsumer {
     }
 
     async fn commit_with(&mut self, commit: Commit) -> Result<(), LogError> {
+        if self.group.is_empty() {
+            return Err(LogError::Unsupported("a reader outside consumer groups does not commit".into()));
+        }
         let Commit { upto, state, outputs } = commit;
         if let Some(o) = outputs.iter().find(|o| o.topic == EVENTS || !crate::log::valid_topic_name(&o.topic)) {
             return Err(LogError::Unsupported(format!(
@@ -181,6 +199,9 @@ impl Consumer for SqliteConsumer {
     }
 
     async fn lag(&mut self) -> Result<u64, LogError> {
+        if self.group.is_empty() {
+            return Err(LogError::Unsupported("a reader outside consumer groups has no lag".into()));
+        }
         let (writer, group, topic) = (self.shared.writer.clone(), self.group.clone(), self.topic.clone());
         tokio::task::spawn_blocking(move || {
             let w = lock(&writer);

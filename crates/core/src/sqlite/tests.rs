@@ -454,3 +454,25 @@ async fn state_older_than_the_horizon_is_pruned() {
     assert_eq!(log.state_get("checkpoint", "a").await.unwrap().as_deref(), Some("1"), "checkpoints are never pruned");
     assert_eq!(log.state_get(crate::runtime::SEEN_NS, "https://x/0").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn readers_start_where_asked_commit_nothing_and_hold_nothing_back() {
+    let (_d, log) = fresh();
+    let evs: Vec<Event> = (1..=5).map(|n| created("s", "a@example.org", n, "x")).collect();
+    log.append(AppendBatch { events: crate::event::encode_all(evs), state: vec![] }).await.unwrap();
+    // From a position: what follows it.
+    let mut r = log.reader(EVENTS, &[Position { partition: 0, offset: 2 }]).await.unwrap();
+    let got: Vec<u64> = r.poll(10, Duration::ZERO).await.unwrap().iter().map(|x| x.position.offset).collect();
+    assert_eq!(got, vec![3, 4, 5]);
+    assert!(r.commit(&[Position { partition: 0, offset: 5 }], vec![]).await.is_err(), "readers do not commit");
+    // Without a position: only what comes next.
+    let mut live = log.reader(EVENTS, &[]).await.unwrap();
+    assert!(live.poll(10, Duration::ZERO).await.unwrap().is_empty());
+    log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 6, "x")]), state: vec![] })
+        .await
+        .unwrap();
+    let got: Vec<u64> = live.poll(10, Duration::from_secs(5)).await.unwrap().iter().map(|x| x.position.offset).collect();
+    assert_eq!(got, vec![6]);
+    // No group was made: retention is not held back by readers.
+    assert!(log.info().await.unwrap().groups.is_empty());
+}

@@ -16,6 +16,7 @@ use fedistream_connectors::mastodon::sink::MastodonSinkConfig;
 use fedistream_connectors::mastodon::source::MastodonSourceConfig;
 use fedistream_connectors::replay::ReplaySourceConfig;
 use fedistream_connectors::stdout::StdoutSinkConfig;
+use fedistream_connectors::webhook::WebhookSinkConfig;
 use fedistream_core::sqlite::Durability;
 use fedistream_kafka::channel::KafkaChannelConfig;
 use fedistream_process::filter::FilterConfig;
@@ -41,6 +42,50 @@ pub struct Config {
     /// Which sources (or processors) feed which channels. None: every source to every channel.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The HTTP server of `fedistream run` (health, metrics, status). Absent: no server.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+/// `[http]`: the server inside `fedistream run` (every role).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `IP:port` to listen on; `""` turns the server off.
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    /// The name of an environment variable holding a bearer token that every
+    /// endpoint but `/healthz` and `/readyz` requires.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Listen on a non-loopback address without a token (the operator says so).
+    #[serde(default)]
+    pub allow_public: bool,
+    /// A component retrying or paused for longer than this makes `/readyz` fail.
+    #[serde(default = "default_stuck_after", with = "fedistream_core::units::duration")]
+    pub stuck_after: Duration,
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_stuck_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl HttpConfig {
+    /// The address to listen on; `None`: the server is off. Errors say why.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{}` is not an IP address and port, like 127.0.0.1:8080 (or \"\" for no server)", self.listen))
+    }
 }
 
 impl Config {
@@ -187,6 +232,7 @@ pub enum ChannelConfig {
     Stdout(StdoutSinkConfig),
     Mastodon(Box<MastodonSinkConfig>),
     Kafka(Box<KafkaChannelConfig>),
+    Webhook(Box<WebhookSinkConfig>),
 }
 
 impl ChannelConfig {
@@ -196,6 +242,7 @@ impl ChannelConfig {
             ChannelConfig::Stdout(c) => &c.delivery,
             ChannelConfig::Mastodon(c) => &c.delivery,
             ChannelConfig::Kafka(c) => &c.delivery,
+            ChannelConfig::Webhook(c) => &c.delivery,
         }
     }
 }

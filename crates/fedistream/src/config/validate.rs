@@ -154,10 +154,33 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                     err(if p.key.is_empty() { k.clone() } else { format!("{k}.{}", p.key) }, p.reason);
                 }
             }
+            ChannelConfig::Webhook(w) => {
+                for p in w.validate(check_secrets) {
+                    err(format!("{k}.{}", p.key), p.reason);
+                }
+            }
             ChannelConfig::Stdout(_) => {}
         }
         if c.delivery().max_batch == 0 {
             err(format!("{k}.delivery.max_batch"), "must be at least 1".into());
+        }
+    }
+    if let Some(h) = &cfg.http {
+        match h.address() {
+            Err(e) => err("http.listen".into(), e),
+            Ok(Some(addr)) if !addr.ip().is_loopback() && h.token_env.is_none() && !h.allow_public => err(
+                "http.listen".into(),
+                format!("{addr} is reachable from other machines: set token_env (a bearer token) or allow_public = true"),
+            ),
+            _ => {}
+        }
+        if let Some(var) = &h.token_env {
+            if check_secrets && std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                err("http.token_env".into(), format!("the environment variable {var} is not set"));
+            }
+        }
+        if h.stuck_after.is_zero() {
+            err("http.stuck_after".into(), "must be longer than 0s".into());
         }
     }
     for name in cfg.processors.keys() {

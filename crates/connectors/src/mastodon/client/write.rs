@@ -269,6 +269,12 @@ impl MastodonClient {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         self.limiter().observe(&headers, status);
+        if let Some(left) = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()) {
+            // Per server (and whether a token is used): servers are the followed
+            // accounts' and the configured ones, never per account.
+            let token = if self.has_token() { "yes" } else { "no" };
+            metrics::gauge!("fedistream_ratelimit_remaining", "component" => "mastodon", "instance" => self.host(), "token" => token).set(left);
+        }
         let bytes = read_body(resp, &path).await?;
         tracing::debug!(method = %method, path = %path, status, bytes = bytes.len(), "Mastodon request");
         if (200..300).contains(&status) {

@@ -142,6 +142,7 @@ async fn supervise(
                 quick_switches = 0;
                 failures = 0;
                 tracing::info!(transport = transport.as_str(), "Stream connected");
+                metrics::counter!("fedistream_stream_connects_total", "component" => "mastodon", "transport" => transport.as_str()).increment(1);
                 emit.send(StreamEvent::Connected { transport }).await?;
                 let started = Instant::now();
                 let ended = match connection {
@@ -172,6 +173,7 @@ async fn supervise(
                 let status = error.status();
                 failures += 1;
                 tracing::warn!(transport = transport.as_str(), attempt = failures, error = %error, "Stream connect failed");
+                metrics::counter!("fedistream_stream_connect_failures_total", "component" => "mastodon", "transport" => transport.as_str()).increment(1);
                 emit.send(StreamEvent::ConnectFailed { attempt: failures, transport, error: error.to_string() }).await?;
                 // A refused upgrade whose token checks out is the transport's
                 // fault (a proxy, a server taking the token elsewhere): it counts

@@ -222,3 +222,68 @@ fn reconciliation_settings_are_checked_with_their_key() {
     assert!(e.iter().any(|m| m.contains("sources.a.reconcile_min_posts") && m.contains("at most 2000")), "{e:?}");
     assert!(e.iter().any(|m| m.contains("sources.a.reconcile_within") && m.contains("at least 1m")), "{e:?}");
 }
+
+#[test]
+fn webhook_channels_are_checked_for_url_secrets_and_batching() {
+    let ok = r#"
+[sources.a]
+type = "mastodon"
+accounts = ["@alice@example.org"]
+
+[channels.hook]
+type = "webhook"
+url = "https://hooks.example.org/fedistream"
+format = "json"
+batch = 20
+timeout = "5s"
+[channels.hook.delivery]
+max_in_flight = 8
+"#;
+    assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+    let cfg = parse(ok, file()).unwrap();
+    let ChannelConfig::Webhook(w) = &cfg.channels["hook"] else { panic!("not a webhook channel") };
+    assert_eq!((w.batch, w.max_in_flight()), (Some(20), 8));
+
+    let bad = r#"
+[sources.a]
+type = "mastodon"
+accounts = ["@alice@example.org"]
+
+[channels.h1]
+type = "webhook"
+url = "ftp://hooks.example.org/x"
+secret_env = "FEDISTREAM_TEST_SURELY_UNSET_VAR"
+
+[channels.h2]
+type = "webhook"
+url_env = "FEDISTREAM_TEST_SURELY_UNSET_URL"
+format = "discord"
+batch = 5
+
+[channels.h3]
+type = "webhook"
+"#;
+    let errs = errors(bad);
+    let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
+    assert!(has("`channels.h1.url`: the scheme must be https or http, not `ftp`"), "{errs:#?}");
+    assert!(has("`channels.h1.secret_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set"), "{errs:#?}");
+    assert!(has("`channels.h2.url_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_URL is not set"), "{errs:#?}");
+    assert!(has("`channels.h2.batch`: format = \"discord\" sends one message per post"), "{errs:#?}");
+    assert!(has("`channels.h3.url`: no url"), "{errs:#?}");
+}
+
+#[test]
+fn the_http_server_refuses_public_addresses_without_a_token() {
+    let with = |http: &str| format!("{MINIMAL}\n[http]\n{http}\n");
+    assert!(errors(&with("")).is_empty(), "[http] alone: 127.0.0.1:8080");
+    assert!(errors(&with("listen = \"\"")).is_empty(), "off");
+    assert!(errors(&with("listen = \"[::1]:9000\"")).is_empty(), "loopback v6");
+    let errs = errors(&with("listen = \"0.0.0.0:8080\""));
+    assert!(errs.iter().any(|e| e.contains("`http.listen`: 0.0.0.0:8080 is reachable from other machines: set token_env")), "{errs:#?}");
+    assert!(errors(&with("listen = \"0.0.0.0:8080\"\nallow_public = true")).is_empty());
+    let errs = errors(&with("listen = \"0.0.0.0:8080\"\ntoken_env = \"FEDISTREAM_TEST_SURELY_UNSET_VAR\""));
+    assert!(errs.iter().any(|e| e.contains("`http.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set")), "{errs:#?}");
+    assert_eq!(errs.len(), 1, "a token is configured: the address is fine: {errs:#?}");
+    let errs = errors(&with("listen = \"localhost:8080\""));
+    assert!(errs.iter().any(|e| e.contains("`http.listen`: `localhost:8080` is not an IP address and port")), "{errs:#?}");
+}

@@ -1,0 +1,112 @@
+//! `/api/events`: Server-Sent Events of the log's records as they are appended
+//! — new, edited and deleted posts (`event: created|updated|deleted`), or with
+//! `?topic=NAME` a processor's output (`event: record`). Each event's `id` is
+//! its log position `PARTITION:OFFSET`; a client reconnecting with
+//! `Last-Event-ID` (browsers' `EventSource` do it by themselves) resumes right
+//! after it, losing nothing retention has kept. Without it the feed starts at
+//! the head. `data` is the line the file channel writes.
+//!
+//! The feed reads the log with a reader outside consumer groups
+//! ([`fedistream_core::Log::reader`]): it never slows the pipeline or holds
+//! back retention, and a slow client only falls behind. Logs without such
+//! readers (Kafka) answer 501.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fedistream_core::{LogError, LogRecord, Position};
+use futures::StreamExt;
+
+use super::AppState;
+
+/// `P:O[,P:O…]` → positions; `None` when malformed.
+pub fn parse_positions(s: &str) -> Option<Vec<Position>> {
+    s.split(',')
+        .map(|p| {
+            let (part, off) = p.trim().split_once(':')?;
+            Some(Position {
+                partition: part.parse().ok()?,
+                offset: off.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn to_event(rec: &LogRecord, posts: bool) -> Event {
+    let name = if posts {
+        rec.event().map(|e| e.kind.as_str()).unwrap_or("record")
+    } else {
+        "record"
+    };
+    Event::default()
+        .id(format!(
+            "{}:{}",
+            rec.position.partition, rec.position.offset
+        ))
+        .event(name)
+        .data(rec.to_json_line())
+}
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+pub async fn handler(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let topic = q
+        .get("topic")
+        .cloned()
+        .unwrap_or_else(|| fedistream_core::log::EVENTS.to_string());
+    let after = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(parse_positions))
+    {
+        None => Vec::new(),
+        Some(Some(p)) => p,
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be PARTITION:OFFSET (as sent in `id`)".into(),
+            )
+        }
+    };
+    let reader = match s.log.reader(&topic, &after).await {
+        Ok(r) => r,
+        Err(LogError::Unsupported(m)) => return error(StatusCode::NOT_IMPLEMENTED, m),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the log: {e}"),
+            )
+        }
+    };
+    let posts = topic == fedistream_core::log::EVENTS;
+    let stream = futures::stream::unfold(reader, |mut r| async move {
+        match r.poll(256, Duration::from_secs(15)).await {
+            Ok(recs) => Some((recs, r)),
+            Err(e) => {
+                // The client reconnects with its Last-Event-ID.
+                tracing::warn!(error = %e, "Event feed: cannot read the log; ending the stream");
+                None
+            }
+        }
+    })
+    .flat_map(move |recs| {
+        futures::stream::iter(
+            recs.into_iter()
+                .map(move |rec| Ok::<_, Infallible>(to_event(&rec, posts))),
+        )
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

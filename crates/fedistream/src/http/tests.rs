@@ -1,0 +1,491 @@
+//! The handlers through `router()` and tower's `oneshot` (no sockets), on a
+//! real SQLite log holding real status documents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::Utc;
+use fedistream_core::component::{DeadLetter, Status, StatusDoc, STATUS_NS};
+use fedistream_core::log::StatePut;
+use fedistream_core::runtime::{
+    self, BatchConfig, ChannelSpec, Pipeline, RetryConfig, RuntimeOptions, SourceSpec,
+};
+use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+use fedistream_core::testing::{created, RecordingSink, VecSource};
+use fedistream_core::Log;
+use tower::ServiceExt;
+
+use super::*;
+
+fn log() -> (tempfile::TempDir, Arc<dyn Log>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+    (dir, log)
+}
+
+fn state(log: Arc<dyn Log>, expected: &[&str]) -> AppState {
+    AppState {
+        log,
+        expected: expected.iter().map(|s| s.to_string()).collect(),
+        scope: None,
+        started_at: Utc::now() - chrono::Duration::seconds(1),
+        stuck_after: chrono::Duration::seconds(300),
+        groups: vec![("c".into(), "g.c".into())],
+        token_sha256: None,
+        metrics: None,
+    }
+}
+
+async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut req = Request::builder().uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn put(log: &Arc<dyn Log>, statuses: &[&Status]) {
+    log.state_put(statuses.iter().map(|s| s.to_put()).collect())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn readiness_follows_a_source_that_fails_and_recovers() {
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &["ingest:log", "source:s", "channel:c"]));
+    // Nothing reported yet: starting.
+    let (code, body) = get(&app, "/readyz", None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("\"component\":\"source:s\"")
+            && body.contains("has not reported in this run"),
+        "{body}"
+    );
+    assert_eq!(
+        get(&app, "/healthz", None).await.0,
+        StatusCode::OK,
+        "the process is up regardless"
+    );
+
+    let (ingest, source, channel) = (
+        Status::new("ingest", "log"),
+        Status::new("source", "s"),
+        Status::new("channel", "c"),
+    );
+    for s in [&ingest, &source, &channel] {
+        s.set_state("running", None);
+    }
+    put(&log, &[&ingest, &source, &channel]).await;
+    let (code, body) = get(&app, "/readyz", None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["ready"],
+        true
+    );
+
+    source.set_state("failed", Some("the reader token was refused (401)".into()));
+    put(&log, &[&source]).await;
+    let (code, body) = get(&app, "/readyz", None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], false);
+    assert_eq!(
+        v["not_ready"],
+        serde_json::json!([{ "component": "source:s", "state": "failed", "reason": "the reader token was refused (401)" }])
+    );
+
+    source.set_state("running", None);
+    put(&log, &[&source]).await;
+    assert_eq!(
+        get(&app, "/readyz", None).await.0,
+        StatusCode::OK,
+        "ready again after recovery"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_retrying_too_long_or_a_previous_runs_document_is_not_ready() {
+    let (_d, log) = log();
+    let st = state(log.clone(), &["channel:c", "source:s"]);
+    let started = st.started_at;
+    let app = router(st);
+    let now = Utc::now();
+    let doc =
+        |state: &str, since: chrono::DateTime<Utc>, started_at: chrono::DateTime<Utc>| StatusDoc {
+            component: "x".into(),
+            state: state.into(),
+            detail: Some("HTTP 503 from https://hooks.example.org".into()),
+            since: Some(since),
+            started_at: Some(started_at),
+            updated_at: now,
+            ..Default::default()
+        };
+    let write = |k: &str, d: StatusDoc| {
+        StatePut::set(STATUS_NS, k.to_string(), serde_json::to_string(&d).unwrap())
+    };
+    log.state_put(vec![
+        write(
+            "channel:c",
+            doc("retrying", now - chrono::Duration::seconds(30), started),
+        ),
+        write("source:s", doc("finished", now, started)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&app, "/readyz", None).await.0,
+        StatusCode::OK,
+        "retrying briefly and finished are fine"
+    );
+
+    log.state_put(vec![write(
+        "channel:c",
+        doc("retrying", now - chrono::Duration::seconds(600), started),
+    )])
+    .await
+    .unwrap();
+    let (code, body) = get(&app, "/readyz", None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("retrying for 600s: HTTP 503"), "{body}");
+
+    // A document of an earlier run of the process says nothing about this one.
+    log.state_put(vec![write(
+        "channel:c",
+        doc("running", now, started - chrono::Duration::hours(1)),
+    )])
+    .await
+    .unwrap();
+    let (code, body) = get(&app, "/readyz", None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("has not reported in this run"), "{body}");
+}
+
+#[tokio::test]
+async fn the_bearer_token_guards_everything_but_health() {
+    let (_d, log) = log();
+    let mut st = state(log.clone(), &[]).with_token(Some("t0ken"));
+    st.metrics = Some(metrics::install().unwrap());
+    let app = router(st);
+    for path in ["/metrics", "/api/status"] {
+        let (code, body) = get(&app, path, None).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert_eq!(
+            get(&app, path, Some("wrong")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            get(&app, path, Some("t0ken!")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        let (code, body) = get(&app, path, Some("t0ken")).await;
+        assert_eq!(code, StatusCode::OK, "{path}: {body}");
+        assert!(!body.contains("t0ken"));
+    }
+    assert_eq!(get(&app, "/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/readyz", None).await.0,
+        StatusCode::OK,
+        "nothing expected: ready"
+    );
+    let (_, body) = get(&app, "/api/status", Some("t0ken")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["log"]["backend"], "sqlite", "{body}");
+}
+
+/// Run a small pipeline on `log` (so the real code records its metrics and
+/// status documents); the app serving it with metrics on.
+async fn ran_pipeline(log: Arc<dyn Log>, dir: &std::path::Path) -> Router {
+    let mut st = state(log.clone(), &["ingest:log", "source:s", "channel:c"]);
+    st.metrics = Some(metrics::install().unwrap());
+    let evs: Vec<_> = (1..=20)
+        .map(|n| created("s", "a@example.org", n, "x"))
+        .collect();
+    // One failed write: retried (and counted by kind).
+    let sink = RecordingSink::default();
+    sink.fail_next(fedistream_core::SinkError::transient("the disk hiccuped"));
+    let channel = ChannelSpec {
+        name: "c".into(),
+        group: "g.c".into(),
+        topic: fedistream_core::log::EVENTS.into(),
+        sink: Box::new(sink),
+        route: None,
+        batch: BatchConfig {
+            max_records: 5,
+            max_bytes: 1 << 20,
+            linger: Duration::ZERO,
+        },
+        retry: RetryConfig {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            pause: Duration::from_millis(20),
+        },
+        dead_letter: DeadLetter::new(dir.join("dl.jsonl")),
+    };
+    let source = VecSource {
+        batches: vec![fedistream_core::component::SourceBatch {
+            events: fedistream_core::event::encode_all(evs),
+            state: vec![],
+        }],
+    };
+    let p = Pipeline {
+        log,
+        sources: vec![SourceSpec::new(
+            "s",
+            Box::new(source),
+            DeadLetter::new(dir.join("src.jsonl")),
+        )],
+        processors: vec![],
+        channels: vec![channel],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let summary = runtime::run(p, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.failures.is_empty());
+    router(st)
+}
+
+/// The families `/metrics` documents (see the module docs of [`metrics`]).
+const FAMILIES: [&str; 8] = [
+    "fedistream_events_appended_total",
+    "fedistream_log_append_seconds",
+    "fedistream_log_events",
+    "fedistream_component_events_total",
+    "fedistream_component_ready",
+    "fedistream_component_last_event_age_seconds",
+    "fedistream_channel_lag_events",
+    "fedistream_channel_errors_total",
+];
+
+#[tokio::test]
+async fn metrics_carry_the_documented_families_with_bounded_labels() {
+    let (d, log) = log();
+    let app = ran_pipeline(log, d.path()).await;
+    let (code, text) = get(&app, "/metrics", None).await;
+    assert_eq!(code, StatusCode::OK);
+    for f in FAMILIES {
+        assert!(
+            text.contains(&format!("# TYPE {f} ")),
+            "{f} missing:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("# TYPE fedistream_log_append_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains(r#"fedistream_component_events_total{component="channel",name="c",counter="delivered"} 20"#), "{text}");
+    assert!(
+        text.contains(r#"fedistream_channel_lag_events{name="c"} 0"#),
+        "{text}"
+    );
+    assert!(text.contains("fedistream_log_events 20"), "{text}");
+    // No per-account or per-post label anywhere.
+    assert!(
+        !text.contains("a@example.org") && !text.contains("statuses/"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_parse_with_prometheus_clients_own_parser() {
+    let (d, log) = log();
+    let app = ran_pipeline(log, d.path()).await;
+    let (_, text) = get(&app, "/metrics", None).await;
+    let path = d.path().join("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+for name in sys.argv[2:]:
+    print(name, fams[name].type, len(fams[name].samples))
+"#;
+    // prometheus_client strips `_total` from counter family names.
+    let names: Vec<String> = FAMILIES
+        .iter()
+        .map(|f| f.strip_suffix("_total").unwrap_or(f).to_string())
+        .collect();
+    let python = python_with_prometheus_client();
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .args(&names)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{python}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, line) in names.iter().zip(stdout.lines()) {
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts[0], name);
+        assert!(parts[2].parse::<usize>().unwrap() > 0, "{line}");
+    }
+    assert!(
+        stdout.contains("fedistream_log_append_seconds histogram"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fedistream_component_events counter"),
+        "{stdout}"
+    );
+}
+
+/// `FEDISTREAM_PYTHON`, else the interpreter `scripts/python-deps` sets up
+/// (a venv with prometheus_client from PyPI).
+fn python_with_prometheus_client() -> String {
+    if let Ok(p) = std::env::var("FEDISTREAM_PYTHON") {
+        return p;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-deps");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("running scripts/python-deps");
+    assert!(
+        out.status.success(),
+        "scripts/python-deps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Read SSE frames from a response body until `n` events arrived; their
+/// (id, event, data) fields.
+async fn sse_events(body: Body, n: usize) -> (Vec<(String, String, String)>, impl futures::Stream) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event within 10s; so far: {text}"))
+            .expect("the stream ended")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(&format!("{name}:"))
+                            .map(|v| v.trim_start().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            if !field("id").is_empty() {
+                out.push((field("id"), field("event"), field("data")));
+            }
+        }
+    }
+    (out, stream)
+}
+
+#[tokio::test]
+async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
+    use fedistream_core::{AppendBatch, Event, EventKind};
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]));
+    let mut edited = created("s", "a@example.org", 2, "edited");
+    edited.kind = EventKind::Updated;
+    let deleted = Event {
+        kind: EventKind::Deleted,
+        post: None,
+        ..created("s", "a@example.org", 1, "")
+    };
+    let evs = vec![
+        created("s", "a@example.org", 1, "one"),
+        created("s", "a@example.org", 2, "two"),
+        created("s", "a@example.org", 3, "three"),
+        edited,
+        deleted,
+    ];
+    log.append(AppendBatch {
+        events: fedistream_core::event::encode_all(evs),
+        state: vec![],
+    })
+    .await
+    .unwrap();
+
+    let req = Request::builder()
+        .uri("/api/events")
+        .header("last-event-id", "0:2")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let (got, _keep_open) = sse_events(resp.into_body(), 3).await;
+    let ids: Vec<&str> = got.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["0:3", "0:4", "0:5"],
+        "right after the last event seen"
+    );
+    let kinds: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds, vec!["created", "updated", "deleted"]);
+    let line: serde_json::Value = serde_json::from_str(&got[1].2).unwrap();
+    assert_eq!(
+        (
+            line["offset"].as_u64(),
+            line["post"]["content_text"].as_str()
+        ),
+        (Some(4), Some("edited"))
+    );
+
+    // Without Last-Event-ID: from the head on, live.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/api/events")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The handler placed its reader at the head before answering.
+    let more = vec![created("s", "b@example.org", 9, "new")];
+    log.append(AppendBatch {
+        events: fedistream_core::event::encode_all(more),
+        state: vec![],
+    })
+    .await
+    .unwrap();
+    let (got, _keep_open) = sse_events(resp.into_body(), 1).await;
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str()),
+        ("0:6", "created"),
+        "only what came after connecting"
+    );
+
+    let bad = Request::builder()
+        .uri("/api/events")
+        .header("last-event-id", "yesterday")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(bad).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+}
