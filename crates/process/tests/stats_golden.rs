@@ -70,7 +70,7 @@ fn run(name: &str, mode: Mode) -> (Vec<String>, AccountStatsProcessor) {
                         offset,
                     },
                     Utc::now(),
-                    ev,
+                    *ev,
                 );
                 if mode == Mode::OneBatch {
                     pending.push(rec);

@@ -60,7 +60,7 @@ pub struct Line {
 }
 
 pub enum Step {
-    Event(Event),
+    Event(Box<Event>),
     Tick,
 }
 
@@ -78,7 +78,7 @@ pub fn parse(text: &str) -> (Option<serde_json::Value>, Vec<Step>) {
         } else if line.tick {
             steps.push(Step::Tick);
         } else {
-            steps.push(Step::Event(event(&line)));
+            steps.push(Step::Event(Box::new(event(&line))));
         }
     }
     (config, steps)
