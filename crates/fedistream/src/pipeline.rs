@@ -181,6 +181,11 @@ pub fn processors(cfg: &Config) -> anyhow::Result<Vec<ProcessorSpec>> {
     let mut out = Vec::new();
     for (name, p) in &cfg.processors {
         let processor: Box<dyn Processor> = match p {
+            crate::config::ProcessorConfig::AccountStats(c) => Box::new(
+                fedistream_process::stats::AccountStatsProcessor::new(name, c, name)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("processors.{name}"))?,
+            ),
             #[cfg(feature = "test-util")]
             crate::config::ProcessorConfig::TestCount(t) => Box::new(
                 fedistream_core::testing::counting::CountingProcessor::new(name, t.window, name, t.tick),
