@@ -10,6 +10,7 @@ mod follow;
 mod pipeline;
 mod progress;
 mod roles;
+mod stats;
 mod status;
 
 use std::process::ExitCode;
