@@ -261,23 +261,24 @@ impl AccountState {
             .filter(|(_, w)| w.closed && w.end <= horizon && w.touched <= horizon)
             .map(|(k, _)| *k)
             .collect();
-        if evict.is_empty()
-            && !self
-                .posts
-                .values()
-                .any(|p| p.t.is_none() && p.touched <= horizon)
-        {
+        // Nothing to evict is the common case: return without looking at the posts.
+        let Some(last_end) = evict
+            .iter()
+            .filter_map(|k| self.windows.get(k).map(|w| w.end))
+            .max()
+        else {
             return;
-        }
+        };
         for k in &evict {
             let w = self.windows.remove(k).expect("listed above");
             let f = self.floor.entry(k.0).or_insert(w.end);
             *f = (*f).max(w.end);
         }
-        // Posts none of whose windows is held any more go with them.
+        // Posts none of whose windows is held any more go with them (only posts
+        // before the latest evicted end can be among them).
         let gone: Vec<(i64, String)> = self
             .by_time
-            .iter()
+            .range(..(last_end, String::new()))
             .filter(|(t, _)| {
                 rules.sizes.iter().all(|&s| {
                     let (start, end) = rules.calendar.window(s, *t);
@@ -291,7 +292,9 @@ impl AccountState {
             self.by_time.remove(&(t, k.clone()));
             self.posts.remove(&k);
         }
-        // Deletes of posts never seen: kept for `keep_closed` in case the post comes late.
+        // Deletes of posts never seen: kept for `keep_closed` in case the post
+        // comes late (looked at when windows are evicted, which an account that
+        // keeps posting does regularly).
         self.posts
             .retain(|_, p| p.t.is_some() || p.touched > horizon);
     }
