@@ -20,9 +20,7 @@ use clap::{Args, ValueEnum};
 use fedistream_core::sqlite::SqliteLog;
 use fedistream_core::Log;
 use fedistream_process::stats::record::TopK;
-use fedistream_process::stats::{
-    state_namespace, AccountState, AccountStatsConfig, StatsRecord, WindowSize,
-};
+use fedistream_process::stats::{state_namespace, AccountStatsConfig, StatsRecord, WindowSize};
 
 use crate::config::{Config, LogBackend, ProcessorConfig};
 
@@ -192,18 +190,14 @@ async fn load(
             sqlite
         }
     };
-    for (k, v) in log
-        .state_scan(&state_namespace(name))
+    let ns = state_namespace(name);
+    let entries = log
+        .state_scan(&ns)
         .await
-        .context("reading the processor's state")?
-    {
-        let Some((_, account)) = fedistream_process::stats::parse_state_key(&k) else {
-            continue;
-        };
-        let mut st: AccountState = serde_json::from_str(&v).with_context(|| {
-            format!("state {k} of processor `{name}` is not account statistics")
-        })?;
-        st.reindex();
+        .context("reading the processor's state")?;
+    let states =
+        fedistream_process::stats::load_states(&ns, entries, None).map_err(anyhow::Error::msg)?;
+    for ((_, account), st) in &states {
         let held: Vec<((WindowSize, i64), bool, u32)> = st
             .held_windows()
             .map(|(k, w)| (*k, w.closed, w.finals.saturating_sub(1)))

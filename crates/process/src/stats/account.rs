@@ -50,13 +50,19 @@ pub struct AccountState {
     /// Per size: windows ending at or before this were evicted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floor: BTreeMap<WindowSize, i64>,
-    #[serde(default)]
+    /// The held posts by URI. Stored one state entry per post (see
+    /// [`super::AccountStatsProcessor`]), not with the rest of the account, so a
+    /// batch writes the posts it changed, not every post held.
+    #[serde(skip)]
     pub posts: BTreeMap<String, PostEntry>,
     #[serde(default, with = "pairs")]
     pub windows: BTreeMap<(WindowSize, i64), WindowMeta>,
     /// (event time, URI) of every post with a known time: the window index.
     #[serde(skip)]
     by_time: BTreeSet<(i64, String)>,
+    /// Posts changed or removed since the state was last saved.
+    #[serde(skip)]
+    changed_posts: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -103,6 +109,11 @@ pub struct Applied {
 }
 
 impl AccountState {
+    /// The posts changed (or removed: absent from `posts`) since the last call.
+    pub fn take_changed_posts(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed_posts)
+    }
+
     /// Rebuild the in-memory index after loading.
     pub fn reindex(&mut self) {
         self.by_time = self
@@ -197,6 +208,7 @@ impl AccountState {
         }
         out.changed = true;
         entry.touched = wm;
+        self.changed_posts.insert(ev.key.clone());
         if let Some(t) = t {
             self.by_time.insert((t, ev.key.clone()));
             for &size in &rules.sizes {
@@ -291,12 +303,21 @@ impl AccountState {
         for (t, k) in gone {
             self.by_time.remove(&(t, k.clone()));
             self.posts.remove(&k);
+            self.changed_posts.insert(k);
         }
         // Deletes of posts never seen: kept for `keep_closed` in case the post
         // comes late (looked at when windows are evicted, which an account that
         // keeps posting does regularly).
-        self.posts
-            .retain(|_, p| p.t.is_some() || p.touched > horizon);
+        let stale: Vec<String> = self
+            .posts
+            .iter()
+            .filter(|(_, p)| p.t.is_none() && p.touched <= horizon)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.posts.remove(&k);
+            self.changed_posts.insert(k);
+        }
     }
 
     /// Early emission of the open windows changed since their last emission.

@@ -4,9 +4,10 @@
 //!
 //! This module owns the configuration and the [`Processor`] glue: state per
 //! account (keyed `<partition>/<account>` in the processor's namespace, so it
-//! moves with its input partition), loading it in `open`, writing the accounts
-//! a batch changed with the batch, and early emission of open windows from the
-//! timer. The windowing rules are in [`account`], window arithmetic in
+//! moves with its input partition; each held post in its own entry
+//! `<partition>/<account>/<post URI>`, so a batch writes what it changed, not
+//! every post held), loading it in `open`, writing what a batch changed with
+//! the batch, and early emission of open windows from the timer. The windowing rules are in [`account`], window arithmetic in
 //! [`window`], what is kept per post in [`facts`]. The runtime commits the
 //! records, the state and the input offset together; everything emitted from
 //! `process` depends only on the order of each account's events, never on the
@@ -177,10 +178,58 @@ pub fn state_namespace(name: &str) -> String {
     format!("proc:{name}")
 }
 
-/// Split a state key `<partition>/<account>`.
-pub fn parse_state_key(k: &str) -> Option<(u32, &str)> {
-    let (p, a) = k.split_once('/')?;
-    Some((p.parse().ok()?, a))
+/// Split a state key `<partition>/<account>[/<post URI>]`.
+pub fn parse_state_key(k: &str) -> Option<(u32, &str, Option<&str>)> {
+    let (p, rest) = k.split_once('/')?;
+    let p = p.parse().ok()?;
+    Some(match rest.split_once('/') {
+        Some((a, uri)) => (p, a, Some(uri)),
+        None => (p, rest, None),
+    })
+}
+
+/// The accounts' states from the entries of a processor's namespace `ns`
+/// (those of `partitions`; all with `None`): per account, one entry with its
+/// windows and watermark and one per held post.
+pub fn load_states(
+    ns: &str,
+    entries: Vec<(String, String)>,
+    partitions: Option<&[u32]>,
+) -> Result<BTreeMap<(u32, String), AccountState>, String> {
+    let mut accounts: BTreeMap<(u32, String), AccountState> = BTreeMap::new();
+    let mut posts: Vec<((u32, String), String, account::PostEntry)> = Vec::new();
+    for (k, v) in entries {
+        let Some((p, account, uri)) = parse_state_key(&k) else {
+            continue;
+        };
+        if partitions.is_some_and(|ps| !ps.contains(&p)) {
+            continue;
+        }
+        let bad = |e: serde_json::Error| format!("state {ns}/{k} is not account statistics: {e}");
+        match uri {
+            None => {
+                let st: AccountState = serde_json::from_str(&v).map_err(bad)?;
+                let posts = std::mem::take(
+                    &mut accounts.entry((p, account.to_string())).or_default().posts,
+                );
+                let slot = accounts.entry((p, account.to_string())).or_default();
+                *slot = st;
+                slot.posts = posts;
+            }
+            Some(uri) => posts.push((
+                (p, account.to_string()),
+                uri.to_string(),
+                serde_json::from_str(&v).map_err(bad)?,
+            )),
+        }
+    }
+    for (key, uri, post) in posts {
+        accounts.entry(key).or_default().posts.insert(uri, post);
+    }
+    for st in accounts.values_mut() {
+        st.reindex();
+    }
+    Ok(accounts)
 }
 
 impl AccountStatsProcessor {
@@ -211,23 +260,8 @@ impl AccountStatsProcessor {
         entries: Vec<(String, String)>,
         partitions: Option<&[u32]>,
     ) -> Result<(), ProcessorError> {
-        self.accounts.clear();
-        for (k, v) in entries {
-            let Some((p, account)) = parse_state_key(&k) else {
-                continue;
-            };
-            if partitions.is_some_and(|ps| !ps.contains(&p)) {
-                continue;
-            }
-            let mut st: AccountState = serde_json::from_str(&v).map_err(|e| {
-                ProcessorError::new(
-                    ErrorKind::Internal,
-                    format!("state {}/{k} is not account statistics: {e}", self.ns),
-                )
-            })?;
-            st.reindex();
-            self.accounts.insert((p, account.to_string()), st);
-        }
+        self.accounts = load_states(&self.ns, entries, partitions)
+            .map_err(|e| ProcessorError::new(ErrorKind::Internal, e))?;
         Ok(())
     }
 
@@ -240,15 +274,33 @@ impl AccountStatsProcessor {
         });
     }
 
-    fn save(&self, out: &mut ProcessorOutput, key: &(u32, String)) {
+    /// The state changes of one account: its windows and watermark in one
+    /// entry, and each post it changed (set) or dropped (deleted) in its own.
+    fn save(&mut self, out: &mut ProcessorOutput, key: &(u32, String)) {
         let k = format!("{}/{}", key.0, key.1);
-        match self.accounts.get(key) {
-            Some(st) if !st.is_empty() => out.state.push(StatePut::set(
+        let Some(st) = self.accounts.get_mut(key) else {
+            out.state.push(StatePut::delete(&self.ns, k));
+            return;
+        };
+        for uri in st.take_changed_posts() {
+            let pk = format!("{k}/{uri}");
+            match st.posts.get(&uri) {
+                Some(p) => out.state.push(StatePut::set(
+                    &self.ns,
+                    pk,
+                    serde_json::to_string(p).unwrap_or_default(),
+                )),
+                None => out.state.push(StatePut::delete(&self.ns, pk)),
+            }
+        }
+        if st.is_empty() {
+            out.state.push(StatePut::delete(&self.ns, k));
+        } else {
+            out.state.push(StatePut::set(
                 &self.ns,
                 k,
                 serde_json::to_string(st).unwrap_or_default(),
-            )),
-            _ => out.state.push(StatePut::delete(&self.ns, k)),
+            ));
         }
     }
 

@@ -48,7 +48,15 @@ fn toml_like(json: &str) -> AccountStatsConfig {
 fn state_keys_carry_the_partition() {
     assert_eq!(
         parse_state_key("3/ada@social.example"),
-        Some((3, "ada@social.example"))
+        Some((3, "ada@social.example", None))
+    );
+    assert_eq!(
+        parse_state_key("3/ada@social.example/https://social.example/users/ada/statuses/1"),
+        Some((
+            3,
+            "ada@social.example",
+            Some("https://social.example/users/ada/statuses/1")
+        ))
     );
     assert_eq!(parse_state_key("x/ada"), None);
     assert_eq!(parse_state_key("nopartition"), None);
@@ -80,26 +88,68 @@ fn an_undecodable_record_is_rejected_and_the_rest_processed() {
     p.process(&[bad, good], &mut out).unwrap();
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].0.offset, 1);
-    assert_eq!(out.state.len(), 1, "the account's state is written");
-    assert_eq!(out.state[0].key, "0/ada@social.example");
+    let keys: Vec<&str> = out.state.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "0/ada@social.example/https://social.example/users/ada/statuses/1",
+            "0/ada@social.example"
+        ],
+        "the post and the account's windows are written"
+    );
     // Loading what was written gives the same state back.
-    let saved = vec![(
-        out.state[0].key.clone(),
-        out.state[0].value.clone().unwrap(),
-    )];
+    let saved: Vec<(String, String)> = out
+        .state
+        .iter()
+        .map(|s| (s.key.clone(), s.value.clone().unwrap()))
+        .collect();
     let before = p.account(0, "ada@social.example").unwrap().clone();
-    p.load(saved, Some(&[0])).unwrap();
+    p.load(saved.clone(), Some(&[0])).unwrap();
     assert_eq!(p.account(0, "ada@social.example"), Some(&before));
+    assert_eq!(p.account(0, "ada@social.example").unwrap().posts.len(), 1);
     // State of partitions this process does not own is not loaded.
-    let saved = vec![(
-        out.state[0].key.clone(),
-        out.state[0].value.clone().unwrap(),
-    )];
     p.load(saved, Some(&[1])).unwrap();
     assert!(p.account(0, "ada@social.example").is_none());
     assert!(
         p.load(vec![("0/x@y".into(), "\"text\"".into())], None)
             .is_err(),
         "damaged state is an error, not a panic"
+    );
+}
+
+#[test]
+fn held_posts_stay_bounded_as_an_account_keeps_posting() {
+    // One post every 2.4 hours for 40 days: with the default 1 h lateness and
+    // 1 d keep_closed, about two days of posts are held, never the history.
+    let mut p = AccountStatsProcessor::new("s", &AccountStatsConfig::default(), "s").unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut max_posts = 0;
+    for i in 0..400u64 {
+        let mut post = fedistream_core::testing::post("ada@social.example", i, "hi");
+        post.created_at = Some(t0 + chrono::Duration::minutes(144 * i as i64));
+        let rec = LogRecord::from_event(
+            Position {
+                partition: 0,
+                offset: i,
+            },
+            Utc::now(),
+            fedistream_core::event::Event::created("s", post),
+        );
+        let mut out = ProcessorOutput::default();
+        p.process(&[rec], &mut out).unwrap();
+        let st = p.account(0, "ada@social.example").unwrap();
+        max_posts = max_posts.max(st.posts.len());
+    }
+    let st = p.account(0, "ada@social.example").unwrap();
+    assert!(
+        max_posts <= 30,
+        "at most ~3 days of 10 posts a day held: {max_posts}"
+    );
+    assert!(
+        st.held_windows().count() <= 40,
+        "{}",
+        st.held_windows().count()
     );
 }
