@@ -48,7 +48,7 @@ fn records(n: usize, accounts: usize, step: Duration) -> Vec<LogRecord> {
         .with_timezone(&Utc);
     (0..n)
         .map(|i| {
-            let acct = format!("user{}@server{}.example", i % accounts, i % 37);
+            let acct = format!("user{}@server{}.example", i % accounts, (i % accounts) % 37);
             let mut p = fedistream_core::testing::post(
                 &acct,
                 i as u64,

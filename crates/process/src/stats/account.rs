@@ -54,7 +54,8 @@ pub struct AccountState {
     /// [`super::AccountStatsProcessor`]), not with the rest of the account, so a
     /// batch writes the posts it changed, not every post held.
     #[serde(skip)]
-    pub posts: BTreeMap<String, PostEntry>,
+    /// (Boxed: a map node holds eleven slots, most of them empty for a quiet account.)
+    pub posts: BTreeMap<String, Box<PostEntry>>,
     #[serde(default, with = "pairs")]
     pub windows: BTreeMap<(WindowSize, i64), WindowMeta>,
     /// (event time, URI) of every post with a known time: the window index.
@@ -71,8 +72,8 @@ pub struct PostEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t: Option<i64>,
     /// Fingerprints of the versions seen (emptied by a delete).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub versions: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
     /// The version counted: the one with the latest edit time (then fingerprint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<(Option<i64>, String)>,
@@ -171,7 +172,8 @@ impl AccountState {
             (Some(p), EventKind::Created | EventKind::Updated) => {
                 if !entry.deleted {
                     let fp = ev.fingerprint();
-                    if entry.versions.insert(fp.clone()) {
+                    if let Err(at) = entry.versions.binary_search(&fp) {
+                        entry.versions.insert(at, fp.clone());
                         let candidate = (p.edited_at.map(|e| e.timestamp_millis()), fp);
                         if entry.current.as_ref().is_none_or(|c| candidate > *c) {
                             entry.current = Some(candidate);

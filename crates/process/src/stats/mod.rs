@@ -224,7 +224,11 @@ pub fn load_states(
         }
     }
     for (key, uri, post) in posts {
-        accounts.entry(key).or_default().posts.insert(uri, post);
+        accounts
+            .entry(key)
+            .or_default()
+            .posts
+            .insert(uri, Box::new(post));
     }
     for st in accounts.values_mut() {
         st.reindex();
