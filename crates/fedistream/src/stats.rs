@@ -93,11 +93,7 @@ pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
     if !pcfg.windows.contains(&a.window.size()) {
         eprintln!(
             "fedistream: processor `{name}` keeps {} windows, not {}",
-            pcfg.windows
-                .iter()
-                .map(|w| w.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            pcfg.windows.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(", "),
             a.window.size().as_str()
         );
         return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
@@ -120,9 +116,7 @@ pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
             render_account(&acct, &mine, a.format)
         }
         (None, None) => {
-            eprintln!(
-                "fedistream: name an account (@user@host) or use --top accounts|tags|languages"
-            );
+            eprintln!("fedistream: name an account (@user@host) or use --top accounts|tags|languages");
             return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
         }
     };
@@ -130,10 +124,7 @@ pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pick_processor(
-    cfg: &Config,
-    wanted: Option<&str>,
-) -> Result<(String, AccountStatsConfig), String> {
+fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, AccountStatsConfig), String> {
     let stats: Vec<(&String, &AccountStatsConfig)> = cfg
         .processors
         .iter()
@@ -159,49 +150,30 @@ fn pick_processor(
 }
 
 /// Every window the log knows of, latest revision each (state over topic).
-async fn load(
-    cfg: &Config,
-    name: &str,
-    pcfg: &AccountStatsConfig,
-) -> anyhow::Result<Vec<StatsRecord>> {
+async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
     let rules = pcfg.rules().map_err(anyhow::Error::msg)?;
     let mut by_key: BTreeMap<String, StatsRecord> = BTreeMap::new();
     let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
-        (LogBackend::Kafka, Some(k)) => fedistream_kafka::log::KafkaLog::open(k.clone())
-            .await
-            .with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
+        (LogBackend::Kafka, Some(k)) => {
+            fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?
+        }
         _ => {
-            let sqlite = SqliteLog::open_read_only(&cfg.log.path).with_context(|| {
-                format!(
-                    "no log yet at {} (has `fedistream run` started?)",
-                    cfg.log.path.display()
-                )
-            })?;
-            for (offset, payload) in sqlite
-                .topic_records(name)
-                .await
-                .context("reading the processor's topic")?
-            {
-                let rec: StatsRecord = serde_json::from_str(&payload).with_context(|| {
-                    format!("record {offset} of topic `{name}` is not a stats record")
-                })?;
+            let sqlite = SqliteLog::open_read_only(&cfg.log.path)
+                .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
+            for (offset, payload) in sqlite.topic_records(name).await.context("reading the processor's topic")? {
+                let rec: StatsRecord =
+                    serde_json::from_str(&payload).with_context(|| format!("record {offset} of topic `{name}` is not a stats record"))?;
                 by_key.insert(rec.key.clone(), rec);
             }
             sqlite
         }
     };
     let ns = state_namespace(name);
-    let entries = log
-        .state_scan(&ns)
-        .await
-        .context("reading the processor's state")?;
-    let states =
-        fedistream_process::stats::load_states(&ns, entries, None).map_err(anyhow::Error::msg)?;
+    let entries = log.state_scan(&ns).await.context("reading the processor's state")?;
+    let states = fedistream_process::stats::load_states(&ns, entries, None).map_err(anyhow::Error::msg)?;
     for ((_, account), st) in &states {
-        let held: Vec<((WindowSize, i64), bool, u32)> = st
-            .held_windows()
-            .map(|(k, w)| (*k, w.closed, w.finals.saturating_sub(1)))
-            .collect();
+        let held: Vec<((WindowSize, i64), bool, u32)> =
+            st.held_windows().map(|(k, w)| (*k, w.closed, w.finals.saturating_sub(1))).collect();
         for ((size, start), closed, revision) in held {
             let rec = st.record(account, size, start, revision, closed, &rules);
             by_key.insert(rec.key.clone(), rec);
@@ -216,13 +188,9 @@ fn select(records: Vec<StatsRecord>, size: WindowSize, since: Duration) -> Vec<S
     let Some(newest) = v.iter().map(|r| r.end.clone()).max() else {
         return v;
     };
-    let newest = chrono::DateTime::parse_from_rfc3339(&newest)
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(i64::MAX);
+    let newest = chrono::DateTime::parse_from_rfc3339(&newest).map(|t| t.timestamp_millis()).unwrap_or(i64::MAX);
     let from = newest.saturating_sub(since.as_millis().min(i64::MAX as u128) as i64);
-    v.retain(|r| {
-        chrono::DateTime::parse_from_rfc3339(&r.start).is_ok_and(|t| t.timestamp_millis() >= from)
-    });
+    v.retain(|r| chrono::DateTime::parse_from_rfc3339(&r.start).is_ok_and(|t| t.timestamp_millis() >= from));
     v.sort_by(|a, b| (&a.start, &a.account).cmp(&(&b.start, &b.account)));
     v
 }
@@ -269,11 +237,7 @@ fn totals(account: &str, recs: &[&StatsRecord]) -> Totals {
         account: account.to_string(),
         window: recs[0].window.as_str().to_string(),
         zone: recs[0].zone.clone(),
-        from: recs
-            .iter()
-            .map(|r| r.start.clone())
-            .min()
-            .unwrap_or_default(),
+        from: recs.iter().map(|r| r.start.clone()).min().unwrap_or_default(),
         to: recs.iter().map(|r| r.end.clone()).max().unwrap_or_default(),
         windows: recs.len(),
         hours: vec![0; 24],
@@ -355,11 +319,7 @@ fn day_of(ts: &str) -> &str {
 /// The last day a window end (exclusive) covers.
 fn last_day(end: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(end)
-        .map(|t| {
-            (t - chrono::Duration::milliseconds(1))
-                .format("%Y-%m-%d")
-                .to_string()
-        })
+        .map(|t| (t - chrono::Duration::milliseconds(1)).format("%Y-%m-%d").to_string())
         .unwrap_or_else(|_| day_of(end).to_string())
 }
 
@@ -407,30 +367,13 @@ fn render_account(account: &str, recs: &[&StatsRecord], format: Format) -> Strin
         c("favourites_received")
     ));
     s.push_str(&format!("\nHour of day ({})\n", t.zone));
-    s.push_str(&bars(
-        &t.hours
-            .iter()
-            .enumerate()
-            .map(|(h, n)| (format!("{h:02}"), *n))
-            .collect::<Vec<_>>(),
-    ));
+    s.push_str(&bars(&t.hours.iter().enumerate().map(|(h, n)| (format!("{h:02}"), *n)).collect::<Vec<_>>()));
     s.push_str("\nWeekday\n");
     let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    s.push_str(&bars(
-        &t.weekdays
-            .iter()
-            .enumerate()
-            .map(|(d, n)| (days[d].to_string(), *n))
-            .collect::<Vec<_>>(),
-    ));
+    s.push_str(&bars(&t.weekdays.iter().enumerate().map(|(d, n)| (days[d].to_string(), *n)).collect::<Vec<_>>()));
     s.push_str("\nLanguages\n");
     s.push_str(&bars(&ranked(t.languages.clone(), 12)));
-    let list = |v: &[(String, u64)], prefix: &str| {
-        v.iter()
-            .map(|(k, n)| format!("{prefix}{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = |v: &[(String, u64)], prefix: &str| v.iter().map(|(k, n)| format!("{prefix}{k} {n}")).collect::<Vec<_>>().join(", ");
     for (title, v, prefix) in [
         ("Applications", ranked(t.applications.clone(), 10), ""),
         ("Tags", t.tags.clone(), "#"),
@@ -465,39 +408,18 @@ fn render_top(records: &[StatsRecord], top: Top, limit: usize, format: Format) -
         Top::Languages => "languages by posts",
     };
     if format == Format::Json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(k, n)| serde_json::json!({ "name": k, "count": n }))
-            .collect();
-        return serde_json::to_string_pretty(&serde_json::json!({ "top": what, "rows": v }))
-            .unwrap_or_default()
-            + "\n";
+        let v: Vec<serde_json::Value> = rows.iter().map(|(k, n)| serde_json::json!({ "name": k, "count": n })).collect();
+        return serde_json::to_string_pretty(&serde_json::json!({ "top": what, "rows": v })).unwrap_or_default() + "\n";
     }
     let (from, to) = (
-        records
-            .iter()
-            .map(|r| r.start.clone())
-            .min()
-            .unwrap_or_default(),
-        records
-            .iter()
-            .map(|r| r.end.clone())
-            .max()
-            .unwrap_or_default(),
+        records.iter().map(|r| r.start.clone()).min().unwrap_or_default(),
+        records.iter().map(|r| r.end.clone()).max().unwrap_or_default(),
     );
     if rows.is_empty() {
         return "No statistics yet.\n".to_string();
     }
-    let shown: Vec<(String, u64)> = rows
-        .into_iter()
-        .map(|(k, n)| (if top == Top::Tags { format!("#{k}") } else { k }, n))
-        .collect();
-    format!(
-        "Top {what}, {} to {}\n{}",
-        day_of(&from),
-        last_day(&to),
-        bars(&shown)
-    )
+    let shown: Vec<(String, u64)> = rows.into_iter().map(|(k, n)| (if top == Top::Tags { format!("#{k}") } else { k }, n)).collect();
+    format!("Top {what}, {} to {}\n{}", day_of(&from), last_day(&to), bars(&shown))
 }
 
 fn human(d: Duration) -> String {

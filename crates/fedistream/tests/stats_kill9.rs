@@ -19,18 +19,7 @@ fn generate(dir: &Path) -> std::path::PathBuf {
     let (s, _, err) = run_to_end(
         dir,
         "generate",
-        &[
-            "bench",
-            "generate",
-            "--count",
-            "600",
-            "--accounts",
-            "12",
-            "--seed",
-            "7",
-            "--out",
-            out.to_str().unwrap(),
-        ],
+        &["bench", "generate", "--count", "600", "--accounts", "12", "--seed", "7", "--out", out.to_str().unwrap()],
     );
     assert!(s.success(), "{err}");
     out
@@ -77,10 +66,7 @@ fn records(path: &Path) -> BTreeSet<String> {
         // The replay source stamps interaction counts with the time it read
         // them, so each run's log holds different observation times (the
         // events' own input, not the processor's doing): leave them out.
-        w["engagement"]
-            .as_object_mut()
-            .unwrap()
-            .remove("observed_at");
+        w["engagement"].as_object_mut().unwrap().remove("observed_at");
         let w = w.to_string();
         assert!(set.insert(w.clone()), "record emitted twice: {w}");
     }
@@ -94,27 +80,14 @@ async fn account_stats_killed_at_random_points_give_the_stats_of_one_run_on_sqli
 
     let whole = tempfile::tempdir().unwrap();
     let cfg = write_file(whole.path(), "c.toml", &config(whole.path(), &input));
-    let p = Spawn::new(
-        whole.path(),
-        "whole",
-        &["run", "--config", cfg.to_str().unwrap(), "--worker", "w"],
-    )
-    .start();
+    let p = Spawn::new(whole.path(), "whole", &["run", "--config", cfg.to_str().unwrap(), "--worker", "w"]).start();
     let s = p.wait_exit(Duration::from_secs(240)).await;
     assert!(s.success(), "{s}\n{}", p.stderr());
     let want = records(&whole.path().join("stats.jsonl"));
-    assert!(
-        want.len() >= 40,
-        "600 posts of 12 accounts over hours close many windows: {}",
-        want.len()
-    );
+    assert!(want.len() >= 40, "600 posts of 12 accounts over hours close many windows: {}", want.len());
 
     let killed_dir = tempfile::tempdir().unwrap();
-    let cfg = write_file(
-        killed_dir.path(),
-        "c.toml",
-        &config(killed_dir.path(), &input),
-    );
+    let cfg = write_file(killed_dir.path(), "c.toml", &config(killed_dir.path(), &input));
     let args = ["run", "--config", cfg.to_str().unwrap(), "--worker", "w"];
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let mut killed = 0;
@@ -134,10 +107,7 @@ async fn account_stats_killed_at_random_points_give_the_stats_of_one_run_on_sqli
     let p = Spawn::new(killed_dir.path(), "last", &args).start();
     let s = p.wait_exit(Duration::from_secs(240)).await;
     assert!(s.success(), "{s}\n{}", p.stderr());
-    assert!(
-        killed >= KILLS / 2,
-        "only {killed} kills landed before a run finished: the test did not test much"
-    );
+    assert!(killed >= KILLS / 2, "only {killed} kills landed before a run finished: the test did not test much");
     let got = records(&killed_dir.path().join("stats.jsonl"));
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);

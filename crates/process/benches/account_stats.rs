@@ -32,51 +32,31 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const LANGS: [&str; 5] = ["en", "de", "ja", "pt", "fr"];
-const TAGS: [&str; 6] = [
-    "rustlang",
-    "photography",
-    "books",
-    "music",
-    "cycling",
-    "fediverse",
-];
+const TAGS: [&str; 6] = ["rustlang", "photography", "books", "music", "cycling", "fediverse"];
 
 /// `n` events by `accounts` accounts, one every `step` of event time, as the log stores them.
 fn records(n: usize, accounts: usize, step: Duration) -> Vec<LogRecord> {
-    let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
+    let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
     (0..n)
         .map(|i| {
             let acct = format!("user{}@server{}.example", i % accounts, (i % accounts) % 37);
             let mut p = fedistream_core::testing::post(
                 &acct,
                 i as u64,
-                &format!(
-                    "Post number {i} about #{} with https://news.example/{i} and some more words",
-                    TAGS[i % 6]
-                ),
+                &format!("Post number {i} about #{} with https://news.example/{i} and some more words", TAGS[i % 6]),
             );
             p.created_at = Some(t0 + step * i as i32);
             p.language = Some(LANGS[i % 5].into());
             p.tags = vec![TAGS[i % 6].into(), TAGS[(i / 7) % 6].into()];
             p.application = Some(["Web", "Tusky", "Ivory"][i % 3].into());
             let ev = Event::created("bench", p);
-            LogRecord::new(
-                Position {
-                    partition: 0,
-                    offset: i as u64,
-                },
-                Utc::now(),
-                ev.to_json().into(),
-            )
+            LogRecord::new(Position { partition: 0, offset: i as u64 }, Utc::now(), ev.to_json().into())
         })
         .collect()
 }
 
 fn run(recs: &[LogRecord]) -> (AccountStatsProcessor, usize) {
-    let mut p =
-        AccountStatsProcessor::new("stats", &AccountStatsConfig::default(), "stats").unwrap();
+    let mut p = AccountStatsProcessor::new("stats", &AccountStatsConfig::default(), "stats").unwrap();
     let mut produced = 0;
     for batch in recs.chunks(4096) {
         let mut out = ProcessorOutput::default();
@@ -95,10 +75,7 @@ fn state_memory() {
     // The records keep their decoded events: only the processor is measured.
     drop(recs);
     let held = HELD.load(Ordering::Relaxed).saturating_sub(before);
-    eprintln!(
-        "account_stats state: {:.1} MiB for 10,000 accounts (hour and day windows, 5 posts each)",
-        held as f64 / (1 << 20) as f64
-    );
+    eprintln!("account_stats state: {:.1} MiB for 10,000 accounts (hour and day windows, 5 posts each)", held as f64 / (1 << 20) as f64);
     drop(p);
 }
 
@@ -109,9 +86,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("account_stats");
     g.sample_size(10);
     g.throughput(Throughput::Elements(recs.len() as u64));
-    g.bench_function("process 100k events, 1k accounts, 10 days", |b| {
-        b.iter(|| run(&recs).1)
-    });
+    g.bench_function("process 100k events, 1k accounts, 10 days", |b| b.iter(|| run(&recs).1));
     g.finish();
 }
 

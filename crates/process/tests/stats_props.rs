@@ -41,24 +41,20 @@ fn gen() -> impl Strategy<Value = Gen> {
         prop::bool::weighted(0.15),
         0..5u64,
     )
-        .prop_map(
-            |(account, minute, lang, tags, reply, edited, deleted, favourites)| Gen {
-                account,
-                minute,
-                lang,
-                tags,
-                reply,
-                edited,
-                deleted,
-                favourites,
-            },
-        )
+        .prop_map(|(account, minute, lang, tags, reply, edited, deleted, favourites)| Gen {
+            account,
+            minute,
+            lang,
+            tags,
+            reply,
+            edited,
+            deleted,
+            favourites,
+        })
 }
 
 fn base() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-27T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-03-27T00:00:00Z").unwrap().with_timezone(&Utc)
 }
 
 /// The events of the stream, each with its event time (minutes), in sorted order.
@@ -74,10 +70,7 @@ fn events(posts: &[Gen]) -> Vec<(i64, Event)> {
             acct: acct.into(),
             id: i.to_string(),
             at: Some(at),
-            text: format!(
-                "post {i} with https://example.org/{i} #{}",
-                tags[g.tags.first().copied().unwrap_or(0)]
-            ),
+            text: format!("post {i} with https://example.org/{i} #{}", tags[g.tags.first().copied().unwrap_or(0)]),
             lang: Some(langs[g.lang].into()),
             app: Some(["Tusky", "Elk"][g.lang % 2].into()),
             tags: g.tags.iter().map(|t| tags[*t].to_string()).collect(),
@@ -86,13 +79,7 @@ fn events(posts: &[Gen]) -> Vec<(i64, Event)> {
                 1 => Some(acct.into()),
                 _ => Some("zed@other.example".into()),
             },
-            counts: Some((
-                0,
-                1,
-                g.favourites,
-                at + Duration::minutes(5),
-                "social.example".into(),
-            )),
+            counts: Some((0, 1, g.favourites, at + Duration::minutes(5), "social.example".into())),
             ..Default::default()
         };
         out.push((g.minute, fixture::event(&line)));
@@ -106,10 +93,7 @@ fn events(posts: &[Gen]) -> Vec<(i64, Event)> {
             out.push((g.minute, fixture::event(&edit)));
         }
         if g.deleted {
-            let del = Line {
-                kind: Some("deleted".into()),
-                ..line.clone()
-            };
+            let del = Line { kind: Some("deleted".into()), ..line.clone() };
             out.push((g.minute, fixture::event(&del)));
         }
     }
@@ -120,31 +104,18 @@ fn events(posts: &[Gen]) -> Vec<(i64, Event)> {
 
 /// Every window's last record after the stream, open windows emitted at the end.
 fn final_stats(stream: &[Event]) -> BTreeMap<String, String> {
-    let cfg = AccountStatsConfig {
-        emit_open_every: Some(std::time::Duration::from_secs(1)),
-        ..Default::default()
-    };
+    let cfg = AccountStatsConfig { emit_open_every: Some(std::time::Duration::from_secs(1)), ..Default::default() };
     let mut p = AccountStatsProcessor::new("stats", &cfg, "stats").unwrap();
     let mut out = ProcessorOutput::default();
     for (i, ev) in stream.iter().enumerate() {
-        let rec = LogRecord::from_event(
-            Position {
-                partition: 0,
-                offset: i as u64,
-            },
-            Utc::now(),
-            ev.clone(),
-        );
+        let rec = LogRecord::from_event(Position { partition: 0, offset: i as u64 }, Utc::now(), ev.clone());
         p.process(&[rec], &mut out).unwrap();
     }
     p.tick(Utc::now(), &mut out).unwrap();
     let mut last = BTreeMap::new();
     for r in out.records {
         let v: serde_json::Value = serde_json::from_str(&r.payload).unwrap();
-        last.insert(
-            v["key"].as_str().unwrap().to_string(),
-            r.payload.to_string(),
-        );
+        last.insert(v["key"].as_str().unwrap().to_string(), r.payload.to_string());
     }
     last
 }

@@ -277,10 +277,7 @@ pub fn complete_lines(path: &Path) -> Vec<String> {
 pub fn written_events(path: &Path) -> Vec<Value> {
     complete_lines(path)
         .iter()
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", path.display()))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", path.display())))
         .collect()
 }
 
@@ -440,9 +437,5 @@ pub fn summary_counters(stderr: &str, line_prefix: &str) -> HashMap<String, u64>
 /// A Kafka pipeline name unique to this test run (its topics and groups are its own).
 #[allow(dead_code)]
 pub fn pipeline_name(test: &str) -> String {
-    format!(
-        "it-{test}-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
+    format!("it-{test}-{}-{:x}", std::process::id(), rand::random::<u32>())
 }

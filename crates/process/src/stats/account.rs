@@ -117,33 +117,22 @@ impl AccountState {
 
     /// Rebuild the in-memory index after loading.
     pub fn reindex(&mut self) {
-        self.by_time = self
-            .posts
-            .iter()
-            .filter_map(|(k, p)| p.t.map(|t| (t, k.clone())))
-            .collect();
+        self.by_time = self.posts.iter().filter_map(|(k, p)| p.t.map(|t| (t, k.clone()))).collect();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.newest.is_none()
-            && self.posts.is_empty()
-            && self.windows.is_empty()
-            && self.floor.is_empty()
+        self.newest.is_none() && self.posts.is_empty() && self.windows.is_empty() && self.floor.is_empty()
     }
 
     pub fn watermark(&self, rules: &Rules) -> i64 {
-        self.newest
-            .map(|n| n.saturating_sub(rules.lateness_ms))
-            .unwrap_or(i64::MIN)
+        self.newest.map(|n| n.saturating_sub(rules.lateness_ms)).unwrap_or(i64::MIN)
     }
 
     pub fn apply(&mut self, account: &str, ev: &Event, rules: &Rules) -> Applied {
         let mut out = Applied::default();
         let wm = self.watermark(rules);
         let t = match &ev.post {
-            Some(p) if ev.kind != EventKind::Deleted => {
-                Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis())
-            }
+            Some(p) if ev.kind != EventKind::Deleted => Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis()),
             _ => self.posts.get(&ev.key).and_then(|p| p.t),
         };
         // Which of the post's windows are evicted.
@@ -151,9 +140,7 @@ impl AccountState {
         if let Some(t) = t {
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);
-                if !self.windows.contains_key(&(size, start))
-                    && self.floor.get(&size).is_some_and(|f| end <= *f)
-                {
+                if !self.windows.contains_key(&(size, start)) && self.floor.get(&size).is_some_and(|f| end <= *f) {
                     beyond += 1;
                 }
             }
@@ -220,13 +207,7 @@ impl AccountState {
                     out.late_dropped += 1;
                     continue;
                 }
-                let w = self
-                    .windows
-                    .entry((size, start))
-                    .or_insert_with(|| WindowMeta {
-                        end,
-                        ..Default::default()
-                    });
+                let w = self.windows.entry((size, start)).or_insert_with(|| WindowMeta { end, ..Default::default() });
                 w.touched = wm;
                 if end <= wm {
                     // Closed already (or a backfill of a window never seen): emit now.
@@ -234,8 +215,7 @@ impl AccountState {
                     w.dirty = false;
                     let rev = w.finals;
                     w.finals += 1;
-                    out.records
-                        .push(self.record(account, size, start, rev, true, rules));
+                    out.records.push(self.record(account, size, start, rev, true, rules));
                 } else {
                     w.dirty = true;
                 }
@@ -252,12 +232,7 @@ impl AccountState {
     /// has been closed for longer than `keep_closed`.
     fn close_and_evict(&mut self, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
         let wm = self.watermark(rules);
-        let closing: Vec<(WindowSize, i64)> = self
-            .windows
-            .iter()
-            .filter(|(_, w)| !w.closed && w.end <= wm)
-            .map(|(k, _)| *k)
-            .collect();
+        let closing: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.end <= wm).map(|(k, _)| *k).collect();
         for (size, start) in closing {
             let rev = {
                 let w = self.windows.get_mut(&(size, start)).expect("listed above");
@@ -269,18 +244,10 @@ impl AccountState {
             records.push(self.record(account, size, start, rev, true, rules));
         }
         let horizon = wm.saturating_sub(rules.keep_closed_ms);
-        let evict: Vec<(WindowSize, i64)> = self
-            .windows
-            .iter()
-            .filter(|(_, w)| w.closed && w.end <= horizon && w.touched <= horizon)
-            .map(|(k, _)| *k)
-            .collect();
+        let evict: Vec<(WindowSize, i64)> =
+            self.windows.iter().filter(|(_, w)| w.closed && w.end <= horizon && w.touched <= horizon).map(|(k, _)| *k).collect();
         // Nothing to evict is the common case: return without looking at the posts.
-        let Some(last_end) = evict
-            .iter()
-            .filter_map(|k| self.windows.get(k).map(|w| w.end))
-            .max()
-        else {
+        let Some(last_end) = evict.iter().filter_map(|k| self.windows.get(k).map(|w| w.end)).max() else {
             return;
         };
         for k in &evict {
@@ -296,8 +263,7 @@ impl AccountState {
             .filter(|(t, _)| {
                 rules.sizes.iter().all(|&s| {
                     let (start, end) = rules.calendar.window(s, *t);
-                    !self.windows.contains_key(&(s, start))
-                        && self.floor.get(&s).is_some_and(|f| end <= *f)
+                    !self.windows.contains_key(&(s, start)) && self.floor.get(&s).is_some_and(|f| end <= *f)
                 })
             })
             .cloned()
@@ -310,12 +276,7 @@ impl AccountState {
         // Deletes of posts never seen: kept for `keep_closed` in case the post
         // comes late (looked at when windows are evicted, which an account that
         // keeps posting does regularly).
-        let stale: Vec<String> = self
-            .posts
-            .iter()
-            .filter(|(_, p)| p.t.is_none() && p.touched <= horizon)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let stale: Vec<String> = self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
         for k in stale {
             self.posts.remove(&k);
             self.changed_posts.insert(k);
@@ -324,12 +285,7 @@ impl AccountState {
 
     /// Early emission of the open windows changed since their last emission.
     pub fn emit_open(&mut self, account: &str, rules: &Rules) -> Vec<StatsRecord> {
-        let dirty: Vec<(WindowSize, i64)> = self
-            .windows
-            .iter()
-            .filter(|(_, w)| !w.closed && w.dirty)
-            .map(|(k, _)| *k)
-            .collect();
+        let dirty: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.dirty).map(|(k, _)| *k).collect();
         let mut out = Vec::new();
         for (size, start) in dirty {
             if let Some(w) = self.windows.get_mut(&(size, start)) {
@@ -341,44 +297,17 @@ impl AccountState {
     }
 
     /// The record of one held window (also what `fedistream stats` shows).
-    pub fn record(
-        &self,
-        account: &str,
-        size: WindowSize,
-        start: i64,
-        revision: u32,
-        is_final: bool,
-        rules: &Rules,
-    ) -> StatsRecord {
-        let end = self
-            .windows
-            .get(&(size, start))
-            .map(|w| w.end)
-            .unwrap_or_else(|| rules.calendar.window(size, start).1);
-        let posts = self
-            .by_time
-            .range((start, String::new())..(end, String::new()))
-            .filter_map(|(_, k)| self.posts.get(k))
-            .map(|p| Counted {
+    pub fn record(&self, account: &str, size: WindowSize, start: i64, revision: u32, is_final: bool, rules: &Rules) -> StatsRecord {
+        let end = self.windows.get(&(size, start)).map(|w| w.end).unwrap_or_else(|| rules.calendar.window(size, start).1);
+        let posts =
+            self.by_time.range((start, String::new())..(end, String::new())).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
                 t: p.t.unwrap_or(start),
                 facts: p.facts.as_ref(),
                 edits: p.versions.len().saturating_sub(1) as u64,
                 deleted: p.deleted,
                 observed: p.observed.as_ref(),
             });
-        record::build(
-            WindowId {
-                account,
-                size,
-                start,
-                end,
-                revision,
-                is_final,
-            },
-            &rules.calendar,
-            rules.top_k,
-            posts,
-        )
+        record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
     }
 
     /// The held windows, for readers of the state.
@@ -393,10 +322,7 @@ mod pairs {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        m: &BTreeMap<K, V>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(m: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(m.iter())
     }
 

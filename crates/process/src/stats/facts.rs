@@ -75,10 +75,7 @@ impl Facts {
         let reply = match &p.in_reply_to {
             None => 0,
             Some(r) => {
-                let to_self = r
-                    .account
-                    .as_deref()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(&p.account.acct))
+                let to_self = r.account.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&p.account.acct))
                     || r.account_id.as_deref().is_some_and(|id| id == p.account.id);
                 if to_self {
                     1
@@ -87,18 +84,10 @@ impl Facts {
                 }
             }
         };
-        let mut tags: Vec<String> = p
-            .tags
-            .iter()
-            .map(|t| t.trim_start_matches('#').to_lowercase())
-            .collect();
+        let mut tags: Vec<String> = p.tags.iter().map(|t| t.trim_start_matches('#').to_lowercase()).collect();
         tags.sort();
         tags.dedup();
-        let mut mentions: Vec<String> = p
-            .mentions
-            .iter()
-            .map(|m| m.acct.trim_start_matches('@').to_lowercase())
-            .collect();
+        let mut mentions: Vec<String> = p.mentions.iter().map(|m| m.acct.trim_start_matches('@').to_lowercase()).collect();
         mentions.sort();
         mentions.dedup();
         let urls = links(&p.content_text);
@@ -137,11 +126,7 @@ pub fn links(text: &str) -> Vec<&str> {
 /// The host of a URL, lower-case, without a leading `www.`.
 pub fn domain(u: &str) -> Option<String> {
     let host = url::Url::parse(u).ok()?.host_str()?.to_lowercase();
-    Some(
-        host.strip_prefix("www.")
-            .map(str::to_string)
-            .unwrap_or(host),
-    )
+    Some(host.strip_prefix("www.").map(str::to_string).unwrap_or(host))
 }
 
 #[cfg(test)]
@@ -151,14 +136,8 @@ mod tests {
     #[test]
     fn links_and_domains_come_from_the_text() {
         let t = "see https://www.Example.org/a?b=1, and (http://blog.example.net/x). not ftp://x nor #tag";
-        assert_eq!(
-            links(t),
-            vec!["https://www.Example.org/a?b=1", "http://blog.example.net/x"]
-        );
-        assert_eq!(
-            domain("https://www.Example.org/a?b=1").as_deref(),
-            Some("example.org")
-        );
+        assert_eq!(links(t), vec!["https://www.Example.org/a?b=1", "http://blog.example.net/x"]);
+        assert_eq!(domain("https://www.Example.org/a?b=1").as_deref(), Some("example.org"));
         assert_eq!(domain("https://"), None);
     }
 }

@@ -46,24 +46,14 @@ pub struct AccountStatsConfig {
     pub zone: Option<String>,
     /// How far behind an account's newest post a post may arrive and still fall
     /// in an open window.
-    #[serde(
-        default = "default_lateness",
-        with = "fedistream_core::units::duration"
-    )]
+    #[serde(default = "default_lateness", with = "fedistream_core::units::duration")]
     pub allowed_lateness: Duration,
     /// How long a closed window stays correctable (re-emitted on a late post,
     /// delete or edit) after the watermark passed it and its last change.
-    #[serde(
-        default = "default_keep_closed",
-        with = "fedistream_core::units::duration"
-    )]
+    #[serde(default = "default_keep_closed", with = "fedistream_core::units::duration")]
     pub keep_closed: Duration,
     /// Emit open windows that changed, this often (`final = false`). Off by default.
-    #[serde(
-        default,
-        with = "fedistream_core::units::opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "fedistream_core::units::opt_duration", skip_serializing_if = "Option::is_none")]
     pub emit_open_every: Option<Duration>,
     /// How many tags, mentions, boosted accounts and link domains a record lists.
     #[serde(default = "default_top_k")]
@@ -101,10 +91,7 @@ impl AccountStatsConfig {
     pub fn validate(&self) -> Vec<(&'static str, String)> {
         let mut errs = Vec::new();
         if self.windows.is_empty() {
-            errs.push((
-                "windows",
-                "at least one of \"hour\", \"day\", \"week\"".to_string(),
-            ));
+            errs.push(("windows", "at least one of \"hour\", \"day\", \"week\"".to_string()));
         }
         let distinct: BTreeSet<_> = self.windows.iter().collect();
         if distinct.len() != self.windows.len() {
@@ -112,28 +99,16 @@ impl AccountStatsConfig {
         }
         if let Some(z) = &self.zone {
             if let Err(e) = z.parse::<chrono_tz::Tz>() {
-                errs.push((
-                    "zone",
-                    format!("`{z}` is not an IANA time zone name (like \"Europe/Berlin\"): {e}"),
-                ));
+                errs.push(("zone", format!("`{z}` is not an IANA time zone name (like \"Europe/Berlin\"): {e}")));
             }
         }
         if self.allowed_lateness > Duration::from_secs(366 * 86_400) {
-            errs.push((
-                "allowed_lateness",
-                "at most a year (windows stay open that long)".to_string(),
-            ));
+            errs.push(("allowed_lateness", "at most a year (windows stay open that long)".to_string()));
         }
         if self.keep_closed > Duration::from_secs(366 * 86_400) {
-            errs.push((
-                "keep_closed",
-                "at most a year (closed windows are held that long)".to_string(),
-            ));
+            errs.push(("keep_closed", "at most a year (closed windows are held that long)".to_string()));
         }
-        if self
-            .emit_open_every
-            .is_some_and(|d| d < Duration::from_millis(10))
-        {
+        if self.emit_open_every.is_some_and(|d| d < Duration::from_millis(10)) {
             errs.push(("emit_open_every", "at least 10ms".to_string()));
         }
         if !(1..=1000).contains(&self.top_k) {
@@ -144,10 +119,7 @@ impl AccountStatsConfig {
 
     pub fn rules(&self) -> Result<Rules, String> {
         let zone = match &self.zone {
-            Some(z) => Some(
-                z.parse::<chrono_tz::Tz>()
-                    .map_err(|e| format!("zone `{z}`: {e}"))?,
-            ),
+            Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|e| format!("zone `{z}`: {e}"))?),
             None => None,
         };
         let mut sizes = self.windows.clone();
@@ -209,26 +181,16 @@ pub fn load_states(
         match uri {
             None => {
                 let st: AccountState = serde_json::from_str(&v).map_err(bad)?;
-                let posts = std::mem::take(
-                    &mut accounts.entry((p, account.to_string())).or_default().posts,
-                );
+                let posts = std::mem::take(&mut accounts.entry((p, account.to_string())).or_default().posts);
                 let slot = accounts.entry((p, account.to_string())).or_default();
                 *slot = st;
                 slot.posts = posts;
             }
-            Some(uri) => posts.push((
-                (p, account.to_string()),
-                uri.to_string(),
-                serde_json::from_str(&v).map_err(bad)?,
-            )),
+            Some(uri) => posts.push(((p, account.to_string()), uri.to_string(), serde_json::from_str(&v).map_err(bad)?)),
         }
     }
     for (key, uri, post) in posts {
-        accounts
-            .entry(key)
-            .or_default()
-            .posts
-            .insert(uri, Box::new(post));
+        accounts.entry(key).or_default().posts.insert(uri, Box::new(post));
     }
     for st in accounts.values_mut() {
         st.reindex();
@@ -259,13 +221,8 @@ impl AccountStatsProcessor {
 
     /// Replace the in-memory state by `entries` of the processor's namespace
     /// (those of `partitions`; all with `None`).
-    pub fn load(
-        &mut self,
-        entries: Vec<(String, String)>,
-        partitions: Option<&[u32]>,
-    ) -> Result<(), ProcessorError> {
-        self.accounts = load_states(&self.ns, entries, partitions)
-            .map_err(|e| ProcessorError::new(ErrorKind::Internal, e))?;
+    pub fn load(&mut self, entries: Vec<(String, String)>, partitions: Option<&[u32]>) -> Result<(), ProcessorError> {
+        self.accounts = load_states(&self.ns, entries, partitions).map_err(|e| ProcessorError::new(ErrorKind::Internal, e))?;
         Ok(())
     }
 
@@ -289,22 +246,14 @@ impl AccountStatsProcessor {
         for uri in st.take_changed_posts() {
             let pk = format!("{k}/{uri}");
             match st.posts.get(&uri) {
-                Some(p) => out.state.push(StatePut::set(
-                    &self.ns,
-                    pk,
-                    serde_json::to_string(p).unwrap_or_default(),
-                )),
+                Some(p) => out.state.push(StatePut::set(&self.ns, pk, serde_json::to_string(p).unwrap_or_default())),
                 None => out.state.push(StatePut::delete(&self.ns, pk)),
             }
         }
         if st.is_empty() {
             out.state.push(StatePut::delete(&self.ns, k));
         } else {
-            out.state.push(StatePut::set(
-                &self.ns,
-                k,
-                serde_json::to_string(st).unwrap_or_default(),
-            ));
+            out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(st).unwrap_or_default()));
         }
     }
 
@@ -317,21 +266,13 @@ impl AccountStatsProcessor {
 
 #[async_trait]
 impl Processor for AccountStatsProcessor {
-    async fn open(
-        &mut self,
-        ctx: &ProcessorContext,
-        partitions: Option<&[u32]>,
-    ) -> Result<(), ProcessorError> {
+    async fn open(&mut self, ctx: &ProcessorContext, partitions: Option<&[u32]>) -> Result<(), ProcessorError> {
         self.status = Some(ctx.status.clone());
         let entries = ctx.log.state_scan(&self.ns).await?;
         self.load(entries, partitions)
     }
 
-    fn process(
-        &mut self,
-        batch: &[LogRecord],
-        out: &mut ProcessorOutput,
-    ) -> Result<(), ProcessorError> {
+    fn process(&mut self, batch: &[LogRecord], out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
         let mut touched = BTreeSet::new();
         let mut dropped = 0;
         for r in batch {
@@ -365,11 +306,7 @@ impl Processor for AccountStatsProcessor {
         self.emit_open_every
     }
 
-    fn tick(
-        &mut self,
-        _now: DateTime<Utc>,
-        out: &mut ProcessorOutput,
-    ) -> Result<(), ProcessorError> {
+    fn tick(&mut self, _now: DateTime<Utc>, out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
         if self.emit_open_every.is_none() {
             return Ok(());
         }

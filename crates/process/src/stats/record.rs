@@ -69,17 +69,10 @@ impl TopK {
     fn of(counts: BTreeMap<&str, u64>, k: usize) -> TopK {
         let distinct = counts.len() as u64;
         let total = counts.values().sum();
-        let mut v: Vec<(String, u64)> = counts
-            .into_iter()
-            .map(|(s, n)| (s.to_string(), n))
-            .collect();
+        let mut v: Vec<(String, u64)> = counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(k);
-        TopK {
-            top: v,
-            distinct,
-            total,
-        }
+        TopK { top: v, distinct, total }
     }
 }
 
@@ -107,11 +100,7 @@ impl Summary {
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
         // Nearest rank.
         let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Summary {
-            mean: (mean * 100.0).round() / 100.0,
-            median: rank(0.5),
-            p90: rank(0.9),
-        }
+        Summary { mean: (mean * 100.0).round() / 100.0, median: rank(0.5), p90: rank(0.9) }
     }
 }
 
@@ -157,20 +146,12 @@ pub struct WindowId<'a> {
     pub is_final: bool,
 }
 
-pub fn build<'a>(
-    id: WindowId<'_>,
-    cal: &Calendar,
-    top_k: usize,
-    posts: impl Iterator<Item = Counted<'a>>,
-) -> StatsRecord {
+pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Iterator<Item = Counted<'a>>) -> StatsRecord {
     let mut r = StatsRecord {
         key: format!("{}/{}/{}", id.account, id.size.as_str(), rfc3339(id.start)),
         account: id.account.to_string(),
         window: id.size,
-        zone: cal
-            .zone
-            .map(|z| z.name().to_string())
-            .unwrap_or_else(|| "UTC".into()),
+        zone: cal.zone.map(|z| z.name().to_string()).unwrap_or_else(|| "UTC".into()),
         start: rfc3339(id.start),
         end: rfc3339(id.end),
         revision: id.revision,
@@ -198,12 +179,7 @@ pub fn build<'a>(
         link_domains: TopK::default(),
         engagement: Engagement::default(),
     };
-    let (mut tags, mut mentions, mut boosted, mut domains) = (
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-        BTreeMap::new(),
-    );
+    let (mut tags, mut mentions, mut boosted, mut domains) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let (mut chars, mut words) = (Vec::new(), Vec::new());
     let mut latest: Option<&Observed> = None;
     for p in posts {
@@ -234,9 +210,7 @@ pub fn build<'a>(
         r.with_cw += f.cw as u64;
         r.sensitive += f.sensitive as u64;
         r.polls += f.poll as u64;
-        *r.languages
-            .entry(f.lang.clone().unwrap_or_else(|| "und".into()))
-            .or_default() += 1;
+        *r.languages.entry(f.lang.clone().unwrap_or_else(|| "und".into())).or_default() += 1;
         for t in &f.tags {
             *tags.entry(t.as_str()).or_default() += 1;
         }
@@ -260,11 +234,7 @@ pub fn build<'a>(
     }
     r.engagement.observed_at = latest.map(|o| rfc3339(o.at));
     r.engagement.observed_by = latest.map(|o| o.by.clone());
-    r.text = TextStats {
-        posts: chars.len() as u64,
-        chars: Summary::of(chars),
-        words: Summary::of(words),
-    };
+    r.text = TextStats { posts: chars.len() as u64, chars: Summary::of(chars), words: Summary::of(words) };
     r.tags = TopK::of(tags, top_k);
     r.mentions = TopK::of(mentions, top_k);
     r.boosted_accounts = TopK::of(boosted, top_k);
@@ -286,9 +256,7 @@ mod tests {
 
     #[test]
     fn top_k_orders_by_count_then_name_and_counts_the_rest() {
-        let m: BTreeMap<&str, u64> = [("b", 2), ("a", 2), ("c", 5), ("d", 1)]
-            .into_iter()
-            .collect();
+        let m: BTreeMap<&str, u64> = [("b", 2), ("a", 2), ("c", 5), ("d", 1)].into_iter().collect();
         let t = TopK::of(m, 2);
         assert_eq!(t.top, vec![("c".to_string(), 5), ("a".to_string(), 2)]);
         assert_eq!((t.distinct, t.total), (4, 10));

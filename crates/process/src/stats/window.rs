@@ -61,15 +61,9 @@ impl Calendar {
         match self.zone {
             Some(tz) => {
                 let l = utc.with_timezone(&tz);
-                (
-                    l.hour() as usize,
-                    l.weekday().num_days_from_monday() as usize,
-                )
+                (l.hour() as usize, l.weekday().num_days_from_monday() as usize)
             }
-            None => (
-                utc.hour() as usize,
-                utc.weekday().num_days_from_monday() as usize,
-            ),
+            None => (utc.hour() as usize, utc.weekday().num_days_from_monday() as usize),
         }
     }
 
@@ -122,57 +116,35 @@ mod tests {
     fn utc_windows_are_aligned() {
         let c = Calendar { zone: None };
         let t = ms("2026-03-11T13:45:10Z");
-        assert_eq!(
-            c.window(WindowSize::Hour, t),
-            (ms("2026-03-11T13:00:00Z"), ms("2026-03-11T14:00:00Z"))
-        );
-        assert_eq!(
-            c.window(WindowSize::Day, t),
-            (ms("2026-03-11T00:00:00Z"), ms("2026-03-12T00:00:00Z"))
-        );
+        assert_eq!(c.window(WindowSize::Hour, t), (ms("2026-03-11T13:00:00Z"), ms("2026-03-11T14:00:00Z")));
+        assert_eq!(c.window(WindowSize::Day, t), (ms("2026-03-11T00:00:00Z"), ms("2026-03-12T00:00:00Z")));
         // 2026-03-11 is a Wednesday.
-        assert_eq!(
-            c.window(WindowSize::Week, t),
-            (ms("2026-03-09T00:00:00Z"), ms("2026-03-16T00:00:00Z"))
-        );
+        assert_eq!(c.window(WindowSize::Week, t), (ms("2026-03-09T00:00:00Z"), ms("2026-03-16T00:00:00Z")));
         assert_eq!(c.hour_and_weekday(t), (13, 2));
     }
 
     #[test]
     fn zoned_days_follow_daylight_saving_time() {
-        let c = Calendar {
-            zone: Some(chrono_tz::Europe::Berlin),
-        };
+        let c = Calendar { zone: Some(chrono_tz::Europe::Berlin) };
         // Clocks go forward on 2026-03-29 at 02:00 local: a 23-hour day.
         let (s, e) = c.window(WindowSize::Day, ms("2026-03-29T12:00:00Z"));
-        assert_eq!(
-            (s, e),
-            (ms("2026-03-28T23:00:00Z"), ms("2026-03-29T22:00:00Z"))
-        );
+        assert_eq!((s, e), (ms("2026-03-28T23:00:00Z"), ms("2026-03-29T22:00:00Z")));
         assert_eq!(e - s, 23 * HOUR_MS);
         // And back on 2026-10-25: 25 hours.
         let (s, e) = c.window(WindowSize::Day, ms("2026-10-25T12:00:00Z"));
         assert_eq!(e - s, 25 * HOUR_MS);
         // 23:30 UTC on the 28th is already the 29th in Berlin.
-        assert_eq!(
-            c.window(WindowSize::Day, ms("2026-03-28T23:30:00Z")).0,
-            ms("2026-03-28T23:00:00Z")
-        );
+        assert_eq!(c.window(WindowSize::Day, ms("2026-03-28T23:30:00Z")).0, ms("2026-03-28T23:00:00Z"));
         assert_eq!(c.hour_and_weekday(ms("2026-03-28T23:30:00Z")), (0, 6));
     }
 
     #[test]
     fn a_day_starting_in_a_gap_starts_when_the_clock_resumes() {
         // Santiago moved its clocks forward at midnight on 2026-09-06 (00:00 → 01:00).
-        let c = Calendar {
-            zone: Some(chrono_tz::America::Santiago),
-        };
+        let c = Calendar { zone: Some(chrono_tz::America::Santiago) };
         let (s, _) = c.window(WindowSize::Day, ms("2026-09-06T12:00:00Z"));
         let local = utc(s).with_timezone(&chrono_tz::America::Santiago);
-        assert_eq!(
-            local.date_naive(),
-            NaiveDate::from_ymd_opt(2026, 9, 6).unwrap()
-        );
+        assert_eq!(local.date_naive(), NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
         assert!(local.hour() <= 1, "{local}");
     }
 }

@@ -71,8 +71,7 @@ pub fn parse(text: &str) -> (Option<serde_json::Value>, Vec<Step>) {
         if l.trim().is_empty() || l.trim_start().starts_with("//") {
             continue;
         }
-        let line: Line =
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("fixture line {}: {e}", i + 1));
+        let line: Line = serde_json::from_str(l).unwrap_or_else(|e| panic!("fixture line {}: {e}", i + 1));
         if let Some(c) = line.config {
             config = Some(c);
         } else if line.tick {
@@ -108,8 +107,7 @@ pub fn event(l: &Line) -> Event {
             post: None,
         };
     }
-    let (replies, reblogs, favourites, observed_at, observed_by) =
-        l.counts.clone().unwrap_or((0, 0, 0, at, host.to_string()));
+    let (replies, reblogs, favourites, observed_at, observed_by) = l.counts.clone().unwrap_or((0, 0, 0, at, host.to_string()));
     let post = Post {
         id: l.id.clone(),
         uri,
@@ -135,46 +133,17 @@ pub fn event(l: &Line) -> Event {
         sensitive: l.sensitive,
         boost_of: l.boost_of.as_ref().map(|b| BoostOf {
             id: format!("b{}", l.id),
-            uri: format!(
-                "https://{}/statuses/b{}",
-                b.split('@').nth(1).unwrap_or("x"),
-                l.id
-            ),
+            uri: format!("https://{}/statuses/b{}", b.split('@').nth(1).unwrap_or("x"), l.id),
             url: None,
             account: b.clone(),
         }),
-        in_reply_to: l.reply_to.as_ref().map(|r| InReplyTo {
-            id: format!("r{}", l.id),
-            account_id: None,
-            account: Some(r.clone()),
-        }),
+        in_reply_to: l.reply_to.as_ref().map(|r| InReplyTo { id: format!("r{}", l.id), account_id: None, account: Some(r.clone()) }),
         tags: l.tags.clone(),
-        mentions: l
-            .mentions
-            .iter()
-            .map(|m| Mention {
-                acct: m.clone(),
-                url: None,
-            })
-            .collect(),
+        mentions: l.mentions.iter().map(|m| Mention { acct: m.clone(), url: None }).collect(),
         emojis: vec![],
-        media: (0..l.media)
-            .map(|_| Media {
-                kind: "image".into(),
-                url: None,
-                preview_url: None,
-                description: None,
-            })
-            .collect(),
+        media: (0..l.media).map(|_| Media { kind: "image".into(), url: None, preview_url: None, description: None }).collect(),
         poll: (!l.poll.is_empty()).then(|| PollSummary {
-            options: l
-                .poll
-                .iter()
-                .map(|t| PollOption {
-                    title: t.clone(),
-                    votes_count: None,
-                })
-                .collect(),
+            options: l.poll.iter().map(|t| PollOption { title: t.clone(), votes_count: None }).collect(),
             votes_count: None,
             voters_count: None,
             expires_at: None,
@@ -182,18 +151,8 @@ pub fn event(l: &Line) -> Event {
             multiple: false,
         }),
         application: l.app.clone(),
-        counts: Counts {
-            replies,
-            reblogs,
-            favourites,
-            observed_at,
-            observed_by,
-        },
-        provenance: Provenance {
-            instance: host.to_string(),
-            via: Via::Stream,
-            received_at: at,
-        },
+        counts: Counts { replies, reblogs, favourites, observed_at, observed_by },
+        provenance: Provenance { instance: host.to_string(), via: Via::Stream, received_at: at },
     };
     match kind {
         EventKind::Updated => Event::updated("fixture", post),
