@@ -28,6 +28,7 @@ use crate::config::{Config, LogBackend, ProcessorConfig};
 pub struct StatsArgs {
     /// The account, `@user@host` (or `user@host`). Omit it with `--top`.
     pub account: Option<String>,
+    /// The pipeline's config file (where its log is, and the processor's settings).
     #[arg(long, short)]
     pub config: PathBuf,
     /// The `account_stats` processor to read (default: the config's only one).
@@ -39,6 +40,7 @@ pub struct StatsArgs {
     /// How far back, from the end of the newest window.
     #[arg(long, default_value = "30d", value_parser = crate::cli::parse_duration)]
     pub since: Duration,
+    /// `text`: totals and bar charts; `json`: totals and every window's record.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Instead of one account: the most active accounts, the most used tags or languages.
