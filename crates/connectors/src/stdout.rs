@@ -38,6 +38,10 @@ impl StdoutSink {
 pub fn render_text(rec: &LogRecord) -> String {
     let ev = match rec.event() {
         Ok(ev) => ev,
+        // A processor's record (statistics): its JSON, one line.
+        Err(_) if serde_json::from_str::<serde_json::Value>(&rec.payload).is_ok_and(|v| v.is_object()) => {
+            return format!("{}\n", rec.payload.trim());
+        }
         Err(e) => return format!("(offset {}: {e})\n", rec.position.offset),
     };
     let mut s = String::new();
@@ -192,6 +196,15 @@ mod tests {
         assert!(first(render_text(&rec(Event::updated("s", p.clone())))).starts_with("2026-12-01 03:55:32  @ada@social.example edited 03:55:37  "));
         p.edited_at = Some(created + chrono::Duration::days(1));
         assert!(first(render_text(&rec(Event::updated("s", p)))).contains("edited 2026-12-02 03:55:32"));
+    }
+
+    #[test]
+    fn a_processor_record_is_shown_as_its_json() {
+        let payload = r#"{"key":"ada@social.example/day/2026-03-02T00:00:00Z","posts":3}"#;
+        let r = LogRecord::new(Position { partition: 0, offset: 2 }, Utc::now(), payload.into());
+        assert_eq!(render_text(&r), format!("{payload}\n"));
+        let junk = LogRecord::new(Position { partition: 0, offset: 3 }, Utc::now(), "nope".into());
+        assert!(render_text(&junk).starts_with("(offset 3: "));
     }
 
     #[test]

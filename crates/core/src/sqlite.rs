@@ -692,6 +692,21 @@ impl SqliteLog {
         let prunable: HashSet<String> = self.options.prunable.iter().cloned().collect();
         self.shared.with_writer(move |w| retention::prune_state(w, cutoff, &prunable)).await
     }
+
+    /// Every record of a processor's topic that retention kept, in offset
+    /// order, as (offset, payload), without a consumer group (tools that read
+    /// a topic whole, like `fedistream stats`; works on a read-only log).
+    pub async fn topic_records(&self, topic: &str) -> Result<Vec<(u64, String)>, LogError> {
+        let t = topic.to_string();
+        self.shared
+            .with_writer(move |w| {
+                let mut stmt =
+                    w.conn.prepare("SELECT offset, payload FROM topic_records WHERE topic = ?1 ORDER BY offset")?;
+                let rows = stmt.query_map(params![t], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
 }
 
 #[cfg(test)]

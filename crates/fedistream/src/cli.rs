@@ -1,4 +1,4 @@
-//! Command line: `run`, `follow`, `validate`, `status`, `schema`, `bench`.
+//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +59,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// An account's activity (hour-of-day, weekday and language charts), or the
+    /// most active accounts, tags and languages, from an `account_stats`
+    /// processor's records in the log.
+    Stats(crate::stats::StatsArgs),
     /// Manage channels' consumer groups in the log.
     Channel {
         #[command(subcommand)]
@@ -176,6 +180,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(not(feature = "kafka"))]
         Command::Schema { schema: SchemaCommand::Avro } => anyhow::bail!("{}", crate::pipeline::NO_KAFKA),
         Command::Bench(a) => crate::bench::run(a).await,
+        Command::Stats(a) => crate::stats::run(a).await,
     }
 }
 

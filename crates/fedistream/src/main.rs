@@ -16,6 +16,7 @@ mod http;
 mod pipeline;
 mod progress;
 mod roles;
+mod stats;
 mod status;
 
 use std::process::ExitCode;

@@ -201,14 +201,15 @@ pub fn processors(cfg: &Config) -> anyhow::Result<Vec<ProcessorSpec>> {
     let mut out = Vec::new();
     for (name, p) in &cfg.processors {
         let processor: Box<dyn Processor> = match p {
+            crate::config::ProcessorConfig::AccountStats(c) => Box::new(
+                fedistream_process::stats::AccountStatsProcessor::new(name, c, name)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("processors.{name}"))?,
+            ),
             #[cfg(feature = "test-util")]
             crate::config::ProcessorConfig::TestCount(t) => Box::new(
                 fedistream_core::testing::counting::CountingProcessor::new(name, t.window, name, t.tick),
             ),
-            // Until a processor type exists outside test builds, the enum is
-            // empty there and a config cannot name one.
-            #[cfg(not(feature = "test-util"))]
-            _ => anyhow::bail!("processors.{name}: no processor types in this build"),
         };
         out.push(ProcessorSpec {
             name: name.clone(),

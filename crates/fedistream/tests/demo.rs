@@ -1,7 +1,7 @@
 //! The offline demo (`examples/demo.toml`) as a user runs it from the repository
 //! root, with its output redirected into a temporary directory: it ends by
-//! itself, archives every public, consenting post once, and a second run
-//! appends nothing.
+//! itself, archives every public, consenting post once, computes per-account
+//! statistics that `fedistream stats` shows, and a second run appends nothing.
 
 mod common;
 
@@ -33,10 +33,24 @@ fn redirected_demo(dir: &Path) -> String {
         })
         .collect();
     assert_eq!(
-        rewritten, 3,
-        "the demo has a log, a replay input and an archive file:\n{text}"
+        rewritten, 4,
+        "the demo has a log, a replay input, an archive file and a stats file:\n{text}"
     );
     out.join("\n")
+}
+
+/// The sample's posts that make it into the log (public, consenting), as JSON.
+fn consenting_public(sample: &Path) -> Vec<Value> {
+    std::fs::read_to_string(sample)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|p| p["visibility"] == "public" && p["account"]["noindex"] != true)
+        .filter(|p| {
+            let note = strip_tags(p["account"]["note"].as_str().unwrap_or("")).to_lowercase();
+            !["#nobot", "#noindex", "#nobridge"].iter().any(|t| note.contains(t))
+        })
+        .collect()
 }
 
 fn toml_value(v: &str) -> String {
@@ -111,6 +125,11 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
         "the terminal channel printed the posts"
     );
 
+    let stats_lines = read_events(&dir.path().join("demo-stats.jsonl"));
+    assert!(!stats_lines.is_empty(), "the stats processor's records reached their file");
+    assert!(stats_lines.iter().all(|r| r["key"].is_string() && r["revision"].is_u64()), "{:?}", stats_lines[0]);
+    check_stats_command(dir.path(), &cfg);
+
     let p = Spawn::new(
         dir.path(),
         "second",
@@ -139,4 +158,61 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
         "nothing shown twice on the terminal:\n{}",
         p.stdout()
     );
+    assert_eq!(
+        read_events(&dir.path().join("demo-stats.jsonl")).len(),
+        stats_lines.len(),
+        "no statistics published twice"
+    );
+}
+
+/// `fedistream stats` on the demo's log agrees with the sample it replayed.
+fn check_stats_command(dir: &Path, cfg: &Path) {
+    let posts = consenting_public(&repo_root().join("examples/data/sample-posts.jsonl"));
+    let acct = "grace@fedi.example.org";
+    let mine: Vec<&Value> = posts.iter().filter(|p| p["account"]["acct"] == acct).collect();
+    let own = mine.iter().filter(|p| p["reblog"].is_null()).count() as u64;
+    assert!(own > 5, "the sample gives {acct} posts of her own: {own}");
+    let cfg = cfg.to_str().unwrap();
+
+    let (s, out, err) = run_to_end(dir, "stats-json", &["stats", "--config", cfg, &format!("@{acct}"), "--since", "365d", "--format", "json"]);
+    assert!(s.success(), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let t = &v["totals"];
+    assert_eq!(t["counts"]["posts"], mine.len() as u64, "{t:#}");
+    assert_eq!(t["counts"]["boosts"], mine.len() as u64 - own, "{t:#}");
+    let sum = |k: &str| t[k].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("hours"), mine.len() as u64);
+    assert_eq!(sum("weekdays"), mine.len() as u64);
+    let langs: u64 = t["languages"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(langs, own, "languages count her own posts");
+    let hours_in_sample: Vec<u64> = (0..24)
+        .map(|h| mine.iter().filter(|p| p["created_at"].as_str().unwrap()[11..13].parse::<u64>().unwrap() == h).count() as u64)
+        .collect();
+    assert_eq!(t["hours"], serde_json::json!(hours_in_sample));
+
+    let (s, out, err) = run_to_end(dir, "stats-text", &["stats", "--config", cfg, acct, "--since", "365d"]);
+    assert!(s.success(), "{err}");
+    for part in ["Hour of day (UTC)", "Weekday", "Languages", "█"] {
+        assert!(out.contains(part), "{part} missing:\n{out}");
+    }
+
+    let (s, out, err) = run_to_end(dir, "stats-top", &["stats", "--config", cfg, "--top", "accounts", "--since", "365d", "--format", "json", "--limit", "100"]);
+    assert!(s.success(), "{err}");
+    let rows: Vec<(String, u64)> = serde_json::from_str::<Value>(&out).unwrap()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["count"].as_u64().unwrap()))
+        .collect();
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    for p in &posts {
+        *want.entry(p["account"]["acct"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(rows.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), want, "every account, its posts");
+    assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "most active first: {rows:?}");
+    assert!(!rows.iter().any(|r| r.0.starts_with("nora@")), "an account with #nobot in its bio is not in the log");
+
+    let (s, _, err) = run_to_end(dir, "stats-none", &["stats", "--config", cfg, "@nobody@nowhere.example"]);
+    assert!(!s.success());
+    assert!(err.contains("no day windows of nobody@nowhere.example"), "{err}");
 }

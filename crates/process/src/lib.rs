@@ -3,7 +3,8 @@
 //! This crate owns reading Mastodon-API Status JSON ([`entity`]), turning its HTML
 //! into text ([`html`]), mapping it to the normalised
 //! [`fedistream_core::post::Post`] ([`mod@normalize`]), the publication consent rule
-//! ([`consent`]) and per-channel route filters ([`filter`]). Fetching statuses is
+//! ([`consent`]), per-channel route filters ([`filter`]) and the per-account
+//! activity statistics processor ([`stats`]). Fetching statuses is
 //! the connectors' job; running these steps and acting on their results is the
 //! runtime's.
 
@@ -12,6 +13,7 @@ pub mod entity;
 pub mod filter;
 pub mod html;
 pub mod normalize;
+pub mod stats;
 
 pub use consent::{ConsentPolicy, SkipReason};
 pub use entity::{parse_account, parse_status, ParseError};

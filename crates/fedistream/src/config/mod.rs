@@ -105,6 +105,9 @@ impl Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ProcessorConfig {
+    /// Per-account activity statistics in event-time windows
+    /// ([`fedistream_process::stats`]).
+    AccountStats(fedistream_process::stats::AccountStatsConfig),
     /// Counts records in windows of log offsets, emitted from a timer: the
     /// runtime's own tests use it (kill -9 equivalence). Built only with the
     /// `test-util` feature.

@@ -183,8 +183,17 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
             err("http.stuck_after".into(), "must be longer than 0s".into());
         }
     }
-    for name in cfg.processors.keys() {
+        for (name, p) in &cfg.processors {
         let k = format!("processors.{name}");
+        match p {
+            super::ProcessorConfig::AccountStats(s) => {
+                for (key, why) in s.validate() {
+                    err(format!("{k}.{key}"), why);
+                }
+            }
+            #[cfg(feature = "test-util")]
+            super::ProcessorConfig::TestCount(_) => {}
+        }
         if !fedistream_core::log::valid_topic_name(name) || name == fedistream_core::log::EVENTS {
             err(k.clone(), "processor names may use lower-case letters, digits, `_` and `-` only, and not `events` (the processor's output topic is named after it)".into());
         }
@@ -242,6 +251,19 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                     format!("channels.{name}"),
                     format!("routes bring it {} (a channel reads one of them: declare one channel each)", topics.join(" and ")),
                 );
+            } else if topics.first().is_some_and(|t| t != fedistream_core::log::EVENTS) {
+                // Processor output is JSON records, not posts.
+                match &cfg.channels[name] {
+                    ChannelConfig::Mastodon(_) => err(
+                        format!("channels.{name}"),
+                        format!("a mastodon channel publishes posts; it cannot take the output of processor `{}`", topics[0]),
+                    ),
+                    ChannelConfig::Kafka(kc) if kc.format == fedistream_kafka::channel::Format::Avro => err(
+                        format!("channels.{name}.format"),
+                        format!("processor `{}` writes JSON records (no Avro schema): use format = \"json\"", topics[0]),
+                    ),
+                    _ => {}
+                }
             }
         }
     }

@@ -247,7 +247,10 @@ impl KafkaChannel {
     }
 
     fn prepare(&self, rec: &LogRecord) -> Result<Prepared, String> {
-        let ev: &Event = rec.event().map_err(|e| e.to_string())?;
+        let ev: &Event = match rec.event() {
+            Ok(ev) => ev,
+            Err(e) => return self.prepare_record(rec).ok_or_else(|| e.to_string()),
+        };
         let schema_version = avro::SCHEMA_VERSION.to_string();
         let headers = OwnedHeaders::new_with_capacity(4)
             .insert(Header { key: HEADER_EVENT, value: Some(ev.kind.as_str()) })
@@ -265,6 +268,20 @@ impl KafkaChannel {
             })
         };
         Ok(Prepared { key: ev.key.clone(), value, headers })
+    }
+
+    /// A record of a processor's topic (JSON, not an event), as JSON keyed by
+    /// its `key` field (the stats upsert key). `None`: not such a record.
+    fn prepare_record(&self, rec: &LogRecord) -> Option<Prepared> {
+        if self.cfg.format != Format::Json {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&rec.payload).ok()?;
+        let key = v.get("key").and_then(|k| k.as_str())?.to_string();
+        let schema_version = avro::SCHEMA_VERSION.to_string();
+        let headers = OwnedHeaders::new_with_capacity(1)
+            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
+        Some(Prepared { key, value: Some(rec.payload.as_bytes().to_vec()), headers })
     }
 
     fn delivery_error(&mut self, index: usize, e: &KafkaError) -> SinkError {
@@ -392,5 +409,34 @@ impl Sink for KafkaChannel {
             Ok(Err(e)) => Err(self.err(ErrorKind::Transient, format_args!("flushing the producer: {e}"))),
             Err(e) => Err(self.err(ErrorKind::Internal, format_args!("flush task failed: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedistream_core::event::Position;
+
+    fn channel(format: Format) -> KafkaChannel {
+        let mut cfg: KafkaChannelConfig =
+            serde_json::from_value(serde_json::json!({ "brokers": "127.0.0.1:9", "topic": "t" })).unwrap();
+        cfg.format = format;
+        if format == Format::Avro {
+            cfg.schema_registry = Some("http://127.0.0.1:9".into());
+        }
+        KafkaChannel::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn a_processor_record_goes_out_as_its_json_keyed_by_its_key() {
+        let payload = r#"{"key":"ada@social.example/day/2026-03-02T00:00:00Z","account":"ada@social.example","posts":3}"#;
+        let rec = LogRecord::new(Position { partition: 0, offset: 4 }, chrono::Utc::now(), payload.into());
+        let p = channel(Format::Json).prepare(&rec).unwrap();
+        assert_eq!(p.key, "ada@social.example/day/2026-03-02T00:00:00Z");
+        assert_eq!(p.value.as_deref(), Some(payload.as_bytes()));
+        // No Avro schema for them; and a record that is neither is still refused.
+        assert!(channel(Format::Avro).prepare(&rec).is_err());
+        let junk = LogRecord::new(Position { partition: 0, offset: 5 }, chrono::Utc::now(), "[1,2]".into());
+        assert!(channel(Format::Json).prepare(&junk).is_err());
     }
 }

@@ -287,3 +287,46 @@ fn the_http_server_refuses_public_addresses_without_a_token() {
     let errs = errors(&with("listen = \"localhost:8080\""));
     assert!(errs.iter().any(|e| e.contains("`http.listen`: `localhost:8080` is not an IP address and port")), "{errs:#?}");
 }
+
+#[test]
+fn account_stats_settings_and_its_channels_are_checked_at_their_keys() {
+    let good = format!(
+        "{MINIMAL}
+[processors.stats]
+type = \"account_stats\"
+windows = [\"hour\", \"day\", \"week\"]
+zone = \"Europe/Berlin\"
+allowed_lateness = \"30m\"
+emit_open_every = \"10s\"
+
+[channels.statsfile]
+type = \"file\"
+path = \"stats.jsonl\"
+
+[[routes]]
+from = [\"a\"]
+to = [\"out\"]
+
+[[routes]]
+from = [\"stats\"]
+to = [\"statsfile\"]
+"
+    );
+    assert!(errors(&good).is_empty(), "{:?}", errors(&good));
+    let bad = good.replace("Europe/Berlin", "Europe/Atlantis").replace("[\"hour\", \"day\", \"week\"]", "[]");
+    let e = errors(&bad);
+    assert!(e.iter().any(|m| m.contains("processors.stats.zone") && m.contains("Europe/Atlantis")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("processors.stats.windows")), "{e:?}");
+    let e = parse(&good.replace("windows =", "window ="), file()).unwrap_err();
+    assert!(e.key.starts_with("processors.stats") && e.reason.contains("unknown field `window`"), "{e}");
+    let e = parse(&good.replace("[\"hour\", \"day\", \"week\"]", "[\"month\"]"), file()).unwrap_err();
+    assert!(e.reason.contains("month"), "{e}");
+
+    // Stats are JSON records: not for a mastodon channel, not Avro.
+    let to_mastodon = good.replace(
+        "[channels.statsfile]\ntype = \"file\"\npath = \"stats.jsonl\"",
+        "[connections.mastodon.bot]\ninstance = \"https://bots.example\"\ntoken_env = \"PATH\"\n\n[channels.statsfile]\ntype = \"mastodon\"\nconnection = \"bot\"",
+    );
+    let e = errors(&to_mastodon);
+    assert!(e.iter().any(|m| m.contains("channels.statsfile") && m.contains("cannot take the output of processor `stats`")), "{e:?}");
+}

@@ -1,0 +1,114 @@
+//! The `account_stats` processor killed (-9) at random points and restarted
+//! gives exactly the statistics of one uninterrupted run, byte for byte: its
+//! per-account state, its records and its input offset commit together. The
+//! harness is processor_kill9.rs's, on the SQLite log.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+const KILLS: usize = 20;
+
+fn generate(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("in.jsonl");
+    let (s, _, err) = run_to_end(
+        dir,
+        "generate",
+        &["bench", "generate", "--count", "600", "--accounts", "12", "--seed", "7", "--out", out.to_str().unwrap()],
+    );
+    assert!(s.success(), "{err}");
+    out
+}
+
+fn config(dir: &Path, input: &Path) -> String {
+    format!(
+        "[log]
+path = {log}
+
+[sources.r]
+type = \"replay\"
+path = {input}
+rate = 400
+
+[processors.stats]
+type = \"account_stats\"
+windows = [\"hour\", \"day\"]
+allowed_lateness = \"5m\"
+
+[channels.statsfile]
+type = \"file\"
+path = {out}
+
+[[routes]]
+from = [\"stats\"]
+to = [\"statsfile\"]
+",
+        log = toml_path(&dir.join("log.db")),
+        input = toml_path(input),
+        out = toml_path(&dir.join("stats.jsonl")),
+    )
+}
+
+/// The stats records of a finished output file, each exactly once (panics on a duplicate).
+fn records(path: &Path) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    for e in read_events(path) {
+        let mut w = e.clone();
+        // The topic's own positions are not part of the result.
+        w.as_object_mut().unwrap().remove("partition");
+        w.as_object_mut().unwrap().remove("offset");
+        assert_eq!(w["final"], true, "no early emission configured: {w}");
+        // The replay source stamps interaction counts with the time it read
+        // them, so each run's log holds different observation times (the
+        // events' own input, not the processor's doing): leave them out.
+        w["engagement"].as_object_mut().unwrap().remove("observed_at");
+        let w = w.to_string();
+        assert!(set.insert(w.clone()), "record emitted twice: {w}");
+    }
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_stats_killed_at_random_points_give_the_stats_of_one_run_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+
+    let whole = tempfile::tempdir().unwrap();
+    let cfg = write_file(whole.path(), "c.toml", &config(whole.path(), &input));
+    let p = Spawn::new(whole.path(), "whole", &["run", "--config", cfg.to_str().unwrap(), "--worker", "w"]).start();
+    let s = p.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", p.stderr());
+    let want = records(&whole.path().join("stats.jsonl"));
+    assert!(want.len() >= 40, "600 posts of 12 accounts over hours close many windows: {}", want.len());
+
+    let killed_dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(killed_dir.path(), "c.toml", &config(killed_dir.path(), &input));
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--worker", "w"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut killed = 0;
+    while killed < KILLS {
+        let p = Spawn::new(killed_dir.path(), &format!("run{killed}"), &args).start();
+        let at = Instant::now() + Duration::from_millis(rng.gen_range(30..1_000));
+        while Instant::now() < at && p.exited().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if p.exited().is_some() {
+            break;
+        }
+        p.kill9();
+        p.wait_exit(Duration::from_secs(30)).await;
+        killed += 1;
+    }
+    let p = Spawn::new(killed_dir.path(), "last", &args).start();
+    let s = p.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", p.stderr());
+    assert!(killed >= KILLS / 2, "only {killed} kills landed before a run finished: the test did not test much");
+    let got = records(&killed_dir.path().join("stats.jsonl"));
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+}

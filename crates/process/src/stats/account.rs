@@ -1,0 +1,337 @@
+//! One account's statistics state: the posts its held windows contain (facts
+//! per post, so a delete or an edit can take a post out again and a redelivered
+//! event is recognised), the windows with their revision, and the account's
+//! watermark.
+//!
+//! Rules (event time = the post's `created_at`):
+//! * The watermark is the newest event time seen minus the allowed lateness.
+//!   A window whose end is at or before it is closed: it is emitted then, with
+//!   `final = true` and revision 0. An event at or after the watermark always
+//!   falls in an open window, so reordering within the lateness changes nothing.
+//! * An event for a closed window that is still held (a post older than the
+//!   lateness, a delete, an edit) emits that window again, revision + 1, at once.
+//!   A window first seen after its end passed the watermark (a backfill) is
+//!   created closed and emitted at once, revision 0.
+//! * A closed window is held for `keep_closed` after the watermark passed both
+//!   its end and the last change to it; then it and the posts only it held are
+//!   evicted, and the account remembers per size the latest evicted window end
+//!   (`floor`). An event for a window at or before that floor would overwrite
+//!   the full record with a partial one, so it is not applied (counted as
+//!   `late_dropped` in the processor's status).
+//! * A post is identified by its URI and a version by its fingerprint
+//!   (content, edit time, ...): redelivery changes nothing; a new version
+//!   replaces the facts (the newest edit wins, whatever order versions arrive
+//!   in) and counts an edit. Interaction counts are the latest observation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fedistream_core::event::{Event, EventKind};
+use serde::{Deserialize, Serialize};
+
+use super::facts::Facts;
+use super::record::{self, Counted, Observed, StatsRecord, WindowId};
+use super::window::{Calendar, WindowSize};
+
+/// What the account state needs of the processor's configuration.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub sizes: Vec<WindowSize>,
+    pub calendar: Calendar,
+    pub lateness_ms: i64,
+    pub keep_closed_ms: i64,
+    pub top_k: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AccountState {
+    /// Newest event time seen (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<i64>,
+    /// Per size: windows ending at or before this were evicted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floor: BTreeMap<WindowSize, i64>,
+    /// The held posts by URI. Stored one state entry per post (see
+    /// [`super::AccountStatsProcessor`]), not with the rest of the account, so a
+    /// batch writes the posts it changed, not every post held.
+    #[serde(skip)]
+    /// (Boxed: a map node holds eleven slots, most of them empty for a quiet account.)
+    pub posts: BTreeMap<String, Box<PostEntry>>,
+    #[serde(default, with = "pairs")]
+    pub windows: BTreeMap<(WindowSize, i64), WindowMeta>,
+    /// (event time, URI) of every post with a known time: the window index.
+    #[serde(skip)]
+    by_time: BTreeSet<(i64, String)>,
+    /// Posts changed or removed since the state was last saved.
+    #[serde(skip)]
+    changed_posts: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PostEntry {
+    /// Event time (ms); `None` for a delete seen before its post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<i64>,
+    /// Fingerprints of the versions seen (emptied by a delete).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+    /// The version counted: the one with the latest edit time (then fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<(Option<i64>, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<Facts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Observed>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// The watermark when the entry last changed (evicts undated tombstones).
+    #[serde(default)]
+    pub touched: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WindowMeta {
+    pub end: i64,
+    pub closed: bool,
+    /// Final emissions so far; the next one carries this as its revision.
+    pub finals: u32,
+    /// Changed since it was last emitted (open windows, for early emission).
+    pub dirty: bool,
+    /// The watermark when the window last changed.
+    pub touched: i64,
+}
+
+/// What applying one event did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    pub records: Vec<StatsRecord>,
+    pub changed: bool,
+    /// Windows the event could not be applied to (evicted).
+    pub late_dropped: u64,
+}
+
+impl AccountState {
+    /// The posts changed (or removed: absent from `posts`) since the last call.
+    pub fn take_changed_posts(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed_posts)
+    }
+
+    /// Rebuild the in-memory index after loading.
+    pub fn reindex(&mut self) {
+        self.by_time = self.posts.iter().filter_map(|(k, p)| p.t.map(|t| (t, k.clone()))).collect();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.newest.is_none() && self.posts.is_empty() && self.windows.is_empty() && self.floor.is_empty()
+    }
+
+    pub fn watermark(&self, rules: &Rules) -> i64 {
+        self.newest.map(|n| n.saturating_sub(rules.lateness_ms)).unwrap_or(i64::MIN)
+    }
+
+    pub fn apply(&mut self, account: &str, ev: &Event, rules: &Rules) -> Applied {
+        let mut out = Applied::default();
+        let wm = self.watermark(rules);
+        let t = match &ev.post {
+            Some(p) if ev.kind != EventKind::Deleted => Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis()),
+            _ => self.posts.get(&ev.key).and_then(|p| p.t),
+        };
+        // Which of the post's windows are evicted.
+        let mut beyond = 0;
+        if let Some(t) = t {
+            for &size in &rules.sizes {
+                let (start, end) = rules.calendar.window(size, t);
+                if !self.windows.contains_key(&(size, start)) && self.floor.get(&size).is_some_and(|f| end <= *f) {
+                    beyond += 1;
+                }
+            }
+            if beyond == rules.sizes.len() {
+                out.late_dropped = 1;
+                return out;
+            }
+        }
+        let entry = self.posts.entry(ev.key.clone()).or_default();
+        let mut changed = false;
+        if entry.t.is_none() && t.is_some() {
+            entry.t = t;
+            changed = true;
+        }
+        match (&ev.post, ev.kind) {
+            (Some(p), EventKind::Created | EventKind::Updated) => {
+                if !entry.deleted {
+                    let fp = ev.fingerprint();
+                    if let Err(at) = entry.versions.binary_search(&fp) {
+                        entry.versions.insert(at, fp.clone());
+                        let candidate = (p.edited_at.map(|e| e.timestamp_millis()), fp);
+                        if entry.current.as_ref().is_none_or(|c| candidate > *c) {
+                            entry.current = Some(candidate);
+                            entry.facts = Some(Facts::of(p));
+                        }
+                        changed = true;
+                    }
+                    let obs = Observed {
+                        at: p.counts.observed_at.timestamp_millis(),
+                        by: p.counts.observed_by.clone(),
+                        replies: p.counts.replies,
+                        boosts: p.counts.reblogs,
+                        favourites: p.counts.favourites,
+                    };
+                    if p.boost_of.is_none() && entry.observed.as_ref().is_none_or(|o| obs > *o) {
+                        entry.observed = Some(obs);
+                        changed = true;
+                    }
+                }
+            }
+            _ => {
+                if !entry.deleted {
+                    entry.deleted = true;
+                    entry.versions.clear();
+                    entry.current = None;
+                    entry.facts = None;
+                    entry.observed = None;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return out;
+        }
+        out.changed = true;
+        entry.touched = wm;
+        self.changed_posts.insert(ev.key.clone());
+        if let Some(t) = t {
+            self.by_time.insert((t, ev.key.clone()));
+            for &size in &rules.sizes {
+                let (start, end) = rules.calendar.window(size, t);
+                let held = self.windows.contains_key(&(size, start));
+                if !held && self.floor.get(&size).is_some_and(|f| end <= *f) {
+                    out.late_dropped += 1;
+                    continue;
+                }
+                let w = self.windows.entry((size, start)).or_insert_with(|| WindowMeta { end, ..Default::default() });
+                w.touched = wm;
+                if end <= wm {
+                    // Closed already (or a backfill of a window never seen): emit now.
+                    w.closed = true;
+                    w.dirty = false;
+                    let rev = w.finals;
+                    w.finals += 1;
+                    out.records.push(self.record(account, size, start, rev, true, rules));
+                } else {
+                    w.dirty = true;
+                }
+            }
+            if self.newest.is_none_or(|n| t > n) {
+                self.newest = Some(t);
+                self.close_and_evict(account, rules, &mut out.records);
+            }
+        }
+        out
+    }
+
+    /// Close the windows the watermark passed (emitting them), then evict what
+    /// has been closed for longer than `keep_closed`.
+    fn close_and_evict(&mut self, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
+        let wm = self.watermark(rules);
+        let closing: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.end <= wm).map(|(k, _)| *k).collect();
+        for (size, start) in closing {
+            let rev = {
+                let w = self.windows.get_mut(&(size, start)).expect("listed above");
+                w.closed = true;
+                w.dirty = false;
+                w.finals += 1;
+                w.finals - 1
+            };
+            records.push(self.record(account, size, start, rev, true, rules));
+        }
+        let horizon = wm.saturating_sub(rules.keep_closed_ms);
+        let evict: Vec<(WindowSize, i64)> =
+            self.windows.iter().filter(|(_, w)| w.closed && w.end <= horizon && w.touched <= horizon).map(|(k, _)| *k).collect();
+        // Nothing to evict is the common case: return without looking at the posts.
+        let Some(last_end) = evict.iter().filter_map(|k| self.windows.get(k).map(|w| w.end)).max() else {
+            return;
+        };
+        for k in &evict {
+            let w = self.windows.remove(k).expect("listed above");
+            let f = self.floor.entry(k.0).or_insert(w.end);
+            *f = (*f).max(w.end);
+        }
+        // Posts none of whose windows is held any more go with them (only posts
+        // before the latest evicted end can be among them).
+        let gone: Vec<(i64, String)> = self
+            .by_time
+            .range(..(last_end, String::new()))
+            .filter(|(t, _)| {
+                rules.sizes.iter().all(|&s| {
+                    let (start, end) = rules.calendar.window(s, *t);
+                    !self.windows.contains_key(&(s, start)) && self.floor.get(&s).is_some_and(|f| end <= *f)
+                })
+            })
+            .cloned()
+            .collect();
+        for (t, k) in gone {
+            self.by_time.remove(&(t, k.clone()));
+            self.posts.remove(&k);
+            self.changed_posts.insert(k);
+        }
+        // Deletes of posts never seen: kept for `keep_closed` in case the post
+        // comes late (looked at when windows are evicted, which an account that
+        // keeps posting does regularly).
+        let stale: Vec<String> = self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
+        for k in stale {
+            self.posts.remove(&k);
+            self.changed_posts.insert(k);
+        }
+    }
+
+    /// Early emission of the open windows changed since their last emission.
+    pub fn emit_open(&mut self, account: &str, rules: &Rules) -> Vec<StatsRecord> {
+        let dirty: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.dirty).map(|(k, _)| *k).collect();
+        let mut out = Vec::new();
+        for (size, start) in dirty {
+            if let Some(w) = self.windows.get_mut(&(size, start)) {
+                w.dirty = false;
+            }
+            out.push(self.record(account, size, start, 0, false, rules));
+        }
+        out
+    }
+
+    /// The record of one held window (also what `fedistream stats` shows).
+    pub fn record(&self, account: &str, size: WindowSize, start: i64, revision: u32, is_final: bool, rules: &Rules) -> StatsRecord {
+        let end = self.windows.get(&(size, start)).map(|w| w.end).unwrap_or_else(|| rules.calendar.window(size, start).1);
+        let posts =
+            self.by_time.range((start, String::new())..(end, String::new())).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
+                t: p.t.unwrap_or(start),
+                facts: p.facts.as_ref(),
+                edits: p.versions.len().saturating_sub(1) as u64,
+                deleted: p.deleted,
+                observed: p.observed.as_ref(),
+            });
+        record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
+    }
+
+    /// The held windows, for readers of the state.
+    pub fn held_windows(&self) -> impl Iterator<Item = (&(WindowSize, i64), &WindowMeta)> {
+        self.windows.iter()
+    }
+}
+
+/// A map with tuple keys as a JSON list of `[key, value]` pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(m: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}

@@ -1,0 +1,143 @@
+//! What the statistics need of one post, kept per post while its windows are
+//! held: small, and enough to remove the post again (delete) or replace it by
+//! its edited version.
+
+use fedistream_core::post::Post;
+use serde::{Deserialize, Serialize};
+
+/// One version of one post, as counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boosted: Option<String>,
+    /// 0: not a reply; 1: to the author's own post (a thread); 2: to someone else.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reply: u8,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub media: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cw: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sensitive: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub poll: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub links: u32,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub chars: u32,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub words: u32,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Facts {
+    /// The facts of `p`. A boost counts as a boost of its author's post; its
+    /// text, tags, language and links are the boosted post's and are not the
+    /// booster's own writing, so they are left out.
+    pub fn of(p: &Post) -> Facts {
+        if let Some(b) = &p.boost_of {
+            return Facts {
+                boosted: Some(b.account.to_lowercase()),
+                reply: 0,
+                media: false,
+                cw: false,
+                sensitive: false,
+                poll: false,
+                lang: None,
+                app: p.application.clone(),
+                tags: vec![],
+                mentions: vec![],
+                domains: vec![],
+                links: 0,
+                chars: 0,
+                words: 0,
+            };
+        }
+        let reply = match &p.in_reply_to {
+            None => 0,
+            Some(r) => {
+                let to_self = r.account.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&p.account.acct))
+                    || r.account_id.as_deref().is_some_and(|id| id == p.account.id);
+                if to_self {
+                    1
+                } else {
+                    2
+                }
+            }
+        };
+        let mut tags: Vec<String> = p.tags.iter().map(|t| t.trim_start_matches('#').to_lowercase()).collect();
+        tags.sort();
+        tags.dedup();
+        let mut mentions: Vec<String> = p.mentions.iter().map(|m| m.acct.trim_start_matches('@').to_lowercase()).collect();
+        mentions.sort();
+        mentions.dedup();
+        let urls = links(&p.content_text);
+        let mut domains: Vec<String> = urls.iter().filter_map(|u| domain(u)).collect();
+        domains.sort();
+        domains.dedup();
+        Facts {
+            boosted: None,
+            reply,
+            media: !p.media.is_empty(),
+            cw: !p.spoiler_text.trim().is_empty(),
+            sensitive: p.sensitive,
+            poll: p.poll.is_some(),
+            lang: p.language.as_ref().map(|l| l.to_lowercase()),
+            app: p.application.clone(),
+            tags,
+            mentions,
+            domains,
+            links: urls.len() as u32,
+            chars: p.content_text.chars().count() as u32,
+            words: p.content_text.split_whitespace().count() as u32,
+        }
+    }
+}
+
+/// The http(s) URLs in a post's text. Mentions and hashtags are `@user` and
+/// `#tag` in the text (their links live only in the HTML), so these are the
+/// links the author wrote.
+pub fn links(text: &str) -> Vec<&str> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')'))
+        .filter(|w| w.starts_with("https://") || w.starts_with("http://"))
+        .map(|w| w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']))
+        .collect()
+}
+
+/// The host of a URL, lower-case, without a leading `www.`.
+pub fn domain(u: &str) -> Option<String> {
+    let host = url::Url::parse(u).ok()?.host_str()?.to_lowercase();
+    Some(host.strip_prefix("www.").map(str::to_string).unwrap_or(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_domains_come_from_the_text() {
+        let t = "see https://www.Example.org/a?b=1, and (http://blog.example.net/x). not ftp://x nor #tag";
+        assert_eq!(links(t), vec!["https://www.Example.org/a?b=1", "http://blog.example.net/x"]);
+        assert_eq!(domain("https://www.Example.org/a?b=1").as_deref(), Some("example.org"));
+        assert_eq!(domain("https://"), None);
+    }
+}

@@ -1,0 +1,332 @@
+//! The `account_stats` processor: per-account activity in tumbling windows on
+//! event time, computed continuously from the `events` topic and written to the
+//! processor's own topic as upsert records ([`record::StatsRecord`]).
+//!
+//! This module owns the configuration and the [`Processor`] glue: state per
+//! account (keyed `<partition>/<account>` in the processor's namespace, so it
+//! moves with its input partition; each held post in its own entry
+//! `<partition>/<account>/<post URI>`, so a batch writes what it changed, not
+//! every post held), loading it in `open`, writing what a batch changed with
+//! the batch, and early emission of open windows from the timer. The windowing rules are in [`account`], window arithmetic in
+//! [`window`], what is kept per post in [`facts`]. The runtime commits the
+//! records, the state and the input offset together; everything emitted from
+//! `process` depends only on the order of each account's events, never on the
+//! clock, batching or restarts.
+
+pub mod account;
+pub mod facts;
+pub mod record;
+pub mod window;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fedistream_core::component::{Processor, ProcessorContext, ProcessorOutput, Status};
+use fedistream_core::error::{ErrorKind, ProcessorError};
+use fedistream_core::event::LogRecord;
+use fedistream_core::log::{OutputRecord, StatePut};
+use serde::{Deserialize, Serialize};
+
+pub use account::{AccountState, Rules};
+pub use record::StatsRecord;
+pub use window::{Calendar, WindowSize};
+
+/// `[processors.NAME] type = "account_stats"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountStatsConfig {
+    /// Window sizes: `hour`, `day`, `week`.
+    #[serde(default = "default_windows")]
+    pub windows: Vec<WindowSize>,
+    /// IANA time zone for day and week boundaries and the hour/weekday
+    /// histograms (hours stay aligned to UTC). Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// How far behind an account's newest post a post may arrive and still fall
+    /// in an open window.
+    #[serde(default = "default_lateness", with = "fedistream_core::units::duration")]
+    pub allowed_lateness: Duration,
+    /// How long a closed window stays correctable (re-emitted on a late post,
+    /// delete or edit) after the watermark passed it and its last change.
+    #[serde(default = "default_keep_closed", with = "fedistream_core::units::duration")]
+    pub keep_closed: Duration,
+    /// Emit open windows that changed, this often (`final = false`). Off by default.
+    #[serde(default, with = "fedistream_core::units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub emit_open_every: Option<Duration>,
+    /// How many tags, mentions, boosted accounts and link domains a record lists.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_windows() -> Vec<WindowSize> {
+    vec![WindowSize::Hour, WindowSize::Day]
+}
+fn default_lateness() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_keep_closed() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn default_top_k() -> usize {
+    10
+}
+
+impl Default for AccountStatsConfig {
+    fn default() -> Self {
+        AccountStatsConfig {
+            windows: default_windows(),
+            zone: None,
+            allowed_lateness: default_lateness(),
+            keep_closed: default_keep_closed(),
+            emit_open_every: None,
+            top_k: default_top_k(),
+        }
+    }
+}
+
+impl AccountStatsConfig {
+    /// Problems as (key under the processor, reason).
+    pub fn validate(&self) -> Vec<(&'static str, String)> {
+        let mut errs = Vec::new();
+        if self.windows.is_empty() {
+            errs.push(("windows", "at least one of \"hour\", \"day\", \"week\"".to_string()));
+        }
+        let distinct: BTreeSet<_> = self.windows.iter().collect();
+        if distinct.len() != self.windows.len() {
+            errs.push(("windows", "a window size is listed twice".to_string()));
+        }
+        if let Some(z) = &self.zone {
+            if let Err(e) = z.parse::<chrono_tz::Tz>() {
+                errs.push(("zone", format!("`{z}` is not an IANA time zone name (like \"Europe/Berlin\"): {e}")));
+            }
+        }
+        if self.allowed_lateness > Duration::from_secs(366 * 86_400) {
+            errs.push(("allowed_lateness", "at most a year (windows stay open that long)".to_string()));
+        }
+        if self.keep_closed > Duration::from_secs(366 * 86_400) {
+            errs.push(("keep_closed", "at most a year (closed windows are held that long)".to_string()));
+        }
+        if self.emit_open_every.is_some_and(|d| d < Duration::from_millis(10)) {
+            errs.push(("emit_open_every", "at least 10ms".to_string()));
+        }
+        if !(1..=1000).contains(&self.top_k) {
+            errs.push(("top_k", "between 1 and 1000".to_string()));
+        }
+        errs
+    }
+
+    pub fn rules(&self) -> Result<Rules, String> {
+        let zone = match &self.zone {
+            Some(z) => Some(z.parse::<chrono_tz::Tz>().map_err(|e| format!("zone `{z}`: {e}"))?),
+            None => None,
+        };
+        let mut sizes = self.windows.clone();
+        sizes.sort();
+        sizes.dedup();
+        Ok(Rules {
+            sizes,
+            calendar: Calendar { zone },
+            lateness_ms: self.allowed_lateness.as_millis().min(i64::MAX as u128) as i64,
+            keep_closed_ms: self.keep_closed.as_millis().min(i64::MAX as u128) as i64,
+            top_k: self.top_k,
+        })
+    }
+}
+
+/// The processor. Its output topic is `output` (the pipeline names it after the processor).
+pub struct AccountStatsProcessor {
+    rules: Rules,
+    emit_open_every: Option<Duration>,
+    output: String,
+    ns: String,
+    accounts: BTreeMap<(u32, String), AccountState>,
+    status: Option<Status>,
+}
+
+/// The state namespace of the processor called `name`.
+pub fn state_namespace(name: &str) -> String {
+    format!("proc:{name}")
+}
+
+/// Split a state key `<partition>/<account>[/<post URI>]`.
+pub fn parse_state_key(k: &str) -> Option<(u32, &str, Option<&str>)> {
+    let (p, rest) = k.split_once('/')?;
+    let p = p.parse().ok()?;
+    Some(match rest.split_once('/') {
+        Some((a, uri)) => (p, a, Some(uri)),
+        None => (p, rest, None),
+    })
+}
+
+/// The accounts' states from the entries of a processor's namespace `ns`
+/// (those of `partitions`; all with `None`): per account, one entry with its
+/// windows and watermark and one per held post.
+pub fn load_states(
+    ns: &str,
+    entries: Vec<(String, String)>,
+    partitions: Option<&[u32]>,
+) -> Result<BTreeMap<(u32, String), AccountState>, String> {
+    let mut accounts: BTreeMap<(u32, String), AccountState> = BTreeMap::new();
+    let mut posts: Vec<((u32, String), String, account::PostEntry)> = Vec::new();
+    for (k, v) in entries {
+        let Some((p, account, uri)) = parse_state_key(&k) else {
+            continue;
+        };
+        if partitions.is_some_and(|ps| !ps.contains(&p)) {
+            continue;
+        }
+        let bad = |e: serde_json::Error| format!("state {ns}/{k} is not account statistics: {e}");
+        match uri {
+            None => {
+                let st: AccountState = serde_json::from_str(&v).map_err(bad)?;
+                let posts = std::mem::take(&mut accounts.entry((p, account.to_string())).or_default().posts);
+                let slot = accounts.entry((p, account.to_string())).or_default();
+                *slot = st;
+                slot.posts = posts;
+            }
+            Some(uri) => posts.push(((p, account.to_string()), uri.to_string(), serde_json::from_str(&v).map_err(bad)?)),
+        }
+    }
+    for (key, uri, post) in posts {
+        accounts.entry(key).or_default().posts.insert(uri, Box::new(post));
+    }
+    for st in accounts.values_mut() {
+        st.reindex();
+    }
+    Ok(accounts)
+}
+
+impl AccountStatsProcessor {
+    pub fn new(name: &str, cfg: &AccountStatsConfig, output: &str) -> Result<Self, String> {
+        Ok(AccountStatsProcessor {
+            rules: cfg.rules()?,
+            emit_open_every: cfg.emit_open_every,
+            output: output.to_string(),
+            ns: state_namespace(name),
+            accounts: BTreeMap::new(),
+            status: None,
+        })
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The state of one account (tests and tools).
+    pub fn account(&self, partition: u32, account: &str) -> Option<&AccountState> {
+        self.accounts.get(&(partition, account.to_string()))
+    }
+
+    /// Replace the in-memory state by `entries` of the processor's namespace
+    /// (those of `partitions`; all with `None`).
+    pub fn load(&mut self, entries: Vec<(String, String)>, partitions: Option<&[u32]>) -> Result<(), ProcessorError> {
+        self.accounts = load_states(&self.ns, entries, partitions).map_err(|e| ProcessorError::new(ErrorKind::Internal, e))?;
+        Ok(())
+    }
+
+    fn push(&self, out: &mut ProcessorOutput, rec: &StatsRecord) {
+        out.records.push(OutputRecord {
+            topic: self.output.clone(),
+            key: rec.account.clone(),
+            // Serialising plain data with string keys cannot fail.
+            payload: serde_json::to_string(rec).unwrap_or_default().into(),
+        });
+    }
+
+    /// The state changes of one account: its windows and watermark in one
+    /// entry, and each post it changed (set) or dropped (deleted) in its own.
+    fn save(&mut self, out: &mut ProcessorOutput, key: &(u32, String)) {
+        let k = format!("{}/{}", key.0, key.1);
+        let Some(st) = self.accounts.get_mut(key) else {
+            out.state.push(StatePut::delete(&self.ns, k));
+            return;
+        };
+        for uri in st.take_changed_posts() {
+            let pk = format!("{k}/{uri}");
+            match st.posts.get(&uri) {
+                Some(p) => out.state.push(StatePut::set(&self.ns, pk, serde_json::to_string(p).unwrap_or_default())),
+                None => out.state.push(StatePut::delete(&self.ns, pk)),
+            }
+        }
+        if st.is_empty() {
+            out.state.push(StatePut::delete(&self.ns, k));
+        } else {
+            out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(st).unwrap_or_default()));
+        }
+    }
+
+    fn count(&self, counter: &str, n: u64) {
+        if let (Some(s), true) = (&self.status, n > 0) {
+            s.count(counter, n);
+        }
+    }
+}
+
+#[async_trait]
+impl Processor for AccountStatsProcessor {
+    async fn open(&mut self, ctx: &ProcessorContext, partitions: Option<&[u32]>) -> Result<(), ProcessorError> {
+        self.status = Some(ctx.status.clone());
+        let entries = ctx.log.state_scan(&self.ns).await?;
+        self.load(entries, partitions)
+    }
+
+    fn process(&mut self, batch: &[LogRecord], out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
+        let mut touched = BTreeSet::new();
+        let mut dropped = 0;
+        for r in batch {
+            let ev = match r.event() {
+                Ok(ev) => ev,
+                Err(e) => {
+                    out.rejected.push((r.position, e.to_string()));
+                    continue;
+                }
+            };
+            let account = ev.account.to_lowercase();
+            let key = (r.position.partition, account);
+            let st = self.accounts.entry(key.clone()).or_default();
+            let applied = st.apply(&key.1, ev, &self.rules);
+            dropped += applied.late_dropped;
+            for rec in &applied.records {
+                self.push(out, rec);
+            }
+            if applied.changed {
+                touched.insert(key);
+            }
+        }
+        for key in &touched {
+            self.save(out, key);
+        }
+        self.count("late_dropped", dropped);
+        Ok(())
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        self.emit_open_every
+    }
+
+    fn tick(&mut self, _now: DateTime<Utc>, out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
+        if self.emit_open_every.is_none() {
+            return Ok(());
+        }
+        let mut touched = Vec::new();
+        let rules = self.rules.clone();
+        for (key, st) in self.accounts.iter_mut() {
+            let recs = st.emit_open(&key.1, &rules);
+            if !recs.is_empty() {
+                touched.push((key.clone(), recs));
+            }
+        }
+        for (key, recs) in touched {
+            for rec in &recs {
+                self.push(out, rec);
+            }
+            self.save(out, &key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

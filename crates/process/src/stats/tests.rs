@@ -1,0 +1,102 @@
+//! Unit tests of the processor glue: configuration checks, state keys,
+//! undecodable input. The windowing behaviour is covered by the golden tests
+//! (`tests/stats_golden.rs`) and the property test (`tests/stats_props.rs`).
+
+use super::*;
+use fedistream_core::event::Position;
+
+#[test]
+fn the_default_config_is_valid_and_bad_values_are_named() {
+    assert!(AccountStatsConfig::default().validate().is_empty());
+    let bad = AccountStatsConfig {
+        windows: vec![WindowSize::Day, WindowSize::Day],
+        zone: Some("Mars/Olympus".into()),
+        top_k: 0,
+        emit_open_every: Some(Duration::from_millis(1)),
+        ..Default::default()
+    };
+    let keys: Vec<&str> = bad.validate().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec!["windows", "zone", "emit_open_every", "top_k"]);
+    let empty = AccountStatsConfig { windows: vec![], ..Default::default() };
+    assert_eq!(empty.validate()[0].0, "windows");
+}
+
+#[test]
+fn config_reads_from_toml_with_durations() {
+    let cfg: AccountStatsConfig =
+        toml_like(r#"{"windows":["hour","week"],"zone":"Europe/Lisbon","allowed_lateness":"30m","emit_open_every":"10s"}"#);
+    assert_eq!(cfg.windows, vec![WindowSize::Hour, WindowSize::Week]);
+    assert_eq!(cfg.allowed_lateness, Duration::from_secs(1800));
+    assert_eq!(cfg.keep_closed, Duration::from_secs(86_400));
+    assert_eq!(cfg.emit_open_every, Some(Duration::from_secs(10)));
+    assert!(serde_json::from_str::<AccountStatsConfig>(r#"{"window":["hour"]}"#).is_err(), "unknown keys are refused");
+    assert!(serde_json::from_str::<AccountStatsConfig>(r#"{"windows":["month"]}"#).is_err());
+}
+
+fn toml_like(json: &str) -> AccountStatsConfig {
+    serde_json::from_str(json).unwrap()
+}
+
+#[test]
+fn state_keys_carry_the_partition() {
+    assert_eq!(parse_state_key("3/ada@social.example"), Some((3, "ada@social.example", None)));
+    assert_eq!(
+        parse_state_key("3/ada@social.example/https://social.example/users/ada/statuses/1"),
+        Some((3, "ada@social.example", Some("https://social.example/users/ada/statuses/1")))
+    );
+    assert_eq!(parse_state_key("x/ada"), None);
+    assert_eq!(parse_state_key("nopartition"), None);
+}
+
+#[test]
+fn an_undecodable_record_is_rejected_and_the_rest_processed() {
+    let mut p = AccountStatsProcessor::new("s", &AccountStatsConfig::default(), "s").unwrap();
+    let bad = LogRecord::new(Position { partition: 0, offset: 1 }, Utc::now(), "{not json".into());
+    let good = LogRecord::from_event(
+        Position { partition: 0, offset: 2 },
+        Utc::now(),
+        fedistream_core::event::Event::created("s", fedistream_core::testing::post("ada@social.example", 1, "hi")),
+    );
+    let mut out = ProcessorOutput::default();
+    p.process(&[bad, good], &mut out).unwrap();
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].0.offset, 1);
+    let keys: Vec<&str> = out.state.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["0/ada@social.example/https://social.example/users/ada/statuses/1", "0/ada@social.example"],
+        "the post and the account's windows are written"
+    );
+    // Loading what was written gives the same state back.
+    let saved: Vec<(String, String)> = out.state.iter().map(|s| (s.key.clone(), s.value.clone().unwrap())).collect();
+    let before = p.account(0, "ada@social.example").unwrap().clone();
+    p.load(saved.clone(), Some(&[0])).unwrap();
+    assert_eq!(p.account(0, "ada@social.example"), Some(&before));
+    assert_eq!(p.account(0, "ada@social.example").unwrap().posts.len(), 1);
+    // State of partitions this process does not own is not loaded.
+    p.load(saved, Some(&[1])).unwrap();
+    assert!(p.account(0, "ada@social.example").is_none());
+    assert!(p.load(vec![("0/x@y".into(), "\"text\"".into())], None).is_err(), "damaged state is an error, not a panic");
+}
+
+#[test]
+fn held_posts_stay_bounded_as_an_account_keeps_posting() {
+    // One post every 2.4 hours for 40 days: with the default 1 h lateness and
+    // 1 d keep_closed, about two days of posts are held, never the history.
+    let mut p = AccountStatsProcessor::new("s", &AccountStatsConfig::default(), "s").unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let mut max_posts = 0;
+    for i in 0..400u64 {
+        let mut post = fedistream_core::testing::post("ada@social.example", i, "hi");
+        post.created_at = Some(t0 + chrono::Duration::minutes(144 * i as i64));
+        let rec =
+            LogRecord::from_event(Position { partition: 0, offset: i }, Utc::now(), fedistream_core::event::Event::created("s", post));
+        let mut out = ProcessorOutput::default();
+        p.process(&[rec], &mut out).unwrap();
+        let st = p.account(0, "ada@social.example").unwrap();
+        max_posts = max_posts.max(st.posts.len());
+    }
+    let st = p.account(0, "ada@social.example").unwrap();
+    assert!(max_posts <= 30, "at most ~3 days of 10 posts a day held: {max_posts}");
+    assert!(st.held_windows().count() <= 40, "{}", st.held_windows().count());
+}

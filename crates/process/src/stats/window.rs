@@ -1,0 +1,150 @@
+//! Tumbling windows on event time: which window of a size a moment falls in,
+//! and where it ends. Hours are aligned to UTC; days and weeks (Monday first)
+//! to midnight UTC, or to local midnight in the configured IANA time zone, so a
+//! zoned day is 23 or 25 hours long on the days daylight saving time changes.
+//! Times are milliseconds since the Unix epoch.
+
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The window sizes the processor keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowSize {
+    Hour,
+    Day,
+    Week,
+}
+
+impl WindowSize {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WindowSize::Hour => "hour",
+            WindowSize::Day => "day",
+            WindowSize::Week => "week",
+        }
+    }
+}
+
+/// Window arithmetic in one zone (UTC when `None`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calendar {
+    pub zone: Option<Tz>,
+}
+
+impl Calendar {
+    /// `[start, end)` of the `size` window holding `t`.
+    pub fn window(&self, size: WindowSize, t: i64) -> (i64, i64) {
+        match size {
+            WindowSize::Hour => {
+                let start = t.div_euclid(HOUR_MS) * HOUR_MS;
+                (start, start + HOUR_MS)
+            }
+            WindowSize::Day => {
+                let day = self.local_date(t);
+                (self.midnight(day), self.midnight(day + Days::new(1)))
+            }
+            WindowSize::Week => {
+                let day = self.local_date(t);
+                let monday = day - Days::new(day.weekday().num_days_from_monday() as u64);
+                (self.midnight(monday), self.midnight(monday + Days::new(7)))
+            }
+        }
+    }
+
+    /// Hour of day (0–23) and weekday (0 = Monday) of `t` in the zone.
+    pub fn hour_and_weekday(&self, t: i64) -> (usize, usize) {
+        let utc = utc(t);
+        match self.zone {
+            Some(tz) => {
+                let l = utc.with_timezone(&tz);
+                (l.hour() as usize, l.weekday().num_days_from_monday() as usize)
+            }
+            None => (utc.hour() as usize, utc.weekday().num_days_from_monday() as usize),
+        }
+    }
+
+    fn local_date(&self, t: i64) -> NaiveDate {
+        match self.zone {
+            Some(tz) => utc(t).with_timezone(&tz).date_naive(),
+            None => utc(t).date_naive(),
+        }
+    }
+
+    /// The first instant of `day` in the zone. Where the day starts inside a
+    /// daylight-saving gap (a few zones move their clocks at midnight), it is
+    /// the first local time that exists; where midnight happens twice, the first.
+    fn midnight(&self, day: NaiveDate) -> i64 {
+        let Some(tz) = self.zone else {
+            return day.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+        };
+        let mut local = day.and_time(NaiveTime::MIN);
+        // Gaps are at most a few hours; step through them a quarter hour at a time.
+        for _ in 0..24 {
+            if let Some(t) = tz.from_local_datetime(&local).earliest() {
+                return t.timestamp_millis();
+            }
+            local += chrono::Duration::minutes(15);
+        }
+        // No zone has a gap this long; fall back to UTC midnight.
+        day.and_time(NaiveTime::MIN).and_utc().timestamp_millis()
+    }
+}
+
+/// Milliseconds since the epoch as UTC (clamped into chrono's range).
+pub fn utc(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// RFC 3339 with milliseconds only when there are any (stable text for records).
+pub fn rfc3339(t: i64) -> String {
+    utc(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn utc_windows_are_aligned() {
+        let c = Calendar { zone: None };
+        let t = ms("2026-03-11T13:45:10Z");
+        assert_eq!(c.window(WindowSize::Hour, t), (ms("2026-03-11T13:00:00Z"), ms("2026-03-11T14:00:00Z")));
+        assert_eq!(c.window(WindowSize::Day, t), (ms("2026-03-11T00:00:00Z"), ms("2026-03-12T00:00:00Z")));
+        // 2026-03-11 is a Wednesday.
+        assert_eq!(c.window(WindowSize::Week, t), (ms("2026-03-09T00:00:00Z"), ms("2026-03-16T00:00:00Z")));
+        assert_eq!(c.hour_and_weekday(t), (13, 2));
+    }
+
+    #[test]
+    fn zoned_days_follow_daylight_saving_time() {
+        let c = Calendar { zone: Some(chrono_tz::Europe::Berlin) };
+        // Clocks go forward on 2026-03-29 at 02:00 local: a 23-hour day.
+        let (s, e) = c.window(WindowSize::Day, ms("2026-03-29T12:00:00Z"));
+        assert_eq!((s, e), (ms("2026-03-28T23:00:00Z"), ms("2026-03-29T22:00:00Z")));
+        assert_eq!(e - s, 23 * HOUR_MS);
+        // And back on 2026-10-25: 25 hours.
+        let (s, e) = c.window(WindowSize::Day, ms("2026-10-25T12:00:00Z"));
+        assert_eq!(e - s, 25 * HOUR_MS);
+        // 23:30 UTC on the 28th is already the 29th in Berlin.
+        assert_eq!(c.window(WindowSize::Day, ms("2026-03-28T23:30:00Z")).0, ms("2026-03-28T23:00:00Z"));
+        assert_eq!(c.hour_and_weekday(ms("2026-03-28T23:30:00Z")), (0, 6));
+    }
+
+    #[test]
+    fn a_day_starting_in_a_gap_starts_when_the_clock_resumes() {
+        // Santiago moved its clocks forward at midnight on 2026-09-06 (00:00 → 01:00).
+        let c = Calendar { zone: Some(chrono_tz::America::Santiago) };
+        let (s, _) = c.window(WindowSize::Day, ms("2026-09-06T12:00:00Z"));
+        let local = utc(s).with_timezone(&chrono_tz::America::Santiago);
+        assert_eq!(local.date_naive(), NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
+        assert!(local.hour() <= 1, "{local}");
+    }
+}
