@@ -8,10 +8,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use rand::{Rng, SeedableRng};
 
 const KILLS: usize = 20;
 
@@ -88,27 +87,7 @@ async fn killed_and_restarted(input: &Path, kafka: Option<(&str, &str)>, seed: u
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_file(dir.path(), "c.toml", &config(dir.path(), input, kafka));
     let args = ["run", "--config", cfg.to_str().unwrap(), "--worker", "w"];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut killed = 0;
-    while killed < KILLS {
-        let p = Spawn::new(dir.path(), &format!("run{killed}"), &args).start();
-        // A random point of a run: the replay alone takes over a second (its
-        // rate), every run reading the whole input again.
-        let at = Instant::now() + Duration::from_millis(rng.gen_range(30..1_000));
-        while Instant::now() < at && p.exited().is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if p.exited().is_some() {
-            // Finished before the kill: start over from scratch would hide nothing; just go on.
-            break;
-        }
-        p.kill9();
-        p.wait_exit(Duration::from_secs(30)).await;
-        killed += 1;
-    }
-    let p = Spawn::new(dir.path(), "last", &args).start();
-    let s = p.wait_exit(Duration::from_secs(240)).await;
-    assert!(s.success(), "{s}\n{}", p.stderr());
+    let killed = kill_at_random_points(dir.path(), &args, KILLS, seed).await;
     assert!(killed >= KILLS / 2, "only {killed} kills landed before a run finished: the test did not test much");
     windows(&dir.path().join("windows.jsonl"))
 }

@@ -7,10 +7,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use rand::{Rng, SeedableRng};
 
 const KILLS: usize = 20;
 
@@ -89,24 +88,7 @@ async fn account_stats_killed_at_random_points_give_the_stats_of_one_run_on_sqli
     let killed_dir = tempfile::tempdir().unwrap();
     let cfg = write_file(killed_dir.path(), "c.toml", &config(killed_dir.path(), &input));
     let args = ["run", "--config", cfg.to_str().unwrap(), "--worker", "w"];
-    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-    let mut killed = 0;
-    while killed < KILLS {
-        let p = Spawn::new(killed_dir.path(), &format!("run{killed}"), &args).start();
-        let at = Instant::now() + Duration::from_millis(rng.gen_range(30..1_000));
-        while Instant::now() < at && p.exited().is_none() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        if p.exited().is_some() {
-            break;
-        }
-        p.kill9();
-        p.wait_exit(Duration::from_secs(30)).await;
-        killed += 1;
-    }
-    let p = Spawn::new(killed_dir.path(), "last", &args).start();
-    let s = p.wait_exit(Duration::from_secs(240)).await;
-    assert!(s.success(), "{s}\n{}", p.stderr());
+    let killed = kill_at_random_points(killed_dir.path(), &args, KILLS, 13).await;
     assert!(killed >= KILLS / 2, "only {killed} kills landed before a run finished: the test did not test much");
     let got = records(&killed_dir.path().join("stats.jsonl"));
     assert_eq!(got.len(), want.len());

@@ -439,3 +439,31 @@ pub fn summary_counters(stderr: &str, line_prefix: &str) -> HashMap<String, u64>
 pub fn pipeline_name(test: &str) -> String {
     format!("it-{test}-{}-{:x}", std::process::id(), rand::random::<u32>())
 }
+
+/// Runs `args` in `dir` up to `kills` times, each killed (-9) at a random point
+/// of its first second (`seed` picks them), then once to the end (which must
+/// succeed). Returns how many kills landed: a run that finished before its
+/// kill ends the loop early.
+pub async fn kill_at_random_points(dir: &Path, args: &[&str], kills: usize, seed: u64) -> usize {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut killed = 0;
+    while killed < kills {
+        let p = Spawn::new(dir, &format!("run{killed}"), args).start();
+        // A random point of a run (a replay alone takes over a second, at its rate).
+        let at = Instant::now() + Duration::from_millis(rng.gen_range(30..1_000));
+        while Instant::now() < at && p.exited().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if p.exited().is_some() {
+            break;
+        }
+        p.kill9();
+        p.wait_exit(Duration::from_secs(30)).await;
+        killed += 1;
+    }
+    let p = Spawn::new(dir, "last", args).start();
+    let s = p.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", p.stderr());
+    killed
+}

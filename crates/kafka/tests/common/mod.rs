@@ -86,12 +86,7 @@ pub struct Got {
 pub async fn consume(topic: &str, n: usize) -> Vec<Got> {
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", format!("fedistream-test-{:x}", rand::random::<u64>()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let c = reader();
         let md = c.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in md.topics()[0].partitions() {
@@ -204,12 +199,7 @@ pub fn describe_topic(topic: &str) -> Option<(usize, usize)> {
 pub async fn keys_in(topic: &str) -> Vec<String> {
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", format!("fedistream-test-{:x}", rand::random::<u64>()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let c = reader();
         let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
         let mut out = Vec::new();
         for p in md.topics()[0].partitions() {
@@ -235,4 +225,14 @@ pub async fn keys_in(topic: &str) -> Vec<String> {
     })
     .await
     .unwrap()
+}
+
+/// A consumer of its own (random) group that commits nothing, for reading topics back.
+fn reader() -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("fedistream-test-{:x}", rand::random::<u64>()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
 }
