@@ -3,11 +3,12 @@
 //! followed accounts to the reader's home stream, over SSE or WebSocket; the
 //! mastodon source appends them to the SQLite log; a file channel delivers them.
 //!
-//! Two phases: a burst (`count` posts as fast as the server can stream them:
+//! Two phases: a burst (`count` posts as fast as the pipeline takes them:
 //! statuses/s and CPU per status), then a steady rate (`latency_count` posts at
 //! `rate`/s: p50/p99 from the server's send to the channel's delivery). Peak RSS
-//! at the end. The CPU is the whole process's: fedistream's and the fake
-//! server's (its JSON encoding of each status, its stream writes) together.
+//! at the end. The fake server, and the posting, run on a runtime of their own
+//! (threads named `fake-server`), so fedistream's CPU is the process's minus
+//! those threads' (from /proc): both are printed.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -60,15 +61,24 @@ impl Sink for TimingSink {
     }
 }
 
-/// User + system CPU time of this process.
-fn cpu_time() -> Duration {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces): utime is 14th, stime 15th overall.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+/// User + system CPU time of this process's threads: (all, those named `fake-server…`).
+fn cpu_times() -> (Duration, Duration) {
+    let ticks = |stat: &str| -> u64 {
+        // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let all = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+    let mut fake = 0;
+    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("fake-server") {
+            fake += ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default());
+        }
+    }
     // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
+    (Duration::from_millis(all * 10), Duration::from_millis(fake * 10))
 }
 
 async fn wait_delivered(delivered: &Delivered, keys: &[String], within: Duration) -> anyhow::Result<()> {
@@ -92,12 +102,16 @@ pub async fn run(count: usize, accounts: usize, rate: f64, latency_count: usize,
     if !matches!(transport, StreamMode::Sse | StreamMode::Websocket) {
         bail!("--transport must be sse or websocket");
     }
-    let fake = FakeMastodon::start(FakeConfig {
-        token: Some(TOKEN.into()),
-        rate_limit: RateLimitConfig { limit: u32::MAX, window: Duration::from_secs(300) },
-        ..FakeConfig::default()
-    })
-    .await;
+    // The fake server and the posting get threads of their own, so their CPU
+    // can be told apart from fedistream's.
+    let fake_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("fake-server").enable_all().build()?;
+    let fake = fake_rt
+        .spawn(FakeMastodon::start(FakeConfig {
+            token: Some(TOKEN.into()),
+            rate_limit: RateLimitConfig { limit: u32::MAX, window: Duration::from_secs(300) },
+            ..FakeConfig::default()
+        }))
+        .await?;
     let users: Vec<String> = (0..accounts.max(1)).map(|i| format!("u{i}")).collect();
     for u in &users {
         fake.add_account(u, AccountOpts::default());
@@ -106,17 +120,27 @@ pub async fn run(count: usize, accounts: usize, rate: f64, latency_count: usize,
     let mut g = Generator::new(11);
     let bodies: Vec<String> = (0..512).map(|_| g.status_value(accounts)["content"].as_str().unwrap_or("<p>post</p>").to_owned()).collect();
     let mean_body = bodies.iter().map(String::len).sum::<usize>() / bodies.len();
+    let poster = Poster { fake: Arc::new(fake), users: Arc::new(users), bodies: Arc::new(bodies), rt: fake_rt.handle().clone() };
 
     let dir = std::env::temp_dir().join(format!("fedistream-bench-stream-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = measure(&fake, &users, &bodies, &dir, count, rate, latency_count, transport).await;
+    let result = measure(&poster, &dir, count, rate, latency_count, transport).await;
     let _ = std::fs::remove_dir_all(&dir);
-    let (secs, cpu, lat) = result?;
-    println!("bench stream ({transport:?}, {} accounts, mean post HTML {mean_body} B)", users.len());
+    let accounts = poster.users.len();
+    drop(poster);
+    fake_rt.shutdown_background();
+    let Measured { secs, cpu_all, cpu_fake, lat } = result?;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / count.max(1) as f64;
+    println!("bench stream ({transport:?}, {accounts} accounts, mean post HTML {mean_body} B)");
     println!(
-        "  burst       {count} statuses in {secs:.2} s: {:.0} statuses/s, CPU {:.0} µs/status (whole process, fake server included)",
+        "  burst       {count} statuses in {secs:.2} s: {:.0} statuses/s; CPU µs/status: fedistream {:.0}, fake server {:.0}",
         count as f64 / secs,
-        cpu.as_secs_f64() * 1e6 / count.max(1) as f64
+        per(cpu_all.saturating_sub(cpu_fake)),
+        per(cpu_fake)
+    );
+    println!(
+        "  (fedistream alone at that CPU: {:.0} statuses/s per core)",
+        count as f64 / cpu_all.saturating_sub(cpu_fake).as_secs_f64().max(1e-9)
     );
     println!(
         "  at {rate:.0}/s    {latency_count} statuses, send → delivery p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -124,25 +148,77 @@ pub async fn run(count: usize, accounts: usize, rate: f64, latency_count: usize,
         percentile(&lat, 0.99) as f64 / 1e3,
         lat.last().copied().unwrap_or(0) as f64 / 1e3
     );
-    println!("  peak RSS    {} MiB", peak_rss_kib(None).unwrap_or(0) / 1024);
+    println!("  peak RSS    {} MiB (fedistream and the fake server)", peak_rss_kib(None).unwrap_or(0) / 1024);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Both phases: (burst seconds, burst CPU, sorted latencies in µs).
-#[allow(clippy::too_many_arguments)]
+/// Posts on the fake server's runtime.
+struct Poster {
+    fake: Arc<FakeMastodon>,
+    users: Arc<Vec<String>>,
+    bodies: Arc<Vec<String>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Poster {
+    /// Posts `count` statuses from post number `from` on, round-robin over the
+    /// accounts; with `every`, one per tick; with `ahead`, never more than that
+    /// many not yet in `delivered`. Returns each post's key and when it was sent.
+    async fn post(&self, from: usize, count: usize, every: Option<Duration>, ahead: Option<(usize, Delivered)>) -> anyhow::Result<Vec<(String, Instant)>> {
+        let (fake, users, bodies) = (self.fake.clone(), self.users.clone(), self.bodies.clone());
+        let task = self.rt.spawn(async move {
+            let mut sent = Vec::with_capacity(count);
+            let mut tick = every.map(|d| {
+                let mut t = tokio::time::interval(d);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            let before = ahead.as_ref().map(|(_, d)| d.lock().unwrap_or_else(|p| p.into_inner()).len()).unwrap_or(0);
+            while sent.len() < count {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                if let Some((limit, d)) = &ahead {
+                    let done = d.lock().unwrap_or_else(|p| p.into_inner()).len() - before;
+                    if sent.len() >= done + limit {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                        continue;
+                    }
+                }
+                let n = from + sent.len();
+                let posted = fake.post(&users[n % users.len()], NewStatus::html(bodies[n % bodies.len()].clone()));
+                sent.push((posted.uri, Instant::now()));
+                if sent.len() % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            sent
+        });
+        Ok(task.await?)
+    }
+}
+
+/// What the two phases measured.
+struct Measured {
+    secs: f64,
+    cpu_all: Duration,
+    cpu_fake: Duration,
+    /// Send → delivery, sorted, in µs.
+    lat: Vec<u64>,
+}
+
 async fn measure(
-    fake: &FakeMastodon,
-    users: &[String],
-    bodies: &[String],
+    poster: &Poster,
     dir: &std::path::Path,
     count: usize,
     rate: f64,
     latency_count: usize,
     transport: StreamMode,
-) -> anyhow::Result<(f64, Duration, Vec<u64>)> {
+) -> anyhow::Result<Measured> {
+    let fake = &poster.fake;
     let dir = dir.to_path_buf();
     let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
-    let mut cfg = MastodonSourceConfig::for_accounts(users.iter().map(|u| format!("{u}@{}", fake.host())).collect());
+    let mut cfg = MastodonSourceConfig::for_accounts(poster.users.iter().map(|u| format!("{u}@{}", fake.host())).collect());
     cfg.instance = Some(fake.base_url());
     cfg.backfill = Backfill::None;
     cfg.stream = transport;
@@ -178,52 +254,27 @@ async fn measure(
     if !fake.wait_for_open_streams(1, Duration::from_secs(60)).await {
         bail!("the stream did not connect within 60 s");
     }
-    // Caught up: a first post arrives through the stream and its catch-up.
-    let mut n = 0usize;
-    let mut post = |fake: &FakeMastodon| {
-        n += 1;
-        let user = &users[n % users.len()];
-        fake.post(user, NewStatus::html(bodies[n % bodies.len()].clone())).uri
-    };
-    let warm: Vec<String> = (0..users.len().min(50)).map(|_| post(fake)).collect();
-    wait_delivered(&delivered, &warm, Duration::from_secs(120)).await?;
+    // Caught up: first posts arrive through the stream.
+    let warm = poster.post(0, poster.users.len().min(50), None, None).await?;
+    let mut n = warm.len();
+    wait_delivered(&delivered, &keys(&warm), Duration::from_secs(120)).await?;
 
     // Phase 1: a burst, as fast as the pipeline takes it. At most `AHEAD`
     // posts are in flight (posted, not delivered): the fake server, like the
     // real one, drops events for a reader that falls too far behind (its
     // stream buffer holds 4,096), and this measures the pipeline, not that.
     const AHEAD: usize = 2_000;
-    let cpu0 = cpu_time();
+    let (all0, fake0) = cpu_times();
     let t0 = Instant::now();
-    let mut burst: Vec<String> = Vec::with_capacity(count);
-    let before = delivered.lock().unwrap_or_else(|p| p.into_inner()).len();
-    while burst.len() < count {
-        let done = delivered.lock().unwrap_or_else(|p| p.into_inner()).len() - before;
-        let room = (done + AHEAD).saturating_sub(burst.len()).min(count - burst.len());
-        if room == 0 {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-            continue;
-        }
-        for _ in 0..room.min(256) {
-            burst.push(post(fake));
-        }
-        tokio::task::yield_now().await;
-    }
-    wait_delivered(&delivered, &burst, Duration::from_secs(600)).await?;
+    let burst = poster.post(n, count, None, Some((AHEAD, delivered.clone()))).await?;
+    n += burst.len();
+    wait_delivered(&delivered, &keys(&burst), Duration::from_secs(600)).await?;
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_time().saturating_sub(cpu0);
+    let (all1, fake1) = cpu_times();
 
     // Phase 2: a steady rate.
-    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(latency_count);
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1.0)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for _ in 0..latency_count {
-        tick.tick().await;
-        let at = Instant::now();
-        sent.push((post(fake), at));
-    }
-    let keys: Vec<String> = sent.iter().map(|(k, _)| k.clone()).collect();
-    wait_delivered(&delivered, &keys, Duration::from_secs(120)).await?;
+    let sent = poster.post(n, latency_count, Some(Duration::from_secs_f64(1.0 / rate.max(1.0))), None).await?;
+    wait_delivered(&delivered, &keys(&sent), Duration::from_secs(120)).await?;
     let mut lat: Vec<u64> = {
         let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
         sent.iter().map(|(k, at)| d[k].saturating_duration_since(*at).as_micros() as u64).collect()
@@ -234,6 +285,9 @@ async fn measure(
     if !summary.failures.is_empty() {
         bail!("components failed: {:?}", summary.failures);
     }
+    Ok(Measured { secs, cpu_all: all1.saturating_sub(all0), cpu_fake: fake1.saturating_sub(fake0), lat })
+}
 
-    Ok((secs, cpu, lat))
+fn keys(sent: &[(String, Instant)]) -> Vec<String> {
+    sent.iter().map(|(k, _)| k.clone()).collect()
 }
