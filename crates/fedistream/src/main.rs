@@ -14,6 +14,7 @@ mod follow;
 mod pipeline;
 mod progress;
 mod roles;
+mod sql;
 mod status;
 
 use std::process::ExitCode;
