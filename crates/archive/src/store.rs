@@ -181,7 +181,6 @@ impl Archive {
 
     /// A store error as a channel error: what we did, where, and whether a retry helps.
     pub fn error(&self, what: &str, path: &Path, e: object_store::Error) -> SinkError {
-        let text = e.to_string();
         let chain = source_chain(&e);
         if let Some(io) = io_error(&e).filter(|_| self.local_root.is_some()) {
             let kind = io_kind(io);
@@ -207,7 +206,7 @@ impl Archive {
         {
             return SinkError::new(
                 ErrorKind::Auth,
-                format!("{} refused the credentials for bucket `{bucket}` (cannot {what} {path}): {}", self.endpoint, short(&text)),
+                format!("{} refused the credentials for bucket `{bucket}` (cannot {what} {path}): {}", self.endpoint, reason(&chain)),
             );
         }
         let network = io_error(&e).is_some_and(|io| {
@@ -224,7 +223,23 @@ impl Archive {
                 format!("endpoint {} is unreachable for bucket `{bucket}` (cannot {what} {path}): {}", self.endpoint, short(&chain)),
             );
         }
-        SinkError::new(ErrorKind::Transient, format!("archive {}: cannot {what} {path}: {}", self.display, short(&chain)))
+        SinkError::new(ErrorKind::Transient, format!("archive {}: cannot {what} {path}: {}", self.display, reason(&chain)))
+    }
+}
+
+/// What the server said: an S3 error document's code and message when there
+/// is one (not the whole XML), else the error text, shortened.
+fn reason(chain: &str) -> String {
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = chain.find(&open)? + open.len();
+        let end = chain[start..].find(&format!("</{t}>"))? + start;
+        Some(chain[start..end].to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code,
+        _ => short(chain),
     }
 }
 

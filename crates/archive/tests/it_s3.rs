@@ -122,7 +122,9 @@ async fn open_error(cfg: ArchiveSinkConfig) -> fedistream_core::SinkError {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn Log> = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
     let mut sink = ArchiveSink::new(cfg);
-    sink.open(&SinkContext::new("archive", log)).await.expect_err("open must fail")
+    let e = sink.open(&SinkContext::new("archive", log)).await.expect_err("open must fail");
+    eprintln!("open error: {e:?}");
+    e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
