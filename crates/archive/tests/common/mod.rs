@@ -143,8 +143,10 @@ impl Drop for Minio {
     }
 }
 
+/// Until the server serves requests: `/minio/health/live` answers earlier,
+/// while requests still get 503 XMinioServerNotInitialized.
 pub async fn wait_live(endpoint: &str) {
-    let url = format!("{endpoint}/minio/health/live");
+    let url = format!("{endpoint}/minio/health/ready");
     let client = reqwest::Client::new();
     for _ in 0..600 {
         if client.get(&url).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success()) {
