@@ -1,4 +1,4 @@
-//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `bench`.
+//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `sql`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +73,8 @@ pub enum Command {
         #[command(subcommand)]
         schema: SchemaCommand,
     },
+    /// Read-only SQL (Apache DataFusion) over an archive channel's Parquet datasets.
+    Sql(crate::sql::SqlArgs),
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
 }
@@ -98,6 +100,8 @@ pub enum ChannelCommand {
 pub enum SchemaCommand {
     /// The Avro schema of the Kafka channel's `avro` format (schemas/post_event.avsc).
     Avro,
+    /// The Parquet schemas of the archive channel's datasets (schemas/archive-parquet.md).
+    Parquet,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +183,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         #[cfg(not(feature = "kafka"))]
         Command::Schema { schema: SchemaCommand::Avro } => anyhow::bail!("{}", crate::pipeline::NO_KAFKA),
+        Command::Schema { schema: SchemaCommand::Parquet } => {
+            print!("{}", fedistream_archive::schema::describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql(a) => crate::sql::run(a).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Stats(a) => crate::stats::run(a).await,
     }

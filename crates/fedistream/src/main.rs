@@ -17,6 +17,7 @@ mod pipeline;
 mod progress;
 mod roles;
 mod stats;
+mod sql;
 mod status;
 
 use std::process::ExitCode;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use fedistream_archive::ArchiveSink;
 use fedistream_connectors::file::FileSink;
 use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
@@ -161,6 +162,7 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
         let sink: Box<dyn Sink> = match c {
             ChannelConfig::File(f) => Box::new(FileSink::new(f.clone())),
             ChannelConfig::Stdout(s) => Box::new(StdoutSink::new(s.clone())),
+            ChannelConfig::Archive(a) => Box::new(ArchiveSink::new((**a).clone())),
             ChannelConfig::Mastodon(m) => {
                 let conn = &m.connection;
                 let c = cfg.connections.mastodon.get(conn).with_context(|| format!("channels.{name}.connection: no connection `{conn}`"))?;

@@ -1,7 +1,8 @@
 //! The offline demo (`examples/demo.toml`) as a user runs it from the repository
 //! root, with its output redirected into a temporary directory: it ends by
-//! itself, archives every public, consenting post once, computes per-account
-//! statistics that `fedistream stats` shows, and a second run appends nothing.
+//! itself, archives every public, consenting post once (JSON Lines, and
+//! Parquet that `fedistream sql` reads), computes per-account statistics that
+//! `fedistream stats` shows, and a second run appends nothing.
 
 mod common;
 
@@ -33,8 +34,8 @@ fn redirected_demo(dir: &Path) -> String {
         })
         .collect();
     assert_eq!(
-        rewritten, 4,
-        "the demo has a log, a replay input, an archive file and a stats file:\n{text}"
+        rewritten, 5,
+        "the demo has a log, a replay input, an archive file, a stats file and a Parquet archive directory:\n{text}"
     );
     out.join("\n")
 }
@@ -158,6 +159,18 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
         "nothing shown twice on the terminal:\n{}",
         p.stdout()
     );
+    // The Parquet archive holds the same events once each, and `posts` answers.
+    let (status, out, err) = run_to_end(
+        dir.path(),
+        "sql",
+        &["sql", "--config", cfg.to_str().unwrap(), "--format", "csv", "select count(*) as n, count(distinct key) as k from events"],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, format!("n,k\n{expected},{expected}\n"));
+    let (status, out, err) =
+        run_to_end(dir.path(), "sql-posts", &["sql", "--config", cfg.to_str().unwrap(), "--format", "csv", "select count(*) as n from posts"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, format!("n\n{expected}\n"));
     assert_eq!(
         read_events(&dir.path().join("demo-stats.jsonl")).len(),
         stats_lines.len(),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fedistream_archive::ArchiveSinkConfig;
 use fedistream_connectors::file::FileSinkConfig;
 use fedistream_connectors::mastodon::sink::MastodonSinkConfig;
 use fedistream_connectors::mastodon::source::MastodonSourceConfig;
@@ -236,6 +237,8 @@ pub enum ChannelConfig {
     Mastodon(Box<MastodonSinkConfig>),
     Kafka(Box<KafkaChannelConfig>),
     Webhook(Box<WebhookSinkConfig>),
+    /// Parquet (or JSON Lines) objects in a local directory or an S3 bucket.
+    Archive(Box<ArchiveSinkConfig>),
 }
 
 impl ChannelConfig {
@@ -246,6 +249,7 @@ impl ChannelConfig {
             ChannelConfig::Mastodon(c) => &c.delivery,
             ChannelConfig::Kafka(c) => &c.delivery,
             ChannelConfig::Webhook(c) => &c.delivery,
+            ChannelConfig::Archive(c) => &c.delivery,
         }
     }
 }

@@ -160,6 +160,18 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                 }
             }
             ChannelConfig::Stdout(_) => {}
+            ChannelConfig::Archive(a) => {
+                for (key, why) in a.problems() {
+                    err(format!("{k}.{key}"), why);
+                }
+                if check_secrets {
+                    for (key, var) in [("access_key_id_env", &a.access_key_id_env), ("secret_access_key_env", &a.secret_access_key_env)] {
+                        if let Some(var) = var.as_ref().filter(|v| std::env::var(v).is_err()) {
+                            err(format!("{k}.{key}"), format!("the env var `{var}` is not set"));
+                        }
+                    }
+                }
+            }
         }
         if c.delivery().max_batch == 0 {
             err(format!("{k}.delivery.max_batch"), "must be at least 1".into());

@@ -1,0 +1,214 @@
+//! The archive channel's configuration (`[channels.NAME] type = "archive"`)
+//! and its checks without I/O.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The file format of the objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Apache Parquet, zstd-compressed columns.
+    #[default]
+    Parquet,
+    /// JSON Lines: the file channel's lines (`partition`, `offset`, then the event).
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSinkConfig {
+    /// Where the archive lives: `file:///abs/dir` or `s3://bucket/prefix`.
+    /// Exactly one of `url` and `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A local directory (created if missing); relative to the working directory.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// S3: the server's URL (MinIO: `http://127.0.0.1:9000`); default AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3: the region (MinIO accepts any; default `us-east-1`, or AWS_REGION).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3: path-style addressing (`endpoint/bucket/key`, what MinIO expects);
+    /// false: virtual-hosted style (`bucket.endpoint/key`).
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// S3: allow a plain `http://` endpoint (loopback test servers).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// S3: the *name* of the env var holding the access key id. Without it (and
+    /// `secret_access_key_env`), the usual AWS chain: AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, web identity, instance metadata.
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    /// S3: the *name* of the env var holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    #[serde(default)]
+    pub format: Format,
+    /// JSON Lines only: gzip the objects (`.jsonl.gz`).
+    #[serde(default)]
+    pub gzip: bool,
+    /// The dataset directory below the prefix. Default: `posts` for the events
+    /// topic, the processor's name for a processor's output.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// Write the buffered records out once they reach this many bytes of event
+    /// JSON (the objects are smaller: Parquet compresses).
+    #[serde(default = "default_max_file_bytes", with = "fedistream_core::units::size")]
+    pub max_file_bytes: u64,
+    /// Write the buffered records out once the oldest is this old, even when
+    /// no new records arrive.
+    #[serde(default = "default_max_file_age", with = "fedistream_core::units::duration")]
+    pub max_file_age: Duration,
+    /// Parquet rows per row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Objects of at least this size go up as a multipart upload (S3), aborted
+    /// if a part fails; smaller ones in one request.
+    #[serde(default = "default_multipart_threshold", with = "fedistream_core::units::size")]
+    pub multipart_threshold: u64,
+    /// Part size of multipart uploads (S3 needs at least 5 MiB).
+    #[serde(default = "default_part_bytes", with = "fedistream_core::units::size")]
+    pub multipart_part_bytes: u64,
+    /// One request to the store longer than this fails (and is retried).
+    #[serde(default = "default_request_timeout", with = "fedistream_core::units::duration")]
+    pub request_timeout: Duration,
+    #[serde(default)]
+    pub delivery: fedistream_core::runtime::DeliveryConfig,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_file_bytes() -> u64 {
+    64_000_000
+}
+fn default_max_file_age() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+fn default_multipart_threshold() -> u64 {
+    32 << 20
+}
+fn default_part_bytes() -> u64 {
+    16 << 20
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+
+impl ArchiveSinkConfig {
+    /// A local-directory archive with every default.
+    pub fn local(path: impl Into<PathBuf>) -> Self {
+        ArchiveSinkConfig {
+            url: None,
+            path: Some(path.into()),
+            endpoint: None,
+            region: None,
+            path_style: true,
+            allow_http: false,
+            access_key_id_env: None,
+            secret_access_key_env: None,
+            format: Format::Parquet,
+            gzip: false,
+            dataset: None,
+            max_file_bytes: default_max_file_bytes(),
+            max_file_age: default_max_file_age(),
+            row_group_rows: default_row_group_rows(),
+            multipart_threshold: default_multipart_threshold(),
+            multipart_part_bytes: default_part_bytes(),
+            request_timeout: default_request_timeout(),
+            delivery: Default::default(),
+        }
+    }
+
+    /// Problems as (key, reason), keys relative to the channel's table. No I/O.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match (&self.url, &self.path) {
+            (Some(_), Some(_)) => out.push(("url", "give `url` or `path`, not both".to_string())),
+            (None, None) => out.push(("url", "missing: `url = \"s3://bucket/prefix\"` or `file:///dir`, or `path = \"dir\"`".to_string())),
+            (Some(u), None) => {
+                if let Err(e) = crate::store::Location::parse(u) {
+                    out.push(("url", e));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        let s3 = self.url.as_deref().is_some_and(|u| u.starts_with("s3://"));
+        if !s3 {
+            for (k, set) in [
+                ("endpoint", self.endpoint.is_some()),
+                ("region", self.region.is_some()),
+                ("access_key_id_env", self.access_key_id_env.is_some()),
+                ("secret_access_key_env", self.secret_access_key_env.is_some()),
+                ("allow_http", self.allow_http),
+            ] {
+                if set {
+                    out.push((k, "only for an `s3://` url".to_string()));
+                }
+            }
+        }
+        if self.access_key_id_env.is_some() != self.secret_access_key_env.is_some() {
+            out.push((
+                "access_key_id_env",
+                "give both access_key_id_env and secret_access_key_env, or neither (the AWS chain)".to_string(),
+            ));
+        }
+        if let Some(e) = &self.endpoint {
+            match url::Url::parse(e) {
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u) if u.scheme() == "http" && !self.allow_http => {
+                    out.push(("endpoint", "a plain http:// endpoint needs `allow_http = true`".to_string()))
+                }
+                Ok(u) if u.scheme() == "http" => {}
+                Ok(u) => out.push(("endpoint", format!("scheme `{}`: use http:// or https://", u.scheme()))),
+                Err(err) => out.push(("endpoint", format!("not a URL: {err}"))),
+            }
+        }
+        if self.gzip && self.format != Format::Jsonl {
+            out.push(("gzip", "only with format = \"jsonl\" (Parquet is zstd-compressed)".to_string()));
+        }
+        if let Some(d) = &self.dataset {
+            if d.is_empty() || d.contains(['/', '\\', '=']) || d.starts_with('.') {
+                out.push(("dataset", format!("`{d}`: one directory name, without `/`, `=` or a leading dot")));
+            }
+        }
+        if self.max_file_bytes == 0 {
+            out.push(("max_file_bytes", "must be more than 0".to_string()));
+        }
+        if self.max_file_age.is_zero() {
+            out.push(("max_file_age", "must be more than 0".to_string()));
+        }
+        if self.row_group_rows == 0 {
+            out.push(("row_group_rows", "must be more than 0".to_string()));
+        }
+        if self.multipart_part_bytes < MIN_PART_BYTES {
+            out.push(("multipart_part_bytes", format!("at least {MIN_PART_BYTES} bytes (5 MiB, the S3 minimum)")));
+        }
+        out
+    }
+
+    /// The file extension of the objects.
+    pub fn extension(&self) -> &'static str {
+        match (self.format, self.gzip) {
+            (Format::Parquet, _) => "parquet",
+            (Format::Jsonl, false) => "jsonl",
+            (Format::Jsonl, true) => "jsonl.gz",
+        }
+    }
+
+    /// The dataset directory for a channel reading `topic`.
+    pub fn dataset_for(&self, topic: &str) -> String {
+        self.dataset.clone().unwrap_or_else(|| if topic == fedistream_core::log::EVENTS { "posts".into() } else { topic.into() })
+    }
+}

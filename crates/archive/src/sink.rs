@@ -1,0 +1,292 @@
+//! The `archive` channel: buffers records and writes them out as objects
+//! (one per Hive directory and log partition) by size or age, acknowledging
+//! them to the runtime only once the store holds them.
+//!
+//! * `write` buffers and answers [`Written::Pending`]; `tick` writes the buffer
+//!   out once its oldest record reaches `max_file_age` (so a quiet account's
+//!   last post arrives within that bound); `flush` (drain, end of a finite run)
+//!   writes everything out.
+//! * A write-out *seals* the buffer: the objects are encoded once, then
+//!   uploaded; a failed upload is retried (the runtime's backoff) with exactly
+//!   the same objects, names and bytes, before anything newer. Records that
+//!   arrive meanwhile wait in a new buffer.
+//! * Names are deterministic from log positions, and `open` lists what the
+//!   archive holds: records redelivered after a crash (uploaded, not committed)
+//!   are recognised and skipped, so a reader never sees a row twice.
+//!   See [`crate::layout::Held::holds`] for why a listing is enough.
+//!
+//! Test-only failpoint (builds with the `test-util` feature only): with
+//! `FEDISTREAM_FAILPOINT=archive_after_upload` in the environment (read in
+//! `open`), the process aborts right after objects are stored and before they
+//! are acknowledged: the crash window the deterministic names cover.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fedistream_core::{Acker, ErrorKind, LogRecord, Position, Sink, SinkContext, SinkError, Written};
+
+use crate::config::ArchiveSinkConfig;
+use crate::encode::{encode, Encoding};
+use crate::layout::{hive_dir, part_name, Held};
+use crate::schema::event_time;
+use crate::store::Archive;
+
+/// Objects ready to upload, and the positions they make durable.
+struct Sealed {
+    objects: Vec<(String, Bytes)>,
+    /// The next object to upload (earlier ones are stored).
+    next: usize,
+    upto: HashMap<u32, u64>,
+}
+
+pub struct ArchiveSink {
+    cfg: ArchiveSinkConfig,
+    archive: Option<Archive>,
+    dataset: String,
+    events: bool,
+    acks: Acker,
+    held: Held,
+    /// Buffered records per (directory, log partition), in log order.
+    buffer: BTreeMap<(String, u32), Vec<LogRecord>>,
+    buffered_bytes: u64,
+    buffered_since: Option<Instant>,
+    sealed: Option<Sealed>,
+    /// The highest position given to the sink per partition (buffered, stored or skipped).
+    seen: HashMap<u32, u64>,
+    /// The highest position acknowledged as durable per partition.
+    durable: HashMap<u32, u64>,
+    failpoint: bool,
+}
+
+/// The failpoint name (see the module docs).
+pub const FAILPOINT_AFTER_UPLOAD: &str = "archive_after_upload";
+
+impl ArchiveSink {
+    /// Builds the sink; no I/O until `open`.
+    pub fn new(cfg: ArchiveSinkConfig) -> Self {
+        ArchiveSink {
+            cfg,
+            archive: None,
+            dataset: String::new(),
+            events: true,
+            acks: Acker::detached(),
+            held: Held::default(),
+            buffer: BTreeMap::new(),
+            buffered_bytes: 0,
+            buffered_since: None,
+            sealed: None,
+            seen: HashMap::new(),
+            durable: HashMap::new(),
+            failpoint: false,
+        }
+    }
+
+    fn archive(&self) -> Result<&Archive, SinkError> {
+        self.archive.as_ref().ok_or_else(|| SinkError::new(ErrorKind::Internal, "archive channel used before open"))
+    }
+
+    /// Read what the archive holds for this dataset.
+    async fn relist(&mut self) -> Result<(), SinkError> {
+        let archive = self.archive()?.clone();
+        let mut held = Held::default();
+        for rel in archive.list(&self.dataset).await? {
+            held.add(&rel);
+        }
+        self.held = held;
+        Ok(())
+    }
+
+    /// The directory of a record, or why it cannot be archived.
+    fn dir_of(&self, rec: &LogRecord) -> Result<String, String> {
+        if self.events {
+            rec.event().map(|ev| hive_dir(event_time(ev))).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str::<serde::de::IgnoredAny>(&rec.payload).map_err(|e| format!("not JSON: {e}"))?;
+            Ok(hive_dir(rec.appended_at))
+        }
+    }
+
+    /// Turn the buffer into encoded objects (on a blocking thread: Parquet
+    /// encoding is CPU work).
+    async fn seal(&mut self) -> Result<(), SinkError> {
+        if self.sealed.is_some() || self.buffer.is_empty() {
+            return Ok(());
+        }
+        let groups = std::mem::take(&mut self.buffer);
+        let enc = Encoding { format: self.cfg.format, gzip: self.cfg.gzip, row_group_rows: self.cfg.row_group_rows, events: self.events };
+        let ext = self.cfg.extension();
+        let dataset = self.dataset.clone();
+        let mut upto: HashMap<u32, u64> = HashMap::new();
+        for ((_, p), recs) in &groups {
+            if let Some(last) = recs.last() {
+                let e = upto.entry(*p).or_insert(last.position.offset);
+                *e = (*e).max(last.position.offset);
+            }
+        }
+        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Bytes)>, String> {
+            groups
+                .into_iter()
+                .map(|((dir, p), recs)| {
+                    let (first, last) = (recs[0].position.offset, recs[recs.len() - 1].position.offset);
+                    let bytes = encode(enc, &recs)?;
+                    Ok((format!("{dataset}/{dir}/{}", part_name(p, first, last, ext)), bytes))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| SinkError::new(ErrorKind::Internal, format!("encoding task failed: {e}")))?
+        .map_err(|e| SinkError::new(ErrorKind::Internal, format!("cannot encode records: {e}")))?;
+        self.buffered_bytes = 0;
+        self.buffered_since = None;
+        self.sealed = Some(Sealed { objects: encoded, next: 0, upto });
+        Ok(())
+    }
+
+    /// Upload what is sealed, then acknowledge it.
+    async fn upload_sealed(&mut self) -> Result<(), SinkError> {
+        let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
+        let archive = self.archive.as_ref().ok_or_else(|| SinkError::new(ErrorKind::Internal, "archive channel used before open"))?;
+        while sealed.next < sealed.objects.len() {
+            let (rel, bytes) = &sealed.objects[sealed.next];
+            let path = archive.path(rel);
+            let started = Instant::now();
+            archive.put(&path, bytes.clone(), self.cfg.multipart_threshold, self.cfg.multipart_part_bytes).await?;
+            tracing::debug!(object = %path, bytes = bytes.len(), took_ms = started.elapsed().as_millis() as u64, "Archive object stored");
+            sealed.next += 1;
+        }
+        if self.failpoint {
+            tracing::error!("Failpoint {FAILPOINT_AFTER_UPLOAD}: aborting after the upload, before the acknowledgement");
+            std::process::abort();
+        }
+        let sealed = self.sealed.take().expect("checked above");
+        // Once nothing is buffered, everything seen is durable (skipped records included).
+        let upto = if self.buffer.is_empty() { self.seen.clone() } else { sealed.upto };
+        self.acknowledge(upto);
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, upto: HashMap<u32, u64>) {
+        let mut positions = Vec::new();
+        for (p, o) in upto {
+            if self.durable.get(&p).is_none_or(|&d| d < o) {
+                self.durable.insert(p, o);
+                positions.push(Position { partition: p, offset: o });
+            }
+        }
+        if !positions.is_empty() {
+            self.acks.durable(positions, Vec::new());
+        }
+    }
+
+    /// Write out the buffer now: seal it (unless an earlier seal is still being
+    /// uploaded) and upload.
+    async fn write_out(&mut self) -> Result<(), SinkError> {
+        self.upload_sealed().await?;
+        self.seal().await?;
+        self.upload_sealed().await
+    }
+
+    fn age_reached(&self) -> bool {
+        self.buffered_since.is_some_and(|t| t.elapsed() >= self.cfg.max_file_age)
+    }
+}
+
+#[async_trait]
+impl Sink for ArchiveSink {
+    async fn open(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
+        // A reopen drops what was buffered and not acknowledged: the runtime delivers it again.
+        self.buffer.clear();
+        self.buffered_bytes = 0;
+        self.buffered_since = None;
+        self.sealed = None;
+        self.seen.clear();
+        self.durable.clear();
+        self.acks = ctx.acks.clone();
+        // Only in builds with test code (`test-util`): it aborts the process.
+        self.failpoint = cfg!(feature = "test-util") && std::env::var("FEDISTREAM_FAILPOINT").is_ok_and(|v| v == FAILPOINT_AFTER_UPLOAD);
+        self.events = ctx.topic == fedistream_core::log::EVENTS;
+        self.dataset = self.cfg.dataset_for(&ctx.topic);
+        if self.archive.is_none() {
+            self.archive = Some(Archive::open(&self.cfg)?);
+        }
+        // Also the check that the bucket exists and the credentials work.
+        self.relist().await?;
+        tracing::info!(archive = %self.archive()?.display, dataset = %self.dataset, objects = self.held.objects(),
+            format = ?self.cfg.format, "Archive channel opened");
+        Ok(())
+    }
+
+    async fn partitions_assigned(&mut self, partitions: &[u32]) -> Result<(), SinkError> {
+        // Another worker may have written these partitions' objects.
+        self.relist().await?;
+        tracing::info!(partitions = ?partitions, objects = self.held.objects(), "Archive channel: partitions assigned; archive re-read");
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
+        let mut all_durable = true;
+        for rec in batch {
+            let Position { partition: p, offset: o } = rec.position;
+            if self.seen.get(&p).is_some_and(|&s| o <= s) {
+                // Given before (the runtime retries a write that failed below).
+                all_durable &= self.durable.get(&p).is_some_and(|&d| o <= d);
+                continue;
+            }
+            self.seen.insert(p, o);
+            let dir = match self.dir_of(rec) {
+                Ok(d) => d,
+                Err(reason) => {
+                    self.acks.reject(rec.position, format!("cannot archive this record: {reason}"));
+                    all_durable = false;
+                    continue;
+                }
+            };
+            if self.held.holds(&dir, p, o) {
+                continue; // already in the archive (redelivered after a crash)
+            }
+            all_durable = false;
+            self.buffered_bytes += rec.payload.len() as u64;
+            self.buffered_since.get_or_insert_with(Instant::now);
+            self.buffer.entry((dir, p)).or_default().push(rec.clone());
+        }
+        if all_durable && self.buffer.is_empty() && self.sealed.is_none() {
+            return Ok(Written::done());
+        }
+        if self.sealed.is_some() || self.buffered_bytes >= self.cfg.max_file_bytes {
+            self.write_out().await?;
+        }
+        if self.buffer.is_empty() && self.sealed.is_none() {
+            // Everything given is stored (or skipped): acknowledge the lot.
+            self.acknowledge(self.seen.clone());
+        }
+        Ok(Written::Pending)
+    }
+
+    fn tick_interval(&self) -> Option<Duration> {
+        Some((self.cfg.max_file_age / 5).clamp(Duration::from_millis(20), Duration::from_secs(10)))
+    }
+
+    async fn tick(&mut self) -> Result<(), SinkError> {
+        if self.sealed.is_some() || self.age_reached() {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.write_out().await?;
+        // Records skipped or rejected after the last object count as durable too.
+        if self.buffer.is_empty() && self.sealed.is_none() {
+            self.acknowledge(self.seen.clone());
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ArchiveSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveSink").field("dataset", &self.dataset).field("format", &self.cfg.format).finish()
+    }
+}

@@ -1,0 +1,303 @@
+//! The object store behind an archive: a local directory or an S3-compatible
+//! bucket, through one `object_store` client, with errors that name the bucket
+//! and endpoint (never a secret) and say whether retrying helps.
+//!
+//! The client's own retries are kept short (two, within 10 s): the channel's
+//! runtime retries with its backoff, and the channel's status shows it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fedistream_core::{ErrorKind, SinkError};
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+use crate::config::ArchiveSinkConfig;
+
+/// Where an archive lives, parsed from its `url` or `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// `file:///abs/dir` or `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Result<Location, String> {
+        let u = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        match u.scheme() {
+            "file" => u.to_file_path().map(Location::Local).map_err(|_| format!("`{url}`: not an absolute file path")),
+            "s3" => {
+                let bucket = u.host_str().filter(|b| !b.is_empty()).ok_or_else(|| format!("`{url}`: no bucket (s3://BUCKET/prefix)"))?;
+                Ok(Location::S3 { bucket: bucket.to_string(), prefix: u.path().trim_matches('/').to_string() })
+            }
+            other => Err(format!("`{url}`: scheme `{other}` is not supported (file:// or s3://)")),
+        }
+    }
+
+    pub fn of(cfg: &ArchiveSinkConfig) -> Result<Location, String> {
+        match (&cfg.url, &cfg.path) {
+            (Some(u), None) => Location::parse(u),
+            (None, Some(p)) => Ok(Location::Local(p.clone())),
+            _ => Err("give exactly one of `url` and `path`".into()),
+        }
+    }
+}
+
+/// An opened archive location: the store, the prefix inside it, and how to name it in messages.
+#[derive(Clone, Debug)]
+pub struct Archive {
+    pub store: Arc<dyn ObjectStore>,
+    /// The prefix below which datasets live (empty for a local directory's root).
+    pub prefix: Path,
+    /// `s3://bucket/prefix at http://endpoint` or `/abs/dir`: what errors name.
+    pub display: String,
+    pub bucket: Option<String>,
+    pub endpoint: String,
+    pub local_root: Option<std::path::PathBuf>,
+}
+
+fn env_var(name: &str, key: &str) -> Result<String, SinkError> {
+    std::env::var(name).map_err(|_| SinkError::new(ErrorKind::Config, format!("{key}: the env var `{name}` is not set")))
+}
+
+impl Archive {
+    /// Build the client (no request yet; a local directory is created).
+    pub fn open(cfg: &ArchiveSinkConfig) -> Result<Archive, SinkError> {
+        let loc = Location::of(cfg).map_err(|e| SinkError::new(ErrorKind::Config, e))?;
+        match loc {
+            Location::Local(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| SinkError::new(io_kind(&e), format!("cannot create the archive directory {}: {e}", dir.display())))?;
+                let abs = std::fs::canonicalize(&dir)
+                    .map_err(|e| SinkError::new(io_kind(&e), format!("archive directory {}: {e}", dir.display())))?;
+                let fs = LocalFileSystem::new_with_prefix(&abs)
+                    .map_err(|e| SinkError::new(ErrorKind::Config, format!("archive directory {}: {e}", abs.display())))?;
+                Ok(Archive {
+                    store: Arc::new(fs),
+                    prefix: Path::default(),
+                    display: abs.display().to_string(),
+                    bucket: None,
+                    endpoint: abs.display().to_string(),
+                    local_root: Some(abs),
+                })
+            }
+            Location::S3 { bucket, prefix } => {
+                // The AWS env chain first (AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT, …), then the config.
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(&bucket)
+                    .with_virtual_hosted_style_request(!cfg.path_style)
+                    .with_allow_http(cfg.allow_http)
+                    .with_retry(RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(10), ..Default::default() })
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_allow_http(cfg.allow_http)
+                            .with_timeout(cfg.request_timeout)
+                            .with_connect_timeout(Duration::from_secs(5)),
+                    );
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                let region = cfg.region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
+                b = b.with_region(region);
+                if let (Some(id), Some(secret)) = (&cfg.access_key_id_env, &cfg.secret_access_key_env) {
+                    b = b
+                        .with_access_key_id(env_var(id, "access_key_id_env")?)
+                        .with_secret_access_key(env_var(secret, "secret_access_key_env")?);
+                }
+                let endpoint = cfg.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT").ok()).unwrap_or_else(|| "AWS S3".into());
+                let display = format!("s3://{bucket}/{prefix} at {endpoint}");
+                // The builder's errors name options, never their values.
+                let store = b.build().map_err(|e| SinkError::new(ErrorKind::Config, format!("archive {display}: {e}")))?;
+                Ok(Archive {
+                    store: Arc::new(store),
+                    prefix: Path::from(prefix),
+                    display,
+                    bucket: Some(bucket),
+                    endpoint,
+                    local_root: None,
+                })
+            }
+        }
+    }
+
+    /// The path of `rel` (slash-separated) below the prefix.
+    pub fn path(&self, rel: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.join(part);
+        }
+        p
+    }
+
+    /// Every object below `rel`, as paths relative to it.
+    pub async fn list(&self, rel: &str) -> Result<Vec<String>, SinkError> {
+        let base = self.path(rel);
+        let metas: Vec<_> = self.store.list(Some(&base)).try_collect().await.map_err(|e| self.error("list", &base, e))?;
+        let base = base.to_string();
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let s = m.location.to_string();
+                s.strip_prefix(&base).unwrap_or(&s).trim_start_matches('/').to_string()
+            })
+            .collect())
+    }
+
+    /// Store `data` at `path`, visible only once complete: one request below
+    /// `threshold` bytes, a multipart upload (aborted on failure) above.
+    pub async fn put(&self, path: &Path, data: Bytes, threshold: u64, part: u64) -> Result<(), SinkError> {
+        if (data.len() as u64) < threshold {
+            self.store.put(path, PutPayload::from(data)).await.map_err(|e| self.error("write", path, e))?;
+            return Ok(());
+        }
+        let mut upload = self.store.put_multipart(path).await.map_err(|e| self.error("start a multipart upload of", path, e))?;
+        let mut parts = 0;
+        let result = async {
+            for chunk in data.chunks(part as usize) {
+                upload.put_part(PutPayload::from(data.slice_ref(chunk))).await?;
+                parts += 1;
+            }
+            upload.complete().await
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                tracing::debug!(path = %path, parts, "Multipart upload complete");
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(abort) = upload.abort().await {
+                    tracing::warn!(path = %path, error = %abort, "Cannot abort a failed multipart upload; the store's lifecycle rules must remove it");
+                }
+                Err(self.error("upload", path, e))
+            }
+        }
+    }
+
+    /// A store error as a channel error: what we did, where, and whether a retry helps.
+    pub fn error(&self, what: &str, path: &Path, e: object_store::Error) -> SinkError {
+        let chain = source_chain(&e);
+        if let Some(io) = io_error(&e).filter(|_| self.local_root.is_some()) {
+            let kind = io_kind(io);
+            let full = io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull;
+            let msg = if full {
+                format!("the disk holding the archive {} is full: cannot {what} {path}", self.display)
+            } else {
+                format!("archive {}: cannot {what} {path}: {io}", self.display)
+            };
+            return SinkError::new(if full { ErrorKind::Transient } else { kind }, msg);
+        }
+        let bucket = self.bucket.as_deref().unwrap_or("");
+        if chain.contains("NoSuchBucket") || (matches!(e, object_store::Error::NotFound { .. }) && what == "list") {
+            return SinkError::new(
+                ErrorKind::Config,
+                format!("bucket `{bucket}` does not exist at {} (archive {})", self.endpoint, self.display),
+            );
+        }
+        if matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+            || ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden", "401 Unauthorized"]
+                .iter()
+                .any(|s| chain.contains(s))
+        {
+            return SinkError::new(
+                ErrorKind::Auth,
+                format!("{} refused the credentials for bucket `{bucket}` (cannot {what} {path}): {}", self.endpoint, reason(&chain)),
+            );
+        }
+        let network = io_error(&e).is_some_and(|io| {
+            use std::io::ErrorKind::*;
+            matches!(
+                io.kind(),
+                ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | TimedOut | HostUnreachable | NetworkUnreachable
+            )
+        });
+        if network || ["error sending request", "connect", "Connection refused", "timed out", "dns error"].iter().any(|s| chain.contains(s))
+        {
+            return SinkError::new(
+                ErrorKind::Transient,
+                format!("endpoint {} is unreachable for bucket `{bucket}` (cannot {what} {path}): {}", self.endpoint, short(&chain)),
+            );
+        }
+        SinkError::new(ErrorKind::Transient, format!("archive {}: cannot {what} {path}: {}", self.display, reason(&chain)))
+    }
+}
+
+/// What the server said: an S3 error document's code and message when there
+/// is one (not the whole XML), else the error text, shortened.
+fn reason(chain: &str) -> String {
+    let tag = |t: &str| {
+        let open = format!("<{t}>");
+        let start = chain.find(&open)? + open.len();
+        let end = chain[start..].find(&format!("</{t}>"))? + start;
+        Some(chain[start..end].to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code,
+        _ => short(chain),
+    }
+}
+
+fn short(s: &str) -> String {
+    const MAX: usize = 600;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The error and its sources, joined (the useful part is often deep inside).
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+fn io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = s.source();
+    }
+    None
+}
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => ErrorKind::Config,
+        _ => ErrorKind::Transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_or_say_why_not() {
+        assert_eq!(Location::parse("s3://b/x/y/").unwrap(), Location::S3 { bucket: "b".into(), prefix: "x/y".into() });
+        assert_eq!(Location::parse("s3://b").unwrap(), Location::S3 { bucket: "b".into(), prefix: "".into() });
+        assert_eq!(Location::parse("file:///tmp/a").unwrap(), Location::Local("/tmp/a".into()));
+        assert!(Location::parse("gs://b/x").unwrap_err().contains("not supported"));
+        assert!(Location::parse("nope").unwrap_err().contains("not a URL"));
+    }
+}

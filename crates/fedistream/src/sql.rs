@@ -1,0 +1,75 @@
+//! `fedistream sql`: read-only SQL over an archive channel's datasets (see
+//! `fedistream_archive::sql` for the tables). The archive's location comes
+//! from the config's archive channel.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use fedistream_archive::sql::OutputFormat;
+use fedistream_archive::ArchiveSinkConfig;
+
+use crate::config::{self, ChannelConfig};
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// One query, e.g. `SELECT count(*) FROM posts`. Tables: `events` (every
+    /// event, every version), `posts` (the latest version of each post, deleted
+    /// ones left out), one per processor dataset (e.g. `stats`); partition
+    /// columns `date` and `hour`.
+    pub query: String,
+    /// The pipeline's config file: where the archive is.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The archive channel to read, when the config has several.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// How to print the result: table, csv or json (one object per line).
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    pub format: OutputFormat,
+}
+
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    s.parse()
+}
+
+/// The archive channel's settings: the one named, or the only one.
+pub fn archive_channel(cfg: &config::Config, name: Option<&str>) -> anyhow::Result<ArchiveSinkConfig> {
+    let archives: Vec<(&String, &ArchiveSinkConfig)> = cfg
+        .channels
+        .iter()
+        .filter_map(|(n, c)| match c {
+            ChannelConfig::Archive(a) => Some((n, &**a)),
+            _ => None,
+        })
+        .collect();
+    match (name, archives.as_slice()) {
+        (Some(n), _) => match archives.iter().find(|(k, _)| k.as_str() == n) {
+            Some((_, a)) => Ok((*a).clone()),
+            None => bail!("--channel {n}: no archive channel of that name (archive channels: {})", names(&archives)),
+        },
+        (None, [(_, a)]) => Ok((*a).clone()),
+        (None, []) => bail!("the config has no archive channel (`type = \"archive\"`)"),
+        (None, _) => bail!("the config has several archive channels ({}): pick one with --channel", names(&archives)),
+    }
+}
+
+fn names(a: &[(&String, &ArchiveSinkConfig)]) -> String {
+    a.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(&a.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let archive = archive_channel(&cfg, a.channel.as_deref())?;
+    let problems = archive.problems();
+    if let Some((key, why)) = problems.first() {
+        bail!("{}: the archive channel's {key}: {why}", a.config.display());
+    }
+    let ctx = fedistream_archive::sql::session(&archive).await.map_err(anyhow::Error::msg).context("opening the archive")?;
+    let batches = fedistream_archive::sql::query(&ctx, &a.query).await.map_err(anyhow::Error::msg).context("running the query")?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    fedistream_archive::sql::print(&batches, a.format, &mut out).map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,195 @@
+//! The archive channel through the binary: a process that dies (abort, like
+//! `kill -9`) after storing objects and before committing their offsets is
+//! restarted, and the archive holds every event exactly once (deterministic
+//! object names; the restart recognises what is stored); `fedistream sql`
+//! reads the archive the config names, in every output format, and picks the
+//! channel with `--channel` when there are several.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn generate(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("in.jsonl");
+    let (s, _, err) = run_to_end(
+        dir,
+        "generate",
+        &["bench", "generate", "--count", "400", "--accounts", "6", "--seed", "11", "--out", out.to_str().unwrap()],
+    );
+    assert!(s.success(), "{err}");
+    out
+}
+
+fn config(dir: &Path, input: &Path) -> String {
+    format!(
+        "[log]
+path = {log}
+
+[sources.r]
+type = \"replay\"
+path = {input}
+
+[channels.history]
+type = \"archive\"
+path = {archive}
+max_file_bytes = \"60KB\"
+
+[channels.history.delivery]
+max_batch = 20
+
+[channels.second]
+type = \"archive\"
+url = {second}
+format = \"parquet\"
+",
+        log = toml_path(&dir.join("log.db")),
+        input = toml_path(input),
+        archive = toml_path(&dir.join("archive")),
+        second = toml_str(format!("file://{}", dir.join("second").display())),
+    )
+}
+
+fn sql(dir: &Path, cfg: &str, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["sql", "--config", cfg];
+    all.extend_from_slice(args);
+    let (s, out, err) = run_to_end(dir, name, &all);
+    assert!(s.success(), "sql {args:?}: {err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_upload_and_commit_leaves_no_duplicate_rows_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let cfg = write_file(dir.path(), "archive.toml", &config(dir.path(), &input));
+    let cfg_s = cfg.to_str().unwrap();
+
+    let p = Spawn::new(dir.path(), "crash", &["run", "--config", cfg_s]).env("FEDISTREAM_FAILPOINT", "archive_after_upload").start();
+    let status = p.wait_exit(DEADLINE).await;
+    assert!(!status.success(), "the failpoint aborts the process: {status:?}\n{}", p.stderr());
+    let stored = sql(dir.path(), cfg_s, "sql-crash", &["--channel", "history", "--format", "csv", "select count(*) as n from events"]);
+    let stored: u64 = stored.lines().nth(1).unwrap().parse().unwrap();
+    assert!(stored > 0, "objects were stored before the crash");
+
+    let (s, _, err) = run_to_end(dir.path(), "restart", &["run", "--config", cfg_s]);
+    assert!(s.success(), "{err}");
+    for channel in ["history", "second"] {
+        let out = sql(
+            dir.path(),
+            cfg_s,
+            &format!("sql-{channel}"),
+            &[
+                "--channel",
+                channel,
+                "--format",
+                "csv",
+                "select count(*) as n, count(distinct log_offset) as d, max(log_offset) as m from events",
+            ],
+        );
+        let row: Vec<u64> = out.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(row[0], row[1], "{channel}: no offset twice: {out}");
+        assert_eq!(row[0], row[2], "{channel}: no offset missing: {out}");
+        assert!(row[0] >= stored, "{channel}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prints_tables_csv_and_json_and_needs_a_channel_name_when_there_are_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let cfg = write_file(dir.path(), "archive.toml", &config(dir.path(), &input));
+    let cfg_s = cfg.to_str().unwrap();
+    let (s, _, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg_s]);
+    assert!(s.success(), "{err}");
+
+    let q = "select count(*) as n from posts";
+    let table = sql(dir.path(), cfg_s, "table", &["--channel", "history", q]);
+    assert!(table.starts_with("+---") && table.contains("| n "), "{table}");
+    let csv = sql(dir.path(), cfg_s, "csv", &["--channel", "history", "--format", "csv", q]);
+    let n: u64 = csv.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n > 0 && table.contains(&format!("| {n} ")), "{csv}\n{table}");
+    let json = sql(dir.path(), cfg_s, "json", &["--channel", "history", "--format", "json", q]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(json.trim()).unwrap(), serde_json::json!({ "n": n }));
+
+    let (s, _, err) = run_to_end(dir.path(), "ambiguous", &["sql", "--config", cfg_s, q]);
+    assert!(!s.success());
+    assert!(err.contains("several archive channels (history, second)") && err.contains("--channel"), "{err}");
+    let (s, _, err) = run_to_end(dir.path(), "write", &["sql", "--config", cfg_s, "--channel", "second", "drop table events"]);
+    assert!(!s.success());
+    assert!(err.contains("only queries"), "{err}");
+    let (s, out, _) = run_to_end(dir.path(), "schema", &["schema", "parquet"]);
+    assert!(s.success() && out.contains("tags") && out.contains("list<string>"), "{out}");
+}
+
+#[test]
+fn invalid_archive_settings_fail_validation_with_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_file(
+        dir.path(),
+        "bad.toml",
+        "[sources]\n[channels.a]\ntype = \"archive\"\nurl = \"s3://bucket/p\"\nendpoint = \"http://127.0.0.1:9000\"\ngzip = true\nmulti_part = 1\n",
+    );
+    let (s, _, err) = run_to_end(dir.path(), "unknown", &["validate", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(s.code(), Some(2), "{err}");
+    assert!(err.contains("multi_part"), "{err}");
+    let cfg = write_file(
+        dir.path(),
+        "bad2.toml",
+        "[channels.a]\ntype = \"archive\"\nurl = \"s3://bucket/p\"\nendpoint = \"http://127.0.0.1:9000\"\ngzip = true\naccess_key_id_env = \"X_UNSET_1\"\nsecret_access_key_env = \"X_UNSET_2\"\n",
+    );
+    let (s, _, err) = run_to_end(dir.path(), "invalid", &["validate", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(s.code(), Some(2), "{err}");
+    for want in ["channels.a.endpoint", "allow_http", "channels.a.gzip", "channels.a.access_key_id_env", "X_UNSET_1"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+/// A processor's output routed to an archive lands in its own dataset (named
+/// after the processor) with the generic schema, beside `posts`, and
+/// `fedistream sql` offers it as a table of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processors_records_go_to_their_own_dataset_and_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let archive = toml_path(&dir.join_archive());
+    let cfg = write_file(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "[log]\npath = {log}\n\n[sources.r]\ntype = \"replay\"\npath = {input}\n\n[processors.counts]\ntype = \"test_count\"\nwindow = 7\ntick = \"30ms\"\n\n\
+             [channels.history]\ntype = \"archive\"\npath = {archive}\n\n[channels.windows]\ntype = \"archive\"\npath = {archive}\n\n\
+             [[routes]]\nfrom = [\"r\"]\nto = [\"history\"]\n\n[[routes]]\nfrom = [\"counts\"]\nto = [\"windows\"]\n",
+            log = toml_path(&dir.path().join("log.db")),
+            input = toml_path(&input),
+        ),
+    );
+    let cfg_s = cfg.to_str().unwrap();
+    let (s, _, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg_s]);
+    assert!(s.success(), "{err}");
+    let out = sql(
+        dir.path(),
+        cfg_s,
+        "sql-counts",
+        &["--channel", "windows", "--format", "csv", "select count(*) as n, count(distinct log_offset) as d from counts"],
+    );
+    let row: Vec<u64> = out.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    assert!(row[0] > 0, "{out}");
+    assert_eq!(row[0], row[1], "each record once: {out}");
+    let json = sql(dir.path(), cfg_s, "sql-value", &["--channel", "windows", "--format", "json", "select value from counts limit 1"]);
+    let line: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let value: serde_json::Value = serde_json::from_str(line["value"].as_str().unwrap()).unwrap();
+    assert!(value.is_object(), "the record's JSON: {value}");
+    assert!(dir.path().join("archive/counts").is_dir() && dir.path().join("archive/posts").is_dir());
+}
+
+trait ArchiveDir {
+    fn join_archive(&self) -> std::path::PathBuf;
+}
+
+impl ArchiveDir for tempfile::TempDir {
+    fn join_archive(&self) -> std::path::PathBuf {
+        self.path().join("archive")
+    }
+}
