@@ -16,4 +16,3 @@ pub mod webhook;
 
 #[cfg(feature = "test-util")]
 pub mod testing;
-

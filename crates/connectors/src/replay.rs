@@ -105,9 +105,8 @@ impl Source for ReplaySource {
 
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let cfg = self.cfg;
-        let file = std::fs::File::open(&cfg.path).map_err(|e| {
-            SourceError::new(ErrorKind::Config, format!("cannot open replay file {}: {e}", cfg.path.display()))
-        })?;
+        let file = std::fs::File::open(&cfg.path)
+            .map_err(|e| SourceError::new(ErrorKind::Config, format!("cannot open replay file {}: {e}", cfg.path.display())))?;
         let mut lines = spawn_line_reader(file);
         let policy = ConsentPolicy { allow_unlisted: cfg.include_unlisted, owned: cfg.owned };
         let per_tick = cfg.rate.map(|r| (r / 100.0).max(0.0));

@@ -81,11 +81,7 @@ pub fn render_text(rec: &LogRecord) -> String {
                 s.push('\n');
             }
             for m in &p.media {
-                s.push_str(&format!(
-                    "    [{}] {}\n",
-                    m.kind,
-                    m.description.as_deref().unwrap_or("(no description)")
-                ));
+                s.push_str(&format!("    [{}] {}\n", m.kind, m.description.as_deref().unwrap_or("(no description)")));
             }
         }
         None => s.push_str(&format!("  {}\n", ev.key)),
@@ -135,7 +131,17 @@ mod tests {
             id: "1".into(),
             uri: "https://social.example/users/ada/statuses/1".into(),
             url: Some("https://social.example/@ada/1".into()),
-            account: Account { id: "9".into(), acct: "ada@social.example".into(), display_name: "Ada".into(), url: None, bot: false, discoverable: None, indexable: None, noindex: None, bio_tags: Default::default() },
+            account: Account {
+                id: "9".into(),
+                acct: "ada@social.example".into(),
+                display_name: "Ada".into(),
+                url: None,
+                bot: false,
+                discoverable: None,
+                indexable: None,
+                noindex: None,
+                bio_tags: Default::default(),
+            },
             created_at: Some(now),
             edited_at: None,
             visibility: Visibility::Public,
@@ -174,7 +180,8 @@ mod tests {
     #[test]
     fn boosts_edits_and_deletes_read_as_such() {
         let mut p = post();
-        p.boost_of = Some(BoostOf { id: "5".into(), uri: "https://other.example/s/5".into(), url: None, account: "bo@other.example".into() });
+        p.boost_of =
+            Some(BoostOf { id: "5".into(), uri: "https://other.example/s/5".into(), url: None, account: "bo@other.example".into() });
         let t = render_text(&rec(Event::updated("s", p)));
         assert!(t.lines().next().unwrap().contains("@ada@social.example edited a boost of @bo@other.example"), "{t}");
         assert!(t.contains("    https://other.example/s/5"), "{t}");
@@ -192,8 +199,10 @@ mod tests {
         p.created_at = Some(created);
         p.edited_at = Some(created + chrono::Duration::seconds(5));
         let first = |t: String| t.lines().next().unwrap().to_string();
-        assert!(first(render_text(&rec(Event::created("s", p.clone())))).starts_with("2026-12-01 03:55:32  @ada@social.example posted, edited 03:55:37  "));
-        assert!(first(render_text(&rec(Event::updated("s", p.clone())))).starts_with("2026-12-01 03:55:32  @ada@social.example edited 03:55:37  "));
+        assert!(first(render_text(&rec(Event::created("s", p.clone()))))
+            .starts_with("2026-12-01 03:55:32  @ada@social.example posted, edited 03:55:37  "));
+        assert!(first(render_text(&rec(Event::updated("s", p.clone()))))
+            .starts_with("2026-12-01 03:55:32  @ada@social.example edited 03:55:37  "));
         p.edited_at = Some(created + chrono::Duration::days(1));
         assert!(first(render_text(&rec(Event::updated("s", p)))).contains("edited 2026-12-02 03:55:32"));
     }

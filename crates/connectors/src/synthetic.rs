@@ -23,12 +23,47 @@ const NAMES: &[(&str, &str)] = &[
     ("jun", "Jun Park"),
 ];
 const WORDS: &[&str] = &[
-    "stream", "release", "kafka", "sqlite", "garden", "coffee", "bicycle", "library", "rust", "compiler",
-    "weekend", "mountain", "station", "festival", "keyboard", "sourdough", "harbour", "lantern", "meadow",
-    "migration", "protocol", "federation", "archive", "notebook", "concert", "ferry", "telescope", "résumé",
-    "naïve", "café", "Straße", "東京", "データ", "🚲", "☕", "🎉", "Ωmega", "ßeta",
+    "stream",
+    "release",
+    "kafka",
+    "sqlite",
+    "garden",
+    "coffee",
+    "bicycle",
+    "library",
+    "rust",
+    "compiler",
+    "weekend",
+    "mountain",
+    "station",
+    "festival",
+    "keyboard",
+    "sourdough",
+    "harbour",
+    "lantern",
+    "meadow",
+    "migration",
+    "protocol",
+    "federation",
+    "archive",
+    "notebook",
+    "concert",
+    "ferry",
+    "telescope",
+    "résumé",
+    "naïve",
+    "café",
+    "Straße",
+    "東京",
+    "データ",
+    "🚲",
+    "☕",
+    "🎉",
+    "Ωmega",
+    "ßeta",
 ];
-const TAGS: &[&str] = &["rustlang", "fediverse", "opensource", "photography", "music", "cycling", "books", "dataengineering", "MastoArt", "caturday"];
+const TAGS: &[&str] =
+    &["rustlang", "fediverse", "opensource", "photography", "music", "cycling", "books", "dataengineering", "MastoArt", "caturday"];
 
 pub struct Generator {
     rng: StdRng,
@@ -61,7 +96,11 @@ impl Generator {
     fn account(&mut self, i: usize) -> (Value, String, String) {
         let (user, display) = NAMES[i % NAMES.len()];
         let server = SERVERS[i % SERVERS.len()];
-        let bio_extra = if self.rng.gen_bool(0.1) { " <a href=\"https://x/tags/nobot\" class=\"mention hashtag\" rel=\"tag\">#<span>nobot</span></a>" } else { "" };
+        let bio_extra = if self.rng.gen_bool(0.1) {
+            " <a href=\"https://x/tags/nobot\" class=\"mention hashtag\" rel=\"tag\">#<span>nobot</span></a>"
+        } else {
+            ""
+        };
         let acct = format!("{user}@{server}");
         let v = json!({
             "id": format!("{}", 109_000_000_000_000_000u64 + i as u64),
@@ -144,7 +183,9 @@ impl Generator {
                 let (u, _) = NAMES[rng.gen_range(0..NAMES.len())];
                 let s = SERVERS[rng.gen_range(0..SERVERS.len())];
                 html.push_str(&format!(" <span class=\"h-card\" translate=\"no\"><a href=\"https://{s}/@{u}\" class=\"u-url mention\">@<span>{u}</span></a></span>"));
-                mentions.push(json!({"id": "109000000000000001", "username": u, "url": format!("https://{s}/@{u}"), "acct": format!("{u}@{s}")}));
+                mentions.push(
+                    json!({"id": "109000000000000001", "username": u, "url": format!("https://{s}/@{u}"), "acct": format!("{u}@{s}")}),
+                );
             }
             if rng.gen_bool(0.35) {
                 let path = sentence(rng, 3).replace(' ', "-");
@@ -153,7 +194,10 @@ impl Generator {
             }
             if p == paragraphs - 1 || rng.gen_bool(0.2) {
                 let t = TAGS[rng.gen_range(0..TAGS.len())];
-                html.push_str(&format!(" <a href=\"https://{server}/tags/{}\" class=\"mention hashtag\" rel=\"tag\">#<span>{t}</span></a>", t.to_lowercase()));
+                html.push_str(&format!(
+                    " <a href=\"https://{server}/tags/{}\" class=\"mention hashtag\" rel=\"tag\">#<span>{t}</span></a>",
+                    t.to_lowercase()
+                ));
                 tags.push(json!({"name": t.to_lowercase(), "url": format!("https://{server}/tags/{}", t.to_lowercase())}));
             }
             html.push_str("</p>");

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use fedistream_connectors::testing::{
-    FakeConfig, FakeMastodon, Flavor, HeartbeatStyle, NewStatus, RateLimitConfig,
-};
+use fedistream_connectors::testing::{FakeConfig, FakeMastodon, Flavor, HeartbeatStyle, NewStatus, RateLimitConfig};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,11 +40,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 fn ids(body: &Value) -> Vec<String> {
-    body.as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id").to_owned())
-        .collect()
+    body.as_array().expect("array").iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect()
 }
 
 /// Posts `n` statuses as `user`; returns their ids oldest first.
@@ -69,13 +63,7 @@ async fn paging_follows_mastodon_rules() {
     let link = header(&r, "link").expect("link header");
     let page = ids(&r.json().await.unwrap());
     assert_eq!(page, newest_first[..5]);
-    assert_eq!(
-        link,
-        format!(
-            "<{base}?limit=5&max_id={}>; rel=\"next\", <{base}?limit=5&min_id={}>; rel=\"prev\"",
-            page[4], page[0]
-        )
-    );
+    assert_eq!(link, format!("<{base}?limit=5&max_id={}>; rel=\"next\", <{base}?limit=5&min_id={}>; rel=\"prev\"", page[4], page[0]));
 
     // max_id pages backwards.
     let r = get(&format!("{base}?limit=5&max_id={}", page[4])).await;
@@ -83,9 +71,10 @@ async fn paging_follows_mastodon_rules() {
 
     // min_id: the items immediately after the cursor, still newest first.
     let r = get(&format!("{base}?limit=5&min_id={}", posted[0])).await;
-    assert_eq!(ids(&r.json().await.unwrap()), vec![
-        posted[5].clone(), posted[4].clone(), posted[3].clone(), posted[2].clone(), posted[1].clone()
-    ]);
+    assert_eq!(
+        ids(&r.json().await.unwrap()),
+        vec![posted[5].clone(), posted[4].clone(), posted[3].clone(), posted[2].clone(), posted[1].clone()]
+    );
 
     // since_id: the newest items above the bound; min_id wins over since_id.
     let r = get(&format!("{base}?limit=5&since_id={}", posted[0])).await;
@@ -115,16 +104,10 @@ async fn paging_filters_and_visibility() {
     server.add_account("bob", Default::default());
     let root = server.post("bob", NewStatus::html("<p>bob</p>")).id;
     let own = server.post("alice", NewStatus::html("<p>thread</p>")).id;
-    let self_reply = server
-        .post("alice", NewStatus { in_reply_to_id: Some(own.clone()), ..NewStatus::html("<p>2/2</p>") })
-        .id;
-    let reply = server
-        .post("alice", NewStatus { in_reply_to_id: Some(root.clone()), ..NewStatus::html("<p>hi bob</p>") })
-        .id;
+    let self_reply = server.post("alice", NewStatus { in_reply_to_id: Some(own.clone()), ..NewStatus::html("<p>2/2</p>") }).id;
+    let reply = server.post("alice", NewStatus { in_reply_to_id: Some(root.clone()), ..NewStatus::html("<p>hi bob</p>") }).id;
     let boost = server.post("alice", NewStatus { reblog_of: Some(root.clone()), ..Default::default() }).id;
-    let private = server
-        .post("alice", NewStatus { visibility: "private".into(), ..NewStatus::html("<p>shh</p>") })
-        .id;
+    let private = server.post("alice", NewStatus { visibility: "private".into(), ..NewStatus::html("<p>shh</p>") }).id;
     let base = format!("{}/api/v1/accounts/{alice}/statuses", server.base_url());
 
     let all = ids(&get(&base).await.json().await.unwrap());
@@ -152,11 +135,7 @@ async fn entities_and_lookup_match_the_fixtures() {
     let host = server.host();
     let id = server.add_account(
         "alice",
-        fedistream_connectors::testing::AccountOpts {
-            note_html: "<p>hi</p>".into(),
-            noindex: Some(true),
-            ..Default::default()
-        },
+        fedistream_connectors::testing::AccountOpts { note_html: "<p>hi</p>".into(), noindex: Some(true), ..Default::default() },
     );
     let posted = server.post("alice", NewStatus { tags: vec!["Rust".into()], ..NewStatus::html("<p>x</p>") });
     assert_eq!(posted.uri, format!("http://{host}/users/alice/statuses/{}", posted.id));
@@ -185,11 +164,7 @@ async fn entities_and_lookup_match_the_fixtures() {
     assert!(status["edited_at"].is_null());
     assert_eq!(status["tags"][0]["name"], "rust");
     assert!(server.edit(&posted.id, "<p>y</p>"));
-    let status: Value = get(&format!("{}/api/v1/statuses/{}", server.base_url(), posted.id))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get(&format!("{}/api/v1/statuses/{}", server.base_url(), posted.id)).await.json().await.unwrap();
     assert_eq!(status["content"], "<p>y</p>");
     assert!(status["edited_at"].is_string());
 
@@ -408,12 +383,7 @@ async fn sse_auth_and_flavor_errors() {
     let me: Value = get_authed(&vc).await.json().await.unwrap();
     assert_eq!(me["username"], "reader");
     assert!(me["source"]["privacy"].is_string());
-    let r = reqwest::Client::new()
-        .get(format!("{}/api/v1/instance", server.base_url()))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().get(format!("{}/api/v1/instance", server.base_url())).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(server.requests().iter().any(|r| r.path.ends_with("verify_credentials") && r.authorized));
 
@@ -428,9 +398,7 @@ async fn drop_streams_and_revoke_close_sse() {
     let (mut resp, _) = open_sse(&server).await;
     assert!(server.wait_for_open_streams(1, WAIT).await);
     server.drop_streams();
-    let end = async {
-        while resp.chunk().await.expect("clean end").is_some() {}
-    };
+    let end = async { while resp.chunk().await.expect("clean end").is_some() {} };
     tokio::time::timeout(WAIT, end).await.expect("response ends");
     assert!(server.wait_for_open_streams(0, WAIT).await);
 
@@ -631,7 +599,8 @@ fn ids_of(body: &Value) -> Vec<String> {
 /// advertised as `wss://<domain>` however the server is reached.
 #[tokio::test]
 async fn gotosocial_refuses_anonymous_reads_and_advertises_wss_on_its_domain() {
-    let server = FakeMastodon::start(FakeConfig { anonymous_reads: false, domain: Some("gts.example".into()), ..fast(Flavor::GoToSocial) }).await;
+    let server =
+        FakeMastodon::start(FakeConfig { anonymous_reads: false, domain: Some("gts.example".into()), ..fast(Flavor::GoToSocial) }).await;
     let id = server.add_account("alice", Default::default());
     let r = get(&format!("{}/api/v1/accounts/{id}/statuses", server.base_url())).await;
     assert_eq!(r.status(), 401);
@@ -641,7 +610,10 @@ async fn gotosocial_refuses_anonymous_reads_and_advertises_wss_on_its_domain() {
     let v1: Value = get(&format!("{}/api/v1/instance", server.base_url())).await.json().await.unwrap();
     assert_eq!((v1["uri"].as_str(), v1["urls"]["streaming_api"].as_str()), (Some("gts.example"), Some("wss://gts.example")));
     let v2: Value = get(&format!("{}/api/v2/instance", server.base_url())).await.json().await.unwrap();
-    assert_eq!((v2["domain"].as_str(), v2["configuration"]["urls"]["streaming"].as_str()), (Some("gts.example"), Some("wss://gts.example")));
+    assert_eq!(
+        (v2["domain"].as_str(), v2["configuration"]["urls"]["streaming"].as_str()),
+        (Some("gts.example"), Some("wss://gts.example"))
+    );
     let looked_up = get_authed(&format!("{}/api/v1/accounts/lookup?acct=alice@gts.example", server.base_url())).await;
     assert_eq!(looked_up.status(), 200, "its own domain in a handle");
 }

@@ -28,9 +28,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
 
 /// A request to `path` with the publisher's token.
 fn req(server: &FakeMastodon, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-    reqwest::Client::new()
-        .request(method, format!("{}{path}", server.base_url()))
-        .bearer_auth(PUBLISHER)
+    reqwest::Client::new().request(method, format!("{}{path}", server.base_url())).bearer_auth(PUBLISHER)
 }
 
 async fn post_form(server: &FakeMastodon, form: &[(&str, &str)], key: Option<&str>) -> reqwest::Response {
@@ -224,11 +222,8 @@ async fn edit_sets_edited_at_and_streams_status_update() {
 
     // Only one's own statuses.
     let foreign = server.post("alice", NewStatus::html("<p>hers</p>")).id;
-    let r = req(&server, reqwest::Method::PUT, &format!("/api/v1/statuses/{foreign}"))
-        .form(&[("status", "mine now")])
-        .send()
-        .await
-        .unwrap();
+    let r =
+        req(&server, reqwest::Method::PUT, &format!("/api/v1/statuses/{foreign}")).form(&[("status", "mine now")]).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -334,8 +329,7 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
         body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
         match content_type {
             Some(t) => body.extend_from_slice(
-                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\nContent-Type: {t}\r\n\r\n")
-                    .as_bytes(),
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\nContent-Type: {t}\r\n\r\n").as_bytes(),
             ),
             None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
         }
@@ -395,8 +389,7 @@ async fn media_images_are_ready_video_is_polled_and_attaches() {
 
     let status = ok_json(post_form(&server, &form, None).await).await;
     let attached = status["media_attachments"].as_array().unwrap();
-    let described: Vec<(&str, &str)> =
-        attached.iter().map(|m| (m["id"].as_str().unwrap(), m["description"].as_str().unwrap())).collect();
+    let described: Vec<(&str, &str)> = attached.iter().map(|m| (m["id"].as_str().unwrap(), m["description"].as_str().unwrap())).collect();
     assert_eq!(described, [(image_id.as_str(), "a cat"), (video_id.as_str(), "a better clip")]);
     // The attached file is served back as uploaded.
     let r = reqwest::get(attached[0]["url"].as_str().unwrap()).await.unwrap();
@@ -416,10 +409,7 @@ async fn media_images_are_ready_video_is_polled_and_attaches() {
 #[tokio::test]
 async fn source_media_is_served_and_downloads_can_fail() {
     let server = start(FakeConfig::default()).await;
-    let status = NewStatus {
-        media: vec![("image".into(), Some("alt".into())), ("video".into(), None)],
-        ..NewStatus::html("<p>pics</p>")
-    };
+    let status = NewStatus { media: vec![("image".into(), Some("alt".into())), ("video".into(), None)], ..NewStatus::html("<p>pics</p>") };
     server.post("alice", status);
     let served = server.statuses_of("alice");
     let attachments = served[0]["media_attachments"].as_array().unwrap().clone();
@@ -558,12 +548,7 @@ async fn writes_need_a_publishing_token() {
     assert_eq!(me["username"], "publisher");
     assert_eq!(me["id"].as_str(), server.account_id("publisher").as_deref());
     assert!(me["source"].is_object());
-    let reader = client
-        .get(format!("{base}/api/v1/accounts/verify_credentials"))
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap();
+    let reader = client.get(format!("{base}/api/v1/accounts/verify_credentials")).bearer_auth(READER).send().await.unwrap();
     assert_eq!(ok_json(reader).await["username"], "reader");
     // The reader's token writes as the reader.
     let r = client.post(format!("{base}/api/v1/statuses")).bearer_auth(READER).form(&[("status", "r")]);

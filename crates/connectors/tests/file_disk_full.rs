@@ -74,7 +74,11 @@ async fn a_full_disk_mid_batch_leaves_no_partial_batch_and_each_event_lands_once
             retry: RetryConfig { initial: Duration::from_millis(5), max: Duration::from_millis(50), pause: Duration::from_millis(50) },
             dead_letter: DeadLetter::new(dir.path().join("dl.jsonl")),
         }],
-        options: RuntimeOptions { status_interval: Duration::from_millis(10), drain_deadline: Duration::from_secs(120), ..Default::default() },
+        options: RuntimeOptions {
+            status_interval: Duration::from_millis(10),
+            drain_deadline: Duration::from_secs(120),
+            ..Default::default()
+        },
         progress: None,
     };
     let run = tokio::spawn(runtime::run(p, CancellationToken::new()));
@@ -82,11 +86,7 @@ async fn a_full_disk_mid_batch_leaves_no_partial_batch_and_each_event_lands_once
     // Wait until the channel has failed on the full disk a few times.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let doc: Option<StatusDoc> = log
-            .state_get(STATUS_NS, "channel:file")
-            .await
-            .unwrap()
-            .and_then(|v| serde_json::from_str(&v).ok());
+        let doc: Option<StatusDoc> = log.state_get(STATUS_NS, "channel:file").await.unwrap().and_then(|v| serde_json::from_str(&v).ok());
         if doc.as_ref().is_some_and(|d| d.counters.get("retries").copied().unwrap_or(0) >= 3) {
             let d = doc.unwrap();
             assert_eq!(d.state, "retrying", "{d:?}");

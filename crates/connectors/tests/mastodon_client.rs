@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use fedistream_connectors::mastodon::client::{ClientConfig, MastodonClient, Page, Secret};
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
-use fedistream_connectors::mastodon::stream::{
-    spawn_stream, StreamConfig, StreamEvent, StreamName, Transport,
-};
+use fedistream_connectors::mastodon::stream::{spawn_stream, StreamConfig, StreamEvent, StreamName, Transport};
 use fedistream_connectors::testing::{FakeConfig, FakeMastodon, Flavor, NewStatus};
 use fedistream_core::ErrorKind;
 use tokio::sync::mpsc::Receiver;
@@ -18,11 +16,7 @@ const TOKEN: &str = "reader-token";
 const SOON: Duration = Duration::from_secs(10);
 
 async fn server(cfg: FakeConfig) -> FakeMastodon {
-    FakeMastodon::start(FakeConfig {
-        token: Some(TOKEN.into()),
-        ..cfg
-    })
-    .await
+    FakeMastodon::start(FakeConfig { token: Some(TOKEN.into()), ..cfg }).await
 }
 
 fn client_for(fake: &FakeMastodon, token: Option<&str>) -> MastodonClient {
@@ -75,10 +69,7 @@ fn status_id(json: &str) -> String {
 
 /// Post, edit and delete one status; the stream must deliver all three.
 async fn round_trip(fake: &FakeMastodon, rx: &mut Receiver<StreamEvent>) {
-    assert!(
-        fake.wait_for_open_streams(1, SOON).await,
-        "the stream is open on the server"
-    );
+    assert!(fake.wait_for_open_streams(1, SOON).await, "the stream is open on the server");
     let posted = fake.post("alice", NewStatus::html("<p>hello</p>"));
     match next(rx).await {
         StreamEvent::Update(json) => assert_eq!(status_id(&json), posted.id),
@@ -100,22 +91,13 @@ async fn round_trip(fake: &FakeMastodon, rx: &mut Receiver<StreamEvent>) {
 }
 
 fn streaming_requests(fake: &FakeMastodon) -> Vec<(String, u16)> {
-    fake.requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/api/v1/streaming"))
-        .map(|r| (r.path, r.status))
-        .collect()
+    fake.requests().into_iter().filter(|r| r.path.starts_with("/api/v1/streaming")).map(|r| (r.path, r.status)).collect()
 }
 
 #[tokio::test]
 async fn paging_forward_with_min_id_collects_every_status_in_order() {
     let fake = server(FakeConfig::default()).await;
-    let posted: Vec<String> = (0..23)
-        .map(|i| {
-            fake.post("alice", NewStatus::html(format!("<p>{i}</p>")))
-                .id
-        })
-        .collect();
+    let posted: Vec<String> = (0..23).map(|i| fake.post("alice", NewStatus::html(format!("<p>{i}</p>"))).id).collect();
     let client = client_for(&fake, None);
 
     let info = client.instance().await.unwrap();
@@ -125,23 +107,11 @@ async fn paging_forward_with_min_id_collects_every_status_in_order() {
     assert_eq!(alice.username, "alice");
 
     // The newest page has a next cursor (full page) and a prev cursor.
-    let latest = client
-        .account_statuses(&alice.id, Page::Latest { limit: 5 })
-        .await
-        .unwrap();
+    let latest = client.account_statuses(&alice.id, Page::Latest { limit: 5 }).await.unwrap();
     assert_eq!(latest.statuses.len(), 5);
     assert_eq!(latest.next_max_id.as_deref(), Some(posted[18].as_str()));
     assert_eq!(latest.prev_min_id.as_deref(), Some(posted[22].as_str()));
-    let older = client
-        .account_statuses(
-            &alice.id,
-            Page::Before {
-                max_id: posted[18].clone(),
-                limit: 5,
-            },
-        )
-        .await
-        .unwrap();
+    let older = client.account_statuses(&alice.id, Page::Before { max_id: posted[18].clone(), limit: 5 }).await.unwrap();
     assert_eq!(status_id(older.statuses[0].get()), posted[17]);
 
     // Forward from the beginning: every status exactly once, oldest first.
@@ -149,16 +119,7 @@ async fn paging_forward_with_min_id_collects_every_status_in_order() {
     let mut seen = vec![];
     let mut pages = 0;
     loop {
-        let page = client
-            .account_statuses(
-                &alice.id,
-                Page::After {
-                    min_id: cursor.clone(),
-                    limit: 5,
-                },
-            )
-            .await
-            .unwrap();
+        let page = client.account_statuses(&alice.id, Page::After { min_id: cursor.clone(), limit: 5 }).await.unwrap();
         pages += 1;
         if page.statuses.is_empty() {
             assert_eq!(page.prev_min_id, None);
@@ -166,15 +127,8 @@ async fn paging_forward_with_min_id_collects_every_status_in_order() {
         }
         let ids: Vec<String> = page.statuses.iter().map(|s| status_id(s.get())).collect();
         // Newest first within a min_id page, too.
-        assert!(
-            ids.windows(2)
-                .all(|w| (w[0].len(), &w[0]) > (w[1].len(), &w[1])),
-            "{ids:?}"
-        );
-        cursor = page
-            .prev_min_id
-            .clone()
-            .expect("a non-empty page links rel=prev");
+        assert!(ids.windows(2).all(|w| (w[0].len(), &w[0]) > (w[1].len(), &w[1])), "{ids:?}");
+        cursor = page.prev_min_id.clone().expect("a non-empty page links rel=prev");
         assert_eq!(cursor, ids[0]);
         seen.extend(ids.into_iter().rev());
     }
@@ -184,63 +138,29 @@ async fn paging_forward_with_min_id_collects_every_status_in_order() {
     let one = client.status(&posted[3]).await.unwrap();
     assert_eq!(status_id(one.get()), posted[3]);
     let missing = client.status("999999999999999999").await.unwrap_err();
-    assert_eq!(
-        (missing.status(), missing.kind()),
-        (Some(404), ErrorKind::Permanent)
-    );
+    assert_eq!((missing.status(), missing.kind()), (Some(404), ErrorKind::Permanent));
 }
 
 async fn throttled_request_waits_for_the_reset(flavor: Flavor) {
-    let fake = server(FakeConfig {
-        flavor,
-        ..FakeConfig::default()
-    })
-    .await;
+    let fake = server(FakeConfig { flavor, ..FakeConfig::default() }).await;
     let id = fake.add_account("alice", Default::default());
     let client = client_for(&fake, None);
-    client
-        .account_statuses(&id, Page::Latest { limit: 1 })
-        .await
-        .unwrap();
+    client.account_statuses(&id, Page::Latest { limit: 1 }).await.unwrap();
 
     let before = chrono::Utc::now();
     fake.rate_limit_next(Duration::from_millis(1500));
-    let err = client
-        .account_statuses(&id, Page::Latest { limit: 1 })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.status(), err.kind()),
-        (Some(429), ErrorKind::Transient)
-    );
-    assert!(
-        err.retry_after()
-            .is_some_and(|d| d <= Duration::from_secs(3)),
-        "{err:?}"
-    );
+    let err = client.account_statuses(&id, Page::Latest { limit: 1 }).await.unwrap_err();
+    assert_eq!((err.status(), err.kind()), (Some(429), ErrorKind::Transient));
+    assert!(err.retry_after().is_some_and(|d| d <= Duration::from_secs(3)), "{err:?}");
     assert!(client.limiter().blocked_until().is_some());
 
     // The next call waits on the limiter and then succeeds.
-    client
-        .account_statuses(&id, Page::Latest { limit: 1 })
-        .await
-        .unwrap();
-    let api: Vec<_> = fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/statuses"))
-        .collect();
-    assert_eq!(
-        api.iter().map(|r| r.status).collect::<Vec<_>>(),
-        [200, 429, 200]
-    );
+    client.account_statuses(&id, Page::Latest { limit: 1 }).await.unwrap();
+    let api: Vec<_> = fake.requests().into_iter().filter(|r| r.path.ends_with("/statuses")).collect();
+    assert_eq!(api.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 429, 200]);
     // GoToSocial's reset has whole seconds; the limiter waits out that second.
     let reset = before + chrono::Duration::milliseconds(1500);
-    assert!(
-        api[2].at >= reset,
-        "request at {} before the reset {reset}",
-        api[2].at
-    );
+    assert!(api[2].at >= reset, "request at {} before the reset {reset}", api[2].at);
 }
 
 #[tokio::test]
@@ -259,14 +179,8 @@ async fn server_errors_are_classified() {
     let client = client_for(&fake, Some(TOKEN));
     fake.fail_next(502, 1);
     let err = client.verify_credentials().await.unwrap_err();
-    assert_eq!(
-        (err.status(), err.kind()),
-        (Some(502), ErrorKind::Transient)
-    );
-    assert_eq!(
-        client.verify_credentials().await.unwrap().username,
-        "reader"
-    );
+    assert_eq!((err.status(), err.kind()), (Some(502), ErrorKind::Transient));
+    assert_eq!(client.verify_credentials().await.unwrap().username, "reader");
     let wrong = client_for(&fake, Some("wrong-token"));
     let err = wrong.verify_credentials().await.unwrap_err();
     assert_eq!((err.status(), err.kind()), (Some(401), ErrorKind::Auth));
@@ -277,40 +191,20 @@ async fn server_errors_are_classified() {
 async fn sse_delivers_update_edit_delete() {
     let fake = server(FakeConfig::default()).await;
     let shutdown = CancellationToken::new();
-    let mut rx = spawn_stream(
-        client_for(&fake, Some(TOKEN)),
-        stream_cfg(Transport::Sse),
-        shutdown.clone(),
-    );
+    let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(Transport::Sse), shutdown.clone());
     assert_eq!(expect_connected(&mut rx).await, Transport::Sse);
     round_trip(&fake, &mut rx).await;
-    assert_eq!(
-        streaming_requests(&fake),
-        [("/api/v1/streaming/user".to_string(), 200)]
-    );
+    assert_eq!(streaming_requests(&fake), [("/api/v1/streaming/user".to_string(), 200)]);
     shutdown.cancel();
-    assert!(
-        tokio::time::timeout(SOON, rx.recv())
-            .await
-            .unwrap()
-            .is_none(),
-        "the task ends on shutdown"
-    );
+    assert!(tokio::time::timeout(SOON, rx.recv()).await.unwrap().is_none(), "the task ends on shutdown");
 }
 
 #[tokio::test]
 async fn websocket_delivers_update_edit_delete_and_answers_pings() {
-    let cfg = FakeConfig {
-        ws_ping_interval: Duration::from_millis(50),
-        ..FakeConfig::default()
-    };
+    let cfg = FakeConfig { ws_ping_interval: Duration::from_millis(50), ..FakeConfig::default() };
     let fake = server(cfg).await;
     let shutdown = CancellationToken::new();
-    let mut rx = spawn_stream(
-        client_for(&fake, Some(TOKEN)),
-        stream_cfg(Transport::Auto),
-        shutdown.clone(),
-    );
+    let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(Transport::Auto), shutdown.clone());
     assert_eq!(expect_connected(&mut rx).await, Transport::WebSocket);
     round_trip(&fake, &mut rx).await;
     // The fake drops a peer that misses a pong; ten ping intervals pass quietly.
@@ -319,29 +213,16 @@ async fn websocket_delivers_update_edit_delete_and_answers_pings() {
     assert_eq!(fake.stream_connects(), 1);
     round_trip(&fake, &mut rx).await;
     shutdown.cancel();
-    assert!(tokio::time::timeout(SOON, rx.recv())
-        .await
-        .unwrap()
-        .is_none());
-    assert!(
-        fake.wait_for_open_streams(0, SOON).await,
-        "the socket is closed on shutdown"
-    );
+    assert!(tokio::time::timeout(SOON, rx.recv()).await.unwrap().is_none());
+    assert!(fake.wait_for_open_streams(0, SOON).await, "the socket is closed on shutdown");
 }
 
 async fn stalled_stream_reconnects(transport: Transport) {
-    let cfg = FakeConfig {
-        heartbeat_interval: Duration::from_millis(50),
-        ws_ping_interval: Duration::from_millis(50),
-        ..FakeConfig::default()
-    };
+    let cfg =
+        FakeConfig { heartbeat_interval: Duration::from_millis(50), ws_ping_interval: Duration::from_millis(50), ..FakeConfig::default() };
     let fake = server(cfg).await;
     let idle = Duration::from_millis(400);
-    let scfg = StreamConfig {
-        sse_idle_timeout: idle,
-        ws_idle_timeout: idle,
-        ..stream_cfg(transport)
-    };
+    let scfg = StreamConfig { sse_idle_timeout: idle, ws_idle_timeout: idle, ..stream_cfg(transport) };
     let shutdown = CancellationToken::new();
     let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), scfg, shutdown.clone());
     assert_eq!(expect_connected(&mut rx).await, transport);
@@ -354,10 +235,7 @@ async fn stalled_stream_reconnects(transport: Transport) {
     let reason = expect_disconnected(&mut rx).await;
     let took = stalled_at.elapsed();
     assert!(reason.contains("no "), "{reason}");
-    assert!(
-        took >= idle - Duration::from_millis(100),
-        "dropped after {took:?}, before the watchdog window"
-    );
+    assert!(took >= idle - Duration::from_millis(100), "dropped after {took:?}, before the watchdog window");
     // No upper bound on `took`: a loaded machine may run the watchdog late;
     // the reason above shows the watchdog, not an error, dropped the stream.
     fake.set_heartbeats(true);
@@ -382,27 +260,15 @@ async fn dropped_streams_reconnect_and_announce_it() {
     for transport in [Transport::WebSocket, Transport::Sse] {
         let fake = server(FakeConfig::default()).await;
         let shutdown = CancellationToken::new();
-        let mut rx = spawn_stream(
-            client_for(&fake, Some(TOKEN)),
-            stream_cfg(transport),
-            shutdown.clone(),
-        );
+        let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(transport), shutdown.clone());
         assert_eq!(expect_connected(&mut rx).await, transport);
         assert!(fake.wait_for_open_streams(1, SOON).await);
         fake.drop_streams();
         expect_disconnected(&mut rx).await;
-        assert_eq!(
-            expect_connected(&mut rx).await,
-            transport,
-            "Connected again after a drop"
-        );
+        assert_eq!(expect_connected(&mut rx).await, transport, "Connected again after a drop");
         assert!(fake.wait_for_stream_connects(2, SOON).await);
         // A clean close made it check the token once.
-        let checks = fake
-            .requests()
-            .iter()
-            .filter(|r| r.path.ends_with("/verify_credentials"))
-            .count();
+        let checks = fake.requests().iter().filter(|r| r.path.ends_with("/verify_credentials")).count();
         assert_eq!(checks, 1, "{transport:?}");
         round_trip(&fake, &mut rx).await;
         shutdown.cancel();
@@ -414,66 +280,32 @@ async fn auto_falls_back_to_sse_when_the_upgrade_fails() {
     let fake = server(FakeConfig::default()).await;
     fake.fail_next_on("/api/v1/streaming", 502, 1);
     let shutdown = CancellationToken::new();
-    let mut rx = spawn_stream(
-        client_for(&fake, Some(TOKEN)),
-        stream_cfg(Transport::Auto),
-        shutdown.clone(),
-    );
+    let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(Transport::Auto), shutdown.clone());
     assert_eq!(expect_connected(&mut rx).await, Transport::Sse);
     let reqs = streaming_requests(&fake);
-    assert_eq!(
-        reqs,
-        [
-            ("/api/v1/streaming".to_string(), 502),
-            ("/api/v1/streaming/user".to_string(), 200)
-        ]
-    );
+    assert_eq!(reqs, [("/api/v1/streaming".to_string(), 502), ("/api/v1/streaming/user".to_string(), 200)]);
     round_trip(&fake, &mut rx).await;
     shutdown.cancel();
 }
 
 #[tokio::test]
 async fn gotosocial_streams_over_websocket_after_sse_404() {
-    let fake = server(FakeConfig {
-        flavor: Flavor::GoToSocial,
-        ..FakeConfig::default()
-    })
-    .await;
+    let fake = server(FakeConfig { flavor: Flavor::GoToSocial, ..FakeConfig::default() }).await;
     let shutdown = CancellationToken::new();
-    let mut rx = spawn_stream(
-        client_for(&fake, Some(TOKEN)),
-        stream_cfg(Transport::Sse),
-        shutdown.clone(),
-    );
+    let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(Transport::Sse), shutdown.clone());
     assert_eq!(expect_connected(&mut rx).await, Transport::WebSocket);
-    assert_eq!(
-        streaming_requests(&fake),
-        [
-            ("/api/v1/streaming/user".to_string(), 404),
-            ("/api/v1/streaming".to_string(), 101)
-        ]
-    );
+    assert_eq!(streaming_requests(&fake), [("/api/v1/streaming/user".to_string(), 404), ("/api/v1/streaming".to_string(), 101)]);
     round_trip(&fake, &mut rx).await;
     // After a drop it stays on WebSocket: no second SSE attempt.
     fake.drop_streams();
     expect_disconnected(&mut rx).await;
     assert_eq!(expect_connected(&mut rx).await, Transport::WebSocket);
-    assert_eq!(
-        streaming_requests(&fake)
-            .iter()
-            .filter(|(_, s)| *s == 404)
-            .count(),
-        1
-    );
+    assert_eq!(streaming_requests(&fake).iter().filter(|(_, s)| *s == 404).count(), 1);
     shutdown.cancel();
 
     // Auto goes straight to WebSocket.
     let shutdown = CancellationToken::new();
-    let mut rx = spawn_stream(
-        client_for(&fake, Some(TOKEN)),
-        stream_cfg(Transport::Auto),
-        shutdown.clone(),
-    );
+    let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(Transport::Auto), shutdown.clone());
     assert_eq!(expect_connected(&mut rx).await, Transport::WebSocket);
     shutdown.cancel();
 }
@@ -482,11 +314,7 @@ async fn gotosocial_streams_over_websocket_after_sse_404() {
 async fn a_revoked_token_is_fatal_without_a_reconnect_loop() {
     for transport in [Transport::WebSocket, Transport::Sse] {
         let fake = server(FakeConfig::default()).await;
-        let mut rx = spawn_stream(
-            client_for(&fake, Some(TOKEN)),
-            stream_cfg(transport),
-            CancellationToken::new(),
-        );
+        let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(transport), CancellationToken::new());
         assert_eq!(expect_connected(&mut rx).await, transport);
         assert!(fake.wait_for_open_streams(1, SOON).await);
         let revoked_at = chrono::Utc::now();
@@ -499,18 +327,8 @@ async fn a_revoked_token_is_fatal_without_a_reconnect_loop() {
             }
             other => panic!("expected Fatal, got {other:?}"),
         }
-        assert!(
-            tokio::time::timeout(SOON, rx.recv())
-                .await
-                .unwrap()
-                .is_none(),
-            "the task ends after Fatal"
-        );
-        let after: Vec<_> = fake
-            .requests()
-            .into_iter()
-            .filter(|r| r.at >= revoked_at)
-            .collect();
+        assert!(tokio::time::timeout(SOON, rx.recv()).await.unwrap().is_none(), "the task ends after Fatal");
+        let after: Vec<_> = fake.requests().into_iter().filter(|r| r.at >= revoked_at).collect();
         assert_eq!(after.len(), 1, "{after:?}");
         assert!(after[0].path.ends_with("/verify_credentials"));
     }
@@ -520,29 +338,14 @@ async fn a_revoked_token_is_fatal_without_a_reconnect_loop() {
 async fn a_wrong_token_is_fatal_on_the_first_connect() {
     for transport in [Transport::WebSocket, Transport::Sse] {
         let fake = server(FakeConfig::default()).await;
-        let mut rx = spawn_stream(
-            client_for(&fake, Some("nope")),
-            stream_cfg(transport),
-            CancellationToken::new(),
-        );
+        let mut rx = spawn_stream(client_for(&fake, Some("nope")), stream_cfg(transport), CancellationToken::new());
         match next(&mut rx).await {
             StreamEvent::Fatal { error } => assert_eq!(error.kind(), ErrorKind::Auth),
             other => panic!("expected Fatal, got {other:?}"),
         }
-        assert!(tokio::time::timeout(SOON, rx.recv())
-            .await
-            .unwrap()
-            .is_none());
-        let reqs: Vec<_> = fake
-            .requests()
-            .into_iter()
-            .map(|r| (r.path, r.status))
-            .collect();
-        let expected_stream = if transport == Transport::Sse {
-            "/api/v1/streaming/user"
-        } else {
-            "/api/v1/streaming"
-        };
+        assert!(tokio::time::timeout(SOON, rx.recv()).await.unwrap().is_none());
+        let reqs: Vec<_> = fake.requests().into_iter().map(|r| (r.path, r.status)).collect();
+        let expected_stream = if transport == Transport::Sse { "/api/v1/streaming/user" } else { "/api/v1/streaming" };
         assert_eq!(
             reqs,
             [
@@ -561,11 +364,7 @@ async fn malformed_frames_are_reported_and_the_stream_goes_on() {
     for transport in [Transport::WebSocket, Transport::Sse] {
         let fake = server(FakeConfig::default()).await;
         let shutdown = CancellationToken::new();
-        let mut rx = spawn_stream(
-            client_for(&fake, Some(TOKEN)),
-            stream_cfg(transport),
-            shutdown.clone(),
-        );
+        let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(transport), shutdown.clone());
         expect_connected(&mut rx).await;
         assert!(fake.wait_for_open_streams(1, SOON).await);
         let raw = match transport {

@@ -217,7 +217,8 @@ async fn duplicate_delivery_posts_once() {
     let ctx = SinkContext::new("mirror", log.clone() as Arc<dyn Log>);
     for _ in 0..2 {
         // A fresh sink each time: the map, not memory, prevents the second post.
-        let mut sink = MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new(TOKEN), RateLimiters::default()).unwrap();
+        let mut sink =
+            MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new(TOKEN), RateLimiters::default()).unwrap();
         sink.open(&ctx).await.unwrap();
         sink.write(&[rec.clone(), rec_again.clone()]).await.unwrap();
         sink.close().await.unwrap();
@@ -250,7 +251,8 @@ async fn self_replies_are_chained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_warning_sensitive_and_truncation() {
     let mut h = Harness::start(FakeConfig::default(), sink_config()).await;
-    let cw = h.fake.post("alice", NewStatus { spoiler_text: "film ending".into(), sensitive: true, ..NewStatus::html("<p>they all die</p>") });
+    let cw =
+        h.fake.post("alice", NewStatus { spoiler_text: "film ending".into(), sensitive: true, ..NewStatus::html("<p>they all die</p>") });
     let long_text = "lorem ipsum ".repeat(60);
     let long = h.post(&format!("<p>{} https://example.org/a/very/long/link/{}</p>", long_text.trim(), "x".repeat(80)));
     h.send(vec![h.event(EventKind::Created, &cw.id), h.event(EventKind::Created, &long.id)]);
@@ -401,7 +403,8 @@ async fn media_reuploaded_with_alt_text_or_linked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run as a child process by crash_between_post_and_map_write"]
 async fn child_posts_then_aborts() {
-    let (Ok(base), Ok(dir), Ok(event)) = (std::env::var("FS_TEST_FAKE_URL"), std::env::var("FS_TEST_DIR"), std::env::var("FS_TEST_EVENT")) else {
+    let (Ok(base), Ok(dir), Ok(event)) = (std::env::var("FS_TEST_FAKE_URL"), std::env::var("FS_TEST_DIR"), std::env::var("FS_TEST_EVENT"))
+    else {
         return;
     };
     let event: Event = serde_json::from_str(&event).unwrap();
@@ -457,7 +460,13 @@ async fn crash_between_post_and_map_write() {
         .unwrap();
     {
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(out.status.signal(), Some(6), "the child aborts at the failpoint: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "the child aborts at the failpoint: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     assert_eq!(h.created(), 1, "the server took the post");
     let log = SqliteLog::open_read_only(h.dir.path().join("log.db")).unwrap();
@@ -516,7 +525,8 @@ async fn a_refused_token_is_an_auth_error() {
     let dir = tempfile::tempdir().unwrap();
     let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
     let ctx = SinkContext::new("mirror", log as Arc<dyn Log>);
-    let mut sink = MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new("wrong-token"), RateLimiters::default()).unwrap();
+    let mut sink =
+        MastodonSink::new(sink_config(), fake.base_url().parse().unwrap(), Secret::new("wrong-token"), RateLimiters::default()).unwrap();
     let err = sink.open(&ctx).await.unwrap_err();
     assert_eq!(err.kind, fedistream_core::ErrorKind::Auth, "{err}");
     assert!(!err.message.contains("wrong-token"), "the token never appears: {err}");

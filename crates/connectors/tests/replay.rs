@@ -28,7 +28,17 @@ async fn replay(dir: &std::path::Path, input: &[u8], rate: Option<f64>) -> (Reco
     let p = Pipeline {
         log,
         processors: vec![],
-        sources: vec![SourceSpec::new("r", Box::new(ReplaySource::new(ReplaySourceConfig { path, rate, instance: "archive.example".into(), include_unlisted: false, owned: false })), DeadLetter::new(dir.join("dl.jsonl")))],
+        sources: vec![SourceSpec::new(
+            "r",
+            Box::new(ReplaySource::new(ReplaySourceConfig {
+                path,
+                rate,
+                instance: "archive.example".into(),
+                include_unlisted: false,
+                owned: false,
+            })),
+            DeadLetter::new(dir.join("dl.jsonl")),
+        )],
         channels: vec![ChannelSpec {
             name: "c".into(),
             group: "g".into(),
@@ -54,19 +64,24 @@ async fn statuses_events_and_bad_lines() {
     let mut input = format!("{plain}\n\n{{\"id\": \"1\", broken\n{gts}\n").into_bytes();
     input.extend_from_slice(b"\xff\xfe not utf-8 \n");
     // A private post: refused by the default consent policy.
-    let private = plain.replace("\"visibility\":\"public\"", "\"visibility\":\"private\"").replace("103270115826048975", "103270115826048976");
+    let private =
+        plain.replace("\"visibility\":\"public\"", "\"visibility\":\"private\"").replace("103270115826048975", "103270115826048976");
     input.extend_from_slice(format!("{private}\n").as_bytes());
     let (sink, summary) = replay(dir.path(), &input, None).await;
     let keys = sink.keys();
-    assert_eq!(keys, vec![
-        "https://mastodon.social/users/Gargron/statuses/103270115826048975".to_string(),
-        serde_json::from_str::<serde_json::Value>(&gts).unwrap()["uri"].as_str().unwrap().to_string(),
-    ]);
+    assert_eq!(
+        keys,
+        vec![
+            "https://mastodon.social/users/Gargron/statuses/103270115826048975".to_string(),
+            serde_json::from_str::<serde_json::Value>(&gts).unwrap()["uri"].as_str().unwrap().to_string(),
+        ]
+    );
     let src = &summary.sources[0].counters;
     assert_eq!(src.get("malformed"), Some(&2), "{src:?}");
     assert_eq!(src.get("skipped_visibility"), Some(&1), "{src:?}");
     let dl = std::fs::read_to_string(dir.path().join("dl.jsonl")).unwrap();
-    let reasons: Vec<String> = dl.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].as_str().unwrap().to_string()).collect();
+    let reasons: Vec<String> =
+        dl.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].as_str().unwrap().to_string()).collect();
     assert!(reasons[0].contains("in.jsonl:3: not a Mastodon status or fedistream event"), "{reasons:?}");
     assert!(reasons[1].contains("in.jsonl:5: not valid UTF-8"), "{reasons:?}");
 }

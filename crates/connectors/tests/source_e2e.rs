@@ -28,7 +28,13 @@ struct Harness {
 }
 
 fn fake_config(flavor: Flavor) -> FakeConfig {
-    FakeConfig { flavor, heartbeat_interval: Duration::from_millis(100), ws_ping_interval: Duration::from_millis(200), token: Some(TOKEN.into()), ..FakeConfig::default() }
+    FakeConfig {
+        flavor,
+        heartbeat_interval: Duration::from_millis(100),
+        ws_ping_interval: Duration::from_millis(200),
+        token: Some(TOKEN.into()),
+        ..FakeConfig::default()
+    }
 }
 
 fn source_config(fake: &FakeMastodon, accounts: &[&str]) -> MastodonSourceConfig {
@@ -49,7 +55,10 @@ fn source_config(fake: &FakeMastodon, accounts: &[&str]) -> MastodonSourceConfig
 impl Harness {
     async fn start(fake: FakeMastodon, cfg: MastodonSourceConfig, streaming: bool) -> Harness {
         // Logs are shown for failing tests only (captured by the test harness).
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("debug,hyper=info,reqwest=info,h2=info,tungstenite=info,tokio_tungstenite=info").try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("debug,hyper=info,reqwest=info,h2=info,tungstenite=info,tokio_tungstenite=info")
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut h = Harness { fake, dir, stop: CancellationToken::new(), run: None };
         h.launch(cfg, streaming);
@@ -63,12 +72,22 @@ impl Harness {
         let p = Pipeline {
             log,
             processors: vec![],
-            sources: vec![SourceSpec::new("m", Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())), DeadLetter::new(self.dir.path().join("dl-source.jsonl")))],
+            sources: vec![SourceSpec::new(
+                "m",
+                Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())),
+                DeadLetter::new(self.dir.path().join("dl-source.jsonl")),
+            )],
             channels: vec![ChannelSpec {
                 name: "file".into(),
                 group: "fedistream.channel.file".into(),
                 topic: fedistream_core::log::EVENTS.into(),
-                sink: Box::new(FileSink::new(FileSinkConfig { path: self.out(), rotate_bytes: 0, rotate_age: None, fsync: false, delivery: delivery.clone() })),
+                sink: Box::new(FileSink::new(FileSinkConfig {
+                    path: self.out(),
+                    rotate_bytes: 0,
+                    rotate_age: None,
+                    fsync: false,
+                    delivery: delivery.clone(),
+                })),
                 route: None,
                 batch: delivery.batch(),
                 retry: delivery.retry(),
@@ -87,11 +106,7 @@ impl Harness {
     }
 
     fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.out())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        std::fs::read_to_string(self.out()).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     /// Wait until `pred` holds for the output lines; panic with them at the deadline.
@@ -207,10 +222,18 @@ async fn the_same_post_from_stream_and_rest_is_delivered_once() {
     h.fake.drop_streams();
     let lines = h.wait_lines("the REST-only post", |l| has(l, "created", &b.uri)).await;
     let summary = h.stop().await;
-    let lines = { let _ = lines; h.lines() };
+    let lines = {
+        let _ = lines;
+        h.lines()
+    };
     assert_eq!(keys_of(&lines, "created"), vec![a.uri.clone(), b.uri.clone()]);
     assert_no_duplicate_events(&lines);
-    assert!(summary.log.counters.get("duplicates_suppressed").copied().unwrap_or(0) >= 1, "REST re-delivered A and it was dropped: {:?} {:#?}", summary.log, h.fake.requests());
+    assert!(
+        summary.log.counters.get("duplicates_suppressed").copied().unwrap_or(0) >= 1,
+        "REST re-delivered A and it was dropped: {:?} {:#?}",
+        summary.log,
+        h.fake.requests()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,16 +341,29 @@ async fn a_429_means_no_request_before_the_reset() {
     let after: Vec<_> = reqs[first_429 + 1..].iter().collect();
     assert!(!after.is_empty());
     // Requests already in flight may land in the same instant; none may start in the window.
-    let in_window: Vec<_> = after.iter().filter(|r| r.at > hit_at + chrono::Duration::milliseconds(50) && r.at < hit_at + chrono::Duration::milliseconds(1400)).collect();
+    let in_window: Vec<_> = after
+        .iter()
+        .filter(|r| r.at > hit_at + chrono::Duration::milliseconds(50) && r.at < hit_at + chrono::Duration::milliseconds(1400))
+        .collect();
     assert!(in_window.is_empty(), "requests sent before the reset: {in_window:#?}");
-    assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), reqs[first_429..].iter().take_while(|r| r.status == 429).count(), "no hammering after the first 429");
+    assert_eq!(
+        reqs.iter().filter(|r| r.status == 429).count(),
+        reqs[first_429..].iter().take_while(|r| r.status == 429).count(),
+        "no hammering after the first 429"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_without_a_token_backfills_and_respects_consent() {
     let fake = FakeMastodon::start(fake_config(Flavor::Mastodon)).await;
     fake.add_account("alice", AccountOpts::default());
-    fake.add_account("nobot", AccountOpts { note_html: "<p>please no <a href=\"x\" class=\"mention hashtag\">#<span>NoBot</span></a></p>".into(), ..Default::default() });
+    fake.add_account(
+        "nobot",
+        AccountOpts {
+            note_html: "<p>please no <a href=\"x\" class=\"mention hashtag\">#<span>NoBot</span></a></p>".into(),
+            ..Default::default()
+        },
+    );
     let p1 = fake.post("alice", NewStatus::html("<p>public</p>"));
     fake.post("alice", NewStatus { visibility: "unlisted".into(), ..NewStatus::html("<p>unlisted</p>") });
     let p3 = fake.post("alice", NewStatus::html("<p>public again</p>"));
@@ -338,7 +374,10 @@ async fn polling_without_a_token_backfills_and_respects_consent() {
     let mut h = Harness::start(fake, cfg, false).await;
     let lines = h.wait_lines("alice's public posts", |l| l.len() >= 2).await;
     let summary = h.stop().await;
-    let lines = { let _ = lines; h.lines() };
+    let lines = {
+        let _ = lines;
+        h.lines()
+    };
     assert_eq!(keys_of(&lines, "created"), vec![p1.uri, p3.uri]);
     let c = &summary.sources[0].counters;
     assert_eq!(c.get("skipped_visibility"), Some(&1), "{c:?}");
@@ -380,16 +419,11 @@ async fn backfill_last_n_and_since_a_date() {
 
     // A fresh log, backfilling since the creation time of the third post.
     let statuses = h.fake.statuses_of("alice");
-    let created = |uri: &str| -> String {
-        statuses.iter().find(|s| s["uri"] == uri).unwrap()["created_at"].as_str().unwrap().to_string()
-    };
+    let created = |uri: &str| -> String { statuses.iter().find(|s| s["uri"] == uri).unwrap()["created_at"].as_str().unwrap().to_string() };
     let boundary = created(&posted[2].uri);
     let since = chrono::DateTime::parse_from_rfc3339(&boundary).unwrap().with_timezone(&chrono::Utc);
-    let expected: Vec<String> = posted
-        .iter()
-        .filter(|p| chrono::DateTime::parse_from_rfc3339(&created(&p.uri)).unwrap() >= since)
-        .map(|p| p.uri.clone())
-        .collect();
+    let expected: Vec<String> =
+        posted.iter().filter(|p| chrono::DateTime::parse_from_rfc3339(&created(&p.uri)).unwrap() >= since).map(|p| p.uri.clone()).collect();
     let fake = std::mem::replace(&mut h.fake, FakeMastodon::start(fake_config(Flavor::Mastodon)).await);
     cfg.backfill = Backfill::Since(since);
     let mut h2 = Harness::start(fake, cfg, false).await;

@@ -27,8 +27,8 @@ mod sink;
 mod status;
 
 pub use dead_letter::DeadLetter;
-pub(crate) use sink::AckMsg;
 pub use processor::{Processor, ProcessorContext, ProcessorOutput};
+pub(crate) use sink::AckMsg;
 pub use sink::{Acker, Sink, SinkContext, Written};
 pub use status::{Status, StatusDoc, STATUS_NS};
 
@@ -133,4 +133,3 @@ pub trait Source: Send + 'static {
     }
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
 }
-

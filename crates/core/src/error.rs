@@ -87,9 +87,9 @@ fn storage_message(class: StorageClass, message: &str) -> String {
             "the disk holding the log is full ({message}): free some space; fedistream retries, and nothing already accepted is lost"
         ),
         StorageClass::Io => format!("I/O error on the log's disk ({message}): a disk or file-system problem, not a fedistream bug"),
-        StorageClass::Corrupt => format!(
-            "the log database is corrupt ({message}): restore it from a backup, or move it aside to start a new one"
-        ),
+        StorageClass::Corrupt => {
+            format!("the log database is corrupt ({message}): restore it from a backup, or move it aside to start a new one")
+        }
         StorageClass::ReadOnly => format!("the log cannot be written ({message}): check the file's permissions and the mount"),
         StorageClass::Other => format!("log storage error: {message}"),
     }

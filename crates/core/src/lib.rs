@@ -22,8 +22,8 @@ pub mod units;
 pub mod testing;
 
 pub use component::{
-    Acker, DeadLetter, Emitter, Processor, ProcessorContext, ProcessorOutput, Progress, Sink, SinkContext, Source,
-    SourceBatch, SourceContext, Status, Written,
+    Acker, DeadLetter, Emitter, Processor, ProcessorContext, ProcessorOutput, Progress, Sink, SinkContext, Source, SourceBatch,
+    SourceContext, Status, Written,
 };
 pub use error::{ComponentError, ErrorKind, LogError, ProcessorError, SinkError, SourceError};
 pub use event::{EncodedEvent, Event, EventKind, LogRecord, Position};

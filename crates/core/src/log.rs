@@ -39,9 +39,7 @@ pub const STATS: &str = "stats";
 /// Whether `name` can name a topic: lower-case ASCII letters, digits, `_` and
 /// `-`, 1 to 64 characters (it becomes part of table and Kafka topic names).
 pub fn valid_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// A record a processor writes to a topic (on commit, see [`Consumer::commit_with`]).
@@ -155,11 +153,7 @@ pub trait Log: Send + Sync + 'static {
     async fn state_get(&self, ns: &str, key: &str) -> Result<Option<String>, LogError>;
 
     /// Read many state values of a namespace at once; missing keys are absent from the result.
-    async fn state_get_many(
-        &self,
-        ns: &str,
-        keys: &[String],
-    ) -> Result<std::collections::HashMap<String, String>, LogError>;
+    async fn state_get_many(&self, ns: &str, keys: &[String]) -> Result<std::collections::HashMap<String, String>, LogError>;
 
     /// Every key and value of a namespace (small namespaces: status, checkpoints).
     async fn state_scan(&self, ns: &str) -> Result<Vec<(String, String)>, LogError>;

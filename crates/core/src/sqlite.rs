@@ -242,8 +242,8 @@ pub(crate) fn open_conn(path: &Path, durability: Durability, read_only: bool) ->
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| LogError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| LogError::Open { path: path.display().to_string(), reason: e.to_string() })?;
     conn.busy_timeout(Duration::from_secs(10))?;
     if !read_only {
         // Events are 1.5-9 KB: with SQLite's default 4 KiB pages nearly every row
@@ -426,8 +426,7 @@ impl Log for SqliteLog {
             .with_writer(move |w| {
                 let positions = w.transact(&state, |tx| {
                     let mut positions = Vec::with_capacity(rows.len());
-                    let mut ins =
-                        tx.prepare_cached("INSERT INTO events (appended_at, account, payload) VALUES (?1, ?2, ?3)")?;
+                    let mut ins = tx.prepare_cached("INSERT INTO events (appended_at, account, payload) VALUES (?1, ?2, ?3)")?;
                     for (account, payload) in &rows {
                         ins.execute(params![now, account, &**payload])?;
                         positions.push(Position { partition: 0, offset: tx.last_insert_rowid() as u64 });
@@ -435,8 +434,7 @@ impl Log for SqliteLog {
                     Ok(positions)
                 })?;
                 // Still under the writer lock: the tail stays in offset order.
-                lock(&tail)
-                    .push(positions.iter().zip(rows).map(|(p, (_, payload))| LogRecord::new(*p, appended_at, payload)));
+                lock(&tail).push(positions.iter().zip(rows).map(|(p, (_, payload))| LogRecord::new(*p, appended_at, payload)));
                 Ok(positions)
             })
             .await?;
@@ -493,9 +491,7 @@ impl Log for SqliteLog {
         self.shared
             .with_writer(move |w| {
                 if ns == seen::NS && !matches!(w.seen, seen::Layout::Legacy) {
-                    return Err(LogError::Internal(
-                        "the SQLite log stores the dedup index by key hash: it cannot be listed".into(),
-                    ));
+                    return Err(LogError::Internal("the SQLite log stores the dedup index by key hash: it cannot be listed".into()));
                 }
                 let mut stmt = w.conn.prepare_cached("SELECT key, value FROM state WHERE ns = ?1 ORDER BY key")?;
                 let rows = stmt.query_map(params![ns], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -522,13 +518,9 @@ impl Log for SqliteLog {
                 let conn = &w.conn;
                 let head: i64 = if t == EVENTS {
                     // The last offset ever given (retention may have emptied the table).
-                    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
-                        .optional()?
-                        .unwrap_or(0)
+                    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).optional()?.unwrap_or(0)
                 } else {
-                    conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0))
-                        .optional()?
-                        .unwrap_or(0)
+                    conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0)).optional()?.unwrap_or(0)
                 };
                 Ok(head as u64)
             })
@@ -559,15 +551,10 @@ impl Log for SqliteLog {
                     "INSERT OR IGNORE INTO groups (name, committed, updated_at, topic) VALUES (?1, 0, ?2, ?3)",
                     params![g, now, t],
                 )?;
-                let (committed, stored): (i64, String) = conn.query_row(
-                    "SELECT committed, topic FROM groups WHERE name = ?1",
-                    params![g],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                let head: i64 = conn
-                    .query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(0);
+                let (committed, stored): (i64, String) =
+                    conn.query_row("SELECT committed, topic FROM groups WHERE name = ?1", params![g], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let head: i64 =
+                    conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0)).optional()?.unwrap_or(0);
                 Ok((committed as u64, stored, head as u64))
             })
             .await?;
@@ -594,14 +581,10 @@ impl Log for SqliteLog {
             .with_writer(move |w| {
                 let conn = &w.conn;
                 let (events, head): (i64, i64) =
-                    conn.query_row("SELECT COUNT(*), COALESCE(MAX(offset), 0) FROM events", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?;
+                    conn.query_row("SELECT COUNT(*), COALESCE(MAX(offset), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 // AUTOINCREMENT keeps the highest offset ever used even after retention.
-                let seq: i64 = conn
-                    .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(head);
+                let seq: i64 =
+                    conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).optional()?.unwrap_or(head);
                 let mut heads: HashMap<String, u64> = HashMap::from([(EVENTS.to_string(), seq as u64)]);
                 let mut topics = vec![TopicInfo {
                     name: EVENTS.into(),
@@ -617,11 +600,7 @@ impl Log for SqliteLog {
                     for row in rows {
                         let (name, last, count) = row?;
                         heads.insert(name.clone(), last as u64);
-                        topics.push(TopicInfo {
-                            name,
-                            records: count as u64,
-                            head: vec![Position { partition: 0, offset: last as u64 }],
-                        });
+                        topics.push(TopicInfo { name, records: count as u64, head: vec![Position { partition: 0, offset: last as u64 }] });
                     }
                 }
                 let sql = if layout >= 2 {
@@ -678,9 +657,7 @@ impl Log for SqliteLog {
 
     async fn forget_group(&self, group: &str) -> Result<bool, LogError> {
         let g = group.to_string();
-        self.shared
-            .with_writer(move |w| Ok(w.conn.execute("DELETE FROM groups WHERE name = ?1", params![g])? > 0))
-            .await
+        self.shared.with_writer(move |w| Ok(w.conn.execute("DELETE FROM groups WHERE name = ?1", params![g])? > 0)).await
     }
 }
 
@@ -700,8 +677,7 @@ impl SqliteLog {
         let t = topic.to_string();
         self.shared
             .with_writer(move |w| {
-                let mut stmt =
-                    w.conn.prepare("SELECT offset, payload FROM topic_records WHERE topic = ?1 ORDER BY offset")?;
+                let mut stmt = w.conn.prepare("SELECT offset, payload FROM topic_records WHERE topic = ?1 ORDER BY offset")?;
                 let rows = stmt.query_map(params![t], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })

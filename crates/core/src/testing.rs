@@ -213,7 +213,10 @@ pub mod conformance {
         let evs: Vec<Event> = (1..=9).map(|n| created("s", "a@example.org", n, "hi")).collect();
         let mut started = Vec::new();
         for (i, chunk) in evs.chunks(3).enumerate() {
-            let b = AppendBatch { events: crate::event::encode_all(chunk.to_vec()), state: vec![StatePut::set("checkpoint", "k", (i + 1).to_string())] };
+            let b = AppendBatch {
+                events: crate::event::encode_all(chunk.to_vec()),
+                state: vec![StatePut::set("checkpoint", "k", (i + 1).to_string())],
+            };
             started.push(log.start_append(b).await.unwrap());
         }
         let mut receipts = Vec::new();
@@ -333,8 +336,8 @@ pub mod counting {
                 if partitions.is_some_and(|ps| !ps.contains(&p)) {
                     continue;
                 }
-                let st: PartState = serde_json::from_str(&v)
-                    .map_err(|e| ProcessorError::new(ErrorKind::Internal, format!("state {k}: {e}")))?;
+                let st: PartState =
+                    serde_json::from_str(&v).map_err(|e| ProcessorError::new(ErrorKind::Internal, format!("state {k}: {e}")))?;
                 self.parts.insert(p, st);
             }
             Ok(())
@@ -485,7 +488,11 @@ pub mod sink_conformance {
                 sink,
                 route: None,
                 batch: BatchConfig { max_records: 4, max_bytes: 1 << 20, linger: Duration::ZERO },
-                retry: RetryConfig { initial: Duration::from_millis(10), max: Duration::from_millis(200), pause: Duration::from_millis(200) },
+                retry: RetryConfig {
+                    initial: Duration::from_millis(10),
+                    max: Duration::from_millis(200),
+                    pause: Duration::from_millis(200),
+                },
                 dead_letter: DeadLetter::new(&s.dl),
             }],
             options: RuntimeOptions { status_interval: Duration::from_millis(10), ..RuntimeOptions::default() },
@@ -596,9 +603,8 @@ pub mod sink_conformance {
         }
         assert_eq!(held(h, &evs).await, keys(&evs), "{label}: the first process delivered");
         // The next process gets the same records again.
-        let summary = crate::runtime::run(pipeline(&s, h.sink(), Box::new(VecSource { batches: vec![] })), CancellationToken::new())
-            .await
-            .unwrap();
+        let summary =
+            crate::runtime::run(pipeline(&s, h.sink(), Box::new(VecSource { batches: vec![] })), CancellationToken::new()).await.unwrap();
         assert!(summary.failures.is_empty(), "{label}: {:?}", summary.failures);
         assert_eq!(committed(&s.log).await, 5, "{label}: redelivered and committed");
         let got = held(h, &evs).await;

@@ -5,10 +5,10 @@
 //! taskset -c 0 cargo run --release -p fedistream --example stages -- /tmp/in.jsonl
 //! ```
 
-use std::time::Instant;
 use fedistream_core::post::Via;
-use fedistream_core::{Event, Log, AppendBatch, StatePut};
+use fedistream_core::{AppendBatch, Event, Log, StatePut};
 use fedistream_process::normalize::{parse_and_normalize, NormalizeContext};
+use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,10 +31,14 @@ async fn main() {
     println!("event build {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n);
     let t = Instant::now();
     let mut total = 0;
-    for e in &evs { total += serde_json::to_string(e).unwrap().len(); }
+    for e in &evs {
+        total += serde_json::to_string(e).unwrap().len();
+    }
     println!("serialize {:.2} us (avg {} B)", t.elapsed().as_secs_f64() * 1e6 / n, total / evs.len());
     let t = Instant::now();
-    for e in &evs { let _ = e.fingerprint(); }
+    for e in &evs {
+        let _ = e.fingerprint();
+    }
     println!("fingerprint {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n);
     let dir = tempfile::tempdir().unwrap();
     let log = fedistream_core::sqlite::SqliteLog::open(dir.path().join("l.db"), Default::default()).unwrap();
@@ -62,9 +66,13 @@ async fn main() {
     let mut bytes = Vec::new();
     loop {
         let r = c.poll(1000, std::time::Duration::ZERO).await.unwrap();
-        if r.is_empty() { break; }
+        if r.is_empty() {
+            break;
+        }
         got += r.len();
-        for rec in &r { rec.write_json_line(&mut bytes).unwrap(); }
+        for rec in &r {
+            rec.write_json_line(&mut bytes).unwrap();
+        }
         bytes.clear();
     }
     println!("consume+format {:.2} us ({got})", t.elapsed().as_secs_f64() * 1e6 / n);

@@ -143,14 +143,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         #[cfg(feature = "test-util")]
-        BenchKind::Stream { count, accounts, rate, latency_count, transport } => crate::bench_stream::run(count, accounts, rate, latency_count, transport).await,
+        BenchKind::Stream { count, accounts, rate, latency_count, transport } => {
+            crate::bench_stream::run(count, accounts, rate, latency_count, transport).await
+        }
         #[cfg(feature = "test-util")]
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
         BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
             crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await
         }
         #[cfg(feature = "kafka")]
-        BenchKind::Kafka { brokers, count, accounts, batch, rounds } => crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await,
+        BenchKind::Kafka { brokers, count, accounts, batch, rounds } => {
+            crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await
+        }
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
@@ -280,7 +284,8 @@ async fn pipeline(
     };
     let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
     let p = Pipeline {
-        log, processors: vec![],
+        log,
+        processors: vec![],
         sources: vec![SourceSpec::new(
             "bench",
             Box::new(ReplaySource::new(ReplaySourceConfig {

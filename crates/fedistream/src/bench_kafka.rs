@@ -44,13 +44,8 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     let mut g = Generator::new(7);
     let lines: Vec<String> = (0..count).map(|_| g.status(accounts)).collect();
     let ctx = NormalizeContext { instance: "bench.example", via: Via::Replay, received_at: Utc::now() };
-    let events: Vec<Event> = lines
-        .iter()
-        .filter_map(|l| parse_and_normalize(l, &ctx).ok())
-        .map(|p| Event::created("bench", p))
-        .collect();
-    let payloads: Vec<(String, Vec<u8>)> =
-        events.iter().map(|e| (e.account.clone(), e.to_json().into_bytes())).collect();
+    let events: Vec<Event> = lines.iter().filter_map(|l| parse_and_normalize(l, &ctx).ok()).map(|p| Event::created("bench", p)).collect();
+    let payloads: Vec<(String, Vec<u8>)> = events.iter().map(|e| (e.account.clone(), e.to_json().into_bytes())).collect();
     let bytes: usize = payloads.iter().map(|(_, p)| p.len()).sum();
     let n = events.len();
     let tag = format!("{:x}", rand::random::<u32>());
@@ -119,7 +114,8 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
     let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
     // Deliver-only and ingest-only runtimes, as `--role deliver` and `--role ingest` run.
     let deliver = Pipeline {
-        log: e2e_log.clone(), processors: vec![],
+        log: e2e_log.clone(),
+        processors: vec![],
         sources: vec![],
         channels: vec![ChannelSpec {
             name: "null".into(),
@@ -135,18 +131,17 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         progress: None,
     };
     let ingest = Pipeline {
-        log: e2e_log.clone(), processors: vec![],
+        log: e2e_log.clone(),
+        processors: vec![],
         sources: vec![SourceSpec::new(
             "bench",
-            Box::new(fedistream_connectors::replay::ReplaySource::new(
-                fedistream_connectors::replay::ReplaySourceConfig {
-                    path: input.clone(),
-                    rate: None,
-                    instance: "bench".into(),
-                    include_unlisted: true,
-                    owned: true,
-                },
-            )),
+            Box::new(fedistream_connectors::replay::ReplaySource::new(fedistream_connectors::replay::ReplaySourceConfig {
+                path: input.clone(),
+                rate: None,
+                instance: "bench".into(),
+                include_unlisted: true,
+                owned: true,
+            })),
             DeadLetter::new(dir.join("dl-source.jsonl")),
         )],
         channels: vec![],
@@ -181,7 +176,12 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         "fedistream bench kafka ({brokers}, {n} events, avg {} B JSON, batches of {batch}, {in_flight} appends in flight; median of {rounds} rounds)",
         bytes / n.max(1)
     );
-    println!("  librdkafka alone       {:>9.0} events/s  {:>6.1} MB/s   (idempotent producer, acks=all, {})", n as f64 / raw_secs, mb / raw_secs, cfg.compression);
+    println!(
+        "  librdkafka alone       {:>9.0} events/s  {:>6.1} MB/s   (idempotent producer, acks=all, {})",
+        n as f64 / raw_secs,
+        mb / raw_secs,
+        cfg.compression
+    );
     println!(
         "  librdkafka, transactions {:>6.0} events/s  {:>6.1} MB/s   (the same, one transaction per batch of {batch})",
         n as f64 / rawtxn_secs,
@@ -326,7 +326,10 @@ async fn log_append(cfg: &KafkaLogConfig, events: &[Event], batch: usize, in_fli
     let batches: Vec<AppendBatch> = events
         .chunks(batch)
         .enumerate()
-        .map(|(i, chunk)| AppendBatch { events: fedistream_core::event::encode_all(chunk.to_vec()), state: vec![StatePut::set("checkpoint", "bench", i.to_string())] })
+        .map(|(i, chunk)| AppendBatch {
+            events: fedistream_core::event::encode_all(chunk.to_vec()),
+            state: vec![StatePut::set("checkpoint", "bench", i.to_string())],
+        })
         .collect();
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();

@@ -78,7 +78,8 @@ pub async fn run(count: usize) -> anyhow::Result<ExitCode> {
     let delivery = cfg.delivery.clone();
     let sink = MastodonSink::new(cfg, base, Secret::new(TOKEN), RateLimiters::default())?;
     let p = Pipeline {
-        log, processors: vec![],
+        log,
+        processors: vec![],
         sources: vec![SourceSpec::new(
             "bench",
             Box::new(ReplaySource::new(ReplaySourceConfig {
@@ -125,4 +126,3 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     std::fs::create_dir_all(&p)?;
     Ok(p)
 }
-

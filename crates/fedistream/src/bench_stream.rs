@@ -164,7 +164,13 @@ impl Poster {
     /// Posts `count` statuses from post number `from` on, round-robin over the
     /// accounts; with `every`, one per tick; with `ahead`, never more than that
     /// many not yet in `delivered`. Returns each post's key and when it was sent.
-    async fn post(&self, from: usize, count: usize, every: Option<Duration>, ahead: Option<(usize, Delivered)>) -> anyhow::Result<Vec<(String, Instant)>> {
+    async fn post(
+        &self,
+        from: usize,
+        count: usize,
+        every: Option<Duration>,
+        ahead: Option<(usize, Delivered)>,
+    ) -> anyhow::Result<Vec<(String, Instant)>> {
         let (fake, users, bodies) = (self.fake.clone(), self.users.clone(), self.bodies.clone());
         let task = self.rt.spawn(async move {
             let mut sent = Vec::with_capacity(count);
@@ -229,13 +235,23 @@ async fn measure(
     let delivered: Delivered = Default::default();
     let delivery = DeliveryConfig::default();
     let sink = TimingSink {
-        inner: FileSink::new(FileSinkConfig { path: dir.join("out.jsonl"), rotate_bytes: 0, rotate_age: None, fsync: false, delivery: delivery.clone() }),
+        inner: FileSink::new(FileSinkConfig {
+            path: dir.join("out.jsonl"),
+            rotate_bytes: 0,
+            rotate_age: None,
+            fsync: false,
+            delivery: delivery.clone(),
+        }),
         delivered: delivered.clone(),
     };
     let p = Pipeline {
         log,
         processors: vec![],
-        sources: vec![SourceSpec::new("m", Box::new(MastodonSource::new(cfg, Some(reader), RateLimiters::default())), DeadLetter::new(dir.join("dl-source.jsonl")))],
+        sources: vec![SourceSpec::new(
+            "m",
+            Box::new(MastodonSource::new(cfg, Some(reader), RateLimiters::default())),
+            DeadLetter::new(dir.join("dl-source.jsonl")),
+        )],
         channels: vec![ChannelSpec {
             name: "file".into(),
             group: "fedistream.channel.file".into(),

@@ -27,16 +27,9 @@ type Received = (u64, Option<Instant>, Option<Instant>);
 #[derive(Clone, Default)]
 struct Seen(Arc<Mutex<Received>>);
 
-async fn receive(
-    axum::extract::State(seen): axum::extract::State<Seen>,
-    body: axum::body::Bytes,
-) -> axum::http::StatusCode {
+async fn receive(axum::extract::State(seen): axum::extract::State<Seen>, body: axum::body::Bytes) -> axum::http::StatusCode {
     let now = Instant::now();
-    let items = if body.first() == Some(&b'[') {
-        bytecount_items(&body)
-    } else {
-        1
-    };
+    let items = if body.first() == Some(&b'[') { bytecount_items(&body) } else { 1 };
     let mut s = seen.0.lock().unwrap_or_else(|p| p.into_inner());
     s.0 += items;
     s.1.get_or_insert(now);
@@ -47,22 +40,12 @@ async fn receive(
 /// Records in a batch body: the top-level objects of the array (each starts
 /// with `{"partition":`).
 fn bytecount_items(body: &[u8]) -> u64 {
-    body.windows(13)
-        .filter(|w| *w == b"{\"partition\":")
-        .count() as u64
+    body.windows(13).filter(|w| *w == b"{\"partition\":").count() as u64
 }
 
-pub async fn run(
-    count: usize,
-    accounts: usize,
-    max_in_flight: usize,
-    batch: Option<usize>,
-    signed: bool,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(count: usize, accounts: usize, max_in_flight: usize, batch: Option<usize>, signed: bool) -> anyhow::Result<ExitCode> {
     let seen = Seen::default();
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(seen.clone());
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -89,32 +72,21 @@ pub async fn run(
     let sink = WebhookSink::new(cfg).map_err(anyhow::Error::msg)?;
     let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
     let replay = |path: std::path::PathBuf| {
-        Box::new(ReplaySource::new(ReplaySourceConfig {
-            path,
-            rate: None,
-            instance: "bench".into(),
-            include_unlisted: true,
-            owned: true,
-        }))
+        Box::new(ReplaySource::new(ReplaySourceConfig { path, rate: None, instance: "bench".into(), include_unlisted: true, owned: true }))
     };
     // Run 1: ingest.
-    let file =
-        fedistream_connectors::file::FileSink::new(fedistream_connectors::file::FileSinkConfig {
-            path: dir.join("ingested.jsonl"),
-            rotate_bytes: 0,
-            rotate_age: None,
-            fsync: false,
-            delivery: Default::default(),
-        });
+    let file = fedistream_connectors::file::FileSink::new(fedistream_connectors::file::FileSinkConfig {
+        path: dir.join("ingested.jsonl"),
+        rotate_bytes: 0,
+        rotate_age: None,
+        fsync: false,
+        delivery: Default::default(),
+    });
     let defaults = fedistream_core::runtime::DeliveryConfig::default();
     let ingest = Pipeline {
         log: log.clone(),
         processors: vec![],
-        sources: vec![SourceSpec::new(
-            "bench",
-            replay(input),
-            DeadLetter::new(dir.join("dl-source.jsonl")),
-        )],
+        sources: vec![SourceSpec::new("bench", replay(input), DeadLetter::new(dir.join("dl-source.jsonl")))],
         channels: vec![ChannelSpec {
             name: "file".into(),
             group: "bench.file".into(),
@@ -128,20 +100,14 @@ pub async fn run(
         options: RuntimeOptions::default(),
         progress: None,
     };
-    fedistream_core::runtime::run(ingest, CancellationToken::new())
-        .await
-        .context("ingesting")?;
+    fedistream_core::runtime::run(ingest, CancellationToken::new()).await.context("ingesting")?;
     // Run 2: nothing new; the webhook channel delivers the log.
     let empty = dir.join("empty.jsonl");
     std::fs::write(&empty, "")?;
     let p = Pipeline {
         log,
         processors: vec![],
-        sources: vec![SourceSpec::new(
-            "bench",
-            replay(empty),
-            DeadLetter::new(dir.join("dl-source.jsonl")),
-        )],
+        sources: vec![SourceSpec::new("bench", replay(empty), DeadLetter::new(dir.join("dl-source.jsonl")))],
         channels: vec![ChannelSpec {
             name: "hook".into(),
             group: "bench.hook".into(),
@@ -152,20 +118,11 @@ pub async fn run(
             retry: delivery.retry(),
             dead_letter: DeadLetter::new(dir.join("dl-channel.jsonl")),
         }],
-        options: RuntimeOptions {
-            drain_deadline: Duration::from_secs(600),
-            ..RuntimeOptions::default()
-        },
+        options: RuntimeOptions { drain_deadline: Duration::from_secs(600), ..RuntimeOptions::default() },
         progress: None,
     };
-    let summary = fedistream_core::runtime::run(p, CancellationToken::new())
-        .await
-        .context("running the pipeline")?;
-    let delivered = summary
-        .channels
-        .first()
-        .and_then(|c| c.counters.get("delivered").copied())
-        .unwrap_or(0);
+    let summary = fedistream_core::runtime::run(p, CancellationToken::new()).await.context("running the pipeline")?;
+    let delivered = summary.channels.first().and_then(|c| c.counters.get("delivered").copied()).unwrap_or(0);
     let (n, first, last) = *seen.0.lock().unwrap_or_else(|p| p.into_inner());
     let secs = match (first, last) {
         (Some(a), Some(b)) => (b - a).as_secs_f64().max(1e-9),
@@ -177,16 +134,10 @@ pub async fn run(
         batch.map_or("off".to_string(), |b| b.to_string()),
         if signed { "signed" } else { "unsigned" }
     );
-    println!(
-        "  throughput         {:.0} events/s (receiver's first to last request)",
-        n as f64 / secs
-    );
+    println!("  throughput         {:.0} events/s (receiver's first to last request)", n as f64 / secs);
     let _ = std::fs::remove_dir_all(&dir);
     if !summary.failures.is_empty() || n < delivered {
-        anyhow::bail!(
-            "failures: {:?}; received {n} of {delivered}",
-            summary.failures
-        );
+        anyhow::bail!("failures: {:?}; received {n} of {delivered}", summary.failures);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -355,9 +355,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn print_summary(s: &RunSummary) {
-    let fmt = |c: &std::collections::BTreeMap<String, u64>| {
-        c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-    };
+    let fmt = |c: &std::collections::BTreeMap<String, u64>| c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     eprintln!("fedistream: summary");
     eprintln!("  log                      {:<9} {}", "", fmt(&s.log.counters));
     for c in &s.sources {

@@ -16,8 +16,8 @@ mod http;
 mod pipeline;
 mod progress;
 mod roles;
-mod stats;
 mod sql;
+mod stats;
 mod status;
 
 use std::process::ExitCode;

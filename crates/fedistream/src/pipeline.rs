@@ -53,9 +53,9 @@ impl OpenLog {
 pub async fn open_log(cfg: &Config) -> anyhow::Result<OpenLog> {
     match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
-        (LogBackend::Kafka, Some(k)) => Ok(OpenLog::Kafka(
-            KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
-        )),
+        (LogBackend::Kafka, Some(k)) => {
+            Ok(OpenLog::Kafka(KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?))
+        }
         #[cfg(not(feature = "kafka"))]
         (LogBackend::Kafka, Some(_)) => bail!("log.backend: {NO_KAFKA}"),
         (LogBackend::Kafka, None) => bail!("log.kafka: backend = \"kafka\" needs a [log.kafka] table"),
@@ -90,14 +90,7 @@ pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secre
 /// Every source, processor and channel of the config, on the config's log (role `all`).
 pub async fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Progress>>) -> anyhow::Result<Pipeline> {
     let log = open_log(cfg).await?.shared();
-    Ok(Pipeline {
-        sources: sources(cfg, &|_| true)?,
-        processors: processors(cfg)?,
-        channels: channels(cfg)?,
-        log,
-        options,
-        progress,
-    })
+    Ok(Pipeline { sources: sources(cfg, &|_| true)?, processors: processors(cfg)?, channels: channels(cfg)?, log, options, progress })
 }
 
 /// The unit of work ingest processes share for one account of a Mastodon source.
@@ -131,8 +124,14 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
                 }
                 let reader = match &m.connection {
                     Some(conn) => {
-                        let c = cfg.connections.mastodon.get(conn).with_context(|| format!("sources.{name}.connection: no connection `{conn}`"))?;
-                        let base_url = parse_base_url(&c.instance).map_err(anyhow::Error::msg).with_context(|| format!("connections.mastodon.{conn}.instance"))?;
+                        let c = cfg
+                            .connections
+                            .mastodon
+                            .get(conn)
+                            .with_context(|| format!("sources.{name}.connection: no connection `{conn}`"))?;
+                        let base_url = parse_base_url(&c.instance)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("connections.mastodon.{conn}.instance"))?;
                         Some(ReaderConnection { base_url, token: resolve_token(conn, c)? })
                     }
                     None => None,
@@ -165,8 +164,11 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
             ChannelConfig::Archive(a) => Box::new(ArchiveSink::new((**a).clone())),
             ChannelConfig::Mastodon(m) => {
                 let conn = &m.connection;
-                let c = cfg.connections.mastodon.get(conn).with_context(|| format!("channels.{name}.connection: no connection `{conn}`"))?;
-                let base_url = parse_base_url(&c.instance).map_err(anyhow::Error::msg).with_context(|| format!("connections.mastodon.{conn}.instance"))?;
+                let c =
+                    cfg.connections.mastodon.get(conn).with_context(|| format!("channels.{name}.connection: no connection `{conn}`"))?;
+                let base_url = parse_base_url(&c.instance)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("connections.mastodon.{conn}.instance"))?;
                 Box::new(
                     MastodonSink::new((**m).clone(), base_url, resolve_token(conn, c)?, limiters.clone())
                         .with_context(|| format!("channels.{name}"))?,
@@ -209,9 +211,9 @@ pub fn processors(cfg: &Config) -> anyhow::Result<Vec<ProcessorSpec>> {
                     .with_context(|| format!("processors.{name}"))?,
             ),
             #[cfg(feature = "test-util")]
-            crate::config::ProcessorConfig::TestCount(t) => Box::new(
-                fedistream_core::testing::counting::CountingProcessor::new(name, t.window, name, t.tick),
-            ),
+            crate::config::ProcessorConfig::TestCount(t) => {
+                Box::new(fedistream_core::testing::counting::CountingProcessor::new(name, t.window, name, t.tick))
+            }
         };
         out.push(ProcessorSpec {
             name: name.clone(),
@@ -248,13 +250,7 @@ fn route_for(cfg: &Config, channel: &str) -> Option<RouteFn> {
     if cfg.routes.is_empty() {
         return None;
     }
-    let rules: Vec<(Vec<String>, CompiledFilter)> = cfg
-        .routes
-        .iter()
-        .filter(|r| r.to.iter().any(|t| t == channel))
-        .map(|r| (r.from.clone(), r.filter.compile()))
-        .collect();
-    Some(Arc::new(move |ev: &Event| {
-        rules.iter().any(|(from, f)| (from.is_empty() || from.contains(&ev.source)) && f.matches(ev))
-    }))
+    let rules: Vec<(Vec<String>, CompiledFilter)> =
+        cfg.routes.iter().filter(|r| r.to.iter().any(|t| t == channel)).map(|r| (r.from.clone(), r.filter.compile())).collect();
+    Some(Arc::new(move |ev: &Event| rules.iter().any(|(from, f)| (from.is_empty() || from.contains(&ev.source)) && f.matches(ev))))
 }

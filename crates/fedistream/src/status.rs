@@ -78,9 +78,9 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     };
     let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
-        (crate::config::LogBackend::Kafka, Some(k)) => fedistream_kafka::log::KafkaLog::open(k.clone())
-            .await
-            .with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
+        (crate::config::LogBackend::Kafka, Some(k)) => {
+            fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?
+        }
         #[cfg(not(feature = "kafka"))]
         (crate::config::LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::pipeline::NO_KAFKA),
         _ => SqliteLog::open_read_only(&cfg.log.path)
@@ -173,12 +173,7 @@ pub struct Snapshot {
 
 pub async fn snapshot(log: &dyn Log) -> anyhow::Result<Snapshot> {
     let info = log.info().await?;
-    let docs = log
-        .state_scan(STATUS_NS)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|d| (k, d)))
-        .collect();
+    let docs = log.state_scan(STATUS_NS).await?.into_iter().filter_map(|(k, v)| serde_json::from_str(&v).ok().map(|d| (k, d))).collect();
     let checkpoints = log.state_scan("checkpoint").await?;
     Ok(Snapshot { info, docs, checkpoints })
 }

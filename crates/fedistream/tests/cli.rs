@@ -47,14 +47,8 @@ fn a_valid_config_validates_with_its_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err, file) = validate(dir.path(), "valid", &valid(dir.path()));
     assert_eq!(code, Some(0), "stderr:\n{err}");
-    assert_eq!(
-        out.trim(),
-        format!("{file}: valid (1 source, 1 channel, 1 route)")
-    );
-    assert!(
-        !dir.path().join("data").exists(),
-        "validate touches nothing"
-    );
+    assert_eq!(out.trim(), format!("{file}: valid (1 source, 1 channel, 1 route)"));
+    assert!(!dir.path().join("data").exists(), "validate touches nothing");
 }
 
 #[test]
@@ -63,15 +57,8 @@ fn an_unknown_key_is_named_with_its_line() {
     let text = valid(dir.path()).replace("poll_interval = \"5s\"", "poll_intervall = \"5s\"");
     let (code, _, err, file) = validate(dir.path(), "typo", &text);
     assert_eq!(code, Some(2), "stderr:\n{err}");
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("poll_intervall"))
-        .unwrap()
-        + 1;
-    assert!(
-        err.contains(&format!("{file}:{line}:")),
-        "file and line: {err}"
-    );
+    let line = text.lines().position(|l| l.starts_with("poll_intervall")).unwrap() + 1;
+    assert!(err.contains(&format!("{file}:{line}:")), "file and line: {err}");
     assert!(err.contains("`sources.a.poll_intervall`"), "the key: {err}");
     assert!(err.contains("unknown field"), "the reason: {err}");
 }
@@ -84,18 +71,14 @@ fn a_bad_account_handle_is_named() {
     assert_eq!(code, Some(2), "stderr:\n{err}");
     assert!(err.contains(&file), "the file: {err}");
     assert!(err.contains("`sources.a.accounts[1]`"), "the key: {err}");
-    assert!(
-        err.contains("`bob` is not an account handle"),
-        "the reason: {err}"
-    );
+    assert!(err.contains("`bob` is not an account handle"), "the reason: {err}");
 }
 
 #[test]
 fn a_route_to_a_missing_channel_and_every_other_problem_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let text = valid(dir.path())
-        .replace("to = [\"out\"]", "to = [\"nowhere\"]")
-        .replace("poll_interval = \"5s\"", "poll_interval = \"100ms\"");
+    let text =
+        valid(dir.path()).replace("to = [\"out\"]", "to = [\"nowhere\"]").replace("poll_interval = \"5s\"", "poll_interval = \"100ms\"");
     let (code, _, err, file) = validate(dir.path(), "route", &text);
     assert_eq!(code, Some(2), "stderr:\n{err}");
     for (key, reason) in [
@@ -103,10 +86,7 @@ fn a_route_to_a_missing_channel_and_every_other_problem_are_reported() {
         ("channels.out", "no route leads to this channel"),
         ("sources.a.poll_interval", "must be at least 1s"),
     ] {
-        let line = err
-            .lines()
-            .find(|l| l.contains(&format!("`{key}`")))
-            .unwrap_or_else(|| panic!("no error about `{key}`: {err}"));
+        let line = err.lines().find(|l| l.contains(&format!("`{key}`"))).unwrap_or_else(|| panic!("no error about `{key}`: {err}"));
         assert!(line.contains(&file) && line.contains(reason), "{line}");
     }
 }
@@ -115,16 +95,9 @@ fn a_route_to_a_missing_channel_and_every_other_problem_are_reported() {
 fn a_missing_file_is_invalid_too() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.toml");
-    let (s, _, err) = run_to_end(
-        dir.path(),
-        "missing",
-        &["validate", "--config", missing.to_str().unwrap()],
-    );
+    let (s, _, err) = run_to_end(dir.path(), "missing", &["validate", "--config", missing.to_str().unwrap()]);
     assert_eq!(s.code(), Some(2), "stderr:\n{err}");
-    assert!(
-        err.contains(&missing.display().to_string()) && err.contains("cannot read"),
-        "{err}"
-    );
+    assert!(err.contains(&missing.display().to_string()) && err.contains("cannot read"), "{err}");
 }
 
 #[test]
@@ -132,19 +105,12 @@ fn run_refuses_an_invalid_config_before_doing_anything() {
     let dir = tempfile::tempdir().unwrap();
     let text = valid(dir.path()).replace("poll_interval = \"5s\"", "poll_intervall = \"5s\"");
     let cfg = write_file(dir.path(), "bad.toml", &text);
-    let (s, out, err) = run_to_end(
-        dir.path(),
-        "run",
-        &["run", "--config", cfg.to_str().unwrap()],
-    );
+    let (s, out, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(s.code(), Some(2), "stderr:\n{err}");
     assert!(err.contains("`sources.a.poll_intervall`"), "{err}");
     assert!(out.is_empty(), "{out}");
     assert!(!err.contains("fedistream running"), "{err}");
-    assert!(
-        !dir.path().join("data").exists(),
-        "no log or output created"
-    );
+    assert!(!dir.path().join("data").exists(), "no log or output created");
 }
 
 #[test]

@@ -25,18 +25,11 @@ fn redirected_demo(dir: &Path) -> String {
             };
             rewritten += 1;
             let v: String = toml_value(v);
-            let new = if v.starts_with("examples/") {
-                root.join(&v)
-            } else {
-                dir.join(Path::new(&v).file_name().unwrap())
-            };
+            let new = if v.starts_with("examples/") { root.join(&v) } else { dir.join(Path::new(&v).file_name().unwrap()) };
             format!("path = {}", toml_path(&new))
         })
         .collect();
-    assert_eq!(
-        rewritten, 5,
-        "the demo has a log, a replay input, an archive file, a stats file and a Parquet archive directory:\n{text}"
-    );
+    assert_eq!(rewritten, 5, "the demo has a log, a replay input, an archive file, a stats file and a Parquet archive directory:\n{text}");
     out.join("\n")
 }
 
@@ -69,9 +62,7 @@ fn consenting_public_posts(sample: &Path) -> usize {
         .filter(|p| p["visibility"] == "public" && p["account"]["noindex"] != true)
         .filter(|p| {
             let note = strip_tags(p["account"]["note"].as_str().unwrap_or("")).to_lowercase();
-            !["#nobot", "#noindex", "#nobridge"]
-                .iter()
-                .any(|t| note.contains(t))
+            !["#nobot", "#noindex", "#nobridge"].iter().any(|t| note.contains(t))
         })
         .count()
 }
@@ -98,67 +89,32 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
     let expected = consenting_public_posts(&repo_root().join("examples/data/sample-posts.jsonl"));
     assert!(expected > 0);
 
-    let p = Spawn::new(
-        dir.path(),
-        "first",
-        &["run", "--config", cfg.to_str().unwrap()],
-    )
-    .cwd(repo_root())
-    .start();
+    let p = Spawn::new(dir.path(), "first", &["run", "--config", cfg.to_str().unwrap()]).cwd(repo_root()).start();
     let status = p.wait_exit(DEADLINE).await;
     let err = p.stderr();
     assert!(status.success(), "exit status {status}; stderr:\n{err}");
     let events = read_events(&archive);
-    assert_eq!(
-        events.len(),
-        expected,
-        "one line per public, consenting post"
-    );
-    assert_eq!(
-        summary_counters(&err, "channel archive").get("delivered"),
-        Some(&(expected as u64)),
-        "{err}"
-    );
+    assert_eq!(events.len(), expected, "one line per public, consenting post");
+    assert_eq!(summary_counters(&err, "channel archive").get("delivered"), Some(&(expected as u64)), "{err}");
     assert_each_created_once(&events);
     assert_offsets_increase(&events);
-    assert!(
-        !p.stdout().is_empty(),
-        "the terminal channel printed the posts"
-    );
+    assert!(!p.stdout().is_empty(), "the terminal channel printed the posts");
 
     let stats_lines = read_events(&dir.path().join("demo-stats.jsonl"));
     assert!(!stats_lines.is_empty(), "the stats processor's records reached their file");
     assert!(stats_lines.iter().all(|r| r["key"].is_string() && r["revision"].is_u64()), "{:?}", stats_lines[0]);
     check_stats_command(dir.path(), &cfg);
 
-    let p = Spawn::new(
-        dir.path(),
-        "second",
-        &["run", "--config", cfg.to_str().unwrap()],
-    )
-    .cwd(repo_root())
-    .start();
+    let p = Spawn::new(dir.path(), "second", &["run", "--config", cfg.to_str().unwrap()]).cwd(repo_root()).start();
     let status = p.wait_exit(DEADLINE).await;
     let err = p.stderr();
     assert!(status.success(), "exit status {status}; stderr:\n{err}");
-    assert_eq!(
-        read_events(&archive).len(),
-        expected,
-        "the second run appended nothing"
-    );
+    assert_eq!(read_events(&archive).len(), expected, "the second run appended nothing");
     let log = summary_counters(&err, "log");
     assert_eq!(log.get("duplicates_suppressed"), Some(&(expected as u64)), "{err}");
     assert_eq!(log.get("appended"), None, "{err}");
-    assert_eq!(
-        summary_counters(&err, "channel archive").get("delivered"),
-        None,
-        "{err}"
-    );
-    assert!(
-        p.stdout().is_empty(),
-        "nothing shown twice on the terminal:\n{}",
-        p.stdout()
-    );
+    assert_eq!(summary_counters(&err, "channel archive").get("delivered"), None, "{err}");
+    assert!(p.stdout().is_empty(), "nothing shown twice on the terminal:\n{}", p.stdout());
     // The Parquet archive holds the same events once each, and `posts` answers.
     let (status, out, err) = run_to_end(
         dir.path(),
@@ -167,15 +123,14 @@ async fn the_demo_runs_to_the_end_and_a_second_run_appends_nothing() {
     );
     assert!(status.success(), "{err}");
     assert_eq!(out, format!("n,k\n{expected},{expected}\n"));
-    let (status, out, err) =
-        run_to_end(dir.path(), "sql-posts", &["sql", "--config", cfg.to_str().unwrap(), "--format", "csv", "select count(*) as n from posts"]);
+    let (status, out, err) = run_to_end(
+        dir.path(),
+        "sql-posts",
+        &["sql", "--config", cfg.to_str().unwrap(), "--format", "csv", "select count(*) as n from posts"],
+    );
     assert!(status.success(), "{err}");
     assert_eq!(out, format!("n\n{expected}\n"));
-    assert_eq!(
-        read_events(&dir.path().join("demo-stats.jsonl")).len(),
-        stats_lines.len(),
-        "no statistics published twice"
-    );
+    assert_eq!(read_events(&dir.path().join("demo-stats.jsonl")).len(), stats_lines.len(), "no statistics published twice");
 }
 
 /// `fedistream stats` on the demo's log agrees with the sample it replayed.
@@ -187,7 +142,8 @@ fn check_stats_command(dir: &Path, cfg: &Path) {
     assert!(own > 5, "the sample gives {acct} posts of her own: {own}");
     let cfg = cfg.to_str().unwrap();
 
-    let (s, out, err) = run_to_end(dir, "stats-json", &["stats", "--config", cfg, &format!("@{acct}"), "--since", "365d", "--format", "json"]);
+    let (s, out, err) =
+        run_to_end(dir, "stats-json", &["stats", "--config", cfg, &format!("@{acct}"), "--since", "365d", "--format", "json"]);
     assert!(s.success(), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let t = &v["totals"];
@@ -209,7 +165,11 @@ fn check_stats_command(dir: &Path, cfg: &Path) {
         assert!(out.contains(part), "{part} missing:\n{out}");
     }
 
-    let (s, out, err) = run_to_end(dir, "stats-top", &["stats", "--config", cfg, "--top", "accounts", "--since", "365d", "--format", "json", "--limit", "100"]);
+    let (s, out, err) = run_to_end(
+        dir,
+        "stats-top",
+        &["stats", "--config", cfg, "--top", "accounts", "--since", "365d", "--format", "json", "--limit", "100"],
+    );
     assert!(s.success(), "{err}");
     let rows: Vec<(String, u64)> = serde_json::from_str::<Value>(&out).unwrap()["rows"]
         .as_array()

@@ -11,9 +11,7 @@ use serde_json::Value;
 async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let fake = start_fake(&["alice"], None).await;
-    let posts: Vec<_> = (0..6)
-        .map(|i| fake.post("alice", NewStatus::html(format!("<p>post {i}</p>"))))
-        .collect();
+    let posts: Vec<_> = (0..6).map(|i| fake.post("alice", NewStatus::html(format!("<p>post {i}</p>")))).collect();
     let data = dir.path().join("state");
     let base = fake.base_url();
     let args = [
@@ -36,11 +34,7 @@ async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
             .lines()
             .filter(|l| !l.is_empty())
             .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
-                    ["key"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
+                serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))["key"].as_str().unwrap().to_string()
             })
             .collect()
     };
@@ -58,12 +52,7 @@ async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
     assert_eq!(first, newest, "the newest three, oldest first");
 
     let live = fake.post("alice", NewStatus::html("<p>live</p>"));
-    wait_for(
-        "the live post",
-        || keys(&p).contains(&live.uri).then_some(()),
-        || p.stderr(),
-    )
-    .await;
+    wait_for("the live post", || keys(&p).contains(&live.uri).then_some(()), || p.stderr()).await;
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "exit status {s}; stderr:\n{}", p.stderr());
@@ -71,11 +60,7 @@ async fn follow_prints_the_newest_posts_then_live_ones_and_stops_on_sigterm() {
     assert_eq!(all.len(), 4, "nothing twice, nothing older: {all:#?}");
     assert_eq!(all[3], live.uri);
     let line: Value = serde_json::from_str(p.stdout().lines().last().unwrap()).unwrap();
-    assert_eq!(
-        (line["kind"].as_str(), line["account"].as_str()),
-        (Some("created"), Some("alice@fake.example")),
-        "{line:#}"
-    );
+    assert_eq!((line["kind"].as_str(), line["account"].as_str()), (Some("created"), Some("alice@fake.example")), "{line:#}");
     assert!(p.stderr().contains("fedistream: summary"), "{}", p.stderr());
 }
 
@@ -91,38 +76,16 @@ async fn follow_without_a_data_dir_cleans_up_after_itself() {
     let p = Spawn::new(
         dir.path(),
         "follow",
-        &[
-            "follow",
-            "alice@fake.example",
-            "--instance",
-            &base,
-            "--format",
-            "jsonl",
-            "--backfill",
-            "last:1",
-        ],
+        &["follow", "alice@fake.example", "--instance", &base, "--format", "jsonl", "--backfill", "last:1"],
     )
     .env("TMPDIR", tmp.to_str().unwrap())
     .start();
-    wait_for(
-        "the post",
-        || p.stdout().contains(&a.uri).then_some(()),
-        || p.stderr(),
-    )
-    .await;
-    assert_eq!(
-        std::fs::read_dir(&tmp).unwrap().count(),
-        1,
-        "a state directory while running"
-    );
+    wait_for("the post", || p.stdout().contains(&a.uri).then_some(()), || p.stderr()).await;
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "a state directory while running");
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "exit status {s}; stderr:\n{}", p.stderr());
-    assert_eq!(
-        std::fs::read_dir(&tmp).unwrap().count(),
-        0,
-        "the temporary state is removed"
-    );
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the temporary state is removed");
 }
 
 #[test]
@@ -130,10 +93,7 @@ fn follow_refuses_a_handle_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let (s, out, err) = run_to_end(dir.path(), "follow", &["follow", "alice"]);
     assert_eq!(s.code(), Some(2), "stderr:\n{err}");
-    assert!(
-        err.contains("`alice` is not an account handle"),
-        "names it: {err}"
-    );
+    assert!(err.contains("`alice` is not an account handle"), "names it: {err}");
     assert!(out.is_empty(), "{out}");
 }
 
@@ -148,10 +108,7 @@ async fn follow_of_an_account_that_does_not_exist_ends_with_a_clear_error() {
     let s = p.wait_exit(DEADLINE).await;
     assert!(!s.success(), "{s}");
     let err = p.stderr();
-    assert!(
-        err.contains(&format!("none of the accounts can be read: @nobody@fake.example: not found on {}", fake.host())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("none of the accounts can be read: @nobody@fake.example: not found on {}", fake.host())), "{err}");
 }
 
 /// A server that refuses anonymous reads (GoToSocial's default): `follow` says
@@ -200,18 +157,26 @@ async fn follow_text_shows_the_creation_time_and_marks_edits() {
     let edited = chrono::DateTime::parse_from_rfc3339(&edited).unwrap();
     let base = fake.base_url();
     let data = dir.path().join("state");
-    let args = ["follow", "@alice@fake.example", "--instance", &base, "--format", "text", "--backfill", "last:1", "--data-dir", data.to_str().unwrap()];
+    let args = [
+        "follow",
+        "@alice@fake.example",
+        "--instance",
+        &base,
+        "--format",
+        "text",
+        "--backfill",
+        "last:1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     let p = Spawn::new(dir.path(), "follow", &args).start();
-    let header = wait_for("the post", || p.stdout().lines().find(|l| l.contains("@alice@fake.example")).map(str::to_string), || p.stderr()).await;
+    let header =
+        wait_for("the post", || p.stdout().lines().find(|l| l.contains("@alice@fake.example")).map(str::to_string), || p.stderr()).await;
     p.sigterm();
     p.wait_exit(DEADLINE).await;
     // The edit's date is shown only when it is another day than the post's.
     let edit_fmt = if edited.date_naive() == created.date_naive() { "%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" };
-    let expected = format!(
-        "{}  @alice@fake.example posted, edited {}  ",
-        created.format("%Y-%m-%d %H:%M:%S"),
-        edited.format(edit_fmt)
-    );
+    let expected = format!("{}  @alice@fake.example posted, edited {}  ", created.format("%Y-%m-%d %H:%M:%S"), edited.format(edit_fmt));
     assert!(header.starts_with(&expected), "{header:?} should start with {expected:?}");
     assert!(p.stdout().contains("second version"), "{}", p.stdout());
 }

@@ -18,7 +18,6 @@ use fedistream_kafka::testing::brokers;
 /// Group hand-overs wait for a session timeout (6 s here) and a rebalance.
 const HANDOVER: Duration = Duration::from_secs(90);
 
-
 /// A Kafka-mode config: source `m` polling `users` on the fake, a file channel
 /// `out` writing `<dir>/out-{worker}.jsonl`.
 fn kafka_config(dir: &Path, fake: &FakeMastodon, users: &[&str], brokers: &str, pipeline: &str) -> String {
@@ -82,12 +81,7 @@ fn all_server_uris(fake: &FakeMastodon, users: &[&str]) -> BTreeSet<String> {
 }
 
 fn role(dir: &Path, name: &str, cfg: &Path, role: &str, worker: &str) -> Proc {
-    Spawn::new(
-        dir,
-        name,
-        &["run", "--config", cfg.to_str().unwrap(), "--role", role, "--worker", worker, "--drain-deadline", "5s"],
-    )
-    .start()
+    Spawn::new(dir, name, &["run", "--config", cfg.to_str().unwrap(), "--role", role, "--worker", worker, "--drain-deadline", "5s"]).start()
 }
 
 /// Posts one status per user every 20 ms until stopped.
@@ -157,8 +151,7 @@ async fn deliver_processes_split_partitions_and_a_killed_one_is_taken_over_exact
         m
     };
     let (a_last, b_last) = (last_by(&fa), last_by(&fb));
-    let a_owned: Vec<(u64, u64)> =
-        a_last.iter().filter(|(p, o)| b_last.get(p).is_none_or(|b| b < o)).map(|(p, o)| (*p, *o)).collect();
+    let a_owned: Vec<(u64, u64)> = a_last.iter().filter(|(p, o)| b_last.get(p).is_none_or(|b| b < o)).map(|(p, o)| (*p, *o)).collect();
     assert!(!a_owned.is_empty(), "A owned partitions when it died: a {a_last:?}, b {b_last:?}");
     wait_for_within(
         "the survivor to take over the dead member's partitions",
@@ -177,7 +170,15 @@ async fn deliver_processes_split_partitions_and_a_killed_one_is_taken_over_exact
             let got: HashSet<String> = created_keys(&all_events(dir.path())).into_iter().collect();
             (got.len() >= expected.len()).then_some(())
         },
-        || format!("{} of {} posts\nb: {}\ningest: {}", created_keys(&all_events(dir.path())).len(), expected.len(), tail(&b.stderr()), tail(&ingest.stderr())),
+        || {
+            format!(
+                "{} of {} posts\nb: {}\ningest: {}",
+                created_keys(&all_events(dir.path())).len(),
+                expected.len(),
+                tail(&b.stderr()),
+                tail(&ingest.stderr())
+            )
+        },
     )
     .await;
     let events = all_events(dir.path());
@@ -239,7 +240,13 @@ async fn ingest_processes_join_and_leave_and_every_account_has_one_follower() {
     let (dir, fake, cfg, all) = ingest_world(&USERS, "ingest").await;
 
     let i1 = role(dir.path(), "ingest-1", &cfg, "ingest", "i1");
-    wait_for_within("the first ingest process to follow every account", HANDOVER, || (following(&i1)? == all).then_some(()), || i1.stderr()).await;
+    wait_for_within(
+        "the first ingest process to follow every account",
+        HANDOVER,
+        || (following(&i1)? == all).then_some(()),
+        || i1.stderr(),
+    )
+    .await;
 
     // A second process joins: the accounts are split, each followed once.
     let i2 = role(dir.path(), "ingest-2", &cfg, "ingest", "i2");
@@ -248,8 +255,7 @@ async fn ingest_processes_join_and_leave_and_every_account_has_one_follower() {
         HANDOVER,
         || {
             let (a, b) = (following(&i1)?, following(&i2)?);
-            (!a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.union(&b).cloned().collect::<BTreeSet<_>>() == all)
-                .then_some((a, b))
+            (!a.is_empty() && !b.is_empty() && a.is_disjoint(&b) && a.union(&b).cloned().collect::<BTreeSet<_>>() == all).then_some((a, b))
         },
         || format!("i1: {:?}\ni2: {:?}\n{}", following(&i1), following(&i2), i2.stderr()),
     )
@@ -357,7 +363,13 @@ async fn a_paused_ingest_process_is_fenced_and_every_post_arrives_once() {
     let all_slots: BTreeSet<i32> = (0..8).collect();
 
     let i1 = role(dir.path(), "ingest-1", &cfg, "ingest", "i1");
-    wait_for_within("the first ingest process to follow every account", HANDOVER, || (following(&i1)? == all).then_some(()), || i1.stderr()).await;
+    wait_for_within(
+        "the first ingest process to follow every account",
+        HANDOVER,
+        || (following(&i1)? == all).then_some(()),
+        || i1.stderr(),
+    )
+    .await;
     let i2 = role(dir.path(), "ingest-2", &cfg, "ingest", "i2");
     let split = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
         !a.is_empty() && !b.is_empty() && a.is_disjoint(b) && a.union(b).cloned().collect::<BTreeSet<_>>() == all
@@ -391,8 +403,13 @@ async fn a_paused_ingest_process_is_fenced_and_every_post_arrives_once() {
     let noticed = |p: &Proc| p.stderr().matches("Fenced:").count() + p.stderr().matches("Ingest group changed: restarting").count();
     let (i1_noticed, i1_followings) = (noticed(&i1), followings(&i1).len());
     signal(&i1, "CONT");
-    wait_for_within("the resumed process to notice it lost its slots", HANDOVER, || (noticed(&i1) > i1_noticed).then_some(()), || tail(&i1.stderr()))
-        .await;
+    wait_for_within(
+        "the resumed process to notice it lost its slots",
+        HANDOVER,
+        || (noticed(&i1) > i1_noticed).then_some(()),
+        || tail(&i1.stderr()),
+    )
+    .await;
     // It rejoins the group and gets accounts again.
     wait_for_within(
         "the accounts split again",
@@ -477,7 +494,8 @@ async fn a_broker_restart_during_ingest_loses_nothing() {
     let during = complete_lines(&file).len();
     // Posts keep coming while the broker is away; the process waits, it does not exit.
     let posted_then = fake.statuses_of(USERS[0]).len();
-    wait_for("posts made while the broker is down", || (fake.statuses_of(USERS[0]).len() > posted_then + 20).then_some(()), String::new).await;
+    wait_for("posts made while the broker is down", || (fake.statuses_of(USERS[0]).len() > posted_then + 20).then_some(()), String::new)
+        .await;
     p.assert_running();
     kafka("up");
     stop.store(true, Ordering::Relaxed);
@@ -497,8 +515,7 @@ async fn a_broker_restart_during_ingest_loses_nothing() {
 
 /// Wait until the process has read the backlog of `n` accounts.
 async fn backfilled(p: &Proc, n: usize) {
-    wait_for_within("the backfill", HANDOVER, || (p.stderr().matches("Backfill done").count() >= n).then_some(()), || p.stderr())
-        .await;
+    wait_for_within("the backfill", HANDOVER, || (p.stderr().matches("Backfill done").count() >= n).then_some(()), || p.stderr()).await;
 }
 
 fn tail(s: &str) -> String {
@@ -543,7 +560,10 @@ type = "stdout"
     let sqlite = write_file(
         dir.path(),
         "sqlite.toml",
-        &format!("[log]\npath = {}\n[sources.r]\ntype = \"replay\"\npath = {sample}\n[channels.out]\ntype = \"stdout\"\n", toml_path(&dir.path().join("l.db"))),
+        &format!(
+            "[log]\npath = {}\n[sources.r]\ntype = \"replay\"\npath = {sample}\n[channels.out]\ntype = \"stdout\"\n",
+            toml_path(&dir.path().join("l.db"))
+        ),
     );
     let (s, _, err) = run_to_end(dir.path(), "role", &["run", "--config", sqlite.to_str().unwrap(), "--role", "deliver"]);
     assert!(!s.success());

@@ -18,7 +18,6 @@ use fedistream_kafka::testing::{brokers, schema_registry};
 /// joining, transactions; generous on a loaded machine.
 const RUN: Duration = Duration::from_secs(120);
 
-
 /// The sample replay into a file channel `out` (`<dir>/out-{worker}.jsonl`), on
 /// the Kafka log (`Some(brokers)`) or the embedded one.
 fn replay_config(dir: &Path, kafka: Option<(&str, &str)>) -> String {

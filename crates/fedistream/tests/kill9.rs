@@ -30,14 +30,7 @@ fn file_len(p: &std::path::Path) -> u64 {
 }
 
 fn last_offset(out: &std::path::Path) -> u64 {
-    complete_lines(out)
-        .last()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"]
-                .as_u64()
-                .unwrap()
-        })
-        .unwrap_or(0)
+    complete_lines(out).last().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["offset"].as_u64().unwrap()).unwrap_or(0)
 }
 
 fn committed_offset(dir: &std::path::Path, cfg: &str) -> u64 {
@@ -59,11 +52,7 @@ async fn kill_9_twice_then_restart_delivers_every_post_exactly_once() {
     }
     // `durability = "fsync"` makes each commit take a disk flush, which widens the
     // window between a batch reaching the file and its commit: more kills land in it.
-    let text = polling_config(dir.path(), &fake, &USERS, "last:400", 5).replacen(
-        "[log]\n",
-        "[log]\ndurability = \"fsync\"\n",
-        1,
-    );
+    let text = polling_config(dir.path(), &fake, &USERS, "last:400", 5).replacen("[log]\n", "[log]\ndurability = \"fsync\"\n", 1);
     let cfg = write_file(dir.path(), "kill9.toml", &text);
     let out = dir.path().join("out.jsonl");
     let cfg_s = cfg.to_str().unwrap();
@@ -95,22 +84,12 @@ async fn kill_9_twice_then_restart_delivers_every_post_exactly_once() {
         // Trigger on the file's size, checked in a tight loop: the kill then lands
         // right after a write, often before the channel commits it.
         let before = file_len(&out);
-        let p = Spawn::new(
-            dir.path(),
-            &format!("run{round}"),
-            &["run", "--no-progress", "--config", cfg_s],
-        )
-        .start();
+        let p = Spawn::new(dir.path(), &format!("run{round}"), &["run", "--no-progress", "--config", cfg_s]).start();
         let target = before + if round == 0 { 60_000 } else { 20_000 };
         let deadline = Instant::now() + DEADLINE;
         while file_len(&out) < target {
             p.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "run {round}: output stuck at {} bytes; stderr:\n{}",
-                file_len(&out),
-                p.stderr()
-            );
+            assert!(Instant::now() < deadline, "run {round}: output stuck at {} bytes; stderr:\n{}", file_len(&out), p.stderr());
             std::hint::spin_loop();
         }
         p.kill9();
@@ -120,41 +99,19 @@ async fn kill_9_twice_then_restart_delivers_every_post_exactly_once() {
             last_offset: last_offset(&out),
             committed: committed_offset(dir.path(), cfg_s),
         };
-        assert!(
-            k.committed <= k.last_offset,
-            "the channel committed events its file does not hold: {k:?}"
-        );
+        assert!(k.committed <= k.last_offset, "the channel committed events its file does not hold: {k:?}");
         kills.push(k);
         round += 1;
     }
-    eprintln!(
-        "kills: {kills:?}; {} left a torn last line",
-        kills.iter().filter(|k| k.torn).count()
-    );
-    assert!(
-        in_window(&kills) >= 1,
-        "no kill landed between a write and its commit: {kills:?}"
-    );
+    eprintln!("kills: {kills:?}; {} left a torn last line", kills.iter().filter(|k| k.torn).count());
+    assert!(in_window(&kills) >= 1, "no kill landed between a write and its commit: {kills:?}");
     let total_then = 450 + *posted.lock().unwrap();
-    assert!(
-        kills.iter().all(|k| k.lines < total_then),
-        "killed after everything was delivered: {kills:?}"
-    );
+    assert!(kills.iter().all(|k| k.lines < total_then), "killed after everything was delivered: {kills:?}");
 
-    let p = Spawn::new(
-        dir.path(),
-        "final",
-        &["run", "--no-progress", "--config", cfg_s],
-    )
-    .start();
+    let p = Spawn::new(dir.path(), "final", &["run", "--no-progress", "--config", cfg_s]).start();
     // Let the restarted process see some live posts, then stop posting.
     let seen = complete_lines(&out).len();
-    wait_for(
-        "the final run to deliver",
-        || (complete_lines(&out).len() > seen + 20).then_some(()),
-        || p.stderr(),
-    )
-    .await;
+    wait_for("the final run to deliver", || (complete_lines(&out).len() > seen + 20).then_some(()), || p.stderr()).await;
     stop_posting.store(true, Ordering::SeqCst);
     poster.await.unwrap();
 
@@ -168,23 +125,12 @@ async fn kill_9_twice_then_restart_delivers_every_post_exactly_once() {
             let lines = complete_lines(&out);
             (lines.len() >= expected.len()).then_some(())
         },
-        || {
-            format!(
-                "{} of {} lines\n{}",
-                complete_lines(&out).len(),
-                expected.len(),
-                p.stderr()
-            )
-        },
+        || format!("{} of {} lines\n{}", complete_lines(&out).len(), expected.len(), p.stderr()),
     )
     .await;
     p.sigterm();
     let status = p.wait_exit(DEADLINE).await;
-    assert!(
-        status.success(),
-        "final run exited with {status}; stderr:\n{}",
-        p.stderr()
-    );
+    assert!(status.success(), "final run exited with {status}; stderr:\n{}", p.stderr());
 
     let events = read_events(&out);
     assert_offsets_increase(&events);

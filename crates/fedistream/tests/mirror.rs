@@ -85,9 +85,7 @@ async fn crash_between_post_and_map_write_then_restart_after_the_idempotency_win
     assert_eq!(fake.posts_created("mirrorbot"), 1, "exactly one POST went through before the crash");
     // More than an hour later: the server no longer remembers the Idempotency-Key.
     fake.expire_idempotency_keys();
-    let p = Spawn::new(dir.path(), "restart", &["run", "--config", cfg_s])
-        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
-        .start();
+    let p = Spawn::new(dir.path(), "restart", &["run", "--config", cfg_s]).env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN).start();
     wait_for(
         "every post mirrored",
         || (mirrored_sources(&fake).len() >= urls.len()).then_some(()),
@@ -124,9 +122,7 @@ async fn kill9_while_mirroring_never_duplicates() {
         p.kill9();
         let _ = p.wait_exit(Duration::from_secs(10)).await;
     }
-    let p = Spawn::new(dir.path(), "final", &["run", "--config", cfg_s])
-        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
-        .start();
+    let p = Spawn::new(dir.path(), "final", &["run", "--config", cfg_s]).env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN).start();
     wait_for(
         "every post mirrored",
         || (mirrored_sources(&fake).len() >= urls.len()).then_some(()),
@@ -148,13 +144,11 @@ async fn kill9_while_mirroring_never_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_posting_budget_shows_backlog_and_resume_time_in_status() {
     let (dir, fake, urls) = setup(6).await;
-    let cfg_text = mirror_config(dir.path(), &fake)
-        .replace("media = \"skip\"", "media = \"skip\"\nposts_per_window = 2\npost_window = \"1h\"");
+    let cfg_text =
+        mirror_config(dir.path(), &fake).replace("media = \"skip\"", "media = \"skip\"\nposts_per_window = 2\npost_window = \"1h\"");
     let cfg = write_file(dir.path(), "mirror.toml", &cfg_text);
     let cfg_s = cfg.to_str().unwrap();
-    let p = Spawn::new(dir.path(), "paced", &["run", "--config", cfg_s])
-        .env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN)
-        .start();
+    let p = Spawn::new(dir.path(), "paced", &["run", "--config", cfg_s]).env("FEDISTREAM_TEST_PUBLISHER_TOKEN", PUBLISHER_TOKEN).start();
     let status = wait_for(
         "status showing the paused channel",
         || {
@@ -205,7 +199,10 @@ async fn an_edit_of_a_post_from_before_the_mirror_started_is_not_republished() {
         .replace("stream = \"off\"", "connection = \"reader\"\nreconnect_initial = \"50ms\"")
         .replace(
             "[channels.mirror]",
-            &format!("[connections.mastodon.reader]\ninstance = {}\ntoken_env = \"FEDISTREAM_TEST_READER_TOKEN\"\n\n[channels.mirror]", toml_str(fake.base_url())),
+            &format!(
+                "[connections.mastodon.reader]\ninstance = {}\ntoken_env = \"FEDISTREAM_TEST_READER_TOKEN\"\n\n[channels.mirror]",
+                toml_str(fake.base_url())
+            ),
         );
     let cfg = write_file(dir.path(), "mirror.toml", &text);
     let p = Spawn::new(dir.path(), "mirror", &["run", "--no-progress", "--config", cfg.to_str().unwrap()])
@@ -215,7 +212,12 @@ async fn an_edit_of_a_post_from_before_the_mirror_started_is_not_republished() {
     assert!(fake.wait_for_open_streams(1, DEADLINE).await, "stream connected; stderr:\n{}", p.stderr());
     // The channel has opened once it read the target's statuses.
     let target = fake.account_id("mirrorbot").unwrap();
-    wait_for("the channel to open", || fake.requests().iter().any(|r| r.path == format!("/api/v1/accounts/{target}/statuses")).then_some(()), || p.stderr()).await;
+    wait_for(
+        "the channel to open",
+        || fake.requests().iter().any(|r| r.path == format!("/api/v1/accounts/{target}/statuses")).then_some(()),
+        || p.stderr(),
+    )
+    .await;
     // The stream carries the edit (`status.update`) of the old post, then a new post.
     assert!(fake.edit(&before.id, "<p>from before the mirror, edited</p>"));
     let after = fake.post("alice", NewStatus::html("<p>after the mirror started</p>"));

@@ -131,15 +131,18 @@ async fn processors_on_two_process_workers_give_the_output_of_one_run_on_kafka()
     let s = ingest.wait_exit(Duration::from_secs(240)).await;
     assert!(s.success(), "{s}\n{}", ingest.stderr());
 
-    let a = Spawn::new(work.path(), "process-a", &["run", "--config", cfg, "--role", "process", "--worker", "a", "--until-caught-up"]).start();
-    let b = Spawn::new(work.path(), "process-b", &["run", "--config", cfg, "--role", "process", "--worker", "b", "--until-caught-up"]).start();
+    let a =
+        Spawn::new(work.path(), "process-a", &["run", "--config", cfg, "--role", "process", "--worker", "a", "--until-caught-up"]).start();
+    let b =
+        Spawn::new(work.path(), "process-b", &["run", "--config", cfg, "--role", "process", "--worker", "b", "--until-caught-up"]).start();
     for p in [&a, &b] {
         let s = p.wait_exit(Duration::from_secs(240)).await;
         assert!(s.success(), "{s}\n{}", p.stderr());
     }
     assert!(a.stderr().contains("Consumer group assignment") && b.stderr().contains("Consumer group assignment"), "both took part");
 
-    let d = Spawn::new(work.path(), "deliver", &["run", "--config", cfg, "--role", "deliver", "--worker", "d", "--until-caught-up"]).start();
+    let d =
+        Spawn::new(work.path(), "deliver", &["run", "--config", cfg, "--role", "deliver", "--worker", "d", "--until-caught-up"]).start();
     let s = d.wait_exit(Duration::from_secs(240)).await;
     assert!(s.success(), "{s}\n{}", d.stderr());
     assert_eq!(windows(&work.path().join("windows.jsonl")), want);

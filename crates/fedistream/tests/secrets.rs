@@ -93,80 +93,31 @@ format = "jsonl"
     let out = dir.path().join("out.jsonl");
     let has = |uri: &str| complete_lines(&out).iter().any(|l| l.contains(uri));
 
-    let p = Spawn::new(
-        dir.path(),
-        "run",
-        &[
-            "--log-level",
-            level,
-            "run",
-            "--no-progress",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    )
-    .env(VAR, TOKEN)
-    .start();
-    wait_for(
-        "the backfilled post",
-        || has(&first.uri).then_some(()),
-        || p.stderr(),
-    )
-    .await;
-    assert!(
-        fake.wait_for_open_streams(1, DEADLINE).await,
-        "stream connected; stderr:\n{}",
-        p.stderr()
-    );
+    let p = Spawn::new(dir.path(), "run", &["--log-level", level, "run", "--no-progress", "--config", cfg.to_str().unwrap()])
+        .env(VAR, TOKEN)
+        .start();
+    wait_for("the backfilled post", || has(&first.uri).then_some(()), || p.stderr()).await;
+    assert!(fake.wait_for_open_streams(1, DEADLINE).await, "stream connected; stderr:\n{}", p.stderr());
     let streamed = fake.post("alice", NewStatus::html("<p>streamed</p>"));
-    wait_for(
-        "the streamed post",
-        || has(&streamed.uri).then_some(()),
-        || p.stderr(),
-    )
-    .await;
+    wait_for("the streamed post", || has(&streamed.uri).then_some(()), || p.stderr()).await;
 
     // A malformed event goes to the source's dead-letter file.
     fake.inject_stream_raw("event: update\ndata: {\"id\": \"1\", not json\n\n");
     let dl = dir.path().join("dead-letter/source-m.jsonl");
-    wait_for(
-        "a dead-letter entry",
-        || (!complete_lines(&dl).is_empty()).then_some(()),
-        || p.stderr(),
-    )
-    .await;
+    wait_for("a dead-letter entry", || (!complete_lines(&dl).is_empty()).then_some(()), || p.stderr()).await;
 
     // Reconnects and server errors get logged.
     let connects = fake.stream_connects();
     fake.fail_next(502, 2);
     fake.drop_streams();
-    assert!(
-        fake.wait_for_stream_connects(connects + 1, DEADLINE).await,
-        "reconnected; stderr:\n{}",
-        p.stderr()
-    );
+    assert!(fake.wait_for_stream_connects(connects + 1, DEADLINE).await, "reconnected; stderr:\n{}", p.stderr());
     let after = fake.post("alice", NewStatus::html("<p>after the reconnect</p>"));
-    wait_for(
-        "the post after the reconnect",
-        || has(&after.uri).then_some(()),
-        || p.stderr(),
-    )
-    .await;
+    wait_for("the post after the reconnect", || has(&after.uri).then_some(()), || p.stderr()).await;
 
     // A revoked token: 401s, error logs (the source then stops, and with it the
     // run; whether it exits 0 is not this test's concern).
     fake.revoke_token();
-    wait_for(
-        "a 401",
-        || {
-            fake.requests()
-                .iter()
-                .any(|r| r.status == 401)
-                .then_some(())
-        },
-        || p.stderr(),
-    )
-    .await;
+    wait_for("a 401", || fake.requests().iter().any(|r| r.status == 401).then_some(()), || p.stderr()).await;
     if p.exited().is_none() {
         // Not reaped yet, so the pid cannot have been reused even if it just exited.
         p.sigterm();
@@ -180,23 +131,13 @@ format = "jsonl"
     assert!(reqs.iter().any(|r| r.authorized && r.path.ends_with("/statuses")), "REST with the token");
     let (stream_path, opened) = if transport == "sse" { ("/api/v1/streaming/user", 200) } else { ("/api/v1/streaming", 101) };
     assert!(reqs.iter().any(|r| r.path == stream_path && r.status == opened && r.authorized), "streamed over {transport}");
-    assert!(
-        stdout.contains(&streamed.uri),
-        "the stdout channel printed the posts"
-    );
-    assert!(
-        fake.requests().iter().any(|r| r.authorized),
-        "the token was used"
-    );
+    assert!(stdout.contains(&streamed.uri), "the stdout channel printed the posts");
+    assert!(fake.requests().iter().any(|r| r.authorized), "the token was used");
     assert!(!stdout.contains(TOKEN), "the token leaked to stdout");
     assert!(
         !stderr.contains(TOKEN),
         "the token leaked to stderr:\n{}",
-        stderr
-            .lines()
-            .filter(|l| l.contains(TOKEN))
-            .collect::<Vec<_>>()
-            .join("\n")
+        stderr.lines().filter(|l| l.contains(TOKEN)).collect::<Vec<_>>().join("\n")
     );
     // stdout/stderr captures, out.jsonl, dead-letter/, the log database.
     let n = assert_no_token_under(dir.path());
@@ -225,21 +166,10 @@ async fn follow_with_a_token_does_not_print_it() {
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    let p = Spawn::new(dir.path(), "follow", &args)
-        .env(VAR, TOKEN)
-        .start();
-    assert!(
-        fake.wait_for_open_streams(1, DEADLINE).await,
-        "stream connected; stderr:\n{}",
-        p.stderr()
-    );
+    let p = Spawn::new(dir.path(), "follow", &args).env(VAR, TOKEN).start();
+    assert!(fake.wait_for_open_streams(1, DEADLINE).await, "stream connected; stderr:\n{}", p.stderr());
     let a = fake.post("alice", NewStatus::html("<p>live</p>"));
-    wait_for(
-        "the post",
-        || p.stdout().contains(&a.uri).then_some(()),
-        || p.stderr(),
-    )
-    .await;
+    wait_for("the post", || p.stdout().contains(&a.uri).then_some(()), || p.stderr()).await;
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "{s}\n{}", p.stderr());

@@ -28,19 +28,11 @@ async fn status_shows_sources_checkpoints_and_channels_with_offset_and_lag() {
         }
     }
     let mut text = polling_config(dir.path(), &fake, &users, "last:10", 3);
-    text.push_str(&format!(
-        "\n[channels.copy]\ntype = \"file\"\npath = {}\n",
-        toml_path(&dir.path().join("copy.jsonl"))
-    ));
+    text.push_str(&format!("\n[channels.copy]\ntype = \"file\"\npath = {}\n", toml_path(&dir.path().join("copy.jsonl"))));
     let cfg = write_file(dir.path(), "c.toml", &text);
     let cfg_s = cfg.to_str().unwrap();
 
-    let p = Spawn::new(
-        dir.path(),
-        "run",
-        &["run", "--no-progress", "--config", cfg_s],
-    )
-    .start();
+    let p = Spawn::new(dir.path(), "run", &["run", "--no-progress", "--config", cfg_s]).start();
     let out = dir.path().join("out.jsonl");
     let copy = dir.path().join("copy.jsonl");
     wait_for(
@@ -50,46 +42,27 @@ async fn status_shows_sources_checkpoints_and_channels_with_offset_and_lag() {
     )
     .await;
     // Beside the running pipeline: the log is read read-only.
-    let live: Value =
-        serde_json::from_str(&status(dir.path(), cfg_s, true)).expect("status --json is JSON");
+    let live: Value = serde_json::from_str(&status(dir.path(), cfg_s, true)).expect("status --json is JSON");
     assert_eq!(live["log"]["events"], 10, "{live:#}");
     p.sigterm();
     let s = p.wait_exit(DEADLINE).await;
     assert!(s.success(), "{s}\n{}", p.stderr());
 
     let table = status(dir.path(), cfg_s, false);
-    assert!(
-        table.contains("10 events stored, head offset 10"),
-        "{table}"
-    );
-    let source = table
-        .lines()
-        .find(|l| l.starts_with("m "))
-        .unwrap_or_else(|| panic!("no source line:\n{table}"));
-    assert!(
-        source.contains("stopped") || source.contains("finished"),
-        "{source}"
-    );
+    assert!(table.contains("10 events stored, head offset 10"), "{table}");
+    let source = table.lines().find(|l| l.starts_with("m ")).unwrap_or_else(|| panic!("no source line:\n{table}"));
+    assert!(source.contains("stopped") || source.contains("finished"), "{source}");
     for u in users {
-        assert!(
-            table
-                .lines()
-                .any(|l| l.contains("checkpoint") && l.contains(&acct(u))),
-            "no checkpoint of {u}:\n{table}"
-        );
+        assert!(table.lines().any(|l| l.contains("checkpoint") && l.contains(&acct(u))), "no checkpoint of {u}:\n{table}");
     }
     for ch in ["out", "copy"] {
-        let line = table
-            .lines()
-            .find(|l| l.starts_with(&format!("{ch} ")))
-            .unwrap_or_else(|| panic!("no channel {ch}:\n{table}"));
+        let line = table.lines().find(|l| l.starts_with(&format!("{ch} "))).unwrap_or_else(|| panic!("no channel {ch}:\n{table}"));
         let cols: Vec<&str> = line.split_whitespace().collect();
         // NAME STATE OFFSET LAG …
         assert_eq!(&cols[2..4], ["10", "0"], "offset 10, lag 0: {line}");
     }
 
-    let j: Value =
-        serde_json::from_str(&status(dir.path(), cfg_s, true)).expect("status --json is JSON");
+    let j: Value = serde_json::from_str(&status(dir.path(), cfg_s, true)).expect("status --json is JSON");
     for key in ["log", "components", "checkpoints", "groups"] {
         assert!(j.get(key).is_some(), "no `{key}`: {j:#}");
     }
@@ -99,18 +72,9 @@ async fn status_shows_sources_checkpoints_and_channels_with_offset_and_lag() {
     let groups = j["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{j:#}");
     for g in groups {
-        assert_eq!(
-            (&g["offset"], &g["lag"]),
-            (&Value::from(10), &Value::from(0)),
-            "{g}"
-        );
+        assert_eq!((&g["offset"], &g["lag"]), (&Value::from(10), &Value::from(0)), "{g}");
     }
-    let comps: Vec<&str> = j["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["key"].as_str().unwrap())
-        .collect();
+    let comps: Vec<&str> = j["components"].as_array().unwrap().iter().map(|c| c["key"].as_str().unwrap()).collect();
     for c in ["source:m", "channel:out", "channel:copy"] {
         assert!(comps.contains(&c), "no component {c}: {comps:?}");
     }
@@ -127,11 +91,7 @@ fn status_before_any_run_says_so() {
         toml_path(&repo_root().join("examples/data/sample-posts.jsonl"))
     );
     let cfg = write_file(dir.path(), "c.toml", &text);
-    let (s, _, err) = run_to_end(
-        dir.path(),
-        "status",
-        &["status", "--config", cfg.to_str().unwrap()],
-    );
+    let (s, _, err) = run_to_end(dir.path(), "status", &["status", "--config", cfg.to_str().unwrap()]);
     assert!(!s.success());
     assert!(err.contains("no log yet"), "{err}");
     assert!(!dir.path().join("log.db").exists(), "status creates no log");
@@ -212,14 +172,19 @@ async fn counters_count_distinct_posts_and_say_since_when() {
     fake.post("botty", NewStatus::html("<p>botty one</p>"));
     fake.post("botty", NewStatus::html("<p>botty two</p>"));
     // Every poll also re-reads the newest page (the safety pass).
-    let text = polling_config(dir.path(), &fake, &["alice", "botty"], "last:5", 10).replace("max_poll_interval = \"1s\"", "max_poll_interval = \"1s\"\nsafety_interval = \"1s\"");
+    let text = polling_config(dir.path(), &fake, &["alice", "botty"], "last:5", 10)
+        .replace("max_poll_interval = \"1s\"", "max_poll_interval = \"1s\"\nsafety_interval = \"1s\"");
     let cfg = write_file(dir.path(), "c.toml", &text);
     let cfg_s = cfg.to_str().unwrap();
     let p = Spawn::new(dir.path(), "run", &["run", "--no-progress", "--config", cfg_s]).start();
     let botty = fake.account_id("botty").unwrap();
     wait_for(
         "three re-reads of botty's newest page",
-        || (fake.requests().iter().filter(|r| r.path == format!("/api/v1/accounts/{botty}/statuses") && r.query == "limit=20").count() >= 3).then_some(()),
+        || {
+            (fake.requests().iter().filter(|r| r.path == format!("/api/v1/accounts/{botty}/statuses") && r.query == "limit=20").count()
+                >= 3)
+                .then_some(())
+        },
         || p.stderr(),
     )
     .await;

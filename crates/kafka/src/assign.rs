@@ -130,13 +130,9 @@ impl ConsumerContext for MemberContext {
                     a.generation += 1;
                     a.assigned = true;
                     a.fence = match metadata {
-                        Some(m) if !a.slots.is_empty() => Some(Fence::new(
-                            m,
-                            self.group.clone(),
-                            self.topic.clone(),
-                            a.slots.iter().copied().collect(),
-                            a.generation,
-                        )),
+                        Some(m) if !a.slots.is_empty() => {
+                            Some(Fence::new(m, self.group.clone(), self.topic.clone(), a.slots.iter().copied().collect(), a.generation))
+                        }
                         _ => None,
                     };
                 });
@@ -165,13 +161,14 @@ fn wait_for_stable_offsets(c: &BaseConsumer<MemberContext>, slots: &TopicPartiti
         // and retries by itself while they are not: a pending transaction shows
         // as a partition error or as the call timing out.
         let pending = match c.committed_offsets(slots.clone(), Duration::from_secs(1)) {
-            Ok(got) => got.elements().iter().any(|e| {
-                matches!(e.error(), Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnstableOffsetCommit)))
-            }),
-            Err(e) if matches!(
-                e.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::UnstableOffsetCommit | RDKafkaErrorCode::OperationTimedOut)
-            ) => true,
+            Ok(got) => {
+                got.elements().iter().any(|e| matches!(e.error(), Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnstableOffsetCommit))))
+            }
+            Err(e)
+                if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::UnstableOffsetCommit | RDKafkaErrorCode::OperationTimedOut)) =>
+            {
+                true
+            }
             Err(e) => {
                 warn!(error = %e, "Cannot check for transactions of the slots' previous owner; following their accounts anyway");
                 return;
@@ -210,15 +207,11 @@ impl Membership {
     /// Join the ingest group. `release_timeout` bounds how long a revoke waits for
     /// [`Membership::released`].
     pub fn join(cfg: &KafkaLogConfig, release_timeout: Duration) -> Result<Membership, LogError> {
-        let (tx, rx) = watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots, assigned: false, fence: None });
+        let (tx, rx) =
+            watch::channel(Assignment { generation: 0, slots: BTreeSet::new(), total: cfg.ingest_slots, assigned: false, fence: None });
         let (release_tx, release_rx) = mpsc::channel();
-        let ctx = MemberContext {
-            tx,
-            group: cfg.ingest_group(),
-            topic: cfg.ingest_topic(),
-            released: Mutex::new(release_rx),
-            release_timeout,
-        };
+        let ctx =
+            MemberContext { tx, group: cfg.ingest_group(), topic: cfg.ingest_topic(), released: Mutex::new(release_rx), release_timeout };
         let consumer: BaseConsumer<MemberContext> = client_config(cfg)?
             .set("group.id", cfg.ingest_group())
             .set("enable.auto.commit", "false")

@@ -31,7 +31,9 @@ pub fn parse_base_url(s: &str) -> Result<Url, String> {
         return Err(format!("`{}`: the schema registry URL must be http:// or https://", redact(s)));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("the schema registry URL must not hold credentials: use schema_registry_user_env and schema_registry_password_env".into());
+        return Err(
+            "the schema registry URL must not hold credentials: use schema_registry_user_env and schema_registry_password_env".into()
+        );
     }
     if url.host_str().is_none() {
         return Err(format!("`{}` has no host", redact(s)));
@@ -74,9 +76,7 @@ impl RegistryError {
             RegistryError::Incompatible { .. } | RegistryError::InvalidSchema { .. } => ErrorKind::Config,
             RegistryError::NotFound { .. } | RegistryError::BadResponse { .. } => ErrorKind::Config,
             RegistryError::Unauthorized { .. } => ErrorKind::Auth,
-            RegistryError::Http { status, .. } if *status >= 500 || *status == 429 || *status == 408 => {
-                ErrorKind::Transient
-            }
+            RegistryError::Http { status, .. } if *status >= 500 || *status == 429 || *status == 408 => ErrorKind::Transient,
             RegistryError::Http { .. } => ErrorKind::Config,
             RegistryError::Transport { .. } => ErrorKind::Transient,
         }
@@ -226,9 +226,7 @@ impl RegistryClient {
             StatusCode::UNPROCESSABLE_ENTITY if error_code == 42201 || error_code == 42202 => {
                 RegistryError::InvalidSchema { registry, subject, error_code, message }
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                RegistryError::Unauthorized { registry, status: status.as_u16(), message }
-            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Unauthorized { registry, status: status.as_u16(), message },
             StatusCode::NOT_FOUND => RegistryError::NotFound { registry, what: what.to_string(), error_code, message },
             _ => RegistryError::Http { registry, what: what.to_string(), status: status.as_u16(), error_code, message },
         })

@@ -31,10 +31,7 @@ fn config(test: &str) -> KafkaLogConfig {
 /// Events of one account (one partition, so they are read in append order),
 /// with ids `ids`, and a checkpoint named `label`.
 fn batch(label: &str, ids: std::ops::Range<u64>) -> AppendBatch {
-    AppendBatch {
-        events: encode_all(ids.map(|n| created("s", ACCT, n, label))),
-        state: vec![StatePut::set("checkpoint", label, "done")],
-    }
+    AppendBatch { events: encode_all(ids.map(|n| created("s", ACCT, n, label))), state: vec![StatePut::set("checkpoint", label, "done")] }
 }
 
 /// Wait until the members' assignments satisfy `cond`, acknowledging every

@@ -99,38 +99,20 @@ mod tests {
     use fedistream_core::post::{BioTags, Via};
 
     fn post(visibility: &str) -> Post {
-        let json = format!(
-            r#"{{"id":"1","uri":"u","visibility":"{visibility}","account":{{"id":"9","acct":"a@b"}}}}"#
-        );
-        let ctx = NormalizeContext {
-            instance: "b",
-            via: Via::Stream,
-            received_at: Utc::now(),
-        };
+        let json = format!(r#"{{"id":"1","uri":"u","visibility":"{visibility}","account":{{"id":"9","acct":"a@b"}}}}"#);
+        let ctx = NormalizeContext { instance: "b", via: Via::Stream, received_at: Utc::now() };
         parse_and_normalize(&json, &ctx).unwrap()
     }
 
-    const OPEN: ConsentPolicy = ConsentPolicy {
-        allow_unlisted: false,
-        owned: false,
-    };
+    const OPEN: ConsentPolicy = ConsentPolicy { allow_unlisted: false, owned: false };
 
     #[test]
     fn visibility_rules() {
         assert_eq!(OPEN.check(&post("public")), Ok(()));
-        assert_eq!(
-            OPEN.check(&post("unlisted")),
-            Err(SkipReason::Visibility("unlisted".into()))
-        );
-        let unlisted_ok = ConsentPolicy {
-            allow_unlisted: true,
-            owned: false,
-        };
+        assert_eq!(OPEN.check(&post("unlisted")), Err(SkipReason::Visibility("unlisted".into())));
+        let unlisted_ok = ConsentPolicy { allow_unlisted: true, owned: false };
         assert_eq!(unlisted_ok.check(&post("unlisted")), Ok(()));
-        let everything = ConsentPolicy {
-            allow_unlisted: true,
-            owned: true,
-        };
+        let everything = ConsentPolicy { allow_unlisted: true, owned: true };
         for v in ["private", "direct", "mutuals_only", "local", ""] {
             let err = everything.check(&post(v)).unwrap_err();
             assert_eq!(err, SkipReason::Visibility(v.into()));
@@ -145,40 +127,15 @@ mod tests {
         assert_eq!(OPEN.check(&p), Ok(()));
         p.account.noindex = Some(true);
         assert_eq!(OPEN.check(&p), Err(SkipReason::Noindex));
-        assert_eq!(
-            ConsentPolicy {
-                owned: true,
-                ..OPEN
-            }
-            .check(&p),
-            Ok(())
-        );
+        assert_eq!(ConsentPolicy { owned: true, ..OPEN }.check(&p), Ok(()));
     }
 
     #[test]
     fn each_bio_tag_skips_unless_owned() {
         for (tags, name) in [
-            (
-                BioTags {
-                    nobot: true,
-                    ..Default::default()
-                },
-                "nobot",
-            ),
-            (
-                BioTags {
-                    noindex: true,
-                    ..Default::default()
-                },
-                "noindex",
-            ),
-            (
-                BioTags {
-                    nobridge: true,
-                    ..Default::default()
-                },
-                "nobridge",
-            ),
+            (BioTags { nobot: true, ..Default::default() }, "nobot"),
+            (BioTags { noindex: true, ..Default::default() }, "noindex"),
+            (BioTags { nobridge: true, ..Default::default() }, "nobridge"),
         ] {
             let mut p = post("public");
             p.account.bio_tags = tags;
@@ -186,24 +143,13 @@ mod tests {
             assert_eq!(err, SkipReason::BioTag(name));
             assert_eq!(err.as_str(), format!("bio_{name}"));
             assert!(err.to_string().contains(name));
-            assert_eq!(
-                ConsentPolicy {
-                    owned: true,
-                    ..OPEN
-                }
-                .check(&p),
-                Ok(())
-            );
+            assert_eq!(ConsentPolicy { owned: true, ..OPEN }.check(&p), Ok(()));
         }
     }
 
     #[test]
     fn boost_checks_wrapper_visibility_and_booster() {
-        let ctx = NormalizeContext {
-            instance: "b",
-            via: Via::Stream,
-            received_at: Utc::now(),
-        };
+        let ctx = NormalizeContext { instance: "b", via: Via::Stream, received_at: Utc::now() };
         // Public wrapper of an unlisted original, booster has #nobot in the bio.
         let json = r##"{"id":"2","uri":"u2/activity","visibility":"public",
             "account":{"id":"9","acct":"booster","note":"<p>#nobot</p>"},
@@ -212,10 +158,6 @@ mod tests {
         assert_eq!(OPEN.check(&p), Err(SkipReason::BioTag("nobot")));
         let mut p2 = p.clone();
         p2.account.bio_tags = BioTags::default();
-        assert_eq!(
-            OPEN.check(&p2),
-            Ok(()),
-            "the original's visibility is not checked"
-        );
+        assert_eq!(OPEN.check(&p2), Ok(()), "the original's visibility is not checked");
     }
 }

@@ -256,8 +256,7 @@ mod de;
 mod tests {
     use super::*;
 
-    const MINIMAL: &str =
-        r#"{"id":"1","uri":"https://a.example/s/1","account":{"id":"9","acct":"alice"}}"#;
+    const MINIMAL: &str = r#"{"id":"1","uri":"https://a.example/s/1","account":{"id":"9","acct":"alice"}}"#;
 
     #[test]
     fn minimal_status_parses_with_defaults() {
@@ -272,10 +271,7 @@ mod tests {
 
     #[test]
     fn numeric_ids_become_strings() {
-        let s = parse_status(
-            r#"{"id":12345,"uri":"u","in_reply_to_id":7,"account":{"id":-3,"acct":"a"}}"#,
-        )
-        .unwrap();
+        let s = parse_status(r#"{"id":12345,"uri":"u","in_reply_to_id":7,"account":{"id":-3,"acct":"a"}}"#).unwrap();
         assert_eq!(s.id, "12345");
         assert_eq!(s.account.id, "-3");
         assert_eq!(s.in_reply_to_id.as_deref(), Some("7"));
@@ -293,10 +289,7 @@ mod tests {
         .unwrap();
         assert!(s.tags.is_empty() && s.mentions.is_empty());
         assert_eq!(s.content, "");
-        assert_eq!(
-            (s.replies_count, s.reblogs_count, s.favourites_count),
-            (0, 0, 3)
-        );
+        assert_eq!((s.replies_count, s.reblogs_count, s.favourites_count), (0, 0, 3));
         let poll = s.poll.unwrap();
         assert!(poll.options.is_empty());
         assert_eq!(poll.votes_count, None);
@@ -309,10 +302,7 @@ mod tests {
                "created_at":"2022-11-15T16:08:30Z","edited_at":"yesterday"}"#,
         )
         .unwrap();
-        assert_eq!(
-            s.created_at.unwrap().to_rfc3339(),
-            "2022-11-15T16:08:30+00:00"
-        );
+        assert_eq!(s.created_at.unwrap().to_rfc3339(), "2022-11-15T16:08:30+00:00");
         assert!(s.edited_at.is_none());
         assert!(s.account.created_at.is_none());
         for (input, ok) in [
@@ -350,10 +340,7 @@ mod tests {
         assert!(parse_status(r#"{"id":null,"uri":"u","account":{"id":"9","acct":"a"}}"#).is_err());
         assert!(parse_status("").is_err());
         assert!(parse_status("[]").is_err());
-        assert!(
-            parse_status(r#"{"id":"1","uri":"u"}"#).is_err(),
-            "account is required"
-        );
+        assert!(parse_status(r#"{"id":"1","uri":"u"}"#).is_err(), "account is required");
     }
 
     #[test]

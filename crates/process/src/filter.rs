@@ -105,8 +105,7 @@ impl FilterConfig {
         for a in &self.accounts {
             let bare = a.strip_prefix('@').unwrap_or(a);
             match bare.split_once('@') {
-                Some((user, domain))
-                    if !user.is_empty() && !domain.is_empty() && !domain.contains('@') => {}
+                Some((user, domain)) if !user.is_empty() && !domain.is_empty() && !domain.contains('@') => {}
                 _ => return Err(format!("filter.accounts: `{a}` is not `user@domain`")),
             }
         }
@@ -116,27 +115,16 @@ impl FilterConfig {
             }
         }
         for (field, list) in [("tags_any", &self.tags_any), ("tags_none", &self.tags_none)] {
-            if let Some(t) = list
-                .iter()
-                .find(|t| normalize_tag(t).is_empty() || t.chars().any(char::is_whitespace))
-            {
+            if let Some(t) = list.iter().find(|t| normalize_tag(t).is_empty() || t.chars().any(char::is_whitespace)) {
                 return Err(format!("filter.{field}: `{t}` is not a hashtag"));
             }
         }
         let compiled = self.compile();
         if let Some(t) = compiled.tags_any.intersection(&compiled.tags_none).next() {
-            return Err(format!(
-                "filter: tag `{t}` is in both tags_any and tags_none"
-            ));
+            return Err(format!("filter: tag `{t}` is in both tags_any and tags_none"));
         }
-        if let Some(k) = compiled
-            .keywords_any
-            .iter()
-            .find(|k| compiled.keywords_none.contains(k))
-        {
-            return Err(format!(
-                "filter: keyword `{k}` is in both keywords_any and keywords_none"
-            ));
+        if let Some(k) = compiled.keywords_any.iter().find(|k| compiled.keywords_none.contains(k)) {
+            return Err(format!("filter: keyword `{k}` is in both keywords_any and keywords_none"));
         }
         Ok(())
     }
@@ -146,11 +134,7 @@ impl FilterConfig {
         let lower = |v: &[String]| -> Vec<String> { v.iter().map(|s| s.to_lowercase()).collect() };
         CompiledFilter {
             kinds: self.kinds.iter().fold(0u8, |m, k| m | kind_bit(*k)),
-            accounts: self
-                .accounts
-                .iter()
-                .map(|a| a.strip_prefix('@').unwrap_or(a).to_lowercase())
-                .collect(),
+            accounts: self.accounts.iter().map(|a| a.strip_prefix('@').unwrap_or(a).to_lowercase()).collect(),
             languages: lower(&self.languages),
             include_boosts: self.include_boosts,
             include_replies: self.include_replies,
@@ -271,10 +255,7 @@ impl CompiledFilter {
         let Some(lang) = lang else { return false };
         let lang = lang.to_ascii_lowercase();
         self.languages.iter().any(|want| {
-            lang == *want
-                || (lang.len() > want.len()
-                    && lang.starts_with(want.as_str())
-                    && lang.as_bytes()[want.len()] == b'-')
+            lang == *want || (lang.len() > want.len() && lang.starts_with(want.as_str()) && lang.as_bytes()[want.len()] == b'-')
         })
     }
 }

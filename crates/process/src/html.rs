@@ -49,12 +49,7 @@ pub fn html_to_text(html: &str) -> String {
         }
         let start = pos + lt;
         match scan_markup(html, start) {
-            Markup::Tag {
-                name,
-                closing,
-                self_closing,
-                end,
-            } => {
+            Markup::Tag { name, closing, self_closing, end } => {
                 pos = end;
                 let tag = TagKind::of(&bytes[name.0..name.1]);
                 if matches!(tag, TagKind::RawText) && !closing && !self_closing {
@@ -89,11 +84,7 @@ pub fn bio_consent_tags(note_html: &str) -> BioTags {
     let mut search = text.as_str();
     while let Some(i) = search.find('#') {
         let rest = &search[i + 1..];
-        for (word, flag) in [
-            ("nobot", &mut tags.nobot),
-            ("noindex", &mut tags.noindex),
-            ("nobridge", &mut tags.nobridge),
-        ] {
+        for (word, flag) in [("nobot", &mut tags.nobot), ("noindex", &mut tags.noindex), ("nobridge", &mut tags.nobridge)] {
             if is_tag_at(rest, word) {
                 *flag = true;
             }
@@ -150,10 +141,7 @@ impl TagKind {
             TagKind::Pre
         } else if is("div") || is("tr") || is("section") || is("article") || is("figure") {
             TagKind::Line
-        } else if name.len() == 2
-            && matches!(name[0], b'h' | b'H')
-            && (b'1'..=b'6').contains(&name[1])
-        {
+        } else if name.len() == 2 && matches!(name[0], b'h' | b'H') && (b'1'..=b'6').contains(&name[1]) {
             TagKind::Block
         } else if is("script") || is("style") {
             TagKind::RawText
@@ -179,14 +167,7 @@ struct Writer {
 
 impl Writer {
     fn with_capacity(n: usize) -> Self {
-        Writer {
-            out: String::with_capacity(n),
-            newlines: 0,
-            space: false,
-            bullet: None,
-            list_depth: 0,
-            pre_depth: 0,
-        }
+        Writer { out: String::with_capacity(n), newlines: 0, space: false, bullet: None, list_depth: 0, pre_depth: 0 }
     }
 
     fn tag(&mut self, tag: TagKind, closing: bool) {
@@ -197,11 +178,7 @@ impl Writer {
             TagKind::Line => self.block(1),
             TagKind::Pre => {
                 self.block(2);
-                self.pre_depth = if closing {
-                    self.pre_depth.saturating_sub(1)
-                } else {
-                    self.pre_depth.saturating_add(1)
-                };
+                self.pre_depth = if closing { self.pre_depth.saturating_sub(1) } else { self.pre_depth.saturating_add(1) };
             }
             TagKind::List => {
                 if closing {
@@ -214,11 +191,7 @@ impl Writer {
             }
             TagKind::Item => {
                 self.block(1);
-                self.bullet = if closing {
-                    None
-                } else {
-                    Some(self.list_depth.max(1))
-                };
+                self.bullet = if closing { None } else { Some(self.list_depth.max(1)) };
             }
         }
     }
@@ -267,8 +240,7 @@ impl Writer {
                 while i < bytes.len() {
                     let b = bytes[i];
                     if b.is_ascii_whitespace() {
-                        let single =
-                            b == b' ' && bytes.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace());
+                        let single = b == b' ' && bytes.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace());
                         if !single {
                             break;
                         }
@@ -365,10 +337,7 @@ fn decode_entities(raw: &str, out: &mut String) {
         out.push_str(&rest[..amp]);
         let tail = &rest[amp..];
         // A reference never contains another `&`, so decode up to the next one.
-        let chunk_len = tail[1..]
-            .bytes()
-            .position(|b| b == b'&')
-            .map_or(tail.len(), |k| k + 1);
+        let chunk_len = tail[1..].bytes().position(|b| b == b'&').map_or(tail.len(), |k| k + 1);
         let chunk = &tail[..chunk_len];
         match quick_entity(chunk) {
             Some((c, used)) => {
@@ -400,9 +369,7 @@ fn quick_entity(s: &str) -> Option<(char, usize)> {
         _ => {
             let num = name.strip_prefix('#')?;
             let code = match num.strip_prefix(['x', 'X']) {
-                Some(hex) if hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    u32::from_str_radix(hex, 16).ok()?
-                }
+                Some(hex) if hex.bytes().all(|b| b.is_ascii_hexdigit()) => u32::from_str_radix(hex, 16).ok()?,
                 None if num.bytes().all(|b| b.is_ascii_digit()) => num.parse::<u32>().ok()?,
                 _ => return None,
             };

@@ -20,8 +20,7 @@
 
 use chrono::{DateTime, Utc};
 use fedistream_core::post::{
-    Account, BoostOf, Counts, Emoji, InReplyTo, Media, Mention, PollOption, PollSummary, Post,
-    Provenance, Via, Visibility,
+    Account, BoostOf, Counts, Emoji, InReplyTo, Media, Mention, PollOption, PollSummary, Post, Provenance, Via, Visibility,
 };
 
 use crate::entity::{self, ParseError};
@@ -98,17 +97,10 @@ pub fn normalize_owned(status: entity::Status, ctx: &NormalizeContext) -> Post {
             if aid == account.id {
                 Some(account.acct.clone())
             } else {
-                mentions
-                    .iter()
-                    .find(|(mid, _)| mid == aid)
-                    .map(|(_, m)| m.acct.clone())
+                mentions.iter().find(|(mid, _)| mid == aid).map(|(_, m)| m.acct.clone())
             }
         });
-        InReplyTo {
-            id: reply_id,
-            account_id: in_reply_to_account_id,
-            account: parent_author,
-        }
+        InReplyTo { id: reply_id, account_id: in_reply_to_account_id, account: parent_author }
     });
 
     Post {
@@ -126,19 +118,9 @@ pub fn normalize_owned(status: entity::Status, ctx: &NormalizeContext) -> Post {
         sensitive,
         boost_of,
         in_reply_to,
-        tags: tags
-            .into_iter()
-            .map(|t| t.name)
-            .filter(|n| !n.is_empty())
-            .collect(),
+        tags: tags.into_iter().map(|t| t.name).filter(|n| !n.is_empty()).collect(),
         mentions: mentions.into_iter().map(|(_, m)| m).collect(),
-        emojis: emojis
-            .into_iter()
-            .map(|e| Emoji {
-                shortcode: e.shortcode,
-                url: e.url,
-            })
-            .collect(),
+        emojis: emojis.into_iter().map(|e| Emoji { shortcode: e.shortcode, url: e.url }).collect(),
         media: media_attachments
             .into_iter()
             .map(|m| Media {
@@ -149,14 +131,7 @@ pub fn normalize_owned(status: entity::Status, ctx: &NormalizeContext) -> Post {
             })
             .collect(),
         poll: poll.map(|p| PollSummary {
-            options: p
-                .options
-                .into_iter()
-                .map(|o| PollOption {
-                    title: o.title,
-                    votes_count: o.votes_count,
-                })
-                .collect(),
+            options: p.options.into_iter().map(|o| PollOption { title: o.title, votes_count: o.votes_count }).collect(),
             votes_count: p.votes_count,
             voters_count: p.voters_count,
             expires_at: p.expires_at,
@@ -171,11 +146,7 @@ pub fn normalize_owned(status: entity::Status, ctx: &NormalizeContext) -> Post {
             observed_at: ctx.received_at,
             observed_by: ctx.instance.to_owned(),
         },
-        provenance: Provenance {
-            instance: ctx.instance.to_owned(),
-            via: ctx.via,
-            received_at: ctx.received_at,
-        },
+        provenance: Provenance { instance: ctx.instance.to_owned(), via: ctx.via, received_at: ctx.received_at },
     }
 }
 
@@ -244,39 +215,19 @@ mod tests {
         NormalizeContext {
             instance: "serving.example:8443",
             via: Via::Rest,
-            received_at: DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
-                .unwrap()
-                .with_timezone(&Utc),
+            received_at: DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z").unwrap().with_timezone(&Utc),
         }
     }
 
     #[test]
     fn url_hosts() {
-        assert_eq!(
-            url_host("https://mastodon.social/@Gargron").as_deref(),
-            Some("mastodon.social")
-        );
-        assert_eq!(
-            url_host("http://localhost:3000/@x").as_deref(),
-            Some("localhost:3000")
-        );
-        assert_eq!(
-            url_host("https://Example.COM:443/@x").as_deref(),
-            Some("example.com")
-        );
-        assert_eq!(
-            url_host("http://127.0.0.1:80").as_deref(),
-            Some("127.0.0.1")
-        );
-        assert_eq!(
-            url_host("http://[::1]:8080/a").as_deref(),
-            Some("[::1]:8080")
-        );
+        assert_eq!(url_host("https://mastodon.social/@Gargron").as_deref(), Some("mastodon.social"));
+        assert_eq!(url_host("http://localhost:3000/@x").as_deref(), Some("localhost:3000"));
+        assert_eq!(url_host("https://Example.COM:443/@x").as_deref(), Some("example.com"));
+        assert_eq!(url_host("http://127.0.0.1:80").as_deref(), Some("127.0.0.1"));
+        assert_eq!(url_host("http://[::1]:8080/a").as_deref(), Some("[::1]:8080"));
         assert_eq!(url_host("http://[::1]/a").as_deref(), Some("[::1]"));
-        assert_eq!(
-            url_host("https://u:p@h.example/x?y#z").as_deref(),
-            Some("h.example")
-        );
+        assert_eq!(url_host("https://u:p@h.example/x?y#z").as_deref(), Some("h.example"));
         assert_eq!(url_host("not a url"), None);
         assert_eq!(url_host("https:///path"), None);
     }
@@ -305,10 +256,7 @@ mod tests {
         assert_eq!(r.id, "1");
         assert_eq!(r.account.as_deref(), Some("me@serving.example:8443"));
         let p = parse_and_normalize(&json("30"), &ctx()).unwrap();
-        assert_eq!(
-            p.in_reply_to.unwrap().account.as_deref(),
-            Some("local@serving.example")
-        );
+        assert_eq!(p.in_reply_to.unwrap().account.as_deref(), Some("local@serving.example"));
         assert_eq!(p.mentions[0].acct, "you@far.away");
         let p = parse_and_normalize(&json("99"), &ctx()).unwrap();
         let r = p.in_reply_to.unwrap();
@@ -336,11 +284,7 @@ mod tests {
         assert_eq!(p.account.noindex, Some(true));
         assert_eq!(p.media[0].url.as_deref(), Some("https://r/x.png"));
         assert_eq!(p.media[0].description, None);
-        let by_ref = normalize(
-            &entity::parse_status(r#"{"id":"1","uri":"u","account":{"id":"9","acct":"a@b"}}"#)
-                .unwrap(),
-            &ctx(),
-        );
+        let by_ref = normalize(&entity::parse_status(r#"{"id":"1","uri":"u","account":{"id":"9","acct":"a@b"}}"#).unwrap(), &ctx());
         assert_eq!(by_ref.account.acct, "a@b");
     }
 }

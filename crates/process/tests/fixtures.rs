@@ -4,16 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use fedistream_core::post::{Post, Via, Visibility};
-use fedistream_process::{
-    parse_account, parse_and_normalize, parse_status, ConsentPolicy, NormalizeContext, SkipReason,
-};
+use fedistream_process::{parse_account, parse_and_normalize, parse_status, ConsentPolicy, NormalizeContext, SkipReason};
 use proptest::prelude::*;
 use serde_json::Value;
 
-const DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/mastodon/"
-);
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/mastodon/");
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{DIR}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -28,11 +23,7 @@ fn ts(s: &str) -> DateTime<Utc> {
 }
 
 fn ctx(instance: &str) -> NormalizeContext<'_> {
-    NormalizeContext {
-        instance,
-        via: Via::Rest,
-        received_at: received(),
-    }
+    NormalizeContext { instance, via: Via::Rest, received_at: received() }
 }
 
 fn post(name: &str, instance: &str) -> Post {
@@ -44,9 +35,7 @@ fn every_status_fixture_parses() {
     let mut seen = 0;
     for entry in std::fs::read_dir(DIR).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        if (name.starts_with("status_") || name == "gotosocial_status.json")
-            && name.ends_with(".json")
-        {
+        if (name.starts_with("status_") || name == "gotosocial_status.json") && name.ends_with(".json") {
             let p = post(&name, "mastodon.social");
             assert!(p.account.acct.contains('@'), "{name}: {}", p.account.acct);
             assert!(!p.uri.is_empty() && !p.id.is_empty(), "{name}");
@@ -60,10 +49,7 @@ fn every_status_fixture_parses() {
 fn plain_status() {
     let p = post("status_plain.json", "mastodon.social");
     assert_eq!(p.id, "103270115826048975");
-    assert_eq!(
-        p.uri,
-        "https://mastodon.social/users/Gargron/statuses/103270115826048975"
-    );
+    assert_eq!(p.uri, "https://mastodon.social/users/Gargron/statuses/103270115826048975");
     assert_eq!(p.account.acct, "Gargron@mastodon.social");
     assert_eq!(p.account.id, "1");
     assert_eq!(p.account.display_name, "Eugen");
@@ -81,10 +67,7 @@ fn plain_status() {
     );
     assert!(p.content_html.starts_with("<p>&quot;I lost"));
     assert_eq!(p.application.as_deref(), Some("Web"));
-    assert_eq!(
-        (p.counts.replies, p.counts.reblogs, p.counts.favourites),
-        (5, 6, 11)
-    );
+    assert_eq!((p.counts.replies, p.counts.reblogs, p.counts.favourites), (5, 6, 11));
     assert_eq!(p.counts.observed_by, "mastodon.social");
     assert_eq!(p.counts.observed_at, received());
     assert_eq!(p.provenance.instance, "mastodon.social");
@@ -103,34 +86,14 @@ fn reply_from_pleroma_author_with_nobot() {
     let r = p.in_reply_to.as_ref().unwrap();
     assert_eq!(r.id, "108914298452377720");
     assert_eq!(r.account_id.as_deref(), Some("107946650784398271"));
-    assert_eq!(
-        r.account.as_deref(),
-        Some("disarray@pl.nulled.red"),
-        "parent author from mentions"
-    );
+    assert_eq!(r.account.as_deref(), Some("disarray@pl.nulled.red"), "parent author from mentions");
     assert_eq!(p.mentions.len(), 1);
-    assert_eq!(
-        p.mentions[0].url.as_deref(),
-        Some("https://pl.nulled.red/users/disarray")
-    );
+    assert_eq!(p.mentions[0].url.as_deref(), Some("https://pl.nulled.red/users/disarray"));
     assert!(p.account.bio_tags.nobot && !p.account.bio_tags.noindex);
-    assert_eq!(
-        ConsentPolicy::default().check(&p),
-        Err(SkipReason::Visibility("unlisted".into()))
-    );
-    let unlisted = ConsentPolicy {
-        allow_unlisted: true,
-        owned: false,
-    };
+    assert_eq!(ConsentPolicy::default().check(&p), Err(SkipReason::Visibility("unlisted".into())));
+    let unlisted = ConsentPolicy { allow_unlisted: true, owned: false };
     assert_eq!(unlisted.check(&p), Err(SkipReason::BioTag("nobot")));
-    assert_eq!(
-        ConsentPolicy {
-            allow_unlisted: true,
-            owned: true
-        }
-        .check(&p),
-        Ok(())
-    );
+    assert_eq!(ConsentPolicy { allow_unlisted: true, owned: true }.check(&p), Ok(()));
 }
 
 #[test]
@@ -138,30 +101,18 @@ fn reblog_wrapper_and_boost_of() {
     let p = post("status_reblog.json", "localhost:3000");
     assert_eq!(p.id, "117020586027094262");
     assert!(p.uri.ends_with("/statuses/117020586027094262/activity"));
-    assert_eq!(
-        p.account.acct, "mastodonpy_test@localhost:3000",
-        "port kept: non-default"
-    );
+    assert_eq!(p.account.acct, "mastodonpy_test@localhost:3000", "port kept: non-default");
     assert_eq!(p.account.noindex, Some(false));
     assert_eq!(p.account.indexable, Some(true));
     assert_eq!(p.account.discoverable, None);
     assert_eq!(p.visibility, Visibility::Unlisted);
     assert_eq!(p.content_text, "");
     assert_eq!(p.application, None, "the wrapper's application is null");
-    assert!(
-        !p.sensitive,
-        "the wrapper is not sensitive; the original is"
-    );
+    assert!(!p.sensitive, "the wrapper is not sensitive; the original is");
     let b = p.boost_of.as_ref().unwrap();
     assert_eq!(b.id, "117020586019094258");
-    assert_eq!(
-        b.uri,
-        "http://localhost:3000/ap/users/117020565966271181/statuses/117020586019094258"
-    );
-    assert_eq!(
-        b.url.as_deref(),
-        Some("http://localhost:3000/@mastodonpy_test/117020586019094258")
-    );
+    assert_eq!(b.uri, "http://localhost:3000/ap/users/117020565966271181/statuses/117020586019094258");
+    assert_eq!(b.url.as_deref(), Some("http://localhost:3000/@mastodonpy_test/117020586019094258"));
     assert_eq!(b.account, "mastodonpy_test@localhost:3000");
     assert_eq!(p.created_at, Some(ts("2026-08-01T13:53:58.160Z")));
 }
@@ -187,16 +138,8 @@ fn media_tags_mentions_cw() {
     let m = &p.media[0];
     assert_eq!(m.kind, "gifv");
     assert_eq!(m.description.as_deref(), Some("a furry cube breakdancing"));
-    assert!(m
-        .url
-        .as_deref()
-        .unwrap()
-        .starts_with("https://files.mastodon.social/cache/media_attachments/"));
-    assert!(m
-        .preview_url
-        .as_deref()
-        .unwrap()
-        .ends_with("e6bdbd614788c2d1.png"));
+    assert!(m.url.as_deref().unwrap().starts_with("https://files.mastodon.social/cache/media_attachments/"));
+    assert!(m.preview_url.as_deref().unwrap().ends_with("e6bdbd614788c2d1.png"));
     assert_eq!(p.application, None);
     assert_eq!(p.counts.favourites, 1);
 }
@@ -206,20 +149,8 @@ fn poll() {
     let p = post("status_poll.json", "mastodon.social");
     assert_eq!(p.content_text, "secret test poll :hecker:");
     let poll = p.poll.as_ref().unwrap();
-    let options: Vec<(&str, Option<u64>)> = poll
-        .options
-        .iter()
-        .map(|o| (o.title.as_str(), o.votes_count))
-        .collect();
-    assert_eq!(
-        options,
-        vec![
-            ("real", Some(8)),
-            ("fr fr", Some(17)),
-            ("so true", Some(14)),
-            (":hecker:", Some(25))
-        ]
-    );
+    let options: Vec<(&str, Option<u64>)> = poll.options.iter().map(|o| (o.title.as_str(), o.votes_count)).collect();
+    assert_eq!(options, vec![("real", Some(8)), ("fr fr", Some(17)), ("so true", Some(14)), (":hecker:", Some(25))]);
     assert_eq!((poll.votes_count, poll.voters_count), (Some(64), Some(47)));
     assert!(poll.multiple && poll.expired);
     assert_eq!(poll.expires_at, Some(ts("2023-05-29T12:51:38Z")));
@@ -230,10 +161,7 @@ fn edited_status_with_shortened_link() {
     let p = post("status_edited.json", "mastodon.social");
     assert_eq!(p.account.acct, "chrismo@ruby.social");
     assert_eq!(p.edited_at, Some(ts("2022-11-15T16:10:43Z")));
-    assert_eq!(
-        p.tags,
-        vec!["MUSICTUESDAY", "piano", "neoclassical", "jazz"]
-    );
+    assert_eq!(p.tags, vec!["MUSICTUESDAY", "piano", "neoclassical", "jazz"]);
     assert_eq!(
         p.content_text,
         "#musicTuesday\n\nHere's a solo #piano track of mine called Gravity Assist\n\n\
@@ -252,14 +180,8 @@ fn gotosocial_status() {
     assert_eq!(p.spoiler_text, "introduction post");
     assert!(p.sensitive);
     assert_eq!(p.content_text, "hello everyone!");
-    assert_eq!(
-        p.application.as_deref(),
-        Some("really cool gts application")
-    );
-    assert_eq!(
-        (p.counts.replies, p.counts.reblogs, p.counts.favourites),
-        (2, 1, 1)
-    );
+    assert_eq!(p.application.as_deref(), Some("really cool gts application"));
+    assert_eq!((p.counts.replies, p.counts.reblogs, p.counts.favourites), (2, 1, 1));
     assert_eq!(p.created_at, Some(ts("2021-10-20T10:40:37Z")));
     let s = parse_status(&fixture("gotosocial_status.json")).unwrap();
     assert_eq!(s.content_type.as_deref(), Some("text/plain"));
@@ -269,18 +191,12 @@ fn gotosocial_status() {
 #[test]
 fn accounts_parse() {
     let a = parse_account(&fixture("account.json")).unwrap();
-    assert_eq!(
-        (a.id.as_str(), a.acct.as_str(), a.username.as_str()),
-        ("23634", "noiob@awoo.space", "noiob")
-    );
+    assert_eq!((a.id.as_str(), a.acct.as_str(), a.username.as_str()), ("23634", "noiob@awoo.space", "noiob"));
     assert!(a.note.contains("#<span>awoo</span>"));
     let tags = fedistream_process::bio_consent_tags(&a.note);
     assert!(!tags.any());
     let c = parse_account(&fixture("credential_account.json")).unwrap();
-    assert_eq!(
-        (c.acct.as_str(), c.indexable, c.discoverable),
-        ("admin", Some(false), None)
-    );
+    assert_eq!((c.acct.as_str(), c.indexable, c.discoverable), ("admin", Some(false), None));
     assert_eq!(c.url.as_deref(), Some("http://localhost:3000/@admin"));
 }
 
@@ -306,17 +222,11 @@ fn sse_statuses(name: &str) -> Vec<String> {
 fn sse_recorded_statuses_parse() {
     let statuses = sse_statuses("sse_user_stream_recorded.txt");
     assert_eq!(statuses.len(), 3);
-    let posts: Vec<Post> = statuses
-        .iter()
-        .map(|s| parse_and_normalize(s, &ctx("localhost:3000")).unwrap())
-        .collect();
+    let posts: Vec<Post> = statuses.iter().map(|s| parse_and_normalize(s, &ctx("localhost:3000")).unwrap()).collect();
     assert_eq!(posts[0].content_text, "only real cars respond.");
     assert_eq!(posts[0].account.acct, "mastodonpy_test@localhost:3000");
     assert_eq!(posts[1].visibility, Visibility::Direct);
-    assert_eq!(
-        posts[1].mentions[0].acct,
-        "mastodonpy_test_2@localhost:3000"
-    );
+    assert_eq!(posts[1].mentions[0].acct, "mastodonpy_test_2@localhost:3000");
     assert!(posts[1].content_text.starts_with("@mastodonpy_test_2"));
     assert_eq!(posts[2].id, posts[0].id, "status.update of the first post");
     assert_eq!(posts[2].content_text, "only real animals respond.");
@@ -328,10 +238,7 @@ fn sse_assembled_statuses_parse() {
     assert_eq!(statuses.len(), 2);
     let reply = parse_and_normalize(&statuses[0], &ctx("mastodon.social")).unwrap();
     assert_eq!(reply.account.acct, "freon@letsalllovela.in");
-    assert!(
-        reply.account.bio_tags.nobot,
-        "the #nobot bio in the SSE fixture"
-    );
+    assert!(reply.account.bio_tags.nobot, "the #nobot bio in the SSE fixture");
     let edit = parse_and_normalize(&statuses[1], &ctx("mastodon.local")).unwrap();
     assert_eq!(edit.account.acct, "admin@mastodon.local");
     assert_eq!(edit.content_text, "edited");
@@ -378,10 +285,7 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
 /// Fields a status cannot do without (at any nesting: the boosted status too).
 fn is_required(pointer: &str) -> bool {
     let p = pointer.strip_prefix("/reblog").unwrap_or(pointer);
-    matches!(
-        p,
-        "" | "/id" | "/uri" | "/account" | "/account/id" | "/account/acct"
-    )
+    matches!(p, "" | "/id" | "/uri" | "/account" | "/account/id" | "/account/acct")
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -389,27 +293,19 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         ".{0,12}".prop_map(Value::String),
         Just(Value::String("2022-11-15T16:08:30.000Z".into())),
     ];
     leaf.prop_recursive(2, 8, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,6}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z_]{1,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 
-const MUTATED: [&str; 4] = [
-    "status_reblog.json",
-    "status_media_tags_mentions.json",
-    "status_poll.json",
-    "gotosocial_status.json",
-];
+const MUTATED: [&str; 4] = ["status_reblog.json", "status_media_tags_mentions.json", "status_poll.json", "gotosocial_status.json"];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]

@@ -59,9 +59,7 @@ fn parse_args() -> Result<Args, String> {
             "--posts-per-account" => args.posts_per_account = value.parse().map_err(bad)?,
             "--post-interval-ms" => args.post_interval_ms = Some(value.parse().map_err(bad)?),
             "--rate-limit" => args.rate_limit.limit = value.parse().map_err(bad)?,
-            "--rate-window-secs" => {
-                args.rate_limit.window = Duration::from_secs(value.parse().map_err(bad)?)
-            }
+            "--rate-window-secs" => args.rate_limit.window = Duration::from_secs(value.parse().map_err(bad)?),
             "--token" => args.token = Some(value),
             "--flavor" => {
                 args.flavor = match value.as_str() {
@@ -85,12 +83,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = FakeConfig {
-        flavor: args.flavor,
-        rate_limit: args.rate_limit,
-        token: args.token,
-        ..FakeConfig::default()
-    };
+    let cfg = FakeConfig { flavor: args.flavor, rate_limit: args.rate_limit, token: args.token, ..FakeConfig::default() };
     let server = match FakeMastodon::start_on(cfg, args.port).await {
         Ok(server) => server,
         Err(err) => {

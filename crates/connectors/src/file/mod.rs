@@ -78,16 +78,7 @@ impl FileSink {
     /// Builds the sink; no I/O until `open`.
     pub fn new(cfg: FileSinkConfig) -> Self {
         let template = cfg.path.to_str().filter(|p| p.contains(WORKER)).map(|_| cfg.path.clone());
-        FileSink {
-            cfg,
-            template,
-            needs_resync: false,
-            out: None,
-            size: 0,
-            opened_at: Utc::now(),
-            written: HashMap::new(),
-            rotations: 0,
-        }
+        FileSink { cfg, template, needs_resync: false, out: None, size: 0, opened_at: Utc::now(), written: HashMap::new(), rotations: 0 }
     }
 
     /// Repair a torn last line and find the last position per partition in the
@@ -203,11 +194,7 @@ impl FileSink {
     }
 
     fn open_active(&mut self) -> Result<(), SinkError> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.cfg.path)
-            .map_err(|e| io_err("cannot open", &self.cfg.path, e))?;
+        let f = OpenOptions::new().create(true).append(true).open(&self.cfg.path).map_err(|e| io_err("cannot open", &self.cfg.path, e))?;
         self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
         self.opened_at = Utc::now();
         self.out = Some(std::io::BufWriter::with_capacity(256 << 10, f));

@@ -21,11 +21,7 @@ fn rec(offset: u64) -> LogRecord {
 }
 
 fn offsets(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| LinePosition::of_line(l).unwrap().offset)
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| LinePosition::of_line(l).unwrap().offset).collect()
 }
 
 fn ctx() -> SinkContext {
@@ -108,11 +104,7 @@ async fn rotates_by_size_and_resumes_across_rotation() {
     s.open(&ctx()).await.unwrap();
     done(s.write(&[rec(2), rec(3)]).await);
     s.close().await.unwrap();
-    let mut all: Vec<u64> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .flat_map(|e| offsets(&e.path()))
-        .collect();
+    let mut all: Vec<u64> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).flat_map(|e| offsets(&e.path())).collect();
     all.sort();
     assert_eq!(all, vec![1, 2, 3]);
 }

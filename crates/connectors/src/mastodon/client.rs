@@ -26,11 +26,7 @@ pub use self::write::{Download, PostedStatus, StatusForm, UploadedMedia};
 use super::ratelimit::{RateLimiter, RateLimiters};
 
 /// Descriptive User-Agent, as the API guidelines ask.
-pub const USER_AGENT: &str = concat!(
-    "fedistream/",
-    env!("CARGO_PKG_VERSION"),
-    " (+https://github.com/fedistream/fedistream)"
-);
+pub const USER_AGENT: &str = concat!("fedistream/", env!("CARGO_PKG_VERSION"), " (+https://github.com/fedistream/fedistream)");
 
 /// Responses larger than this are refused (a page of 40 statuses is ~200 KiB).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -50,12 +46,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(base_url: url::Url, token: Option<Secret>) -> Self {
-        ClientConfig {
-            base_url,
-            token,
-            user_agent: USER_AGENT.to_string(),
-            timeout: Duration::from_secs(30),
-        }
+        ClientConfig { base_url, token, user_agent: USER_AGENT.to_string(), timeout: Duration::from_secs(30) }
     }
 }
 
@@ -81,10 +72,7 @@ struct Inner {
 
 impl std::fmt::Debug for MastodonClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MastodonClient")
-            .field("base_url", &self.inner.base.as_str())
-            .field("token", &self.inner.token)
-            .finish()
+        f.debug_struct("MastodonClient").field("base_url", &self.inner.base.as_str()).field("token", &self.inner.token).finish()
     }
 }
 
@@ -92,9 +80,7 @@ impl MastodonClient {
     pub fn new(cfg: ClientConfig, limiters: &RateLimiters) -> Result<Self, MastodonError> {
         let mut base = cfg.base_url;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(MastodonError::Config(format!(
-                "Mastodon base URL {base} must be http(s)://host/"
-            )));
+            return Err(MastodonError::Config(format!("Mastodon base URL {base} must be http(s)://host/")));
         }
         base.set_query(None);
         base.set_fragment(None);
@@ -104,20 +90,14 @@ impl MastodonClient {
         }
         let auth = match &cfg.token {
             Some(t) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
-                        MastodonError::Config("the access token contains invalid characters".into())
-                    })?;
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                    .map_err(|_| MastodonError::Config("the access token contains invalid characters".into()))?;
                 v.set_sensitive(true);
                 Some(v)
             }
             None => None,
         };
-        let user_agent = if cfg.user_agent.is_empty() {
-            USER_AGENT.to_string()
-        } else {
-            cfg.user_agent
-        };
+        let user_agent = if cfg.user_agent.is_empty() { USER_AGENT.to_string() } else { cfg.user_agent };
         // No client-wide timeout: it would also cut long-lived SSE bodies. REST
         // requests set `timeout` per request.
         let http = reqwest::Client::builder()
@@ -127,15 +107,7 @@ impl MastodonClient {
             .map_err(|e| MastodonError::Config(format!("cannot build the HTTP client: {e}")))?;
         let limiter = limiters.get(&host_port(&base), cfg.token.as_ref());
         Ok(MastodonClient {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                token: cfg.token,
-                auth,
-                user_agent,
-                timeout: cfg.timeout,
-                limiter,
-            }),
+            inner: Arc::new(Inner { http, base, token: cfg.token, auth, user_agent, timeout: cfg.timeout, limiter }),
             background: false,
         })
     }
@@ -187,14 +159,10 @@ impl MastodonClient {
     /// `/api/v2/instance`, falling back to `/api/v1/instance` when v2 is missing.
     pub async fn instance(&self) -> Result<InstanceInfo, MastodonError> {
         match self.get_json("api/v2/instance", &[]).await {
-            Ok(v) => InstanceInfo::from_v2(&v).ok_or_else(|| {
-                MastodonError::decode("/api/v2/instance", "no `domain` in the instance")
-            }),
+            Ok(v) => InstanceInfo::from_v2(&v).ok_or_else(|| MastodonError::decode("/api/v2/instance", "no `domain` in the instance")),
             Err(e) if matches!(e.status(), Some(404 | 410)) => {
                 let v = self.get_json("api/v1/instance", &[]).await?;
-                InstanceInfo::from_v1(&v).ok_or_else(|| {
-                    MastodonError::decode("/api/v1/instance", "no `uri` in the instance")
-                })
+                InstanceInfo::from_v1(&v).ok_or_else(|| MastodonError::decode("/api/v1/instance", "no `uri` in the instance"))
             }
             Err(e) => Err(e),
         }
@@ -203,11 +171,8 @@ impl MastodonClient {
     /// `/api/v1/accounts/lookup?acct=`: only accounts the server already knows.
     pub async fn lookup_account(&self, acct: &str) -> Result<AccountRef, MastodonError> {
         let acct = acct.trim().trim_start_matches('@');
-        let v = self
-            .get_json("api/v1/accounts/lookup", &[("acct", acct.to_string())])
-            .await?;
-        AccountRef::from_json(v)
-            .ok_or_else(|| MastodonError::decode("/api/v1/accounts/lookup", "not an account"))
+        let v = self.get_json("api/v1/accounts/lookup", &[("acct", acct.to_string())]).await?;
+        AccountRef::from_json(v).ok_or_else(|| MastodonError::decode("/api/v1/accounts/lookup", "not an account"))
     }
 
     /// `/api/v1/accounts/verify_credentials`: who the token belongs to. A 401
@@ -215,36 +180,26 @@ impl MastodonClient {
     pub async fn verify_credentials(&self) -> Result<AccountRef, MastodonError> {
         const PATH: &str = "api/v1/accounts/verify_credentials";
         if !self.has_token() {
-            return Err(MastodonError::Config(
-                "verify_credentials needs an access token".into(),
-            ));
+            return Err(MastodonError::Config("verify_credentials needs an access token".into()));
         }
         let v = self.get_json(PATH, &[]).await?;
         AccountRef::from_json(v).ok_or_else(|| MastodonError::decode(PATH, "not an account"))
     }
 
     /// One page of `/api/v1/accounts/:id/statuses`, newest first, unparsed.
-    pub async fn account_statuses(
-        &self,
-        account_id: &str,
-        page: Page,
-    ) -> Result<StatusPage, MastodonError> {
+    pub async fn account_statuses(&self, account_id: &str, page: Page) -> Result<StatusPage, MastodonError> {
         let url = self.url_with_segments(&["api", "v1", "accounts", account_id, "statuses"]);
         let (headers, body) = self.get(url, &page.query()).await?;
         let path = format!("/api/v1/accounts/{account_id}/statuses");
-        let statuses: Vec<Box<RawValue>> = serde_json::from_slice(&body)
-            .map_err(|e| MastodonError::undecodable(&path, "a JSON array of statuses", &body, e))?;
+        let statuses: Vec<Box<RawValue>> =
+            serde_json::from_slice(&body).map_err(|e| MastodonError::undecodable(&path, "a JSON array of statuses", &body, e))?;
         let (next_max_id, prev_min_id) = headers
             .get_all(LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(parse_link_header)
             .fold((None, None), |(n, p), (n2, p2)| (n.or(n2), p.or(p2)));
-        Ok(StatusPage {
-            statuses,
-            next_max_id,
-            prev_min_id,
-        })
+        Ok(StatusPage { statuses, next_max_id, prev_min_id })
     }
 
     /// `/api/v1/statuses/:id`, unparsed.
@@ -264,9 +219,9 @@ impl MastodonClient {
         let url = self.url_with_segments(&["api", "v1", "statuses"]);
         let query: Vec<(&str, String)> = ids.iter().take(MAX_IDS_PER_LOOKUP).map(|id| ("id[]", id.clone())).collect();
         match self.get(url, &query).await {
-            Ok((_, body)) => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| MastodonError::undecodable(PATH, "a JSON array of statuses", &body, e)),
+            Ok((_, body)) => {
+                serde_json::from_slice(&body).map(Some).map_err(|e| MastodonError::undecodable(PATH, "a JSON array of statuses", &body, e))
+            }
             Err(e) if matches!(e.status(), Some(404 | 405 | 410)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -281,11 +236,7 @@ impl MastodonClient {
         url
     }
 
-    async fn get_json(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<serde_json::Value, MastodonError> {
+    async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<serde_json::Value, MastodonError> {
         let segments: Vec<&str> = path.split('/').collect();
         let url = self.url_with_segments(&segments);
         let url_path = url.path().to_string();
@@ -295,44 +246,21 @@ impl MastodonClient {
 
     /// GET with rate limiting, auth and classification (the one request path in
     /// `write.rs`). Returns headers and body of a 2xx answer.
-    async fn get(
-        &self,
-        mut url: url::Url,
-        query: &[(&str, String)],
-    ) -> Result<(HeaderMap, bytes::Bytes), MastodonError> {
+    async fn get(&self, mut url: url::Url, query: &[(&str, String)]) -> Result<(HeaderMap, bytes::Bytes), MastodonError> {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         self.request(reqwest::Method::GET, url, write::Body::None, None).await
     }
 
-    pub(crate) fn http_error(
-        &self,
-        status: u16,
-        path: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> MastodonError {
+    pub(crate) fn http_error(&self, status: u16, path: &str, headers: &HeaderMap, body: &[u8]) -> MastodonError {
         let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let message = error::server_message(body, content_type).or_else(|| {
-            headers
-                .get("x-error-message")
-                .and_then(|v| v.to_str().ok())
-                .map(error::truncate)
-        });
+        let message = error::server_message(body, content_type)
+            .or_else(|| headers.get("x-error-message").and_then(|v| v.to_str().ok()).map(error::truncate));
         // A 503 is no rate limit: the limiter probes the server and lets
         // requests through once it answers again.
-        let retry_after = if status == 429 {
-            self.inner.limiter.blocked_for()
-        } else {
-            None
-        };
-        MastodonError::Http {
-            status,
-            path: path.to_string(),
-            message,
-            retry_after,
-        }
+        let retry_after = if status == 429 { self.inner.limiter.blocked_for() } else { None };
+        MastodonError::Http { status, path: path.to_string(), message, retry_after }
     }
 }
 
@@ -342,11 +270,7 @@ async fn read_body(mut resp: reqwest::Response, path: &str) -> Result<bytes::Byt
         return Err(MastodonError::decode(path, "response body too large"));
     }
     let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| MastodonError::network(path, e))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| MastodonError::network(path, e))? {
         if buf.len() + chunk.len() > MAX_BODY {
             return Err(MastodonError::decode(path, "response body too large"));
         }

@@ -9,4 +9,3 @@ pub mod source;
 pub mod sse;
 pub mod stream;
 pub mod ws;
-

@@ -69,10 +69,7 @@ impl RateLimiters {
 
     /// The limiter shared by every client of `host` using `token` (or none).
     pub fn get(&self, host: &str, token: Option<&Secret>) -> RateLimiter {
-        let key = (
-            host.to_ascii_lowercase(),
-            token.map(|t| self.0.hasher.hash_one(t.expose())),
-        );
+        let key = (host.to_ascii_lowercase(), token.map(|t| self.0.hasher.hash_one(t.expose())));
         let mut map = self.0.limiters.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key).or_default().clone()
     }
@@ -81,9 +78,7 @@ impl RateLimiters {
 impl std::fmt::Debug for RateLimiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.0.limiters.lock().map(|m| m.len()).unwrap_or(0);
-        f.debug_struct("RateLimiters")
-            .field("limiters", &n)
-            .finish()
+        f.debug_struct("RateLimiters").field("limiters", &n).finish()
     }
 }
 
@@ -213,7 +208,10 @@ impl RateLimiter {
             };
             match until {
                 Some(t) => {
-                    tracing::debug!(wait_ms = t.saturating_duration_since(Instant::now()).as_millis() as u64, "Background work waits for the next rate-limit window");
+                    tracing::debug!(
+                        wait_ms = t.saturating_duration_since(Instant::now()).as_millis() as u64,
+                        "Background work waits for the next rate-limit window"
+                    );
                     tokio::time::sleep_until(t).await;
                 }
                 None => return,
@@ -257,61 +255,38 @@ impl RateLimiter {
     pub fn observe_at(&self, headers: &HeaderMap, status: u16, now_wall: DateTime<Utc>) {
         let now = Instant::now();
         let to_instant = |wall: DateTime<Utc>| {
-            let ahead = (wall - now_wall)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(MAX_WAIT);
+            let ahead = (wall - now_wall).to_std().unwrap_or(Duration::ZERO).min(MAX_WAIT);
             now + ahead
         };
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let limit = header("x-ratelimit-limit").and_then(|v| v.parse::<u32>().ok());
         let remaining = header("x-ratelimit-remaining").and_then(|v| v.parse::<u32>().ok());
         let reset = header("x-ratelimit-reset").and_then(|v| {
             // Whole Unix seconds (GoToSocial) are truncated: the window may end
             // anywhere in that second, so wait it out.
             let coarse = v.len() >= 10 && v.bytes().all(|b| b.is_ascii_digit());
-            parse_reset(v, now_wall).map(|t| {
-                if coarse {
-                    t + chrono::Duration::seconds(1)
-                } else {
-                    t
-                }
-            })
+            parse_reset(v, now_wall).map(|t| if coarse { t + chrono::Duration::seconds(1) } else { t })
         });
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(v, now_wall));
 
         let mut st = self.state();
         if let (Some(remaining), Some(reset_wall)) = (remaining, reset) {
             let remaining = if status == 429 { 0 } else { remaining };
-            let new = Window {
-                limit,
-                remaining,
-                reset_at: to_instant(reset_wall),
-                reset_wall,
-            };
+            let new = Window { limit, remaining, reset_at: to_instant(reset_wall), reset_wall };
             st.window = Some(match st.window {
                 // Responses can arrive out of order: within one window trust the
                 // lowest count seen.
-                Some(old)
-                    if abs_diff(old.reset_at, new.reset_at) < SAME_WINDOW && old.reset_at > now =>
-                {
-                    Window {
-                        remaining: old.remaining.min(new.remaining),
-                        ..new
-                    }
+                Some(old) if abs_diff(old.reset_at, new.reset_at) < SAME_WINDOW && old.reset_at > now => {
+                    Window { remaining: old.remaining.min(new.remaining), ..new }
                 }
                 _ => new,
             });
         }
         if status == 429 {
-            let until_wall = reset.filter(|r| *r > now_wall).or(retry_after).unwrap_or_else(|| {
-                now_wall + chrono::Duration::from_std(DEFAULT_BLOCK).unwrap_or_default()
-            });
+            let until_wall = reset
+                .filter(|r| *r > now_wall)
+                .or(retry_after)
+                .unwrap_or_else(|| now_wall + chrono::Duration::from_std(DEFAULT_BLOCK).unwrap_or_default());
             let until = to_instant(until_wall);
             if st.block.is_none_or(|b| b.until < until) {
                 st.block = Some(Block { until, until_wall });
@@ -326,8 +301,11 @@ impl RateLimiter {
                 st.unavailable = Some(Block { until, until_wall });
                 st.next_probe = Some(now + PROBE_INTERVAL);
                 let secs = (until_wall - now_wall).num_seconds().max(0);
-                tracing::warn!(retry_after_s = secs, probe_every_s = PROBE_INTERVAL.as_secs(),
-                    "Server unavailable (it asked to retry after {secs} s); probing until it is back");
+                tracing::warn!(
+                    retry_after_s = secs,
+                    probe_every_s = PROBE_INTERVAL.as_secs(),
+                    "Server unavailable (it asked to retry after {secs} s); probing until it is back"
+                );
             }
             (s, _) if s < 500 => {
                 if st.unavailable.take().is_some_and(|b| b.until > now) {
@@ -346,10 +324,7 @@ impl RateLimiter {
         let st = self.state();
         let now = Instant::now();
         let block = st.block.filter(|b| b.until > now).map(|b| b.until_wall);
-        let spent = st
-            .window
-            .filter(|w| w.remaining == 0 && w.reset_at > now)
-            .map(|w| w.reset_wall);
+        let spent = st.window.filter(|w| w.remaining == 0 && w.reset_at > now).map(|w| w.reset_wall);
         block.max(spent)
     }
 
@@ -358,10 +333,7 @@ impl RateLimiter {
         let st = self.state();
         let now = Instant::now();
         let block = st.block.filter(|b| b.until > now).map(|b| b.until);
-        let spent = st
-            .window
-            .filter(|w| w.remaining == 0 && w.reset_at > now)
-            .map(|w| w.reset_at);
+        let spent = st.window.filter(|w| w.remaining == 0 && w.reset_at > now).map(|w| w.reset_at);
         block.max(spent).map(|t| t - now)
     }
 }
@@ -416,9 +388,7 @@ fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(now + chrono::Duration::seconds(secs.min(MAX_WAIT.as_secs()) as i64));
     }
-    DateTime::parse_from_rfc2822(value)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc2822(value).ok().map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

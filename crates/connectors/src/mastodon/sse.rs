@@ -33,10 +33,7 @@ pub struct RawStreamEvent {
 pub enum StreamError {
     /// The server sent an error frame (`{"error": .., "status": 400}`).
     #[error("server error{}: {message}", status.map(|s| format!(" {s}")).unwrap_or_default())]
-    ServerError {
-        status: Option<u16>,
-        message: String,
-    },
+    ServerError { status: Option<u16>, message: String },
     /// A frame that is not a Mastodon event; the stream may go on.
     #[error("malformed frame: {reason}")]
     Malformed { raw: String, reason: String },
@@ -59,18 +56,12 @@ where
     E: std::fmt::Display,
 {
     guard_bytes(bytes).eventsource().map(|item| match item {
-        Ok(ev) => Ok(RawStreamEvent {
-            event: ev.event,
-            data: Some(ev.data),
-        }),
+        Ok(ev) => Ok(RawStreamEvent { event: ev.event, data: Some(ev.data) }),
         Err(EventStreamError::Transport(e)) => Err(e),
         // The guard hands over valid UTF-8, and every line is valid SSE; kept
         // for completeness.
         Err(e @ (EventStreamError::Utf8(_) | EventStreamError::Parser(_))) => {
-            Err(StreamError::Malformed {
-                raw: String::new(),
-                reason: e.to_string(),
-            })
+            Err(StreamError::Malformed { raw: String::new(), reason: e.to_string() })
         }
     })
 }
@@ -101,10 +92,7 @@ struct Guard {
 }
 
 impl Guard {
-    fn step<E: std::fmt::Display>(
-        &mut self,
-        item: Result<Bytes, E>,
-    ) -> Option<Result<Bytes, StreamError>> {
+    fn step<E: std::fmt::Display>(&mut self, item: Result<Bytes, E>) -> Option<Result<Bytes, StreamError>> {
         if self.done {
             return None;
         }
@@ -166,9 +154,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    bytes.scan(Guard::default(), |guard, item| {
-        future::ready(guard.step(item))
-    })
+    bytes.scan(Guard::default(), |guard, item| future::ready(guard.step(item)))
 }
 
 #[cfg(test)]

@@ -125,14 +125,9 @@ const CHANNEL_CAPACITY: usize = 1024;
 
 /// Start the streaming task. It runs until `shutdown` is cancelled, the
 /// receiver is dropped, or it sent [`StreamEvent::Fatal`].
-pub fn spawn_stream(
-    client: MastodonClient,
-    cfg: StreamConfig,
-    shutdown: CancellationToken,
-) -> mpsc::Receiver<StreamEvent> {
+pub fn spawn_stream(client: MastodonClient, cfg: StreamConfig, shutdown: CancellationToken) -> mpsc::Receiver<StreamEvent> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let span =
-        tracing::info_span!("mastodon_stream", component = "mastodon", host = %client.host());
+    let span = tracing::info_span!("mastodon_stream", component = "mastodon", host = %client.host());
     tokio::spawn(supervise::run(client, cfg, Emitter { tx, shutdown }).instrument(span));
     rx
 }

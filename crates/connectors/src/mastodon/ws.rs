@@ -18,12 +18,8 @@ const MAX_RAW: usize = 2048;
 
 /// Decode one server text frame.
 pub fn decode_ws_frame(text: &str) -> Result<RawStreamEvent, StreamError> {
-    let malformed = |reason: &str| StreamError::Malformed {
-        raw: clip(text),
-        reason: reason.to_string(),
-    };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| malformed(&format!("not JSON: {e}")))?;
+    let malformed = |reason: &str| StreamError::Malformed { raw: clip(text), reason: reason.to_string() };
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(&format!("not JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(malformed("not a JSON object"));
     };
@@ -34,10 +30,7 @@ pub fn decode_ws_frame(text: &str) -> Result<RawStreamEvent, StreamError> {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let status = obj
-                .get("status")
-                .and_then(Value::as_u64)
-                .and_then(|s| u16::try_from(s).ok());
+            let status = obj.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
             return Err(StreamError::ServerError { status, message });
         }
     }
@@ -51,10 +44,7 @@ pub fn decode_ws_frame(text: &str) -> Result<RawStreamEvent, StreamError> {
         // it as JSON text so the caller's decoding stays the same.
         Some(other) => Some(other.to_string()),
     };
-    Ok(RawStreamEvent {
-        event: event.clone(),
-        data,
-    })
+    Ok(RawStreamEvent { event: event.clone(), data })
 }
 
 /// The control frame subscribing to `stream`.
@@ -81,41 +71,19 @@ mod tests {
 
     use super::*;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/mastodon/"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/mastodon/");
 
     fn frames() -> Vec<String> {
-        let text =
-            std::fs::read_to_string(format!("{FIXTURES}websocket_server_messages.jsonl")).unwrap();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect()
+        let text = std::fs::read_to_string(format!("{FIXTURES}websocket_server_messages.jsonl")).unwrap();
+        text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
     }
 
     #[test]
     fn fixture_frames() {
         let got: Vec<_> = frames().iter().map(|f| decode_ws_frame(f)).collect();
         assert_eq!(got.len(), 8);
-        let names: Vec<&str> = got
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(|e| e.event.as_str())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "update",
-                "notification",
-                "update",
-                "status.update",
-                "delete",
-                "filters_changed",
-                "announcement.delete"
-            ]
-        );
+        let names: Vec<&str> = got.iter().filter_map(|r| r.as_ref().ok()).map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["update", "notification", "update", "status.update", "delete", "filters_changed", "announcement.delete"]);
         // Decoded once: still a JSON string holding a Status; decoding it again works.
         let update = got[0].as_ref().unwrap();
         let status: Value = serde_json::from_str(update.data.as_deref().unwrap()).unwrap();
@@ -124,67 +92,32 @@ mod tests {
         let status: Value = serde_json::from_str(edited.data.as_deref().unwrap()).unwrap();
         assert_eq!(status["id"], "109348684737626801");
         // Delete: the bare id, not JSON.
-        assert_eq!(
-            got[4].as_ref().unwrap().data.as_deref(),
-            Some("106692867363994015")
-        );
+        assert_eq!(got[4].as_ref().unwrap().data.as_deref(), Some("106692867363994015"));
         // filters_changed: no payload at all.
-        assert_eq!(
-            got[5].as_ref().unwrap(),
-            &RawStreamEvent {
-                event: "filters_changed".into(),
-                data: None
-            }
-        );
+        assert_eq!(got[5].as_ref().unwrap(), &RawStreamEvent { event: "filters_changed".into(), data: None });
         assert_eq!(got[6].as_ref().unwrap().data.as_deref(), Some("1"));
-        assert_eq!(
-            got[7],
-            Err(StreamError::ServerError {
-                status: Some(400),
-                message: "Unknown stream type".into()
-            })
-        );
+        assert_eq!(got[7], Err(StreamError::ServerError { status: Some(400), message: "Unknown stream type".into() }));
     }
 
     #[test]
     fn pleroma_shapes() {
         // Deletes without `stream`.
         let d = decode_ws_frame(r#"{"event":"delete","payload":"AbC123"}"#).unwrap();
-        assert_eq!(
-            d,
-            RawStreamEvent {
-                event: "delete".into(),
-                data: Some("AbC123".into())
-            }
-        );
+        assert_eq!(d, RawStreamEvent { event: "delete".into(), data: Some("AbC123".into()) });
         // pleroma:respond decodes as an event of its own; the stream layer ignores it.
-        let r = decode_ws_frame(r#"{"event":"pleroma:respond","payload":"{\"type\":\"subscribe\",\"result\":\"success\"}"}"#)
-            .unwrap();
+        let r = decode_ws_frame(r#"{"event":"pleroma:respond","payload":"{\"type\":\"subscribe\",\"result\":\"success\"}"}"#).unwrap();
         assert_eq!(r.event, "pleroma:respond");
         // An error frame without status.
         assert_eq!(
             decode_ws_frame(r#"{"error":"Missing access token"}"#),
-            Err(StreamError::ServerError {
-                status: None,
-                message: "Missing access token".into()
-            })
+            Err(StreamError::ServerError { status: None, message: "Missing access token".into() })
         );
     }
 
     #[test]
     fn malformed_frames() {
-        for bad in [
-            "",
-            "not json",
-            "[]",
-            "42",
-            r#"{"stream":["user"]}"#,
-            r#"{"event":5,"payload":"x"}"#,
-        ] {
-            assert!(
-                matches!(decode_ws_frame(bad), Err(StreamError::Malformed { .. })),
-                "{bad:?}"
-            );
+        for bad in ["", "not json", "[]", "42", r#"{"stream":["user"]}"#, r#"{"event":5,"payload":"x"}"#] {
+            assert!(matches!(decode_ws_frame(bad), Err(StreamError::Malformed { .. })), "{bad:?}");
         }
         let long = "x".repeat(10_000);
         match decode_ws_frame(&long) {
@@ -198,16 +131,11 @@ mod tests {
 
     #[test]
     fn subscribe_frames_match_the_documented_ones() {
-        let text =
-            std::fs::read_to_string(format!("{FIXTURES}websocket_client_messages.jsonl")).unwrap();
-        let docs: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let text = std::fs::read_to_string(format!("{FIXTURES}websocket_client_messages.jsonl")).unwrap();
+        let docs: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let user: Value = serde_json::from_str(&subscribe_frame(&StreamName::User)).unwrap();
         assert_eq!(user, docs[0]);
-        let list: Value =
-            serde_json::from_str(&subscribe_frame(&StreamName::List("12249".into()))).unwrap();
+        let list: Value = serde_json::from_str(&subscribe_frame(&StreamName::List("12249".into()))).unwrap();
         assert_eq!(list, docs[4]);
     }
 

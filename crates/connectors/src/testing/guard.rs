@@ -36,11 +36,7 @@ pub(crate) struct Caller(pub Option<String>);
 /// The first of: `Authorization: Bearer`, `access_token` query parameter, and
 /// (WebSocket only) `Sec-WebSocket-Protocol`. The bool says it came from the
 /// protocol header, which the upgrade must then echo.
-pub(crate) fn presented_token(
-    headers: &HeaderMap,
-    query: &str,
-    allow_protocol: bool,
-) -> Option<(String, bool)> {
+pub(crate) fn presented_token(headers: &HeaderMap, query: &str, allow_protocol: bool) -> Option<(String, bool)> {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -62,9 +58,7 @@ pub(crate) fn presented_token(
 }
 
 pub(crate) fn query_param(query: &str, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 pub(crate) fn check(shared: &Shared, token: Option<&str>) -> Auth {
@@ -89,18 +83,10 @@ pub(crate) async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, n
     let token = presented_token(req.headers(), &query, false).map(|(t, _)| t);
     let auth = check(&shared, token.as_deref());
     let caller = token.as_deref().and_then(|t| shared.token_owner(t));
-    let idempotency_key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let idempotency_key = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     req.extensions_mut().insert(auth);
     req.extensions_mut().insert(Caller(caller));
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
     let response = respond(&shared, req, next, &path, auth, token.unwrap_or(ip)).await;
     shared.record(RecordedRequest {
         method,
@@ -114,14 +100,7 @@ pub(crate) async fn guard(State(shared): State<Arc<Shared>>, mut req: Request, n
     response
 }
 
-async fn respond(
-    shared: &Shared,
-    req: Request,
-    next: Next,
-    path: &str,
-    auth: Auth,
-    limiter_key: String,
-) -> Response {
+async fn respond(shared: &Shared, req: Request, next: Next, path: &str, auth: Auth, limiter_key: String) -> Response {
     let restarting = shared.faults().restarting;
     if let Some(retry_after) = restarting {
         return restarting_page(retry_after);
@@ -223,11 +202,7 @@ fn is_streaming_listener(req: &Request) -> bool {
 /// Mastodon's main host answers the streaming paths with `301` to the
 /// streaming host when that is another one.
 fn redirect_to_streaming(shared: &Shared, req: &Request) -> Response {
-    let target = format!(
-        "{}{}",
-        shared.streaming_http_base(),
-        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default()
-    );
+    let target = format!("{}{}", shared.streaming_http_base(), req.uri().path_and_query().map(|p| p.as_str()).unwrap_or_default());
     let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
     if let Ok(v) = HeaderValue::from_str(&target) {
         response.headers_mut().insert("location", v);
@@ -277,10 +252,5 @@ fn rate_limit(shared: &Shared, key: &str) -> Limit {
         *entry = (window, 0);
     }
     entry.1 = entry.1.saturating_add(1);
-    Limit {
-        limit: cfg.limit,
-        remaining: cfg.limit.saturating_sub(entry.1),
-        reset,
-        throttled: entry.1 > cfg.limit,
-    }
+    Limit { limit: cfg.limit, remaining: cfg.limit.saturating_sub(entry.1), reset, throttled: entry.1 > cfg.limit }
 }

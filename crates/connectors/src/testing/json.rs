@@ -53,15 +53,9 @@ fn status_url(shared: &Shared, username: &str, id: &str) -> String {
 pub(crate) fn account(shared: &Shared, store: &Store, a: &Account) -> Value {
     let base = base(shared);
     let statuses_count = store.statuses_count(&a.id);
-    let last_status_at = store
-        .last_status_at(&a.id)
-        .map(|t| t.format("%Y-%m-%d").to_string());
-    let fields: Vec<Value> = a
-        .opts
-        .fields
-        .iter()
-        .map(|(name, value)| json!({ "name": name, "value": value, "verified_at": null }))
-        .collect();
+    let last_status_at = store.last_status_at(&a.id).map(|t| t.format("%Y-%m-%d").to_string());
+    let fields: Vec<Value> =
+        a.opts.fields.iter().map(|(name, value)| json!({ "name": name, "value": value, "verified_at": null })).collect();
     let mut v = json!({
         "id": a.id,
         "username": a.username,
@@ -123,12 +117,8 @@ pub(crate) fn account(shared: &Shared, store: &Store, a: &Account) -> Value {
 pub(crate) fn credential_account(shared: &Shared, store: &Store, a: &Account) -> Value {
     let mut v = account(shared, store, a);
     if let Some(obj) = v.as_object_mut() {
-        let fields: Vec<Value> = a
-            .opts
-            .fields
-            .iter()
-            .map(|(name, value)| json!({ "name": name, "value": value, "verified_at": null }))
-            .collect();
+        let fields: Vec<Value> =
+            a.opts.fields.iter().map(|(name, value)| json!({ "name": name, "value": value, "verified_at": null })).collect();
         obj.insert(
             "source".into(),
             json!({
@@ -138,10 +128,7 @@ pub(crate) fn credential_account(shared: &Shared, store: &Store, a: &Account) ->
                 "indexable": false, "attribution_domains": [], "quote_policy": "public",
             }),
         );
-        obj.insert(
-            "role".into(),
-            json!({ "id": "-99", "name": "", "permissions": "65536", "color": "", "highlighted": false }),
-        );
+        obj.insert("role".into(), json!({ "id": "-99", "name": "", "permissions": "65536", "color": "", "highlighted": false }));
     }
     v
 }
@@ -177,17 +164,9 @@ pub(crate) fn status(shared: &Shared, store: &Store, s: &Status, viewer: Viewer)
             let activity = format!("{}/activity", status_uri(shared, &author.username, &s.id));
             (activity.clone(), activity)
         }
-        None => (
-            status_uri(shared, &author.username, &s.id),
-            status_url(shared, &author.username, &s.id),
-        ),
+        None => (status_uri(shared, &author.username, &s.id), status_url(shared, &author.username, &s.id)),
     };
-    let reblog = s
-        .reblog_of
-        .as_deref()
-        .and_then(|r| store.status(r))
-        .map(|r| status(shared, store, r, viewer))
-        .unwrap_or(Value::Null);
+    let reblog = s.reblog_of.as_deref().and_then(|r| store.status(r)).map(|r| status(shared, store, r, viewer)).unwrap_or(Value::Null);
     let tags: Vec<Value> = s
         .tags
         .iter()
@@ -270,13 +249,7 @@ pub(crate) fn status_payload(shared: &Shared, store: &Store, id: &str) -> Option
 
 pub(crate) fn posted(shared: &Shared, store: &Store, id: &str) -> Posted {
     let v = store.status(id).map(|s| status(shared, store, s, Viewer::Stream));
-    let field = |k: &str| {
-        v.as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(Value::as_str).unwrap_or_default().to_owned();
     Posted { id: id.to_owned(), uri: field("uri"), url: field("url") }
 }
 

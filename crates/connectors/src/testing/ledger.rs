@@ -100,13 +100,7 @@ impl Ledger {
         self.count(cfg, family, account_id, false)
     }
 
-    fn count(
-        &mut self,
-        cfg: Option<(u32, Duration)>,
-        family: Family,
-        account_id: &str,
-        record: bool,
-    ) -> Option<Limit> {
+    fn count(&mut self, cfg: Option<(u32, Duration)>, family: Family, account_id: &str, record: bool) -> Option<Limit> {
         let (limit, window) = cfg?;
         let now = self.limit_clock.unwrap_or_else(Utc::now);
         let period = i64::try_from(window.as_secs()).unwrap_or(i64::MAX).max(1);

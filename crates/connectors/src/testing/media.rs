@@ -43,10 +43,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A minimal RFC 7578 reader: enough for what HTTP clients send.
 fn multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
-    let boundary = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))?
-        .trim_matches('"');
+    let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut rest = &body[find(body, delimiter.as_bytes())? + delimiter.len()..];
@@ -131,9 +128,7 @@ pub(crate) async fn upload(
     }
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let parts = multipart(content_type, &body).unwrap_or_default();
-    let text = |name: &str| {
-        parts.iter().find(|p| p.name == name).map(|p| String::from_utf8_lossy(&p.data).into_owned())
-    };
+    let text = |name: &str| parts.iter().find(|p| p.name == name).map(|p| String::from_utf8_lossy(&p.data).into_owned());
     let description = text("description").filter(|d| !d.is_empty());
     let focus = text("focus").as_deref().and_then(parse_focus);
     let Some(file) = parts.iter().find(|p| p.name == "file") else {
@@ -151,12 +146,7 @@ pub(crate) async fn upload(
     let id = shared.store().ids.next(Utc::now());
     let upload = Upload {
         account_id,
-        media: UploadedMedia {
-            bytes: file.data.clone(),
-            description,
-            content_type: file_type,
-            processed: polls == 0,
-        },
+        media: UploadedMedia { bytes: file.data.clone(), description, content_type: file_type, processed: polls == 0 },
         kind: kind.to_owned(),
         focus,
         polls_left: polls,
@@ -171,18 +161,13 @@ pub(crate) async fn upload(
     response
 }
 
-pub(crate) async fn show(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn show(State(shared): State<Arc<Shared>>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
         Err(response) => return *response,
     };
     let mut ledger = shared.ledger();
-    let Some(upload) = ledger.uploads.get_mut(&id).filter(|u| u.account_id == account_id && u.attached_to.is_none())
-    else {
+    let Some(upload) = ledger.uploads.get_mut(&id).filter(|u| u.account_id == account_id && u.attached_to.is_none()) else {
         return super::rest::not_found(&shared);
     };
     if upload.polls_left > 0 {
@@ -208,9 +193,7 @@ pub(crate) async fn update(
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let (description, focus) = if content_type.starts_with("multipart/") {
         let parts = multipart(content_type, &body).unwrap_or_default();
-        let text = |name: &str| {
-            parts.iter().find(|p| p.name == name).map(|p| String::from_utf8_lossy(&p.data).into_owned())
-        };
+        let text = |name: &str| parts.iter().find(|p| p.name == name).map(|p| String::from_utf8_lossy(&p.data).into_owned());
         (text("description"), text("focus"))
     } else {
         let params = match Params::parse(query.as_deref().unwrap_or_default(), &headers, &body) {
@@ -224,8 +207,7 @@ pub(crate) async fn update(
         return error(StatusCode::UNPROCESSABLE_ENTITY, message);
     }
     let mut ledger = shared.ledger();
-    let Some(upload) = ledger.uploads.get_mut(&id).filter(|u| u.account_id == account_id && u.attached_to.is_none())
-    else {
+    let Some(upload) = ledger.uploads.get_mut(&id).filter(|u| u.account_id == account_id && u.attached_to.is_none()) else {
         return super::rest::not_found(&shared);
     };
     if let Some(description) = description {

@@ -59,10 +59,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-pub use types::{
-    AccountOpts, FakeConfig, Flavor, HeartbeatStyle, NewStatus, Posted, RateLimitConfig,
-    RecordedRequest, UploadedMedia,
-};
+pub use types::{AccountOpts, FakeConfig, Flavor, HeartbeatStyle, NewStatus, Posted, RateLimitConfig, RecordedRequest, UploadedMedia};
 
 use state::{Shared, StreamMsg};
 
@@ -94,9 +91,7 @@ impl FakeMastodon {
     /// Panics if the loopback port cannot be bound: this is test scaffolding and
     /// a test cannot proceed without it.
     pub async fn start(cfg: FakeConfig) -> FakeMastodon {
-        Self::start_on(cfg, 0)
-            .await
-            .expect("fake Mastodon: binding 127.0.0.1 failed")
+        Self::start_on(cfg, 0).await.expect("fake Mastodon: binding 127.0.0.1 failed")
     }
 
     /// Like [`FakeMastodon::start`] on a chosen port (0 = any), returning the bind
@@ -121,8 +116,7 @@ impl FakeMastodon {
         } else {
             None
         };
-        let app = rest::router(shared.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = rest::router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             if let Err(err) = axum::serve(no_delay(listener), app).await {
                 tracing::warn!(error = %err, "Fake Mastodon server stopped");
@@ -202,8 +196,7 @@ impl FakeMastodon {
     /// Throttles the API: every request until now + `reset_in` gets 429 with
     /// `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset` at that instant.
     pub fn rate_limit_next(&self, reset_in: Duration) {
-        let until = chrono::Utc::now()
-            + chrono::Duration::from_std(reset_in).unwrap_or(chrono::Duration::MAX);
+        let until = chrono::Utc::now() + chrono::Duration::from_std(reset_in).unwrap_or(chrono::Duration::MAX);
         self.shared.faults().throttle_until = Some(until);
     }
 
@@ -339,10 +332,7 @@ impl FakeMastodon {
         let Some(account_id) = store.account_id(username) else {
             return Vec::new();
         };
-        store
-            .statuses_by(&account_id)
-            .map(|s| json::status(&self.shared, &store, s, json::Viewer::Reader))
-            .collect()
+        store.statuses_by(&account_id).map(|s| json::status(&self.shared, &store, s, json::Viewer::Reader)).collect()
     }
 
     /// Statuses `username` ever created with `POST /api/v1/statuses`, including
@@ -369,9 +359,7 @@ impl FakeMastodon {
     /// Returns false on timeout.
     pub async fn wait_for_stream_connects(&self, n: usize, timeout: Duration) -> bool {
         let mut rx = self.shared.connects.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Waits until exactly `n` streams are open. Returns false on timeout.

@@ -17,17 +17,9 @@ impl Shared {
         let mut store = self.store();
         let now = json::truncate_millis(Utc::now());
         let id = store.ids.next(now);
-        let in_reply_to_account_id = new
-            .in_reply_to_id
-            .as_deref()
-            .and_then(|r| store.status(r))
-            .map(|s| s.account_id.clone());
+        let in_reply_to_account_id = new.in_reply_to_id.as_deref().and_then(|r| store.status(r)).map(|s| s.account_id.clone());
         let reblog_of = new.reblog_of.filter(|r| store.status(r).is_some());
-        let media = new
-            .media
-            .into_iter()
-            .map(|(kind, description)| Media { id: store.ids.next(now), kind, description })
-            .collect();
+        let media = new.media.into_iter().map(|(kind, description)| Media { id: store.ids.next(now), kind, description }).collect();
         let is_boost = reblog_of.is_some();
         let status = Status {
             id: id.clone(),
@@ -57,7 +49,11 @@ impl Shared {
         let bump = |store: &mut Store, target: &Option<String>, replies: bool| {
             if let Some(target) = target.as_deref() {
                 if let Some(t) = store.statuses.get_mut(&IdKey::new(target)) {
-                    if replies { t.replies_count += 1 } else { t.reblogs_count += 1 }
+                    if replies {
+                        t.replies_count += 1
+                    } else {
+                        t.reblogs_count += 1
+                    }
                 }
             }
         };
@@ -100,12 +96,8 @@ impl Shared {
         };
         let mut removed = vec![(status.account_id.clone(), status.id.clone())];
         // Deleting a post removes the boosts of it too, each with its own delete.
-        let boosts: Vec<IdKey> = store
-            .statuses
-            .iter()
-            .filter(|(_, s)| s.reblog_of.as_deref() == Some(id))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let boosts: Vec<IdKey> =
+            store.statuses.iter().filter(|(_, s)| s.reblog_of.as_deref() == Some(id)).map(|(k, _)| k.clone()).collect();
         for key in boosts {
             if let Some(boost) = store.remove(&key) {
                 removed.push((boost.account_id, boost.id));
@@ -131,19 +123,12 @@ impl Shared {
         let Some(account_id) = store.account_id(username) else {
             return Vec::new();
         };
-        store
-            .statuses_by(&account_id)
-            .filter(|s| s.reader_visible())
-            .map(|s| json::status(self, &store, s, json::Viewer::Reader))
-            .collect()
+        store.statuses_by(&account_id).filter(|s| s.reader_visible()).map(|s| json::status(self, &store, s, json::Viewer::Reader)).collect()
     }
 }
 
 pub(crate) fn scope_of(status: &Status) -> Scope {
-    let reply_to_other = status
-        .in_reply_to_account_id
-        .as_deref()
-        .is_some_and(|a| a != status.account_id)
+    let reply_to_other = status.in_reply_to_account_id.as_deref().is_some_and(|a| a != status.account_id)
         || (status.in_reply_to_id.is_some() && status.in_reply_to_account_id.is_none());
     Scope {
         public: status.visibility == "public" && status.reblog_of.is_none() && !reply_to_other,
@@ -151,4 +136,3 @@ pub(crate) fn scope_of(status: &Status) -> Scope {
         everywhere: false,
     }
 }
-

@@ -36,17 +36,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/accounts/{id}/statuses", get(account_statuses))
         .route("/api/v1/statuses", get(statuses_by_id).post(writes::create))
-        .route(
-            "/api/v1/statuses/{id}",
-            get(status).put(writes::update).delete(social::delete),
-        )
+        .route("/api/v1/statuses/{id}", get(status).put(writes::update).delete(social::delete))
         .route("/api/v1/statuses/{id}/reblog", post(social::reblog))
         .route("/api/v1/statuses/{id}/unreblog", post(social::unreblog))
         .route("/api/v2/search", get(social::search))
-        .route(
-            "/api/v2/media",
-            post(media::upload).layer(DefaultBodyLimit::max(MEDIA_BODY_LIMIT)),
-        )
+        .route("/api/v2/media", post(media::upload).layer(DefaultBodyLimit::max(MEDIA_BODY_LIMIT)))
         .route("/api/v1/media/{id}", get(media::show).put(media::update))
         .route("/system/{*path}", get(media::serve))
         .route("/api/v1/streaming", get(ws::upgrade))
@@ -107,11 +101,7 @@ async fn lookup(State(shared): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Res
     let acct = acct.strip_prefix('@').unwrap_or(&acct);
     // Local accounts may be looked up bare or with this server's domain.
     let username = match acct.split_once('@') {
-        Some((user, domain))
-            if domain.eq_ignore_ascii_case(&shared.host) || domain.eq_ignore_ascii_case(shared.domain()) =>
-        {
-            user
-        }
+        Some((user, domain)) if domain.eq_ignore_ascii_case(&shared.host) || domain.eq_ignore_ascii_case(shared.domain()) => user,
         Some(_) => return not_found(&shared),
         None => acct,
     };
@@ -150,11 +140,7 @@ async fn verify_credentials(
     }
 }
 
-async fn status(
-    State(shared): State<Arc<Shared>>,
-    Extension(auth): Extension<Auth>,
-    Path(id): Path<String>,
-) -> Response {
+async fn status(State(shared): State<Arc<Shared>>, Extension(auth): Extension<Auth>, Path(id): Path<String>) -> Response {
     let store = shared.store();
     match store.status(&id).filter(|s| visible(s, viewer(auth))) {
         Some(s) => Json(json::status(&shared, &store, s, viewer(auth))).into_response(),
@@ -167,19 +153,13 @@ const MAX_IDS: usize = 20;
 
 /// `GET /api/v1/statuses?id[]=..` (Mastodon 4.3+): the statuses the caller may
 /// see, in the order asked; unknown, deleted and invisible ids are left out.
-async fn statuses_by_id(
-    State(shared): State<Arc<Shared>>,
-    Extension(auth): Extension<Auth>,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn statuses_by_id(State(shared): State<Arc<Shared>>, Extension(auth): Extension<Auth>, RawQuery(q): RawQuery) -> Response {
     if !shared.cfg.serves_statuses_by_id() {
         return not_found(&shared);
     }
     let q = q.unwrap_or_default();
-    let ids: Vec<String> = url::form_urlencoded::parse(q.as_bytes())
-        .filter(|(k, _)| k == "id[]" || k == "id")
-        .map(|(_, v)| v.into_owned())
-        .collect();
+    let ids: Vec<String> =
+        url::form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k == "id[]" || k == "id").map(|(_, v)| v.into_owned()).collect();
     if ids.len() > MAX_IDS {
         let body = json::error(&format!("Validation failed: at most {MAX_IDS} ids"));
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
@@ -198,8 +178,7 @@ async fn statuses_by_id(
 }
 
 /// Parameters kept in pagination links, in the order Rails' `params.slice` emits them.
-const KEPT_PARAMS: [&str; 6] =
-    ["limit", "pinned", "tagged", "only_media", "exclude_replies", "exclude_reblogs"];
+const KEPT_PARAMS: [&str; 6] = ["limit", "pinned", "tagged", "only_media", "exclude_replies", "exclude_reblogs"];
 
 fn truthy(query: &str, key: &str) -> bool {
     query_param(query, key).is_some_and(|v| matches!(v.as_str(), "true" | "1" | "on" | "t"))
@@ -239,17 +218,14 @@ async fn account_statuses(
         .filter(|s| !exclude_reblogs || s.reblog_of.is_none())
         .filter(|s| {
             // Self-replies (threads) stay.
-            !exclude_replies
-                || s.in_reply_to_id.is_none()
-                || s.in_reply_to_account_id.as_deref() == Some(s.account_id.as_str())
+            !exclude_replies || s.in_reply_to_id.is_none() || s.in_reply_to_account_id.as_deref() == Some(s.account_id.as_str())
         })
         .filter(|s| !only_media || !s.media.is_empty())
         .filter(|s| tagged.as_ref().is_none_or(|t| s.tags.iter().any(|x| x.to_lowercase() == *t)))
         .filter(|s| max_id.as_ref().is_none_or(|m| IdKey::new(&s.id) < *m))
         .collect();
     let page: Vec<&Status> = if let Some(min) = &min_id {
-        let mut after: Vec<&Status> =
-            candidates.into_iter().rev().filter(|s| IdKey::new(&s.id) > *min).take(limit).collect();
+        let mut after: Vec<&Status> = candidates.into_iter().rev().filter(|s| IdKey::new(&s.id) > *min).take(limit).collect();
         after.reverse();
         after
     } else if let Some(since) = &since_id {
@@ -257,23 +233,15 @@ async fn account_statuses(
     } else {
         candidates.into_iter().take(limit).collect()
     };
-    let body: Vec<serde_json::Value> =
-        page.iter().map(|s| json::status(&shared, &store, s, viewer)).collect();
+    let body: Vec<serde_json::Value> = page.iter().map(|s| json::status(&shared, &store, s, viewer)).collect();
 
     let mut links = Vec::new();
     if !pinned {
-        let kept: Vec<String> = KEPT_PARAMS
-            .iter()
-            .filter_map(|k| query_param(&q, k).map(|v| format!("{k}={}", encode(&v))))
-            .collect();
+        let kept: Vec<String> = KEPT_PARAMS.iter().filter_map(|k| query_param(&q, k).map(|v| format!("{k}={}", encode(&v)))).collect();
         let link = |cursor: &str, value: &str, rel: &str| {
             let mut params = kept.clone();
             params.push(format!("{cursor}={value}"));
-            format!(
-                "<http://{}/api/v1/accounts/{id}/statuses?{}>; rel=\"{rel}\"",
-                shared.host,
-                params.join("&")
-            )
+            format!("<http://{}/api/v1/accounts/{id}/statuses?{}>; rel=\"{rel}\"", shared.host, params.join("&"))
         };
         if let (Some(last), true) = (page.last(), page.len() == limit) {
             links.push(link("max_id", &last.id, "next"));

@@ -42,11 +42,7 @@ fn with_headers(shared: &Shared, mut response: Response, limit: Option<&ledger::
     response
 }
 
-pub(crate) async fn delete(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn delete(State(shared): State<Arc<Shared>>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -87,11 +83,7 @@ fn mark_reblogged(v: &mut Value, reblogged: bool) {
     }
 }
 
-fn boost_of<'a>(
-    store: &'a super::state::Store,
-    account_id: &str,
-    target: &str,
-) -> Option<&'a Status> {
+fn boost_of<'a>(store: &'a super::state::Store, account_id: &str, target: &str) -> Option<&'a Status> {
     store.statuses_by(account_id).find(|s| s.reblog_of.as_deref() == Some(target))
 }
 
@@ -168,11 +160,7 @@ pub(crate) async fn reblog(
     with_headers(&shared, Json(body).into_response(), limit.as_ref())
 }
 
-pub(crate) async fn unreblog(
-    State(shared): State<Arc<Shared>>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Response {
+pub(crate) async fn unreblog(State(shared): State<Arc<Shared>>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
     let account_id = match writer(&shared, &caller) {
         Ok(id) => id,
         Err(response) => return *response,

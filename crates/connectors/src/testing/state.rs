@@ -135,11 +135,7 @@ impl Store {
 
     /// Statuses of an account, newest first.
     pub fn statuses_by<'a>(&'a self, account_id: &str) -> impl Iterator<Item = &'a Status> + 'a {
-        self.by_account
-            .get(account_id)
-            .into_iter()
-            .flat_map(|ids| ids.iter().rev())
-            .filter_map(|key| self.statuses.get(key))
+        self.by_account.get(account_id).into_iter().flat_map(|ids| ids.iter().rev()).filter_map(|key| self.statuses.get(key))
     }
 
     pub fn statuses_count(&self, account_id: &str) -> usize {
@@ -335,10 +331,7 @@ impl Shared {
             Flavor::GoToSocial => json::truncate_millis(now),
         };
         store.by_name.insert(username.to_owned(), id.clone());
-        store.accounts.insert(
-            id.clone(),
-            Account { id: id.clone(), username: username.to_owned(), opts, created_at },
-        );
+        store.accounts.insert(id.clone(), Account { id: id.clone(), username: username.to_owned(), opts, created_at });
         id
     }
 

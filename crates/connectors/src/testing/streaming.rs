@@ -57,16 +57,9 @@ impl ChannelError {
 impl Channel {
     /// Parses a stream name (`user`, `public:local`, `hashtag`, ...) with its
     /// `tag`/`list` parameter, for the given flavour.
-    pub fn parse(
-        flavor: Flavor,
-        name: &str,
-        tag: Option<String>,
-        list: Option<String>,
-    ) -> Result<Channel, ChannelError> {
-        let gts_lacks = matches!(
-            name,
-            "user:notification" | "public:remote" | "public:media" | "public:local:media" | "public:remote:media"
-        );
+    pub fn parse(flavor: Flavor, name: &str, tag: Option<String>, list: Option<String>) -> Result<Channel, ChannelError> {
+        let gts_lacks =
+            matches!(name, "user:notification" | "public:remote" | "public:media" | "public:local:media" | "public:remote:media");
         if flavor == Flavor::GoToSocial && gts_lacks {
             return Err(ChannelError::Unknown);
         }
@@ -99,12 +92,8 @@ impl Channel {
             Channel::UserNotification | Channel::Direct => false,
             // Everything here is local: remote feeds never get anything; media
             // variants are not modelled beyond the delete pass-through.
-            Channel::Public { remote, media, .. } => {
-                scope.everywhere || (!*remote && !*media && scope.public)
-            }
-            Channel::Hashtag { tag, .. } => {
-                scope.everywhere || (scope.public && scope.tags.contains(&tag.to_lowercase()))
-            }
+            Channel::Public { remote, media, .. } => scope.everywhere || (!*remote && !*media && scope.public),
+            Channel::Hashtag { tag, .. } => scope.everywhere || (scope.public && scope.tags.contains(&tag.to_lowercase())),
         }
     }
 
@@ -183,13 +172,10 @@ pub(crate) async fn sse(
         ("public:remote", Some("true" | "1")) => "public:remote:media",
         (name, _) => name,
     };
-    let channel =
-        match Channel::parse(shared.cfg.flavor, name, query_param(&q, "tag"), query_param(&q, "list")) {
-            Ok(c) => c,
-            Err(e) => {
-                return (StatusCode::BAD_REQUEST, Json(json::error(e.message(false)))).into_response()
-            }
-        };
+    let channel = match Channel::parse(shared.cfg.flavor, name, query_param(&q, "tag"), query_param(&q, "list")) {
+        Ok(c) => c,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json::error(e.message(false)))).into_response(),
+    };
 
     let period = shared.cfg.heartbeat_interval;
     let mut heartbeat = interval_at(Instant::now() + period, period);

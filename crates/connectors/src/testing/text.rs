@@ -43,10 +43,7 @@ fn find_url(s: &str) -> Option<usize> {
 
 /// The length Mastodon checks against `max_characters`.
 pub(crate) fn countable_length(text: &str, spoiler_text: &str) -> usize {
-    let body: usize = pieces(text)
-        .iter()
-        .map(|(is_url, p)| if *is_url { URL_LENGTH } else { p.chars().count() })
-        .sum();
+    let body: usize = pieces(text).iter().map(|(is_url, p)| if *is_url { URL_LENGTH } else { p.chars().count() }).sum();
     body + spoiler_text.chars().count()
 }
 
@@ -126,12 +123,7 @@ pub(crate) fn to_html(text: &str, base: &str) -> (String, Vec<String>) {
     for paragraph in split_paragraphs(&text) {
         let lines: Vec<String> = paragraph
             .split('\n')
-            .map(|line| {
-                pieces(line)
-                    .into_iter()
-                    .map(|(is_url, p)| if is_url { link(p) } else { text_run(p, base, &mut tags) })
-                    .collect()
-            })
+            .map(|line| pieces(line).into_iter().map(|(is_url, p)| if is_url { link(p) } else { text_run(p, base, &mut tags) }).collect())
             .collect();
         paragraphs.push(format!("<p>{}</p>", lines.join("<br />")));
     }
@@ -181,11 +173,7 @@ pub(crate) fn strip_html(html: &str) -> String {
             _ => {}
         }
     }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
 }
 
 #[cfg(test)]

@@ -53,11 +53,7 @@ impl Params {
     pub fn parse(query: &str, headers: &HeaderMap, body: &[u8]) -> Result<Params, Refusal> {
         let mut params = Params { pairs: Vec::new(), media_ids: Vec::new() };
         params.add_form(query.as_bytes());
-        let content_type = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
         if content_type.starts_with("application/json") {
             let parsed: Value = serde_json::from_slice(body).map_err(|_| {
                 let body = json::error("Error occurred while parsing request parameters.");
@@ -149,12 +145,7 @@ fn with_posting_headers(shared: &Shared, ledger: &mut Ledger, account_id: &str, 
 
 /// Checks `media_ids` against the account's uploads; `current` are the ids the
 /// edited status already carries. Returns the attachments in request order.
-fn media_for(
-    ledger: &Ledger,
-    account_id: &str,
-    ids: &[String],
-    current: &[Media],
-) -> Result<Vec<Media>, Refusal> {
+fn media_for(ledger: &Ledger, account_id: &str, ids: &[String], current: &[Media]) -> Result<Vec<Media>, Refusal> {
     if ids.len() > MAX_MEDIA {
         return Err(Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, "Cannot attach more than 4 files")));
     }
@@ -221,11 +212,8 @@ pub(crate) async fn create(
         Err(response) => return *response,
     };
     // GoToSocial's status-create handler does not read the header.
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .filter(|_| shared.cfg.flavor == Flavor::Mastodon);
+    let key =
+        headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|_| shared.cfg.flavor == Flavor::Mastodon);
     let mut store = shared.store();
     let mut ledger = shared.ledger();
     let reply_to = params.get("in_reply_to_id").filter(|r| !r.is_empty()).map(str::to_owned);
@@ -314,8 +302,7 @@ pub(crate) async fn update(
     };
     let mut store = shared.store();
     let mut ledger = shared.ledger();
-    let Some(current) = store.status(&id).filter(|s| s.account_id == account_id && s.reblog_of.is_none())
-    else {
+    let Some(current) = store.status(&id).filter(|s| s.account_id == account_id && s.reblog_of.is_none()) else {
         return not_found(&shared);
     };
     let media = match media_for(&ledger, &account_id, &params.media_ids, &current.media) {

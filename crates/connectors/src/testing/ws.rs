@@ -59,8 +59,7 @@ pub(crate) async fn upgrade(
         Some((token, true)) => ws.protocols([token]),
         _ => ws,
     };
-    let initial = query_param(&q, "stream")
-        .map(|name| (name, query_param(&q, "tag"), query_param(&q, "list")));
+    let initial = query_param(&q, "stream").map(|name| (name, query_param(&q, "tag"), query_param(&q, "list")));
     ws.on_upgrade(move |socket| run(shared, socket, initial))
 }
 
@@ -169,13 +168,7 @@ fn control(shared: &Shared, subs: &mut HashSet<Channel>, text: &str) -> Option<S
     }
 }
 
-fn subscribe(
-    shared: &Shared,
-    subs: &mut HashSet<Channel>,
-    name: &str,
-    tag: Option<String>,
-    list: Option<String>,
-) -> Option<String> {
+fn subscribe(shared: &Shared, subs: &mut HashSet<Channel>, name: &str, tag: Option<String>, list: Option<String>) -> Option<String> {
     match Channel::parse(shared.cfg.flavor, name, tag, list) {
         Ok(channel) => {
             subs.insert(channel);

@@ -22,8 +22,7 @@ const MAX_BODY_KEPT: usize = 512;
 /// `hex(HMAC-SHA256(secret, "<t>.<body>"))`.
 pub fn sign(secret: &[u8], t: u64, body: &[u8]) -> String {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -57,10 +56,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// What one attempt came to.
@@ -71,10 +67,7 @@ pub enum Outcome {
     Delivered { pause: Option<Duration> },
     /// Worth retrying: 5xx, 408, 425, 429, a timeout, a connection error.
     /// `after`: when the server said (Retry-After, Discord's `retry_after`).
-    Retry {
-        reason: String,
-        after: Option<Duration>,
-    },
+    Retry { reason: String, after: Option<Duration> },
     /// Credentials refused (401, 403): retried after the channel's pause, since
     /// dead-lettering everything while a secret is being rotated would lose it.
     Auth { reason: String },
@@ -105,20 +98,11 @@ impl Client {
             // A redirected POST becomes a GET in most clients; a webhook that
             // moved must be reconfigured, not followed.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "fedistream/",
-                env!("CARGO_PKG_VERSION"),
-                " (webhook)"
-            ))
+            .user_agent(concat!("fedistream/", env!("CARGO_PKG_VERSION"), " (webhook)"))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let shown = super::config::redacted(&url);
-        Ok(Client {
-            http,
-            url,
-            shown,
-            secret,
-        })
+        Ok(Client { http, url, shown, secret })
     }
 
     pub fn shown(&self) -> &str {
@@ -138,13 +122,7 @@ impl Client {
                 headers.insert(SIGNATURE_HEADER, v);
             }
         }
-        let sent = self
-            .http
-            .post(self.url.clone())
-            .headers(headers)
-            .body(req.body.clone())
-            .send()
-            .await;
+        let sent = self.http.post(self.url.clone()).headers(headers).body(req.body.clone()).send().await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -156,21 +134,14 @@ impl Client {
                     "request failed"
                 };
                 // reqwest's message names the URL; show the error's cause only.
-                let cause = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                return Outcome::Retry {
-                    reason: format!("{} {what}: {cause}", self.shown),
-                    after: None,
-                };
+                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+                return Outcome::Retry { reason: format!("{} {what}: {cause}", self.shown), after: None };
             }
         };
         let status = resp.status();
         let headers = resp.headers().clone();
         if status.is_success() {
-            return Outcome::Delivered {
-                pause: discord_bucket_pause(&headers),
-            };
+            return Outcome::Delivered { pause: discord_bucket_pause(&headers) };
         }
         let body = resp.bytes().await.unwrap_or_default();
         classify(status, &headers, &body, &self.shown)
@@ -182,16 +153,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], shown: &st
     let reason = format!("HTTP {status} from {shown}{}", body_excerpt(body));
     match status.as_u16() {
         429 | 503 => {
-            let after = [retry_after(headers), json_retry_after(body)]
-                .into_iter()
-                .flatten()
-                .max();
+            let after = [retry_after(headers), json_retry_after(body)].into_iter().flatten().max();
             Outcome::Retry { reason, after }
         }
-        408 | 425 | 500..=599 => Outcome::Retry {
-            reason,
-            after: retry_after(headers),
-        },
+        408 | 425 | 500..=599 => Outcome::Retry { reason, after: retry_after(headers) },
         401 | 403 => Outcome::Auth { reason },
         _ => Outcome::Refused { reason },
     }
@@ -223,11 +188,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     // Dates have a resolution of one second: round up, never retry early.
-    Some(
-        at.duration_since(SystemTime::now())
-            .map(|d| d + Duration::from_millis(999))
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(SystemTime::now()).map(|d| d + Duration::from_millis(999)).unwrap_or(Duration::ZERO))
 }
 
 /// Discord's and Slack's 429 bodies: `{"retry_after": 1.5, …}` (seconds).
@@ -265,10 +226,7 @@ mod tests {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
-        assert_eq!(
-            hex(&mac.finalize().into_bytes()),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex(&mac.finalize().into_bytes()), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
         // Ours signs "<t>.<body>".
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"k").unwrap();
         mac.update(b"12.{}");
@@ -278,23 +236,11 @@ mod tests {
 
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "7")])),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            retry_after(&headers(&[(
-                "retry-after",
-                "Wed, 21 Oct 2015 07:28:00 GMT"
-            )])),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")])), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         let d = retry_after(&headers(&[("retry-after", &later)])).unwrap();
-        assert!(
-            d >= Duration::from_secs(119) && d <= Duration::from_secs(121),
-            "{d:?}"
-        );
+        assert!(d >= Duration::from_secs(119) && d <= Duration::from_secs(121), "{d:?}");
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
     }
 
@@ -308,31 +254,13 @@ mod tests {
         assert!(
             matches!(classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, "x"), Outcome::Retry { after: Some(d), .. } if d == Duration::from_millis(4500))
         );
-        assert!(matches!(
-            classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"", "x"),
-            Outcome::Retry { after: None, .. }
-        ));
-        assert!(matches!(
-            classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b"", "x"),
-            Outcome::Auth { .. }
-        ));
+        assert!(matches!(classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"", "x"), Outcome::Retry { after: None, .. }));
+        assert!(matches!(classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b"", "x"), Outcome::Auth { .. }));
         let long = "e".repeat(2000);
-        match classify(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &HeaderMap::new(),
-            long.as_bytes(),
-            "https://h",
-        ) {
+        match classify(StatusCode::UNPROCESSABLE_ENTITY, &HeaderMap::new(), long.as_bytes(), "https://h") {
             Outcome::Refused { reason } => {
-                assert!(
-                    reason.starts_with("HTTP 422 Unprocessable Entity from https://h: eee"),
-                    "{reason}"
-                );
-                assert!(
-                    reason.len() < 600 && reason.ends_with('…'),
-                    "{}",
-                    reason.len()
-                );
+                assert!(reason.starts_with("HTTP 422 Unprocessable Entity from https://h: eee"), "{reason}");
+                assert!(reason.len() < 600 && reason.ends_with('…'), "{}", reason.len());
             }
             o => panic!("{o:?}"),
         }
@@ -340,18 +268,9 @@ mod tests {
 
     #[test]
     fn discord_bucket_headers_pause_only_when_spent() {
-        let spent = headers(&[
-            ("x-ratelimit-remaining", "0"),
-            ("x-ratelimit-reset-after", "1.25"),
-        ]);
-        assert_eq!(
-            discord_bucket_pause(&spent),
-            Some(Duration::from_millis(1250))
-        );
-        let left = headers(&[
-            ("x-ratelimit-remaining", "3"),
-            ("x-ratelimit-reset-after", "1.25"),
-        ]);
+        let spent = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset-after", "1.25")]);
+        assert_eq!(discord_bucket_pause(&spent), Some(Duration::from_millis(1250)));
+        let left = headers(&[("x-ratelimit-remaining", "3"), ("x-ratelimit-reset-after", "1.25")]);
         assert_eq!(discord_bucket_pause(&left), None);
         assert_eq!(discord_bucket_pause(&HeaderMap::new()), None);
     }

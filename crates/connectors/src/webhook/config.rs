@@ -59,10 +59,7 @@ pub struct WebhookSinkConfig {
     #[serde(default = "default_timeout", with = "fedistream_core::units::duration")]
     pub timeout: Duration,
     /// Longest wait a server's `Retry-After` is honoured with.
-    #[serde(
-        default = "default_max_retry_after",
-        with = "fedistream_core::units::duration"
-    )]
+    #[serde(default = "default_max_retry_after", with = "fedistream_core::units::duration")]
     pub max_retry_after: Duration,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -85,10 +82,7 @@ pub struct Problem {
 }
 
 fn problem(key: &str, reason: impl Into<String>) -> Problem {
-    Problem {
-        key: key.to_string(),
-        reason: reason.into(),
-    }
+    Problem { key: key.to_string(), reason: reason.into() }
 }
 
 impl WebhookSinkConfig {
@@ -116,10 +110,7 @@ impl WebhookSinkConfig {
         let mut out = Vec::new();
         match (&self.url, &self.url_env) {
             (Some(_), Some(_)) => out.push(problem("url", "give either url or url_env, not both")),
-            (None, None) => out.push(problem(
-                "url",
-                "no url: set url, or url_env (the name of an environment variable)",
-            )),
+            (None, None) => out.push(problem("url", "no url: set url, or url_env (the name of an environment variable)")),
             (Some(u), None) => {
                 if let Err(e) = parse_url(u) {
                     out.push(problem("url", e));
@@ -134,20 +125,14 @@ impl WebhookSinkConfig {
                                 out.push(problem("url_env", format!("the environment variable {var} does not hold a usable URL: {e}")));
                             }
                         }
-                        _ => out.push(problem(
-                            "url_env",
-                            format!("the environment variable {var} is not set"),
-                        )),
+                        _ => out.push(problem("url_env", format!("the environment variable {var} is not set"))),
                     }
                 }
             }
         }
         if let Some(var) = &self.secret_env {
             if check_secrets && std::env::var_os(var).is_none_or(|v| v.is_empty()) {
-                out.push(problem(
-                    "secret_env",
-                    format!("the environment variable {var} is not set"),
-                ));
+                out.push(problem("secret_env", format!("the environment variable {var} is not set")));
             }
         }
         match self.batch {
@@ -174,10 +159,7 @@ impl WebhookSinkConfig {
 pub fn parse_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "the scheme must be https or http, not `{}`",
-            u.scheme()
-        ));
+        return Err(format!("the scheme must be https or http, not `{}`", u.scheme()));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());

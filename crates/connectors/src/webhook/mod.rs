@@ -43,9 +43,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fedistream_core::backoff::Backoff;
 use fedistream_core::event::Position;
-use fedistream_core::{
-    Acker, ErrorKind, EventKind, LogRecord, Sink, SinkContext, SinkError, Status, Written,
-};
+use fedistream_core::{Acker, ErrorKind, EventKind, LogRecord, Sink, SinkContext, SinkError, Status, Written};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -81,11 +79,8 @@ impl WebhookSink {
             (Some(u), _) => config::parse_url(u)?,
             (None, Some(var)) => {
                 let raw = Secret::from_env(var).map_err(|e| format!("url_env: {e}"))?;
-                config::parse_url(raw.expose()).map_err(|e| {
-                    format!(
-                        "url_env: the environment variable {var} does not hold a usable URL: {e}"
-                    )
-                })?
+                config::parse_url(raw.expose())
+                    .map_err(|e| format!("url_env: the environment variable {var} does not hold a usable URL: {e}"))?
             }
             (None, None) => return Err("url: no url".into()),
         };
@@ -93,20 +88,10 @@ impl WebhookSink {
             // Any bytes make an HMAC key (no token syntax check); used as set.
             Some(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-                Ok(_) => {
-                    return Err(format!(
-                        "secret_env: the environment variable {var} is empty"
-                    ))
-                }
-                Err(std::env::VarError::NotPresent) => {
-                    return Err(format!(
-                        "secret_env: the environment variable {var} is not set"
-                    ))
-                }
+                Ok(_) => return Err(format!("secret_env: the environment variable {var} is empty")),
+                Err(std::env::VarError::NotPresent) => return Err(format!("secret_env: the environment variable {var} is not set")),
                 Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(format!(
-                        "secret_env: the environment variable {var} is not valid UTF-8"
-                    ))
+                    return Err(format!("secret_env: the environment variable {var} is not valid UTF-8"))
                 }
             },
             None => None,
@@ -156,9 +141,7 @@ impl WebhookSink {
             (WebhookFormat::Json, Some(n)) => batch
                 .chunks(n.max(1))
                 .map(|chunk| {
-                    let mut body = Vec::with_capacity(
-                        chunk.iter().map(|r| r.payload.len() + 40).sum::<usize>() + 2,
-                    );
+                    let mut body = Vec::with_capacity(chunk.iter().map(|r| r.payload.len() + 40).sum::<usize>() + 2);
                     body.push(b'[');
                     let mut keys = Vec::with_capacity(chunk.len());
                     let mut accounts = Vec::new();
@@ -177,10 +160,7 @@ impl WebhookSink {
                     accounts.dedup();
                     let key = digest_key(keys.iter().map(String::as_str));
                     Planned::Send {
-                        req: Request {
-                            body: Bytes::from(body),
-                            idempotency_key: key,
-                        },
+                        req: Request { body: Bytes::from(body), idempotency_key: key },
                         positions: chunk.iter().map(|r| r.position).collect(),
                         accounts,
                     }
@@ -191,10 +171,7 @@ impl WebhookSink {
                 .map(|r| {
                     let (key, account) = identity(r);
                     Planned::Send {
-                        req: Request {
-                            body: Bytes::from(r.to_json_line()),
-                            idempotency_key: key,
-                        },
+                        req: Request { body: Bytes::from(r.to_json_line()), idempotency_key: key },
                         positions: vec![r.position],
                         accounts: vec![account],
                     }
@@ -210,14 +187,8 @@ impl WebhookSink {
 /// other record (a processor's output), its payload and its partition.
 fn identity(r: &LogRecord) -> (String, String) {
     match r.event() {
-        Ok(ev) => (
-            digest_key([ev.key.as_str(), ev.kind.as_str(), &ev.fingerprint()]),
-            ev.account.clone(),
-        ),
-        Err(_) => (
-            digest_key([&*r.payload]),
-            format!("partition:{}", r.position.partition),
-        ),
+        Ok(ev) => (digest_key([ev.key.as_str(), ev.kind.as_str(), &ev.fingerprint()]), ev.account.clone()),
+        Err(_) => (digest_key([&*r.payload]), format!("partition:{}", r.position.partition)),
     }
 }
 
@@ -225,13 +196,7 @@ fn plan_preset(format: WebhookFormat, r: &LogRecord) -> Planned {
     let ev = match r.event() {
         Ok(ev) => ev,
         Err(e) => {
-            return Planned::Reject(
-                r.position,
-                format!(
-                    "format = \"{}\" renders posts; this record is not one: {e}",
-                    format.as_str()
-                ),
-            )
+            return Planned::Reject(r.position, format!("format = \"{}\" renders posts; this record is not one: {e}", format.as_str()))
         }
     };
     let post = match (&ev.kind, &ev.post) {
@@ -244,10 +209,7 @@ fn plan_preset(format: WebhookFormat, r: &LogRecord) -> Planned {
     };
     let (key, account) = identity(r);
     Planned::Send {
-        req: Request {
-            body: Bytes::from(msg.to_string()),
-            idempotency_key: key,
-        },
+        req: Request { body: Bytes::from(msg.to_string()), idempotency_key: key },
         positions: vec![r.position],
         accounts: vec![account],
     }
@@ -303,10 +265,7 @@ impl Tracker {
                     return None;
                 }
                 self.acked.insert(part, upto);
-                Some(Position {
-                    partition: part,
-                    offset: upto,
-                })
+                Some(Position { partition: part, offset: upto })
             })
             .collect()
     }
@@ -408,10 +367,7 @@ impl Shared {
             failing = true;
             metrics::counter!("fedistream_webhook_requests_total", "component" => COMPONENT, "format" => self.format, "outcome" => "retried").increment(1);
             warn!(reason = %reason, retry_in = ?delay, "Webhook request failed; retrying");
-            self.status.set_state(
-                state,
-                Some(format!("{reason}; retrying in {}", humanize(delay))),
-            );
+            self.status.set_state(state, Some(format!("{reason}; retrying in {}", humanize(delay))));
             self.status.count("retries", 1);
             tokio::time::sleep(delay).await;
         }
@@ -474,10 +430,7 @@ impl Sink for WebhookSink {
 
     async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
         let Some(shared) = self.shared.clone() else {
-            return Err(SinkError::new(
-                ErrorKind::Internal,
-                "webhook channel written before open",
-            ));
+            return Err(SinkError::new(ErrorKind::Internal, "webhook channel written before open"));
         };
         self.reap();
         // From here on nothing fails: every record is sent, skipped or
@@ -493,38 +446,19 @@ impl Sink for WebhookSink {
                     shared.track(&[p]);
                     shared.complete(&[p], Some(&reason));
                 }
-                Planned::Send {
-                    req,
-                    positions,
-                    accounts,
-                } => {
+                Planned::Send { req, positions, accounts } => {
                     // Back-pressure: wait for room before taking more records.
                     let permit = match self.permits.clone().acquire_owned().await {
                         Ok(p) => p,
-                        Err(_) => {
-                            return Err(SinkError::new(
-                                ErrorKind::Internal,
-                                "webhook permits closed",
-                            ))
-                        }
+                        Err(_) => return Err(SinkError::new(ErrorKind::Internal, "webhook permits closed")),
                     };
                     shared.track(&positions);
-                    let before: Vec<_> = accounts
-                        .iter()
-                        .filter_map(|a| self.tails.get(a).cloned())
-                        .collect();
+                    let before: Vec<_> = accounts.iter().filter_map(|a| self.tails.get(a).cloned()).collect();
                     let (done, answered) = watch::channel(false);
                     for a in accounts {
                         self.tails.insert(a, answered.clone());
                     }
-                    self.tasks.spawn(deliver(
-                        shared.clone(),
-                        req,
-                        positions,
-                        before,
-                        done,
-                        permit,
-                    ));
+                    self.tasks.spawn(deliver(shared.clone(), req, positions, before, done, permit));
                 }
             }
         }
@@ -535,10 +469,7 @@ impl Sink for WebhookSink {
         while let Some(r) = self.tasks.join_next().await {
             if let Err(e) = r {
                 if e.is_panic() {
-                    return Err(SinkError::new(
-                        ErrorKind::Internal,
-                        format!("a webhook delivery task panicked: {e}"),
-                    ));
+                    return Err(SinkError::new(ErrorKind::Internal, format!("a webhook delivery task panicked: {e}")));
                 }
             }
         }

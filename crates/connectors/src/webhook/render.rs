@@ -83,13 +83,10 @@ fn hidden(p: &Post) -> bool {
 }
 
 fn first_image(p: &Post) -> Option<(&str, Option<&str>)> {
-    p.media
-        .iter()
-        .find(|m| m.kind == "image" || m.kind == "gifv")
-        .and_then(|m| {
-            let url = m.url.as_deref().or(m.preview_url.as_deref())?;
-            Some((url, m.description.as_deref()))
-        })
+    p.media.iter().find(|m| m.kind == "image" || m.kind == "gifv").and_then(|m| {
+        let url = m.url.as_deref().or(m.preview_url.as_deref())?;
+        Some((url, m.description.as_deref()))
+    })
 }
 
 fn edited_mark(ev: &Event) -> &'static str {
@@ -121,32 +118,15 @@ pub fn discord(ev: &Event, p: &Post) -> Value {
     }
     let mut content = String::new();
     if hidden(p) {
-        let cw = if p.spoiler_text.trim().is_empty() {
-            "sensitive"
-        } else {
-            p.spoiler_text.trim()
-        };
-        let head = cut(
-            &format!("**CW: {}**\n", discord_spoiler(&cw.replace('*', "\\*"))),
-            300,
-        );
+        let cw = if p.spoiler_text.trim().is_empty() { "sensitive" } else { p.spoiler_text.trim() };
+        let head = cut(&format!("**CW: {}**\n", discord_spoiler(&cw.replace('*', "\\*"))), 300);
         // Room for the head, the spoiler bars and the link line.
         let tail = format!("\n{}", link(p));
         let room = discord::CONTENT.saturating_sub(len16(&head) + len16(&tail) + 4);
-        content = format!(
-            "{head}||{}||{tail}",
-            cut(&discord_spoiler(&p.content_text), room)
-        );
+        content = format!("{head}||{}||{tail}", cut(&discord_spoiler(&p.content_text), room));
     } else {
         let extra = p.media.len().saturating_sub(1);
-        let more = if extra > 0 {
-            format!(
-                "\n\n(+{extra} more attachment{})",
-                if extra == 1 { "" } else { "s" }
-            )
-        } else {
-            String::new()
-        };
+        let more = if extra > 0 { format!("\n\n(+{extra} more attachment{})", if extra == 1 { "" } else { "s" }) } else { String::new() };
         let room = discord::DESCRIPTION.saturating_sub(len16(&more));
         embed["description"] = json!(format!("{}{more}", cut(&p.content_text, room)));
         if let Some((url, _)) = first_image(p) {
@@ -166,9 +146,7 @@ pub fn discord(ev: &Event, p: &Post) -> Value {
 
 /// Escape text for Slack's mrkdwn.
 fn mrkdwn(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Escaped, then cut; never cutting through an entity (`&amp;`).
@@ -191,12 +169,7 @@ fn mrkdwn_cut(s: &str, max: usize) -> String {
 /// A Slack message for a created or edited post.
 pub fn slack(ev: &Event, p: &Post) -> Value {
     let author = match &p.account.url {
-        Some(u) => format!(
-            "*<{}|{}>*{}",
-            u.replace(['|', '>'], ""),
-            mrkdwn(&author_line(p)).replace('|', "¦"),
-            edited_mark(ev)
-        ),
+        Some(u) => format!("*<{}|{}>*{}", u.replace(['|', '>'], ""), mrkdwn(&author_line(p)).replace('|', "¦"), edited_mark(ev)),
         None => format!("*{}*{}", mrkdwn(&author_line(p)), edited_mark(ev)),
     };
     let mut blocks = vec![json!({
@@ -205,15 +178,8 @@ pub fn slack(ev: &Event, p: &Post) -> Value {
     })];
     let open = format!("<{}|Open the post>", link(p).replace(['|', '>'], ""));
     let fallback = if hidden(p) {
-        let cw = if p.spoiler_text.trim().is_empty() {
-            "sensitive"
-        } else {
-            p.spoiler_text.trim()
-        };
-        let text = format!(
-            "*CW: {}* — the post is hidden here. {open}",
-            mrkdwn_cut(cw, 500)
-        );
+        let cw = if p.spoiler_text.trim().is_empty() { "sensitive" } else { p.spoiler_text.trim() };
+        let text = format!("*CW: {}* — the post is hidden here. {open}", mrkdwn_cut(cw, 500));
         blocks.push(json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } }));
         format!("{}: CW: {cw}", author_line(p))
     } else {
@@ -224,22 +190,11 @@ pub fn slack(ev: &Event, p: &Post) -> Value {
             }));
         }
         if let Some((url, alt)) = first_image(p).filter(|(u, _)| len16(u) <= slack::IMAGE_URL) {
-            let alt = alt
-                .filter(|a| !a.trim().is_empty())
-                .unwrap_or("image attached to the post");
-            blocks.push(
-                json!({ "type": "image", "image_url": url, "alt_text": cut(alt, slack::ALT_TEXT) }),
-            );
+            let alt = alt.filter(|a| !a.trim().is_empty()).unwrap_or("image attached to the post");
+            blocks.push(json!({ "type": "image", "image_url": url, "alt_text": cut(alt, slack::ALT_TEXT) }));
         }
         let extra = p.media.len().saturating_sub(1);
-        let more = if extra > 0 {
-            format!(
-                " · +{extra} more attachment{}",
-                if extra == 1 { "" } else { "s" }
-            )
-        } else {
-            String::new()
-        };
+        let more = if extra > 0 { format!(" · +{extra} more attachment{}", if extra == 1 { "" } else { "s" }) } else { String::new() };
         blocks.push(json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": format!("{open}{more}") }] }));
         format!("{}: {}", author_line(p), p.content_text)
     };

@@ -13,16 +13,10 @@ use std::time::Duration;
 use fedistream_connectors::file::{FileSink, FileSinkConfig};
 use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
-use fedistream_connectors::mastodon::source::{
-    Backfill, MastodonSource, MastodonSourceConfig, ReaderConnection,
-};
-use fedistream_connectors::testing::{
-    AccountOpts, FakeConfig, FakeMastodon, Flavor, RecordedRequest,
-};
+use fedistream_connectors::mastodon::source::{Backfill, MastodonSource, MastodonSourceConfig, ReaderConnection};
+use fedistream_connectors::testing::{AccountOpts, FakeConfig, FakeMastodon, Flavor, RecordedRequest};
 use fedistream_core::component::{StatusDoc, STATUS_NS};
-use fedistream_core::runtime::{
-    self, ChannelSpec, DeliveryConfig, Pipeline, RunSummary, RuntimeOptions, SourceSpec,
-};
+use fedistream_core::runtime::{self, ChannelSpec, DeliveryConfig, Pipeline, RunSummary, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, Log};
 use serde_json::Value;
@@ -65,9 +59,7 @@ pub async fn fake_with(cfg: FakeConfig, users: &[&str]) -> FakeMastodon {
 /// Source `m` following `users@fake.example` at the fake's address, from now
 /// on, with quick reconnects.
 pub fn source_config(fake: &FakeMastodon, users: &[&str]) -> MastodonSourceConfig {
-    let mut c = MastodonSourceConfig::for_accounts(
-        users.iter().map(|a| format!("{a}@fake.example")).collect(),
-    );
+    let mut c = MastodonSourceConfig::for_accounts(users.iter().map(|a| format!("{a}@fake.example")).collect());
     c.instance = Some(fake.base_url());
     c.backfill = Backfill::None;
     c.reconnect_initial = Duration::from_millis(20);
@@ -100,18 +92,18 @@ impl Harness {
     /// Start the pipeline: the source (with the reader's stream when `reader`),
     /// the SQLite log in the test's directory, a file channel.
     pub fn launch(&mut self, cfg: MastodonSourceConfig, reader: bool) {
-        let log =
-            SqliteLog::open(self.dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+        let log = SqliteLog::open(self.dir.path().join("log.db"), SqliteOptions::default()).unwrap();
         self.log = Some(log.clone());
-        let reader = reader.then(|| ReaderConnection {
-            base_url: self.fake.base_url().parse().unwrap(),
-            token: Secret::new(TOKEN),
-        });
+        let reader = reader.then(|| ReaderConnection { base_url: self.fake.base_url().parse().unwrap(), token: Secret::new(TOKEN) });
         let delivery = DeliveryConfig::default();
         let p = Pipeline {
             log,
             processors: vec![],
-            sources: vec![SourceSpec::new("m", Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())), DeadLetter::new(self.dir.path().join("dl-source.jsonl")))],
+            sources: vec![SourceSpec::new(
+                "m",
+                Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())),
+                DeadLetter::new(self.dir.path().join("dl-source.jsonl")),
+            )],
             channels: vec![ChannelSpec {
                 name: "file".into(),
                 group: "fedistream.channel.file".into(),
@@ -128,17 +120,12 @@ impl Harness {
                 retry: delivery.retry(),
                 dead_letter: DeadLetter::new(self.dir.path().join("dl-channel.jsonl")),
             }],
-            options: RuntimeOptions {
-                status_interval: self.status_interval,
-                ..RuntimeOptions::default()
-            },
+            options: RuntimeOptions { status_interval: self.status_interval, ..RuntimeOptions::default() },
             progress: None,
         };
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
-        self.run = Some(tokio::spawn(
-            async move { runtime::run(p, stop).await.unwrap() },
-        ));
+        self.run = Some(tokio::spawn(async move { runtime::run(p, stop).await.unwrap() }));
     }
 
     pub async fn stop(&mut self) -> RunSummary {
@@ -162,21 +149,12 @@ impl Harness {
     }
 
     pub fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.out())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        std::fs::read_to_string(self.out()).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     /// Wait until `pred` holds for the output lines, at most `within` (tokio
     /// time); panic with them after that.
-    pub async fn wait_lines(
-        &self,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&[Value]) -> bool,
-    ) -> Vec<Value> {
+    pub async fn wait_lines(&self, what: &str, within: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let l = self
             .wait(what, within, || {
                 let l = self.lines();
@@ -187,23 +165,14 @@ impl Harness {
     }
 
     /// Poll `cond` every 50 ms of tokio time until it gives `Some`, at most `within`.
-    pub async fn wait<T>(
-        &self,
-        what: &str,
-        within: Duration,
-        mut cond: impl FnMut() -> Option<T>,
-    ) -> T {
+    pub async fn wait<T>(&self, what: &str, within: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + within;
         loop {
             if let Some(t) = cond() {
                 return t;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "no {what} within {within:?}; output: {:#?}\nrequests: {:#?}",
-                    self.lines(),
-                    tail(&self.fake.requests(), 30)
-                );
+                panic!("no {what} within {within:?}; output: {:#?}\nrequests: {:#?}", self.lines(), tail(&self.fake.requests(), 30));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -217,12 +186,7 @@ impl Harness {
     }
 
     /// Wait until the source's status document satisfies `pred`.
-    pub async fn wait_status(
-        &self,
-        what: &str,
-        within: Duration,
-        pred: impl Fn(&StatusDoc) -> bool,
-    ) -> StatusDoc {
+    pub async fn wait_status(&self, what: &str, within: Duration, pred: impl Fn(&StatusDoc) -> bool) -> StatusDoc {
         let deadline = Instant::now() + within;
         loop {
             if let Some(d) = self.source_status().await.filter(|d| pred(d)) {
@@ -244,13 +208,7 @@ impl Harness {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(log) = &self.log {
-                if log
-                    .state_scan("checkpoint")
-                    .await
-                    .map(|c| c.len())
-                    .unwrap_or(0)
-                    >= n
-                {
+                if log.state_scan("checkpoint").await.map(|c| c.len()).unwrap_or(0) >= n {
                     return;
                 }
             }
@@ -261,18 +219,11 @@ impl Harness {
 }
 
 fn tail(r: &[RecordedRequest], n: usize) -> Vec<String> {
-    r[r.len().saturating_sub(n)..]
-        .iter()
-        .map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status))
-        .collect()
+    r[r.len().saturating_sub(n)..].iter().map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status)).collect()
 }
 
 pub fn keys_of(lines: &[Value], kind: &str) -> Vec<String> {
-    lines
-        .iter()
-        .filter(|l| l["kind"] == kind)
-        .map(|l| l["key"].as_str().unwrap().to_string())
-        .collect()
+    lines.iter().filter(|l| l["kind"] == kind).map(|l| l["key"].as_str().unwrap().to_string()).collect()
 }
 
 pub fn has(lines: &[Value], kind: &str, uri: &str) -> bool {

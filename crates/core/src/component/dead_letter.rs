@@ -68,15 +68,6 @@ impl DeadLetter {
     }
     /// Dead-letter raw input a source could not parse.
     pub fn raw(&self, component: &str, reason: &str, raw: &str) -> std::io::Result<()> {
-        self.write_line(&DeadLetterLine {
-            at: Utc::now(),
-            component,
-            reason,
-            partition: None,
-            offset: None,
-            event: None,
-            raw: Some(raw),
-        })
+        self.write_line(&DeadLetterLine { at: Utc::now(), component, reason, partition: None, offset: None, event: None, raw: Some(raw) })
     }
 }
-

@@ -134,4 +134,3 @@ impl Status {
         StatePut::set(STATUS_NS, self.key.clone(), serde_json::to_string(&doc).unwrap_or_default())
     }
 }
-

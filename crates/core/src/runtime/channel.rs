@@ -302,14 +302,7 @@ async fn drain(
 }
 
 /// A sink's late acknowledgement or refusal.
-async fn on_ack(
-    ch: &DeadLetterTo<'_>,
-    status: &Status,
-    ledger: &mut Ledger,
-    msg: AckMsg,
-    backoff: &mut Backoff,
-    halt: &mut Halt,
-) -> bool {
+async fn on_ack(ch: &DeadLetterTo<'_>, status: &Status, ledger: &mut Ledger, msg: AckMsg, backoff: &mut Backoff, halt: &mut Halt) -> bool {
     match msg {
         AckMsg::Durable { upto, mut state } => {
             for p in upto {
@@ -341,10 +334,8 @@ async fn deliver_batch(
 ) -> bool {
     // The last position of every partition in the batch (a distributed log
     // hands out several partitions at once).
-    let upto: Vec<Position> = max_positions(recs.iter().map(|r| r.position))
-        .into_iter()
-        .map(|(partition, offset)| Position { partition, offset })
-        .collect();
+    let upto: Vec<Position> =
+        max_positions(recs.iter().map(|r| r.position)).into_iter().map(|(partition, offset)| Position { partition, offset }).collect();
     let total = recs.len() as u64;
     let selected: Vec<LogRecord> = match &ch.route {
         None => recs,
@@ -400,13 +391,7 @@ async fn deliver_batch(
 /// Write one batch, retrying and dead-lettering as the error kinds say. `None`
 /// when stopped before the batch was handled. A permanent error with an index
 /// means the records before it were delivered.
-async fn deliver(
-    ch: &mut ChannelSpec,
-    status: &Status,
-    batch: &[LogRecord],
-    backoff: &mut Backoff,
-    halt: &mut Halt,
-) -> Option<Written> {
+async fn deliver(ch: &mut ChannelSpec, status: &Status, batch: &[LogRecord], backoff: &mut Backoff, halt: &mut Halt) -> Option<Written> {
     let mut rest = batch;
     let mut state = Vec::new();
     while !rest.is_empty() {

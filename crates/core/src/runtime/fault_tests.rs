@@ -185,15 +185,19 @@ impl Log for FlakyLog {
 async fn a_channel_whose_log_reads_fail_shows_failed_and_recovers() {
     let (d, inner) = sqlite();
     let failing = Arc::new(AtomicBool::new(true));
-    let log: Arc<dyn Log> = Arc::new(FlakyLog { inner: inner.clone(), failing: failing.clone(), corrupt: false, opened: Default::default() });
+    let log: Arc<dyn Log> =
+        Arc::new(FlakyLog { inner: inner.clone(), failing: failing.clone(), corrupt: false, opened: Default::default() });
     let sink = RecordingSink::default();
     let evs = events(4);
     let stop = CancellationToken::new();
-    let run = tokio::spawn(run(pipeline(log.clone(), Box::new(Live(evs.clone())), vec![spec("c", Box::new(sink.clone()), d.path(), 10)]), stop.clone()));
+    let run = tokio::spawn(run(
+        pipeline(log.clone(), Box::new(Live(evs.clone())), vec![spec("c", Box::new(sink.clone()), d.path(), 10)]),
+        stop.clone(),
+    ));
     until("the channel to show it failed", || async {
-        status_doc(&inner, "channel:c").await.is_some_and(|d| {
-            d.state == "failed" && d.detail.as_deref().is_some_and(|m| m.contains("I/O error")) && d.since.is_some()
-        })
+        status_doc(&inner, "channel:c")
+            .await
+            .is_some_and(|d| d.state == "failed" && d.detail.as_deref().is_some_and(|m| m.contains("I/O error")) && d.since.is_some())
     })
     .await;
     assert!(sink.keys().is_empty());
@@ -214,9 +218,8 @@ async fn a_channel_that_cannot_recover_fails_the_run() {
     let flaky = Arc::new(FlakyLog { inner, failing: Default::default(), corrupt: true, opened: Default::default() });
     let log: Arc<dyn Log> = flaky.clone();
     let sink = RecordingSink::default();
-    let summary = run(pipeline(log, finite(events(2)), vec![spec("c", Box::new(sink), d.path(), 10)]), CancellationToken::new())
-        .await
-        .unwrap();
+    let summary =
+        run(pipeline(log, finite(events(2)), vec![spec("c", Box::new(sink), d.path(), 10)]), CancellationToken::new()).await.unwrap();
     assert_eq!(summary.failures.len(), 1, "{:?}", summary.failures);
     let f = &summary.failures[0];
     assert_eq!(f.component, "channel:c");
@@ -232,7 +235,10 @@ async fn nothing_is_committed_before_a_deferred_sink_acknowledges() {
     let sink = DeferredSink::default();
     let evs = events(5);
     let stop = CancellationToken::new();
-    let run = tokio::spawn(run(pipeline(log.clone(), Box::new(Live(evs.clone())), vec![spec("c", Box::new(sink.clone()), d.path(), 2)]), stop.clone()));
+    let run = tokio::spawn(run(
+        pipeline(log.clone(), Box::new(Live(evs.clone())), vec![spec("c", Box::new(sink.clone()), d.path(), 2)]),
+        stop.clone(),
+    ));
     until("every event handed to the sink", || async { sink.received.lock().unwrap().len() == 5 }).await;
     // Give the channel every chance to commit early: it must not.
     for _ in 0..20 {
@@ -252,9 +258,10 @@ async fn a_deferred_sink_is_flushed_at_the_end_of_a_finite_run() {
     let (d, log) = sqlite();
     let sink = DeferredSink::default();
     let evs = events(7);
-    let summary = run(pipeline(log.clone(), finite(evs.clone()), vec![spec("c", Box::new(sink.clone()), d.path(), 3)]), CancellationToken::new())
-        .await
-        .unwrap();
+    let summary =
+        run(pipeline(log.clone(), finite(evs.clone()), vec![spec("c", Box::new(sink.clone()), d.path(), 3)]), CancellationToken::new())
+            .await
+            .unwrap();
     assert_eq!(sink.durable_keys().len(), 7);
     assert_eq!(committed(&log, "g.c").await, 7);
     assert_eq!(summary.channels[0].state, "stopped");
@@ -299,13 +306,7 @@ async fn a_processor_commits_its_outputs_with_its_input_and_a_channel_delivers_t
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
     // Ten records in windows of three: posts 1-3, 4-6, 7-9 are complete (every
     // third post is b's); post 10 opens a window that is not.
-    let got: Vec<WindowCount> = windows
-        .delivered
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_str(&r.payload).unwrap())
-        .collect();
+    let got: Vec<WindowCount> = windows.delivered.lock().unwrap().iter().map(|r| serde_json::from_str(&r.payload).unwrap()).collect();
     let want: Vec<WindowCount> = (0..3)
         .map(|window| WindowCount {
             input_partition: 0,
@@ -341,7 +342,9 @@ mod conformance {
                 return Err(SinkError::transient("503 Service Unavailable (injected)"));
             }
             // The conformance suite's refused record says so in its text.
-            if let Some(i) = batch.iter().position(|r| r.event().is_ok_and(|e| e.post.as_ref().is_some_and(|p| p.content_text == "refuse me"))) {
+            if let Some(i) =
+                batch.iter().position(|r| r.event().is_ok_and(|e| e.post.as_ref().is_some_and(|p| p.content_text == "refuse me")))
+            {
                 self.0.delivered.lock().unwrap().extend(batch[..i].iter().cloned());
                 return Err(SinkError::permanent_at(i, "422 refused (injected)"));
             }

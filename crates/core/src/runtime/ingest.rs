@@ -132,11 +132,7 @@ pub(super) async fn ingestor(
     result
 }
 
-fn fail_all(
-    replies: impl Iterator<Item = IngestReply>,
-    in_flight: impl Iterator<Item = InFlight>,
-    e: &LogError,
-) {
+fn fail_all(replies: impl Iterator<Item = IngestReply>, in_flight: impl Iterator<Item = InFlight>, e: &LogError) {
     for reply in replies.chain(in_flight.flat_map(|f| f.replies)) {
         let _ = reply.send(Err(e.clone()));
     }
@@ -291,4 +287,3 @@ impl Dedup {
         }
     }
 }
-

@@ -72,11 +72,7 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(60),
-            pause: Duration::from_secs(300),
-        }
+        RetryConfig { initial: Duration::from_millis(200), max: Duration::from_secs(60), pause: Duration::from_secs(300) }
     }
 }
 
@@ -133,7 +129,6 @@ impl DeliveryConfig {
     }
 }
 
-
 /// A channel: a sink fed by a consumer group of one topic.
 pub struct ChannelSpec {
     pub name: String,
@@ -178,9 +173,7 @@ impl SourceSpec {
     /// A source that runs once: if it fails, it stays failed.
     pub fn new(name: impl Into<String>, source: Box<dyn Source>, dead_letter: DeadLetter) -> Self {
         let mut once = Some(source);
-        let make: SourceFactory = Box::new(move || {
-            once.take().unwrap_or_else(|| Box::new(Failed) as Box<dyn Source>)
-        });
+        let make: SourceFactory = Box::new(move || once.take().unwrap_or_else(|| Box::new(Failed) as Box<dyn Source>));
         SourceSpec { name: name.into(), make, made: None, restartable: false, dead_letter }
     }
 
@@ -543,11 +536,8 @@ async fn join_until(
             Ok(Some(Err(e))) => failures.push(ComponentError::new("task", ErrorKind::Internal, e.to_string())),
             Ok(None) => break,
             Err(_) => {
-                let left: Vec<String> = statuses
-                    .iter()
-                    .filter(|(_, s, k)| *k == kind && s.state() != "stopped")
-                    .map(|(n, _, _)| n.clone())
-                    .collect();
+                let left: Vec<String> =
+                    statuses.iter().filter(|(_, s, k)| *k == kind && s.state() != "stopped").map(|(n, _, _)| n.clone()).collect();
                 warn!(components = ?left, "Still delivering at the drain deadline; stopping them (undelivered records resume on next start)");
                 hard_stop.cancel();
                 while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), tasks.join_next()).await {}

@@ -36,12 +36,7 @@ pub(super) async fn processor_task(
     }
 }
 
-async fn run_processor(
-    log: &Arc<dyn Log>,
-    spec: &mut ProcessorSpec,
-    status: &Status,
-    halt: &mut Halt,
-) -> Result<(), ComponentError> {
+async fn run_processor(log: &Arc<dyn Log>, spec: &mut ProcessorSpec, status: &Status, halt: &mut Halt) -> Result<(), ComponentError> {
     let name = format!("processor:{}", spec.name);
     let log_fail = |e: LogError| ComponentError::new(name.clone(), e.kind(), e.to_string());
     let proc_fail = |e: ProcessorError| ComponentError::new(name.clone(), e.kind, e.message);
@@ -100,10 +95,7 @@ async fn run_processor(
             status.count("dead_lettered", 1);
         }
         let produced = out.records.len() as u64;
-        consumer
-            .commit_with(Commit { upto, state: out.state, outputs: out.records })
-            .await
-            .map_err(log_fail)?;
+        consumer.commit_with(Commit { upto, state: out.state, outputs: out.records }).await.map_err(log_fail)?;
         status.count("processed", recs.len() as u64);
         status.count("produced", produced);
         status.saw_event();
@@ -123,10 +115,7 @@ async fn tick(
         return Ok(());
     }
     let produced = out.records.len() as u64;
-    consumer
-        .commit_with(Commit { upto: vec![], state: out.state, outputs: out.records })
-        .await
-        .map_err(log_fail)?;
+    consumer.commit_with(Commit { upto: vec![], state: out.state, outputs: out.records }).await.map_err(log_fail)?;
     status.count("produced", produced);
     Ok(())
 }

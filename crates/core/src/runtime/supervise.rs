@@ -89,11 +89,7 @@ impl<'a> Supervisor<'a> {
     /// After one run: `Some(result)` ends the component (it finished, or failed
     /// in a way restarting cannot fix, or the run is stopping); `None` means it
     /// was restarted after a backoff: run it again.
-    pub(crate) async fn after(
-        &mut self,
-        result: Result<(), ComponentError>,
-        halt: &mut Halt,
-    ) -> Option<Result<(), ComponentError>> {
+    pub(crate) async fn after(&mut self, result: Result<(), ComponentError>, halt: &mut Halt) -> Option<Result<(), ComponentError>> {
         let e = match result {
             Ok(()) => return Some(Ok(())),
             Err(e) => e,
@@ -122,13 +118,7 @@ impl<'a> Supervisor<'a> {
 
 /// After a sink error: pause (auth/config) or back off (transient). False when
 /// stopped meanwhile.
-pub(crate) async fn wait_after_error(
-    pause: Duration,
-    status: &Status,
-    e: &SinkError,
-    backoff: &mut Backoff,
-    halt: &mut Halt,
-) -> bool {
+pub(crate) async fn wait_after_error(pause: Duration, status: &Status, e: &SinkError, backoff: &mut Backoff, halt: &mut Halt) -> bool {
     let delay = match e.kind {
         ErrorKind::Auth | ErrorKind::Config => {
             error!(error = %e, kind = e.kind.as_str(), pause = ?pause, "Channel paused: fix the credentials or configuration");

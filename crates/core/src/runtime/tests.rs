@@ -1,13 +1,13 @@
 use super::ingest::{ingestor, Fp};
 use super::*;
+use crate::component::Written;
 use crate::component::{AppendSummary, SourceBatch};
 use crate::error::SinkError;
 use crate::event::{EventKind, LogRecord};
 use crate::log::{AppendBatch, StatePut};
-use crate::component::Written;
-use tokio::sync::oneshot;
 use crate::sqlite::{SqliteLog, SqliteOptions};
 use crate::testing::{created, post, RecordingSink, VecSource};
+use tokio::sync::oneshot;
 
 fn log() -> (tempfile::TempDir, Arc<dyn Log>) {
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +75,7 @@ async fn duplicates_are_dropped_and_edits_become_updates() {
         log.clone(),
         vec![
             batch(vec![first.clone(), first.clone()]), // stream and REST in one batch
-            batch(vec![first.clone()]),                 // REST again later
+            batch(vec![first.clone()]),                // REST again later
             batch(vec![edited]),
             batch(vec![deleted.clone()]),
             batch(vec![deleted, first]), // a late duplicate of a deleted post
@@ -89,7 +89,11 @@ async fn duplicates_are_dropped_and_edits_become_updates() {
     let sink2 = RecordingSink::default();
     let p = pipeline(log, vec![batch(vec![created("src", "a@example.org", 1, "hello")])], vec![channel("c2", sink2.clone(), d.path())]);
     run(p, CancellationToken::new()).await.unwrap();
-    assert_eq!(sink2.kinds(), vec![EventKind::Created, EventKind::Updated, EventKind::Deleted], "c2 reads the log from the start and nothing new was appended");
+    assert_eq!(
+        sink2.kinds(),
+        vec![EventKind::Created, EventKind::Updated, EventKind::Deleted],
+        "c2 reads the log from the start and nothing new was appended"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +303,10 @@ fn stored_fingerprints_are_read_back_in_every_form() {
     assert_eq!(Fp::of(""), Fp::Never);
     assert_eq!(Fp::of("deleted"), Fp::Deleted);
     assert_eq!(Fp::of("00000000000000ff"), Fp::Hex(255));
-    assert_eq!(Fp::of(&crate::testing::created("s", "a@b.c", 1, "x").fingerprint()), Fp::of(&crate::testing::created("s", "a@b.c", 1, "x").fingerprint()));
+    assert_eq!(
+        Fp::of(&crate::testing::created("s", "a@b.c", 1, "x").fingerprint()),
+        Fp::of(&crate::testing::created("s", "a@b.c", 1, "x").fingerprint())
+    );
     // Upper case, other lengths and other text are kept as text, never confused with a number.
     assert_eq!(Fp::of("00000000000000FF"), Fp::Text("00000000000000FF".into()));
     assert_eq!(Fp::of("ff"), Fp::Text("ff".into()));

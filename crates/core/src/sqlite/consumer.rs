@@ -49,9 +49,8 @@ fn read_rows(mut rows: rusqlite::Rows<'_>, max: usize) -> Result<Vec<LogRecord>,
 fn read_after(conn: &Connection, topic: Option<&str>, after: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
     match topic {
         None => {
-            let mut stmt = conn.prepare_cached(
-                "SELECT offset, appended_at, payload FROM events WHERE offset > ?1 ORDER BY offset LIMIT ?2",
-            )?;
+            let mut stmt =
+                conn.prepare_cached("SELECT offset, appended_at, payload FROM events WHERE offset > ?1 ORDER BY offset LIMIT ?2")?;
             let recs = read_rows(stmt.query(params![after as i64, max as i64])?, max);
             recs
         }
@@ -71,14 +70,7 @@ impl SqliteConsumer {
         let cursor = Arc::new(AtomicU64::new(committed));
         lock(&shared.tail).cursors.push(Arc::downgrade(&cursor));
         let head = shared.head.subscribe();
-        SqliteConsumer {
-            shared,
-            group: group.to_string(),
-            topic: None,
-            cursor,
-            reader: Arc::new(Mutex::new(reader)),
-            head,
-        }
+        SqliteConsumer { shared, group: group.to_string(), topic: None, cursor, reader: Arc::new(Mutex::new(reader)), head }
     }
 
     /// A reader of `events` outside any group (group name empty): its cursor
@@ -153,8 +145,7 @@ impl Consumer for SqliteConsumer {
             }
             let cursor = self.cursor();
             let head = &mut self.head;
-            let woke =
-                tokio::time::timeout_at(deadline, async move { head.wait_for(|h| *h > cursor).await.is_ok() }).await;
+            let woke = tokio::time::timeout_at(deadline, async move { head.wait_for(|h| *h > cursor).await.is_ok() }).await;
             if woke != Ok(true) {
                 // Timed out, or the log was dropped: one more read (another process
                 // may have appended), then report what there is.
@@ -182,10 +173,8 @@ impl Consumer for SqliteConsumer {
         let heads = tokio::task::spawn_blocking(move || {
             lock(&writer).transact(&state, |tx| {
                 if let Some(offset) = offset {
-                    tx.prepare_cached(
-                        "UPDATE groups SET committed = MAX(committed, ?2), updated_at = ?3 WHERE name = ?1",
-                    )?
-                    .execute(params![group, offset as i64, Utc::now().timestamp_millis()])?;
+                    tx.prepare_cached("UPDATE groups SET committed = MAX(committed, ?2), updated_at = ?3 WHERE name = ?1")?
+                        .execute(params![group, offset as i64, Utc::now().timestamp_millis()])?;
                 }
                 write_outputs(tx, outputs)
             })
@@ -206,14 +195,12 @@ impl Consumer for SqliteConsumer {
         tokio::task::spawn_blocking(move || {
             let w = lock(&writer);
             let conn = &w.conn;
-            let committed: i64 =
-                conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![group], |r| r.get(0))?;
+            let committed: i64 = conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![group], |r| r.get(0))?;
             let head: i64 = match topic {
                 None => conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?,
-                Some(t) => conn
-                    .query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(0),
+                Some(t) => {
+                    conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0)).optional()?.unwrap_or(0)
+                }
             };
             Ok::<_, LogError>((head - committed).max(0) as u64)
         })
@@ -223,18 +210,13 @@ impl Consumer for SqliteConsumer {
 }
 
 /// Append `outputs` to their topics inside `tx`; returns each topic's new last offset.
-fn write_outputs(
-    tx: &rusqlite::Transaction<'_>,
-    outputs: Vec<crate::log::OutputRecord>,
-) -> Result<Vec<(String, u64)>, LogError> {
+fn write_outputs(tx: &rusqlite::Transaction<'_>, outputs: Vec<crate::log::OutputRecord>) -> Result<Vec<(String, u64)>, LogError> {
     if outputs.is_empty() {
         return Ok(vec![]);
     }
     let now = Utc::now().timestamp_micros();
     let mut last: Vec<(String, u64)> = Vec::new();
-    let mut ins = tx.prepare_cached(
-        "INSERT INTO topic_records (topic, offset, appended_at, key, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let mut ins = tx.prepare_cached("INSERT INTO topic_records (topic, offset, appended_at, key, payload) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for o in outputs {
         let i = match last.iter().position(|(t, _)| *t == o.topic) {
             Some(i) => i,

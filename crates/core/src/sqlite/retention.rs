@@ -43,15 +43,10 @@ pub(super) async fn enforce(shared: &Shared, opts: &SqliteOptions) -> Result<u64
             if let Some(age) = opts.max_age {
                 let cutoff = Utc::now().timestamp_micros() - age.as_micros() as i64;
                 if let Some(f) = events_floor {
-                    deleted += conn.execute(
-                        "DELETE FROM events WHERE appended_at <= ?1 AND offset <= ?2",
-                        params![cutoff, f],
-                    )? as u64;
+                    deleted += conn.execute("DELETE FROM events WHERE appended_at <= ?1 AND offset <= ?2", params![cutoff, f])? as u64;
                 }
-                let topics: Vec<String> = conn
-                    .prepare("SELECT name FROM topics")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+                let topics: Vec<String> =
+                    conn.prepare("SELECT name FROM topics")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 for t in topics {
                     if let Some(f) = floor(conn, &t)? {
                         deleted += conn.execute(
@@ -84,11 +79,7 @@ pub(super) async fn enforce(shared: &Shared, opts: &SqliteOptions) -> Result<u64
         .await
 }
 
-pub(super) fn prune_state(
-    w: &mut Writer,
-    cutoff: chrono::DateTime<Utc>,
-    prunable: &HashSet<String>,
-) -> Result<u64, LogError> {
+pub(super) fn prune_state(w: &mut Writer, cutoff: chrono::DateTime<Utc>, prunable: &HashSet<String>) -> Result<u64, LogError> {
     let mut removed = seen::prune(&mut w.conn, &mut w.seen, cutoff)?;
     if !prunable.is_empty() {
         let tx = w.conn.transaction()?;

@@ -83,9 +83,9 @@ impl Value {
     fn from_sql(v: ValueRef<'_>) -> Result<Value, LogError> {
         match v {
             ValueRef::Integer(n) => Ok(Value::Hex(n)),
-            ValueRef::Text(t) => Ok(Value::Text(
-                std::str::from_utf8(t).map_err(|e| LogError::Internal(format!("seen index value: {e}")))?.into(),
-            )),
+            ValueRef::Text(t) => {
+                Ok(Value::Text(std::str::from_utf8(t).map_err(|e| LogError::Internal(format!("seen index value: {e}")))?.into()))
+            }
             other => Err(LogError::Internal(format!("seen index value of type {:?}", other.data_type()))),
         }
     }
@@ -164,10 +164,7 @@ fn migrate_from_state(tx: &Transaction<'_>) -> Result<(), LogError> {
 }
 
 fn hash_of(v: ValueRef<'_>) -> Result<Hash, LogError> {
-    v.as_blob()
-        .ok()
-        .and_then(|b| Hash::try_from(b).ok())
-        .ok_or_else(|| LogError::Internal("seen index key is not a 16-byte hash".into()))
+    v.as_blob().ok().and_then(|b| Hash::try_from(b).ok()).ok_or_else(|| LogError::Internal("seen index key is not a 16-byte hash".into()))
 }
 
 /// Write one entry (`None`: delete) inside the caller's transaction; returns what
@@ -230,10 +227,7 @@ pub(super) fn get_many<'k>(
                 let h = hash(k);
                 let found = match recent {
                     Some(map) => map.get(&h).cloned(),
-                    None => lookup(
-                        &mut conn.prepare_cached("SELECT fp FROM seen_recent WHERE h = ?1 ORDER BY id DESC LIMIT 1")?,
-                        &h,
-                    )?,
+                    None => lookup(&mut conn.prepare_cached("SELECT fp FROM seen_recent WHERE h = ?1 ORDER BY id DESC LIMIT 1")?, &h)?,
                 };
                 let found = match found {
                     Some(v) => Some(v),

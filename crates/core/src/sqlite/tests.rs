@@ -1,8 +1,8 @@
 use super::*;
-use std::sync::atomic::{AtomicU64, Ordering};
-use crate::event::Event;
 use crate::component::DeadLetter;
+use crate::event::Event;
 use crate::testing::{conformance, created};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn fresh() -> (tempfile::TempDir, Arc<dyn Log>) {
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +121,10 @@ async fn retention_by_size_removes_the_oldest_delivered_events() {
     // What is left is the newest, and offsets keep counting up.
     let head = info.head[0].offset;
     assert_eq!(head, 500);
-    let r = log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 9999, "new")]), state: vec![] }).await.unwrap();
+    let r = log
+        .append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 9999, "new")]), state: vec![] })
+        .await
+        .unwrap();
     assert_eq!(r.positions[0].offset, 501);
 }
 
@@ -207,9 +210,9 @@ CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, committed INTEGER NOT 
 
 #[tokio::test]
 async fn an_old_layout_is_migrated_and_its_dedup_entries_still_count() {
+    use crate::component::SourceBatch;
     use crate::runtime::{run, ChannelSpec, Pipeline, RuntimeOptions, SourceSpec};
     use crate::testing::{RecordingSink, VecSource};
-    use crate::component::SourceBatch;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.db");
@@ -379,7 +382,8 @@ async fn sustained_appends_do_not_grow_the_wal_without_bound() {
                 n += 1;
                 created("s", "a@example.org", n, &big)
             })
-            .map(EncodedEvent::from).collect();
+            .map(EncodedEvent::from)
+            .collect();
         log.append(AppendBatch { events, state: vec![] }).await.unwrap();
         let now = size();
         if now < largest {
@@ -394,7 +398,9 @@ async fn sustained_appends_do_not_grow_the_wal_without_bound() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while size() > 2 * WAL_RESTART_BYTES {
         assert!(std::time::Instant::now() < deadline, "the WAL is still {} bytes", size());
-        log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", n + 1, "small")]), state: vec![] }).await.unwrap();
+        log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", n + 1, "small")]), state: vec![] })
+            .await
+            .unwrap();
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -468,9 +474,7 @@ async fn readers_start_where_asked_commit_nothing_and_hold_nothing_back() {
     // Without a position: only what comes next.
     let mut live = log.reader(EVENTS, &[]).await.unwrap();
     assert!(live.poll(10, Duration::ZERO).await.unwrap().is_empty());
-    log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 6, "x")]), state: vec![] })
-        .await
-        .unwrap();
+    log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 6, "x")]), state: vec![] }).await.unwrap();
     let got: Vec<u64> = live.poll(10, Duration::from_secs(5)).await.unwrap().iter().map(|x| x.position.offset).collect();
     assert_eq!(got, vec![6]);
     // No group was made: retention is not held back by readers.

@@ -196,9 +196,9 @@ impl Default for LogConfig {
 
 impl LogConfig {
     pub fn dead_letter_dir(&self) -> PathBuf {
-        self.dead_letter_dir.clone().unwrap_or_else(|| {
-            self.path.parent().map(|p| p.join("dead-letter")).unwrap_or_else(|| PathBuf::from("dead-letter"))
-        })
+        self.dead_letter_dir
+            .clone()
+            .unwrap_or_else(|| self.path.parent().map(|p| p.join("dead-letter")).unwrap_or_else(|| PathBuf::from("dead-letter")))
     }
 }
 

@@ -23,9 +23,7 @@ use crate::pipeline::NO_KAFKA as KAFKA_MISSING;
 /// an operator may run them from a shell without the secrets.
 pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(), Vec<ConfigError>> {
     let mut errs = Vec::new();
-    let mut err = |key: String, reason: String| {
-        errs.push(ConfigError { file: file.to_path_buf(), key, line_col: None, reason })
-    };
+    let mut err = |key: String, reason: String| errs.push(ConfigError { file: file.to_path_buf(), key, line_col: None, reason });
 
     if cfg.sources.is_empty() {
         err("sources".into(), "no sources: add a [sources.NAME] table".into());
@@ -96,9 +94,7 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                     Some(c) if !cfg.connections.mastodon.contains_key(c) => {
                         err(format!("{k}.connection"), format!("no connection named `{c}` in [connections.mastodon]"))
                     }
-                    None if m.list.is_some() => {
-                        err(format!("{k}.list"), "a list stream needs a connection with a reader token".into())
-                    }
+                    None if m.list.is_some() => err(format!("{k}.list"), "a list stream needs a connection with a reader token".into()),
                     None if matches!(m.stream, StreamMode::Websocket | StreamMode::Sse) => {
                         err(format!("{k}.stream"), "streaming needs a connection with a reader token (or set stream = \"off\")".into())
                     }
@@ -195,7 +191,7 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
             err("http.stuck_after".into(), "must be longer than 0s".into());
         }
     }
-        for (name, p) in &cfg.processors {
+    for (name, p) in &cfg.processors {
         let k = format!("processors.{name}");
         match p {
             super::ProcessorConfig::AccountStats(s) => {

@@ -30,64 +30,31 @@ pub fn parse_positions(s: &str) -> Option<Vec<Position>> {
     s.split(',')
         .map(|p| {
             let (part, off) = p.trim().split_once(':')?;
-            Some(Position {
-                partition: part.parse().ok()?,
-                offset: off.parse().ok()?,
-            })
+            Some(Position { partition: part.parse().ok()?, offset: off.parse().ok()? })
         })
         .collect()
 }
 
 fn to_event(rec: &LogRecord, posts: bool) -> Event {
-    let name = if posts {
-        rec.event().map(|e| e.kind.as_str()).unwrap_or("record")
-    } else {
-        "record"
-    };
-    Event::default()
-        .id(format!(
-            "{}:{}",
-            rec.position.partition, rec.position.offset
-        ))
-        .event(name)
-        .data(rec.to_json_line())
+    let name = if posts { rec.event().map(|e| e.kind.as_str()).unwrap_or("record") } else { "record" };
+    Event::default().id(format!("{}:{}", rec.position.partition, rec.position.offset)).event(name).data(rec.to_json_line())
 }
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-pub async fn handler(
-    State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let topic = q
-        .get("topic")
-        .cloned()
-        .unwrap_or_else(|| fedistream_core::log::EVENTS.to_string());
-    let after = match headers
-        .get("last-event-id")
-        .map(|v| v.to_str().ok().and_then(parse_positions))
-    {
+pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let topic = q.get("topic").cloned().unwrap_or_else(|| fedistream_core::log::EVENTS.to_string());
+    let after = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(parse_positions)) {
         None => Vec::new(),
         Some(Some(p)) => p,
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Last-Event-ID must be PARTITION:OFFSET (as sent in `id`)".into(),
-            )
-        }
+        Some(None) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID must be PARTITION:OFFSET (as sent in `id`)".into()),
     };
     let reader = match s.log.reader(&topic, &after).await {
         Ok(r) => r,
         Err(LogError::Unsupported(m)) => return error(StatusCode::NOT_IMPLEMENTED, m),
-        Err(e) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the log: {e}"),
-            )
-        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the log: {e}")),
     };
     let posts = topic == fedistream_core::log::EVENTS;
     let stream = futures::stream::unfold(reader, |mut r| async move {
@@ -100,13 +67,6 @@ pub async fn handler(
             }
         }
     })
-    .flat_map(move |recs| {
-        futures::stream::iter(
-            recs.into_iter()
-                .map(move |rec| Ok::<_, Infallible>(to_event(&rec, posts))),
-        )
-    });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    .flat_map(move |recs| futures::stream::iter(recs.into_iter().map(move |rec| Ok::<_, Infallible>(to_event(&rec, posts)))));
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

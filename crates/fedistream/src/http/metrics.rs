@@ -41,19 +41,14 @@ static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Append latency buckets, seconds: a local SQLite commit is sub-millisecond
 /// to a few ms; a Kafka transaction tens of ms.
-const APPEND_BUCKETS: [f64; 13] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const APPEND_BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// Install the process-wide recorder (once; later calls return the same handle).
 pub fn install() -> Result<PrometheusHandle, String> {
     HANDLE
         .get_or_init(|| {
             let h = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("fedistream_log_append_seconds".into()),
-                    &APPEND_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Full("fedistream_log_append_seconds".into()), &APPEND_BUCKETS)
                 .and_then(|b| b.install_recorder())
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
             describe();
@@ -64,74 +59,28 @@ pub fn install() -> Result<PrometheusHandle, String> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(
-        "fedistream_events_appended_total",
-        "Events appended to the log (after deduplication)."
-    );
-    describe_histogram!(
-        "fedistream_log_append_seconds",
-        Unit::Seconds,
-        "From the start of a log append until it is durable."
-    );
-    describe_gauge!(
-        "fedistream_log_events",
-        "Events stored in the log (after retention)."
-    );
-    describe_counter!(
-        "fedistream_component_events_total",
-        "A component's status counters since the process started."
-    );
-    describe_gauge!(
-        "fedistream_component_ready",
-        "1 when the component counts as ready (see /readyz), else 0."
-    );
-    describe_gauge!(
-        "fedistream_component_last_event_age_seconds",
-        Unit::Seconds,
-        "Seconds since the component last saw an event."
-    );
-    describe_gauge!(
-        "fedistream_channel_lag_events",
-        "Events in the log the channel has not delivered yet."
-    );
-    describe_counter!(
-        "fedistream_events_dead_lettered_total",
-        "Records written to a dead-letter file."
-    );
-    describe_counter!(
-        "fedistream_posts_skipped_total",
-        "Posts a source did not take, by reason."
-    );
-    describe_counter!(
-        "fedistream_payloads_malformed_total",
-        "Payloads a source could not decode."
-    );
-    describe_counter!(
-        "fedistream_webhook_requests_total",
-        "Webhook requests by outcome (delivered, retried, refused)."
-    );
+    describe_counter!("fedistream_events_appended_total", "Events appended to the log (after deduplication).");
+    describe_histogram!("fedistream_log_append_seconds", Unit::Seconds, "From the start of a log append until it is durable.");
+    describe_gauge!("fedistream_log_events", "Events stored in the log (after retention).");
+    describe_counter!("fedistream_component_events_total", "A component's status counters since the process started.");
+    describe_gauge!("fedistream_component_ready", "1 when the component counts as ready (see /readyz), else 0.");
+    describe_gauge!("fedistream_component_last_event_age_seconds", Unit::Seconds, "Seconds since the component last saw an event.");
+    describe_gauge!("fedistream_channel_lag_events", "Events in the log the channel has not delivered yet.");
+    describe_counter!("fedistream_events_dead_lettered_total", "Records written to a dead-letter file.");
+    describe_counter!("fedistream_posts_skipped_total", "Posts a source did not take, by reason.");
+    describe_counter!("fedistream_payloads_malformed_total", "Payloads a source could not decode.");
+    describe_counter!("fedistream_webhook_requests_total", "Webhook requests by outcome (delivered, retried, refused).");
 }
 
 /// Set the gauges and status counters from the log.
 async fn refresh(s: &AppState) -> Result<(), String> {
-    let snap = crate::status::snapshot(&*s.log)
-        .await
-        .map_err(|e| e.to_string())?;
+    let snap = crate::status::snapshot(&*s.log).await.map_err(|e| e.to_string())?;
     let now = Utc::now();
     metrics::gauge!("fedistream_log_events").set(snap.info.events as f64);
-    let problems = super::health::not_ready(
-        &s.expected,
-        s.scope.as_deref(),
-        &snap.docs,
-        s.started_at,
-        s.stuck_after,
-        now,
-    );
+    let problems = super::health::not_ready(&s.expected, s.scope.as_deref(), &snap.docs, s.started_at, s.stuck_after, now);
     for (key, d) in &snap.docs {
         // Only this run's documents of this process (counters restart with it).
-        if d.started_at
-            .is_none_or(|t| t < s.started_at - chrono::Duration::seconds(1))
-        {
+        if d.started_at.is_none_or(|t| t < s.started_at - chrono::Duration::seconds(1)) {
             continue;
         }
         if let Some(scope) = &s.scope {
@@ -140,18 +89,18 @@ async fn refresh(s: &AppState) -> Result<(), String> {
             }
         }
         let (kind, name) = key.split_once(':').unwrap_or(("component", key.as_str()));
-        let name = s
-            .scope
-            .as_ref()
-            .and_then(|sc| name.strip_suffix(&format!("@{sc}")))
-            .unwrap_or(name);
+        let name = s.scope.as_ref().and_then(|sc| name.strip_suffix(&format!("@{sc}"))).unwrap_or(name);
         let (kind, name) = (kind.to_string(), name.to_string());
         for (counter, v) in &d.counters {
             metrics::counter!("fedistream_component_events_total", "component" => kind.clone(), "name" => name.clone(), "counter" => counter.clone())
                 .absolute(*v);
         }
         let ready = !problems.iter().any(|p| &p.component == key);
-        metrics::gauge!("fedistream_component_ready", "component" => kind.clone(), "name" => name.clone()).set(if ready { 1.0 } else { 0.0 });
+        metrics::gauge!("fedistream_component_ready", "component" => kind.clone(), "name" => name.clone()).set(if ready {
+            1.0
+        } else {
+            0.0
+        });
         if let Some(t) = d.last_event_at {
             metrics::gauge!("fedistream_component_last_event_age_seconds", "component" => kind, "name" => name)
                 .set((now - t).num_milliseconds().max(0) as f64 / 1000.0);
@@ -159,8 +108,7 @@ async fn refresh(s: &AppState) -> Result<(), String> {
     }
     for (channel, group) in &s.groups {
         if let Some(g) = snap.info.groups.iter().find(|g| &g.group == group) {
-            metrics::gauge!("fedistream_channel_lag_events", "name" => channel.clone())
-                .set(g.lag as f64);
+            metrics::gauge!("fedistream_channel_lag_events", "name" => channel.clone()).set(g.lag as f64);
         }
     }
     Ok(())
@@ -168,22 +116,11 @@ async fn refresh(s: &AppState) -> Result<(), String> {
 
 pub async fn handler(State(s): State<AppState>) -> Response {
     let Some(h) = &s.metrics else {
-        return (
-            StatusCode::NOT_FOUND,
-            "metrics are not recorded in this process\n",
-        )
-            .into_response();
+        return (StatusCode::NOT_FOUND, "metrics are not recorded in this process\n").into_response();
     };
     if let Err(e) = refresh(&s).await {
         tracing::warn!(error = %e, "Cannot read the log for /metrics; serving the counters only");
     }
     h.run_upkeep();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        h.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], h.render()).into_response()
 }

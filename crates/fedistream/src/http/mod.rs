@@ -65,15 +65,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::handler))
         .route("/api/status", get(status))
         .route("/api/events", get(events::handler))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(health::readyz))
         .merge(protected)
         .with_state(state)
@@ -91,12 +85,7 @@ async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
-    if given.is_some_and(|g| {
-        g.iter()
-            .zip(want.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }) {
+    if given.is_some_and(|g| g.iter().zip(want.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0) {
         next.run(req).await
     } else {
         (
@@ -112,11 +101,9 @@ async fn status(State(s): State<AppState>) -> Response {
     match crate::status::snapshot(&*s.log).await {
         // This process writes the documents: it is alive.
         Ok(snap) => Json(crate::status::to_json(&snap, Some(true))).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": format!("cannot read the log: {e}") })),
-        )
-            .into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": format!("cannot read the log: {e}") }))).into_response()
+        }
     }
 }
 
@@ -143,11 +130,7 @@ pub async fn start(
 ) -> anyhow::Result<Option<Server>> {
     use anyhow::Context;
     let Some(h) = &cfg.http else { return Ok(None) };
-    let Some(addr) = h
-        .address()
-        .map_err(anyhow::Error::msg)
-        .context("http.listen")?
-    else {
+    let Some(addr) = h.address().map_err(anyhow::Error::msg).context("http.listen")? else {
         return Ok(None);
     };
     let token = match &h.token_env {
@@ -181,18 +164,12 @@ pub async fn start(
         scope,
         started_at: Utc::now(),
         stuck_after: chrono::Duration::from_std(h.stuck_after).unwrap_or(chrono::Duration::MAX),
-        groups: cfg
-            .channels
-            .keys()
-            .map(|n| (n.clone(), crate::pipeline::channel_group(cfg, n)))
-            .collect(),
+        groups: cfg.channels.keys().map(|n| (n.clone(), crate::pipeline::channel_group(cfg, n))).collect(),
         token_sha256: None,
         metrics: Some(metrics),
     }
     .with_token(token.as_deref());
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("http.listen: cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("http.listen: cannot listen on {addr}"))?;
     let bound = listener.local_addr().context("http.listen")?;
     tracing::info!(address = %bound, token = token.is_some(), "HTTP server listening");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -201,16 +178,10 @@ pub async fn start(
 }
 
 /// Start the server on `listener`; it stops when `stop` is cancelled.
-pub fn spawn(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    stop: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn(listener: tokio::net::TcpListener, state: AppState, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
     let app = router(state);
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let r = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = r {
             tracing::error!(error = %e, "The HTTP server stopped");
         }

@@ -9,9 +9,7 @@ use axum::http::{Request, StatusCode};
 use chrono::Utc;
 use fedistream_core::component::{DeadLetter, Status, StatusDoc, STATUS_NS};
 use fedistream_core::log::StatePut;
-use fedistream_core::runtime::{
-    self, BatchConfig, ChannelSpec, Pipeline, RetryConfig, RuntimeOptions, SourceSpec,
-};
+use fedistream_core::runtime::{self, BatchConfig, ChannelSpec, Pipeline, RetryConfig, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::testing::{created, RecordingSink, VecSource};
 use fedistream_core::Log;
@@ -43,22 +41,14 @@ async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, Stri
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
     let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 24)
-        .await
-        .unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
 async fn put(log: &Arc<dyn Log>, statuses: &[&Status]) {
-    log.state_put(statuses.iter().map(|s| s.to_put()).collect())
-        .await
-        .unwrap();
+    log.state_put(statuses.iter().map(|s| s.to_put()).collect()).await.unwrap();
 }
 
 #[tokio::test]
@@ -68,32 +58,17 @@ async fn readiness_follows_a_source_that_fails_and_recovers() {
     // Nothing reported yet: starting.
     let (code, body) = get(&app, "/readyz", None).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(
-        body.contains("\"component\":\"source:s\"")
-            && body.contains("has not reported in this run"),
-        "{body}"
-    );
-    assert_eq!(
-        get(&app, "/healthz", None).await.0,
-        StatusCode::OK,
-        "the process is up regardless"
-    );
+    assert!(body.contains("\"component\":\"source:s\"") && body.contains("has not reported in this run"), "{body}");
+    assert_eq!(get(&app, "/healthz", None).await.0, StatusCode::OK, "the process is up regardless");
 
-    let (ingest, source, channel) = (
-        Status::new("ingest", "log"),
-        Status::new("source", "s"),
-        Status::new("channel", "c"),
-    );
+    let (ingest, source, channel) = (Status::new("ingest", "log"), Status::new("source", "s"), Status::new("channel", "c"));
     for s in [&ingest, &source, &channel] {
         s.set_state("running", None);
     }
     put(&log, &[&ingest, &source, &channel]).await;
     let (code, body) = get(&app, "/readyz", None).await;
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["ready"],
-        true
-    );
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["ready"], true);
 
     source.set_state("failed", Some("the reader token was refused (401)".into()));
     put(&log, &[&source]).await;
@@ -108,11 +83,7 @@ async fn readiness_follows_a_source_that_fails_and_recovers() {
 
     source.set_state("running", None);
     put(&log, &[&source]).await;
-    assert_eq!(
-        get(&app, "/readyz", None).await.0,
-        StatusCode::OK,
-        "ready again after recovery"
-    );
+    assert_eq!(get(&app, "/readyz", None).await.0, StatusCode::OK, "ready again after recovery");
 }
 
 #[tokio::test]
@@ -122,51 +93,31 @@ async fn a_channel_retrying_too_long_or_a_previous_runs_document_is_not_ready() 
     let started = st.started_at;
     let app = router(st);
     let now = Utc::now();
-    let doc =
-        |state: &str, since: chrono::DateTime<Utc>, started_at: chrono::DateTime<Utc>| StatusDoc {
-            component: "x".into(),
-            state: state.into(),
-            detail: Some("HTTP 503 from https://hooks.example.org".into()),
-            since: Some(since),
-            started_at: Some(started_at),
-            updated_at: now,
-            ..Default::default()
-        };
-    let write = |k: &str, d: StatusDoc| {
-        StatePut::set(STATUS_NS, k.to_string(), serde_json::to_string(&d).unwrap())
+    let doc = |state: &str, since: chrono::DateTime<Utc>, started_at: chrono::DateTime<Utc>| StatusDoc {
+        component: "x".into(),
+        state: state.into(),
+        detail: Some("HTTP 503 from https://hooks.example.org".into()),
+        since: Some(since),
+        started_at: Some(started_at),
+        updated_at: now,
+        ..Default::default()
     };
+    let write = |k: &str, d: StatusDoc| StatePut::set(STATUS_NS, k.to_string(), serde_json::to_string(&d).unwrap());
     log.state_put(vec![
-        write(
-            "channel:c",
-            doc("retrying", now - chrono::Duration::seconds(30), started),
-        ),
+        write("channel:c", doc("retrying", now - chrono::Duration::seconds(30), started)),
         write("source:s", doc("finished", now, started)),
     ])
     .await
     .unwrap();
-    assert_eq!(
-        get(&app, "/readyz", None).await.0,
-        StatusCode::OK,
-        "retrying briefly and finished are fine"
-    );
+    assert_eq!(get(&app, "/readyz", None).await.0, StatusCode::OK, "retrying briefly and finished are fine");
 
-    log.state_put(vec![write(
-        "channel:c",
-        doc("retrying", now - chrono::Duration::seconds(600), started),
-    )])
-    .await
-    .unwrap();
+    log.state_put(vec![write("channel:c", doc("retrying", now - chrono::Duration::seconds(600), started))]).await.unwrap();
     let (code, body) = get(&app, "/readyz", None).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("retrying for 600s: HTTP 503"), "{body}");
 
     // A document of an earlier run of the process says nothing about this one.
-    log.state_put(vec![write(
-        "channel:c",
-        doc("running", now, started - chrono::Duration::hours(1)),
-    )])
-    .await
-    .unwrap();
+    log.state_put(vec![write("channel:c", doc("running", now, started - chrono::Duration::hours(1)))]).await.unwrap();
     let (code, body) = get(&app, "/readyz", None).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("has not reported in this run"), "{body}");
@@ -181,26 +132,14 @@ async fn the_bearer_token_guards_everything_but_health() {
     for path in ["/metrics", "/api/status"] {
         let (code, body) = get(&app, path, None).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}: {body}");
-        assert_eq!(
-            get(&app, path, Some("wrong")).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}"
-        );
-        assert_eq!(
-            get(&app, path, Some("t0ken!")).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}"
-        );
+        assert_eq!(get(&app, path, Some("wrong")).await.0, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(get(&app, path, Some("t0ken!")).await.0, StatusCode::UNAUTHORIZED, "{path}");
         let (code, body) = get(&app, path, Some("t0ken")).await;
         assert_eq!(code, StatusCode::OK, "{path}: {body}");
         assert!(!body.contains("t0ken"));
     }
     assert_eq!(get(&app, "/healthz", None).await.0, StatusCode::OK);
-    assert_eq!(
-        get(&app, "/readyz", None).await.0,
-        StatusCode::OK,
-        "nothing expected: ready"
-    );
+    assert_eq!(get(&app, "/readyz", None).await.0, StatusCode::OK, "nothing expected: ready");
     let (_, body) = get(&app, "/api/status", Some("t0ken")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["log"]["backend"], "sqlite", "{body}");
@@ -211,9 +150,7 @@ async fn the_bearer_token_guards_everything_but_health() {
 async fn ran_pipeline(log: Arc<dyn Log>, dir: &std::path::Path) -> Router {
     let mut st = state(log.clone(), &["ingest:log", "source:s", "channel:c"]);
     st.metrics = Some(metrics::install().unwrap());
-    let evs: Vec<_> = (1..=20)
-        .map(|n| created("s", "a@example.org", n, "x"))
-        .collect();
+    let evs: Vec<_> = (1..=20).map(|n| created("s", "a@example.org", n, "x")).collect();
     // One failed write: retried (and counted by kind).
     let sink = RecordingSink::default();
     sink.fail_next(fedistream_core::SinkError::transient("the disk hiccuped"));
@@ -223,39 +160,22 @@ async fn ran_pipeline(log: Arc<dyn Log>, dir: &std::path::Path) -> Router {
         topic: fedistream_core::log::EVENTS.into(),
         sink: Box::new(sink),
         route: None,
-        batch: BatchConfig {
-            max_records: 5,
-            max_bytes: 1 << 20,
-            linger: Duration::ZERO,
-        },
-        retry: RetryConfig {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            pause: Duration::from_millis(20),
-        },
+        batch: BatchConfig { max_records: 5, max_bytes: 1 << 20, linger: Duration::ZERO },
+        retry: RetryConfig { initial: Duration::from_millis(5), max: Duration::from_millis(20), pause: Duration::from_millis(20) },
         dead_letter: DeadLetter::new(dir.join("dl.jsonl")),
     };
     let source = VecSource {
-        batches: vec![fedistream_core::component::SourceBatch {
-            events: fedistream_core::event::encode_all(evs),
-            state: vec![],
-        }],
+        batches: vec![fedistream_core::component::SourceBatch { events: fedistream_core::event::encode_all(evs), state: vec![] }],
     };
     let p = Pipeline {
         log,
-        sources: vec![SourceSpec::new(
-            "s",
-            Box::new(source),
-            DeadLetter::new(dir.join("src.jsonl")),
-        )],
+        sources: vec![SourceSpec::new("s", Box::new(source), DeadLetter::new(dir.join("src.jsonl")))],
         processors: vec![],
         channels: vec![channel],
         options: RuntimeOptions::default(),
         progress: None,
     };
-    let summary = runtime::run(p, tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
+    let summary = runtime::run(p, tokio_util::sync::CancellationToken::new()).await.unwrap();
     assert!(summary.failures.is_empty());
     router(st)
 }
@@ -279,26 +199,14 @@ async fn metrics_carry_the_documented_families_with_bounded_labels() {
     let (code, text) = get(&app, "/metrics", None).await;
     assert_eq!(code, StatusCode::OK);
     for f in FAMILIES {
-        assert!(
-            text.contains(&format!("# TYPE {f} ")),
-            "{f} missing:\n{text}"
-        );
+        assert!(text.contains(&format!("# TYPE {f} ")), "{f} missing:\n{text}");
     }
-    assert!(
-        text.contains("# TYPE fedistream_log_append_seconds histogram"),
-        "{text}"
-    );
+    assert!(text.contains("# TYPE fedistream_log_append_seconds histogram"), "{text}");
     assert!(text.contains(r#"fedistream_component_events_total{component="channel",name="c",counter="delivered"} 20"#), "{text}");
-    assert!(
-        text.contains(r#"fedistream_channel_lag_events{name="c"} 0"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"fedistream_channel_lag_events{name="c"} 0"#), "{text}");
     assert!(text.contains("fedistream_log_events 20"), "{text}");
     // No per-account or per-post label anywhere.
-    assert!(
-        !text.contains("a@example.org") && !text.contains("statuses/"),
-        "{text}"
-    );
+    assert!(!text.contains("a@example.org") && !text.contains("statuses/"), "{text}");
 }
 
 #[tokio::test]
@@ -316,37 +224,18 @@ for name in sys.argv[2:]:
     print(name, fams[name].type, len(fams[name].samples))
 "#;
     // prometheus_client strips `_total` from counter family names.
-    let names: Vec<String> = FAMILIES
-        .iter()
-        .map(|f| f.strip_suffix("_total").unwrap_or(f).to_string())
-        .collect();
+    let names: Vec<String> = FAMILIES.iter().map(|f| f.strip_suffix("_total").unwrap_or(f).to_string()).collect();
     let python = python_with_prometheus_client();
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .args(&names)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(&python).arg("-c").arg(script).arg(&path).args(&names).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{python}: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{python}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     for (name, line) in names.iter().zip(stdout.lines()) {
         let parts: Vec<&str> = line.split(' ').collect();
         assert_eq!(parts[0], name);
         assert!(parts[2].parse::<usize>().unwrap() > 0, "{line}");
     }
-    assert!(
-        stdout.contains("fedistream_log_append_seconds histogram"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("fedistream_component_events counter"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("fedistream_log_append_seconds histogram"), "{stdout}");
+    assert!(stdout.contains("fedistream_component_events counter"), "{stdout}");
 }
 
 /// `FEDISTREAM_PYTHON`, else the interpreter `scripts/python-deps` sets up
@@ -356,15 +245,8 @@ fn python_with_prometheus_client() -> String {
         return p;
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-deps");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("running scripts/python-deps");
-    assert!(
-        out.status.success(),
-        "scripts/python-deps failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new("bash").arg(&script).output().expect("running scripts/python-deps");
+    assert!(out.status.success(), "scripts/python-deps failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -385,13 +267,7 @@ async fn sse_events(body: Body, n: usize) -> (Vec<(String, String, String)>, imp
         while let Some(end) = text.find("\n\n") {
             let frame: String = text.drain(..end + 2).collect();
             let field = |name: &str| {
-                frame
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix(&format!("{name}:"))
-                            .map(|v| v.trim_start().to_string())
-                    })
-                    .unwrap_or_default()
+                frame.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim_start().to_string())).unwrap_or_default()
             };
             if !field("id").is_empty() {
                 out.push((field("id"), field("event"), field("data")));
@@ -408,11 +284,7 @@ async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
     let app = router(state(log.clone(), &[]));
     let mut edited = created("s", "a@example.org", 2, "edited");
     edited.kind = EventKind::Updated;
-    let deleted = Event {
-        kind: EventKind::Deleted,
-        post: None,
-        ..created("s", "a@example.org", 1, "")
-    };
+    let deleted = Event { kind: EventKind::Deleted, post: None, ..created("s", "a@example.org", 1, "") };
     let evs = vec![
         created("s", "a@example.org", 1, "one"),
         created("s", "a@example.org", 2, "two"),
@@ -420,72 +292,28 @@ async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
         edited,
         deleted,
     ];
-    log.append(AppendBatch {
-        events: fedistream_core::event::encode_all(evs),
-        state: vec![],
-    })
-    .await
-    .unwrap();
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(evs), state: vec![] }).await.unwrap();
 
-    let req = Request::builder()
-        .uri("/api/events")
-        .header("last-event-id", "0:2")
-        .body(Body::empty())
-        .unwrap();
+    let req = Request::builder().uri("/api/events").header("last-event-id", "0:2").body(Body::empty()).unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let (got, _keep_open) = sse_events(resp.into_body(), 3).await;
     let ids: Vec<&str> = got.iter().map(|(id, _, _)| id.as_str()).collect();
-    assert_eq!(
-        ids,
-        vec!["0:3", "0:4", "0:5"],
-        "right after the last event seen"
-    );
+    assert_eq!(ids, vec!["0:3", "0:4", "0:5"], "right after the last event seen");
     let kinds: Vec<&str> = got.iter().map(|(_, k, _)| k.as_str()).collect();
     assert_eq!(kinds, vec!["created", "updated", "deleted"]);
     let line: serde_json::Value = serde_json::from_str(&got[1].2).unwrap();
-    assert_eq!(
-        (
-            line["offset"].as_u64(),
-            line["post"]["content_text"].as_str()
-        ),
-        (Some(4), Some("edited"))
-    );
+    assert_eq!((line["offset"].as_u64(), line["post"]["content_text"].as_str()), (Some(4), Some("edited")));
 
     // Without Last-Event-ID: from the head on, live.
-    let resp = app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/api/events")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = app.clone().oneshot(Request::builder().uri("/api/events").body(Body::empty()).unwrap()).await.unwrap();
     // The handler placed its reader at the head before answering.
     let more = vec![created("s", "b@example.org", 9, "new")];
-    log.append(AppendBatch {
-        events: fedistream_core::event::encode_all(more),
-        state: vec![],
-    })
-    .await
-    .unwrap();
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(more), state: vec![] }).await.unwrap();
     let (got, _keep_open) = sse_events(resp.into_body(), 1).await;
-    assert_eq!(
-        (got[0].0.as_str(), got[0].1.as_str()),
-        ("0:6", "created"),
-        "only what came after connecting"
-    );
+    assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("0:6", "created"), "only what came after connecting");
 
-    let bad = Request::builder()
-        .uri("/api/events")
-        .header("last-event-id", "yesterday")
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(
-        app.clone().oneshot(bad).await.unwrap().status(),
-        StatusCode::BAD_REQUEST
-    );
+    let bad = Request::builder().uri("/api/events").header("last-event-id", "yesterday").body(Body::empty()).unwrap();
+    assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
 }

@@ -70,7 +70,11 @@ pub async fn run_kafka(
                     );
                     if until_caught_up {
                         let what = lagging.iter().map(|(g, l)| format!("{g}: lag {l}")).collect::<Vec<_>>().join(", ");
-                        summary.failures.push(fedistream_core::ComponentError::new("deliver", fedistream_core::ErrorKind::Transient, format!("not caught up, no progress for {stall:?} ({what})")));
+                        summary.failures.push(fedistream_core::ComponentError::new(
+                            "deliver",
+                            fedistream_core::ErrorKind::Transient,
+                            format!("not caught up, no progress for {stall:?} ({what})"),
+                        ));
                     }
                 }
                 CaughtUp::Shutdown => {}
@@ -162,12 +166,8 @@ async fn ingest(
         // Take over what the previous owners recorded (checkpoints, dedup index).
         log.catch_up().await.context("reading the state topic before following accounts")?;
         let sources = crate::pipeline::sources(cfg, &|unit| a.owns(unit))?;
-        let following: Vec<String> = cfg
-            .sources
-            .iter()
-            .flat_map(|(name, s)| crate::pipeline::work_units(name, s))
-            .filter(|u| a.owns(u))
-            .collect();
+        let following: Vec<String> =
+            cfg.sources.iter().flat_map(|(name, s)| crate::pipeline::work_units(name, s)).filter(|u| a.owns(u)).collect();
         info!(slots = ?a.slots, following = ?following, "Ingest: following {} of the configured units", following.len());
         if finite && a.assigned && following.is_empty() {
             info!(slots = ?a.slots, "Ingest: no source in this process's slots; its part of the finite run is done");

@@ -21,10 +21,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The repository root (examples/ lives there).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
 }
 
 /// A running `fedistream`. Stdout and stderr go to `<dir>/<name>.stdout` and
@@ -53,14 +50,7 @@ pub struct Spawn<'a> {
 
 impl<'a> Spawn<'a> {
     pub fn new(dir: &'a Path, name: &'a str, args: &[&str]) -> Self {
-        Spawn {
-            dir,
-            name,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
-            env_removed: Vec::new(),
-            cwd: None,
-        }
+        Spawn { dir, name, args: args.iter().map(|s| s.to_string()).collect(), env: Vec::new(), env_removed: Vec::new(), cwd: None }
     }
 
     /// Remove a variable the harness sets by default (e.g. `NO_COLOR`).
@@ -103,14 +93,7 @@ impl<'a> Spawn<'a> {
         }
         let child = cmd.spawn().expect("spawning the fedistream binary");
         let pid = child.id();
-        Proc {
-            child: Mutex::new(child),
-            pid,
-            name: self.name.to_string(),
-            stdout_path,
-            stderr_path,
-            status: Mutex::new(None),
-        }
+        Proc { child: Mutex::new(child), pid, name: self.name.to_string(), stdout_path, stderr_path, status: Mutex::new(None) }
     }
 }
 
@@ -121,11 +104,7 @@ impl Proc {
 
     /// SIGTERM, as a service manager stops it.
     pub fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("running kill")
-            .success();
+        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("running kill").success();
         assert!(ok, "kill -TERM {} failed", self.pid());
     }
 
@@ -153,11 +132,7 @@ impl Proc {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "{} did not exit within {timeout:?}; stderr:\n{}",
-                    self.name,
-                    self.stderr()
-                );
+                panic!("{} did not exit within {timeout:?}; stderr:\n{}", self.name, self.stderr());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -171,11 +146,7 @@ impl Proc {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "{} did not exit within {timeout:?}; stderr:\n{}",
-                    self.name,
-                    self.stderr()
-                );
+                panic!("{} did not exit within {timeout:?}; stderr:\n{}", self.name, self.stderr());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -184,11 +155,7 @@ impl Proc {
     /// Panics with its stderr if it has already exited (e.g. refused the config).
     pub fn assert_running(&self) {
         if let Some(s) = self.exited() {
-            panic!(
-                "{} exited early ({s}); stderr:\n{}",
-                self.name,
-                self.stderr()
-            );
+            panic!("{} exited early ({s}); stderr:\n{}", self.name, self.stderr());
         }
     }
 
@@ -221,31 +188,19 @@ pub fn run_to_end(dir: &Path, name: &str, args: &[&str]) -> (ExitStatus, String,
 
 /// Poll `cond` every 10 ms until it returns `Some`; panic with `what` and
 /// `describe()` at the deadline.
-pub async fn wait_for<T>(
-    what: &str,
-    cond: impl FnMut() -> Option<T>,
-    describe: impl Fn() -> String,
-) -> T {
+pub async fn wait_for<T>(what: &str, cond: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
     wait_for_within(what, DEADLINE, cond, describe).await
 }
 
 /// [`wait_for`] with its own bound (Kafka group hand-overs take a session timeout).
-pub async fn wait_for_within<T>(
-    what: &str,
-    within: Duration,
-    mut cond: impl FnMut() -> Option<T>,
-    describe: impl Fn() -> String,
-) -> T {
+pub async fn wait_for_within<T>(what: &str, within: Duration, mut cond: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(t) = cond() {
             return t;
         }
         if Instant::now() > deadline {
-            panic!(
-                "timed out after {within:?} waiting for {what}\n{}",
-                describe()
-            );
+            panic!("timed out after {within:?} waiting for {what}\n{}", describe());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -284,62 +239,33 @@ pub fn written_events(path: &Path) -> Vec<Value> {
 /// Every line of a finished output file as JSON; panics on a torn or unparsable line.
 pub fn read_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "{}: the last line is torn: {:?}",
-        path.display(),
-        text.lines().last()
-    );
+    assert!(text.is_empty() || text.ends_with('\n'), "{}: the last line is torn: {:?}", path.display(), text.lines().last());
     text.lines()
         .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| {
-                panic!("{} line {}: not JSON ({e}): {l}", path.display(), i + 1)
-            })
-        })
+        .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("{} line {}: not JSON ({e}): {l}", path.display(), i + 1)))
         .collect()
 }
 
 /// Keys (status URIs) of the `created` events, in file order.
 pub fn created_keys(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "created")
-        .map(|e| e["key"].as_str().expect("key").to_string())
-        .collect()
+    events.iter().filter(|e| e["kind"] == "created").map(|e| e["key"].as_str().expect("key").to_string()).collect()
 }
 
 /// Each key at most once among the `created` events.
 pub fn assert_each_created_once(events: &[Value]) {
     let mut seen = HashSet::new();
-    let dups: Vec<String> = created_keys(events)
-        .into_iter()
-        .filter(|k| !seen.insert(k.clone()))
-        .collect();
-    assert!(
-        dups.is_empty(),
-        "{} duplicated created events, e.g. {:?}",
-        dups.len(),
-        &dups[..dups.len().min(5)]
-    );
+    let dups: Vec<String> = created_keys(events).into_iter().filter(|k| !seen.insert(k.clone())).collect();
+    assert!(dups.is_empty(), "{} duplicated created events, e.g. {:?}", dups.len(), &dups[..dups.len().min(5)]);
 }
 
 /// `offset` strictly increasing within each `partition`, in file order.
 pub fn assert_offsets_increase(events: &[Value]) {
     let mut last: HashMap<u64, u64> = HashMap::new();
     for (i, e) in events.iter().enumerate() {
-        let p = e["partition"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("line {}: no partition: {e}", i + 1));
-        let o = e["offset"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("line {}: no offset: {e}", i + 1));
+        let p = e["partition"].as_u64().unwrap_or_else(|| panic!("line {}: no partition: {e}", i + 1));
+        let o = e["offset"].as_u64().unwrap_or_else(|| panic!("line {}: no offset: {e}", i + 1));
         if let Some(prev) = last.insert(p, o) {
-            assert!(
-                o > prev,
-                "line {}: offset {o} after {prev} in partition {p}",
-                i + 1
-            );
+            assert!(o > prev, "line {}: offset {o} after {prev} in partition {p}", i + 1);
         }
     }
 }
@@ -351,10 +277,7 @@ pub async fn start_fake(users: &[&str], token: Option<&str>) -> FakeMastodon {
         heartbeat_interval: Duration::from_millis(500),
         ws_ping_interval: Duration::from_millis(500),
         token: token.map(str::to_string),
-        rate_limit: RateLimitConfig {
-            limit: 1_000_000,
-            window: Duration::from_secs(300),
-        },
+        rate_limit: RateLimitConfig { limit: 1_000_000, window: Duration::from_secs(300) },
         ..FakeConfig::default()
     })
     .await;
@@ -370,21 +293,12 @@ pub fn acct(user: &str) -> String {
 
 /// The URIs of every status of `user` on the fake server.
 pub fn server_uris(fake: &FakeMastodon, user: &str) -> Vec<String> {
-    fake.statuses_of(user)
-        .iter()
-        .map(|s| s["uri"].as_str().expect("uri").to_string())
-        .collect()
+    fake.statuses_of(user).iter().map(|s| s["uri"].as_str().expect("uri").to_string()).collect()
 }
 
 /// A polling (no stream) config: source `m` following `users` on the fake,
 /// a file channel `out` at `<dir>/out.jsonl`, the log at `<dir>/log.db`.
-pub fn polling_config(
-    dir: &Path,
-    fake: &FakeMastodon,
-    users: &[&str],
-    backfill: &str,
-    max_batch: usize,
-) -> String {
+pub fn polling_config(dir: &Path, fake: &FakeMastodon, users: &[&str], backfill: &str, max_batch: usize) -> String {
     let accounts: Vec<String> = users.iter().map(|u| toml_str(acct(u))).collect();
     format!(
         r#"[log]
@@ -416,22 +330,12 @@ max_batch = {max_batch}
 
 /// The `key=value` counters of one summary line (`channel out`, `log`, …) on stderr.
 pub fn summary_counters(stderr: &str, line_prefix: &str) -> HashMap<String, u64> {
-    let start = stderr
-        .rfind("fedistream: summary")
-        .unwrap_or_else(|| panic!("no summary on stderr:\n{stderr}"));
+    let start = stderr.rfind("fedistream: summary").unwrap_or_else(|| panic!("no summary on stderr:\n{stderr}"));
     let line = stderr[start..]
         .lines()
         .find(|l| l.trim_start().starts_with(line_prefix))
-        .unwrap_or_else(|| {
-            panic!(
-                "no `{line_prefix}` line in the summary:\n{}",
-                &stderr[start..]
-            )
-        });
-    line.split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
-        .collect()
+        .unwrap_or_else(|| panic!("no `{line_prefix}` line in the summary:\n{}", &stderr[start..]));
+    line.split_whitespace().filter_map(|w| w.split_once('=')).filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v))).collect()
 }
 
 /// A Kafka pipeline name unique to this test run (its topics and groups are its own).

@@ -15,9 +15,9 @@ use apache_avro::Schema;
 use chrono::{DateTime, Utc};
 
 mod read;
-pub use read::from_value;
 use fedistream_core::post::{Post, Via};
 use fedistream_core::{Event, EventKind};
+pub use read::from_value;
 
 /// The schema's JSON text, as registered and as `fedistream schema avro` prints it.
 pub const SCHEMA_JSON: &str = include_str!("../../../../schemas/post_event.avsc");
@@ -167,24 +167,15 @@ fn post_value(p: &Post) -> Value {
         (
             "in_reply_to",
             opt(p.in_reply_to.as_ref(), |r| {
-                record(vec![
-                    ("id", s(&r.id)),
-                    ("account_id", opt(r.account_id.as_deref(), s)),
-                    ("account", opt(r.account.as_deref(), s)),
-                ])
+                record(vec![("id", s(&r.id)), ("account_id", opt(r.account_id.as_deref(), s)), ("account", opt(r.account.as_deref(), s))])
             }),
         ),
         ("tags", Value::Array(p.tags.iter().map(|t| s(t)).collect())),
         (
             "mentions",
-            Value::Array(
-                p.mentions.iter().map(|m| record(vec![("acct", s(&m.acct)), ("url", opt(m.url.as_deref(), s))])).collect(),
-            ),
+            Value::Array(p.mentions.iter().map(|m| record(vec![("acct", s(&m.acct)), ("url", opt(m.url.as_deref(), s))])).collect()),
         ),
-        (
-            "emojis",
-            Value::Array(p.emojis.iter().map(|e| record(vec![("shortcode", s(&e.shortcode)), ("url", s(&e.url))])).collect()),
-        ),
+        ("emojis", Value::Array(p.emojis.iter().map(|e| record(vec![("shortcode", s(&e.shortcode)), ("url", s(&e.url))])).collect())),
         (
             "media",
             Value::Array(

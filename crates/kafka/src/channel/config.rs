@@ -239,10 +239,9 @@ impl KafkaChannelConfig {
             (None, Format::Json) => {}
         }
         match (&self.schema_registry_user_env, &self.schema_registry_password_env) {
-            (Some(_), None) | (None, Some(_)) => p(
-                "schema_registry_user_env",
-                "give both schema_registry_user_env and schema_registry_password_env, or neither".into(),
-            ),
+            (Some(_), None) | (None, Some(_)) => {
+                p("schema_registry_user_env", "give both schema_registry_user_env and schema_registry_password_env, or neither".into())
+            }
             _ => {}
         }
         let mut envs: Vec<(String, &String)> = Vec::new();

@@ -279,8 +279,8 @@ impl KafkaChannel {
         let v: serde_json::Value = serde_json::from_str(&rec.payload).ok()?;
         let key = v.get("key").and_then(|k| k.as_str())?.to_string();
         let schema_version = avro::SCHEMA_VERSION.to_string();
-        let headers = OwnedHeaders::new_with_capacity(1)
-            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
+        let headers =
+            OwnedHeaders::new_with_capacity(1).insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
         Some(Prepared { key, value: Some(rec.payload.as_bytes().to_vec()), headers })
     }
 
@@ -418,8 +418,7 @@ mod tests {
     use fedistream_core::event::Position;
 
     fn channel(format: Format) -> KafkaChannel {
-        let mut cfg: KafkaChannelConfig =
-            serde_json::from_value(serde_json::json!({ "brokers": "127.0.0.1:9", "topic": "t" })).unwrap();
+        let mut cfg: KafkaChannelConfig = serde_json::from_value(serde_json::json!({ "brokers": "127.0.0.1:9", "topic": "t" })).unwrap();
         cfg.format = format;
         if format == Format::Avro {
             cfg.schema_registry = Some("http://127.0.0.1:9".into());

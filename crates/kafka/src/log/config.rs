@@ -120,9 +120,7 @@ impl KafkaLogConfig {
         if self.brokers.trim().is_empty() {
             p.push(("brokers".into(), "must name at least one broker, e.g. \"127.0.0.1:9092\"".into()));
         }
-        if self.pipeline.is_empty()
-            || !self.pipeline.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
+        if self.pipeline.is_empty() || !self.pipeline.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
             p.push(("pipeline".into(), "use letters, digits, `.`, `_` and `-` only (it names Kafka topics)".into()));
         }
         if self.partitions < 1 {

@@ -21,10 +21,7 @@ use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
 
 use super::state::{send_state, StateTable};
-use super::{
-    blocking, client_config, transactional_producer, unavailable,
-    watermarks, KafkaLogConfig, TxnFailure,
-};
+use super::{blocking, client_config, transactional_producer, unavailable, watermarks, KafkaLogConfig, TxnFailure};
 
 /// Tracks the partitions this member owns.
 #[derive(Default)]
@@ -207,8 +204,7 @@ impl KafkaConsumer {
         outputs: Vec<OutputRecord>,
     ) -> Result<(), LogError> {
         let producer = txn.producer.clone();
-        let topics: HashMap<String, String> =
-            outputs.iter().map(|o| (o.topic.clone(), self.cfg.topic(&o.topic))).collect();
+        let topics: HashMap<String, String> = outputs.iter().map(|o| (o.topic.clone(), self.cfg.topic(&o.topic))).collect();
         let state_topic = self.cfg.state_topic();
         let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
@@ -224,10 +220,7 @@ impl KafkaConsumer {
                     deliveries.push(super::send_with_room(&producer, rec).await.map_err(|e| super::classify_txn(&e))?);
                 }
                 let sent = send_state(&producer, &state_topic, &state).await?;
-                let meta = self
-                    .consumer
-                    .group_metadata()
-                    .ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
+                let meta = self.consumer.group_metadata().ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
                 txn.send_offsets(tpl.clone(), std::sync::Arc::new(meta)).await?;
                 txn.commit().await?;
                 drop(deliveries);
@@ -265,8 +258,8 @@ impl KafkaConsumer {
         let mut tpl = TopicPartitionList::new();
         for p in upto {
             let mut next = p.offset as i64 + 1;
-            let caught_up = self.returned.get(&p.partition) == Some(&p.offset)
-                && !self.pending.iter().any(|r| r.position.partition == p.partition);
+            let caught_up =
+                self.returned.get(&p.partition) == Some(&p.offset) && !self.pending.iter().any(|r| r.position.partition == p.partition);
             if caught_up {
                 if let Some(pos) = position.as_ref().and_then(|t| t.find_partition(&self.topic, p.partition as i32)) {
                     if let rdkafka::Offset::Offset(o) = pos.offset() {
@@ -409,12 +402,7 @@ impl Consumer for KafkaConsumer {
 }
 
 /// A group's committed offsets (next offset to read) per partition.
-pub(crate) async fn committed(
-    cfg: &KafkaLogConfig,
-    group: &str,
-    topic: &str,
-    parts: &[i32],
-) -> Result<HashMap<i32, i64>, LogError> {
+pub(crate) async fn committed(cfg: &KafkaLogConfig, group: &str, topic: &str, parts: &[i32]) -> Result<HashMap<i32, i64>, LogError> {
     let c: BaseConsumer = client_config(cfg)?
         .set("group.id", group)
         .set("enable.auto.commit", "false")

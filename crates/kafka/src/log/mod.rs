@@ -127,14 +127,12 @@ impl KafkaLog {
         let meta = Arc::new(meta);
         {
             let m = meta.clone();
-            blocking(move || m.fetch_metadata(None, timeout))
-                .await?
-                .map_err(|e| {
-                    LogError::Open {
-                        path: cfg.brokers.clone(),
-                        reason: format!("no Kafka broker answered within {timeout:?} ({e}); check log.kafka.brokers, or start one with `scripts/kafka up`"),
-                    }
-                })?;
+            blocking(move || m.fetch_metadata(None, timeout)).await?.map_err(|e| LogError::Open {
+                path: cfg.brokers.clone(),
+                reason: format!(
+                    "no Kafka broker answered within {timeout:?} ({e}); check log.kafka.brokers, or start one with `scripts/kafka up`"
+                ),
+            })?;
         }
         ensure_topics(&cfg, &base).await?;
         let state_parts = partitions_of(&meta, &cfg.state_topic(), timeout).await?;
@@ -206,10 +204,7 @@ impl KafkaLog {
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
         let records = events.into_iter().map(fedistream_core::EncodedEvent::into_stored).collect();
         let (tx, rx) = oneshot::channel();
-        self.writer()
-            .await?
-            .send(Job::Write(Write { records, state, fence }, tx))
-            .map_err(|_| writer_stopped())?;
+        self.writer().await?.send(Job::Write(Write { records, state, fence }, tx)).map_err(|_| writer_stopped())?;
         Ok(rx)
     }
 
@@ -236,7 +231,6 @@ impl KafkaLog {
 fn writer_stopped() -> LogError {
     LogError::Internal("the Kafka writer task stopped".into())
 }
-
 
 /// Work for the writer task, in the order it must reach Kafka.
 enum Job {
@@ -443,13 +437,7 @@ pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A transactional, idempotent producer (acks=all), initialised.
 pub(crate) async fn transactional_producer(cfg: &KafkaLogConfig, role: &str, timeout: Duration) -> Result<FutureProducer, LogError> {
-    let id = format!(
-        "{}.{role}.{}-{}-{:08x}",
-        cfg.prefix(),
-        hostname(),
-        std::process::id(),
-        rand::random::<u32>()
-    );
+    let id = format!("{}.{role}.{}-{}-{:08x}", cfg.prefix(), hostname(), std::process::id(), rand::random::<u32>());
     let p: FutureProducer = client_config(cfg)?
         .set("transactional.id", &id)
         .set("enable.idempotence", "true")
@@ -545,17 +533,13 @@ pub(crate) async fn ensure_log_topic(
         t = t.set("retention.bytes", b);
     }
     let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
-    let results = admin
-        .create_topics([&t], &opts)
-        .await
-        .map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
+    let results =
+        admin.create_topics([&t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
     for r in results {
         match r {
             Ok(t) => info!(topic = %t, "Created Kafka topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") })
-            }
+            Err((t, code)) => return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") }),
         }
     }
     known.insert(topic.to_string());
@@ -651,12 +635,12 @@ impl Log for KafkaLog {
     async fn info(&self) -> Result<LogInfo, LogError> {
         let parts = partitions_of(&self.meta, &self.events_topic, self.timeout).await?;
         let marks = watermarks(&self.meta, &self.events_topic, &parts).await?;
-        let mut head: Vec<Position> =
-            marks.iter().map(|(p, (_, hi))| Position { partition: *p as u32, offset: *hi as u64 }).collect();
+        let mut head: Vec<Position> = marks.iter().map(|(p, (_, hi))| Position { partition: *p as u32, offset: *hi as u64 }).collect();
         head.sort();
         let events = marks.values().map(|(lo, hi)| (hi - lo).max(0) as u64).sum();
         let groups = self.groups(&parts, &marks).await?;
-        let topics = vec![fedistream_core::log::TopicInfo { name: fedistream_core::log::EVENTS.into(), records: events, head: head.clone() }];
+        let topics =
+            vec![fedistream_core::log::TopicInfo { name: fedistream_core::log::EVENTS.into(), records: events, head: head.clone() }];
         Ok(LogInfo { backend: "kafka", location: format!("{} ({})", self.cfg.brokers, self.events_topic), events, head, topics, groups })
     }
 
@@ -666,9 +650,8 @@ impl Log for KafkaLog {
     }
 
     async fn forget_group(&self, group: &str) -> Result<bool, LogError> {
-        let admin: AdminClient<DefaultClientContext> = client_config(&self.cfg)?
-            .create()
-            .map_err(|e| unavailable("cannot create a Kafka admin client", &self.cfg.brokers, e))?;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.cfg)?.create().map_err(|e| unavailable("cannot create a Kafka admin client", &self.cfg.brokers, e))?;
         let opts = AdminOptions::new().request_timeout(Some(self.timeout));
         let results = admin
             .delete_groups(&[group], &opts)
@@ -710,9 +693,10 @@ impl KafkaLog {
         let meta = self.meta.clone();
         let prefix = format!("{}.", self.cfg.prefix());
         let skip = [self.cfg.ingest_group(), format!("{}.meta", self.cfg.prefix())];
-        let names = blocking(move || meta.fetch_group_list(None, Duration::from_secs(10)).map(|l| {
-            l.groups().iter().map(|g| g.name().to_string()).collect::<Vec<_>>()
-        }))
+        let names = blocking(move || {
+            meta.fetch_group_list(None, Duration::from_secs(10))
+                .map(|l| l.groups().iter().map(|g| g.name().to_string()).collect::<Vec<_>>())
+        })
         .await?
         .map_err(|e| unavailable("cannot list consumer groups", &self.cfg.brokers, e))?;
         let mut out = Vec::new();

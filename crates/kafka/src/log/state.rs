@@ -155,9 +155,7 @@ impl StateTable {
     pub(crate) fn get_many(&self, ns: &str, keys: &[String]) -> HashMap<String, String> {
         let v = self.view.lock().unwrap();
         let Some(m) = v.map.get(ns) else { return HashMap::new() };
-        keys.iter()
-            .filter_map(|k| m.get(k).and_then(|(_, _, val)| val.clone().map(|val| (k.clone(), val))))
-            .collect()
+        keys.iter().filter_map(|k| m.get(k).and_then(|(_, _, val)| val.clone().map(|val| (k.clone(), val)))).collect()
     }
 
     pub(crate) fn scan(&self, ns: &str) -> Vec<(String, String)> {
@@ -188,11 +186,8 @@ impl StateTable {
             let deadline = Instant::now() + timeout;
             let mut v = me.view.lock().unwrap();
             loop {
-                let behind: Vec<i32> = marks
-                    .iter()
-                    .filter(|(p, (_, hi))| v.applied.get(p).copied().unwrap_or(0) < *hi)
-                    .map(|(p, _)| *p)
-                    .collect();
+                let behind: Vec<i32> =
+                    marks.iter().filter(|(p, (_, hi))| v.applied.get(p).copied().unwrap_or(0) < *hi).map(|(p, _)| *p).collect();
                 if behind.is_empty() {
                     return Ok(());
                 }

@@ -50,9 +50,7 @@ impl TxnProducer {
         tracing::debug!(acks_us = t0.elapsed().as_micros() as u64, "records acknowledged; committing");
         for attempt in 0.. {
             let p = self.producer.clone();
-            let r = blocking(move || p.commit_transaction(Duration::from_secs(60)))
-                .await
-                .map_err(|e| TxnFailure::Fatal(e.to_string()))?;
+            let r = blocking(move || p.commit_transaction(Duration::from_secs(60))).await.map_err(|e| TxnFailure::Fatal(e.to_string()))?;
             match r {
                 Ok(()) => {
                     self.open = false;
@@ -82,9 +80,7 @@ impl TxnProducer {
     pub(crate) async fn abort(&mut self) -> Result<(), TxnFailure> {
         for attempt in 1u64.. {
             let p = self.producer.clone();
-            let r = blocking(move || p.abort_transaction(Duration::from_secs(10)))
-                .await
-                .map_err(|e| TxnFailure::Fatal(e.to_string()))?;
+            let r = blocking(move || p.abort_transaction(Duration::from_secs(10))).await.map_err(|e| TxnFailure::Fatal(e.to_string()))?;
             match r {
                 Ok(()) => break,
                 Err(KafkaError::Transaction(rd)) if rd.code() == RDKafkaErrorCode::State => break,

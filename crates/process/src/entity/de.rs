@@ -105,9 +105,7 @@ impl<'de> Visitor<'de> for TimestampVisitor {
 /// Mastodon sends `2019-12-08T03:48:33.901Z`, GoToSocial `...:37.000Z`, others
 /// `+00:00` offsets or no fraction; chrono's RFC 3339 reader takes all of them.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// A count: `null` is 0, negative (seen after Mastodon counter races) is 0.

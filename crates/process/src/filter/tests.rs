@@ -4,11 +4,7 @@ use chrono::Utc;
 use fedistream_core::post::{BoostOf, InReplyTo, Via};
 
 fn post() -> Post {
-    let ctx = NormalizeContext {
-        instance: "m.example",
-        via: Via::Stream,
-        received_at: Utc::now(),
-    };
+    let ctx = NormalizeContext { instance: "m.example", via: Via::Stream, received_at: Utc::now() };
     parse_and_normalize(
         r#"{"id":"1","uri":"https://m.example/s/1","visibility":"public","language":"en-GB",
             "content":"<p>Hello <a class=\"mention hashtag\">#<span>Rust</span></a> World</p>",
@@ -52,8 +48,7 @@ fn defaults_pass_everything() {
 fn unknown_fields_rejected() {
     assert!(serde_json::from_str::<FilterConfig>(r#"{"tags":["x"]}"#).is_err());
     assert!(serde_json::from_str::<FilterConfig>(r#"{"include_replies":"some"}"#).is_err());
-    let cfg: FilterConfig =
-        serde_json::from_str(r#"{"include_replies":"self","kinds":["deleted"]}"#).unwrap();
+    let cfg: FilterConfig = serde_json::from_str(r#"{"include_replies":"self","kinds":["deleted"]}"#).unwrap();
     assert_eq!(cfg.include_replies, ReplyPolicy::OnlySelf);
     assert_eq!(cfg.kinds, vec![EventKind::Deleted]);
 }
@@ -75,21 +70,13 @@ fn accounts_case_insensitive_with_optional_at() {
     assert!(f(serde_json::json!({"accounts": ["alice@m.example"]})).matches(&deleted()));
     let other = f(serde_json::json!({"accounts": ["bob@m.example"]}));
     assert!(!other.matches(&created()));
-    assert!(
-        !other.matches(&deleted()),
-        "account filter applies to deletes too"
-    );
+    assert!(!other.matches(&deleted()), "account filter applies to deletes too");
 }
 
 #[test]
 fn boosts() {
     let mut ev = created();
-    ev.post.as_mut().unwrap().boost_of = Some(BoostOf {
-        id: "0".into(),
-        uri: "u0".into(),
-        url: None,
-        account: "x@y".into(),
-    });
+    ev.post.as_mut().unwrap().boost_of = Some(BoostOf { id: "0".into(), uri: "u0".into(), url: None, account: "x@y".into() });
     assert!(f(serde_json::json!({})).matches(&ev));
     assert!(!f(serde_json::json!({"include_boosts": false})).matches(&ev));
     assert!(f(serde_json::json!({"include_boosts": false})).matches(&created()));
@@ -99,11 +86,8 @@ fn boosts() {
 fn replies() {
     let reply_to = |account_id: Option<&str>| {
         let mut ev = created();
-        ev.post.as_mut().unwrap().in_reply_to = Some(InReplyTo {
-            id: "0".into(),
-            account_id: account_id.map(str::to_owned),
-            account: None,
-        });
+        ev.post.as_mut().unwrap().in_reply_to =
+            Some(InReplyTo { id: "0".into(), account_id: account_id.map(str::to_owned), account: None });
         ev
     };
     let (own, other, unknown) = (reply_to(Some("7")), reply_to(Some("8")), reply_to(None));
@@ -162,12 +146,7 @@ fn sensitive() {
 
 #[test]
 fn validation_names_the_problem() {
-    let bad = |v: serde_json::Value| {
-        serde_json::from_value::<FilterConfig>(v)
-            .unwrap()
-            .validate()
-            .unwrap_err()
-    };
+    let bad = |v: serde_json::Value| serde_json::from_value::<FilterConfig>(v).unwrap().validate().unwrap_err();
     assert!(bad(serde_json::json!({"accounts": [""]})).contains("accounts"));
     assert!(bad(serde_json::json!({"accounts": ["alice"]})).contains("user@domain"));
     assert!(bad(serde_json::json!({"accounts": ["a@b@c"]})).contains("a@b@c"));
@@ -175,10 +154,6 @@ fn validation_names_the_problem() {
     assert!(bad(serde_json::json!({"tags_any": ["#"]})).contains("tags_any"));
     assert!(bad(serde_json::json!({"tags_none": ["two words"]})).contains("tags_none"));
     assert!(bad(serde_json::json!({"languages": ["en_US"]})).contains("languages"));
-    assert!(
-        bad(serde_json::json!({"tags_any": ["Rust"], "tags_none": ["#rust"]})).contains("both")
-    );
-    assert!(
-        bad(serde_json::json!({"keywords_any": ["x"], "keywords_none": ["X"]})).contains("both")
-    );
+    assert!(bad(serde_json::json!({"tags_any": ["Rust"], "tags_none": ["#rust"]})).contains("both"));
+    assert!(bad(serde_json::json!({"keywords_any": ["x"], "keywords_none": ["X"]})).contains("both"));
 }

@@ -3,12 +3,7 @@
 
 pub(super) enum Markup {
     /// A start or end tag; `name` is a byte range, `end` is just past the `>`.
-    Tag {
-        name: (usize, usize),
-        closing: bool,
-        self_closing: bool,
-        end: usize,
-    },
+    Tag { name: (usize, usize), closing: bool, self_closing: bool, end: usize },
     /// A comment, doctype or processing instruction.
     Skip { end: usize },
     /// A `<` that does not start markup (`a < b`, `<` at the end).
@@ -52,20 +47,11 @@ pub(super) fn scan_markup(html: &str, start: usize) -> Markup {
     // Attributes: a `>` inside a quoted value does not end the tag. A quote opens a
     // value only right after `=`, so a stray apostrophe cannot swallow the document.
     // Values (long hrefs) are skipped with a memchr-backed search.
-    while let Some(k) = bytes[j..]
-        .iter()
-        .position(|&b| matches!(b, b'>' | b'"' | b'\''))
-        .map(|k| j + k)
-    {
+    while let Some(k) = bytes[j..].iter().position(|&b| matches!(b, b'>' | b'"' | b'\'')).map(|k| j + k) {
         let b = bytes[k];
         let before = last_non_space(&bytes[..k]);
         if b == b'>' {
-            return Markup::Tag {
-                name,
-                closing,
-                self_closing: before == Some(b'/'),
-                end: k + 1,
-            };
+            return Markup::Tag { name, closing, self_closing: before == Some(b'/'), end: k + 1 };
         }
         if before != Some(b'=') {
             j = k + 1;
@@ -81,19 +67,11 @@ pub(super) fn scan_markup(html: &str, start: usize) -> Markup {
 }
 
 fn last_non_space(bytes: &[u8]) -> Option<u8> {
-    bytes
-        .iter()
-        .rev()
-        .find(|b| !b.is_ascii_whitespace())
-        .copied()
+    bytes.iter().rev().find(|b| !b.is_ascii_whitespace()).copied()
 }
 
 fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    bytes
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|k| from + k)
+    bytes.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|k| from + k)
 }
 
 /// Position just past `</name ...>` (name matched case-insensitively) at or after
@@ -103,10 +81,7 @@ pub(super) fn find_close_tag(bytes: &[u8], from: usize, name: &[u8]) -> Option<u
     while let Some(lt) = find(bytes, k, b"</") {
         let after = lt + 2;
         let candidate = bytes.get(after..after + name.len());
-        if candidate.is_some_and(|c| c.eq_ignore_ascii_case(name))
-            && !bytes
-                .get(after + name.len())
-                .is_some_and(u8::is_ascii_alphanumeric)
+        if candidate.is_some_and(|c| c.eq_ignore_ascii_case(name)) && !bytes.get(after + name.len()).is_some_and(u8::is_ascii_alphanumeric)
         {
             return Some(find(bytes, after, b">").map_or(bytes.len(), |g| g + 1));
         }

@@ -4,10 +4,7 @@ use proptest::prelude::*;
 #[test]
 fn shortened_link_comes_out_whole() {
     let html = r#"<p><a href="https://www.theguardian.com/money/2019/dec/07/x" rel="nofollow noopener noreferrer" target="_blank"><span class="invisible">https://www.</span><span class="ellipsis">theguardian.com/money/2019/dec</span><span class="invisible">/07/x</span></a></p>"#;
-    assert_eq!(
-        html_to_text(html),
-        "https://www.theguardian.com/money/2019/dec/07/x"
-    );
+    assert_eq!(html_to_text(html), "https://www.theguardian.com/money/2019/dec/07/x");
 }
 
 #[test]
@@ -18,10 +15,7 @@ fn mention_and_hashtag() {
 
 #[test]
 fn paragraphs_and_breaks() {
-    assert_eq!(
-        html_to_text("<p>one<br>two<br />three</p><p>four</p>"),
-        "one\ntwo\nthree\n\nfour"
-    );
+    assert_eq!(html_to_text("<p>one<br>two<br />three</p><p>four</p>"), "one\ntwo\nthree\n\nfour");
     // Blank lines typed inside a paragraph survive; no stacking at block edges.
     assert_eq!(html_to_text("<p>a<br><br>b<br></p><p>c</p>"), "a\n\nb\n\nc");
     // Leading and trailing separators vanish.
@@ -31,31 +25,19 @@ fn paragraphs_and_breaks() {
 #[test]
 fn whitespace_collapses_outside_pre() {
     assert_eq!(html_to_text("<p>a  \n b</p>\n<p>c</p>"), "a b\n\nc");
-    assert_eq!(
-        html_to_text("<p>code:</p><pre><code>fn main() {\n    x();\n}</code></pre>"),
-        "code:\n\nfn main() {\n    x();\n}"
-    );
+    assert_eq!(html_to_text("<p>code:</p><pre><code>fn main() {\n    x();\n}</code></pre>"), "code:\n\nfn main() {\n    x();\n}");
 }
 
 #[test]
 fn entities_decoded() {
-    assert_eq!(
-        html_to_text("<p>&quot;I lost&quot; &amp; &lt;b&gt; &#39;x&#x27; caf&eacute;</p>"),
-        "\"I lost\" & <b> 'x' café"
-    );
+    assert_eq!(html_to_text("<p>&quot;I lost&quot; &amp; &lt;b&gt; &#39;x&#x27; caf&eacute;</p>"), "\"I lost\" & <b> 'x' café");
 }
 
 #[test]
 fn nested_lists() {
     let html = "<p>Todo:</p><ul><li>one</li><li>two<ul><li>two.a</li><li>two.b</li></ul></li><li>three</li></ul><p>end</p>";
-    assert_eq!(
-        html_to_text(html),
-        "Todo:\n\n- one\n- two\n  - two.a\n  - two.b\n- three\n\nend"
-    );
-    assert_eq!(
-        html_to_text("<ol><li>x</li><li></li><li>y</li></ol>"),
-        "- x\n- y"
-    );
+    assert_eq!(html_to_text(html), "Todo:\n\n- one\n- two\n  - two.a\n  - two.b\n- three\n\nend");
+    assert_eq!(html_to_text("<ol><li>x</li><li></li><li>y</li></ol>"), "- x\n- y");
 }
 
 #[test]
@@ -68,10 +50,7 @@ fn akkoma_extras_keep_text() {
 
 #[test]
 fn script_and_style_dropped() {
-    assert_eq!(
-        html_to_text("<p>a</p><script>alert('<p>x</p>')</SCRIPT><style>p{}</style><p>b</p>"),
-        "a\n\nb"
-    );
+    assert_eq!(html_to_text("<p>a</p><script>alert('<p>x</p>')</SCRIPT><style>p{}</style><p>b</p>"), "a\n\nb");
     assert_eq!(html_to_text("a<script>never closed"), "a");
     assert_eq!(html_to_text("a<!-- <p>c</p> -->b"), "ab");
 }
@@ -79,10 +58,7 @@ fn script_and_style_dropped() {
 #[test]
 fn plain_text_passes_through() {
     assert_eq!(html_to_text("hello everyone!"), "hello everyone!");
-    assert_eq!(
-        html_to_text("  line 1\nline 2 &amp; more \n"),
-        "line 1\nline 2 & more"
-    );
+    assert_eq!(html_to_text("  line 1\nline 2 &amp; more \n"), "line 1\nline 2 & more");
     assert_eq!(html_to_text(""), "");
 }
 
@@ -95,18 +71,13 @@ fn garbage_degrades_gracefully() {
     assert_eq!(html_to_text("<a title=\"1 > 0\">t</a>"), "t");
     assert_eq!(html_to_text("<a title=don't>t</a>"), "t");
     assert_eq!(html_to_text("<<<p>>>"), "<<\n\n>>");
-    assert_eq!(
-        html_to_text("<p>日本語<br>テキスト</p>"),
-        "日本語\nテキスト"
-    );
+    assert_eq!(html_to_text("<p>日本語<br>テキスト</p>"), "日本語\nテキスト");
     assert_eq!(html_to_text("é<é>é"), "é<é>é");
 }
 
 #[test]
 fn bio_tags_found_in_text() {
-    let t = bio_consent_tags(
-        r#"<p>hi <a href="https://m.s/tags/nobot" class="mention hashtag" rel="tag">#<span>NoBot</span></a></p>"#,
-    );
+    let t = bio_consent_tags(r#"<p>hi <a href="https://m.s/tags/nobot" class="mention hashtag" rel="tag">#<span>NoBot</span></a></p>"#);
     assert!(t.nobot && !t.noindex && !t.nobridge);
     let t = bio_consent_tags("<p>#noindex, #NOBRIDGE.</p>");
     assert!(!t.nobot && t.noindex && t.nobridge);
@@ -131,10 +102,7 @@ fn bio_tags_need_a_boundary() {
 fn bio_tags_pleroma_fixture_note() {
     // The note of freon@letsalllovela.in in status_reply.json and the SSE fixtures.
     let note = "tech archaeologist, unix weenie<br><a class=\"hashtag\" href=\"https://letsalllovela.in/tag/nobot\" rel=\"nofollow noopener noreferrer\" target=\"_blank\">#nobot</a>";
-    assert_eq!(
-        html_to_text(note),
-        "tech archaeologist, unix weenie\n#nobot"
-    );
+    assert_eq!(html_to_text(note), "tech archaeologist, unix weenie\n#nobot");
     let t = bio_consent_tags(note);
     assert!(t.nobot && !t.noindex && !t.nobridge);
 }
@@ -146,18 +114,9 @@ fn entity_fast_path_edges() {
         decode_entities(s, &mut out);
         out
     };
-    assert_eq!(
-        d("&amp;amp; &#x1F389; &#127881; &eacute; &nbsp;"),
-        "&amp; 🎉 🎉 é \u{a0}"
-    );
-    assert_eq!(
-        d("a & b &unknown; &#; &#x; &#+5; &&amp;"),
-        html_escape::decode_html_entities("a & b &unknown; &#; &#x; &#+5; &&amp;")
-    );
-    assert_eq!(
-        d("tail &amp"),
-        html_escape::decode_html_entities("tail &amp")
-    );
+    assert_eq!(d("&amp;amp; &#x1F389; &#127881; &eacute; &nbsp;"), "&amp; 🎉 🎉 é \u{a0}");
+    assert_eq!(d("a & b &unknown; &#; &#x; &#+5; &&amp;"), html_escape::decode_html_entities("a & b &unknown; &#; &#x; &#+5; &&amp;"));
+    assert_eq!(d("tail &amp"), html_escape::decode_html_entities("tail &amp"));
 }
 
 proptest! {

@@ -25,11 +25,7 @@ pub enum MastodonError {
     },
     /// No usable answer: connection refused/reset, TLS, DNS, timeout.
     #[error("{path}: {}: {message}", if *.timeout { "timed out" } else { "network error" })]
-    Network {
-        path: String,
-        timeout: bool,
-        message: String,
-    },
+    Network { path: String, timeout: bool, message: String },
     /// The answer could not be decoded.
     #[error("{path}: cannot decode the response: {message}")]
     Decode { path: String, message: String },
@@ -85,10 +81,12 @@ impl MastodonError {
         // in the source chain: name the cause when we know it, else spell the
         // chain out.
         let timeout = err.is_timeout();
-        let host = err.url().and_then(|u| u.host_str().map(|h| match u.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
-        }));
+        let host = err.url().and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        });
         let err = err.without_url();
         let mut chain = vec![err.to_string()];
         let mut source = std::error::Error::source(&err);
@@ -108,28 +106,19 @@ impl MastodonError {
         if let Some(cause) = name_cause(&message, None) {
             return MastodonError::Network { path: path.to_string(), timeout, message: cause };
         }
-        MastodonError::Network {
-            path: path.to_string(),
-            timeout,
-            message: truncate(&message),
-        }
+        MastodonError::Network { path: path.to_string(), timeout, message: truncate(&message) }
     }
 
     pub(crate) fn decode(path: &str, err: impl std::fmt::Display) -> Self {
-        MastodonError::Decode {
-            path: path.to_string(),
-            message: truncate(&err.to_string()),
-        }
+        MastodonError::Decode { path: path.to_string(), message: truncate(&err.to_string()) }
     }
 
     /// A 2xx body that is not what was asked for: says what was expected and
     /// shows the start of what came.
     pub(crate) fn undecodable(path: &str, expected: &str, body: &[u8], err: impl std::fmt::Display) -> Self {
-        let start = if body.is_empty() { "an empty body".to_string() } else { format!("{} bytes starting {:?}", body.len(), preview(body, 80)) };
-        MastodonError::Undecodable {
-            path: path.to_string(),
-            message: format!("expected {expected}, got {start} ({err})"),
-        }
+        let start =
+            if body.is_empty() { "an empty body".to_string() } else { format!("{} bytes starting {:?}", body.len(), preview(body, 80)) };
+        MastodonError::Undecodable { path: path.to_string(), message: format!("expected {expected}, got {start} ({err})") }
     }
 }
 
@@ -148,7 +137,14 @@ pub(crate) fn io_cause(io: &std::io::Error, host: Option<&str>) -> Option<String
 /// Recognise name-resolution failures in an error text.
 pub(crate) fn name_cause(text: &str, host: Option<&str>) -> Option<String> {
     let t = text.to_ascii_lowercase();
-    let dns = ["failed to lookup address", "dns error", "name or service not known", "nodename nor servname", "no such host", "temporary failure in name resolution"];
+    let dns = [
+        "failed to lookup address",
+        "dns error",
+        "name or service not known",
+        "nodename nor servname",
+        "no such host",
+        "temporary failure in name resolution",
+    ];
     dns.iter().any(|p| t.contains(p)).then(|| match host {
         Some(h) => format!("cannot resolve the host name of {h} (DNS): {}", truncate(text)),
         None => format!("cannot resolve the host name (DNS): {}", truncate(text)),
@@ -214,12 +210,7 @@ mod tests {
     use super::*;
 
     fn http(status: u16) -> MastodonError {
-        MastodonError::Http {
-            status,
-            path: "/api/v1/x".into(),
-            message: None,
-            retry_after: None,
-        }
+        MastodonError::Http { status, path: "/api/v1/x".into(), message: None, retry_after: None }
     }
 
     #[test]
@@ -230,25 +221,14 @@ mod tests {
         assert_eq!(http(422).kind(), ErrorKind::Permanent);
         assert_eq!(http(429).kind(), ErrorKind::Transient);
         assert_eq!(http(502).kind(), ErrorKind::Transient);
-        assert_eq!(
-            MastodonError::decode("/p", "eof").kind(),
-            ErrorKind::Permanent
-        );
+        assert_eq!(MastodonError::decode("/p", "eof").kind(), ErrorKind::Permanent);
         let html = MastodonError::undecodable("/p", "a JSON array of statuses", b"<!DOCTYPE html>\n<html>", "expected value");
         assert_eq!(html.kind(), ErrorKind::Transient);
         assert_eq!(
             html.to_string(),
             "/p: cannot decode the response: expected a JSON array of statuses, got 22 bytes starting \"<!DOCTYPE html> <html>\" (expected value)"
         );
-        assert_eq!(
-            MastodonError::Network {
-                path: "/p".into(),
-                timeout: true,
-                message: "x".into()
-            }
-            .kind(),
-            ErrorKind::Transient
-        );
+        assert_eq!(MastodonError::Network { path: "/p".into(), timeout: true, message: "x".into() }.kind(), ErrorKind::Transient);
         assert_eq!(MastodonError::Config("x".into()).kind(), ErrorKind::Config);
     }
 
@@ -260,16 +240,10 @@ mod tests {
             message: server_message(br#"{"error":"Too many requests"}"#, Some("application/json")),
             retry_after: Some(Duration::from_secs(3)),
         };
-        assert_eq!(
-            e.to_string(),
-            "/api/v1/accounts/1/statuses: HTTP 429: Too many requests"
-        );
+        assert_eq!(e.to_string(), "/api/v1/accounts/1/statuses: HTTP 429: Too many requests");
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(e.status(), Some(429));
-        assert_eq!(
-            server_message(b"  <html>oops</html> ", None),
-            Some("<html>oops</html>".into())
-        );
+        assert_eq!(server_message(b"  <html>oops</html> ", None), Some("<html>oops</html>".into()));
         assert_eq!(
             server_message(b"<!DOCTYPE html>\n<html>\n  <body>down</body></html>", Some("text/html; charset=utf-8")),
             Some("(text/html) <!DOCTYPE html> <html> <body>down</body></html>".into())

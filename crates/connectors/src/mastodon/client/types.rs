@@ -24,9 +24,7 @@ impl InstanceInfo {
         Some(InstanceInfo {
             domain: v.get("domain")?.as_str()?.to_string(),
             version: str_at(v, &["version"]).unwrap_or_default(),
-            streaming_url: cfg
-                .and_then(|c| str_at(c, &["urls", "streaming"]))
-                .and_then(|s| s.parse().ok()),
+            streaming_url: cfg.and_then(|c| str_at(c, &["urls", "streaming"])).and_then(|s| s.parse().ok()),
             max_characters: cfg.and_then(|c| u32_at(c, &["statuses", "max_characters"])),
         })
     }
@@ -34,10 +32,7 @@ impl InstanceInfo {
     /// From the deprecated `GET /api/v1/instance` (also Pleroma/Akkoma).
     pub fn from_v1(v: &Value) -> Option<Self> {
         let uri = v.get("uri")?.as_str()?;
-        let domain = uri
-            .split_once("://")
-            .map_or(uri, |(_, rest)| rest)
-            .trim_end_matches('/');
+        let domain = uri.split_once("://").map_or(uri, |(_, rest)| rest).trim_end_matches('/');
         Some(InstanceInfo {
             domain: domain.to_string(),
             version: str_at(v, &["version"]).unwrap_or_default(),
@@ -129,11 +124,7 @@ pub fn parse_link_header(value: &str) -> (Option<String>, Option<String>) {
         let Ok(url) = url::Url::parse(target) else {
             continue;
         };
-        let param = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
+        let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
         for attr in pieces {
             let Some((k, v)) = attr.split_once('=') else {
                 continue;
@@ -144,11 +135,7 @@ pub fn parse_link_header(value: &str) -> (Option<String>, Option<String>) {
             for rel in v.trim().trim_matches('"').split_ascii_whitespace() {
                 match rel {
                     "next" => next = next.take().or_else(|| param("max_id")),
-                    "prev" => {
-                        prev = prev
-                            .take()
-                            .or_else(|| param("min_id").or_else(|| param("since_id")))
-                    }
+                    "prev" => prev = prev.take().or_else(|| param("min_id").or_else(|| param("since_id"))),
                     _ => {}
                 }
             }

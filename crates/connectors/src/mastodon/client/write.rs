@@ -176,13 +176,7 @@ impl MastodonClient {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(MastodonError::decode(&path, "media URL is not http(s)"));
         }
-        let resp = self
-            .http()
-            .get(parsed)
-            .timeout(self.timeout())
-            .send()
-            .await
-            .map_err(|e| MastodonError::network(&path, e))?;
+        let resp = self.http().get(parsed).timeout(self.timeout()).send().await.map_err(|e| MastodonError::network(&path, e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if resp.content_length().is_some_and(|n| n > MAX_DOWNLOAD as u64) {
@@ -273,7 +267,8 @@ impl MastodonClient {
             // Per server (and whether a token is used): servers are the followed
             // accounts' and the configured ones, never per account.
             let token = if self.has_token() { "yes" } else { "no" };
-            metrics::gauge!("fedistream_ratelimit_remaining", "component" => "mastodon", "instance" => self.host(), "token" => token).set(left);
+            metrics::gauge!("fedistream_ratelimit_remaining", "component" => "mastodon", "instance" => self.host(), "token" => token)
+                .set(left);
         }
         let bytes = read_body(resp, &path).await?;
         tracing::debug!(method = %method, path = %path, status, bytes = bytes.len(), "Mastodon request");

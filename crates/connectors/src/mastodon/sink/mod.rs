@@ -50,8 +50,8 @@ use fedistream_process::CompiledFilter;
 use serde::{Deserialize, Serialize};
 
 pub use self::config::{MastodonSinkConfig, MediaMode, Mentions, Mode};
-pub use self::render::MARKER;
 use self::pace::{Pacer, Window};
+pub use self::render::MARKER;
 use crate::mastodon::client::{ClientConfig, MastodonClient, MastodonError, Page, Secret};
 use crate::mastodon::ratelimit::RateLimiters;
 

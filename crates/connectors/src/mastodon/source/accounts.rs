@@ -46,10 +46,7 @@ impl Health {
         match self {
             Health::Ok => None,
             Health::Unreadable(why) => Some(why.clone()),
-            Health::Waiting { until, why } => Some(format!(
-                "waiting until {} ({why})",
-                until.format("%H:%M:%S UTC")
-            )),
+            Health::Waiting { until, why } => Some(format!("waiting until {} ({why})", until.format("%H:%M:%S UTC"))),
             Health::Failing(why) => Some(format!("failing: {why}")),
         }
     }
@@ -84,18 +81,9 @@ pub struct Setup {
     pub names: HashMap<String, String>,
 }
 
-pub fn client_for(
-    limiters: &RateLimiters,
-    base: url::Url,
-    token: Option<Secret>,
-) -> Result<MastodonClient, SourceError> {
+pub fn client_for(limiters: &RateLimiters, base: url::Url, token: Option<Secret>) -> Result<MastodonClient, SourceError> {
     MastodonClient::new(
-        ClientConfig {
-            base_url: base,
-            token,
-            user_agent: USER_AGENT.to_string(),
-            timeout: Duration::from_secs(30),
-        },
+        ClientConfig { base_url: base, token, user_agent: USER_AGENT.to_string(), timeout: Duration::from_secs(30) },
         limiters,
     )
     .map_err(|e| SourceError::new(ErrorKind::Config, e.to_string()))
@@ -112,12 +100,7 @@ pub async fn setup(
     reader: Option<(&ReaderConnection, &MastodonClient)>,
 ) -> Result<Setup, SourceError> {
     let config = |e: String| SourceError::new(ErrorKind::Config, e);
-    let override_base = cfg
-        .instance
-        .as_deref()
-        .map(parse_base_url)
-        .transpose()
-        .map_err(config)?;
+    let override_base = cfg.instance.as_deref().map(parse_base_url).transpose().map_err(config)?;
     let mut accounts = Vec::new();
     let mut followed = HashSet::new();
     let mut names = HashMap::new();
@@ -137,11 +120,7 @@ pub async fn setup(
         // limited-federation servers); elsewhere we read anonymously. One
         // client (connection pool, TLS setup) per server, not per account.
         let client = match reader {
-            Some((r, rc))
-                if r.base_url.host_str() == base.host_str() && r.base_url.port() == base.port() =>
-            {
-                rc.clone()
-            }
+            Some((r, rc)) if r.base_url.host_str() == base.host_str() && r.base_url.port() == base.port() => rc.clone(),
             _ => match clients.get(base.as_str()) {
                 Some(c) => c.clone(),
                 None => {
@@ -179,11 +158,7 @@ pub async fn setup(
     if accounts.is_empty() {
         return Err(config("no accounts to follow".into()));
     }
-    Ok(Setup {
-        accounts,
-        followed,
-        names,
-    })
+    Ok(Setup { accounts, followed, names })
 }
 
 impl Account {
@@ -196,12 +171,7 @@ impl Account {
     }
 
     /// A catch-up failed: log it as it deserves, show it, and say when to try again.
-    pub fn failed(
-        &mut self,
-        e: &JobError,
-        cfg: &MastodonSourceConfig,
-        status: &Status,
-    ) -> Duration {
+    pub fn failed(&mut self, e: &JobError, cfg: &MastodonSourceConfig, status: &Status) -> Duration {
         self.tried = true;
         let long = cfg.max_poll_interval.max(UNREADABLE_RETRY);
         let host = self.client.host();
@@ -220,16 +190,9 @@ impl Account {
                 let why = format!("{host} refuses anonymous reads");
                 error!(acct = %self.acct, server = %host, error = %m, retry_in = ?long,
                     "This server needs a reader token: give one with `--token-env VAR` (fedistream follow) or `connection = \"NAME\"` on the source with a [connections.mastodon.NAME] on {host}");
-                (
-                    Health::Unreadable(format!("needs a reader token ({why})")),
-                    long,
-                )
+                (Health::Unreadable(format!("needs a reader token ({why})")), long)
             }
-            _ if matches!(
-                e.kind(),
-                ErrorKind::Auth | ErrorKind::Config | ErrorKind::Permanent
-            ) =>
-            {
+            _ if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Config | ErrorKind::Permanent) => {
                 error!(acct = %self.acct, error = %e, retry_in = ?long, "Cannot read this account");
                 (Health::Unreadable(format!("cannot be read: {e}")), long)
             }
@@ -243,14 +206,8 @@ impl Account {
                 warn!(acct = %self.acct, error = %e, retry_in = ?delay, "Catch-up failed; will retry");
                 let limiter = self.client.limiter();
                 let health = match (limiter.blocked_until(), limiter.unavailable_until()) {
-                    (Some(until), _) => Health::Waiting {
-                        until,
-                        why: "rate limited, 429".into(),
-                    },
-                    (None, Some(until)) => Health::Waiting {
-                        until,
-                        why: "server unavailable, 503".into(),
-                    },
+                    (Some(until), _) => Health::Waiting { until, why: "rate limited, 429".into() },
+                    (None, Some(until)) => Health::Waiting { until, why: "server unavailable, 503".into() },
                     _ => Health::Failing(e.to_string()),
                 };
                 (health, delay)
@@ -281,13 +238,7 @@ impl Account {
 pub fn none_readable(accounts: &[Account]) -> Option<SourceError> {
     let all = accounts.iter().all(|a| a.tried && a.unreadable().is_some());
     all.then(|| {
-        let why: Vec<String> = accounts
-            .iter()
-            .map(|a| format!("@{}: {}", a.acct, a.unreadable().unwrap_or_default()))
-            .collect();
-        SourceError::new(
-            ErrorKind::Config,
-            format!("none of the accounts can be read: {}", why.join("; ")),
-        )
+        let why: Vec<String> = accounts.iter().map(|a| format!("@{}: {}", a.acct, a.unreadable().unwrap_or_default())).collect();
+        SourceError::new(ErrorKind::Config, format!("none of the accounts can be read: {}", why.join("; ")))
     })
 }

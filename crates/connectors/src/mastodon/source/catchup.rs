@@ -45,7 +45,9 @@ pub enum JobError {
     Mastodon(MastodonError),
     Source(SourceError),
     /// The server does not know the account (`lookup` answered 404).
-    NotFound { host: String },
+    NotFound {
+        host: String,
+    },
 }
 
 impl From<MastodonError> for JobError {
@@ -164,19 +166,19 @@ impl Item {
     }
 }
 
-pub(crate) fn convert_page<'a>(
-    sh: &Shared,
-    job: &Job,
-    account_id: &str,
-    host: &str,
-    raws: impl Iterator<Item = &'a str>,
-) -> Vec<Item> {
+pub(crate) fn convert_page<'a>(sh: &Shared, job: &Job, account_id: &str, host: &str, raws: impl Iterator<Item = &'a str>) -> Vec<Item> {
     convert_statuses(sh, &job.acct, account_id, host, raws)
 }
 
 /// Convert statuses of `acct`'s timeline (read at `host`, where its id is
 /// `account_id`), counting and dead-lettering what cannot be published.
-pub(crate) fn convert_statuses<'a>(sh: &Shared, acct: &str, account_id: &str, host: &str, raws: impl Iterator<Item = &'a str>) -> Vec<Item> {
+pub(crate) fn convert_statuses<'a>(
+    sh: &Shared,
+    acct: &str,
+    account_id: &str,
+    host: &str,
+    raws: impl Iterator<Item = &'a str>,
+) -> Vec<Item> {
     let conv = sh.converter();
     let mut out = Vec::new();
     for raw in raws {

@@ -254,9 +254,8 @@ impl MastodonSourceConfig {
 /// `@user@host` / `user@host` → (`user`, `host`). Errors name what is wrong.
 pub fn parse_acct(s: &str) -> Result<(String, String), String> {
     let t = s.trim().trim_start_matches('@');
-    let (user, host) = t
-        .split_once('@')
-        .ok_or_else(|| format!("`{s}` is not an account handle: expected `@user@host` (with the server)"))?;
+    let (user, host) =
+        t.split_once('@').ok_or_else(|| format!("`{s}` is not an account handle: expected `@user@host` (with the server)"))?;
     let valid_user = !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
     if !valid_user {
         return Err(format!("`{s}`: `{user}` is not a valid user name"));
@@ -313,8 +312,10 @@ mod tests {
         c.reconcile_min_posts = 5_000;
         let keys: Vec<&str> = c.problems().iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["reconcile_min_posts", "reconcile_within"]);
-        let parsed: MastodonSourceConfig =
-            serde_json::from_str(r#"{"accounts": ["a@b.example"], "reconcile_window": "2d", "reconcile_within": "30m", "reconcile_min_posts": 50}"#).unwrap();
+        let parsed: MastodonSourceConfig = serde_json::from_str(
+            r#"{"accounts": ["a@b.example"], "reconcile_window": "2d", "reconcile_within": "30m", "reconcile_min_posts": 50}"#,
+        )
+        .unwrap();
         assert_eq!(parsed.window_spec(), WindowSpec { max_age: d(2 * 86_400), min_posts: 50, cap: WINDOW_CAP });
         assert_eq!(parsed.reconcile_within, d(1800));
     }

@@ -31,7 +31,10 @@ pub enum Converted {
     NotFollowed,
     /// Refused by the consent/visibility policy (counted by reason, once per
     /// post: `key` is its URI).
-    Skipped { reason: &'static str, key: String },
+    Skipped {
+        reason: &'static str,
+        key: String,
+    },
     /// Could not be parsed: dead-letter with the reason.
     Malformed(String),
 }

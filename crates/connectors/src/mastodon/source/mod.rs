@@ -38,9 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fedistream_core::post::Via;
-use fedistream_core::{
-    DeadLetter, Emitter, ErrorKind, EventKind, Progress, Source, SourceBatch, SourceContext, SourceError, Status,
-};
+use fedistream_core::{DeadLetter, Emitter, ErrorKind, EventKind, Progress, Source, SourceBatch, SourceContext, SourceError, Status};
 use fedistream_process::consent::ConsentPolicy;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -201,7 +199,9 @@ impl Source for MastodonSource {
                     Ok(found) => {
                         known_ids.entry(rhost.clone()).or_default().insert(found.id.clone(), a.acct.clone());
                     }
-                    Err(e) => debug!(acct = %a.acct, error = %e, "Reader's server does not know this account yet; attributing stream posts by handle"),
+                    Err(e) => {
+                        debug!(acct = %a.acct, error = %e, "Reader's server does not know this account yet; attributing stream posts by handle")
+                    }
                 }
             }
             let scfg = StreamConfig {

@@ -54,17 +54,10 @@ pub struct LookupSupport(std::sync::Mutex<HashMap<String, bool>>);
 
 impl LookupSupport {
     fn get(&self, host: &str) -> Option<bool> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-            .copied()
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(host).copied()
     }
     fn set(&self, host: &str, batch: bool) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_string(), batch);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(host.to_string(), batch);
     }
 }
 
@@ -92,26 +85,14 @@ pub struct Refetcher<'a> {
 }
 
 impl<'a> Refetcher<'a> {
-    pub fn new(
-        client: &'a MastodonClient,
-        account_id: &'a str,
-        mut ids: Vec<String>,
-        support: &'a LookupSupport,
-    ) -> Self {
+    pub fn new(client: &'a MastodonClient, account_id: &'a str, mut ids: Vec<String>, support: &'a LookupSupport) -> Self {
         ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
         ids.dedup();
         let mode = match support.get(&client.host()) {
             Some(false) => Mode::Paging { cursor: None },
             _ => Mode::Batch { next: 0 },
         };
-        Refetcher {
-            client,
-            account_id,
-            ids,
-            support,
-            mode,
-            requests: 0,
-        }
+        Refetcher { client, account_id, ids, support, mode, requests: 0 }
     }
 
     /// Whether one post still exists (`GET /api/v1/statuses/:id`).
@@ -133,18 +114,10 @@ impl<'a> Refetcher<'a> {
                     if next >= self.ids.len() {
                         return Ok(None);
                     }
-                    let chunk: Vec<String> = self.ids[next..]
-                        .iter()
-                        .take(MAX_IDS_PER_LOOKUP)
-                        .cloned()
-                        .collect();
+                    let chunk: Vec<String> = self.ids[next..].iter().take(MAX_IDS_PER_LOOKUP).cloned().collect();
                     self.requests += 1;
                     match self.client.statuses_by_id(&chunk).await? {
-                        Some(found)
-                            if found.is_empty()
-                                && chunk.len() > 1
-                                && self.exists(&chunk[chunk.len() - 1]).await? =>
-                        {
+                        Some(found) if found.is_empty() && chunk.len() > 1 && self.exists(&chunk[chunk.len() - 1]).await? => {
                             // Nothing of several posts, yet the newest is there:
                             // this server's batch answers cannot be trusted to
                             // mean "deleted" (a proxy, a partial implementation).
@@ -154,19 +127,11 @@ impl<'a> Refetcher<'a> {
                         }
                         Some(found) => {
                             self.support.set(&self.client.host(), true);
-                            self.mode = Mode::Batch {
-                                next: next + chunk.len(),
-                            };
+                            self.mode = Mode::Batch { next: next + chunk.len() };
                             let wanted: HashSet<&str> = chunk.iter().map(String::as_str).collect();
-                            let present: Vec<Box<RawValue>> = found
-                                .into_iter()
-                                .filter(|r| {
-                                    status_id(r.get())
-                                        .is_some_and(|id| wanted.contains(id.as_str()))
-                                })
-                                .collect();
-                            let got: HashSet<String> =
-                                present.iter().filter_map(|r| status_id(r.get())).collect();
+                            let present: Vec<Box<RawValue>> =
+                                found.into_iter().filter(|r| status_id(r.get()).is_some_and(|id| wanted.contains(id.as_str()))).collect();
+                            let got: HashSet<String> = present.iter().filter_map(|r| status_id(r.get())).collect();
                             let absent = chunk.into_iter().filter(|id| !got.contains(id)).collect();
                             return Ok(Some(Refetched { present, absent }));
                         }
@@ -184,24 +149,14 @@ impl<'a> Refetcher<'a> {
                     // min_id pages start *after* a post: the oldest one is asked alone.
                     self.requests += 1;
                     let found = match self.client.status(&oldest).await {
-                        Ok(raw) => Refetched {
-                            present: vec![raw],
-                            absent: vec![],
-                        },
-                        Err(e) if matches!(e.status(), Some(404 | 410)) => Refetched {
-                            present: vec![],
-                            absent: vec![oldest.clone()],
-                        },
+                        Ok(raw) => Refetched { present: vec![raw], absent: vec![] },
+                        Err(e) if matches!(e.status(), Some(404 | 410)) => Refetched { present: vec![], absent: vec![oldest.clone()] },
                         Err(e) => return Err(e),
                     };
-                    self.mode = Mode::Paging {
-                        cursor: Some(oldest),
-                    };
+                    self.mode = Mode::Paging { cursor: Some(oldest) };
                     return Ok(Some(found));
                 }
-                Mode::Paging {
-                    cursor: Some(cursor),
-                } => {
+                Mode::Paging { cursor: Some(cursor) } => {
                     let cursor = cursor.clone();
                     let Some(last) = self.ids.last() else {
                         return Ok(None);
@@ -210,50 +165,22 @@ impl<'a> Refetcher<'a> {
                         return Ok(None);
                     }
                     self.requests += 1;
-                    let page = self
-                        .client
-                        .account_statuses(
-                            self.account_id,
-                            Page::After {
-                                min_id: cursor.clone(),
-                                limit: PAGE,
-                            },
-                        )
-                        .await?;
-                    let page_ids: HashSet<String> = page
-                        .statuses
-                        .iter()
-                        .filter_map(|r| status_id(r.get()))
-                        .collect();
-                    let newest = page_ids
-                        .iter()
-                        .max_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))
-                        .cloned();
+                    let page = self.client.account_statuses(self.account_id, Page::After { min_id: cursor.clone(), limit: PAGE }).await?;
+                    let page_ids: HashSet<String> = page.statuses.iter().filter_map(|r| status_id(r.get())).collect();
+                    let newest = page_ids.iter().max_by(|a, b| (a.len(), a).cmp(&(b.len(), b))).cloned();
                     let full = page.statuses.len() >= PAGE as usize;
                     // A full page covers up to its newest post; a short one, everything.
-                    let covered = |id: &str| {
-                        id_newer(id, &cursor)
-                            && (!full || newest.as_deref().is_some_and(|n| !id_newer(id, n)))
-                    };
+                    let covered = |id: &str| id_newer(id, &cursor) && (!full || newest.as_deref().is_some_and(|n| !id_newer(id, n)));
                     if full && newest.as_deref().is_none_or(|n| !id_newer(n, &cursor)) {
                         // A server that ignores min_id would page forever.
                         tracing::warn!(server = %self.client.host(), "Timeline paging does not advance; this reconciliation pass stops here");
                         return Ok(None);
                     }
                     let asked: Vec<&String> = self.ids.iter().filter(|id| covered(id)).collect();
-                    let absent = asked
-                        .iter()
-                        .filter(|id| !page_ids.contains(id.as_str()))
-                        .map(|id| (*id).clone())
-                        .collect();
+                    let absent = asked.iter().filter(|id| !page_ids.contains(id.as_str())).map(|id| (*id).clone()).collect();
                     let asked: HashSet<&str> = asked.into_iter().map(String::as_str).collect();
-                    let present = page
-                        .statuses
-                        .into_iter()
-                        .filter(|r| {
-                            status_id(r.get()).is_some_and(|id| asked.contains(id.as_str()))
-                        })
-                        .collect();
+                    let present =
+                        page.statuses.into_iter().filter(|r| status_id(r.get()).is_some_and(|id| asked.contains(id.as_str()))).collect();
                     let next = match (full, newest) {
                         (true, Some(n)) => n,
                         _ => last.clone(),
@@ -288,17 +215,9 @@ pub(crate) async fn run(sh: Arc<Shared>, pass: Pass) -> Result<PassDone, JobErro
     let ids: Vec<String> = {
         let lock = sh.window_lock(&pass.checkpoint_key);
         let _held = lock.lock().await;
-        PostWindow::load(&*sh.log, &pass.checkpoint_key)
-            .await?
-            .entries()
-            .iter()
-            .map(|e| e.id().to_string())
-            .collect()
+        PostWindow::load(&*sh.log, &pass.checkpoint_key).await?.entries().iter().map(|e| e.id().to_string()).collect()
     };
-    let mut done = PassDone {
-        checked: ids.len(),
-        ..Default::default()
-    };
+    let mut done = PassDone { checked: ids.len(), ..Default::default() };
     let host = pass.client.host();
     let mut refetcher = Refetcher::new(&pass.client, &pass.account_id, ids, &sh.lookups);
     while let Some(found) = refetcher.next().await? {
@@ -316,19 +235,8 @@ pub(crate) async fn run(sh: Arc<Shared>, pass: Pass) -> Result<PassDone, JobErro
 }
 
 /// Publish what one request found, with the window, under the account's lock.
-async fn apply(
-    sh: &Shared,
-    pass: &Pass,
-    host: &str,
-    found: Refetched,
-) -> Result<(usize, usize), JobError> {
-    let items = convert_statuses(
-        sh,
-        &pass.acct,
-        &pass.account_id,
-        host,
-        found.present.iter().map(|r| r.get()),
-    );
+async fn apply(sh: &Shared, pass: &Pass, host: &str, found: Refetched) -> Result<(usize, usize), JobError> {
+    let items = convert_statuses(sh, &pass.acct, &pass.account_id, host, found.present.iter().map(|r| r.get()));
     let lock = sh.window_lock(&pass.checkpoint_key);
     let _held = lock.lock().await;
     let mut window = PostWindow::load(&*sh.log, &pass.checkpoint_key).await?;
@@ -354,12 +262,7 @@ async fn apply(
         let Some(gone) = window.remove(id) else {
             continue;
         };
-        if let Some(mut ev) = deleted_event(
-            &sh.name,
-            &name,
-            gone.id(),
-            &format!("{}\t{}", gone.uri(), pass.acct),
-        ) {
+        if let Some(mut ev) = deleted_event(&sh.name, &name, gone.id(), &format!("{}\t{}", gone.uri(), pass.acct)) {
             ev.via = Via::Rest;
             batch.push(ev);
             deleted += 1;

@@ -35,12 +35,7 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(now: Instant) -> Self {
-        Slot {
-            due: now,
-            gap: true,
-            running: false,
-            last_start: None,
-        }
+        Slot { due: now, gap: true, running: false, last_start: None }
     }
 }
 
@@ -55,12 +50,7 @@ pub struct Rounds {
 impl Rounds {
     pub fn new(bound: Duration, accounts: usize, now: Instant) -> Self {
         let pace = bound / (2 * accounts.max(1) as u32);
-        Rounds {
-            bound,
-            pace,
-            next_start: now,
-            running: 0,
-        }
+        Rounds { bound, pace, next_start: now, running: 0 }
     }
 
     /// The stream went down or came back: what it may have missed is checked first.
@@ -73,18 +63,11 @@ impl Rounds {
 
     /// Which of the `ready` accounts (index, slot) starts a pass now, if any:
     /// gaps first, then the longest due.
-    pub fn pick<'a>(
-        &self,
-        ready: impl Iterator<Item = (usize, &'a Slot)>,
-        now: Instant,
-    ) -> Option<usize> {
+    pub fn pick<'a>(&self, ready: impl Iterator<Item = (usize, &'a Slot)>, now: Instant) -> Option<usize> {
         if self.running >= MAX_PASSES || now < self.next_start {
             return None;
         }
-        ready
-            .filter(|(_, s)| !s.running && s.due <= now)
-            .min_by_key(|(_, s)| (!s.gap, s.due))
-            .map(|(i, _)| i)
+        ready.filter(|(_, s)| !s.running && s.due <= now).min_by_key(|(_, s)| (!s.gap, s.due)).map(|(i, _)| i)
     }
 
     /// When to look again (`None`: only when something changes).
@@ -92,21 +75,14 @@ impl Rounds {
         if self.running >= MAX_PASSES {
             return None;
         }
-        ready
-            .filter(|s| !s.running)
-            .map(|s| s.due)
-            .min()
-            .map(|d| d.max(self.next_start))
+        ready.filter(|s| !s.running).map(|s| s.due).min().map(|d| d.max(self.next_start))
     }
 
     /// A pass of `slot` starts now; `streaming` says whether a stream is up
     /// (without one, every moment is a gap). Returns how late it is compared to
     /// the bound, if it is.
     pub fn started(&mut self, slot: &mut Slot, streaming: bool, now: Instant) -> Option<Duration> {
-        let late = slot
-            .last_start
-            .map(|t| now.duration_since(t))
-            .filter(|d| *d > self.bound);
+        let late = slot.last_start.map(|t| now.duration_since(t)).filter(|d| *d > self.bound);
         slot.running = true;
         slot.gap = !streaming;
         slot.last_start = Some(now);
@@ -145,11 +121,7 @@ mod tests {
         while now < t0 + 3 * bound {
             if let Some(i) = r.pick(slots.iter().enumerate(), now) {
                 first.get_or_insert(i);
-                assert!(
-                    r.started(&mut slots[i], true, now).is_none(),
-                    "late at {:?}",
-                    now - t0
-                );
+                assert!(r.started(&mut slots[i], true, now).is_none(), "late at {:?}", now - t0);
                 r.finished(&mut slots[i]);
                 starts[i].push(now);
                 continue;
@@ -158,17 +130,9 @@ mod tests {
         }
         assert_eq!(first, Some(2), "the account with a gap goes first");
         for (i, s) in starts.iter().enumerate() {
-            assert!(
-                s[0] <= t0 + bound / 2,
-                "account {i} first at {:?}",
-                s[0] - t0
-            );
+            assert!(s[0] <= t0 + bound / 2, "account {i} first at {:?}", s[0] - t0);
             for w in s.windows(2) {
-                assert!(
-                    w[1] - w[0] <= bound,
-                    "account {i}: {:?} between passes",
-                    w[1] - w[0]
-                );
+                assert!(w[1] - w[0] <= bound, "account {i}: {:?} between passes", w[1] - w[0]);
                 assert!(w[1] - w[0] >= bound / 2, "account {i}: too often");
             }
         }

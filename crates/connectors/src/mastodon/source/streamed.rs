@@ -58,49 +58,28 @@ pub(super) async fn on_stream_event(
                 a.due = a.due.min(soon);
             }
         }
-        StreamEvent::ConnectFailed {
-            attempt,
-            transport,
-            error,
-        } => {
-            let state = if stream.ever_connected {
-                "polling"
-            } else {
-                "connecting"
-            };
+        StreamEvent::ConnectFailed { attempt, transport, error } => {
+            let state = if stream.ever_connected { "polling" } else { "connecting" };
             let plural = if attempt == 1 { "" } else { "s" };
-            let detail = format!("stream not connected after {attempt} attempt{plural} (last, {}: {error}); polling meanwhile", transport.as_str());
+            let detail =
+                format!("stream not connected after {attempt} attempt{plural} (last, {}: {error}); polling meanwhile", transport.as_str());
             status.set_state(state, Some(detail));
         }
         StreamEvent::Update(raw) => stream_posts(sh, vec![(raw, EventKind::Created)], reader_host).await?,
         StreamEvent::StatusUpdate(raw) => stream_posts(sh, vec![(raw, EventKind::Updated)], reader_host).await?,
-        StreamEvent::Delete(id) => {
-            match sh.log.state_get(IDS_NS, &ids_key(reader_host, &id)).await? {
-                Some(v) => {
-                    match deleted_event(&sh.name, sh.converter().server_name(reader_host), &id, &v)
-                    {
-                        Some(ev) if sh.followed.contains(&ev.account) => {
-                            sh.emit(SourceBatch {
-                                events: vec![ev.into()],
-                                state: vec![],
-                            })
-                            .await?
-                        }
-                        _ => {}
-                    }
-                }
-                None => {
-                    debug!(id = %id, "Delete of a status we never saw; ignored");
-                    status.count("deletes_unattributed", 1);
-                }
+        StreamEvent::Delete(id) => match sh.log.state_get(IDS_NS, &ids_key(reader_host, &id)).await? {
+            Some(v) => match deleted_event(&sh.name, sh.converter().server_name(reader_host), &id, &v) {
+                Some(ev) if sh.followed.contains(&ev.account) => sh.emit(SourceBatch { events: vec![ev.into()], state: vec![] }).await?,
+                _ => {}
+            },
+            None => {
+                debug!(id = %id, "Delete of a status we never saw; ignored");
+                status.count("deletes_unattributed", 1);
             }
-        }
+        },
         StreamEvent::Malformed { raw, reason } => sh.malformed(&format!("stream: {reason}"), &raw),
         StreamEvent::Fatal { error } => {
-            return Err(src_err(
-                error.kind(),
-                format!("stream of {reader_host} stopped: {error}"),
-            ));
+            return Err(src_err(error.kind(), format!("stream of {reader_host} stopped: {error}")));
         }
     }
     Ok(())

@@ -43,12 +43,7 @@ pub struct WindowSpec {
 
 /// One post in the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry(
-    pub String,
-    pub String,
-    #[serde(default)] pub i64,
-    #[serde(default)] pub String,
-);
+pub struct Entry(pub String, pub String, #[serde(default)] pub i64, #[serde(default)] pub String);
 
 impl Entry {
     pub fn id(&self) -> &str {
@@ -87,27 +82,16 @@ impl PostWindow {
                 tracing::warn!(key, error = %e, "Unreadable reconciliation window; starting it over");
                 Vec::new()
             });
-            return Ok(PostWindow {
-                key: key.to_string(),
-                entries,
-                legacy: false,
-            });
+            return Ok(PostWindow { key: key.to_string(), entries, legacy: false });
         }
         let legacy: Vec<(String, String)> = match log.state_get(LEGACY_NS, key).await? {
             Some(v) => serde_json::from_str(&v).unwrap_or_default(),
             None => Vec::new(),
         };
         let legacy_found = !legacy.is_empty();
-        let mut entries: Vec<Entry> = legacy
-            .into_iter()
-            .map(|(id, uri)| Entry(id, uri, 0, String::new()))
-            .collect();
+        let mut entries: Vec<Entry> = legacy.into_iter().map(|(id, uri)| Entry(id, uri, 0, String::new())).collect();
         entries.sort_by(newest_first);
-        Ok(PostWindow {
-            key: key.to_string(),
-            entries,
-            legacy: legacy_found,
-        })
+        Ok(PostWindow { key: key.to_string(), entries, legacy: legacy_found })
     }
 
     /// Newest first.
@@ -129,15 +113,7 @@ impl PostWindow {
             }
             None => {
                 let at = self.entries.partition_point(|e| id_newer(&e.0, id));
-                self.entries.insert(
-                    at,
-                    Entry(
-                        id.to_string(),
-                        uri.to_string(),
-                        created,
-                        fingerprint.to_string(),
-                    ),
-                );
+                self.entries.insert(at, Entry(id.to_string(), uri.to_string(), created, fingerprint.to_string()));
             }
         }
     }
@@ -150,17 +126,11 @@ impl PostWindow {
     /// Posts we published that the newest page no longer lists: those not older
     /// than the page's oldest (`lo`; `None` when the page is the whole timeline)
     /// and not newer than the checkpoint, missing from `page_ids`. Removed here.
-    pub fn take_gone(
-        &mut self,
-        page_ids: &[String],
-        lo: Option<&str>,
-        checkpoint: &str,
-    ) -> Vec<Entry> {
-        let (gone, keep): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|e| {
-            !id_newer(&e.0, checkpoint)
-                && lo.is_none_or(|lo| !id_newer(lo, &e.0))
-                && !page_ids.contains(&e.0)
-        });
+    pub fn take_gone(&mut self, page_ids: &[String], lo: Option<&str>, checkpoint: &str) -> Vec<Entry> {
+        let (gone, keep): (Vec<_>, Vec<_>) = self
+            .entries
+            .drain(..)
+            .partition(|e| !id_newer(&e.0, checkpoint) && lo.is_none_or(|lo| !id_newer(lo, &e.0)) && !page_ids.contains(&e.0));
         self.entries = keep;
         gone
     }
@@ -179,11 +149,7 @@ impl PostWindow {
 
     /// The append's state change that stores this window.
     pub fn puts(&self) -> Vec<StatePut> {
-        let mut puts = vec![StatePut::set(
-            WINDOW_NS,
-            self.key.clone(),
-            serde_json::to_string(&self.entries).unwrap_or_default(),
-        )];
+        let mut puts = vec![StatePut::set(WINDOW_NS, self.key.clone(), serde_json::to_string(&self.entries).unwrap_or_default())];
         if self.legacy {
             puts.push(StatePut::delete(LEGACY_NS, self.key.clone()));
         }
@@ -196,52 +162,25 @@ mod tests {
     use super::*;
 
     fn w(ids: &[(&str, i64)]) -> PostWindow {
-        let entries = ids
-            .iter()
-            .map(|(id, t)| Entry(id.to_string(), format!("u/{id}"), *t, "fp".into()))
-            .collect();
-        PostWindow {
-            key: "k".into(),
-            entries,
-            legacy: false,
-        }
+        let entries = ids.iter().map(|(id, t)| Entry(id.to_string(), format!("u/{id}"), *t, "fp".into())).collect();
+        PostWindow { key: "k".into(), entries, legacy: false }
     }
 
     #[test]
     fn prune_keeps_the_age_window_and_the_newest_n_within_the_cap() {
         let now = DateTime::from_timestamp(1_000_000, 0).unwrap();
         let day = 86_400;
-        let spec = WindowSpec {
-            max_age: Duration::from_secs(7 * day as u64),
-            min_posts: 2,
-            cap: 4,
-        };
+        let spec = WindowSpec { max_age: Duration::from_secs(7 * day as u64), min_posts: 2, cap: 4 };
         // Newest first: two recent, then three old ones.
-        let mut win = w(&[
-            ("9", 1_000_000),
-            ("8", 1_000_000 - day),
-            ("7", 1_000_000 - 8 * day),
-            ("6", 1_000_000 - 9 * day),
-            ("5", 0),
-        ]);
+        let mut win = w(&[("9", 1_000_000), ("8", 1_000_000 - day), ("7", 1_000_000 - 8 * day), ("6", 1_000_000 - 9 * day), ("5", 0)]);
         win.prune(&spec, now);
         let ids: Vec<&str> = win.entries().iter().map(Entry::id).collect();
         // 7 and 6 are old and beyond the newest two; 5's age is unknown: kept.
         assert_eq!(ids, ["9", "8", "5"]);
         let mut old = w(&[("9", 1), ("8", 1), ("7", 1)]);
         old.prune(&spec, now);
-        assert_eq!(
-            old.entries().len(),
-            2,
-            "the newest min_posts stay however old"
-        );
-        let mut many = w(&[
-            ("9", 1_000_000),
-            ("8", 1_000_000),
-            ("7", 1_000_000),
-            ("6", 1_000_000),
-            ("5", 1_000_000),
-        ]);
+        assert_eq!(old.entries().len(), 2, "the newest min_posts stay however old");
+        let mut many = w(&[("9", 1_000_000), ("8", 1_000_000), ("7", 1_000_000), ("6", 1_000_000), ("5", 1_000_000)]);
         many.prune(&spec, now);
         assert_eq!(many.entries().len(), 4, "never beyond the cap");
     }
@@ -264,11 +203,7 @@ mod tests {
         let ids: Vec<&str> = win.entries().iter().map(Entry::id).collect();
         assert_eq!(ids, ["10", "9", "8"]);
         win.note(&p.id, &p.uri, 0, "def");
-        assert_eq!(
-            win.get("9").unwrap().created(),
-            created,
-            "a known time is kept"
-        );
+        assert_eq!(win.get("9").unwrap().created(), created, "a known time is kept");
         assert_eq!(win.get("9").unwrap().fingerprint(), "def");
         let json = serde_json::to_string(&win.entries()[1]).unwrap();
         assert!(json.starts_with(r#"["9","#), "{json}");

@@ -4,10 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/mastodon/"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/mastodon/");
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}{name}")).expect("fixture")
@@ -15,26 +12,16 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// Decode `chunks` and collect everything, errors included.
 fn decode(chunks: Vec<Vec<u8>>) -> Vec<Result<RawStreamEvent, StreamError>> {
-    let s = stream::iter(
-        chunks
-            .into_iter()
-            .map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))),
-    );
+    let s = stream::iter(chunks.into_iter().map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))));
     block_on(sse_events(s).collect::<Vec<_>>())
 }
 
 fn events(chunks: Vec<Vec<u8>>) -> Vec<RawStreamEvent> {
-    decode(chunks)
-        .into_iter()
-        .map(|r| r.expect("no error"))
-        .collect()
+    decode(chunks).into_iter().map(|r| r.expect("no error")).collect()
 }
 
 fn ev(event: &str, data: &str) -> RawStreamEvent {
-    RawStreamEvent {
-        event: event.into(),
-        data: Some(data.into()),
-    }
+    RawStreamEvent { event: event.into(), data: Some(data.into()) }
 }
 
 /// An oracle independent of the parser: Mastodon writes exactly one `event:`
@@ -67,11 +54,7 @@ fn assembled_fixture_whole() {
     assert_eq!(got, expected_from_lines(&body));
     assert_eq!(got[3], ev("filters_changed", "undefined"));
     assert_eq!(got[7], ev("delete", "108914327388663283"));
-    assert!(got[0]
-        .data
-        .as_deref()
-        .unwrap()
-        .starts_with("{\"id\":\"108914327388663283\""));
+    assert!(got[0].data.as_deref().unwrap().starts_with("{\"id\":\"108914327388663283\""));
 }
 
 #[test]
@@ -80,17 +63,7 @@ fn recorded_fixture_whole_drops_the_cut_off_tail() {
     assert!(body.ends_with(b"\n\n:"), "fixture ends with a lone ':'");
     let got = events(vec![body.clone()]);
     let names: Vec<&str> = got.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "update",
-            "notification",
-            "update",
-            "notification",
-            "status.update",
-            "delete"
-        ]
-    );
+    assert_eq!(names, ["update", "notification", "update", "notification", "status.update", "delete"]);
     assert_eq!(got, expected_from_lines(&body));
 }
 
@@ -119,8 +92,7 @@ fn recorded_fixture_split_at_every_byte() {
 
 #[test]
 fn both_heartbeat_framings_and_comment_only_blocks_yield_nothing() {
-    let old = b":)\n:thump\nevent: delete\ndata: 1\n\n:thump\n:thump\nevent: delete\ndata: 2\n\n"
-        .to_vec();
+    let old = b":)\n:thump\nevent: delete\ndata: 1\n\n:thump\n:thump\nevent: delete\ndata: 2\n\n".to_vec();
     assert_eq!(events(vec![old]), [ev("delete", "1"), ev("delete", "2")]);
     let new = b":)\n\n:thump\n\n:thump\n\nevent: delete\ndata: 1\n\n:thump\n\n".to_vec();
     assert_eq!(events(vec![new]), [ev("delete", "1")]);
@@ -128,52 +100,32 @@ fn both_heartbeat_framings_and_comment_only_blocks_yield_nothing() {
     assert!(events(vec![b":)\n".to_vec()]).is_empty());
     assert!(events(vec![b":)\n\n:thump\n\n\n\n:\n\n:thump\n".to_vec()]).is_empty());
     // A heartbeat between the event and data lines does not split the event.
-    assert_eq!(
-        events(vec![b"event: delete\n:thump\ndata: 3\n\n".to_vec()]),
-        [ev("delete", "3")]
-    );
+    assert_eq!(events(vec![b"event: delete\n:thump\ndata: 3\n\n".to_vec()]), [ev("delete", "3")]);
 }
 
 #[test]
 fn unterminated_trailing_events_are_dropped() {
     assert!(events(vec![b"event: delete\ndata: 1".to_vec()]).is_empty());
     assert!(events(vec![b"event: delete\ndata: 1\n".to_vec()]).is_empty());
-    assert_eq!(
-        events(vec![
-            b"event: delete\ndata: 1\n\nevent: delete\ndata: 2\n".to_vec()
-        ]),
-        [ev("delete", "1")]
-    );
+    assert_eq!(events(vec![b"event: delete\ndata: 1\n\nevent: delete\ndata: 2\n".to_vec()]), [ev("delete", "1")]);
 }
 
 #[test]
 fn spec_details() {
     // Several data lines are joined with '\n'; CRLF works; no space after ':'.
     let body = b"event: update\ndata: {\"a\":\ndata: 1}\n\nevent:delete\r\ndata:9\r\n\r\n".to_vec();
-    assert_eq!(
-        events(vec![body]),
-        [ev("update", "{\"a\":\n1}"), ev("delete", "9")]
-    );
+    assert_eq!(events(vec![body]), [ev("update", "{\"a\":\n1}"), ev("delete", "9")]);
     // An event without `event:` is a "message"; event without data is dropped.
-    assert_eq!(
-        events(vec![b"data: x\n\nevent: filters_changed\n\n".to_vec()]),
-        [ev("message", "x")]
-    );
+    assert_eq!(events(vec![b"data: x\n\nevent: filters_changed\n\n".to_vec()]), [ev("message", "x")]);
 }
 
 #[test]
 fn utf8_split_inside_a_character_and_invalid_bytes() {
     let text = "event: update\ndata: 🎉é\n\n".as_bytes().to_vec();
     let cut = text.iter().position(|b| *b == 0xF0).unwrap() + 2;
-    assert_eq!(
-        events(vec![text[..cut].to_vec(), text[cut..].to_vec()]),
-        [ev("update", "🎉é")]
-    );
+    assert_eq!(events(vec![text[..cut].to_vec(), text[cut..].to_vec()]), [ev("update", "🎉é")]);
     let bad = b"event: update\ndata: a\xFFb\xE2\x82\n\nevent: delete\ndata: 1\n\n".to_vec();
-    assert_eq!(
-        events(vec![bad]),
-        [ev("update", "a\u{FFFD}b\u{FFFD}"), ev("delete", "1")]
-    );
+    assert_eq!(events(vec![bad]), [ev("update", "a\u{FFFD}b\u{FFFD}"), ev("delete", "1")]);
 }
 
 #[test]
@@ -184,13 +136,7 @@ fn transport_errors_end_the_stream() {
         Ok(Bytes::from_static(b"event: delete\ndata: 2\n\n")),
     ];
     let got = block_on(sse_events(stream::iter(chunks)).collect::<Vec<_>>());
-    assert_eq!(
-        got,
-        [
-            Ok(ev("delete", "1")),
-            Err(StreamError::Transport("reset by peer".into()))
-        ]
-    );
+    assert_eq!(got, [Ok(ev("delete", "1")), Err(StreamError::Transport("reset by peer".into()))]);
 }
 
 #[test]
@@ -205,10 +151,7 @@ fn an_endless_line_is_refused() {
 #[test]
 fn the_chunk_callback_sees_every_byte() {
     let body = fixture("sse_user_stream_assembled.txt");
-    let chunks: Vec<Result<Bytes, std::convert::Infallible>> = body
-        .chunks(100)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
+    let chunks: Vec<Result<Bytes, std::convert::Infallible>> = body.chunks(100).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let mut seen = 0;
     let mut calls = 0;
     let n = block_on(

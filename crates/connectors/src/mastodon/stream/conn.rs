@@ -40,34 +40,20 @@ pub(super) enum Ended {
 }
 
 fn dropped(reason: impl Into<String>, clean: bool, delivered: u64) -> Ended {
-    Ended::Dropped {
-        reason: reason.into(),
-        clean,
-        auth: false,
-        delivered,
-    }
+    Ended::Dropped { reason: reason.into(), clean, auth: false, delivered }
 }
 
 /// `https`/`http` ↔ `wss`/`ws`, path `api/v1/streaming...` under the base.
-pub(super) fn streaming_url(
-    base: &url::Url,
-    websocket: bool,
-    stream: &StreamName,
-) -> Result<url::Url, MastodonError> {
+pub(super) fn streaming_url(base: &url::Url, websocket: bool, stream: &StreamName) -> Result<url::Url, MastodonError> {
     let mut url = base.clone();
     let scheme = match (url.scheme(), websocket) {
         ("https" | "wss", true) => "wss",
         ("http" | "ws", true) => "ws",
         ("https" | "wss", false) => "https",
         ("http" | "ws", false) => "http",
-        (other, _) => {
-            return Err(MastodonError::Config(format!(
-                "unsupported streaming URL scheme {other}"
-            )))
-        }
+        (other, _) => return Err(MastodonError::Config(format!("unsupported streaming URL scheme {other}"))),
     };
-    url.set_scheme(scheme)
-        .map_err(|_| MastodonError::Config(format!("cannot use {scheme} for {base}")))?;
+    url.set_scheme(scheme).map_err(|_| MastodonError::Config(format!("cannot use {scheme} for {base}")))?;
     url.set_query(None);
     url.set_fragment(None);
     if !url.path().ends_with('/') {
@@ -79,9 +65,7 @@ pub(super) fn streaming_url(
         (false, StreamName::User) => "api/v1/streaming/user",
         (false, StreamName::List(_)) => "api/v1/streaming/list",
     };
-    let mut url = url
-        .join(rel)
-        .map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
+    let mut url = url.join(rel).map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
     // WebSocket: also name the stream in the query, so the subscription exists
     // from the upgrade on (a subscribe frame is processed some time later); the
     // subscribe frame still follows, and a repeat subscription is ignored.
@@ -90,9 +74,7 @@ pub(super) fn streaming_url(
             url.query_pairs_mut().append_pair("stream", "user");
         }
         (true, StreamName::List(id)) => {
-            url.query_pairs_mut()
-                .append_pair("stream", "list")
-                .append_pair("list", id);
+            url.query_pairs_mut().append_pair("stream", "list").append_pair("list", id);
         }
         (false, StreamName::List(id)) => {
             url.query_pairs_mut().append_pair("list", id);
@@ -107,33 +89,19 @@ pub(super) fn classify(raw: RawStreamEvent) -> Option<StreamEvent> {
     let RawStreamEvent { event, data } = raw;
     let status = |make: fn(String) -> StreamEvent, data: Option<String>| match data {
         Some(d) if serde_json::from_str::<serde::de::IgnoredAny>(&d).is_ok() => make(d),
-        Some(d) => StreamEvent::Malformed {
-            reason: format!("{event} payload is not JSON"),
-            raw: d,
-        },
-        None => StreamEvent::Malformed {
-            reason: format!("{event} without payload"),
-            raw: String::new(),
-        },
+        Some(d) => StreamEvent::Malformed { reason: format!("{event} payload is not JSON"), raw: d },
+        None => StreamEvent::Malformed { reason: format!("{event} without payload"), raw: String::new() },
     };
     match event.as_str() {
         "update" => Some(status(StreamEvent::Update, data)),
         "status.update" => Some(status(StreamEvent::StatusUpdate, data)),
         "delete" => Some(match data.as_deref().map(str::trim) {
-            Some(id) if !id.is_empty() && !id.contains(char::is_whitespace) => {
-                StreamEvent::Delete(id.to_string())
-            }
-            _ => StreamEvent::Malformed {
-                reason: "delete without a status id".into(),
-                raw: data.unwrap_or_default(),
-            },
+            Some(id) if !id.is_empty() && !id.contains(char::is_whitespace) => StreamEvent::Delete(id.to_string()),
+            _ => StreamEvent::Malformed { reason: "delete without a status id".into(), raw: data.unwrap_or_default() },
         }),
         "pleroma:respond" => {
             if data.as_deref().is_some_and(|d| d.contains("\"error\"")) {
-                tracing::warn!(
-                    payload = data.as_deref().unwrap_or_default(),
-                    "Subscription refused by the server"
-                );
+                tracing::warn!(payload = data.as_deref().unwrap_or_default(), "Subscription refused by the server");
             }
             None
         }
@@ -145,27 +113,14 @@ pub(super) fn classify(raw: RawStreamEvent) -> Option<StreamEvent> {
 }
 
 /// Open the SSE stream; a non-200 answer is an [`MastodonError::Http`].
-pub(super) async fn connect_sse(
-    client: &MastodonClient,
-    url: url::Url,
-) -> Result<reqwest::Response, MastodonError> {
+pub(super) async fn connect_sse(client: &MastodonClient, url: url::Url) -> Result<reqwest::Response, MastodonError> {
     let path = url.path().to_string();
-    let mut req = client
-        .http()
-        .get(url)
-        .header(ACCEPT, "text/event-stream")
-        .header(CACHE_CONTROL, "no-store");
+    let mut req = client.http().get(url).header(ACCEPT, "text/event-stream").header(CACHE_CONTROL, "no-store");
     if let Some(auth) = client.auth_header() {
         req = req.header(AUTHORIZATION, auth.clone());
     }
     let resp = match tokio::time::timeout(client.timeout(), req.send()).await {
-        Err(_) => {
-            return Err(MastodonError::Network {
-                path,
-                timeout: true,
-                message: "no response headers".into(),
-            })
-        }
+        Err(_) => return Err(MastodonError::Network { path, timeout: true, message: "no response headers".into() }),
         Ok(Err(e)) => return Err(MastodonError::network(&path, e)),
         Ok(Ok(r)) => r,
     };
@@ -176,10 +131,7 @@ pub(super) async fn connect_sse(
     let headers = resp.headers().clone();
     client.limiter().observe(&headers, status);
     // The body of an error is small; don't wait long for it.
-    let body = tokio::time::timeout(Duration::from_secs(5), resp.bytes())
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.bytes()).await.ok().and_then(Result::ok);
     Err(client.http_error(status, &path, &headers, body.as_deref().unwrap_or_default()))
 }
 
@@ -223,62 +175,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Upgrade to WebSocket (token in the `Authorization` header) and subscribe.
-pub(super) async fn connect_ws(
-    client: &MastodonClient,
-    url: url::Url,
-    stream: &StreamName,
-) -> Result<WsConn, MastodonError> {
+pub(super) async fn connect_ws(client: &MastodonClient, url: url::Url, stream: &StreamName) -> Result<WsConn, MastodonError> {
     let path = url.path().to_string();
-    let net = |message: String, timeout: bool| MastodonError::Network {
-        path: path.clone(),
-        timeout,
-        message,
-    };
+    let net = |message: String, timeout: bool| MastodonError::Network { path: path.clone(), timeout, message };
     let host_url = url.clone();
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
+    let mut req = url.as_str().into_client_request().map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
     if let Some(auth) = client.auth_header() {
-        let mut v = HeaderValue::from_bytes(auth.as_bytes())
-            .map_err(|_| MastodonError::Config("bad token".into()))?;
+        let mut v = HeaderValue::from_bytes(auth.as_bytes()).map_err(|_| MastodonError::Config("bad token".into()))?;
         v.set_sensitive(true);
         req.headers_mut().insert(AUTHORIZATION, v);
     }
     if let Ok(ua) = HeaderValue::from_str(client.user_agent()) {
         req.headers_mut().insert(USER_AGENT, ua);
     }
-    let (mut ws, _resp) =
-        match tokio::time::timeout(client.timeout(), tokio_tungstenite::connect_async(req)).await {
-            Err(_) => return Err(net("WebSocket upgrade timed out".into(), true)),
-            Ok(Err(WsError::Http(resp))) => {
-                let status = resp.status().as_u16();
-                client.limiter().observe(resp.headers(), status);
-                // tungstenite hands the body over as it came off the wire.
-                let raw = resp.body().as_deref().unwrap_or_default();
-                let chunked = resp
-                    .headers()
-                    .get("transfer-encoding")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-                let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-                return Err(client.http_error(status, &path, resp.headers(), &body));
-            }
-            Ok(Err(WsError::Io(e))) => {
-                let host = url_host(&host_url);
-                let message = io_cause(&e, host.as_deref()).unwrap_or_else(|| format!("cannot connect to {}: {e}", host.as_deref().unwrap_or("the server")));
-                return Err(net(message, false));
-            }
-            Ok(Err(WsError::Tls(e))) => {
-                let text = e.to_string();
-                return match url_host(&host_url) {
-                    Some(host) if looks_like_plain_http(&text) => Err(MastodonError::NotTls { host }),
-                    _ => Err(net(format!("TLS failed: {text}"), false)),
-                };
-            }
-            Ok(Err(e)) => return Err(net(format!("WebSocket upgrade failed: {e}"), false)),
-            Ok(Ok(pair)) => pair,
-        };
+    let (mut ws, _resp) = match tokio::time::timeout(client.timeout(), tokio_tungstenite::connect_async(req)).await {
+        Err(_) => return Err(net("WebSocket upgrade timed out".into(), true)),
+        Ok(Err(WsError::Http(resp))) => {
+            let status = resp.status().as_u16();
+            client.limiter().observe(resp.headers(), status);
+            // tungstenite hands the body over as it came off the wire.
+            let raw = resp.body().as_deref().unwrap_or_default();
+            let chunked = resp
+                .headers()
+                .get("transfer-encoding")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+            let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+            return Err(client.http_error(status, &path, resp.headers(), &body));
+        }
+        Ok(Err(WsError::Io(e))) => {
+            let host = url_host(&host_url);
+            let message = io_cause(&e, host.as_deref())
+                .unwrap_or_else(|| format!("cannot connect to {}: {e}", host.as_deref().unwrap_or("the server")));
+            return Err(net(message, false));
+        }
+        Ok(Err(WsError::Tls(e))) => {
+            let text = e.to_string();
+            return match url_host(&host_url) {
+                Some(host) if looks_like_plain_http(&text) => Err(MastodonError::NotTls { host }),
+                _ => Err(net(format!("TLS failed: {text}"), false)),
+            };
+        }
+        Ok(Err(e)) => return Err(net(format!("WebSocket upgrade failed: {e}"), false)),
+        Ok(Ok(pair)) => pair,
+    };
     let sub = subscribe_frame(stream);
     match tokio::time::timeout(client.timeout(), ws.send(Message::text(sub))).await {
         Ok(Ok(())) => Ok(ws),
@@ -338,23 +278,11 @@ pub(super) async fn run_ws(mut ws: WsConn, idle: Duration, emit: &Emitter) -> En
         };
         last_frame = Instant::now();
         let ev = match msg {
-            None => {
-                return dropped(
-                    "the WebSocket ended without a close frame",
-                    false,
-                    delivered,
-                )
-            }
+            None => return dropped("the WebSocket ended without a close frame", false, delivered),
             Some(Err(e)) => return dropped(format!("WebSocket error: {e}"), false, delivered),
             Some(Ok(Message::Close(frame))) => {
-                let why = frame
-                    .map(|f| format!(" ({} {})", u16::from(f.code), f.reason))
-                    .unwrap_or_default();
-                return dropped(
-                    format!("the server closed the WebSocket{why}"),
-                    true,
-                    delivered,
-                );
+                let why = frame.map(|f| format!(" ({} {})", u16::from(f.code), f.reason)).unwrap_or_default();
+                return dropped(format!("the server closed the WebSocket{why}"), true, delivered);
             }
             Some(Ok(Message::Ping(_))) => {
                 // tungstenite queued the pong; flush it now rather than on the
@@ -377,32 +305,16 @@ pub(super) async fn run_ws(mut ws: WsConn, idle: Duration, emit: &Emitter) -> En
                         None => continue,
                     }
                 }
-                Err(StreamError::ServerError {
-                    status: Some(s @ (401 | 403)),
-                    message,
-                }) => {
+                Err(StreamError::ServerError { status: Some(s @ (401 | 403)), message }) => {
                     let reason = format!("the server refused the subscription ({s}: {message})");
-                    return Ended::Dropped {
-                        reason,
-                        clean: false,
-                        auth: true,
-                        delivered,
-                    };
+                    return Ended::Dropped { reason, clean: false, auth: true, delivered };
                 }
                 Err(StreamError::ServerError { status, message }) => {
                     tracing::warn!(status, message = %message, "Server error frame");
-                    StreamEvent::Malformed {
-                        raw: text.as_str().to_string(),
-                        reason: format!("server error: {message}"),
-                    }
+                    StreamEvent::Malformed { raw: text.as_str().to_string(), reason: format!("server error: {message}") }
                 }
-                Err(StreamError::Malformed { raw, reason }) => {
-                    StreamEvent::Malformed { raw, reason }
-                }
-                Err(e) => StreamEvent::Malformed {
-                    raw: String::new(),
-                    reason: e.to_string(),
-                },
+                Err(StreamError::Malformed { raw, reason }) => StreamEvent::Malformed { raw, reason },
+                Err(e) => StreamEvent::Malformed { raw: String::new(), reason: e.to_string() },
             },
         };
         if let Err(stop) = emit.send(ev).await {

@@ -32,17 +32,11 @@ pub(super) struct Plan {
 
 impl Plan {
     pub(super) fn new(configured: Transport) -> Self {
-        Plan {
-            configured,
-            sse_missing: false,
-            ws_failed_at: None,
-        }
+        Plan { configured, sse_missing: false, ws_failed_at: None }
     }
 
     pub(super) fn pick(&self, now: Instant) -> Transport {
-        let ws_recently_failed = self
-            .ws_failed_at
-            .is_some_and(|t| now.duration_since(t) < WS_RETRY_AFTER);
+        let ws_recently_failed = self.ws_failed_at.is_some_and(|t| now.duration_since(t) < WS_RETRY_AFTER);
         match self.configured {
             Transport::WebSocket => Transport::WebSocket,
             Transport::Sse if self.sse_missing => Transport::WebSocket,
@@ -63,9 +57,7 @@ impl Plan {
                 self.sse_missing = true;
                 true
             }
-            (Transport::WebSocket, _)
-                if self.configured == Transport::Auto && !self.sse_missing =>
-            {
+            (Transport::WebSocket, _) if self.configured == Transport::Auto && !self.sse_missing => {
                 tracing::info!("No WebSocket connection; trying SSE");
                 self.ws_failed_at = Some(now);
                 true
@@ -90,14 +82,9 @@ pub(super) async fn run(client: MastodonClient, cfg: StreamConfig, emit: Emitter
 }
 
 /// Runs until shut down; returns `Ok` after sending `Fatal`.
-async fn supervise(
-    client: &MastodonClient,
-    cfg: &StreamConfig,
-    emit: &Emitter,
-) -> Result<(), Stop> {
+async fn supervise(client: &MastodonClient, cfg: &StreamConfig, emit: &Emitter) -> Result<(), Stop> {
     if !client.has_token() {
-        let error =
-            MastodonError::Config("streaming needs a user access token (Mastodon 4.2+)".into());
+        let error = MastodonError::Config("streaming needs a user access token (Mastodon 4.2+)".into());
         return emit.send(StreamEvent::Fatal { error }).await;
     }
     let mut discovered = cfg.streaming_base.clone();
@@ -124,9 +111,7 @@ async fn supervise(
         tracing::debug!(transport = transport.as_str(), url = %url, "Connecting");
         let attempt = async {
             if websocket {
-                conn::connect_ws(client, url, &cfg.stream)
-                    .await
-                    .map(|ws| Conn::Ws(Box::new(ws)))
+                conn::connect_ws(client, url, &cfg.stream).await.map(|ws| Conn::Ws(Box::new(ws)))
             } else {
                 conn::connect_sse(client, url).await.map(Conn::Sse)
             }
@@ -142,7 +127,8 @@ async fn supervise(
                 quick_switches = 0;
                 failures = 0;
                 tracing::info!(transport = transport.as_str(), "Stream connected");
-                metrics::counter!("fedistream_stream_connects_total", "component" => "mastodon", "transport" => transport.as_str()).increment(1);
+                metrics::counter!("fedistream_stream_connects_total", "component" => "mastodon", "transport" => transport.as_str())
+                    .increment(1);
                 emit.send(StreamEvent::Connected { transport }).await?;
                 let started = Instant::now();
                 let ended = match connection {
@@ -151,12 +137,7 @@ async fn supervise(
                 };
                 let (reason, clean, auth, delivered) = match ended {
                     Ended::Stopped(stop) => return Err(stop),
-                    Ended::Dropped {
-                        reason,
-                        clean,
-                        auth,
-                        delivered,
-                    } => (reason, clean, auth, delivered),
+                    Ended::Dropped { reason, clean, auth, delivered } => (reason, clean, auth, delivered),
                 };
                 let lived = started.elapsed();
                 tracing::warn!(reason = %reason, lived_s = lived.as_secs(), delivered, "Stream disconnected");
@@ -173,7 +154,8 @@ async fn supervise(
                 let status = error.status();
                 failures += 1;
                 tracing::warn!(transport = transport.as_str(), attempt = failures, error = %error, "Stream connect failed");
-                metrics::counter!("fedistream_stream_connect_failures_total", "component" => "mastodon", "transport" => transport.as_str()).increment(1);
+                metrics::counter!("fedistream_stream_connect_failures_total", "component" => "mastodon", "transport" => transport.as_str())
+                    .increment(1);
                 emit.send(StreamEvent::ConnectFailed { attempt: failures, transport, error: error.to_string() }).await?;
                 // A refused upgrade whose token checks out is the transport's
                 // fault (a proxy, a server taking the token elsewhere): it counts
@@ -182,16 +164,12 @@ async fn supervise(
                 if refused && !token_still_valid(client, emit).await? {
                     return Ok(());
                 }
-                if plan.failed(transport, status, Instant::now())
-                    && quick_switches < MAX_QUICK_SWITCHES
-                {
+                if plan.failed(transport, status, Instant::now()) && quick_switches < MAX_QUICK_SWITCHES {
                     quick_switches += 1;
                     Duration::ZERO
                 } else {
                     quick_switches = 0;
-                    backoff
-                        .next_delay()
-                        .max(error.retry_after().unwrap_or_default())
+                    backoff.next_delay().max(error.retry_after().unwrap_or_default())
                 }
             }
         };
@@ -199,10 +177,7 @@ async fn supervise(
             delay = delay.max(blocked);
         }
         if !delay.is_zero() {
-            tracing::debug!(
-                delay_ms = delay.as_millis() as u64,
-                "Reconnecting after a delay"
-            );
+            tracing::debug!(delay_ms = delay.as_millis() as u64, "Reconnecting after a delay");
             emit.sleep(delay).await?;
         }
     }

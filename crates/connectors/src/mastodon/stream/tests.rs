@@ -6,88 +6,45 @@ use super::*;
 use crate::mastodon::sse::RawStreamEvent;
 
 fn raw(event: &str, data: Option<&str>) -> RawStreamEvent {
-    RawStreamEvent {
-        event: event.into(),
-        data: data.map(str::to_string),
-    }
+    RawStreamEvent { event: event.into(), data: data.map(str::to_string) }
 }
 
 #[test]
 fn transport_config_values() {
-    assert_eq!(
-        serde_json::to_string(&Transport::WebSocket).unwrap(),
-        "\"websocket\""
-    );
-    assert_eq!(
-        serde_json::from_str::<Transport>("\"sse\"").unwrap(),
-        Transport::Sse
-    );
-    assert_eq!(
-        serde_json::from_str::<Transport>("\"auto\"").unwrap(),
-        Transport::Auto
-    );
+    assert_eq!(serde_json::to_string(&Transport::WebSocket).unwrap(), "\"websocket\"");
+    assert_eq!(serde_json::from_str::<Transport>("\"sse\"").unwrap(), Transport::Sse);
+    assert_eq!(serde_json::from_str::<Transport>("\"auto\"").unwrap(), Transport::Auto);
     assert!(serde_json::from_str::<Transport>("\"WebSocket\"").is_err());
     let d = StreamConfig::default();
-    assert_eq!(
-        (d.sse_idle_timeout.as_secs(), d.ws_idle_timeout.as_secs()),
-        (50, 80)
-    );
-    assert_eq!(
-        (d.backoff_initial.as_secs(), d.backoff_max.as_secs()),
-        (1, 300)
-    );
+    assert_eq!((d.sse_idle_timeout.as_secs(), d.ws_idle_timeout.as_secs()), (50, 80));
+    assert_eq!((d.backoff_initial.as_secs(), d.backoff_max.as_secs()), (1, 300));
 }
 
 #[test]
 fn streaming_urls() {
     let base: url::Url = "ws://localhost:4000".parse().unwrap();
-    assert_eq!(
-        streaming_url(&base, true, &StreamName::User)
-            .unwrap()
-            .as_str(),
-        "ws://localhost:4000/api/v1/streaming?stream=user"
-    );
-    assert_eq!(
-        streaming_url(&base, false, &StreamName::User)
-            .unwrap()
-            .as_str(),
-        "http://localhost:4000/api/v1/streaming/user"
-    );
+    assert_eq!(streaming_url(&base, true, &StreamName::User).unwrap().as_str(), "ws://localhost:4000/api/v1/streaming?stream=user");
+    assert_eq!(streaming_url(&base, false, &StreamName::User).unwrap().as_str(), "http://localhost:4000/api/v1/streaming/user");
     let base: url::Url = "https://example.social/prefix".parse().unwrap();
     assert_eq!(
-        streaming_url(&base, true, &StreamName::List("12".into()))
-            .unwrap()
-            .as_str(),
+        streaming_url(&base, true, &StreamName::List("12".into())).unwrap().as_str(),
         "wss://example.social/prefix/api/v1/streaming?stream=list&list=12"
     );
     assert_eq!(
-        streaming_url(&base, false, &StreamName::List("1 2".into()))
-            .unwrap()
-            .as_str(),
+        streaming_url(&base, false, &StreamName::List("1 2".into())).unwrap().as_str(),
         "https://example.social/prefix/api/v1/streaming/list?list=1+2"
     );
     let token_free: url::Url = "wss://s.example/?access_token=nope".parse().unwrap();
-    assert_eq!(
-        streaming_url(&token_free, true, &StreamName::User)
-            .unwrap()
-            .query(),
-        Some("stream=user")
-    );
+    assert_eq!(streaming_url(&token_free, true, &StreamName::User).unwrap().query(), Some("stream=user"));
     assert!(streaming_url(&"ftp://x.example".parse().unwrap(), true, &StreamName::User).is_err());
 }
 
 #[test]
 fn events_we_keep_and_events_we_ignore() {
     let status = r#"{"id":"1","content":"<p>hi</p>"}"#;
-    assert!(
-        matches!(classify(raw("update", Some(status))), Some(StreamEvent::Update(s)) if s == status)
-    );
-    assert!(
-        matches!(classify(raw("status.update", Some(status))), Some(StreamEvent::StatusUpdate(s)) if s == status)
-    );
-    assert!(
-        matches!(classify(raw("delete", Some("108914327388663283"))), Some(StreamEvent::Delete(s)) if s == "108914327388663283")
-    );
+    assert!(matches!(classify(raw("update", Some(status))), Some(StreamEvent::Update(s)) if s == status));
+    assert!(matches!(classify(raw("status.update", Some(status))), Some(StreamEvent::StatusUpdate(s)) if s == status));
+    assert!(matches!(classify(raw("delete", Some("108914327388663283"))), Some(StreamEvent::Delete(s)) if s == "108914327388663283"));
     for ignored in [
         "notification",
         "filters_changed",
@@ -102,31 +59,17 @@ fn events_we_keep_and_events_we_ignore() {
         assert!(classify(raw(ignored, Some("{}"))).is_none(), "{ignored}");
         assert!(classify(raw(ignored, None)).is_none(), "{ignored}");
     }
-    assert!(matches!(
-        classify(raw("update", Some("{not json"))),
-        Some(StreamEvent::Malformed { .. })
-    ));
-    assert!(matches!(
-        classify(raw("update", None)),
-        Some(StreamEvent::Malformed { .. })
-    ));
-    assert!(matches!(
-        classify(raw("delete", Some(" "))),
-        Some(StreamEvent::Malformed { .. })
-    ));
-    assert!(matches!(
-        classify(raw("delete", None)),
-        Some(StreamEvent::Malformed { .. })
-    ));
+    assert!(matches!(classify(raw("update", Some("{not json"))), Some(StreamEvent::Malformed { .. })));
+    assert!(matches!(classify(raw("update", None)), Some(StreamEvent::Malformed { .. })));
+    assert!(matches!(classify(raw("delete", Some(" "))), Some(StreamEvent::Malformed { .. })));
+    assert!(matches!(classify(raw("delete", None)), Some(StreamEvent::Malformed { .. })));
 }
 
 #[test]
 fn ws_frames_of_the_fixture_classify() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/mastodon/websocket_server_messages.jsonl"
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/mastodon/websocket_server_messages.jsonl"))
+            .unwrap();
     let kept: Vec<&'static str> = text
         .lines()
         .filter_map(|l| crate::mastodon::ws::decode_ws_frame(l).ok())
@@ -155,10 +98,7 @@ async fn auto_falls_back_to_sse_and_retries_websocket_later() {
     assert!(!plan.failed(Transport::Sse, Some(500), t0));
     assert_eq!(plan.pick(t0 + Duration::from_secs(60)), Transport::Sse);
     // Later, WebSocket gets another chance.
-    assert_eq!(
-        plan.pick(t0 + Duration::from_secs(16 * 60)),
-        Transport::WebSocket
-    );
+    assert_eq!(plan.pick(t0 + Duration::from_secs(16 * 60)), Transport::WebSocket);
     plan.connected(Transport::WebSocket);
     assert_eq!(plan.pick(t0), Transport::WebSocket);
 }
@@ -186,8 +126,7 @@ async fn sse_404_means_websocket_only() {
 
 #[tokio::test]
 async fn no_token_is_fatal_at_once() {
-    let cfg =
-        crate::mastodon::client::ClientConfig::new("http://127.0.0.1:9".parse().unwrap(), None);
+    let cfg = crate::mastodon::client::ClientConfig::new("http://127.0.0.1:9".parse().unwrap(), None);
     let client = MastodonClient::new(cfg, &Default::default()).unwrap();
     let mut rx = spawn_stream(client, StreamConfig::default(), CancellationToken::new());
     match rx.recv().await {

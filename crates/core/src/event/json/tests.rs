@@ -82,7 +82,12 @@ fn full_event() -> Event {
     p.mentions = vec![Mention { acct: "c@c.example".into(), url: None }, Mention { acct: "d@d".into(), url: Some("https://d/@d".into()) }];
     p.emojis = vec![Emoji { shortcode: "blobcat".into(), url: "https://a.example/e.png".into() }];
     p.media = vec![
-        Media { kind: "image".into(), url: Some("https://a.example/m.png".into()), preview_url: None, description: Some("alt \"text\"".into()) },
+        Media {
+            kind: "image".into(),
+            url: Some("https://a.example/m.png".into()),
+            preview_url: None,
+            description: Some("alt \"text\"".into()),
+        },
         Media { kind: "3d-model".into(), url: None, preview_url: Some("p".into()), description: None },
     ];
     p.poll = Some(PollSummary {
@@ -148,10 +153,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
             p.account.bio_tags = BioTags { nobot: bio[0], noindex: bio[1], nobridge: bio[2] };
             p.tags = tags;
             p.mentions = mentions.into_iter().map(|(acct, url)| Mention { acct, url }).collect();
-            p.media = media
-                .into_iter()
-                .map(|(kind, url, preview_url)| Media { kind, url, preview_url, description: desc.clone() })
-                .collect();
+            p.media =
+                media.into_iter().map(|(kind, url, preview_url)| Media { kind, url, preview_url, description: desc.clone() }).collect();
             p.poll = poll.map(|(n, expired)| PollSummary {
                 options: vec![PollOption { title: "t".into(), votes_count: Some(n) }],
                 votes_count: None,

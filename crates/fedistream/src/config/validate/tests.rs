@@ -85,7 +85,10 @@ to = ["void"]
     let errs = errors(text);
     let has = |needle: &str| errs.iter().any(|e| e.contains(needle));
     assert!(has("`connections.mastodon.reader.instance`: `http://example.org`: plain http is only allowed for loopback"), "{errs:#?}");
-    assert!(has("`connections.mastodon.reader.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set"), "{errs:#?}");
+    assert!(
+        has("`connections.mastodon.reader.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set"),
+        "{errs:#?}"
+    );
     assert!(has("`sources.a.accounts[0]`: `alice` is not an account handle"), "{errs:#?}");
     assert!(has("`sources.a.connection`: no connection named `nope`"), "{errs:#?}");
     assert!(has("`sources.a.instance`"), "{errs:#?}");
@@ -201,7 +204,9 @@ properties_env = { "sasl.username" = "FEDISTREAM_TEST_SURELY_UNSET_VAR" }
     assert!(e.to_string().contains("schema_registry_password"), "{e}");
 
     // create_topic: checked at its keys, in TOML as the README writes it.
-    let with = |ct: &str| format!("[sources.a]\ntype = \"mastodon\"\naccounts = [\"@a@example.org\"]\n[channels.k]\ntype = \"kafka\"\nbrokers = \"h:1\"\ntopic = \"t\"\ncreate_topic = {ct}\n");
+    let with = |ct: &str| {
+        format!("[sources.a]\ntype = \"mastodon\"\naccounts = [\"@a@example.org\"]\n[channels.k]\ntype = \"kafka\"\nbrokers = \"h:1\"\ntopic = \"t\"\ncreate_topic = {ct}\n")
+    };
     let ok = with(r#"{ partitions = 6, replication = 3, config = { "retention.ms" = "604800000", "min.insync.replicas" = 2 } }"#);
     assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
     let errs = errors(&with(r#"{ partitions = 0, replication = 0, config = { "retention ms" = "1" } }"#));
@@ -215,9 +220,15 @@ properties_env = { "sasl.username" = "FEDISTREAM_TEST_SURELY_UNSET_VAR" }
 
 #[test]
 fn reconciliation_settings_are_checked_with_their_key() {
-    let ok = MINIMAL.replace("accounts = [\"@alice@example.org\"]", "accounts = [\"@alice@example.org\"]\nreconcile_window = \"3d\"\nreconcile_min_posts = 50\nreconcile_within = \"30m\"");
+    let ok = MINIMAL.replace(
+        "accounts = [\"@alice@example.org\"]",
+        "accounts = [\"@alice@example.org\"]\nreconcile_window = \"3d\"\nreconcile_min_posts = 50\nreconcile_within = \"30m\"",
+    );
     assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
-    let bad = MINIMAL.replace("accounts = [\"@alice@example.org\"]", "accounts = [\"@alice@example.org\"]\nreconcile_min_posts = 5000\nreconcile_within = \"10s\"");
+    let bad = MINIMAL.replace(
+        "accounts = [\"@alice@example.org\"]",
+        "accounts = [\"@alice@example.org\"]\nreconcile_min_posts = 5000\nreconcile_within = \"10s\"",
+    );
     let e = errors(&bad);
     assert!(e.iter().any(|m| m.contains("sources.a.reconcile_min_posts") && m.contains("at most 2000")), "{e:?}");
     assert!(e.iter().any(|m| m.contains("sources.a.reconcile_within") && m.contains("at least 1m")), "{e:?}");
@@ -282,7 +293,10 @@ fn the_http_server_refuses_public_addresses_without_a_token() {
     assert!(errs.iter().any(|e| e.contains("`http.listen`: 0.0.0.0:8080 is reachable from other machines: set token_env")), "{errs:#?}");
     assert!(errors(&with("listen = \"0.0.0.0:8080\"\nallow_public = true")).is_empty());
     let errs = errors(&with("listen = \"0.0.0.0:8080\"\ntoken_env = \"FEDISTREAM_TEST_SURELY_UNSET_VAR\""));
-    assert!(errs.iter().any(|e| e.contains("`http.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("`http.token_env`: the environment variable FEDISTREAM_TEST_SURELY_UNSET_VAR is not set")),
+        "{errs:#?}"
+    );
     assert_eq!(errs.len(), 1, "a token is configured: the address is fine: {errs:#?}");
     let errs = errors(&with("listen = \"localhost:8080\""));
     assert!(errs.iter().any(|e| e.contains("`http.listen`: `localhost:8080` is not an IP address and port")), "{errs:#?}");

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 use fedistream_core::post::{
-    Account, BioTags, BoostOf, Counts, Emoji, InReplyTo, Media, Mention, PollOption, PollSummary, Post, Provenance,
-    Via, Visibility,
+    Account, BioTags, BoostOf, Counts, Emoji, InReplyTo, Media, Mention, PollOption, PollSummary, Post, Provenance, Via, Visibility,
 };
 use fedistream_core::{Event, EventKind};
 
@@ -120,11 +119,7 @@ impl<'a> Rec<'a> {
         }
     }
     fn records<T>(&self, f: &str, each: impl Fn(&Rec<'a>) -> Result<T, String>) -> Result<Vec<T>, String> {
-        self.array(f)?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| each(&Rec::new(&format!("{}[{i}]", self.name(f)), v)?))
-            .collect()
+        self.array(f)?.iter().enumerate().map(|(i, v)| each(&Rec::new(&format!("{}[{i}]", self.name(f)), v)?)).collect()
     }
 }
 
@@ -246,4 +241,3 @@ fn post_from(p: &Rec) -> Result<Post, String> {
         },
     })
 }
-
