@@ -14,46 +14,25 @@ use arrow::array::{Array, AsArray, ListArray, StringArray, StructArray, Timestam
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use common::*;
-use fedistream_archive::{ArchiveSink, ArchiveSinkConfig, Format};
+use fedistream_archive::{ArchiveSinkConfig, Format};
 use fedistream_core::component::{SourceBatch, StatusDoc, STATUS_NS};
 use fedistream_core::post::{BoostOf, Media, Mention};
-use fedistream_core::runtime::{self, BatchConfig, ChannelSpec, Pipeline, RetryConfig, RuntimeOptions, SourceSpec};
+use fedistream_core::runtime::{self, Pipeline, RetryConfig};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
-use fedistream_core::testing::{created, post, VecSource};
-use fedistream_core::{DeadLetter, Event, EventKind, Log, Source, SourceContext, SourceError};
+use fedistream_core::testing::{created, post};
+use fedistream_core::{Event, EventKind, Log, Source, SourceContext, SourceError};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio_util::sync::CancellationToken;
 
 fn pipeline(dir: &Path, log: Arc<SqliteLog>, source: Box<dyn Source>, cfg: ArchiveSinkConfig, max_records: usize) -> Pipeline {
-    Pipeline {
+    archive_pipeline(
+        dir,
         log,
-        sources: vec![SourceSpec::new("src", source, DeadLetter::new(dir.join("dl-src.jsonl")))],
-        processors: vec![],
-        channels: vec![ChannelSpec {
-            name: "archive".into(),
-            group: "g.archive".into(),
-            topic: fedistream_core::log::EVENTS.into(),
-            sink: Box::new(ArchiveSink::new(cfg)),
-            route: None,
-            batch: BatchConfig { max_records, max_bytes: 16 << 20, linger: Duration::ZERO },
-            retry: RetryConfig { initial: Duration::from_millis(5), max: Duration::from_millis(50), pause: Duration::from_millis(50) },
-            dead_letter: DeadLetter::new(dir.join("dl.jsonl")),
-        }],
-        options: RuntimeOptions {
-            status_interval: Duration::from_millis(10),
-            drain_deadline: Duration::from_secs(120),
-            ..Default::default()
-        },
-        progress: None,
-    }
-}
-
-fn once(evs: &[Event]) -> Box<dyn Source> {
-    Box::new(VecSource { batches: vec![SourceBatch { events: fedistream_core::event::encode_all(evs.to_vec()), state: vec![] }] })
-}
-
-async fn committed(log: &Arc<SqliteLog>) -> u64 {
-    log.info().await.unwrap().groups.iter().find(|g| g.group == "g.archive").map(|g| g.committed[0].offset).unwrap_or(0)
+        source,
+        cfg,
+        max_records,
+        RetryConfig { initial: Duration::from_millis(5), max: Duration::from_millis(50), pause: Duration::from_millis(50) },
+    )
 }
 
 fn at(s: &str) -> DateTime<Utc> {

@@ -9,7 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedistream_archive::store::Archive;
-use fedistream_archive::ArchiveSinkConfig;
+use fedistream_archive::{ArchiveSink, ArchiveSinkConfig};
+use fedistream_core::component::SourceBatch;
+use fedistream_core::runtime::{BatchConfig, ChannelSpec, Pipeline, RetryConfig, RuntimeOptions, SourceSpec};
+use fedistream_core::sqlite::SqliteLog;
+use fedistream_core::testing::VecSource;
+use fedistream_core::{DeadLetter, Event, Log, Source};
 use object_store::path::Path as ObjPath;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -205,4 +210,47 @@ pub fn local_config(dir: &Path) -> ArchiveSinkConfig {
 
 pub fn shared<T>(v: T) -> Arc<T> {
     Arc::new(v)
+}
+
+/// The runtime with a finite `source` and the archive channel `cfg` (group
+/// `g.archive`), batches of `max_records`, retried on `retry`.
+pub fn archive_pipeline(
+    dir: &Path,
+    log: Arc<SqliteLog>,
+    source: Box<dyn Source>,
+    cfg: ArchiveSinkConfig,
+    max_records: usize,
+    retry: RetryConfig,
+) -> Pipeline {
+    Pipeline {
+        log,
+        sources: vec![SourceSpec::new("src", source, DeadLetter::new(dir.join("dl-src.jsonl")))],
+        processors: vec![],
+        channels: vec![ChannelSpec {
+            name: "archive".into(),
+            group: "g.archive".into(),
+            topic: fedistream_core::log::EVENTS.into(),
+            sink: Box::new(ArchiveSink::new(cfg)),
+            route: None,
+            batch: BatchConfig { max_records, max_bytes: 16 << 20, linger: Duration::ZERO },
+            retry,
+            dead_letter: DeadLetter::new(dir.join("dl.jsonl")),
+        }],
+        options: RuntimeOptions {
+            status_interval: Duration::from_millis(10),
+            drain_deadline: Duration::from_secs(120),
+            ..Default::default()
+        },
+        progress: None,
+    }
+}
+
+/// A source that emits `evs` in one batch and ends.
+pub fn once(evs: &[Event]) -> Box<dyn Source> {
+    Box::new(VecSource { batches: vec![SourceBatch { events: fedistream_core::event::encode_all(evs.to_vec()), state: vec![] }] })
+}
+
+/// The archive channel's committed offset (partition 0).
+pub async fn committed(log: &Arc<SqliteLog>) -> u64 {
+    log.info().await.unwrap().groups.iter().find(|g| g.group == "g.archive").map(|g| g.committed[0].offset).unwrap_or(0)
 }
