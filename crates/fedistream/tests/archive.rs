@@ -12,14 +12,7 @@ use std::path::Path;
 use common::*;
 
 fn generate(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("in.jsonl");
-    let (s, _, err) = run_to_end(
-        dir,
-        "generate",
-        &["bench", "generate", "--count", "400", "--accounts", "6", "--seed", "11", "--out", out.to_str().unwrap()],
-    );
-    assert!(s.success(), "{err}");
-    out
+    generate_input(dir, 400, 6, 11)
 }
 
 fn config(dir: &Path, input: &Path) -> String {

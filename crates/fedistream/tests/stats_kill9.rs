@@ -14,14 +14,7 @@ use common::*;
 const KILLS: usize = 20;
 
 fn generate(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("in.jsonl");
-    let (s, _, err) = run_to_end(
-        dir,
-        "generate",
-        &["bench", "generate", "--count", "600", "--accounts", "12", "--seed", "7", "--out", out.to_str().unwrap()],
-    );
-    assert!(s.success(), "{err}");
-    out
+    generate_input(dir, 600, 12, 7)
 }
 
 fn config(dir: &Path, input: &Path) -> String {

@@ -371,3 +371,14 @@ pub async fn kill_at_random_points(dir: &Path, args: &[&str], kills: usize, seed
     assert!(s.success(), "{s}\n{}", p.stderr());
     killed
 }
+
+/// `count` synthetic statuses of `accounts` accounts (`fedistream bench
+/// generate`, seeded) in `dir/in.jsonl`, for replay sources.
+pub fn generate_input(dir: &Path, count: usize, accounts: usize, seed: u64) -> PathBuf {
+    let out = dir.join("in.jsonl");
+    let (count, accounts, seed) = (count.to_string(), accounts.to_string(), seed.to_string());
+    let args = ["bench", "generate", "--count", &count, "--accounts", &accounts, "--seed", &seed, "--out", out.to_str().unwrap()];
+    let (s, _, err) = run_to_end(dir, "generate", &args);
+    assert!(s.success(), "{err}");
+    out
+}
