@@ -265,15 +265,15 @@ pub mod conformance {
 
     pub async fn poll_wakes_on_append(log: Arc<dyn Log>) {
         let mut c = log.consumer(crate::log::EVENTS, "w").await.unwrap();
-        let waiter = tokio::spawn(async move { c.poll(10, Duration::from_secs(20)).await.unwrap() });
+        // The poll would wait an hour: returning at all means the append woke it.
+        let waiter = tokio::spawn(async move { c.poll(10, Duration::from_secs(3600)).await.unwrap() });
         tokio::task::yield_now().await;
-        let started = std::time::Instant::now();
         log.append(AppendBatch { events: crate::event::encode_all(vec![created("s", "a@example.org", 7, "x")]), state: vec![] })
             .await
             .unwrap();
-        let got = waiter.await.unwrap();
+        let got =
+            tokio::time::timeout(Duration::from_secs(300), waiter).await.expect("woken by the append, not the hour's timeout").unwrap();
         assert_eq!(got.len(), 1);
-        assert!(started.elapsed() < Duration::from_secs(10), "woken by the append, not the timeout");
     }
 }
 

