@@ -125,6 +125,26 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    #[cfg(feature = "kafka")]
+    /// Memory of the Kafka log's state view as the log grows: appends `count`
+    /// statuses with their dedup entries and checkpoints, pruning state older
+    /// than `horizon`, and reports the keys held and RSS as it goes (needs a
+    /// broker: `scripts/kafka up`).
+    KafkaState {
+        #[arg(long, env = "FEDISTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Events per append (the ingestor coalesces up to 4096).
+        #[arg(long, default_value_t = 4096)]
+        batch: usize,
+        /// Prune state written longer ago than this (as `[log] state_horizon`);
+        /// without it nothing is pruned.
+        #[arg(long, value_parser = crate::cli::parse_duration)]
+        horizon: Option<Duration>,
+    },
     /// Write synthetic statuses as JSON Lines.
     Generate {
         #[arg(long, default_value_t = 100)]
@@ -154,6 +174,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "kafka")]
         BenchKind::Kafka { brokers, count, accounts, batch, rounds } => {
             crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await
+        }
+        #[cfg(feature = "kafka")]
+        BenchKind::KafkaState { brokers, count, accounts, batch, horizon } => {
+            crate::bench_kafka_state::run(brokers, count, accounts, batch, horizon).await
         }
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
@@ -189,7 +213,7 @@ pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }

@@ -349,7 +349,7 @@ async fn log_append(cfg: &KafkaLogConfig, events: &[Event], batch: usize, in_fli
 }
 
 /// Delete the bench's topics (best effort: a failure only leaves them behind).
-async fn drop_topics(cfg: &KafkaLogConfig, pipelines: &[String]) {
+pub(crate) async fn drop_topics(cfg: &KafkaLogConfig, pipelines: &[String]) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         match ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create() {

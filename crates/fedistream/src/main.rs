@@ -4,6 +4,8 @@
 mod bench;
 #[cfg(feature = "kafka")]
 mod bench_kafka;
+#[cfg(feature = "kafka")]
+mod bench_kafka_state;
 #[cfg(feature = "test-util")]
 mod bench_mastodon;
 #[cfg(feature = "test-util")]

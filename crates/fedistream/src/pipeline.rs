@@ -59,7 +59,11 @@ pub async fn open_log(cfg: &Config) -> anyhow::Result<OpenLog> {
     match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
         (LogBackend::Kafka, Some(k)) => {
-            Ok(OpenLog::Kafka(KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?))
+            let mut k = k.clone();
+            k.state_horizon = Some(cfg.log.state_horizon);
+            k.prunable = prunable();
+            let brokers = k.brokers.clone();
+            Ok(OpenLog::Kafka(KafkaLog::open(k).await.with_context(|| format!("opening the Kafka log at {brokers}"))?))
         }
         #[cfg(not(feature = "kafka"))]
         (LogBackend::Kafka, Some(_)) => bail!("log.backend: {NO_KAFKA}"),
@@ -76,11 +80,16 @@ pub fn open_sqlite(cfg: &Config) -> anyhow::Result<Arc<SqliteLog>> {
             max_age: cfg.log.max_age,
             max_bytes: cfg.log.max_size,
             state_horizon: Some(cfg.log.state_horizon),
-            // The Mastodon id index (status id → post, to attribute stream deletes).
-            prunable: vec![fedistream_connectors::mastodon::source::convert::IDS_NS.to_string()],
+            prunable: prunable(),
         },
     )
     .with_context(|| format!("opening the log at {}", cfg.log.path.display()))
+}
+
+/// State namespaces pruned past `[log] state_horizon` besides the dedup index:
+/// the Mastodon id index (status id → post, to attribute stream deletes).
+fn prunable() -> Vec<String> {
+    vec![fedistream_connectors::mastodon::source::convert::IDS_NS.to_string()]
 }
 
 pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secret> {

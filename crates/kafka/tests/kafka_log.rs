@@ -137,6 +137,64 @@ async fn two_members_of_a_group_split_the_partitions() {
     assert!(c.lag().await.unwrap() <= 3, "everything committed (up to one marker per partition)");
 }
 
+/// Wait until the clock is past `t` (milliseconds: the resolution of the
+/// state records' timestamps), so what is written next is newer than `t`.
+async fn clock_past(t: chrono::DateTime<chrono::Utc>) {
+    while chrono::Utc::now().timestamp_millis() <= t.timestamp_millis() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_past_the_horizon_is_pruned_from_the_topic_and_from_memory() {
+    let mut cfg = config("prune");
+    cfg.prunable = vec!["ids".into()];
+    let a = KafkaLog::open(cfg.clone()).await.unwrap();
+    // Old entries: the dedup index and the id index (pruned), a checkpoint (kept).
+    let old: Vec<StatePut> = (0..100)
+        .map(|i| StatePut::set("seen", format!("https://x.example/s/{i}"), "00000000000000ff"))
+        .chain((0..10).map(|i| StatePut::set("ids", format!("x.example|{i}"), "uri\tacct")))
+        .chain([StatePut::set("checkpoint", "src|x.example|a", "100")])
+        .collect();
+    a.state_put(old).await.unwrap();
+    clock_past(chrono::Utc::now()).await;
+    let cutoff = chrono::Utc::now();
+    clock_past(cutoff).await;
+    // Written after the cutoff: new entries, and an old one written again.
+    let fresh: Vec<StatePut> = (100..150)
+        .map(|i| StatePut::set("seen", format!("https://x.example/s/{i}"), "00000000000000ff"))
+        .chain([StatePut::set("seen", "https://x.example/s/0", "00000000000000fe")])
+        .collect();
+    a.state_put(fresh).await.unwrap();
+    assert_eq!(a.state_entries(), 161);
+
+    assert_eq!(a.prune_state(cutoff).await.unwrap(), 99 + 10, "the old dedup and id entries, not the rewritten one");
+    a.catch_up().await.unwrap();
+    assert_eq!(a.state_entries(), 52, "pruned keys leave memory once the reader passed their tombstones");
+    assert_eq!(a.state_get("seen", "https://x.example/s/1").await.unwrap(), None);
+    assert_eq!(a.state_get("ids", "x.example|1").await.unwrap(), None);
+    assert_eq!(a.state_get("seen", "https://x.example/s/0").await.unwrap().as_deref(), Some("00000000000000fe"));
+    assert_eq!(a.state_get("seen", "https://x.example/s/149").await.unwrap().as_deref(), Some("00000000000000ff"));
+    assert_eq!(a.state_get("checkpoint", "src|x.example|a").await.unwrap().as_deref(), Some("100"), "checkpoints are never pruned");
+    assert_eq!(a.prune_state(cutoff).await.unwrap(), 0, "nothing left to prune");
+
+    // Another process reads the topic from the start: the pruned keys are gone there too.
+    let b = KafkaLog::open(cfg.clone()).await.unwrap();
+    assert_eq!(b.state_entries(), 52);
+    assert_eq!(b.state_scan("ids").await.unwrap(), vec![]);
+
+    // Retention prunes with `state_horizon` (here: everything written before now).
+    let mut c_cfg = cfg.clone();
+    c_cfg.state_horizon = Some(Duration::ZERO);
+    let c = KafkaLog::open(c_cfg).await.unwrap();
+    clock_past(chrono::Utc::now()).await;
+    c.enforce_retention().await.unwrap();
+    c.catch_up().await.unwrap();
+    assert_eq!(c.state_entries(), 1, "only the checkpoint is left");
+    b.catch_up().await.unwrap();
+    assert_eq!(b.state_entries(), 1, "and the other process dropped the pruned keys as it read their tombstones");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
     let mut cfg = KafkaLogConfig::new("127.0.0.1:1", "unreachable");

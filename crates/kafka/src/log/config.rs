@@ -48,6 +48,16 @@ pub struct KafkaLogConfig {
     /// Name of the env var holding `sasl.password`, if the cluster needs one.
     #[serde(default)]
     pub sasl_password_env: Option<String>,
+    /// Bounded state: entries of the dedup index and of the namespaces in
+    /// `prunable` not written for this long are deleted from the state topic
+    /// and from memory (see `KafkaLog::prune_state`); `None` keeps them. Set by
+    /// the binary from `[log] state_horizon` (one key for both backends), so
+    /// not a `[log.kafka]` key.
+    #[serde(skip)]
+    pub state_horizon: Option<Duration>,
+    /// State namespaces (besides the dedup index) pruned past `state_horizon`.
+    #[serde(skip)]
+    pub prunable: Vec<String>,
 }
 
 fn default_pipeline() -> String {
@@ -87,6 +97,8 @@ impl KafkaLogConfig {
             max_size: None,
             properties: BTreeMap::new(),
             sasl_password_env: None,
+            state_horizon: None,
+            prunable: Vec::new(),
         }
     }
 

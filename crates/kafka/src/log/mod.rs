@@ -7,6 +7,9 @@
 //!   compacted topic `fedistream.<pipeline>.state`, keyed `ns \x1f key`; a delete is
 //!   a tombstone. Every process keeps a view of it, filled from the beginning at
 //!   open and then tailed, so state moves with the work between machines.
+//!   Entries of the dedup index and the prunable namespaces not written within
+//!   the state horizon are deleted (tombstones) and leave memory
+//!   ([`KafkaLog::prune_state`]), so the view is bounded by recent activity.
 //! * An append is one Kafka transaction holding the events *and* the state puts
 //!   (the source's checkpoint): consumers read committed only, so after a crash
 //!   either both are there or neither is — the contract of [`Log::append`].
@@ -61,6 +64,8 @@ pub struct KafkaLog {
     /// Metadata and watermark queries.
     meta: Arc<BaseConsumer>,
     timeout: Duration,
+    /// When state was last pruned (at most hourly, see `enforce_retention`).
+    last_prune: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// librdkafka settings shared by every client of a pipeline.
@@ -147,6 +152,7 @@ impl KafkaLog {
             writer: OnceCell::new(),
             meta,
             timeout,
+            last_prune: std::sync::Mutex::new(None),
         }))
     }
 
@@ -171,6 +177,35 @@ impl KafkaLog {
             }
         }
         self.state.catch_up(Duration::from_secs(60)).await
+    }
+
+    /// Keys of the state view held in memory (every namespace).
+    pub fn state_entries(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Delete (tombstones on the state topic, and from memory) the entries of
+    /// the dedup index and of the prunable namespaces (`prunable` of the
+    /// config) last written before `cutoff`. Returns how many went.
+    /// (`enforce_retention` calls this hourly with `now - state_horizon`.)
+    ///
+    /// The writer task picks the entries once every earlier write of this
+    /// process is applied, so none of this process's own fresh writes is
+    /// deleted. An entry another process rewrites in the instant between
+    /// this process reading it as expired and its tombstone committing is
+    /// deleted too: the entry was past the horizon, which is the limit of what
+    /// dedup promises anyway (`[log] state_horizon` must outlast how far back
+    /// sources re-read).
+    pub async fn prune_state(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, LogError> {
+        let mut namespaces = vec![fedistream_core::runtime::SEEN_NS.to_string()];
+        namespaces.extend(self.cfg.prunable.iter().filter(|ns| ns.as_str() != fedistream_core::runtime::SEEN_NS).cloned());
+        let (tx, rx) = oneshot::channel();
+        self.writer().await?.send(Job::Prune(Prune { namespaces, cutoff: cutoff.timestamp_millis() }, tx)).map_err(|_| writer_stopped())?;
+        let removed = rx.await.map_err(|_| writer_stopped())??;
+        if removed > 0 {
+            info!(removed, horizon_start = %cutoff, "Pruned state entries not written since the horizon");
+        }
+        Ok(removed)
     }
 
     /// The writer task's queue; the task and its transactional producer are made
@@ -237,7 +272,19 @@ enum Job {
     Write(Write, oneshot::Sender<Result<Vec<Position>, LogError>>),
     /// Answered once every job queued before it has finished.
     Barrier(oneshot::Sender<()>),
+    /// Delete expired state entries (see [`KafkaLog::prune_state`]); answered
+    /// with how many went.
+    Prune(Prune, oneshot::Sender<Result<u64, LogError>>),
 }
+
+struct Prune {
+    namespaces: Vec<String>,
+    /// Milliseconds since the epoch.
+    cutoff: i64,
+}
+
+/// Tombstones per pruning transaction.
+const PRUNE_BATCH: usize = 16_384;
 
 /// One write: records (key = account, JSON payload) and state puts, under
 /// the fence of the ingest assignment it was made for, if any.
@@ -292,6 +339,14 @@ impl Writer {
                     let _ = done.send(());
                     continue;
                 }
+                Job::Prune(p, done) => {
+                    let result = match &failed {
+                        Some(e) => Err(e.clone()),
+                        None => self.prune(&p).await.inspect_err(|e| failed = Some(e.clone())),
+                    };
+                    let _ = done.send(result.map_err(|e| unavailable("the Kafka transaction failed fatally", &self.brokers, e)));
+                    continue;
+                }
                 Job::Write(w, reply) => (w, reply),
             };
             let mut replies = vec![(group.records.len(), reply)];
@@ -335,6 +390,23 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Write tombstones for the entries `p` finds expired, in transactions of
+    /// [`PRUNE_BATCH`]. Runs between writes: every earlier write of this
+    /// process is in the view by now.
+    /// A failure is the producer's fatal error (no fence: never `Fenced`).
+    async fn prune(&mut self, p: &Prune) -> Result<u64, String> {
+        let expired = self.state_table.expired(&p.namespaces, p.cutoff);
+        let mut removed = 0u64;
+        for chunk in expired.chunks(PRUNE_BATCH) {
+            let w = Write { records: vec![], state: chunk.to_vec(), fence: None };
+            match self.commit(&w).await {
+                Ok(_) => removed += chunk.len() as u64,
+                Err(WriteFailure::Fatal(e) | WriteFailure::Fenced(e)) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     /// Commit `w` as one transaction, retrying until it commits, the producer
@@ -645,7 +717,22 @@ impl Log for KafkaLog {
     }
 
     async fn enforce_retention(&self) -> Result<u64, LogError> {
-        // The broker applies the topic's retention.ms / retention.bytes itself.
+        // The broker applies the topic's retention.ms / retention.bytes itself;
+        // state is pruned here, at most once an hour (as on SQLite).
+        if let Some(horizon) = self.cfg.state_horizon {
+            let due = {
+                let mut last = self.last_prune.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+                if due {
+                    *last = Some(std::time::Instant::now());
+                }
+                due
+            };
+            if due {
+                let cutoff = chrono::Utc::now() - chrono::Duration::from_std(horizon).unwrap_or_default();
+                self.prune_state(cutoff).await?;
+            }
+        }
         Ok(0)
     }
 

@@ -3,7 +3,10 @@
 //! A background thread reads the topic (read-committed, from the beginning) and
 //! applies each record; this process's own writes are applied as soon as their
 //! transaction commits. Each key remembers the offset of the value it holds, so
-//! a late copy of an older record never overwrites a newer one.
+//! a late copy of an older record never overwrites a newer one, and the time it
+//! was written, so entries past the state horizon can be pruned (deleted from
+//! the topic with tombstones; a deleted key leaves memory once the reader has
+//! passed its tombstone).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +29,8 @@ const SEP: char = '\u{1f}';
 /// State puts sent into an open transaction, awaiting their offsets.
 pub(crate) struct SentState {
     keys: Vec<String>,
+    /// The records' timestamp (milliseconds since the epoch).
+    at: i64,
     deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
@@ -37,15 +42,18 @@ pub(crate) async fn send_state(
     puts: &[StatePut],
 ) -> Result<SentState, super::TxnFailure> {
     let keys: Vec<String> = puts.iter().map(|p| state_key(&p.ns, &p.key)).collect();
+    // Set here (not by librdkafka) so this process's view and every reader
+    // agree on when each entry was written (pruning goes by it).
+    let at = chrono::Utc::now().timestamp_millis();
     let mut deliveries = Vec::with_capacity(puts.len());
     for (put, key) in puts.iter().zip(&keys) {
-        let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(topic).key(key.as_str());
+        let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(topic).key(key.as_str()).timestamp(at);
         if let Some(v) = &put.value {
             rec = rec.payload(v.as_str());
         }
         deliveries.push(super::send_with_room(producer, rec).await.map_err(|e| super::classify_txn(&e))?);
     }
-    Ok(SentState { keys, deliveries })
+    Ok(SentState { keys, at, deliveries })
 }
 
 impl SentState {
@@ -58,7 +66,8 @@ impl SentState {
                 _ => return Err(super::TxnFailure::Fatal("a state record of a committed transaction failed".into())),
             }
         }
-        table.apply_local(self.keys.into_iter().zip(puts).zip(offsets).map(|((k, p), (part, off))| (k, p.value.clone(), part, off)));
+        let at = self.at;
+        table.apply_local(self.keys.into_iter().zip(puts).zip(offsets).map(|((k, p), (part, off))| (k, p.value.clone(), part, off, at)));
         Ok(())
     }
 }
@@ -71,25 +80,47 @@ pub(crate) fn state_key(ns: &str, key: &str) -> String {
     s
 }
 
-/// A key's value as of (partition, offset); `None`: deleted.
-type Stored = (i32, i64, Option<String>);
+/// A key's value as of (partition, offset), written at `at` (the record's
+/// timestamp, milliseconds since the epoch); `value: None`: a delete whose
+/// record the reader has not passed yet (see [`View::apply`]).
+struct Stored {
+    partition: i32,
+    offset: i64,
+    at: i64,
+    value: Option<Box<str>>,
+}
 
 #[derive(Default)]
 struct View {
     /// ns → key → value with its position.
-    map: HashMap<String, HashMap<String, Stored>>,
+    map: HashMap<String, HashMap<Box<str>, Stored>>,
     /// Next offset to apply, per partition.
     applied: HashMap<i32, i64>,
 }
 
 impl View {
-    fn apply(&mut self, full_key: &str, value: Option<String>, partition: i32, offset: i64) {
+    /// Apply one record of the state topic (read by the tail, or written by
+    /// this process and applied once its transaction committed). A key keeps
+    /// the newest record of its partition. A delete forgets the key once the
+    /// reader has passed the delete's offset — no older record of the key can
+    /// arrive after that; until then the tombstone stays, so that the reader
+    /// catching up on an older value does not bring the key back. Deleted keys
+    /// therefore cost no memory once the reader has caught up.
+    fn apply(&mut self, full_key: &str, value: Option<String>, partition: i32, offset: i64, at: i64) {
         let Some((ns, key)) = full_key.split_once(SEP) else { return };
-        let slot = self.map.entry(ns.to_string()).or_default();
-        match slot.get(key) {
-            Some((p, o, _)) if *p == partition && *o >= offset => {}
-            _ => {
-                slot.insert(key.to_string(), (partition, offset, value));
+        let read_past = self.applied.get(&partition).copied().unwrap_or(0) > offset;
+        if !self.map.contains_key(ns) {
+            self.map.insert(ns.to_string(), HashMap::new());
+        }
+        let Some(slot) = self.map.get_mut(ns) else { return };
+        match (slot.get(key), value) {
+            (Some(s), _) if s.partition == partition && s.offset > offset => {}
+            (Some(s), Some(_)) if s.partition == partition && s.offset == offset => {}
+            (_, None) if read_past => {
+                slot.remove(key);
+            }
+            (_, value) => {
+                slot.insert(key.into(), Stored { partition, offset, at, value: value.map(String::into_boxed_str) });
             }
         }
     }
@@ -143,19 +174,20 @@ impl StateTable {
         Ok(table)
     }
 
+    /// Keys held in memory (deletes the reader has not passed yet included).
     pub(crate) fn len(&self) -> usize {
         self.view.lock().unwrap().map.values().map(|m| m.len()).sum()
     }
 
     pub(crate) fn get(&self, ns: &str, key: &str) -> Option<String> {
         let v = self.view.lock().unwrap();
-        v.map.get(ns).and_then(|m| m.get(key)).and_then(|(_, _, val)| val.clone())
+        v.map.get(ns).and_then(|m| m.get(key)).and_then(|s| s.value.as_deref().map(str::to_string))
     }
 
     pub(crate) fn get_many(&self, ns: &str, keys: &[String]) -> HashMap<String, String> {
         let v = self.view.lock().unwrap();
         let Some(m) = v.map.get(ns) else { return HashMap::new() };
-        keys.iter().filter_map(|k| m.get(k).and_then(|(_, _, val)| val.clone().map(|val| (k.clone(), val)))).collect()
+        keys.iter().filter_map(|k| m.get(k.as_str()).and_then(|s| s.value.as_deref().map(|val| (k.clone(), val.to_string())))).collect()
     }
 
     pub(crate) fn scan(&self, ns: &str) -> Vec<(String, String)> {
@@ -163,17 +195,30 @@ impl StateTable {
         let mut out: Vec<(String, String)> = v
             .map
             .get(ns)
-            .map(|m| m.iter().filter_map(|(k, (_, _, val))| val.clone().map(|val| (k.clone(), val))).collect())
+            .map(|m| m.iter().filter_map(|(k, s)| s.value.as_deref().map(|val| (k.to_string(), val.to_string()))).collect())
             .unwrap_or_default();
         out.sort();
         out
     }
 
-    /// Apply this process's own committed writes: (full key, value, partition, offset).
-    pub(crate) fn apply_local(&self, puts: impl Iterator<Item = (String, Option<String>, i32, i64)>) {
+    /// The keys of `namespaces` whose value was last written before `cutoff`
+    /// (milliseconds since the epoch), as deletes.
+    pub(crate) fn expired(&self, namespaces: &[String], cutoff: i64) -> Vec<StatePut> {
+        let v = self.view.lock().unwrap();
+        let mut out = Vec::new();
+        for ns in namespaces {
+            if let Some(m) = v.map.get(ns) {
+                out.extend(m.iter().filter(|(_, s)| s.value.is_some() && s.at < cutoff).map(|(k, _)| StatePut::delete(ns, k.to_string())));
+            }
+        }
+        out
+    }
+
+    /// Apply this process's own committed writes: (full key, value, partition, offset, timestamp).
+    pub(crate) fn apply_local(&self, puts: impl Iterator<Item = (String, Option<String>, i32, i64, i64)>) {
         let mut v = self.view.lock().unwrap();
-        for (k, val, p, o) in puts {
-            v.apply(&k, val, p, o);
+        for (k, val, p, o, at) in puts {
+            v.apply(&k, val, p, o, at);
         }
     }
 
@@ -224,12 +269,14 @@ fn tail(consumer: BaseConsumer, table: std::sync::Weak<StateTable>) {
             Some(Ok(m)) => {
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 let val = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+                let at = m.timestamp().to_millis().unwrap_or(0);
                 let mut v = t.view.lock().unwrap();
-                if let Some(k) = key {
-                    v.apply(&k, val, m.partition(), m.offset());
-                }
+                // Past this record first: a delete read here forgets its key.
                 let next = v.applied.entry(m.partition()).or_insert(0);
                 *next = (*next).max(m.offset() + 1);
+                if let Some(k) = key {
+                    v.apply(&k, val, m.partition(), m.offset(), at);
+                }
                 drop(v);
                 t.moved.notify_all();
             }
@@ -256,5 +303,44 @@ fn tail(consumer: BaseConsumer, table: std::sync::Weak<StateTable>) {
                 t.moved.notify_all();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> String {
+        state_key("seen", k)
+    }
+
+    /// The reader reaching `offset` of partition 0 (as `tail` does).
+    fn read(v: &mut View, k: &str, value: Option<&str>, offset: i64) {
+        let next = v.applied.entry(0).or_insert(0);
+        *next = (*next).max(offset + 1);
+        v.apply(&key(k), value.map(str::to_string), 0, offset, 0);
+    }
+
+    #[test]
+    fn a_delete_leaves_memory_once_the_reader_passed_it_and_nothing_older_brings_the_key_back() {
+        let mut v = View::default();
+        // This process's own delete, committed before the reader got there.
+        v.apply(&key("a"), None, 0, 10, 0);
+        assert_eq!(v.map["seen"].len(), 1, "the tombstone stays until the reader passes it");
+        // The reader catches up on the older value: it must not come back.
+        read(&mut v, "a", Some("old"), 5);
+        assert!(v.map["seen"]["a"].value.is_none());
+        read(&mut v, "a", None, 10);
+        assert!(v.map["seen"].is_empty(), "the reader passed the delete: the key is gone");
+        // A delete the reader has already passed (own write applied late) goes at once.
+        read(&mut v, "b", Some("x"), 11);
+        read(&mut v, "b", None, 12);
+        v.apply(&key("b"), None, 0, 12, 0);
+        assert!(v.map["seen"].is_empty());
+        // A newer value is kept against an older record read late.
+        v.apply(&key("c"), Some("new".into()), 0, 20, 7);
+        read(&mut v, "c", Some("older"), 15);
+        assert_eq!(v.map["seen"]["c"].value.as_deref(), Some("new"));
+        assert_eq!(v.map["seen"]["c"].at, 7);
     }
 }
