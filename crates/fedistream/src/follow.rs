@@ -182,6 +182,15 @@ fn url_host(base: &str) -> Option<String> {
     url::Url::parse(base).ok().map(|u| format!("{}:{}", u.host_str().unwrap_or_default(), u.port_or_known_default().unwrap_or(0)))
 }
 
+/// The default state directory of `follow` lives only as long as the command.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,14 +204,5 @@ mod tests {
         assert_eq!(f[1].1, vec![TimelineKind::Hashtag { tag: "rust".into(), local: false }]);
         assert!(feeds_by_host(&[], &["rust".into()]).unwrap_err().contains("TAG@HOST"));
         assert!(feeds_by_host(&["https://x.example/".into()], &[]).unwrap_err().contains("--local"));
-    }
-}
-
-/// The default state directory of `follow` lives only as long as the command.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

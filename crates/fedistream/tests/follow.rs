@@ -207,7 +207,11 @@ async fn follow_local_and_hashtag_prints_each_post_once() {
     ];
     let p = Spawn::new(dir.path(), "follow", &args).start();
     let keys = |p: &Proc| -> Vec<String> {
-        p.stdout().lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str::<Value>(l).unwrap()["key"].as_str().unwrap().to_string()).collect()
+        p.stdout()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["key"].as_str().unwrap().to_string())
+            .collect()
     };
     wait_for("the newest post", || keys(&p).contains(&old.uri).then_some(()), || p.stderr()).await;
     let both = fake.post("bob", tagged("<p>local and #rust</p>"));

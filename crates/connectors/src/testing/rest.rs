@@ -220,8 +220,9 @@ async fn account_statuses(
         .filter(|s| tagged.as_ref().is_none_or(|t| s.tags.iter().any(|x| x.to_lowercase() == *t)));
     let page = paging.page(candidates);
     // Pinned answers carry no Link header.
-    let path = (!pinned).then(|| format!("/api/v1/accounts/{id}/statuses"));
-    paged_response(&shared, &store, &page, viewer, &q, path.as_deref(), &KEPT_PARAMS, paging.limit)
+    let path = format!("/api/v1/accounts/{id}/statuses");
+    let links = (!pinned).then_some(Links { query: &q, path: &path, kept: &KEPT_PARAMS, limit: paging.limit });
+    paged_response(&shared, &store, &page, viewer, links)
 }
 
 /// The paging parameters of a timeline request (`Paginable`).
@@ -258,21 +259,29 @@ impl Paging {
     }
 }
 
-/// A page as JSON with its `Link` header (`path`: where the links point; `None`: no links).
+/// What a page's `Link` header is made of.
+pub(crate) struct Links<'a> {
+    /// The request's query (parameters in `kept` are carried over).
+    pub query: &'a str,
+    /// Where the links point.
+    pub path: &'a str,
+    pub kept: &'a [&'a str],
+    /// The page size asked for (`rel="next"` only for a full page).
+    pub limit: usize,
+}
+
+/// A page as JSON with its `Link` header (`None`: no links).
 pub(crate) fn paged_response(
     shared: &Shared,
     store: &super::state::Store,
     page: &[&Status],
     viewer: Viewer,
-    q: &str,
-    path: Option<&str>,
-    kept_params: &[&str],
-    limit: usize,
+    spec: Option<Links<'_>>,
 ) -> Response {
     let body: Vec<serde_json::Value> = page.iter().map(|s| json::status(shared, store, s, viewer)).collect();
     let mut links = Vec::new();
-    if let Some(path) = path {
-        let kept: Vec<String> = kept_params.iter().filter_map(|k| query_param(q, k).map(|v| format!("{k}={}", encode(&v)))).collect();
+    if let Some(Links { query: q, path, kept, limit }) = spec {
+        let kept: Vec<String> = kept.iter().filter_map(|k| query_param(q, k).map(|v| format!("{k}={}", encode(&v)))).collect();
         let link = |cursor: &str, value: &str, rel: &str| {
             let mut params = kept.clone();
             params.push(format!("{cursor}={value}"));

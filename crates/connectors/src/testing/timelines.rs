@@ -24,7 +24,7 @@ use axum::{Extension, Json};
 
 use super::guard::Auth;
 use super::json;
-use super::rest::{not_found, paged_response, truthy, viewer, Paging};
+use super::rest::{not_found, paged_response, truthy, viewer, Links, Paging};
 use super::state::{lock, Shared, Status};
 
 /// Who may read the public feeds.
@@ -65,15 +65,15 @@ fn unauthenticated() -> Response {
 
 /// The halves of `group` (`live_feeds`, `hashtag_feeds`) the caller may read,
 /// or the refusal. `local`/`remote`: which halves were asked for.
-fn readable(shared: &Shared, auth: Auth, group: &str, local: bool, remote: bool) -> Result<(bool, bool), Response> {
+fn readable(shared: &Shared, auth: Auth, group: &str, local: bool, remote: bool) -> Result<(bool, bool), Box<Response>> {
     let feeds = lock(&shared.feeds).clone();
     if let Some(code) = feeds.refuse {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-        return Err((status, Json(json::error("This feed is not available"))).into_response());
+        return Err(Box::new((status, Json(json::error("This feed is not available"))).into_response()));
     }
     let signed_in = auth == Auth::Valid;
     if !feeds.timeline_preview && !signed_in {
-        return Err(unauthenticated());
+        return Err(Box::new(unauthenticated()));
     }
     let (want_local, want_remote) = (local || !remote, remote || !local);
     let mut out = (false, false);
@@ -82,7 +82,7 @@ fn readable(shared: &Shared, auth: Auth, group: &str, local: bool, remote: bool)
             continue;
         }
         match feeds.get(&format!("{group}.{half}")) {
-            "authenticated" if !signed_in => return Err(unauthenticated()),
+            "authenticated" if !signed_in => return Err(Box::new(unauthenticated())),
             "disabled" => {}
             _ => *slot = true,
         }
@@ -100,13 +100,14 @@ pub(crate) async fn public(State(shared): State<Arc<Shared>>, Extension(auth): E
     let (local, remote) = (truthy(&q, "local"), truthy(&q, "remote"));
     let (local_ok, remote_ok) = match readable(&shared, auth, "live_feeds", local, remote) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let paging = Paging::parse(&q);
     let store = shared.store();
     let candidates = store.statuses.values().rev().filter(|s| public_feed(s) && if s.remote { remote_ok } else { local_ok });
     let page = paging.page(candidates);
-    paged_response(&shared, &store, &page, viewer(auth), &q, Some("/api/v1/timelines/public"), &KEPT, paging.limit)
+    let links = Links { query: &q, path: "/api/v1/timelines/public", kept: &KEPT, limit: paging.limit };
+    paged_response(&shared, &store, &page, viewer(auth), Some(links))
 }
 
 pub(crate) async fn tag(
@@ -119,7 +120,7 @@ pub(crate) async fn tag(
     let local = truthy(&q, "local");
     let (local_ok, remote_ok) = match readable(&shared, auth, "hashtag_feeds", local, false) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let remote_ok = remote_ok && !local;
     let tag = hashtag.to_lowercase();
@@ -133,7 +134,8 @@ pub(crate) async fn tag(
     });
     let page = paging.page(candidates);
     let path = format!("/api/v1/timelines/tag/{}", super::rest::encode(&hashtag));
-    paged_response(&shared, &store, &page, viewer(auth), &q, Some(&path), &KEPT, paging.limit)
+    let links = Links { query: &q, path: &path, kept: &KEPT, limit: paging.limit };
+    paged_response(&shared, &store, &page, viewer(auth), Some(links))
 }
 
 pub(crate) async fn list(
@@ -154,5 +156,7 @@ pub(crate) async fn list(
     let store = shared.store();
     let candidates = store.statuses.values().rev().filter(|s| s.reader_visible() && members.contains(&s.account_id));
     let page = paging.page(candidates);
-    paged_response(&shared, &store, &page, viewer(auth), &q, Some(&format!("/api/v1/timelines/list/{id}")), &["limit"], paging.limit)
+    let path = format!("/api/v1/timelines/list/{id}");
+    let links = Links { query: &q, path: &path, kept: &["limit"], limit: paging.limit };
+    paged_response(&shared, &store, &page, viewer(auth), Some(links))
 }

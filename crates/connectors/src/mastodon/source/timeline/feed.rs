@@ -68,12 +68,8 @@ pub(super) async fn run(sh: Arc<Shared>, job: Job) -> Result<Done, JobError> {
     }
 }
 
-fn page_of<'a>(kind: &'a TimelineKind) -> (Vec<&'a str>, Vec<(&'static str, String)>) {
-    kind.rest()
-}
-
 async fn fetch(job: &Job, page: Page) -> Result<crate::mastodon::client::StatusPage, JobError> {
-    let (segments, params) = page_of(&job.kind);
+    let (segments, params) = job.kind.rest();
     Ok(job.client.status_page(&segments, &params, page).await?)
 }
 
@@ -178,7 +174,7 @@ async fn first_start(sh: &Shared, job: &Job) -> Result<Done, JobError> {
     };
     let mut raws: Vec<Box<RawValue>> = Vec::new();
     let mut pages = 1;
-    while want > 0 {
+    while want > raws.len() {
         let n = page.statuses.len();
         raws.extend(page.statuses.into_iter().take(want - raws.len()));
         if raws.len() >= want || n < PAGE as usize || pages >= job.max_pages {
