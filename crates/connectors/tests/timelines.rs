@@ -71,8 +71,8 @@ async fn each_kind_delivers_its_new_posts_once() {
         ("local", StreamMode::Websocket, &[1, 3, 5]),
         ("federated", StreamMode::Sse, &[1, 2, 3, 4, 5]),
         ("remote", StreamMode::Websocket, &[2, 4]),
-        ("hashtag:rust", StreamMode::Sse, &[3, 4]),
-        ("hashtag:rust:local", StreamMode::Websocket, &[3]),
+        ("hashtag:rust", StreamMode::Sse, &[3, 4, 7]),
+        ("hashtag:rust:local", StreamMode::Websocket, &[3, 7]),
         ("list:LIST", StreamMode::Sse, &[5]),
         ("local", StreamMode::Off, &[1, 3, 5]),
     ];
@@ -113,15 +113,21 @@ async fn each_kind_delivers_its_new_posts_once() {
             post("bob", "five", &[], "public"),
             post("dave", "six, by someone who said #nobot", &["rust"], "public"),
         ];
-        let newest = posts.last().unwrap().id.clone();
+        // A reply to someone else: on hashtag feeds, not on public ones.
+        let reply = NewStatus {
+            in_reply_to_id: Some(posts[2].id.clone()),
+            tags: vec!["rust".into()],
+            ..NewStatus::html("<p>seven, a #rust reply</p>")
+        };
+        let posts: Vec<_> = posts.into_iter().chain([h.fake.post("alice", reply)]).collect();
         let want: Vec<String> = expected.iter().map(|i| posts[*i].uri.clone()).collect();
         h.wait_lines(&format!("{kind} posts"), DEADLINE, |l| want.iter().all(|u| has(l, "created", u))).await;
         // REST has read the whole feed (the checkpoint moved past the last post it carries).
         let last_in_feed = match label.as_str() {
             "remote" => posts[4].id.clone(),
-            "hashtag:rust:local" | "hashtag:rust" => newest.clone(),
+            "hashtag:rust:local" | "hashtag:rust" => posts[7].id.clone(),
             l if l.starts_with("list:") => posts[5].id.clone(),
-            _ => newest.clone(),
+            _ => posts[6].id.clone(),
         };
         wait_checkpoint(&h, "t", &label, &last_in_feed).await;
         let lines = h.lines();

@@ -134,6 +134,7 @@ pub(crate) fn scope_of(status: &Status) -> Scope {
         || (status.in_reply_to_id.is_some() && status.in_reply_to_account_id.is_none());
     Scope {
         public: status.visibility == "public" && status.reblog_of.is_none() && !reply_to_other,
+        tagged: status.visibility == "public" && status.reblog_of.is_none(),
         tags: status.tags.iter().map(|t| t.to_lowercase()).collect(),
         everywhere: false,
         local: !status.remote,

@@ -199,6 +199,9 @@ impl Faults {
 pub(crate) struct Scope {
     /// Reaches public timelines: public, not a boost, not a reply to someone else.
     pub public: bool,
+    /// Reaches hashtag timelines (with a tag it has): public and not a boost,
+    /// replies included.
+    pub tagged: bool,
     /// Lower-cased tags, for hashtag streams.
     pub tags: Vec<String>,
     /// Deletes reach every subscription.

@@ -104,7 +104,7 @@ impl Channel {
                 let half = if scope.local { "hashtag_feeds.local" } else { "hashtag_feeds.remote" };
                 let place = !*local || scope.local;
                 scope.everywhere
-                    || (scope.public && place && scope.tags.contains(&tag.to_lowercase()) && !scope.disabled.iter().any(|d| d == half))
+                    || (scope.tagged && place && scope.tags.contains(&tag.to_lowercase()) && !scope.disabled.iter().any(|d| d == half))
             }
         }
     }
