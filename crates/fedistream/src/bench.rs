@@ -91,6 +91,34 @@ pub enum BenchKind {
         #[arg(long, default_value = "sse", value_parser = parse_transport)]
         transport: fedistream_connectors::mastodon::source::StreamMode,
     },
+    /// One process following many accounts on many servers: in-process fake
+    /// servers on loopback ports, each with its own rate limit; account
+    /// sources polling at the interval the limits allow, a few timeline
+    /// sources; posts created at `rate`/s. Reports posts created, delivered
+    /// and delivered twice, creation → delivery p50/p99, the busiest server's
+    /// requests per window against its limit, CPU per post, peak RSS.
+    /// (Built with `--features test-util`.)
+    #[cfg(feature = "test-util")]
+    FollowScale {
+        #[arg(long, default_value_t = 50)]
+        servers: usize,
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// `local` timeline sources, on the first servers.
+        #[arg(long, default_value_t = 3)]
+        timelines: usize,
+        /// Posts per second over all accounts.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// How long to post.
+        #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration)]
+        duration: Duration,
+        /// Requests per window per server (Mastodon: 300 per 5 minutes per IP).
+        #[arg(long, default_value_t = 300)]
+        limit: u32,
+        #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration)]
+        window: Duration,
+    },
     /// The webhook channel against a receiver in this process (answering 200 at
     /// once): events per second with `max_in_flight` requests open.
     Webhook {
@@ -168,6 +196,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         #[cfg(feature = "test-util")]
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
+        #[cfg(feature = "test-util")]
+        BenchKind::FollowScale { servers, accounts, timelines, rate, duration, limit, window } => {
+            crate::bench_scale::run(crate::bench_scale::Scale { servers, accounts, timelines, rate, duration, limit, window }).await
+        }
         BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
             crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await
         }

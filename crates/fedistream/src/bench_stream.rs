@@ -62,7 +62,7 @@ impl Sink for TimingSink {
 }
 
 /// User + system CPU time of this process's threads: (all, those named `fake-server…`).
-fn cpu_times() -> (Duration, Duration) {
+pub(crate) fn cpu_times() -> (Duration, Duration) {
     let ticks = |stat: &str| -> u64 {
         // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

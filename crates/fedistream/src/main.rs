@@ -9,6 +9,8 @@ mod bench_kafka_state;
 #[cfg(feature = "test-util")]
 mod bench_mastodon;
 #[cfg(feature = "test-util")]
+mod bench_scale;
+#[cfg(feature = "test-util")]
 mod bench_stream;
 mod bench_webhook;
 mod cli;

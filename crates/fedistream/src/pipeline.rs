@@ -10,7 +10,9 @@ use fedistream_connectors::file::FileSink;
 use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
 use fedistream_connectors::mastodon::sink::MastodonSink;
-use fedistream_connectors::mastodon::source::{parse_base_url, MastodonSource, MastodonSourceConfig, ReaderConnection};
+use fedistream_connectors::mastodon::source::{
+    parse_base_url, MastodonSource, MastodonSourceConfig, MastodonTimelineSource, ReaderConnection, TimelineServer,
+};
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
 use fedistream_connectors::webhook::WebhookSink;
@@ -152,6 +154,33 @@ pub fn sources(cfg: &Config, take: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<
                 };
                 let limiters = limiters.clone();
                 Box::new(move || Box::new(MastodonSource::new(m.clone(), reader.clone(), limiters.clone())) as Box<dyn Source>)
+            }
+            SourceConfig::MastodonTimeline(t) => {
+                if !take(name) {
+                    continue;
+                }
+                let server = match (&t.connection, &t.instance) {
+                    (Some(conn), _) => {
+                        let c = cfg
+                            .connections
+                            .mastodon
+                            .get(conn)
+                            .with_context(|| format!("sources.{name}.connection: no connection `{conn}`"))?;
+                        let base_url = parse_base_url(&c.instance)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("connections.mastodon.{conn}.instance"))?;
+                        TimelineServer { base_url, token: Some(resolve_token(conn, c)?) }
+                    }
+                    (None, Some(instance)) => TimelineServer {
+                        base_url: parse_base_url(instance)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| format!("sources.{name}.instance"))?,
+                        token: None,
+                    },
+                    (None, None) => anyhow::bail!("sources.{name}: set `connection` or `instance`"),
+                };
+                let (t, limiters) = ((**t).clone(), limiters.clone());
+                Box::new(move || Box::new(MastodonTimelineSource::new(t.clone(), server.clone(), limiters.clone())) as Box<dyn Source>)
             }
             SourceConfig::Replay(r) => {
                 if !take(name) {

@@ -180,3 +180,73 @@ async fn follow_text_shows_the_creation_time_and_marks_edits() {
     assert!(header.starts_with(&expected), "{header:?} should start with {expected:?}");
     assert!(p.stdout().contains("second version"), "{}", p.stdout());
 }
+
+/// `follow --local HOST --hashtag TAG@HOST`: a server's local timeline and a
+/// hashtag with one command; a post on both is printed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_local_and_hashtag_prints_each_post_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice", "bob"], None).await;
+    let base = fake.base_url();
+    let tagged = |html: &str| NewStatus { tags: vec!["rust".into()], ..NewStatus::html(html) };
+    let old = fake.post("alice", tagged("<p>before #rust</p>"));
+    let args = [
+        "follow",
+        "--local",
+        "fake.example",
+        "--hashtag",
+        "rust@fake.example",
+        "--instance",
+        &base,
+        "--format",
+        "jsonl",
+        "--backfill",
+        "last:1",
+        "--poll-interval",
+        "1s",
+    ];
+    let p = Spawn::new(dir.path(), "follow", &args).start();
+    let keys = |p: &Proc| -> Vec<String> {
+        p.stdout()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for("the newest post", || keys(&p).contains(&old.uri).then_some(()), || p.stderr()).await;
+    let both = fake.post("bob", tagged("<p>local and #rust</p>"));
+    let local_only = fake.post("alice", NewStatus::html("<p>local only</p>"));
+    wait_for(
+        "the live posts",
+        || {
+            p.assert_running();
+            let k = keys(&p);
+            (k.contains(&both.uri) && k.contains(&local_only.uri)).then_some(())
+        },
+        || p.stderr(),
+    )
+    .await;
+    p.sigterm();
+    let s = p.wait_exit(DEADLINE).await;
+    assert!(s.success(), "exit status {s}; stderr:\n{}", p.stderr());
+    let mut all = keys(&p);
+    all.sort();
+    let mut want = vec![old.uri, both.uri, local_only.uri];
+    want.sort();
+    assert_eq!(all, want, "each post once");
+}
+
+/// `follow --local` of a server that hides its local timeline from anonymous
+/// readers stops with the setting named, not a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_local_of_a_hidden_feed_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = start_fake(&["alice"], None).await;
+    fake.set_timeline_preview(false);
+    let base = fake.base_url();
+    let p = Spawn::new(dir.path(), "follow", &["follow", "--local", "fake.example", "--instance", &base]).start();
+    let s = p.wait_exit(DEADLINE).await;
+    assert!(!s.success(), "{s}");
+    let err = p.stderr();
+    assert!(err.contains("no feed can be read") && err.contains("timeline_preview"), "{err}");
+}

@@ -55,8 +55,10 @@ impl ClientConfig {
 #[derive(Clone)]
 pub struct MastodonClient {
     inner: Arc<Inner>,
-    /// Requests of this handle are background work ([`MastodonClient::background`]).
-    background: bool,
+    /// Requests of this handle go only while more than this fraction of the
+    /// rate-limit window's budget is left ([`MastodonClient::background`],
+    /// [`MastodonClient::with_share`]); `None`: up to the last request.
+    reserve: Option<f64>,
 }
 
 struct Inner {
@@ -108,7 +110,7 @@ impl MastodonClient {
         let limiter = limiters.get(&host_port(&base), cfg.token.as_ref());
         Ok(MastodonClient {
             inner: Arc::new(Inner { http, base, token: cfg.token, auth, user_agent, timeout: cfg.timeout, limiter }),
-            background: false,
+            reserve: None,
         })
     }
 
@@ -116,11 +118,21 @@ impl MastodonClient {
     /// waits while less than half of the rate-limit window's budget is left
     /// (reconciliation must never take the requests the catch-up needs).
     pub fn background(&self) -> MastodonClient {
-        MastodonClient { inner: self.inner.clone(), background: true }
+        MastodonClient { inner: self.inner.clone(), reserve: Some(0.5) }
     }
 
-    pub(crate) fn is_background(&self) -> bool {
-        self.background
+    /// A handle on the same client that takes at most `share` (0..=1) of each
+    /// rate-limit window of its (server, token): its requests wait while less
+    /// than `1 - share` of the budget is left, which stays for the other
+    /// handles of the same limiter (a timeline source next to account sources).
+    pub fn with_share(&self, share: f64) -> MastodonClient {
+        let reserve = (1.0 - share.clamp(0.0, 1.0)).max(0.0);
+        MastodonClient { inner: self.inner.clone(), reserve: (reserve > 0.0).then_some(reserve) }
+    }
+
+    /// The fraction of a window's budget this handle leaves to others.
+    pub(crate) fn reserve(&self) -> Option<f64> {
+        self.reserve
     }
 
     pub fn base_url(&self) -> &url::Url {
@@ -188,9 +200,17 @@ impl MastodonClient {
 
     /// One page of `/api/v1/accounts/:id/statuses`, newest first, unparsed.
     pub async fn account_statuses(&self, account_id: &str, page: Page) -> Result<StatusPage, MastodonError> {
-        let url = self.url_with_segments(&["api", "v1", "accounts", account_id, "statuses"]);
-        let (headers, body) = self.get(url, &page.query()).await?;
-        let path = format!("/api/v1/accounts/{account_id}/statuses");
+        self.status_page(&["api", "v1", "accounts", account_id, "statuses"], &[], page).await
+    }
+
+    /// One page of a timeline (`segments` under the base, e.g. `api/v1/timelines/public`,
+    /// with `params` besides the paging ones), newest first, unparsed.
+    pub async fn status_page(&self, segments: &[&str], params: &[(&'static str, String)], page: Page) -> Result<StatusPage, MastodonError> {
+        let url = self.url_with_segments(segments);
+        let path = url.path().to_string();
+        let mut query = params.to_vec();
+        query.extend(page.query());
+        let (headers, body) = self.get(url, &query).await?;
         let statuses: Vec<Box<RawValue>> =
             serde_json::from_slice(&body).map_err(|e| MastodonError::undecodable(&path, "a JSON array of statuses", &body, e))?;
         let (next_max_id, prev_min_id) = headers

@@ -19,7 +19,10 @@
 //!
 //! Background work (reconciliation) first waits in [`RateLimiter::wait_for_headroom`]:
 //! it waits while less than half of the window's budget is left, so it never
-//! competes with the catch-up for the last requests of a window.
+//! competes with the catch-up for the last requests of a window. A timeline
+//! source does the same with its configured share (`rate_limit_share`): it
+//! never takes the part of a window that the account sources on the same
+//! (server, token) need.
 //!
 //! This module only decides *when* a request may go; classifying failures and
 //! retrying is left to the caller and the runtime.
@@ -193,24 +196,27 @@ impl RateLimiter {
         }
     }
 
-    /// For background work, before [`acquire_or_probe`](Self::acquire_or_probe):
-    /// wait while less than half of the window's budget is left (until its
-    /// reset). Counts nothing.
-    pub async fn wait_for_headroom(&self) {
+    /// For background work and shared budgets, before
+    /// [`acquire_or_probe`](Self::acquire_or_probe): wait while no more than
+    /// `reserve` (a fraction, e.g. 0.5) of the window's budget is left (until
+    /// its reset), so that what is left stays for the other users of this
+    /// limiter. Counts nothing.
+    pub async fn wait_for_headroom(&self, reserve: f64) {
         loop {
             let until = {
                 let st = self.state();
                 let now = Instant::now();
                 st.window.filter(|w| w.reset_at > now).and_then(|w| {
-                    let half = w.limit.map_or(PACE_BELOW_WITHOUT_LIMIT, |l| l / 2);
-                    (w.remaining <= half).then_some(w.reset_at + RESET_MARGIN)
+                    let kept = w.limit.map_or(PACE_BELOW_WITHOUT_LIMIT, |l| (f64::from(l) * reserve.clamp(0.0, 1.0)).round() as u32);
+                    (w.remaining <= kept).then_some(w.reset_at + RESET_MARGIN)
                 })
             };
             match until {
                 Some(t) => {
                     tracing::debug!(
                         wait_ms = t.saturating_duration_since(Instant::now()).as_millis() as u64,
-                        "Background work waits for the next rate-limit window"
+                        reserve,
+                        "Waiting for the next rate-limit window (the rest of this one is left to others)"
                     );
                     tokio::time::sleep_until(t).await;
                 }

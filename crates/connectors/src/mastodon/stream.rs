@@ -1,6 +1,6 @@
 //! One supervised streaming connection to a Mastodon server.
 //!
-//! [`spawn_stream`] runs a task that keeps one stream (`user` or a list) open
+//! [`spawn_stream`] runs a task that keeps one stream ([`StreamName`]) open
 //! over WebSocket or SSE and sends [`StreamEvent`]s into a channel. It owns the
 //! streaming base (asked from `/api/v2/instance` before every connect until the
 //! server answers, and mapped onto the client's address when the server names
@@ -48,14 +48,58 @@ impl Transport {
     }
 }
 
-/// Which stream to follow. Public and hashtag streams are deliberately absent
-/// (they drop replies and boosts, and may be disabled server-side).
+/// Which stream to follow. The account source reads `user` or a list (the
+/// reader's feeds, filtered on the Rails side only by the reader's own
+/// follows); the timeline source reads the public, hashtag and list streams,
+/// which drop boosts and (public ones) replies to others and may be disabled
+/// server-side: always a hint next to REST, never the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamName {
     /// The token owner's home feed.
     User,
     /// One of the token owner's lists, by id.
     List(String),
+    /// `public` (both false), `public:local` or `public:remote`.
+    Public { local: bool, remote: bool },
+    /// `hashtag` or `hashtag:local`, for one tag.
+    Hashtag { tag: String, local: bool },
+}
+
+impl StreamName {
+    /// The stream's name in the API (`stream` of a subscription).
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            StreamName::User => "user",
+            StreamName::List(_) => "list",
+            StreamName::Public { local: true, .. } => "public:local",
+            StreamName::Public { remote: true, .. } => "public:remote",
+            StreamName::Public { .. } => "public",
+            StreamName::Hashtag { local: true, .. } => "hashtag:local",
+            StreamName::Hashtag { .. } => "hashtag",
+        }
+    }
+
+    /// The SSE path under `api/v1/streaming/`.
+    pub fn sse_path(&self) -> &'static str {
+        match self {
+            StreamName::User => "user",
+            StreamName::List(_) => "list",
+            StreamName::Public { local: true, .. } => "public/local",
+            StreamName::Public { remote: true, .. } => "public/remote",
+            StreamName::Public { .. } => "public",
+            StreamName::Hashtag { local: true, .. } => "hashtag/local",
+            StreamName::Hashtag { .. } => "hashtag",
+        }
+    }
+
+    /// The `tag` / `list` parameter the stream needs, if any.
+    pub fn param(&self) -> Option<(&'static str, &str)> {
+        match self {
+            StreamName::List(id) => Some(("list", id)),
+            StreamName::Hashtag { tag, .. } => Some(("tag", tag)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

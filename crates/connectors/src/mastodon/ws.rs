@@ -49,12 +49,10 @@ pub fn decode_ws_frame(text: &str) -> Result<RawStreamEvent, StreamError> {
 
 /// The control frame subscribing to `stream`.
 pub fn subscribe_frame(stream: &StreamName) -> String {
-    let v = match stream {
-        StreamName::User => serde_json::json!({"type": "subscribe", "stream": "user"}),
-        StreamName::List(id) => {
-            serde_json::json!({"type": "subscribe", "stream": "list", "list": id})
-        }
-    };
+    let mut v = serde_json::json!({"type": "subscribe", "stream": stream.api_name()});
+    if let Some((k, id)) = stream.param() {
+        v[k] = id.into();
+    }
     v.to_string()
 }
 

@@ -59,7 +59,7 @@ pub(crate) fn account(shared: &Shared, store: &Store, a: &Account) -> Value {
     let mut v = json!({
         "id": a.id,
         "username": a.username,
-        "acct": a.username,
+        "acct": a.opts.domain.as_ref().map_or_else(|| a.username.clone(), |d| format!("{}@{d}", a.username)),
         "display_name": a.opts.display_name.clone().unwrap_or_default(),
         "locked": a.opts.locked,
         "bot": a.opts.bot,
@@ -68,7 +68,7 @@ pub(crate) fn account(shared: &Shared, store: &Store, a: &Account) -> Value {
         "group": false,
         "created_at": time(a.created_at),
         "note": a.opts.note_html,
-        "url": format!("{base}/@{}", a.username),
+        "url": a.opts.domain.as_ref().map_or_else(|| format!("{base}/@{}", a.username), |d| format!("https://{d}/@{}", a.username)),
         "followers_count": 1,
         "following_count": 0,
         "statuses_count": statuses_count,
@@ -267,6 +267,16 @@ fn version(shared: &Shared) -> &'static str {
 }
 
 /// `GET /api/v2/instance`.
+fn timelines_access(shared: &Shared) -> Value {
+    let feeds = super::state::lock(&shared.feeds).access.clone();
+    let half = |k: &str| feeds.get(k).cloned().unwrap_or_else(|| "public".to_string());
+    json!({
+        "live_feeds": { "local": half("live_feeds.local"), "remote": half("live_feeds.remote") },
+        "hashtag_feeds": { "local": half("hashtag_feeds.local"), "remote": half("hashtag_feeds.remote") },
+        "trending_link_feeds": { "local": "public", "remote": "public" },
+    })
+}
+
 pub(crate) fn instance_v2(shared: &Shared, user_count: usize) -> Value {
     let base = base(shared);
     let title = match shared.cfg.flavor {
@@ -295,11 +305,7 @@ pub(crate) fn instance_v2(shared: &Shared, user_count: usize) -> Value {
             "media_attachments": { "description_limit": 1500, "image_size_limit": 16777216, "video_size_limit": 103809024 },
             "polls": { "max_options": 4, "max_characters_per_option": 50, "min_expiration": 300, "max_expiration": 2629746 },
             "translation": { "enabled": false },
-            "timelines_access": {
-                "live_feeds": { "local": "public", "remote": "public" },
-                "hashtag_feeds": { "local": "public", "remote": "public" },
-                "trending_link_feeds": { "local": "public", "remote": "public" },
-            },
+            "timelines_access": timelines_access(shared),
             "limited_federation": false,
         },
         "registrations": { "enabled": false, "approval_required": false, "message": null },

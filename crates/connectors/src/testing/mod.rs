@@ -3,9 +3,13 @@
 //! [`FakeMastodon::start`] binds an axum router on `127.0.0.1:0` in the current
 //! tokio runtime and serves the part of the client API fedistream uses: instance
 //! metadata, account lookup, profile timelines with `min_id`/`max_id`/`since_id`
-//! paging and `Link` headers, `verify_credentials`, fixed-window rate-limit headers
-//! and 429s, the SSE `user`/`list` streams (Mastodon flavour only) and the
-//! multiplexed WebSocket stream. Payload shapes follow the fixtures in
+//! paging and `Link` headers, the public, local, remote, hashtag and list
+//! timelines paged the same way (`timelines.rs`: the reader's lists with
+//! membership changes, hidden feeds — `timeline_preview` off, the 4.5+
+//! `timelines_access` settings, refused feeds), `verify_credentials`,
+//! fixed-window rate-limit headers and 429s, the SSE streams (Mastodon flavour
+//! only) and the multiplexed WebSocket stream. Remote accounts
+//! (`AccountOpts::domain`) feed the federated and remote timelines. Payload shapes follow the fixtures in
 //! `tests/fixtures/mastodon/`.
 //!
 //! The write side serves publishing accounts (tokens from [`FakeMastodon::add_token`]):
@@ -32,8 +36,8 @@
 //!
 //! Left out on purpose: polls, scheduled statuses, quotes, mentions as
 //! resources (they stay plain text), edit history (`/history`, `/source`),
-//! notifications, follows and lists as resources (any list id streams
-//! everything), mentions, polls, cards, the separate paging throttle
+//! notifications, follows and lists as resources (a list id the test did not
+//! create streams everything), mentions, polls, cards, the separate paging throttle
 //! (300 per 15 minutes), and Mastodon's loopback exemption from throttling.
 //! Anonymous reads are answered unless `anonymous_reads` is off, on GoToSocial
 //! too (which refuses them by default).
@@ -48,6 +52,7 @@ mod social;
 mod state;
 mod streaming;
 mod text;
+mod timelines;
 mod types;
 mod writes;
 mod ws;
@@ -259,6 +264,47 @@ impl FakeMastodon {
     /// whatever the token, as some proxies do while SSE works.
     pub fn refuse_websocket(&self, status: Option<u16>) {
         self.shared.faults().refuse_websocket = status;
+    }
+
+    /// Creates a list of the reader's (empty) and returns its id. Its REST
+    /// timeline and stream carry its members' posts from then on.
+    pub fn create_list(&self) -> String {
+        let id = self.shared.store().ids.next(chrono::Utc::now());
+        state::lock(&self.shared.lists).insert(id.clone(), Default::default());
+        id
+    }
+
+    /// Adds `username` (created if unknown) to a list; false if the list is unknown.
+    pub fn add_to_list(&self, list: &str, username: &str) -> bool {
+        let account = self.shared.add_account(username, AccountOpts::default());
+        state::lock(&self.shared.lists).get_mut(list).map(|m| m.insert(account)).is_some()
+    }
+
+    /// Removes `username` from a list; false if it was not a member.
+    pub fn remove_from_list(&self, list: &str, username: &str) -> bool {
+        let Some(account) = self.account_id(username) else { return false };
+        state::lock(&self.shared.lists).get_mut(list).is_some_and(|m| m.remove(&account))
+    }
+
+    /// Mastodon's "timeline preview" (before 4.5): when off, anonymous reads
+    /// of the public and hashtag timelines answer 401.
+    pub fn set_timeline_preview(&self, on: bool) {
+        state::lock(&self.shared.feeds).timeline_preview = on;
+    }
+
+    /// Sets one half of Mastodon 4.5+'s `timelines_access` (`live_feeds.local`,
+    /// `live_feeds.remote`, `hashtag_feeds.local`, `hashtag_feeds.remote`) to
+    /// `public`, `authenticated` (401 for anonymous REST readers) or `disabled`
+    /// (an empty REST answer; streams drop its updates). The instance
+    /// document shows it.
+    pub fn set_feed_access(&self, half: &str, value: &str) {
+        state::lock(&self.shared.feeds).access.insert(half.to_owned(), value.to_owned());
+    }
+
+    /// Every timeline request (public, hashtag, list) answers `status` (e.g.
+    /// 422), or is served again (`None`).
+    pub fn refuse_feeds(&self, status: Option<u16>) {
+        state::lock(&self.shared.feeds).refuse = status;
     }
 
     /// `127.0.0.1:PORT` of the separate streaming listener, if configured.

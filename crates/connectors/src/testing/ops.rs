@@ -21,6 +21,7 @@ impl Shared {
         let reblog_of = new.reblog_of.filter(|r| store.status(r).is_some());
         let media = new.media.into_iter().map(|(kind, description)| Media { id: store.ids.next(now), kind, description }).collect();
         let is_boost = reblog_of.is_some();
+        let remote = store.accounts.get(&account_id).is_some_and(|a| a.opts.domain.is_some());
         let status = Status {
             id: id.clone(),
             account_id: account_id.clone(),
@@ -38,6 +39,7 @@ impl Shared {
             tags: if is_boost { Vec::new() } else { new.tags },
             replies_count: 0,
             reblogs_count: 0,
+            remote,
         };
         self.publish(&mut store, status)
     }
@@ -112,7 +114,7 @@ impl Shared {
         let mut ledger = self.ledger();
         for (account_id, gone) in removed {
             ledger.deleted.entry(account_id).or_default().push(gone.clone());
-            let scope = Scope { public: true, tags: Vec::new(), everywhere: true };
+            let scope = Scope { everywhere: true, ..scope_of(&status) };
             self.broadcast("delete", gone, scope);
         }
         true
@@ -132,7 +134,12 @@ pub(crate) fn scope_of(status: &Status) -> Scope {
         || (status.in_reply_to_id.is_some() && status.in_reply_to_account_id.is_none());
     Scope {
         public: status.visibility == "public" && status.reblog_of.is_none() && !reply_to_other,
+        tagged: status.visibility == "public" && status.reblog_of.is_none(),
         tags: status.tags.iter().map(|t| t.to_lowercase()).collect(),
         everywhere: false,
+        local: !status.remote,
+        account_id: status.account_id.clone(),
+        lists: Vec::new(),
+        disabled: Vec::new(),
     }
 }

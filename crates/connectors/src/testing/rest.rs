@@ -22,7 +22,7 @@ use super::guard::{self, query_param, Auth, Caller};
 use super::json::{self, Viewer};
 use super::state::{IdKey, Shared, Status};
 use super::types::Flavor;
-use super::{media, social, streaming, writes, ws};
+use super::{media, social, streaming, timelines, writes, ws};
 
 /// Largest upload accepted (Mastodon's default video limit is 99 MiB).
 const MEDIA_BODY_LIMIT: usize = 100 * 1024 * 1024;
@@ -35,6 +35,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/accounts/verify_credentials", get(verify_credentials))
         .route("/api/v1/accounts/{id}", get(account))
         .route("/api/v1/accounts/{id}/statuses", get(account_statuses))
+        .route("/api/v1/timelines/public", get(timelines::public))
+        .route("/api/v1/timelines/tag/{hashtag}", get(timelines::tag))
+        .route("/api/v1/timelines/list/{id}", get(timelines::list))
         .route("/api/v1/statuses", get(statuses_by_id).post(writes::create))
         .route("/api/v1/statuses/{id}", get(status).put(writes::update).delete(social::delete))
         .route("/api/v1/statuses/{id}/reblog", post(social::reblog))
@@ -81,7 +84,7 @@ async fn instance_v2(State(shared): State<Arc<Shared>>) -> Response {
     Json(json::instance_v2(&shared, users)).into_response()
 }
 
-fn viewer(auth: Auth) -> Viewer {
+pub(crate) fn viewer(auth: Auth) -> Viewer {
     if auth == Auth::Valid {
         Viewer::Reader
     } else {
@@ -180,7 +183,7 @@ async fn statuses_by_id(State(shared): State<Arc<Shared>>, Extension(auth): Exte
 /// Parameters kept in pagination links, in the order Rails' `params.slice` emits them.
 const KEPT_PARAMS: [&str; 6] = ["limit", "pinned", "tagged", "only_media", "exclude_replies", "exclude_reblogs"];
 
-fn truthy(query: &str, key: &str) -> bool {
+pub(crate) fn truthy(query: &str, key: &str) -> bool {
     query_param(query, key).is_some_and(|v| matches!(v.as_str(), "true" | "1" | "on" | "t"))
 }
 
@@ -192,14 +195,7 @@ async fn account_statuses(
 ) -> Response {
     let q = q.unwrap_or_default();
     let viewer = viewer(auth);
-    // `limit_param`: absent → 20; otherwise |to_i| capped at 40 (garbage → 0).
-    let limit = match query_param(&q, "limit") {
-        None => 20,
-        Some(v) => v.trim().parse::<i64>().map(|n| n.unsigned_abs().min(40)).unwrap_or(0) as usize,
-    };
-    let max_id = query_param(&q, "max_id").filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
-    let min_id = query_param(&q, "min_id").filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
-    let since_id = query_param(&q, "since_id").filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
+    let paging = Paging::parse(&q);
     let exclude_replies = truthy(&q, "exclude_replies");
     let exclude_reblogs = truthy(&q, "exclude_reblogs");
     let only_media = truthy(&q, "only_media");
@@ -210,7 +206,7 @@ async fn account_statuses(
     if !store.accounts.contains_key(&id) {
         return not_found(&shared);
     }
-    let candidates: Vec<&Status> = store
+    let candidates = store
         .statuses_by(&id)
         .filter(|s| visible(s, viewer))
         // Nothing is ever pinned here.
@@ -221,27 +217,75 @@ async fn account_statuses(
             !exclude_replies || s.in_reply_to_id.is_none() || s.in_reply_to_account_id.as_deref() == Some(s.account_id.as_str())
         })
         .filter(|s| !only_media || !s.media.is_empty())
-        .filter(|s| tagged.as_ref().is_none_or(|t| s.tags.iter().any(|x| x.to_lowercase() == *t)))
-        .filter(|s| max_id.as_ref().is_none_or(|m| IdKey::new(&s.id) < *m))
-        .collect();
-    let page: Vec<&Status> = if let Some(min) = &min_id {
-        let mut after: Vec<&Status> = candidates.into_iter().rev().filter(|s| IdKey::new(&s.id) > *min).take(limit).collect();
-        after.reverse();
-        after
-    } else if let Some(since) = &since_id {
-        candidates.into_iter().filter(|s| IdKey::new(&s.id) > *since).take(limit).collect()
-    } else {
-        candidates.into_iter().take(limit).collect()
-    };
-    let body: Vec<serde_json::Value> = page.iter().map(|s| json::status(&shared, &store, s, viewer)).collect();
+        .filter(|s| tagged.as_ref().is_none_or(|t| s.tags.iter().any(|x| x.to_lowercase() == *t)));
+    let page = paging.page(candidates);
+    // Pinned answers carry no Link header.
+    let path = format!("/api/v1/accounts/{id}/statuses");
+    let links = (!pinned).then_some(Links { query: &q, path: &path, kept: &KEPT_PARAMS, limit: paging.limit });
+    paged_response(&shared, &store, &page, viewer, links)
+}
 
+/// The paging parameters of a timeline request (`Paginable`).
+pub(crate) struct Paging {
+    pub limit: usize,
+    max_id: Option<IdKey>,
+    min_id: Option<IdKey>,
+    since_id: Option<IdKey>,
+}
+
+impl Paging {
+    pub fn parse(q: &str) -> Paging {
+        // `limit_param`: absent → 20; otherwise |to_i| capped at 40 (garbage → 0).
+        let limit = match query_param(q, "limit") {
+            None => 20,
+            Some(v) => v.trim().parse::<i64>().map(|n| n.unsigned_abs().min(40)).unwrap_or(0) as usize,
+        };
+        let id = |k: &str| query_param(q, k).filter(|v| !v.is_empty()).map(|v| IdKey::new(&v));
+        Paging { limit, max_id: id("max_id"), min_id: id("min_id"), since_id: id("since_id") }
+    }
+
+    /// The page of `candidates` (newest first) the request asks for, newest first.
+    pub fn page<'a>(&self, candidates: impl Iterator<Item = &'a Status>) -> Vec<&'a Status> {
+        let candidates: Vec<&Status> = candidates.filter(|s| self.max_id.as_ref().is_none_or(|m| IdKey::new(&s.id) < *m)).collect();
+        if let Some(min) = &self.min_id {
+            let mut after: Vec<&Status> = candidates.into_iter().rev().filter(|s| IdKey::new(&s.id) > *min).take(self.limit).collect();
+            after.reverse();
+            after
+        } else if let Some(since) = &self.since_id {
+            candidates.into_iter().filter(|s| IdKey::new(&s.id) > *since).take(self.limit).collect()
+        } else {
+            candidates.into_iter().take(self.limit).collect()
+        }
+    }
+}
+
+/// What a page's `Link` header is made of.
+pub(crate) struct Links<'a> {
+    /// The request's query (parameters in `kept` are carried over).
+    pub query: &'a str,
+    /// Where the links point.
+    pub path: &'a str,
+    pub kept: &'a [&'a str],
+    /// The page size asked for (`rel="next"` only for a full page).
+    pub limit: usize,
+}
+
+/// A page as JSON with its `Link` header (`None`: no links).
+pub(crate) fn paged_response(
+    shared: &Shared,
+    store: &super::state::Store,
+    page: &[&Status],
+    viewer: Viewer,
+    spec: Option<Links<'_>>,
+) -> Response {
+    let body: Vec<serde_json::Value> = page.iter().map(|s| json::status(shared, store, s, viewer)).collect();
     let mut links = Vec::new();
-    if !pinned {
-        let kept: Vec<String> = KEPT_PARAMS.iter().filter_map(|k| query_param(&q, k).map(|v| format!("{k}={}", encode(&v)))).collect();
+    if let Some(Links { query: q, path, kept, limit }) = spec {
+        let kept: Vec<String> = kept.iter().filter_map(|k| query_param(q, k).map(|v| format!("{k}={}", encode(&v)))).collect();
         let link = |cursor: &str, value: &str, rel: &str| {
             let mut params = kept.clone();
             params.push(format!("{cursor}={value}"));
-            format!("<http://{}/api/v1/accounts/{id}/statuses?{}>; rel=\"{rel}\"", shared.host, params.join("&"))
+            format!("<http://{}{path}?{}>; rel=\"{rel}\"", shared.host, params.join("&"))
         };
         if let (Some(last), true) = (page.last(), page.len() == limit) {
             links.push(link("max_id", &last.id, "next"));
@@ -250,7 +294,6 @@ async fn account_statuses(
             links.push(link("min_id", &first.id, "prev"));
         }
     }
-    drop(store);
     let mut response = Json(body).into_response();
     if let Ok(value) = links.join(", ").parse() {
         if !links.is_empty() {
@@ -260,6 +303,6 @@ async fn account_statuses(
     response
 }
 
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }

@@ -152,6 +152,7 @@ pub(crate) async fn reblog(
         tags: Vec::new(),
         replies_count: 0,
         reblogs_count: 0,
+        remote: false,
     };
     drop(ledger);
     shared.publish(&mut store, wrapper);

@@ -63,6 +63,8 @@ pub(crate) struct Status {
     pub tags: Vec<String>,
     pub replies_count: u64,
     pub reblogs_count: u64,
+    /// By a remote account ([`super::AccountOpts::domain`]).
+    pub remote: bool,
 }
 
 impl Status {
@@ -197,10 +199,20 @@ impl Faults {
 pub(crate) struct Scope {
     /// Reaches public timelines: public, not a boost, not a reply to someone else.
     pub public: bool,
+    /// Reaches hashtag timelines (with a tag it has): public and not a boost,
+    /// replies included.
+    pub tagged: bool,
     /// Lower-cased tags, for hashtag streams.
     pub tags: Vec<String>,
     /// Deletes reach every subscription.
     pub everywhere: bool,
+    /// By a local account (remote ones reach `public:remote`, not `public:local`).
+    pub local: bool,
+    pub account_id: String,
+    /// Filled in at broadcast: each known list and whether the author is a member.
+    pub lists: Vec<(String, bool)>,
+    /// Filled in at broadcast: the `timelines_access` halves that are disabled.
+    pub disabled: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -236,6 +248,10 @@ pub(crate) struct Shared {
     pub open_changed: Notify,
     /// `127.0.0.1:PORT` of the separate streaming listener, once bound.
     pub streaming_addr: std::sync::OnceLock<String>,
+    /// Lists of the reader: id → member account ids (`timelines.rs`).
+    pub lists: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    /// Who may read the public feeds (`timelines.rs`).
+    pub feeds: Mutex<super::timelines::FeedSettings>,
 }
 
 impl Shared {
@@ -268,6 +284,8 @@ impl Shared {
             open: AtomicUsize::new(0),
             open_changed: Notify::new(),
             streaming_addr: std::sync::OnceLock::new(),
+            lists: Mutex::new(BTreeMap::new()),
+            feeds: Mutex::new(Default::default()),
         }
     }
 
@@ -310,10 +328,13 @@ impl Shared {
         self.crash.send_modify(|generation| *generation += 1);
     }
 
-    pub(crate) fn broadcast(&self, event: &'static str, payload: String, scope: Scope) {
+    pub(crate) fn broadcast(&self, event: &'static str, payload: String, mut scope: Scope) {
         if self.paused.load(Ordering::SeqCst) {
             return;
         }
+        // Lock order: the store (held by callers), then lists, then feeds.
+        scope.lists = lock(&self.lists).iter().map(|(id, members)| (id.clone(), members.contains(&scope.account_id))).collect();
+        scope.disabled = lock(&self.feeds).disabled();
         // An error only means no stream is open.
         let _ = self.events.send(StreamMsg::Event { event, payload, scope });
     }

@@ -88,12 +88,24 @@ impl Channel {
     /// Whether an event with this scope reaches the channel.
     pub fn wants(&self, scope: &Scope) -> bool {
         match self {
-            Channel::User | Channel::List(_) => true,
+            Channel::User => true,
+            // A list we keep ([`super::FakeMastodon::create_list`]) gets its
+            // members' posts; any other list id gets everything.
+            Channel::List(id) => scope.everywhere || scope.lists.iter().find(|(l, _)| l == id).is_none_or(|(_, member)| *member),
             Channel::UserNotification | Channel::Direct => false,
-            // Everything here is local: remote feeds never get anything; media
-            // variants are not modelled beyond the delete pass-through.
-            Channel::Public { remote, media, .. } => scope.everywhere || (!*remote && !*media && scope.public),
-            Channel::Hashtag { tag, .. } => scope.everywhere || (scope.public && scope.tags.contains(&tag.to_lowercase())),
+            // Media variants are not modelled beyond the delete pass-through.
+            // A disabled half of a feed gets deletes only (as Mastodon 4.5+).
+            Channel::Public { local, remote, media } => {
+                let half = if scope.local { "live_feeds.local" } else { "live_feeds.remote" };
+                let place = (!*local || scope.local) && (!*remote || !scope.local);
+                scope.everywhere || (!*media && scope.public && place && !scope.disabled.iter().any(|d| d == half))
+            }
+            Channel::Hashtag { tag, local } => {
+                let half = if scope.local { "hashtag_feeds.local" } else { "hashtag_feeds.remote" };
+                let place = !*local || scope.local;
+                scope.everywhere
+                    || (scope.tagged && place && scope.tags.contains(&tag.to_lowercase()) && !scope.disabled.iter().any(|d| d == half))
+            }
         }
     }
 

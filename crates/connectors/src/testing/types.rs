@@ -125,6 +125,9 @@ pub struct AccountOpts {
     pub discoverable: Option<bool>,
     /// Profile fields as (name, value HTML).
     pub fields: Vec<(String, String)>,
+    /// A remote account as this server knows it (`acct` is `user@domain`):
+    /// its posts are on the federated and remote timelines, not the local one.
+    pub domain: Option<String>,
 }
 
 /// A status to store with [`super::FakeMastodon::post`].

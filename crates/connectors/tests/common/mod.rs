@@ -18,7 +18,7 @@ use fedistream_connectors::testing::{AccountOpts, FakeConfig, FakeMastodon, Flav
 use fedistream_core::component::{StatusDoc, STATUS_NS};
 use fedistream_core::runtime::{self, ChannelSpec, DeliveryConfig, Pipeline, RunSummary, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
-use fedistream_core::{DeadLetter, Log};
+use fedistream_core::{DeadLetter, Log, Source};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -92,18 +92,23 @@ impl Harness {
     /// Start the pipeline: the source (with the reader's stream when `reader`),
     /// the SQLite log in the test's directory, a file channel.
     pub fn launch(&mut self, cfg: MastodonSourceConfig, reader: bool) {
+        let reader = reader.then(|| ReaderConnection { base_url: self.fake.base_url().parse().unwrap(), token: Secret::new(TOKEN) });
+        self.launch_sources(vec![("m", Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())))]);
+    }
+
+    /// Start the pipeline with these sources (name, source).
+    pub fn launch_sources(&mut self, sources: Vec<(&str, Box<dyn Source>)>) {
         let log = SqliteLog::open(self.dir.path().join("log.db"), SqliteOptions::default()).unwrap();
         self.log = Some(log.clone());
-        let reader = reader.then(|| ReaderConnection { base_url: self.fake.base_url().parse().unwrap(), token: Secret::new(TOKEN) });
         let delivery = DeliveryConfig::default();
+        let sources = sources
+            .into_iter()
+            .map(|(name, s)| SourceSpec::new(name, s, DeadLetter::new(self.dir.path().join(format!("dl-source-{name}.jsonl")))))
+            .collect();
         let p = Pipeline {
             log,
             processors: vec![],
-            sources: vec![SourceSpec::new(
-                "m",
-                Box::new(MastodonSource::new(cfg, reader, RateLimiters::default())),
-                DeadLetter::new(self.dir.path().join("dl-source.jsonl")),
-            )],
+            sources,
             channels: vec![ChannelSpec {
                 name: "file".into(),
                 group: "fedistream.channel.file".into(),
@@ -180,22 +185,32 @@ impl Harness {
 
     /// The source's last persisted status document.
     pub async fn source_status(&self) -> Option<StatusDoc> {
+        self.status_of("m").await
+    }
+
+    /// A source's last persisted status document.
+    pub async fn status_of(&self, source: &str) -> Option<StatusDoc> {
         let log = self.log.as_ref()?;
-        let v = log.state_get(STATUS_NS, "source:m").await.ok()??;
+        let v = log.state_get(STATUS_NS, &format!("source:{source}")).await.ok()??;
         serde_json::from_str(&v).ok()
     }
 
     /// Wait until the source's status document satisfies `pred`.
     pub async fn wait_status(&self, what: &str, within: Duration, pred: impl Fn(&StatusDoc) -> bool) -> StatusDoc {
+        self.wait_status_of("m", what, within, pred).await
+    }
+
+    /// Wait until a source's status document satisfies `pred`.
+    pub async fn wait_status_of(&self, source: &str, what: &str, within: Duration, pred: impl Fn(&StatusDoc) -> bool) -> StatusDoc {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(d) = self.source_status().await.filter(|d| pred(d)) {
+            if let Some(d) = self.status_of(source).await.filter(|d| pred(d)) {
                 return d;
             }
             if Instant::now() > deadline {
                 panic!(
                     "no {what} within {within:?}; status: {:#?}\nrequests: {:#?}",
-                    self.source_status().await,
+                    self.status_of(source).await,
                     tail(&self.fake.requests(), 30)
                 );
             }
@@ -218,7 +233,7 @@ impl Harness {
     }
 }
 
-fn tail(r: &[RecordedRequest], n: usize) -> Vec<String> {
+pub fn tail(r: &[RecordedRequest], n: usize) -> Vec<String> {
     r[r.len().saturating_sub(n)..].iter().map(|r| format!("{} {}?{} -> {}", r.method, r.path, r.query, r.status)).collect()
 }
 

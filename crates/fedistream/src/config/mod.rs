@@ -14,7 +14,7 @@ use std::time::Duration;
 use fedistream_archive::ArchiveSinkConfig;
 use fedistream_connectors::file::FileSinkConfig;
 use fedistream_connectors::mastodon::sink::MastodonSinkConfig;
-use fedistream_connectors::mastodon::source::MastodonSourceConfig;
+use fedistream_connectors::mastodon::source::{MastodonSourceConfig, MastodonTimelineConfig};
 use fedistream_connectors::replay::ReplaySourceConfig;
 use fedistream_connectors::stdout::StdoutSinkConfig;
 use fedistream_connectors::webhook::WebhookSinkConfig;
@@ -226,6 +226,9 @@ pub struct MastodonConnection {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SourceConfig {
     Mastodon(Box<MastodonSourceConfig>),
+    /// A server's feeds: local, federated, remote, hashtags, lists.
+    #[serde(rename = "mastodon_timeline")]
+    MastodonTimeline(Box<MastodonTimelineConfig>),
     Replay(ReplaySourceConfig),
 }
 

@@ -113,6 +113,14 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                     err(format!("{k}.{key}"), why);
                 }
             }
+            SourceConfig::MastodonTimeline(t) => {
+                if let Some(c) = t.connection.as_ref().filter(|c| !cfg.connections.mastodon.contains_key(*c)) {
+                    err(format!("{k}.connection"), format!("no connection named `{c}` in [connections.mastodon]"));
+                }
+                for (key, why) in t.problems() {
+                    err(format!("{k}.{key}"), why);
+                }
+            }
             SourceConfig::Replay(r) => {
                 if !r.path.is_file() {
                     err(format!("{k}.path"), format!("{} does not exist or is not a file", r.path.display()));

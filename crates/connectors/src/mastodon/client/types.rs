@@ -15,6 +15,11 @@ pub struct InstanceInfo {
     /// `ws(s)://` URL on Mastodon.
     pub streaming_url: Option<url::Url>,
     pub max_characters: Option<u32>,
+    /// Mastodon 4.5+ `configuration.timelines_access`, flattened:
+    /// `live_feeds.local` → `public` | `authenticated` | `disabled`, and so on
+    /// for `live_feeds.remote` and `hashtag_feeds.{local,remote}`. Empty on
+    /// older servers (there `timeline_preview` decides, seen only as a 401).
+    pub timelines_access: std::collections::BTreeMap<String, String>,
 }
 
 impl InstanceInfo {
@@ -26,6 +31,7 @@ impl InstanceInfo {
             version: str_at(v, &["version"]).unwrap_or_default(),
             streaming_url: cfg.and_then(|c| str_at(c, &["urls", "streaming"])).and_then(|s| s.parse().ok()),
             max_characters: cfg.and_then(|c| u32_at(c, &["statuses", "max_characters"])),
+            timelines_access: cfg.and_then(|c| c.get("timelines_access")).map(flatten_access).unwrap_or_default(),
         })
     }
 
@@ -41,8 +47,22 @@ impl InstanceInfo {
                 .get("configuration")
                 .and_then(|c| u32_at(c, &["statuses", "max_characters"]))
                 .or_else(|| u32_at(v, &["max_toot_chars"])),
+            timelines_access: Default::default(),
         })
     }
+}
+
+/// `{"live_feeds": {"local": "public"}}` → `live_feeds.local` → `public`.
+fn flatten_access(v: &Value) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (group, halves) in v.as_object().into_iter().flatten() {
+        for (half, value) in halves.as_object().into_iter().flatten() {
+            if let Some(value) = value.as_str() {
+                out.insert(format!("{group}.{half}"), value.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// An account as far as the transport cares, plus the full JSON.

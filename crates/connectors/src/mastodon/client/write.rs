@@ -241,8 +241,8 @@ impl MastodonClient {
         idempotency_key: Option<&str>,
     ) -> Result<(u16, HeaderMap, bytes::Bytes), MastodonError> {
         let path = url.path().to_string();
-        if self.is_background() {
-            self.limiter().wait_for_headroom().await;
+        if let Some(reserve) = self.reserve() {
+            self.limiter().wait_for_headroom(reserve).await;
         }
         while self.limiter().acquire_or_probe().await == Grant::Probe {
             self.probe().await;

@@ -194,3 +194,24 @@ async fn whole_unix_seconds_wait_out_the_named_second() {
     limiter.acquire().await;
     assert!(t0.elapsed() >= Duration::from_millis(2100), "{:?}", t0.elapsed());
 }
+
+/// A handle with a share waits once only the reserved part of the window is
+/// left; a handle without one goes on until the budget is spent.
+#[tokio::test(start_paused = true)]
+async fn a_share_leaves_the_rest_of_the_window_to_others() {
+    let limiter = RateLimiter::default();
+    let now = Utc::now();
+    // 100 per window, 60 left: a quarter share (75 reserved) must wait, a half share (50 reserved) may go.
+    limiter.observe_at(&window(100, 60, now + chrono::Duration::seconds(20)), 200, now);
+    let t0 = Instant::now();
+    limiter.wait_for_headroom(0.5).await;
+    assert_eq!(t0.elapsed(), Duration::ZERO, "60 left, 50 reserved: go");
+    limiter.wait_for_headroom(0.75).await;
+    assert!(t0.elapsed() >= Duration::from_secs(20), "60 left, 75 reserved: wait for the reset ({:?})", t0.elapsed());
+    // The reserved part is still there for a handle without a share.
+    let limiter = RateLimiter::default();
+    limiter.observe_at(&window(100, 50, Utc::now() + chrono::Duration::seconds(20)), 200, Utc::now());
+    let t1 = Instant::now();
+    limiter.acquire().await;
+    assert!(t1.elapsed() < Duration::from_secs(1), "{:?}", t1.elapsed());
+}

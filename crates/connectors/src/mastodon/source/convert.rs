@@ -45,6 +45,8 @@ pub struct Converter<'a> {
     pub policy: &'a ConsentPolicy,
     /// Followed accounts by canonical acct (lower-case).
     pub followed: &'a std::collections::HashSet<String>,
+    /// Take every author (a timeline source), not only the followed ones.
+    pub everyone: bool,
     /// Per host: account id → canonical acct, for accounts whose ids we looked up.
     pub known_ids: &'a HashMap<String, HashMap<String, String>>,
     /// Address (`host[:port]` we reach) → the server's name, where they differ
@@ -73,7 +75,7 @@ impl Converter<'_> {
             post.account.acct = acct.clone();
         }
         let acct = post.account.acct.to_ascii_lowercase();
-        if !self.followed.contains(&acct) {
+        if !self.everyone && !self.followed.contains(&acct) {
             return Converted::NotFollowed;
         }
         post.account.acct = acct;

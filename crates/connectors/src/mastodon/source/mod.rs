@@ -30,6 +30,7 @@ pub mod convert;
 pub mod reconcile;
 mod rounds;
 mod streamed;
+pub mod timeline;
 pub mod window;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -46,6 +47,7 @@ use tracing::{debug, error, info, warn};
 
 pub use config::{parse_acct, parse_base_url, Backfill, MastodonSourceConfig, StreamMode};
 use convert::{Converted, Converter};
+pub use timeline::{MastodonTimelineConfig, MastodonTimelineSource, TimelineKind, TimelineServer};
 
 use self::accounts::Account;
 use self::rounds::Rounds;
@@ -89,6 +91,8 @@ pub(crate) struct Shared {
     policy: ConsentPolicy,
     backfill: Backfill,
     followed: HashSet<String>,
+    /// A timeline source: every author's posts are taken (consent still applies).
+    everyone: bool,
     known_ids: HashMap<String, HashMap<String, String>>,
     names: HashMap<String, String>,
     /// State reads (the dedup index, windows).
@@ -102,7 +106,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn converter(&self) -> Converter<'_> {
-        Converter { source: &self.name, policy: &self.policy, followed: &self.followed, known_ids: &self.known_ids, names: &self.names }
+        Converter {
+            source: &self.name,
+            policy: &self.policy,
+            followed: &self.followed,
+            everyone: self.everyone,
+            known_ids: &self.known_ids,
+            names: &self.names,
+        }
     }
     fn window_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.window_locks.lock().unwrap_or_else(|e| e.into_inner());
@@ -236,6 +247,7 @@ impl Source for MastodonSource {
             policy: ConsentPolicy { allow_unlisted: cfg.include_unlisted, owned: cfg.owned },
             backfill: cfg.backfill.clone(),
             followed,
+            everyone: false,
             known_ids,
             names,
             log: ctx.log.clone(),

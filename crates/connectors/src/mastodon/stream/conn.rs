@@ -60,26 +60,23 @@ pub(super) fn streaming_url(base: &url::Url, websocket: bool, stream: &StreamNam
         let p = format!("{}/", url.path());
         url.set_path(&p);
     }
-    let rel = match (websocket, stream) {
-        (true, _) => "api/v1/streaming",
-        (false, StreamName::User) => "api/v1/streaming/user",
-        (false, StreamName::List(_)) => "api/v1/streaming/list",
-    };
-    let mut url = url.join(rel).map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
+    let rel = if websocket { "api/v1/streaming".to_string() } else { format!("api/v1/streaming/{}", stream.sse_path()) };
+    let mut url = url.join(&rel).map_err(|e| MastodonError::Config(format!("bad streaming URL: {e}")))?;
     // WebSocket: also name the stream in the query, so the subscription exists
     // from the upgrade on (a subscribe frame is processed some time later); the
     // subscribe frame still follows, and a repeat subscription is ignored.
-    match (websocket, stream) {
-        (true, StreamName::User) => {
-            url.query_pairs_mut().append_pair("stream", "user");
+    // GoToSocial reads a hashtag's `tag` only from this query.
+    {
+        let mut q = url.query_pairs_mut();
+        if websocket {
+            q.append_pair("stream", stream.api_name());
         }
-        (true, StreamName::List(id)) => {
-            url.query_pairs_mut().append_pair("stream", "list").append_pair("list", id);
+        if let Some((k, v)) = stream.param() {
+            q.append_pair(k, v);
         }
-        (false, StreamName::List(id)) => {
-            url.query_pairs_mut().append_pair("list", id);
-        }
-        (false, StreamName::User) => {}
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
     }
     Ok(url)
 }

@@ -37,6 +37,18 @@ fn streaming_urls() {
     let token_free: url::Url = "wss://s.example/?access_token=nope".parse().unwrap();
     assert_eq!(streaming_url(&token_free, true, &StreamName::User).unwrap().query(), Some("stream=user"));
     assert!(streaming_url(&"ftp://x.example".parse().unwrap(), true, &StreamName::User).is_err());
+    // The timeline source's streams.
+    let base: url::Url = "https://s.example".parse().unwrap();
+    let local = StreamName::Public { local: true, remote: false };
+    assert_eq!(streaming_url(&base, true, &local).unwrap().as_str(), "wss://s.example/api/v1/streaming?stream=public%3Alocal");
+    assert_eq!(streaming_url(&base, false, &local).unwrap().as_str(), "https://s.example/api/v1/streaming/public/local");
+    let remote = StreamName::Public { local: false, remote: true };
+    assert_eq!(streaming_url(&base, false, &remote).unwrap().as_str(), "https://s.example/api/v1/streaming/public/remote");
+    let tag = StreamName::Hashtag { tag: "rust".into(), local: true };
+    assert_eq!(streaming_url(&base, true, &tag).unwrap().as_str(), "wss://s.example/api/v1/streaming?stream=hashtag%3Alocal&tag=rust");
+    assert_eq!(streaming_url(&base, false, &tag).unwrap().as_str(), "https://s.example/api/v1/streaming/hashtag/local?tag=rust");
+    let frame: serde_json::Value = serde_json::from_str(&crate::mastodon::ws::subscribe_frame(&tag)).unwrap();
+    assert_eq!(frame, serde_json::json!({"type": "subscribe", "stream": "hashtag:local", "tag": "rust"}));
 }
 
 #[test]

@@ -344,3 +344,22 @@ to = [\"statsfile\"]
     let e = errors(&to_mastodon);
     assert!(e.iter().any(|m| m.contains("channels.statsfile") && m.contains("cannot take the output of processor `stats`")), "{e:?}");
 }
+
+#[test]
+fn timeline_sources_name_what_is_wrong() {
+    let ok = "[sources.t]\ntype = \"mastodon_timeline\"\ninstance = \"https://example.org\"\ntimelines = [\"local\", \"hashtag:rust\"]\n\n[channels.out]\ntype = \"stdout\"\n";
+    assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+    let bad = "[sources.t]\ntype = \"mastodon_timeline\"\ntimelines = [\"list:42\"]\nstream = \"sse\"\n\n[sources.u]\ntype = \"mastodon_timeline\"\nconnection = \"nope\"\ntimelines = [\"local\"]\n\n[channels.out]\ntype = \"stdout\"\n";
+    let e = errors(bad);
+    for want in [
+        "`sources.t.connection`: which server?",
+        "`sources.t.timelines`: `list:42` needs a `connection`",
+        "`sources.t.stream`",
+        "`sources.u.connection`: no connection named `nope`",
+    ] {
+        assert!(e.iter().any(|m| m.contains(want)), "{want}: {e:#?}");
+    }
+    let unknown = "[sources.t]\ntype = \"mastodon_timeline\"\ninstance = \"https://example.org\"\ntimelines = [\"home\"]\n\n[channels.out]\ntype = \"stdout\"\n";
+    let msg = parse(unknown, file()).unwrap_err().to_string();
+    assert!(msg.contains("expected `local`, `federated`"), "{msg}");
+}

@@ -1,0 +1,282 @@
+//! `fedistream bench follow-scale`: one process following many accounts on
+//! many servers, inside each server's rate limit, every post delivered once.
+//!
+//! `servers` fake Mastodon servers run in this process on loopback ports
+//! (on a runtime of their own, threads named `fake-server`), each with its own
+//! fixed-window rate limit; `accounts` accounts are spread over them, and a
+//! poster creates posts at `rate` per second on random accounts. fedistream
+//! runs one account source per server (anonymous polling, at the interval
+//! the limit allows: printed) and a `local` timeline source on the first
+//! `timelines` servers, into the SQLite log and a channel that timestamps
+//! deliveries. After `duration` of posting it waits for the stragglers and
+//! reports: posts created / delivered / delivered twice, creation → delivery
+//! p50/p99 against the polling interval, the busiest server's requests per
+//! window against its limit (and any 429), fedistream's CPU per post and the
+//! peak RSS. The last line is `result {json}` for tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use fedistream_connectors::mastodon::ratelimit::RateLimiters;
+use fedistream_connectors::mastodon::source::{
+    Backfill, MastodonSource, MastodonSourceConfig, MastodonTimelineConfig, MastodonTimelineSource, StreamMode, TimelineKind,
+    TimelineServer,
+};
+use fedistream_connectors::testing::{AccountOpts, FakeConfig, FakeMastodon, NewStatus, RateLimitConfig};
+use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
+use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+use fedistream_core::{DeadLetter, LogRecord, Sink, SinkError, Source};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{peak_rss_kib, percentile};
+use crate::bench_stream::cpu_times;
+
+/// What `follow-scale` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Scale {
+    pub servers: usize,
+    pub accounts: usize,
+    pub timelines: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    /// Requests per window per server (and per IP: all of ours come from one).
+    pub limit: u32,
+    pub window: Duration,
+}
+
+/// Deliveries by key: when first, and how often.
+type Delivered = Arc<Mutex<HashMap<String, (Instant, u32)>>>;
+
+struct CountingSink {
+    delivered: Delivered,
+}
+
+#[async_trait]
+impl Sink for CountingSink {
+    async fn write(&mut self, batch: &[LogRecord]) -> Result<fedistream_core::Written, SinkError> {
+        let now = Instant::now();
+        let mut d = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        for r in batch {
+            if let Ok(e) = r.event() {
+                d.entry(e.key.clone()).or_insert((now, 0)).1 += 1;
+            }
+        }
+        Ok(fedistream_core::Written::done())
+    }
+}
+
+pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
+    if s.servers == 0 || s.accounts < s.servers || s.limit < 10 {
+        bail!("need at least one server, one account per server and a limit of 10 or more");
+    }
+    let fake_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("fake-server").enable_all().build()?;
+    let mut fakes = Vec::new();
+    for _ in 0..s.servers {
+        let cfg = FakeConfig { rate_limit: RateLimitConfig { limit: s.limit, window: s.window }, ..FakeConfig::default() };
+        fakes.push(Arc::new(fake_rt.spawn(FakeMastodon::start(cfg)).await?));
+    }
+    // Accounts round-robin over the servers.
+    let mut users: Vec<Vec<String>> = vec![Vec::new(); s.servers];
+    for i in 0..s.accounts {
+        let u = format!("u{i}");
+        fakes[i % s.servers].add_account(&u, AccountOpts::default());
+        users[i % s.servers].push(u);
+    }
+    // Each account costs one request per poll; the timeline source one more
+    // per poll on its server; keep a fifth of the budget for lookups and slack.
+    let per_server = users.iter().map(Vec::len).max().unwrap_or(1) as f64 + if s.timelines > 0 { 1.0 } else { 0.0 };
+    let interval = Duration::from_secs_f64((per_server * s.window.as_secs_f64() / (f64::from(s.limit) * 0.8)).max(1.0));
+    println!(
+        "bench follow-scale: {} accounts on {} servers (limit {} per {:?} each), {} timeline sources, {:.1} posts/s for {:?}",
+        s.accounts, s.servers, s.limit, s.window, s.timelines, s.rate, s.duration
+    );
+    println!("  polling interval the limits allow: {:.1} s per account", interval.as_secs_f64());
+
+    let dir = std::env::temp_dir().join(format!("fedistream-bench-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = measure(&s, &fakes, &users, interval, &fake_rt, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(fakes);
+    fake_rt.shutdown_background();
+    let r = result?;
+    let per_post = |d: Duration| d.as_secs_f64() * 1e6 / r.delivered.max(1) as f64;
+    println!("  posts       {} created, {} delivered, {} delivered twice, {} missing", r.created, r.delivered, r.twice, r.missing);
+    println!(
+        "  delay       creation → delivery p50 {:.1} s, p99 {:.1} s (polling interval {:.1} s)",
+        percentile(&r.lat, 0.5) as f64 / 1e3,
+        percentile(&r.lat, 0.99) as f64 / 1e3,
+        interval.as_secs_f64()
+    );
+    println!(
+        "  requests    busiest server: {} in one {:?} window (limit {}); 429 answers: {}",
+        r.max_per_window, s.window, s.limit, r.throttled
+    );
+    println!("  CPU         fedistream {:.0} µs per post ({:.2}% of a core over the run)", per_post(r.cpu), r.cpu_share * 100.0);
+    println!("  peak RSS    {} MiB (fedistream and the fake servers)", peak_rss_kib(None).unwrap_or(0) / 1024);
+    let json = serde_json::json!({
+        "created": r.created, "delivered": r.delivered, "twice": r.twice, "missing": r.missing,
+        "max_per_window": r.max_per_window, "limit": s.limit, "throttled": r.throttled,
+        "p50_ms": percentile(&r.lat, 0.5), "p99_ms": percentile(&r.lat, 0.99), "interval_ms": interval.as_millis() as u64,
+    });
+    println!("result {json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Measured {
+    created: usize,
+    delivered: usize,
+    twice: usize,
+    missing: usize,
+    /// Creation → delivery in ms, sorted.
+    lat: Vec<u64>,
+    max_per_window: usize,
+    throttled: usize,
+    cpu: Duration,
+    cpu_share: f64,
+}
+
+async fn measure(
+    s: &Scale,
+    fakes: &[Arc<FakeMastodon>],
+    users: &[Vec<String>],
+    interval: Duration,
+    fake_rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+) -> anyhow::Result<Measured> {
+    let limiters = RateLimiters::default();
+    let mut sources: Vec<SourceSpec> = Vec::new();
+    for (k, fake) in fakes.iter().enumerate() {
+        let mut cfg = MastodonSourceConfig::for_accounts(users[k].iter().map(|u| format!("{u}@{}", fake.host())).collect());
+        cfg.instance = Some(fake.base_url());
+        cfg.backfill = Backfill::None;
+        cfg.stream = StreamMode::Off;
+        cfg.poll_interval = interval;
+        cfg.max_poll_interval = interval;
+        // The safety re-read of the newest page (edits) and reconciliation are
+        // further requests inside the same limit, for edits and deletions; the
+        // new posts are what is measured here, so they are off.
+        cfg.safety_interval = Duration::from_secs(30 * 24 * 3600);
+        cfg.reconcile_within = Duration::from_secs(30 * 24 * 3600);
+        let src: Box<dyn Source> = Box::new(MastodonSource::new(cfg, None, limiters.clone()));
+        sources.push(SourceSpec::new(format!("s{k}"), src, DeadLetter::new(dir.join(format!("dl-s{k}.jsonl")))));
+        if k < s.timelines {
+            let mut t = MastodonTimelineConfig::new(vec![TimelineKind::Local]);
+            t.stream = StreamMode::Off;
+            t.poll_interval = interval;
+            let server = TimelineServer { base_url: fake.base_url().parse()?, token: None };
+            let src: Box<dyn Source> = Box::new(MastodonTimelineSource::new(t, server, limiters.clone()));
+            sources.push(SourceSpec::new(format!("t{k}"), src, DeadLetter::new(dir.join(format!("dl-t{k}.jsonl")))));
+        }
+    }
+    let delivered: Delivered = Default::default();
+    let delivery = DeliveryConfig::default();
+    let p = Pipeline {
+        log: SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?,
+        processors: vec![],
+        sources,
+        channels: vec![ChannelSpec {
+            name: "count".into(),
+            group: "fedistream.channel.count".into(),
+            topic: fedistream_core::log::EVENTS.into(),
+            sink: Box::new(CountingSink { delivered: delivered.clone() }),
+            route: None,
+            batch: delivery.batch(),
+            retry: delivery.retry(),
+            dead_letter: DeadLetter::new(dir.join("dl-channel.jsonl")),
+        }],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(fedistream_core::runtime::run(p, stop.clone()));
+    // Started: every account has been looked up and has a checkpoint.
+    let log = SqliteLog::open_read_only(dir.join("log.db"))?;
+    let want = s.accounts + s.timelines.min(s.servers);
+    let deadline = Instant::now() + interval * 4 + Duration::from_secs(60);
+    loop {
+        use fedistream_core::Log;
+        let n = log.state_scan("checkpoint").await.map(|c| c.len()).unwrap_or(0);
+        if n >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {n} of {want} accounts and feeds started within {:?}", deadline.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Post at `rate` for `duration`, on the fake servers' runtime.
+    let (cpu0, fake_cpu0) = cpu_times();
+    let t0 = Instant::now();
+    let posting = {
+        let (fakes, users) = (fakes.to_vec(), users.to_vec());
+        let (rate, duration) = (s.rate, s.duration);
+        fake_rt.spawn(async move {
+            let mut created: Vec<(String, Instant)> = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.01)));
+            let start = Instant::now();
+            let mut n = 0usize;
+            while start.elapsed() < duration {
+                tick.tick().await;
+                // A spread that is not round-robin: a multiplicative hash of n.
+                let k = (n.wrapping_mul(2_654_435_761)) % fakes.len();
+                let u = &users[k][(n / fakes.len()) % users[k].len()];
+                let p = fakes[k].post(u, NewStatus::html(format!("<p>post {n}</p>")));
+                created.push((p.uri, Instant::now()));
+                n += 1;
+            }
+            created
+        })
+    };
+    let created = posting.await?;
+    // Stragglers: the last posts need up to one polling interval (and pacing).
+    let deadline = Instant::now() + interval * 3 + Duration::from_secs(10);
+    loop {
+        let missing = {
+            let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
+            created.iter().filter(|(k, _)| !d.contains_key(k)).count()
+        };
+        if missing == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (cpu1, fake_cpu1) = cpu_times();
+    let elapsed = t0.elapsed();
+    stop.cancel();
+    let summary = run.await.context("runtime task")??;
+    if !summary.failures.is_empty() {
+        bail!("components failed: {:?}", summary.failures);
+    }
+    let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lat: Vec<u64> =
+        created.iter().filter_map(|(k, at)| d.get(k).map(|(t, _)| t.saturating_duration_since(*at).as_millis() as u64)).collect();
+    lat.sort_unstable();
+    let mut max_per_window = 0;
+    let mut throttled = 0;
+    let window = s.window.as_secs().max(1) as i64;
+    for fake in fakes {
+        let mut per: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in fake.requests().iter().filter(|r| r.path.starts_with("/api/") && !r.path.starts_with("/api/v1/streaming")) {
+            *per.entry(r.at.timestamp().div_euclid(window)).or_default() += 1;
+            throttled += usize::from(r.status == 429);
+        }
+        max_per_window = max_per_window.max(per.values().copied().max().unwrap_or(0));
+    }
+    let cpu = cpu1.saturating_sub(cpu0).saturating_sub(fake_cpu1.saturating_sub(fake_cpu0));
+    Ok(Measured {
+        created: created.len(),
+        delivered: created.iter().filter(|(k, _)| d.contains_key(k)).count(),
+        twice: d.values().filter(|(_, n)| *n > 1).count(),
+        missing: created.iter().filter(|(k, _)| !d.contains_key(k)).count(),
+        lat,
+        max_per_window,
+        throttled,
+        cpu,
+        cpu_share: cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+    })
+}
