@@ -152,6 +152,7 @@ pub(crate) async fn reblog(
         tags: Vec::new(),
         replies_count: 0,
         reblogs_count: 0,
+        favourites_count: 0,
     };
     drop(ledger);
     shared.publish(&mut store, wrapper);

@@ -63,6 +63,7 @@ pub(crate) struct Status {
     pub tags: Vec<String>,
     pub replies_count: u64,
     pub reblogs_count: u64,
+    pub favourites_count: u64,
 }
 
 impl Status {

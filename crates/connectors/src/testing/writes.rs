@@ -270,6 +270,7 @@ pub(crate) async fn create(
         tags,
         replies_count: 0,
         reblogs_count: 0,
+        favourites_count: 0,
     };
     shared.publish(&mut store, status);
     ledger.source_text.insert(id.clone(), text);
