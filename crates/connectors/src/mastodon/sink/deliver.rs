@@ -219,16 +219,19 @@ impl MastodonSink {
     /// skip it (see [`super::digest`]).
     pub(super) async fn handle_digest(&mut self, rec: &LogRecord) -> Result<(), Failure> {
         let Some(digest) = self.cfg.digest.clone() else { return Ok(()) };
-        let r: StatsRecord = serde_json::from_str(&rec.payload)
-            .map_err(|e| Failure::Reject(format!("not a stats record (a digest channel takes an account_stats processor's output): {e}")))?;
+        let r: StatsRecord = serde_json::from_str(&rec.payload).map_err(|e| {
+            Failure::Reject(format!("not a stats record (a digest channel takes an account_stats processor's output): {e}"))
+        })?;
         if !digest.wants(&r) {
             opened!(self).status.count("skipped", 1);
             return Ok(());
         }
         let version = r.revision.to_string();
         let mapped = opened!(self).get(&r.key).await?;
-        if mapped.as_ref().is_some_and(|m| m.fp == version) {
-            return Ok(()); // already posted (redelivery)
+        // The revision posted, or a later one: a redelivery (records are
+        // upserts, so an older revision must not edit the digest back).
+        if mapped.as_ref().is_some_and(|m| m.fp.parse::<u32>().is_ok_and(|posted| posted >= r.revision)) {
+            return Ok(());
         }
         if mapped.is_some() && !self.cfg.edits {
             return Ok(());
