@@ -223,7 +223,8 @@ mod tests {
         assert!(e.starts_with("digest.template: line 2"), "{e}");
         let e = DigestConfig { window: "month".into(), ..Default::default() }.validate().unwrap_err();
         assert!(e.contains("month"), "{e}");
-        let custom = DigestConfig { template: "{{ account }}: {{ posts }} posts, top tag {{ tags.top[0][0] }}".into(), ..Default::default() };
+        let custom =
+            DigestConfig { template: "{{ account }}: {{ posts }} posts, top tag {{ tags.top[0][0] }}".into(), ..Default::default() };
         assert_eq!(custom.render(&serde_json::from_str(SAMPLE).unwrap()).unwrap(), "ada@social.example: 5 posts, top tag opensource");
         assert_eq!(custom.status(&serde_json::from_str(SAMPLE).unwrap(), 20).unwrap().chars().count(), 20, "cut to the server's limit");
     }

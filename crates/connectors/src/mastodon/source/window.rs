@@ -45,13 +45,7 @@ pub struct WindowSpec {
 
 /// One post in the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry(
-    pub String,
-    pub String,
-    #[serde(default)] pub i64,
-    #[serde(default)] pub String,
-    #[serde(default)] pub Option<[u64; 3]>,
-);
+pub struct Entry(pub String, pub String, #[serde(default)] pub i64, #[serde(default)] pub String, #[serde(default)] pub Option<[u64; 3]>);
 
 impl Entry {
     pub fn id(&self) -> &str {
