@@ -130,6 +130,8 @@ pub struct EncodedEvent {
     status_id: String,
     fingerprint: String,
     json: std::sync::Arc<str>,
+    /// A refresh of the interaction counts ([`Self::counts_refresh`]).
+    counts_refresh: bool,
 }
 
 impl EncodedEvent {
@@ -141,7 +143,26 @@ impl EncodedEvent {
             status_id: ev.status_id.clone(),
             fingerprint: ev.fingerprint(),
             json: ev.to_json().into(),
+            counts_refresh: false,
         }
+    }
+
+    /// Mark this event as a refresh of the post's interaction counts: an
+    /// `updated` event that the ingestor keeps even when its version
+    /// (fingerprint) is the one already stored — the counts are not part of the
+    /// fingerprint, so deduplication would otherwise drop it. It is still
+    /// dropped for a deleted post. Downstream it is an `updated` event whose
+    /// fingerprint equals the previous version's: channels that care about
+    /// content only (the mirror) see nothing new.
+    pub fn counts_refresh(mut self) -> Self {
+        self.set_kind(EventKind::Updated);
+        self.counts_refresh = true;
+        self
+    }
+
+    /// Whether [`Self::counts_refresh`] marked it.
+    pub fn is_counts_refresh(&self) -> bool {
+        self.counts_refresh
     }
 
     pub fn kind(&self) -> EventKind {
@@ -201,7 +222,7 @@ impl From<Event> for EncodedEvent {
     fn from(ev: Event) -> Self {
         let fingerprint = ev.fingerprint();
         let json = ev.to_json().into();
-        EncodedEvent { kind: ev.kind, key: ev.key, account: ev.account, status_id: ev.status_id, fingerprint, json }
+        EncodedEvent { kind: ev.kind, key: ev.key, account: ev.account, status_id: ev.status_id, fingerprint, json, counts_refresh: false }
     }
 }
 

@@ -106,10 +106,21 @@ pub enum ChannelCommand {
 
 #[derive(Subcommand, Debug, Clone, Copy)]
 pub enum SchemaCommand {
-    /// The Avro schema of the Kafka channel's `avro` format (schemas/post_event.avsc).
-    Avro,
+    /// The Avro schema of the Kafka channel's `avro` format: post events
+    /// (schemas/post_event.avsc) or stats records (schemas/stats_record.avsc).
+    Avro {
+        /// Which records: `posts` (the events topic) or `stats` (an account_stats processor's output).
+        #[arg(long, value_enum, default_value_t = AvroRecord::Posts)]
+        record: AvroRecord,
+    },
     /// The Parquet schemas of the archive channel's datasets (schemas/archive-parquet.md).
     Parquet,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvroRecord {
+    Posts,
+    Stats,
 }
 
 #[derive(Args, Debug)]
@@ -185,12 +196,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => crate::status::run(&config, json).await,
         Command::Channel { command: ChannelCommand::Forget { name, config, yes } } => forget_channel(&name, &config, yes).await,
         #[cfg(feature = "kafka")]
-        Command::Schema { schema: SchemaCommand::Avro } => {
-            print!("{}", fedistream_kafka::channel::avro::SCHEMA_JSON);
+        Command::Schema { schema: SchemaCommand::Avro { record } } => {
+            let records = match record {
+                AvroRecord::Posts => fedistream_kafka::channel::RecordKind::Posts,
+                AvroRecord::Stats => fedistream_kafka::channel::RecordKind::Stats,
+            };
+            print!("{}", records.schema_json());
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(not(feature = "kafka"))]
-        Command::Schema { schema: SchemaCommand::Avro } => anyhow::bail!("{}", crate::pipeline::NO_KAFKA),
+        Command::Schema { schema: SchemaCommand::Avro { .. } } => anyhow::bail!("{}", crate::pipeline::NO_KAFKA),
         Command::Schema { schema: SchemaCommand::Parquet } => {
             print!("{}", fedistream_archive::schema::describe());
             Ok(ExitCode::SUCCESS)

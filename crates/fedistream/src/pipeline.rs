@@ -23,7 +23,7 @@ use fedistream_core::runtime::{
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, Event, Log, Processor, Progress, Sink, Source};
 #[cfg(feature = "kafka")]
-use fedistream_kafka::channel::KafkaChannel;
+use fedistream_kafka::channel::{KafkaChannel, RecordKind};
 #[cfg(feature = "kafka")]
 use fedistream_kafka::log::KafkaLog;
 use fedistream_process::filter::CompiledFilter;
@@ -219,7 +219,17 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
             }
             #[cfg(feature = "kafka")]
             ChannelConfig::Kafka(k) => {
-                Box::new(KafkaChannel::new((**k).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
+                // Stats records have their own Avro schema.
+                let records = match cfg.processors.get(&cfg.channel_topic(name)) {
+                    Some(crate::config::ProcessorConfig::AccountStats(_)) => RecordKind::Stats,
+                    _ => RecordKind::Posts,
+                };
+                Box::new(
+                    KafkaChannel::new((**k).clone())
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("channels.{name}"))?
+                        .with_records(records),
+                )
             }
             ChannelConfig::Webhook(w) => {
                 Box::new(WebhookSink::new((**w).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)

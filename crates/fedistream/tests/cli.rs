@@ -122,6 +122,13 @@ fn schema_avro_prints_the_schema_file() {
     assert_eq!(out, file);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["name"], "PostEvent");
+    let (s, out, err) = run_to_end(dir.path(), "schema-stats", &["schema", "avro", "--record", "stats"]);
+    assert_eq!(s.code(), Some(0), "stderr:\n{err}");
+    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/stats_record.avsc")).unwrap();
+    assert_eq!(out, file);
+    let (s, _, err) = run_to_end(dir.path(), "schema-bad", &["schema", "avro", "--record", "likes"]);
+    assert_eq!(s.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("posts") && err.contains("stats"), "names the choices: {err}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The `account_stats` processor killed (-9) at random points and restarted
 //! gives exactly the statistics of one uninterrupted run, byte for byte: its
 //! per-account state, its records and its input offset commit together. The
-//! harness is processor_kill9.rs's, on the SQLite log.
+//! harness is processor_kill9.rs's, on the SQLite log, and on Kafka with
+//! `--role process` workers whose partitions (and state) move when one is
+//! killed.
 
 mod common;
 
@@ -18,10 +20,21 @@ fn generate(dir: &Path) -> std::path::PathBuf {
 }
 
 fn config(dir: &Path, input: &Path) -> String {
-    format!(
-        "[log]
-path = {log}
+    config_on(dir, input, None)
+}
 
+fn config_on(dir: &Path, input: &Path, kafka: Option<(&str, &str)>) -> String {
+    let log = match kafka {
+        None => format!("[log]\npath = {}\n", toml_path(&dir.join("log.db"))),
+        Some((brokers, pipeline)) => format!(
+            "[log]\nbackend = \"kafka\"\npath = {}\n[log.kafka]\nbrokers = {}\npipeline = {}\npartitions = 3\nsession_timeout = \"6s\"\n",
+            toml_path(&dir.join("log.db")),
+            toml_str(brokers),
+            toml_str(pipeline)
+        ),
+    };
+    format!(
+        "{log}
 [sources.r]
 type = \"replay\"
 path = {input}
@@ -40,7 +53,6 @@ path = {out}
 from = [\"stats\"]
 to = [\"statsfile\"]
 ",
-        log = toml_path(&dir.join("log.db")),
         input = toml_path(input),
         out = toml_path(&dir.join("stats.jsonl")),
     )
@@ -84,6 +96,50 @@ async fn account_stats_killed_at_random_points_give_the_stats_of_one_run_on_sqli
     let killed = kill_at_random_points(killed_dir.path(), &args, KILLS, 13).await;
     assert!(killed >= KILLS / 2, "only {killed} kills landed before a run finished: the test did not test much");
     let got = records(&killed_dir.path().join("stats.jsonl"));
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+}
+
+/// On Kafka: ingest alone; then the processor on `--role process` workers,
+/// one of them killed (-9) at random points and restarted (each restart a new
+/// group member: its partitions, with their state, move to the other worker
+/// or to the next incarnation after the session timeout) while a second
+/// worker runs; then `--role deliver`. The statistics of one `all` run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_stats_on_kafka_workers_that_lose_partitions_give_the_stats_of_one_run() {
+    let brokers = std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+
+    let whole = tempfile::tempdir().unwrap();
+    let cfg = write_file(whole.path(), "c.toml", &config_on(whole.path(), &input, Some((&brokers, &pipeline_name("stats-whole")))));
+    let p = Spawn::new(whole.path(), "whole", &["run", "--config", cfg.to_str().unwrap(), "--worker", "w"]).start();
+    let s = p.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", p.stderr());
+    let want = records(&whole.path().join("stats.jsonl"));
+    assert!(want.len() >= 40, "{}", want.len());
+
+    let work = tempfile::tempdir().unwrap();
+    let cfg = write_file(work.path(), "c.toml", &config_on(work.path(), &input, Some((&brokers, &pipeline_name("stats-moved")))));
+    let cfg = cfg.to_str().unwrap();
+    let ingest = Spawn::new(work.path(), "ingest", &["run", "--config", cfg, "--role", "ingest", "--worker", "i"]).start();
+    let s = ingest.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", ingest.stderr());
+
+    let steady =
+        Spawn::new(work.path(), "steady", &["run", "--config", cfg, "--role", "process", "--worker", "s", "--until-caught-up"]).start();
+    let killed =
+        kill_at_random_points(work.path(), &["run", "--config", cfg, "--role", "process", "--worker", "k", "--until-caught-up"], 4, 17)
+            .await;
+    let s = steady.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", steady.stderr());
+    eprintln!("process worker killed {killed} times");
+
+    let d =
+        Spawn::new(work.path(), "deliver", &["run", "--config", cfg, "--role", "deliver", "--worker", "d", "--until-caught-up"]).start();
+    let s = d.wait_exit(Duration::from_secs(240)).await;
+    assert!(s.success(), "{s}\n{}", d.stderr());
+    let got = records(&work.path().join("stats.jsonl"));
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
 }

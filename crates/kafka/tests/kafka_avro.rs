@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use apache_avro::Schema;
 use common::*;
-use fedistream_core::{ErrorKind, EventKind, Sink};
+use fedistream_core::{ErrorKind, EventKind, LogRecord, Position, Sink};
 use fedistream_kafka::channel::avro;
-use fedistream_kafka::channel::{KafkaChannel, KafkaChannelConfig};
+use fedistream_kafka::channel::{KafkaChannel, KafkaChannelConfig, RecordKind};
 use fedistream_kafka::registry::{RegistryClient, RegistryError};
 use fedistream_kafka::testing::{schema_registry, RegistryGate};
 
@@ -204,6 +204,67 @@ async fn python_confluent_kafka_avro_deserializer_reads_the_topic_through_the_re
             assert_eq!(v["post"]["account"]["acct"], p.account.acct.as_str(), "{l}");
             assert_eq!(v["post"]["tags"], serde_json::json!(p.tags), "{l}");
         }
+    }
+}
+
+/// Stats records (the account_stats processor's golden output) through a
+/// channel fed by the processor: registered under their own schema, keyed by
+/// their upsert key, and read back in Python with confluent-kafka's
+/// AvroDeserializer through the registry.
+#[tokio::test]
+async fn python_reads_stats_records_in_avro_through_the_registry() {
+    let registry = schema_registry();
+    let topic = create_topic("stats-avro", 3).await;
+    let golden = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../process/tests/expected/stats/kinds.json")).unwrap();
+    let stats: Vec<serde_json::Value> = serde_json::from_str(&golden).unwrap();
+    assert!(stats.len() >= 3, "{} records", stats.len());
+    let recs: Vec<LogRecord> = stats
+        .iter()
+        .enumerate()
+        .map(|(i, v)| LogRecord::new(Position { partition: 0, offset: i as u64 + 1 }, chrono::Utc::now(), v.to_string().into()))
+        .collect();
+    let mut ch = KafkaChannel::new(avro_config(&topic, &registry)).unwrap().with_records(RecordKind::Stats);
+    ch.open(&ctx("stats-avro")).await.unwrap();
+    ch.write(&recs).await.unwrap();
+    ch.close().await.unwrap();
+    let id = ch.schema_id().unwrap();
+    let client = RegistryClient::new(&registry, None, Duration::from_secs(5)).unwrap();
+    let served: serde_json::Value = serde_json::from_str(&client.schema_by_id(id).await.unwrap()).unwrap();
+    assert_eq!(served["name"], "StatsRecord", "registered under its own schema");
+
+    let python = std::env::var("FEDISTREAM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/consume_avro.py");
+    let out = tokio::process::Command::new(&python)
+        .args([script, "--brokers", &brokers(), "--topic", &topic, "--registry", &registry])
+        .args(["--expect", &stats.len().to_string(), "--timeout", "60"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{python} {script} failed ({}): {stderr}\n(run scripts/python-deps and set FEDISTREAM_PYTHON)",
+        out.status
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), stats.len());
+    for want in &stats {
+        let key = want["key"].as_str().unwrap();
+        let got = lines.iter().find(|l| l["key"] == key).unwrap_or_else(|| panic!("{key} not read back: {lines:#?}"));
+        assert_eq!(got["schema_id"], id);
+        let v = &got["value"];
+        for field in ["key", "account", "window", "zone", "revision", "final", "posts", "replies_to_self", "languages", "hours", "weekdays"]
+        {
+            assert_eq!(v[field], want[field], "{key}: {field}");
+        }
+        // Top lists as {name, count} records; times as timestamps.
+        let tags: Vec<serde_json::Value> =
+            want["tags"]["top"].as_array().unwrap().iter().map(|p| serde_json::json!({"name": p[0], "count": p[1]})).collect();
+        assert_eq!(v["tags"]["top"], serde_json::Value::Array(tags), "{key}");
+        assert_eq!(v["text"]["chars"]["median"], want["text"]["chars"]["median"], "{key}");
+        let start = want["start"].as_str().unwrap().replace('T', " ").replace('Z', "+00:00");
+        assert_eq!(v["start"], start.as_str(), "{key}: Python's datetime");
+        assert_eq!(v["engagement"]["observed_by"], want["engagement"]["observed_by"], "{key}");
     }
 }
 

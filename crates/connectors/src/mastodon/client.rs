@@ -233,7 +233,8 @@ impl MastodonClient {
     /// `GET /api/v1/statuses?id[]=..` (Mastodon 4.3+): the statuses among `ids`
     /// that still exist and may be seen, unparsed (at most [`MAX_IDS_PER_LOOKUP`]
     /// ids). `Ok(None)` when the server has no such endpoint (older Mastodon,
-    /// GoToSocial: 404, 405, 410).
+    /// GoToSocial: 404, 405, 410; 422 from servers that route the path but
+    /// refuse the `id[]` parameter).
     pub async fn statuses_by_id(&self, ids: &[String]) -> Result<Option<Vec<Box<RawValue>>>, MastodonError> {
         const PATH: &str = "/api/v1/statuses";
         let url = self.url_with_segments(&["api", "v1", "statuses"]);
@@ -242,7 +243,7 @@ impl MastodonClient {
             Ok((_, body)) => {
                 serde_json::from_slice(&body).map(Some).map_err(|e| MastodonError::undecodable(PATH, "a JSON array of statuses", &body, e))
             }
-            Err(e) if matches!(e.status(), Some(404 | 405 | 410)) => Ok(None),
+            Err(e) if matches!(e.status(), Some(404 | 405 | 410 | 422)) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -188,7 +188,7 @@ pub(crate) fn status(shared: &Shared, store: &Store, s: &Status, viewer: Viewer)
         "url": url,
         "replies_count": s.replies_count,
         "reblogs_count": s.reblogs_count,
-        "favourites_count": 0,
+        "favourites_count": s.favourites_count,
         "edited_at": s.edited_at.map(time),
         "content": s.content,
         "reblog": reblog,

@@ -18,7 +18,7 @@
 //! themselves (`media.rs`), with the per-account posting, delete and media
 //! throttles (`ledger.rs`) and Mastodon's text formatting (`text.rs`).
 //!
-//! Tests drive it synchronously (`post`, `edit`, `delete`) while it runs, inject
+//! Tests drive it synchronously (`post`, `edit`, `delete`, `set_counts`) while it runs, inject
 //! faults (lost events, dropped or stalled streams, malformed frames, 429s, 5xx,
 //! revoked tokens, failing media downloads) and observe it (`requests`,
 //! `stream_connects`, `open_streams`, `statuses_by`, `posts_created`, `media`).
@@ -166,6 +166,12 @@ impl FakeMastodon {
     /// Returns false if the id is unknown.
     pub fn edit(&self, id: &str, new_content_html: &str) -> bool {
         self.shared.edit(id, new_content_html)
+    }
+
+    /// Sets a status's replies, boosts and favourites counts (as others
+    /// interacting with it would); not streamed. Returns false if the id is unknown.
+    pub fn set_counts(&self, id: &str, replies: u64, reblogs: u64, favourites: u64) -> bool {
+        self.shared.set_counts(id, replies, reblogs, favourites)
     }
 
     /// Deletes a status (and, like Mastodon, every boost of it), broadcasting one

@@ -40,6 +40,7 @@ impl Shared {
             replies_count: 0,
             reblogs_count: 0,
             remote,
+            favourites_count: 0,
         };
         self.publish(&mut store, status)
     }
@@ -88,6 +89,18 @@ impl Shared {
         if let (true, Some(payload)) = (broadcastable, payload) {
             self.broadcast("status.update", payload, scope);
         }
+        true
+    }
+
+    /// Sets a status's interaction counts (others replied, boosted and
+    /// favourited it on other servers). Nothing is streamed: Mastodon does not
+    /// stream count changes to followers. Returns false if the id is unknown.
+    pub fn set_counts(&self, id: &str, replies: u64, reblogs: u64, favourites: u64) -> bool {
+        let mut store = self.store();
+        let Some(status) = store.statuses.get_mut(&IdKey::new(id)) else {
+            return false;
+        };
+        (status.replies_count, status.reblogs_count, status.favourites_count) = (replies, reblogs, favourites);
         true
     }
 

@@ -153,6 +153,7 @@ pub(crate) async fn reblog(
         replies_count: 0,
         reblogs_count: 0,
         remote: false,
+        favourites_count: 0,
     };
     drop(ledger);
     shared.publish(&mut store, wrapper);

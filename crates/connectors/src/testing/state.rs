@@ -65,6 +65,7 @@ pub(crate) struct Status {
     pub reblogs_count: u64,
     /// By a remote account ([`super::AccountOpts::domain`]).
     pub remote: bool,
+    pub favourites_count: u64,
 }
 
 impl Status {

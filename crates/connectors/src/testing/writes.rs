@@ -271,6 +271,7 @@ pub(crate) async fn create(
         replies_count: 0,
         reblogs_count: 0,
         remote: false,
+        favourites_count: 0,
     };
     shared.publish(&mut store, status);
     ledger.source_text.insert(id.clone(), text);

@@ -240,6 +240,8 @@ impl Dedup {
         let keep = match (ev.kind(), self.current(h)) {
             (_, Fp::Deleted) => false,
             (EventKind::Deleted, _) => true,
+            // New interaction counts of a version already stored.
+            (EventKind::Updated, _) if ev.is_counts_refresh() => true,
             (_, p) if *p == fp => false,
             (EventKind::Created, Fp::Never) => true,
             (EventKind::Created, _) => {

@@ -96,6 +96,41 @@ async fn duplicates_are_dropped_and_edits_become_updates() {
     );
 }
 
+/// A refresh of the interaction counts is an `updated` event with the version
+/// already stored: kept (not a duplicate), with its new counts; dropped once
+/// the post is deleted.
+#[tokio::test]
+async fn a_counts_refresh_of_a_stored_version_is_kept_as_an_update() {
+    let (d, log) = log();
+    let sink = RecordingSink::default();
+    let first = created("src", "a@example.org", 1, "hello");
+    let mut refreshed = first.clone();
+    if let Some(p) = refreshed.post.as_mut() {
+        p.counts.favourites = 7;
+    }
+    let refresh = |ev: &Event| SourceBatch { events: vec![crate::event::EncodedEvent::from(ev.clone()).counts_refresh()], state: vec![] };
+    let mut deleted = first.clone();
+    deleted.kind = EventKind::Deleted;
+    deleted.post = None;
+    let p = pipeline(
+        log,
+        vec![
+            batch(vec![first.clone()]),
+            refresh(&refreshed),
+            batch(vec![refreshed.clone()]), // the same counts read again without the mark: a duplicate
+            batch(vec![deleted]),
+            refresh(&refreshed),
+        ],
+        vec![channel("c", sink.clone(), d.path())],
+    );
+    run(p, CancellationToken::new()).await.unwrap();
+    assert_eq!(sink.kinds(), vec![EventKind::Created, EventKind::Updated, EventKind::Deleted]);
+    let got = sink.delivered.lock().unwrap().clone();
+    let ev = got[1].event().unwrap();
+    assert_eq!(ev.post.as_ref().map(|p| p.counts.favourites), Some(7));
+    assert_eq!(ev.fingerprint(), first.fingerprint(), "the version did not change");
+}
+
 #[tokio::test]
 async fn transient_errors_are_retried_without_loss_or_duplicates() {
     let (d, log) = log();

@@ -269,16 +269,42 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                 );
             } else if topics.first().is_some_and(|t| t != fedistream_core::log::EVENTS) {
                 // Processor output is JSON records, not posts.
+                let stats = matches!(cfg.processors.get(&topics[0]), Some(super::ProcessorConfig::AccountStats(_)));
                 match &cfg.channels[name] {
-                    ChannelConfig::Mastodon(_) => err(
+                    ChannelConfig::Mastodon(m) if m.digest.is_none() || !stats => err(
                         format!("channels.{name}"),
-                        format!("a mastodon channel publishes posts; it cannot take the output of processor `{}`", topics[0]),
+                        format!(
+                            "a mastodon channel publishes posts, or digests of an account_stats processor's records (a `digest` table); it cannot take the output of processor `{}`{}",
+                            topics[0],
+                            if stats { " without a `digest` table" } else { "" }
+                        ),
                     ),
-                    ChannelConfig::Kafka(kc) if kc.format == fedistream_kafka::channel::Format::Avro => err(
-                        format!("channels.{name}.format"),
-                        format!("processor `{}` writes JSON records (no Avro schema): use format = \"json\"", topics[0]),
-                    ),
+                    ChannelConfig::Kafka(kc)
+                        if kc.format == fedistream_kafka::channel::Format::Avro && !stats =>
+                    {
+                        err(
+                            format!("channels.{name}.format"),
+                            format!("processor `{}` writes JSON records (no Avro schema): use format = \"json\"", topics[0]),
+                        )
+                    }
+                    ChannelConfig::Mastodon(m) => {
+                        if let (Some(d), Some(super::ProcessorConfig::AccountStats(p))) = (&m.digest, cfg.processors.get(&topics[0])) {
+                            if !p.windows.iter().any(|w| w.as_str() == d.window) {
+                                err(
+                                    format!("channels.{name}.digest.window"),
+                                    format!("processor `{}` keeps no `{}` windows (add it to its `windows`)", topics[0], d.window),
+                                );
+                            }
+                        }
+                    }
                     _ => {}
+                }
+            } else if let ChannelConfig::Mastodon(m) = &cfg.channels[name] {
+                if m.digest.is_some() {
+                    err(
+                        format!("channels.{name}.digest"),
+                        "a digest channel takes an account_stats processor's output: route `from = [\"PROCESSOR\"]` to it".into(),
+                    );
                 }
             }
         }

@@ -15,6 +15,7 @@ use apache_avro::Schema;
 use chrono::{DateTime, Utc};
 
 mod read;
+pub mod stats;
 use fedistream_core::post::{Post, Via};
 use fedistream_core::{Event, EventKind};
 pub use read::from_value;

@@ -6,7 +6,9 @@
 //!   latest. (An account's different posts may spread over partitions.) The
 //!   value is the event as JSON (the log's own serialisation) or as Avro in the
 //!   Confluent wire format ([`avro`]). With `tombstones` (the default) a deletion
-//!   is a null value on the post's key.
+//!   is a null value on the post's key. A channel fed by an `account_stats`
+//!   processor ([`RecordKind::Stats`]) writes stats records keyed by their
+//!   upsert key, as JSON or as Avro with their own schema ([`avro::stats`]).
 //! * **Headers** on every record, tombstones included: `fedistream-event`
 //!   (created/updated/deleted), `fedistream-instance`, `fedistream-source` and
 //!   `fedistream-schema-version` ([`avro::SCHEMA_VERSION`], for both formats).
@@ -121,6 +123,25 @@ pub fn classify(code: RDKafkaErrorCode) -> ErrorKind {
     }
 }
 
+/// What the channel's records are, which decides its Avro schema: post events
+/// (the `events` topic) or stats records (an `account_stats` processor's topic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecordKind {
+    #[default]
+    Posts,
+    Stats,
+}
+
+impl RecordKind {
+    /// The schema registered and written for this kind.
+    pub fn schema_json(&self) -> &'static str {
+        match self {
+            RecordKind::Posts => avro::SCHEMA_JSON,
+            RecordKind::Stats => avro::stats::SCHEMA_JSON,
+        }
+    }
+}
+
 /// What one record becomes.
 struct Prepared {
     key: String,
@@ -138,6 +159,7 @@ pub struct KafkaChannel {
     context: ChannelContext,
     registry: Option<RegistryClient>,
     schema_id: Option<u32>,
+    records: RecordKind,
 }
 
 impl KafkaChannel {
@@ -171,7 +193,15 @@ impl KafkaChannel {
             context: ChannelContext::default(),
             registry,
             schema_id: None,
+            records: RecordKind::Posts,
         })
+    }
+
+    /// The channel takes records of this kind (the pipeline knows what its
+    /// route brings); posts by default.
+    pub fn with_records(mut self, records: RecordKind) -> Self {
+        self.records = records;
+        self
     }
 
     /// The registry id the channel writes with (Avro, after `open`).
@@ -237,7 +267,7 @@ impl KafkaChannel {
     async fn check_schema(&mut self) -> Result<(), SinkError> {
         let Some(registry) = &self.registry else { return Ok(()) };
         let subject = self.cfg.subject();
-        match registry.register(&subject, avro::SCHEMA_JSON).await {
+        match registry.register(&subject, self.records.schema_json()).await {
             Ok(id) => {
                 self.schema_id = Some(id);
                 Ok(())
@@ -247,6 +277,9 @@ impl KafkaChannel {
     }
 
     fn prepare(&self, rec: &LogRecord) -> Result<Prepared, String> {
+        if self.records == RecordKind::Stats && self.cfg.format == Format::Avro {
+            return self.prepare_stats(rec);
+        }
         let ev: &Event = match rec.event() {
             Ok(ev) => ev,
             Err(e) => return self.prepare_record(rec).ok_or_else(|| e.to_string()),
@@ -282,6 +315,21 @@ impl KafkaChannel {
         let headers =
             OwnedHeaders::new_with_capacity(1).insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
         Some(Prepared { key, value: Some(rec.payload.as_bytes().to_vec()), headers })
+    }
+
+    /// A stats record as Avro, keyed by its upsert key.
+    fn prepare_stats(&self, rec: &LogRecord) -> Result<Prepared, String> {
+        let r: fedistream_process::stats::StatsRecord =
+            serde_json::from_str(&rec.payload).map_err(|e| format!("not a stats record (the account_stats processor's output): {e}"))?;
+        let Some(id) = self.schema_id else {
+            // `write` checks this before preparing anything.
+            return Err("the schema is not registered".into());
+        };
+        let value = avro::stats::encode(id, &r).map_err(|e| format!("cannot encode the stats record as Avro: {e}"))?;
+        let schema_version = avro::SCHEMA_VERSION.to_string();
+        let headers =
+            OwnedHeaders::new_with_capacity(1).insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
+        Ok(Prepared { key: r.key, value: Some(value), headers })
     }
 
     fn delivery_error(&mut self, index: usize, e: &KafkaError) -> SinkError {
@@ -433,9 +481,19 @@ mod tests {
         let p = channel(Format::Json).prepare(&rec).unwrap();
         assert_eq!(p.key, "ada@social.example/day/2026-03-02T00:00:00Z");
         assert_eq!(p.value.as_deref(), Some(payload.as_bytes()));
-        // No Avro schema for them; and a record that is neither is still refused.
+        // A channel for posts has no Avro form for them; and a record that is neither is still refused.
         assert!(channel(Format::Avro).prepare(&rec).is_err());
         let junk = LogRecord::new(Position { partition: 0, offset: 5 }, chrono::Utc::now(), "[1,2]".into());
         assert!(channel(Format::Json).prepare(&junk).is_err());
+    }
+
+    #[test]
+    fn a_stats_channel_in_avro_refuses_what_is_not_a_stats_record() {
+        let mut ch = channel(Format::Avro).with_records(RecordKind::Stats);
+        ch.schema_id = Some(3);
+        let rec = LogRecord::new(Position { partition: 0, offset: 4 }, chrono::Utc::now(), r#"{"key":"k","posts":3}"#.into());
+        let e = ch.prepare(&rec).err().unwrap();
+        assert!(e.contains("not a stats record"), "{e}");
+        assert_eq!(RecordKind::Stats.schema_json(), avro::stats::SCHEMA_JSON);
     }
 }

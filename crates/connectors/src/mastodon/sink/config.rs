@@ -6,6 +6,8 @@ use std::time::Duration;
 use fedistream_process::{FilterConfig, ReplyPolicy};
 use serde::{Deserialize, Serialize};
 
+pub use super::digest::DigestConfig;
+
 /// How a received post appears on the target account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +85,10 @@ pub struct MastodonSinkConfig {
     /// How many of the target account's latest statuses `open` scans for reposts
     /// already made (crash between a post and its map entry).
     pub reconcile_depth: u32,
+    /// Post digests of stats records (the channel takes an `account_stats`
+    /// processor's output) instead of republishing posts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestConfig>,
     pub delivery: fedistream_core::runtime::DeliveryConfig,
 }
 
@@ -109,6 +115,7 @@ impl Default for MastodonSinkConfig {
             media_per_window: 30,
             media_window: Duration::from_secs(30 * 60),
             reconcile_depth: 200,
+            digest: None,
             delivery: Default::default(),
         }
     }
@@ -144,6 +151,9 @@ impl MastodonSinkConfig {
             if n == 0 || w.is_zero() {
                 return Err(format!("{field}: must be at least 1 per a non-zero window"));
             }
+        }
+        if let Some(d) = &self.digest {
+            d.validate()?;
         }
         self.filter.validate()
     }

@@ -7,9 +7,12 @@ use std::time::Instant;
 use fedistream_core::event::{Event, EventKind};
 use fedistream_core::log::StatePut;
 use fedistream_core::post::{Post, Visibility};
+use fedistream_core::LogRecord;
+use fedistream_process::stats::StatsRecord;
 
 use super::config::{MediaMode, Mode};
 use super::{media, render, thread_key, Failure, Mapped, MastodonSink, Opened};
+use crate::mastodon::client::StatusForm;
 
 /// The state `open` set up; a macro so that only the field is borrowed (the
 /// pacer is mutated while it is in use). `write` checks that `open` ran before
@@ -207,6 +210,66 @@ impl MastodonSink {
         let o = opened!(self);
         o.put(vec![StatePut::delete(&o.ns, ev.key.clone()), StatePut::delete(&o.ns, thread_key(&ev.instance, &ev.status_id))]).await?;
         o.status.count("deleted", 1);
+        Ok(())
+    }
+}
+
+impl MastodonSink {
+    /// One stats record: post its digest, edit it for a later revision, or
+    /// skip it (see [`super::digest`]).
+    pub(super) async fn handle_digest(&mut self, rec: &LogRecord) -> Result<(), Failure> {
+        let Some(digest) = self.cfg.digest.clone() else { return Ok(()) };
+        let r: StatsRecord = serde_json::from_str(&rec.payload).map_err(|e| {
+            Failure::Reject(format!("not a stats record (a digest channel takes an account_stats processor's output): {e}"))
+        })?;
+        if !digest.wants(&r) {
+            opened!(self).status.count("skipped", 1);
+            return Ok(());
+        }
+        let version = r.revision.to_string();
+        let mapped = opened!(self).get(&r.key).await?;
+        // The revision posted, or a later one: a redelivery (records are
+        // upserts, so an older revision must not edit the digest back).
+        if mapped.as_ref().is_some_and(|m| m.fp.parse::<u32>().is_ok_and(|posted| posted >= r.revision)) {
+            return Ok(());
+        }
+        if mapped.is_some() && !self.cfg.edits {
+            return Ok(());
+        }
+        self.check_posts_budget()?;
+        let o = opened!(self);
+        let text = digest.status(&r, o.max_chars).map_err(|e| Failure::Reject(format!("digest.template: {e}")))?;
+        let form = StatusForm {
+            status: text,
+            media_ids: Vec::new(),
+            in_reply_to_id: None,
+            sensitive: false,
+            spoiler_text: String::new(),
+            visibility: Some(self.cfg.visibility.clone()),
+            language: None,
+        };
+        let edited = mapped.is_some();
+        let id = match mapped {
+            Some(m) => match self.client.edit_status(&m.id, &form).await {
+                Ok(_) => m.id,
+                Err(e) if matches!(e.status(), Some(404 | 410)) => {
+                    // Someone deleted the digest on the target: respect that.
+                    tracing::info!(key = %r.key, target_id = %m.id, "The digest is gone from the target; not editing");
+                    let o = opened!(self);
+                    return o.put(vec![StatePut::delete(&o.ns, r.key.clone())]).await;
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                let key = render::idempotency_key(&r.key, &o.channel, &version);
+                self.client.post_status(&form, &key).await?.id
+            }
+        };
+        self.pacer.posts.take(Instant::now());
+        let o = opened!(self);
+        o.put(vec![map_put(o, &r.key, &Mapped { id: id.clone(), fp: version, media: Vec::new(), boost_of: None })?]).await?;
+        o.status.count(if edited { "edited" } else { "posted" }, 1);
+        tracing::debug!(key = %r.key, target_id = %id, revision = r.revision, "Digest posted");
         Ok(())
     }
 }

@@ -24,6 +24,9 @@
 //! * **Loop protection.** Posts of the target account and posts carrying the
 //!   marker are never republished. Private and direct posts are never
 //!   republished either (a mirror must not widen a post's audience).
+//! * **Digests** ([`digest`]): with a `digest` table the channel takes an
+//!   `account_stats` processor's records and posts a summary per window,
+//!   rendered from a template, instead.
 //! * **Errors.** 422 → that record is dead-lettered with the server's reason;
 //!   401/403 → the channel pauses; network/5xx/429 → retried.
 //!
@@ -34,6 +37,7 @@
 
 mod config;
 mod deliver;
+pub mod digest;
 mod media;
 pub mod pace;
 pub mod render;
@@ -49,7 +53,7 @@ use fedistream_core::{ErrorKind, Log, LogRecord, Sink, SinkContext, SinkError, S
 use fedistream_process::CompiledFilter;
 use serde::{Deserialize, Serialize};
 
-pub use self::config::{MastodonSinkConfig, MediaMode, Mentions, Mode};
+pub use self::config::{DigestConfig, MastodonSinkConfig, MediaMode, Mentions, Mode};
 use self::pace::{Pacer, Window};
 pub use self::render::MARKER;
 use crate::mastodon::client::{ClientConfig, MastodonClient, MastodonError, Page, Secret};
@@ -249,6 +253,14 @@ impl Sink for MastodonSink {
     async fn write(&mut self, batch: &[LogRecord]) -> Result<Written, SinkError> {
         if self.opened.is_none() {
             return Err(SinkError::new(ErrorKind::Internal, "mastodon channel written before open"));
+        }
+        if self.cfg.digest.is_some() {
+            for (i, rec) in batch.iter().enumerate() {
+                if let Err(f) = self.handle_digest(rec).await {
+                    return Err(f.into_sink_error(i));
+                }
+            }
+            return Ok(Written::done());
         }
         for (i, rec) in batch.iter().enumerate() {
             let ev = match rec.event() {

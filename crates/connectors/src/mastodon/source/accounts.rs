@@ -67,6 +67,8 @@ pub struct Account {
     pub rerun: bool,
     pub backoff: Backoff,
     pub reconcile: Slot,
+    /// The engagement refresh's schedule (used when it is on).
+    pub refresh: Slot,
     pub health: Health,
     /// A catch-up has ended (either way) at least once.
     pub tried: bool,
@@ -150,6 +152,7 @@ pub async fn setup(
             rerun: false,
             backoff: Backoff::new(Duration::from_secs(2), cfg.max_poll_interval),
             reconcile: Slot::new(now),
+            refresh: Slot::new(now),
             health: Health::Ok,
             tried: false,
             decode_failures: 0,

@@ -153,13 +153,21 @@ pub(crate) struct Item {
     pub index: StatePut,
     /// `created_at` in Unix seconds (0 if the status had none).
     pub created: i64,
+    /// Replies, boosts and favourites as the server reported them.
+    pub counts: Option<[u64; 3]>,
 }
 
 impl Item {
-    /// Add to `batch` and remember in the window.
+    /// Add to `batch` and remember in the window. The window's counts are
+    /// those last *published*: a version the window already holds is dropped
+    /// by deduplication (a re-read), so its counts are noted only when the
+    /// event is a counts refresh, which the ingestor keeps.
     pub fn push_into(self, batch: &mut SourceBatch, window: &mut PostWindow) {
         if self.event.kind() != EventKind::Deleted {
-            window.note(self.event.status_id(), self.event.key(), self.created, self.event.fingerprint());
+            let id = self.event.status_id();
+            let reread = window.get(id).is_some_and(|e| e.fingerprint() == self.event.fingerprint()) && !self.event.is_counts_refresh();
+            let counts = if reread { None } else { self.counts };
+            window.note(id, self.event.key(), self.created, self.event.fingerprint(), counts);
         }
         batch.events.push(self.event);
         batch.state.push(self.index);
@@ -185,7 +193,8 @@ pub(crate) fn convert_statuses<'a>(
         match conv.convert(raw, host, Via::Rest, EventKind::Created, Some((account_id, acct))) {
             Converted::Event(ev, index) => {
                 let created = ev.post.as_ref().and_then(|p| p.created_at).map_or(0, |t| t.timestamp());
-                out.push(Item { event: EncodedEvent::from(*ev), index, created });
+                let counts = ev.post.as_ref().map(|p| [p.counts.replies, p.counts.reblogs, p.counts.favourites]);
+                out.push(Item { event: EncodedEvent::from(*ev), index, created, counts });
             }
             Converted::Skipped { reason, key } => sh.skipped(reason, &key),
             // Our own account's timeline: anything else is its boosts' wrappers

@@ -155,6 +155,15 @@ pub struct MastodonSourceConfig {
     /// permitting). Accounts whose stream was down go first.
     #[serde(default = "default_reconcile_within", with = "fedistream_core::units::duration")]
     pub reconcile_within: Duration,
+    /// Engagement refresh: read the interaction counts of each account's recent
+    /// posts again at least this often (rate limit permitting); changed counts
+    /// become `updated` events. Off when not set.
+    #[serde(default, with = "fedistream_core::units::opt_duration")]
+    pub engagement_refresh: Option<Duration>,
+    /// Which posts the refresh covers: those created this recently (and still
+    /// in the reconciliation window).
+    #[serde(default = "default_engagement_window", with = "fedistream_core::units::duration")]
+    pub engagement_window: Duration,
     /// `fedistream follow`: stop with an error when none of the accounts can be
     /// read (not found, token needed, wrong address). Not a config-file key: a
     /// pipeline keeps retrying and shows the accounts in `fedistream status`.
@@ -198,6 +207,9 @@ fn default_reconcile_min_posts() -> usize {
 fn default_reconcile_within() -> Duration {
     d(3600)
 }
+fn default_engagement_window() -> Duration {
+    d(2 * 24 * 3600)
+}
 
 impl MastodonSourceConfig {
     /// A config with defaults for these accounts (for `fedistream follow`).
@@ -222,6 +234,8 @@ impl MastodonSourceConfig {
             reconcile_window: default_reconcile_window(),
             reconcile_min_posts: default_reconcile_min_posts(),
             reconcile_within: default_reconcile_within(),
+            engagement_refresh: None,
+            engagement_window: default_engagement_window(),
             stop_if_unreadable: false,
         }
     }
@@ -241,6 +255,12 @@ impl MastodonSourceConfig {
         }
         if self.reconcile_within > d(30 * 24 * 3600) {
             p.push(("reconcile_within", "at most 30d".into()));
+        }
+        if self.engagement_refresh.is_some_and(|e| e < d(60)) {
+            p.push(("engagement_refresh", "must be at least 1m (each pass costs requests of the rate-limit budget)".into()));
+        }
+        if self.engagement_refresh.is_some() && self.engagement_window > self.reconcile_window {
+            p.push(("engagement_window", "at most reconcile_window (only posts still in the reconciliation window are known)".into()));
         }
         p
     }
@@ -318,6 +338,12 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.window_spec(), WindowSpec { max_age: d(2 * 86_400), min_posts: 50, cap: WINDOW_CAP });
         assert_eq!(parsed.reconcile_within, d(1800));
+        assert_eq!((parsed.engagement_refresh, parsed.engagement_window), (None, d(2 * 86_400)), "off by default");
+        let parsed: MastodonSourceConfig =
+            serde_json::from_str(r#"{"accounts": ["a@b.example"], "engagement_refresh": "30s", "engagement_window": "8d"}"#).unwrap();
+        assert_eq!(parsed.engagement_refresh, Some(d(30)));
+        let keys: Vec<&str> = parsed.problems().iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["engagement_refresh", "engagement_window"]);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!
 //! Edits and deletions of older posts made while no stream told us are found by
 //! reconciliation ([`reconcile`]): each account's recent posts ([`window`]) are
-//! checked again within `reconcile_within`, inside the rate limit.
+//! checked again within `reconcile_within`, inside the rate limit. With
+//! `engagement_refresh`, their interaction counts are read again on that
+//! schedule and changed counts flow as `updated` events ([`refresh`]).
 //!
 //! Accounts that cannot be read (not found, a server that needs a token, a
 //! wrong address) are shown per account in the status, retried on a long
@@ -28,6 +30,7 @@ mod catchup;
 pub mod config;
 pub mod convert;
 pub mod reconcile;
+mod refresh;
 mod rounds;
 mod streamed;
 pub mod timeline;
@@ -263,13 +266,26 @@ impl Source for MastodonSource {
         let mut tasks: JoinSet<(usize, Result<catchup::Done, catchup::JobError>)> = JoinSet::new();
         let mut passes: JoinSet<(usize, Result<reconcile::PassDone, catchup::JobError>)> = JoinSet::new();
         let mut rounds = Rounds::new(cfg.reconcile_within, accounts.len(), Instant::now());
+        let mut refreshes: JoinSet<(usize, Result<refresh::RefreshDone, catchup::JobError>)> = JoinSet::new();
+        // Every account's counts are read again within the interval; the first
+        // pass comes half an interval after start (the catch-up just read them).
+        let mut refresh_rounds = cfg.engagement_refresh.map(|every| {
+            let now = Instant::now();
+            for a in accounts.iter_mut() {
+                a.refresh.gap = false;
+                a.refresh.due = now + every / 2;
+            }
+            Rounds::new(every, accounts.len(), now)
+        });
         let mut stream = StreamState::default();
         let concurrency = cfg.concurrency.max(1);
         loop {
             let can_start = tasks.len() < concurrency;
             let next_catchup = accounts.iter().filter(|a| !a.running).map(|a| a.due).min().filter(|_| can_start);
             let next_pass = rounds.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.reconcile));
-            let next_due = next_catchup.into_iter().chain(next_pass).min();
+            let next_refresh =
+                refresh_rounds.as_ref().and_then(|r| r.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.refresh)));
+            let next_due = next_catchup.into_iter().chain(next_pass).chain(next_refresh).min();
             tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => break,
@@ -343,6 +359,24 @@ impl Source for MastodonSource {
                         }
                     }
                 }
+                joined = refreshes.join_next(), if !refreshes.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (i, res) = joined.map_err(|e| src_err(ErrorKind::Internal, format!("engagement refresh task failed: {e}")))?;
+                    let a = &mut accounts[i];
+                    if let Some(r) = refresh_rounds.as_mut() {
+                        r.finished(&mut a.refresh);
+                    }
+                    match res {
+                        Ok(_) => {}
+                        Err(e) if matches!(e, catchup::JobError::Source(_)) && e.kind() == ErrorKind::Internal => {
+                            return Err(src_err(ErrorKind::Internal, e.to_string()));
+                        }
+                        Err(e) => {
+                            warn!(acct = %a.acct, error = %e, "Engagement refresh pass failed; the account is refreshed again at its next turn");
+                            status.count("refresh_errors", 1);
+                        }
+                    }
+                }
                 _ = sleep_until(next_due), if next_due.is_some() => {
                     let now = Instant::now();
                     for (i, a) in accounts.iter_mut().enumerate() {
@@ -381,6 +415,24 @@ impl Source for MastodonSource {
                         let sh = sh.clone();
                         passes.spawn(async move { (pass.index, reconcile::run(sh, pass).await) });
                     }
+                    if let Some(r) = refresh_rounds.as_mut() {
+                        while let Some(i) = r.pick(accounts.iter().enumerate().filter(|(_, a)| a.reconcilable()).map(|(i, a)| (i, &a.refresh)), now) {
+                            let a = &mut accounts[i];
+                            if let Some(late) = r.started(&mut a.refresh, true, now) {
+                                warn!(acct = %a.acct, since_last = ?late, every = ?cfg.engagement_refresh, "Engagement refresh is behind its schedule (the rate limit leaves too little room)");
+                                status.count("refresh_late", 1);
+                            }
+                            let pass = reconcile::Pass {
+                                index: i,
+                                acct: a.acct.clone(),
+                                client: a.client.background(),
+                                account_id: a.account_id.clone().unwrap_or_default(),
+                                checkpoint_key: a.checkpoint_key.clone(),
+                            };
+                            let (sh, max_age) = (sh.clone(), cfg.engagement_window);
+                            refreshes.spawn(async move { (pass.index, refresh::run(sh, pass, max_age).await) });
+                        }
+                    }
                 }
             }
         }
@@ -388,6 +440,7 @@ impl Source for MastodonSource {
         // or not at all, so aborting in-flight work loses nothing.
         tasks.abort_all();
         passes.abort_all();
+        refreshes.abort_all();
         Ok(())
     }
 }

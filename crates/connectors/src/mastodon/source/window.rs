@@ -4,7 +4,9 @@
 //! account's checkpoint).
 //!
 //! Each entry is `[id, uri, created_at (Unix seconds, 0 if unknown),
-//! fingerprint of the version published]`, newest first. The window holds the
+//! fingerprint of the version published, [replies, boosts, favourites] as last
+//! published (null if unknown)]`, newest first; the counts are what the
+//! engagement refresh ([`super::refresh`]) compares. The window holds the
 //! posts of the last `max_age` (default 7 days) and at least the newest
 //! `min_posts` (default 200), never more than `cap` (2,000): memory and state per
 //! account stay bounded whatever the account does. It is written only in the
@@ -43,7 +45,7 @@ pub struct WindowSpec {
 
 /// One post in the window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry(pub String, pub String, #[serde(default)] pub i64, #[serde(default)] pub String);
+pub struct Entry(pub String, pub String, #[serde(default)] pub i64, #[serde(default)] pub String, #[serde(default)] pub Option<[u64; 3]>);
 
 impl Entry {
     pub fn id(&self) -> &str {
@@ -59,6 +61,11 @@ impl Entry {
     /// Fingerprint of the version published; empty when not known.
     pub fn fingerprint(&self) -> &str {
         &self.3
+    }
+    /// Replies, boosts and favourites as last published; `None` when not known
+    /// (entries from before the counts were kept).
+    pub fn counts(&self) -> Option<[u64; 3]> {
+        self.4
     }
 }
 
@@ -89,7 +96,7 @@ impl PostWindow {
             None => Vec::new(),
         };
         let legacy_found = !legacy.is_empty();
-        let mut entries: Vec<Entry> = legacy.into_iter().map(|(id, uri)| Entry(id, uri, 0, String::new())).collect();
+        let mut entries: Vec<Entry> = legacy.into_iter().map(|(id, uri)| Entry(id, uri, 0, String::new(), None)).collect();
         entries.sort_by(newest_first);
         Ok(PostWindow { key: key.to_string(), entries, legacy: legacy_found })
     }
@@ -104,16 +111,18 @@ impl PostWindow {
     }
 
     /// Remember (or refresh) a post we published: its id, URI, creation time
-    /// (Unix seconds, 0 if unknown) and the fingerprint of the version.
-    pub fn note(&mut self, id: &str, uri: &str, created: i64, fingerprint: &str) {
+    /// (Unix seconds, 0 if unknown), the fingerprint of the version and its
+    /// interaction counts (`None`: keep what is known).
+    pub fn note(&mut self, id: &str, uri: &str, created: i64, fingerprint: &str, counts: Option<[u64; 3]>) {
         match self.entries.iter_mut().find(|e| e.0 == id) {
             Some(e) => {
                 e.2 = if created != 0 { created } else { e.2 };
                 e.3 = fingerprint.to_string();
+                e.4 = counts.or(e.4);
             }
             None => {
                 let at = self.entries.partition_point(|e| id_newer(&e.0, id));
-                self.entries.insert(at, Entry(id.to_string(), uri.to_string(), created, fingerprint.to_string()));
+                self.entries.insert(at, Entry(id.to_string(), uri.to_string(), created, fingerprint.to_string(), counts));
             }
         }
     }
@@ -162,7 +171,7 @@ mod tests {
     use super::*;
 
     fn w(ids: &[(&str, i64)]) -> PostWindow {
-        let entries = ids.iter().map(|(id, t)| Entry(id.to_string(), format!("u/{id}"), *t, "fp".into())).collect();
+        let entries = ids.iter().map(|(id, t)| Entry(id.to_string(), format!("u/{id}"), *t, "fp".into(), None)).collect();
         PostWindow { key: "k".into(), entries, legacy: false }
     }
 
@@ -199,14 +208,18 @@ mod tests {
         };
         let p = fedistream_process::normalize::parse_and_normalize(&v.to_string(), &ctx).unwrap();
         let created = p.created_at.unwrap().timestamp();
-        win.note(&p.id, &p.uri, created, "abc");
+        win.note(&p.id, &p.uri, created, "abc", Some([1, 2, 3]));
         let ids: Vec<&str> = win.entries().iter().map(Entry::id).collect();
         assert_eq!(ids, ["10", "9", "8"]);
-        win.note(&p.id, &p.uri, 0, "def");
+        win.note(&p.id, &p.uri, 0, "def", None);
         assert_eq!(win.get("9").unwrap().created(), created, "a known time is kept");
+        assert_eq!(win.get("9").unwrap().counts(), Some([1, 2, 3]), "known counts are kept");
         assert_eq!(win.get("9").unwrap().fingerprint(), "def");
         let json = serde_json::to_string(&win.entries()[1]).unwrap();
         assert!(json.starts_with(r#"["9","#), "{json}");
         assert_eq!(win.remove("10").map(|e| e.0), Some("10".to_string()));
+        // An entry written before the counts were kept reads back without them.
+        let old: Entry = serde_json::from_str(r#"["1","u/1",5,"fp"]"#).unwrap();
+        assert_eq!(old.counts(), None);
     }
 }

@@ -336,13 +336,29 @@ to = [\"statsfile\"]
     let e = parse(&good.replace("[\"hour\", \"day\", \"week\"]", "[\"month\"]"), file()).unwrap_err();
     assert!(e.reason.contains("month"), "{e}");
 
-    // Stats are JSON records: not for a mastodon channel, not Avro.
+    // Stats records have an Avro schema of their own; a mastodon channel cannot take them.
+    let to_avro = good.replace(
+        "[channels.statsfile]\ntype = \"file\"\npath = \"stats.jsonl\"",
+        "[channels.statsfile]\ntype = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"stats\"\nformat = \"avro\"\nschema_registry = \"http://127.0.0.1:8081\"",
+    );
+    assert!(to_avro.contains("format = \"avro\""));
+    assert!(errors(&to_avro).is_empty(), "{:?}", errors(&to_avro));
     let to_mastodon = good.replace(
         "[channels.statsfile]\ntype = \"file\"\npath = \"stats.jsonl\"",
         "[connections.mastodon.bot]\ninstance = \"https://bots.example\"\ntoken_env = \"PATH\"\n\n[channels.statsfile]\ntype = \"mastodon\"\nconnection = \"bot\"",
     );
     let e = errors(&to_mastodon);
     assert!(e.iter().any(|m| m.contains("channels.statsfile") && m.contains("cannot take the output of processor `stats`")), "{e:?}");
+    // With a digest table it posts digests of the records.
+    let digest = to_mastodon.replace("connection = \"bot\"", "connection = \"bot\"\ndigest = { window = \"week\" }");
+    assert!(errors(&digest).is_empty(), "{:?}", errors(&digest));
+    let e = errors(&digest.replace("window = \"week\"", "template = \"{{ posts \""));
+    assert!(e.iter().any(|m| m.contains("channels.statsfile") && m.contains("digest.template: line 1")), "{e:?}");
+    let e = errors(&digest.replace("window = \"week\"", "window = \"hour\"").replace("[\"hour\", \"day\", \"week\"]", "[\"day\"]"));
+    assert!(e.iter().any(|m| m.contains("channels.statsfile.digest.window") && m.contains("no `hour` windows")), "{e:?}");
+    // A digest channel fed posts is a mistake.
+    let e = errors(&digest.replace("from = [\"stats\"]", "from = [\"a\"]"));
+    assert!(e.iter().any(|m| m.contains("channels.statsfile.digest") && m.contains("account_stats")), "{e:?}");
 }
 
 #[test]
