@@ -138,6 +138,49 @@ async fn wrong_credentials_a_missing_bucket_and_an_unreachable_endpoint_are_clea
     assert!(e.message.contains("FEDISTREAM_TEST_UNSET_VAR"), "{}", e.message);
 }
 
+/// Credentials from a profile of an AWS shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`): the right profile works, a profile the
+/// file lacks is a config error naming file and profile, a wrong secret in
+/// the file is refused by the server (no secret in any message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_a_profile_of_the_shared_credentials_file() {
+    let endpoint = shared_endpoint();
+    let bucket = random_bucket("profile");
+    create_bucket(&endpoint, &bucket).await;
+    let (user, password) = credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "# test file\n[default]\naws_access_key_id = nobody\naws_secret_access_key = wrong-secret-5678\n\n             [archive]\naws_access_key_id = {user}\naws_secret_access_key = {password}\n"
+        ),
+    )
+    .unwrap();
+    // Only this test reads the variable (the others name their env vars).
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &file);
+    let mut cfg = s3_config(&endpoint, &bucket, "p");
+    cfg.access_key_id_env = None;
+    cfg.secret_access_key_env = None;
+    cfg.profile = Some("archive".into());
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(log_dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+    let evs: Vec<Event> = (1..=3).map(|n| created("src", "p@example.org", n, "from a profile")).collect();
+    let summary = runtime::run(pipeline(log_dir.path(), log.clone(), once(&evs), cfg.clone(), 10), CancellationToken::new()).await.unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    assert_eq!(rows(&cfg, "posts").await.len(), 3);
+
+    cfg.profile = Some("nope".into());
+    let e = open_error(cfg.clone()).await;
+    assert_eq!(e.kind, ErrorKind::Config, "{e:?}");
+    assert!(e.message.contains("no profile `[nope]`") && e.message.contains(&file.display().to_string()), "{}", e.message);
+
+    cfg.profile = Some("default".into());
+    let e = open_error(cfg).await;
+    assert_eq!(e.kind, ErrorKind::Auth, "{e:?}");
+    assert!(!e.message.contains("wrong-secret-5678"), "never the secret: {}", e.message);
+}
+
 /// Emits its batches one at a time, each once the test says so, then stays
 /// open until shutdown.
 struct Stepped {

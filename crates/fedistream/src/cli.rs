@@ -1,4 +1,4 @@
-//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `sql`, `bench`.
+//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `sql`, `archive`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +75,11 @@ pub enum Command {
     },
     /// Read-only SQL (Apache DataFusion) over an archive channel's Parquet datasets.
     Sql(crate::sql::SqlArgs),
+    /// Maintain an archive channel's files: compaction into current state, retention.
+    Archive {
+        #[command(subcommand)]
+        command: crate::archive::ArchiveCommand,
+    },
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
 }
@@ -188,6 +193,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql(a) => crate::sql::run(a).await,
+        Command::Archive { command } => crate::archive::run(command).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Stats(a) => crate::stats::run(a).await,
     }

@@ -25,9 +25,13 @@ pub struct SqlArgs {
     /// The archive channel to read, when the config has several.
     #[arg(long)]
     pub channel: Option<String>,
-    /// How to print the result: table, csv or json (one object per line).
+    /// How to print the result: table, csv, json (one object per line) or
+    /// parquet (one Parquet file; to a terminal only with --output).
     #[arg(long, default_value = "table", value_parser = parse_format)]
     pub format: OutputFormat,
+    /// Write the result to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 fn parse_format(s: &str) -> Result<OutputFormat, String> {
@@ -66,10 +70,21 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
     if let Some((key, why)) = problems.first() {
         bail!("{}: the archive channel's {key}: {why}", a.config.display());
     }
-    let ctx = fedistream_archive::sql::session(&archive).await.map_err(anyhow::Error::msg).context("opening the archive")?;
-    let batches = fedistream_archive::sql::query(&ctx, &a.query).await.map_err(anyhow::Error::msg).context("running the query")?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    fedistream_archive::sql::print(&batches, a.format, &mut out).map_err(anyhow::Error::msg)?;
+    if a.output.is_none() && a.format == OutputFormat::Parquet && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!("--format parquet writes binary data: give --output FILE, or redirect stdout");
+    }
+    let batches = fedistream_archive::sql::run(&archive, &a.query).await.map_err(anyhow::Error::msg).context("running the query")?;
+    match &a.output {
+        Some(path) => {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("--output {}", path.display()))?);
+            fedistream_archive::sql::print(&batches, a.format, &mut f).map_err(anyhow::Error::msg)?;
+            std::io::Write::flush(&mut f).with_context(|| format!("--output {}", path.display()))?;
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            fedistream_archive::sql::print(&batches, a.format, &mut out).map_err(anyhow::Error::msg)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
