@@ -247,3 +247,43 @@ async fn minio_stopped_mid_run_is_retried_and_nothing_is_lost_or_duplicated() {
     let offsets: Vec<u64> = rows(&cfg, "posts").await.into_iter().map(|r| r.1).collect();
     assert_eq!(offsets, (1..=20).collect::<Vec<_>>(), "every record once");
 }
+
+/// Put-if-absent: storing an object under a name that exists counts as done
+/// when the existing object holds the same records, and is refused (naming
+/// the object, leaving it as it was) when it holds others — on MinIO
+/// (`If-None-Match: *`) and on a local directory (a hard link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_object_of_the_same_name_counts_as_stored_only_if_it_holds_the_same_records() {
+    use fedistream_archive::encode::{encode, same_records, Encoding};
+    use fedistream_archive::store::Archive;
+    let endpoint = shared_endpoint();
+    let bucket = random_bucket("ifabsent");
+    create_bucket(&endpoint, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let records = |text: &str| -> Vec<fedistream_core::LogRecord> {
+        (1..=3u64)
+            .map(|n| {
+                let ev = created("src", "a@example.org", n, text);
+                fedistream_core::LogRecord::new(
+                    fedistream_core::Position { partition: 0, offset: n },
+                    chrono::Utc::now(),
+                    serde_json::to_string(&ev).unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let enc = Encoding { format: fedistream_archive::Format::Parquet, gzip: false, row_group_rows: 1024, events: true };
+    let ours = encode(enc, &records("first")).unwrap();
+    let same_positions = encode(enc, &records("first")).unwrap();
+    let other = encode(enc, &records("other")[..2]).unwrap();
+    for cfg in [s3_config(&endpoint, &bucket, "x"), local_config(&dir.path().join("archive"))] {
+        let a = Archive::open(&cfg).unwrap();
+        let path = a.path("posts/date=2026-12-07/hour=08/part-0-1-3.parquet");
+        a.put_if_absent(&path, ours.clone(), 32 << 20, 5 << 20, same_records).await.unwrap();
+        a.put_if_absent(&path, same_positions.clone(), 32 << 20, 5 << 20, same_records).await.expect("same records: stored already");
+        let e = a.put_if_absent(&path, other.clone(), 32 << 20, 5 << 20, same_records).await.expect_err("other records");
+        assert!(e.message.contains("part-0-1-3.parquet") && e.message.contains("other records"), "{}", e.message);
+        let stored = a.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(stored, ours, "{}: the first object stays", a.display);
+    }
+}
