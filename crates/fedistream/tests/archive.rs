@@ -196,6 +196,16 @@ impl ArchiveDir for tempfile::TempDir {
 async fn compaction_killed_between_steps_leaves_a_readable_archive_and_a_rerun_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path());
+    // Edits of the first 40 statuses, replayed after them: new versions of those posts.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut edits = String::new();
+    for line in text.lines().take(40) {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["edited_at"] = v["created_at"].clone();
+        v["content"] = serde_json::json!("<p>edited</p>");
+        edits.push_str(&format!("{v}\n"));
+    }
+    std::fs::write(&input, format!("{text}{edits}")).unwrap();
     let cfg = write_file(dir.path(), "archive.toml", &config(dir.path(), &input));
     let cfg_s = cfg.to_str().unwrap();
     let (s, _, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg_s]);
