@@ -120,11 +120,11 @@ async fn read_object(archive: &Archive, dataset: &str, rel: &str, columns: Optio
     let mut b = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| internal(archive, &format!("{path} is not Parquet"), e))?;
     if let Some(cols) = columns {
         let indices: Vec<usize> =
-            cols.iter().map(|c| b.schema().index_of(c)).collect::<Result<_, _>>().map_err(|e| internal(archive, &path.to_string(), e))?;
+            cols.iter().map(|c| b.schema().index_of(c)).collect::<Result<_, _>>().map_err(|e| internal(archive, path.as_ref(), e))?;
         let mask = ProjectionMask::roots(b.parquet_schema(), indices);
         b = b.with_projection(mask);
     }
-    let reader = b.build().map_err(|e| internal(archive, &path.to_string(), e))?;
+    let reader = b.build().map_err(|e| internal(archive, path.as_ref(), e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| internal(archive, &format!("reading {path}"), e))
 }
 
