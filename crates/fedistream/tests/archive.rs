@@ -258,3 +258,41 @@ fn walk_files(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// `fedistream sql --shell`: statements (one spanning two lines) read from
+/// stdin, each answered; an error does not end the prompt; `\q` quits; the
+/// statements land in the history file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_shell_answers_each_statement_and_keeps_a_history() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let cfg = write_file(dir.path(), "archive.toml", &config(dir.path(), &input));
+    let cfg_s = cfg.to_str().unwrap();
+    let (s, _, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg_s]);
+    assert!(s.success(), "{err}");
+    let history = dir.path().join("history");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedistream"))
+        .args(["sql", "--config", cfg_s, "--channel", "history", "--format", "csv", "--shell"])
+        .env("FEDISTREAM_SQL_HISTORY", &history)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"select count(*) as n\n  from posts;\nselect nope from posts;\nselect 7 as seven;\n\\q\nselect 8 as never;\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let one = sql(dir.path(), cfg_s, "one", &["--channel", "history", "--format", "csv", "select count(*) as n from posts"]);
+    assert!(stdout.contains(&one), "{stdout}");
+    assert!(stdout.contains("seven\n7\n") && !stdout.contains("never"), "{stdout}");
+    assert!(stderr.contains("error:") && stderr.contains("nope"), "{stderr}");
+    let h = std::fs::read_to_string(&history).unwrap();
+    assert!(h.contains("select 7 as seven") && h.contains("from posts"), "{h}");
+}
