@@ -48,6 +48,12 @@ pub struct ArchiveSinkConfig {
     /// S3: the *name* of the env var holding the secret access key.
     #[serde(default)]
     pub secret_access_key_env: Option<String>,
+    /// S3: the profile to read from the AWS shared credentials file
+    /// (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) when neither
+    /// `*_env` key nor `AWS_ACCESS_KEY_ID` gives credentials. Default:
+    /// `AWS_PROFILE`, else `default` (then only if the file has it).
+    #[serde(default)]
+    pub profile: Option<String>,
     #[serde(default)]
     pub format: Format,
     /// JSON Lines only: gzip the objects (`.jsonl.gz`).
@@ -78,6 +84,10 @@ pub struct ArchiveSinkConfig {
     /// One request to the store longer than this fails (and is retried).
     #[serde(default = "default_request_timeout", with = "fedistream_core::units::duration")]
     pub request_timeout: Duration,
+    /// Keep this much history: `fedistream archive compact` removes the hour
+    /// directories that ended longer ago (by event time). Default: keep all.
+    #[serde(default, with = "fedistream_core::units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
     #[serde(default)]
     pub delivery: fedistream_core::runtime::DeliveryConfig,
 }
@@ -118,6 +128,7 @@ impl ArchiveSinkConfig {
             allow_http: false,
             access_key_id_env: None,
             secret_access_key_env: None,
+            profile: None,
             format: Format::Parquet,
             gzip: false,
             dataset: None,
@@ -127,6 +138,7 @@ impl ArchiveSinkConfig {
             multipart_threshold: default_multipart_threshold(),
             multipart_part_bytes: default_part_bytes(),
             request_timeout: default_request_timeout(),
+            retention: None,
             delivery: Default::default(),
         }
     }
@@ -151,12 +163,16 @@ impl ArchiveSinkConfig {
                 ("region", self.region.is_some()),
                 ("access_key_id_env", self.access_key_id_env.is_some()),
                 ("secret_access_key_env", self.secret_access_key_env.is_some()),
+                ("profile", self.profile.is_some()),
                 ("allow_http", self.allow_http),
             ] {
                 if set {
                     out.push((k, "only for an `s3://` url".to_string()));
                 }
             }
+        }
+        if self.profile.is_some() && self.access_key_id_env.is_some() {
+            out.push(("profile", "give `profile` or access_key_id_env/secret_access_key_env, not both".to_string()));
         }
         if self.access_key_id_env.is_some() != self.secret_access_key_env.is_some() {
             out.push((
@@ -188,6 +204,14 @@ impl ArchiveSinkConfig {
         }
         if self.max_file_age.is_zero() {
             out.push(("max_file_age", "must be more than 0".to_string()));
+        }
+        if let Some(r) = self.retention {
+            if r < Duration::from_secs(3600) + self.max_file_age {
+                out.push((
+                    "retention",
+                    "at least an hour more than max_file_age (directories are hours; younger ones are still written)".to_string(),
+                ));
+            }
         }
         if self.row_group_rows == 0 {
             out.push(("row_group_rows", "must be more than 0".to_string()));

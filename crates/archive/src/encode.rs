@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use arrow::array::RecordBatch;
 use bytes::Bytes;
 use fedistream_core::{Event, LogRecord};
 use parquet::arrow::ArrowWriter;
@@ -43,15 +44,31 @@ fn jsonl(records: &[LogRecord], gzip: bool) -> Result<Bytes, String> {
     Ok(gz.finish().map_err(|e| e.to_string())?.into())
 }
 
-fn parquet(records: &[LogRecord], enc: Encoding) -> Result<Bytes, String> {
-    let props = WriterProperties::builder()
+/// The archive's Parquet writer settings: zstd, `row_group_rows` per row group.
+pub fn parquet_properties(row_group_rows: usize) -> Result<WriterProperties, String> {
+    Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?))
-        .set_max_row_group_row_count(Some(enc.row_group_rows))
+        .set_max_row_group_row_count(Some(row_group_rows))
         .set_created_by(format!("fedistream {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .build())
+}
+
+/// Record batches (of `schema`) as one Parquet object; none gives a valid
+/// object without rows.
+pub fn parquet_of_batches(schema: arrow::datatypes::SchemaRef, batches: &[RecordBatch], row_group_rows: usize) -> Result<Bytes, String> {
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(row_group_rows)?)).map_err(|e| e.to_string())?;
+    for b in batches {
+        w.write(b).map_err(|e| e.to_string())?;
+    }
+    w.close().map_err(|e| e.to_string())?;
+    Ok(buf.into())
+}
+
+fn parquet(records: &[LogRecord], enc: Encoding) -> Result<Bytes, String> {
     let schema = if enc.events { schema::posts_schema() } else { schema::records_schema() };
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| e.to_string())?;
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(enc.row_group_rows)?)).map_err(|e| e.to_string())?;
     // Row-group-sized slices keep the builders' memory bounded.
     for chunk in records.chunks(enc.row_group_rows.max(1)) {
         let batch = if enc.events {
@@ -70,4 +87,27 @@ fn parquet(records: &[LogRecord], enc: Encoding) -> Result<Bytes, String> {
     }
     w.close().map_err(|e| e.to_string())?;
     Ok(buf.into())
+}
+
+/// Whether two objects hold the same records: the same bytes, or Parquet
+/// objects with the same log positions (another build may encode the same
+/// records into other bytes).
+pub fn same_records(a: &Bytes, b: &Bytes) -> bool {
+    if a == b {
+        return true;
+    }
+    fn positions(bytes: &Bytes) -> Option<Vec<(u32, u64)>> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{UInt32Type, UInt64Type};
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).ok()?;
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
+        let mut out = Vec::new();
+        for batch in builder.with_projection(mask).build().ok()? {
+            let batch = batch.ok()?;
+            let (p, o) = (batch.column(0).as_primitive_opt::<UInt32Type>()?, batch.column(1).as_primitive_opt::<UInt64Type>()?);
+            out.extend(p.values().iter().copied().zip(o.values().iter().copied()));
+        }
+        Some(out)
+    }
+    matches!((positions(a), positions(b)), (Some(x), Some(y)) if x == y)
 }

@@ -20,19 +20,49 @@ pub fn part_name(partition: u32, first: u64, last: u64, ext: &str) -> String {
     format!("part-{partition}-{first}-{last}.{ext}")
 }
 
-/// `(partition, first, last)` of an object name [`part_name`] wrote, `None` for
-/// anything else (staging files of an interrupted upload, foreign files).
+/// The name of a compacted object: the records of one directory and log
+/// partition that generation `generation` of `fedistream archive compact`
+/// kept, from objects that held offsets `first` to `last`.
+pub fn compacted_name(partition: u32, first: u64, last: u64, generation: u64, ext: &str) -> String {
+    format!("part-{partition}-{first}-{last}-g{generation}.{ext}")
+}
+
+/// `(partition, first, last)` of an object name [`part_name`] or
+/// [`compacted_name`] wrote, `None` for anything else (staging files of an
+/// interrupted upload, foreign files).
 pub fn parse_part_name(name: &str) -> Option<(u32, u64, u64)> {
+    parse_part(name).map(|(p, f, l, _)| (p, f, l))
+}
+
+/// The compaction generation of a compacted object's name (`None`: the
+/// channel wrote it, or it is not an archive object).
+pub fn part_generation(name: &str) -> Option<u64> {
+    parse_part(name).and_then(|(_, _, _, g)| g)
+}
+
+fn parse_part(name: &str) -> Option<(u32, u64, u64, Option<u64>)> {
     let rest = name.strip_prefix("part-")?;
     let (stem, ext) = rest.split_once('.')?;
     if !matches!(ext, "parquet" | "jsonl" | "jsonl.gz") {
         return None;
     }
-    let mut it = stem.splitn(3, '-');
+    let mut it = stem.splitn(4, '-');
     let p = it.next()?.parse().ok()?;
     let first = it.next()?.parse().ok()?;
     let last = it.next()?.parse().ok()?;
-    (first <= last).then_some((p, first, last))
+    let generation = match it.next() {
+        None => None,
+        Some(g) => Some(g.strip_prefix('g')?.parse().ok()?),
+    };
+    (first <= last).then_some((p, first, last, generation))
+}
+
+/// The start of the hour a Hive directory (`date=…/hour=…`) stands for.
+pub fn dir_start(dir: &str) -> Option<DateTime<Utc>> {
+    let (date, hour) = dir.split_once('/')?;
+    let date = chrono::NaiveDate::parse_from_str(date.strip_prefix("date=")?, "%Y-%m-%d").ok()?;
+    let hour: u32 = hour.strip_prefix("hour=")?.parse().ok()?;
+    Some(date.and_hms_opt(hour, 0, 0)?.and_utc())
 }
 
 /// The offset ranges an archive holds, per (directory, log partition).
@@ -89,7 +119,19 @@ mod tests {
         assert_eq!(part_name(3, 10, 42, "parquet"), "part-3-10-42.parquet");
         assert_eq!(parse_part_name("part-3-10-42.parquet"), Some((3, 10, 42)));
         assert_eq!(parse_part_name("part-0-1-1.jsonl.gz"), Some((0, 1, 1)));
-        for bad in ["part-3-10-42.parquet#1", "part-3-10.parquet", "x-1-2-3.parquet", "part-1-9-3.parquet", "part-a-1-2.jsonl"] {
+        assert_eq!(compacted_name(3, 10, 42, 7, "parquet"), "part-3-10-42-g7.parquet");
+        assert_eq!(parse_part_name("part-3-10-42-g7.parquet"), Some((3, 10, 42)));
+        assert_eq!(part_generation("part-3-10-42-g7.parquet"), Some(7));
+        assert_eq!(part_generation("part-3-10-42.parquet"), None);
+        for bad in [
+            "part-3-10-42-7.parquet",
+            "part-3-10-42-gx.parquet",
+            "part-3-10-42.parquet#1",
+            "part-3-10.parquet",
+            "x-1-2-3.parquet",
+            "part-1-9-3.parquet",
+            "part-a-1-2.jsonl",
+        ] {
             assert_eq!(parse_part_name(bad), None, "{bad}");
         }
     }
@@ -98,6 +140,8 @@ mod tests {
     fn hive_dirs_are_utc_date_and_hour() {
         let t: DateTime<Utc> = "2026-12-07T08:59:59Z".parse().unwrap();
         assert_eq!(hive_dir(t), "date=2026-12-07/hour=08");
+        assert_eq!(dir_start("date=2026-12-07/hour=08"), Some("2026-12-07T08:00:00Z".parse().unwrap()));
+        assert_eq!(dir_start("date=2026-12-07"), None);
     }
 
     #[test]

@@ -5,13 +5,17 @@
 //!   bucket, one `object_store` code path) and its error classification.
 //! * [`layout`]: Hive-partitioned, deterministic object names.
 //! * [`schema`] and [`encode`]: Parquet (zstd) and JSON Lines objects.
+//! * [`manifest`]: which objects readers see (the switch of a compaction).
+//! * [`compact`]: `fedistream archive compact` (current state, retention).
 //! * [`sink`]: the channel itself (buffering, flushing by size and age,
 //!   acknowledging only what the store holds, resuming without duplicates).
 //! * `sql` (feature `sql`): `fedistream sql` with Apache DataFusion.
 
+pub mod compact;
 pub mod config;
 pub mod encode;
 pub mod layout;
+pub mod manifest;
 pub mod schema;
 pub mod sink;
 #[cfg(feature = "sql")]

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use fedistream_core::{Acker, ErrorKind, LogRecord, Position, Sink, SinkContext, SinkError, Written};
 
 use crate::config::ArchiveSinkConfig;
-use crate::encode::{encode, Encoding};
+use crate::encode::{encode, same_records, Encoding};
 use crate::layout::{hive_dir, part_name, Held};
 use crate::schema::event_time;
 use crate::store::Archive;
@@ -152,7 +152,7 @@ impl ArchiveSink {
             let (rel, bytes) = &sealed.objects[sealed.next];
             let path = archive.path(rel);
             let started = Instant::now();
-            archive.put(&path, bytes.clone(), self.cfg.multipart_threshold, self.cfg.multipart_part_bytes).await?;
+            archive.put_if_absent(&path, bytes.clone(), self.cfg.multipart_threshold, self.cfg.multipart_part_bytes, same_records).await?;
             tracing::debug!(object = %path, bytes = bytes.len(), took_ms = started.elapsed().as_millis() as u64, "Archive object stored");
             sealed.next += 1;
         }

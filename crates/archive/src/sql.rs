@@ -18,6 +18,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::{ArchiveSinkConfig, Format};
+use crate::manifest::{Manifest, VisibleStore};
 use crate::schema::{posts_schema, records_schema};
 use crate::store::Archive;
 use object_store::ObjectStore;
@@ -28,6 +29,8 @@ pub enum OutputFormat {
     Table,
     Csv,
     Json,
+    /// One Parquet file (zstd), for other tools.
+    Parquet,
 }
 
 impl std::str::FromStr for OutputFormat {
@@ -37,7 +40,8 @@ impl std::str::FromStr for OutputFormat {
             "table" => Ok(OutputFormat::Table),
             "csv" => Ok(OutputFormat::Csv),
             "json" => Ok(OutputFormat::Json),
-            other => Err(format!("`{other}`: use table, csv or json")),
+            "parquet" => Ok(OutputFormat::Parquet),
+            other => Err(format!("`{other}`: use table, csv, json or parquet")),
         }
     }
 }
@@ -50,23 +54,29 @@ pub const POSTS_VIEW: &str = "CREATE VIEW posts AS \
       SELECT *, row_number() OVER (PARTITION BY key ORDER BY log_partition DESC, log_offset DESC) AS version_rank FROM events \
     ) WHERE version_rank = 1 AND kind <> 'deleted'";
 
-/// A session with the archive's tables registered.
+/// A session with the archive's tables registered, as the datasets'
+/// manifests stand now (see [`run`] for a query that is consistent while a
+/// compaction switches generations).
 pub async fn session(cfg: &ArchiveSinkConfig) -> Result<SessionContext, String> {
+    Ok(open(cfg).await?.0)
+}
+
+/// The datasets' manifest generations.
+async fn generations(archive: &Archive, datasets: &[String]) -> Result<Vec<u64>, String> {
+    let mut out = Vec::with_capacity(datasets.len());
+    for d in datasets {
+        out.push(Manifest::read(archive, d).await.map_err(|e| e.message)?.generation);
+    }
+    Ok(out)
+}
+
+/// The session, the archive, its datasets and the manifests' generations the session reads.
+async fn open(cfg: &ArchiveSinkConfig) -> Result<(SessionContext, Archive, Vec<String>, Vec<u64>), String> {
     if cfg.format != Format::Parquet {
         return Err("`fedistream sql` reads Parquet archives; this channel writes JSON Lines (format = \"jsonl\")".into());
     }
     let archive = Archive::open(cfg).map_err(|e| e.message)?;
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
-    let base = match (&archive.local_root, &archive.bucket) {
-        (Some(root), _) => url::Url::from_directory_path(root).map_err(|_| format!("{}: not an absolute directory", root.display()))?,
-        (None, Some(bucket)) => {
-            let store_url = url::Url::parse(&format!("s3://{bucket}")).map_err(|e| e.to_string())?;
-            ctx.register_object_store(&store_url, archive.store.clone());
-            let prefix = archive.prefix.to_string();
-            url::Url::parse(&format!("s3://{bucket}/{}{}", prefix, if prefix.is_empty() { "" } else { "/" })).map_err(|e| e.to_string())?
-        }
-        (None, None) => return Err("archive without a location".into()),
-    };
     let posts_dataset = cfg.dataset_for(fedistream_core::log::EVENTS);
     let mut datasets: Vec<String> = archive
         .store
@@ -81,7 +91,34 @@ pub async fn session(cfg: &ArchiveSinkConfig) -> Result<SessionContext, String> 
     if !datasets.contains(&posts_dataset) {
         datasets.push(posts_dataset.clone());
     }
-    for d in datasets {
+    // Each dataset's manifest, keyed by the dataset's path in the store DataFusion lists.
+    let mut rules = Vec::new();
+    let mut generations = Vec::new();
+    for d in &datasets {
+        let m = Manifest::read(&archive, d).await.map_err(|e| e.message)?;
+        generations.push(m.generation);
+        let base = match &archive.local_root {
+            Some(root) => object_store::path::Path::from_absolute_path(root.join(d)).map_err(|e| e.to_string())?.to_string(),
+            None => archive.path(d).to_string(),
+        };
+        rules.push((base, m));
+    }
+    let base = match (&archive.local_root, &archive.bucket) {
+        (Some(root), _) => {
+            let store = VisibleStore::new(Arc::new(object_store::local::LocalFileSystem::new()), rules);
+            ctx.register_object_store(&url::Url::parse("file://").map_err(|e| e.to_string())?, Arc::new(store));
+            url::Url::from_directory_path(root).map_err(|_| format!("{}: not an absolute directory", root.display()))?
+        }
+        (None, Some(bucket)) => {
+            let store_url = url::Url::parse(&format!("s3://{bucket}")).map_err(|e| e.to_string())?;
+            ctx.register_object_store(&store_url, Arc::new(VisibleStore::new(archive.store.clone(), rules)));
+            let prefix = archive.prefix.to_string();
+            url::Url::parse(&format!("s3://{bucket}/{}{}", prefix, if prefix.is_empty() { "" } else { "/" })).map_err(|e| e.to_string())?
+        }
+        (None, None) => return Err("archive without a location".into()),
+    };
+    for d in &datasets {
+        let d = d.clone();
         let (table, schema) = if d == posts_dataset { ("events".to_string(), posts_schema()) } else { (d.clone(), records_schema()) };
         let url = base.join(&format!("{d}/")).map_err(|e| e.to_string())?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -93,7 +130,32 @@ pub async fn session(cfg: &ArchiveSinkConfig) -> Result<SessionContext, String> 
         ctx.register_table(table.as_str(), Arc::new(provider)).map_err(|e| format!("dataset {d}: {e}"))?;
     }
     ctx.sql(POSTS_VIEW).await.map_err(|e| format!("the posts view: {e}"))?;
-    Ok(ctx)
+    Ok((ctx, archive, datasets, generations))
+}
+
+/// How often [`run`] starts over when a compaction switched generations under it.
+const ATTEMPTS: usize = 10;
+
+/// Run one read-only statement over one generation of every dataset: when a
+/// compaction switches generations while the query runs (it then may have
+/// read some of the old objects, or found them deleted), the query runs
+/// again on the new generation. So the rows come from the old set of objects
+/// or from the new one, never from both.
+pub async fn run(cfg: &ArchiveSinkConfig, sql: &str) -> Result<Vec<RecordBatch>, String> {
+    let mut last_err = String::new();
+    for _ in 0..ATTEMPTS {
+        let (ctx, archive, datasets, before) = open(cfg).await?;
+        let result = query(&ctx, sql).await;
+        let after = generations(&archive, &datasets).await?;
+        if after == before {
+            return result;
+        }
+        if let Err(e) = result {
+            last_err = e;
+        }
+        tracing::debug!(?before, ?after, "A compaction switched generations during the query; running it again");
+    }
+    Err(format!("the archive kept changing generations (compactions) during {ATTEMPTS} attempts; last error: {last_err}"))
 }
 
 /// Run one read-only statement and collect its rows.
@@ -118,10 +180,17 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, 
         return Err("only queries (SELECT, WITH, EXPLAIN, SHOW) run over the archive".into());
     }
     let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
-    df.collect().await.map_err(|e| e.to_string())
+    let schema = df.schema().inner().clone();
+    let mut batches = df.collect().await.map_err(|e| e.to_string())?;
+    if batches.is_empty() {
+        // No rows: keep the columns (headers, a Parquet schema).
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
 }
 
-/// Print batches as a table, CSV (with a header) or JSON (one object per line).
+/// Print batches as a table, CSV (with a header), JSON (one object per line)
+/// or one Parquet file.
 pub fn print(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> Result<(), String> {
     match format {
         OutputFormat::Table => {
@@ -141,6 +210,11 @@ pub fn print(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write)
                 w.write(b).map_err(|e| e.to_string())?;
             }
             w.finish().map_err(|e| e.to_string())
+        }
+        OutputFormat::Parquet => {
+            let Some(first) = batches.first() else { return Err("no result schema to write".into()) };
+            let bytes = crate::encode::parquet_of_batches(first.schema(), batches, 128 * 1024)?;
+            out.write_all(&bytes).map_err(|e| e.to_string())
         }
     }
 }

@@ -65,6 +65,61 @@ fn env_var(name: &str, key: &str) -> Result<String, SinkError> {
     std::env::var(name).map_err(|_| SinkError::new(ErrorKind::Config, format!("{key}: the env var `{name}` is not set")))
 }
 
+/// Keys from an AWS shared credentials file.
+struct SharedCredentials {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+/// The profile's keys from `AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`.
+/// `None` when there is no file, or (profile not named in the config) the
+/// file lacks the profile; an error when the config names a profile the file
+/// lacks, or the profile lacks a key. Errors name the file, profile and key,
+/// never a value.
+fn shared_credentials(named: Option<&str>) -> Result<Option<SharedCredentials>, SinkError> {
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match std::env::var_os("HOME") {
+            Some(h) => std::path::PathBuf::from(h).join(".aws/credentials"),
+            None => return Ok(None),
+        },
+    };
+    let profile = named.map(str::to_owned).or_else(|| std::env::var("AWS_PROFILE").ok()).unwrap_or_else(|| "default".into());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => return Ok(None),
+        Err(e) => return Err(SinkError::new(ErrorKind::Config, format!("profile `{profile}`: cannot read {}: {e}", path.display()))),
+    };
+    let mut section = String::new();
+    let mut found = false;
+    let mut keys: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+            found |= section == profile;
+        } else if section == profile {
+            if let Some((k, v)) = line.split_once('=') {
+                keys.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+    }
+    if !found {
+        if named.is_none() {
+            return Ok(None);
+        }
+        return Err(SinkError::new(ErrorKind::Config, format!("profile: {} has no profile `[{profile}]`", path.display())));
+    }
+    let mut key = |k: &str| {
+        keys.remove(k).ok_or_else(|| SinkError::new(ErrorKind::Config, format!("profile `{profile}` in {}: no `{k}`", path.display())))
+    };
+    let (key_id, secret) = (key("aws_access_key_id")?, key("aws_secret_access_key")?);
+    Ok(Some(SharedCredentials { key_id, secret, token: keys.remove("aws_session_token") }))
+}
+
 impl Archive {
     /// Build the client (no request yet; a local directory is created).
     pub fn open(cfg: &ArchiveSinkConfig) -> Result<Archive, SinkError> {
@@ -108,6 +163,13 @@ impl Archive {
                     b = b
                         .with_access_key_id(env_var(id, "access_key_id_env")?)
                         .with_secret_access_key(env_var(secret, "secret_access_key_env")?);
+                } else if cfg.profile.is_some() || std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                    if let Some(c) = shared_credentials(cfg.profile.as_deref())? {
+                        b = b.with_access_key_id(c.key_id).with_secret_access_key(c.secret);
+                        if let Some(t) = c.token {
+                            b = b.with_token(t);
+                        }
+                    }
                 }
                 let endpoint = cfg.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT").ok()).unwrap_or_else(|| "AWS S3".into());
                 let display = format!("s3://{bucket}/{prefix} at {endpoint}");
@@ -176,6 +238,53 @@ impl Archive {
                 }
                 Err(self.error("upload", path, e))
             }
+        }
+    }
+
+    /// [`Archive::put`], but never over an existing object: a single PUT with
+    /// `PutMode::Create` (atomic on a local disk and on S3/MinIO, `If-None-Match: *`);
+    /// a multipart upload after a HEAD finds nothing (S3 cannot complete a
+    /// multipart upload conditionally through `object_store`). If an object
+    /// of that name exists, `ours` decides whether it holds what we would
+    /// write (then the put counts as done) or not (an error naming it).
+    pub async fn put_if_absent(
+        &self,
+        path: &Path,
+        data: Bytes,
+        threshold: u64,
+        part: u64,
+        ours: impl Fn(&Bytes, &Bytes) -> bool,
+    ) -> Result<(), SinkError> {
+        let exists = if (data.len() as u64) < threshold {
+            let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+            match self.store.put_opts(path, PutPayload::from(data.clone()), opts).await {
+                Ok(_) => return Ok(()),
+                Err(object_store::Error::AlreadyExists { .. }) => true,
+                Err(e) => return Err(self.error("write", path, e)),
+            }
+        } else {
+            match self.store.head(path).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(self.error("look up", path, e)),
+            }
+        };
+        if !exists {
+            return self.put(path, data, threshold, part).await;
+        }
+        let existing =
+            self.store.get(path).await.map_err(|e| self.error("read", path, e))?.bytes().await.map_err(|e| self.error("read", path, e))?;
+        if ours(&existing, &data) {
+            tracing::info!(path = %path, "Archive object already stored (a retry or a redelivery): kept");
+            Ok(())
+        } else {
+            Err(SinkError::new(
+                ErrorKind::Internal,
+                format!(
+                    "archive {}: {path} exists and holds other records than this channel would write there; move it away",
+                    self.display
+                ),
+            ))
         }
     }
 

@@ -138,6 +138,49 @@ async fn wrong_credentials_a_missing_bucket_and_an_unreachable_endpoint_are_clea
     assert!(e.message.contains("FEDISTREAM_TEST_UNSET_VAR"), "{}", e.message);
 }
 
+/// Credentials from a profile of an AWS shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`): the right profile works, a profile the
+/// file lacks is a config error naming file and profile, a wrong secret in
+/// the file is refused by the server (no secret in any message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_a_profile_of_the_shared_credentials_file() {
+    let endpoint = shared_endpoint();
+    let bucket = random_bucket("profile");
+    create_bucket(&endpoint, &bucket).await;
+    let (user, password) = credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "# test file\n[default]\naws_access_key_id = nobody\naws_secret_access_key = wrong-secret-5678\n\n             [archive]\naws_access_key_id = {user}\naws_secret_access_key = {password}\n"
+        ),
+    )
+    .unwrap();
+    // Only this test reads the variable (the others name their env vars).
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &file);
+    let mut cfg = s3_config(&endpoint, &bucket, "p");
+    cfg.access_key_id_env = None;
+    cfg.secret_access_key_env = None;
+    cfg.profile = Some("archive".into());
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(log_dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+    let evs: Vec<Event> = (1..=3).map(|n| created("src", "p@example.org", n, "from a profile")).collect();
+    let summary = runtime::run(pipeline(log_dir.path(), log.clone(), once(&evs), cfg.clone(), 10), CancellationToken::new()).await.unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    assert_eq!(rows(&cfg, "posts").await.len(), 3);
+
+    cfg.profile = Some("nope".into());
+    let e = open_error(cfg.clone()).await;
+    assert_eq!(e.kind, ErrorKind::Config, "{e:?}");
+    assert!(e.message.contains("no profile `[nope]`") && e.message.contains(&file.display().to_string()), "{}", e.message);
+
+    cfg.profile = Some("default".into());
+    let e = open_error(cfg).await;
+    assert_eq!(e.kind, ErrorKind::Auth, "{e:?}");
+    assert!(!e.message.contains("wrong-secret-5678"), "never the secret: {}", e.message);
+}
+
 /// Emits its batches one at a time, each once the test says so, then stays
 /// open until shutdown.
 struct Stepped {
@@ -203,4 +246,44 @@ async fn minio_stopped_mid_run_is_retried_and_nothing_is_lost_or_duplicated() {
     run.await.unwrap().unwrap();
     let offsets: Vec<u64> = rows(&cfg, "posts").await.into_iter().map(|r| r.1).collect();
     assert_eq!(offsets, (1..=20).collect::<Vec<_>>(), "every record once");
+}
+
+/// Put-if-absent: storing an object under a name that exists counts as done
+/// when the existing object holds the same records, and is refused (naming
+/// the object, leaving it as it was) when it holds others — on MinIO
+/// (`If-None-Match: *`) and on a local directory (a hard link).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_object_of_the_same_name_counts_as_stored_only_if_it_holds_the_same_records() {
+    use fedistream_archive::encode::{encode, same_records, Encoding};
+    use fedistream_archive::store::Archive;
+    let endpoint = shared_endpoint();
+    let bucket = random_bucket("ifabsent");
+    create_bucket(&endpoint, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let records = |text: &str| -> Vec<fedistream_core::LogRecord> {
+        (1..=3u64)
+            .map(|n| {
+                let ev = created("src", "a@example.org", n, text);
+                fedistream_core::LogRecord::new(
+                    fedistream_core::Position { partition: 0, offset: n },
+                    chrono::Utc::now(),
+                    serde_json::to_string(&ev).unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let enc = Encoding { format: fedistream_archive::Format::Parquet, gzip: false, row_group_rows: 1024, events: true };
+    let ours = encode(enc, &records("first")).unwrap();
+    let same_positions = encode(enc, &records("first")).unwrap();
+    let other = encode(enc, &records("other")[..2]).unwrap();
+    for cfg in [s3_config(&endpoint, &bucket, "x"), local_config(&dir.path().join("archive"))] {
+        let a = Archive::open(&cfg).unwrap();
+        let path = a.path("posts/date=2026-12-07/hour=08/part-0-1-3.parquet");
+        a.put_if_absent(&path, ours.clone(), 32 << 20, 5 << 20, same_records).await.unwrap();
+        a.put_if_absent(&path, same_positions.clone(), 32 << 20, 5 << 20, same_records).await.expect("same records: stored already");
+        let e = a.put_if_absent(&path, other.clone(), 32 << 20, 5 << 20, same_records).await.expect_err("other records");
+        assert!(e.message.contains("part-0-1-3.parquet") && e.message.contains("other records"), "{}", e.message);
+        let stored = a.store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(stored, ours, "{}: the first object stays", a.display);
+    }
 }

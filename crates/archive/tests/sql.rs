@@ -126,6 +126,20 @@ async fn sql_over_a_local_archive_answers_from_events_and_the_posts_view() {
     let lines: Vec<serde_json::Value> = String::from_utf8(json).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines[0], serde_json::json!({"language": "en", "n": 2}));
 
+    let mut parquet = Vec::new();
+    print(&batches, OutputFormat::Parquet, &mut parquet).unwrap();
+    let back: Vec<_> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(parquet))
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(back, batches, "--format parquet writes the rows and types as they are");
+    let empty = query(&ctx, "select language from posts where false").await.unwrap();
+    let mut out = Vec::new();
+    print(&empty, OutputFormat::Csv, &mut out).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "language\n", "no rows: the header still");
+
     for bad in ["drop table events", "insert into events select * from events", "create table x as select 1"] {
         let e = query(&ctx, bad).await.expect_err(bad);
         assert!(e.contains("only queries"), "{bad}: {e}");

@@ -1,4 +1,4 @@
-//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `sql`, `bench`.
+//! Command line: `run`, `follow`, `validate`, `status`, `stats`, `schema`, `sql`, `archive`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +82,11 @@ pub enum Command {
     Sql {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Maintain an archive channel's files: compaction into current state, retention.
+    Archive {
+        #[command(subcommand)]
+        command: crate::archive::ArchiveCommand,
     },
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
@@ -214,6 +219,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sql(a) => crate::sql::run(a).await,
         #[cfg(not(feature = "sql"))]
         Command::Sql { .. } => anyhow::bail!("{}", crate::pipeline::NO_SQL),
+        Command::Archive { command } => crate::archive::run(command).await,
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Stats(a) => crate::stats::run(a).await,
     }

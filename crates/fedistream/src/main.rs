@@ -1,6 +1,7 @@
 //! The `fedistream` binary: follow Mastodon accounts losslessly and publish their
 //! posts to channels. See `fedistream --help`.
 
+mod archive;
 mod bench;
 #[cfg(feature = "kafka")]
 mod bench_kafka;

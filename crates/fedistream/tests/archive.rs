@@ -186,3 +186,113 @@ impl ArchiveDir for tempfile::TempDir {
         self.path().join("archive")
     }
 }
+
+/// `fedistream archive compact` through the binary, killed (abort, like
+/// `kill -9`) after writing the new objects and again after the switch:
+/// readers see the whole old set, then the whole new set; the rerun finishes
+/// (the replaced objects go) and the archive holds each current post once.
+/// `fedistream sql --format parquet --output` writes a Parquet file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_killed_between_steps_leaves_a_readable_archive_and_a_rerun_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    // Edits of the first 40 statuses, replayed after them: new versions of those posts.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut edits = String::new();
+    for line in text.lines().take(40) {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["edited_at"] = v["created_at"].clone();
+        v["content"] = serde_json::json!("<p>edited</p>");
+        edits.push_str(&format!("{v}\n"));
+    }
+    std::fs::write(&input, format!("{text}{edits}")).unwrap();
+    let cfg = write_file(dir.path(), "archive.toml", &config(dir.path(), &input));
+    let cfg_s = cfg.to_str().unwrap();
+    let (s, _, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg_s]);
+    assert!(s.success(), "{err}");
+    let csv = |name: &str, q: &str| sql(dir.path(), cfg_s, name, &["--channel", "history", "--format", "csv", q]);
+    let count = "select count(*) as n, count(distinct log_offset) as d from events";
+    let current = "select key, version from posts order by key";
+    let (events_before, posts_before) = (csv("before-n", count), csv("before-posts", current));
+    let posts_n = posts_before.lines().count() - 1;
+    assert!(events_before != format!("n,d\n{posts_n},{posts_n}\n"), "the input has edits or deletions: {events_before}");
+
+    let compact = ["archive", "compact", "--config", cfg_s, "--channel", "history", "--before", "2100-01-01"];
+    for (failpoint, want) in
+        [("compact_after_write", events_before.clone()), ("compact_after_switch", format!("n,d\n{posts_n},{posts_n}\n"))]
+    {
+        let p = Spawn::new(dir.path(), failpoint, &compact).env("FEDISTREAM_FAILPOINT", failpoint).start();
+        let status = p.wait_exit(DEADLINE).await;
+        assert!(!status.success(), "{failpoint} aborts the process: {status:?}\n{}", p.stderr());
+        assert_eq!(csv(&format!("{failpoint}-n"), count), want, "after {failpoint}: the old set or the new one, whole");
+        assert_eq!(csv(&format!("{failpoint}-posts"), current), posts_before, "after {failpoint}: the same posts");
+    }
+    let (s, out, err) = run_to_end(dir.path(), "compact", &compact);
+    assert!(s.success(), "{err}");
+    assert!(out.contains("generation 1;") && out.contains("0 hour directories rewritten"), "{out}");
+    let names: Vec<String> = walk_files(&dir.path().join("archive/posts"));
+    assert!(names.iter().filter(|n| n.ends_with(".parquet")).all(|n| n.ends_with("-g1.parquet")), "only compacted objects: {names:?}");
+    assert_eq!(csv("after-n", count), format!("n,d\n{posts_n},{posts_n}\n"));
+    assert_eq!(csv("after-posts", current), posts_before);
+
+    let out_file = dir.path().join("posts.parquet");
+    let (s, _, err) = run_to_end(
+        dir.path(),
+        "sql-parquet",
+        &["sql", "--config", cfg_s, "--channel", "history", "--format", "parquet", "--output", out_file.to_str().unwrap(), current],
+    );
+    assert!(s.success(), "{err}");
+    let bytes = std::fs::read(&out_file).unwrap();
+    assert!(bytes.len() > 8 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"), "a Parquet file");
+}
+
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+/// `fedistream sql --shell`: statements (one spanning two lines) read from
+/// stdin, each answered; an error does not end the prompt; `\q` quits; the
+/// statements land in the history file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_shell_answers_each_statement_and_keeps_a_history() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path());
+    let cfg = write_file(dir.path(), "archive.toml", &config(dir.path(), &input));
+    let cfg_s = cfg.to_str().unwrap();
+    let (s, _, err) = run_to_end(dir.path(), "run", &["run", "--config", cfg_s]);
+    assert!(s.success(), "{err}");
+    let history = dir.path().join("history");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedistream"))
+        .args(["sql", "--config", cfg_s, "--channel", "history", "--format", "csv", "--shell"])
+        .env("FEDISTREAM_SQL_HISTORY", &history)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"select count(*) as n\n  from posts;\nselect nope from posts;\nselect 7 as seven;\n\\q\nselect 8 as never;\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let one = sql(dir.path(), cfg_s, "one", &["--channel", "history", "--format", "csv", "select count(*) as n from posts"]);
+    assert!(stdout.contains(&one), "{stdout}");
+    assert!(stdout.contains("seven\n7\n") && !stdout.contains("never"), "{stdout}");
+    assert!(stderr.contains("error:") && stderr.contains("nope"), "{stderr}");
+    let h = std::fs::read_to_string(&history).unwrap();
+    assert!(h.contains("select 7 as seven") && h.contains("from posts"), "{h}");
+}
