@@ -98,6 +98,10 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
             }
         }
     })
-    .flat_map(move |recs| futures::stream::iter(recs.into_iter().map(move |rec| Ok::<_, Infallible>(if html { to_html_event(&rec) } else { to_event(&rec, posts) }))));
+    .flat_map(move |recs| {
+        futures::stream::iter(
+            recs.into_iter().map(move |rec| Ok::<_, Infallible>(if html { to_html_event(&rec) } else { to_event(&rec, posts) })),
+        )
+    });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

@@ -335,7 +335,9 @@ async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
 fn hostile(n: u64) -> fedistream_core::Event {
     let mut ev = created("s", "eve@example.org", n, "");
     let p = ev.post.as_mut().unwrap();
-    p.content_html = r#"<p>hi<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1"><a href="javascript:window.__pwned=1">x</a></p>"#.into();
+    p.content_html =
+        r#"<p>hi<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1"><a href="javascript:window.__pwned=1">x</a></p>"#
+            .into();
     p.account.display_name = "<b onmouseover=\"window.__pwned=1\">Eve</b>".into();
     p.account.url = Some("javascript:window.__pwned=1".into());
     p.spoiler_text = "<i>cw</i>".into();
@@ -407,12 +409,60 @@ async fn the_html_feed_sends_sanitised_articles_and_resumes_after_a_position() {
     let resp = app.clone().oneshot(Request::builder().uri("/api/events?format=html&after=0:1").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let (got, _keep_open) = sse_events(resp.into_body(), 3).await;
-    assert_eq!(got.iter().map(|g| (g.0.as_str(), g.1.as_str())).collect::<Vec<_>>(), vec![("0:2", "post"), ("0:3", "post"), ("0:4", "post")]);
+    assert_eq!(
+        got.iter().map(|g| (g.0.as_str(), g.1.as_str())).collect::<Vec<_>>(),
+        vec![("0:2", "post"), ("0:3", "post"), ("0:4", "post")]
+    );
     let data: Vec<serde_json::Value> = got.iter().map(|g| serde_json::from_str(&g.2).unwrap()).collect();
     let html = data[0]["html"].as_str().unwrap();
     assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("javascript:") && html.contains("<p>hi"), "{html}");
     let id = dashboard::render::dom_id(&created("s", "a@example.org", 1, "").key);
     assert_eq!((data[1]["id"].as_str(), data[1]["kind"].as_str()), (Some(id.as_str()), Some("updated")));
-    assert_eq!((data[2]["id"].as_str(), data[2]["kind"].as_str(), &data[2]["html"]), (Some(id.as_str()), Some("deleted"), &serde_json::Value::Null));
+    assert_eq!(
+        (data[2]["id"].as_str(), data[2]["kind"].as_str(), &data[2]["html"]),
+        (Some(id.as_str()), Some("deleted"), &serde_json::Value::Null)
+    );
     assert_eq!(get(&app, "/api/events?format=xml", None).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn with_an_account_stats_processor_the_charts_add_up_its_windows() {
+    use fedistream_process::stats::{AccountStatsConfig, AccountStatsProcessor};
+    let (d, log) = log();
+    let cfg = AccountStatsConfig::default();
+    let evs: Vec<_> = (1..=6).map(|n| created("s", if n % 3 == 0 { "b@example.org" } else { "a@example.org" }, n, "x")).collect();
+    let p = Pipeline {
+        log: log.clone(),
+        sources: vec![SourceSpec::new(
+            "s",
+            Box::new(VecSource {
+                batches: vec![fedistream_core::component::SourceBatch { events: fedistream_core::event::encode_all(evs), state: vec![] }],
+            }),
+            DeadLetter::new(d.path().join("src.jsonl")),
+        )],
+        processors: vec![runtime::ProcessorSpec {
+            name: "activity".into(),
+            group: "proc.activity".into(),
+            input: fedistream_core::log::EVENTS.into(),
+            processor: Box::new(AccountStatsProcessor::new("activity", &cfg, "activity").unwrap()),
+            batch: BatchConfig { max_records: 100, max_bytes: 1 << 20, linger: Duration::ZERO },
+            retry: RetryConfig::default(),
+            dead_letter: DeadLetter::new(d.path().join("proc.jsonl")),
+        }],
+        channels: vec![],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let summary = runtime::run(p, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    let mut st = state(log.clone(), &[]);
+    st.dashboard = Some(Arc::new(dashboard::data::Data::new(log.clone(), Some(("activity".into(), cfg)))));
+    let app = router(st);
+    let (code, page) = get(&app, "/", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(page.contains("6 posts, from the account_stats processor `activity`"), "{page}");
+    assert!(page.contains("<option value=\"a@example.org\">@a@example.org (4)</option>"), "{page}");
+    let (code, svg) = get(&app, "/dashboard/chart/weekdays.svg?account=b@example.org", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(svg.contains("aria-label=\"Posts by weekday, @b@example.org (UTC): 2 in all"), "{svg}");
 }

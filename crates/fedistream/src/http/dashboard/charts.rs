@@ -44,10 +44,10 @@ pub fn rows(s: &Summary, chart: &str) -> Option<(Vec<(String, u64)>, bool)> {
 pub fn describe(title: &str, rows: &[(String, u64)]) -> String {
     let total: u64 = rows.iter().map(|r| r.1).sum();
     if total == 0 {
-        return format!("{title}: no posts yet");
+        return format!("{title}: nothing yet");
     }
     let mut top: Vec<&(String, u64)> = rows.iter().filter(|r| r.1 > 0).collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|r| std::cmp::Reverse(r.1));
     let shown: Vec<String> = top.iter().take(5).map(|(k, n)| format!("{k} {n}")).collect();
     format!("{title}: {total} in all; most: {}", shown.join(", "))
 }
@@ -90,7 +90,7 @@ fn draw(buf: &mut String, size: (u32, u32), title: &str, rows: &[(String, u64)],
     let text = ("sans-serif", 13).into_font().color(&INK);
     if n == 0 || max == 0 {
         root.titled(title, caption)?;
-        root.draw_text("No posts yet", &text, (20, 60))?;
+        root.draw_text("Nothing yet", &text, (20, 60))?;
         root.present()?;
         return Ok(());
     }
@@ -108,11 +108,13 @@ fn draw(buf: &mut String, size: (u32, u32), title: &str, rows: &[(String, u64)],
             .axis_desc_style(text.clone())
             .x_desc("posts")
             .draw()?;
-        chart.draw_series(Histogram::horizontal(&chart).style(BAR.filled()).margin(4).data(rows.iter().enumerate().map(|(i, r)| (i as u32, r.1))))?;
+        chart.draw_series(
+            Histogram::horizontal(&chart).style(BAR.filled()).margin(4).data(rows.iter().enumerate().map(|(i, r)| (i as u32, r.1))),
+        )?;
     } else {
         let every = (n as usize).div_ceil(12).max(1);
         let sparse = move |v: &SegmentValue<u32>| match v {
-            SegmentValue::CenterOf(i) if (*i as usize) % every == 0 => label_of(v),
+            SegmentValue::CenterOf(i) if (*i as usize).is_multiple_of(every) => label_of(v),
             _ => String::new(),
         };
         let mut chart = b.x_label_area_size(32).y_label_area_size(48).build_cartesian_2d((0u32..n).into_segmented(), 0u64..top)?;
@@ -126,7 +128,9 @@ fn draw(buf: &mut String, size: (u32, u32), title: &str, rows: &[(String, u64)],
             .axis_desc_style(text.clone())
             .y_desc("posts")
             .draw()?;
-        chart.draw_series(Histogram::vertical(&chart).style(BAR.filled()).margin(1).data(rows.iter().enumerate().map(|(i, r)| (i as u32, r.1))))?;
+        chart.draw_series(
+            Histogram::vertical(&chart).style(BAR.filled()).margin(1).data(rows.iter().enumerate().map(|(i, r)| (i as u32, r.1))),
+        )?;
     }
     root.present()?;
     Ok(())
@@ -145,6 +149,6 @@ mod tests {
         assert!(s.matches("<rect").count() >= 3, "the background and two bars: {s}");
         assert!(!s.contains("<script>"), "{s}");
         let empty = svg("Top hashtags", &[], true).unwrap();
-        assert!(empty.contains("No posts yet"), "{empty}");
+        assert!(empty.contains("Nothing yet"), "{empty}");
     }
 }

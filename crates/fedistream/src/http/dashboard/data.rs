@@ -26,7 +26,7 @@ use super::render;
 pub const RECENT: usize = 50;
 /// Records one request reads at most before it answers (a large log is read over several requests).
 const READ_PER_REQUEST: usize = 200_000;
-/// How long a computed summary is reused (a page asks for eight charts at once).
+/// How long a summary of a processor's windows is reused (a page asks for eight charts at once).
 const SUMMARY_TTL: Duration = Duration::from_secs(2);
 /// Entries ranked in the charts of languages, applications, tags and mentions.
 pub const TOP: usize = 10;
@@ -81,8 +81,12 @@ pub struct Data {
     /// The `account_stats` processor the charts read, if the config has one.
     stats: Option<(String, AccountStatsConfig)>,
     feed: tokio::sync::Mutex<Feed>,
-    cache: std::sync::Mutex<HashMap<Option<String>, (Instant, Arc<Summary>)>>,
+    /// Per account (`None`: all).
+    cache: std::sync::Mutex<HashMap<Option<String>, Cached>>,
 }
+
+/// When a summary was computed, the last post read then (`None`: from a processor's windows), the summary.
+type Cached = (Instant, Option<Position>, Arc<Summary>);
 
 /// The live feed as the page shows it.
 pub struct Recent {
@@ -178,19 +182,23 @@ impl Data {
         }
     }
 
-    /// The summary of everything (`account: None`) or of one account.
+    /// The summary of everything (`account: None`) or of one account. From
+    /// the posts: recomputed when posts came in since; from a processor's
+    /// windows: at most [`SUMMARY_TTL`] old.
     pub async fn summary(&self, account: Option<&str>) -> anyhow::Result<Arc<Summary>> {
         let key = account.map(str::to_string);
-        if let Some((at, s)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            if at.elapsed() < SUMMARY_TTL {
-                return Ok(s.clone());
-            }
-        }
-        let s = Arc::new(match &self.stats {
+        let cached = |version: Option<Position>| {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&key).filter(|(at, v, _)| *v == version && (version.is_some() || at.elapsed() < SUMMARY_TTL)).map(|c| c.2.clone())
+        };
+        let (version, s) = match &self.stats {
             Some((name, pcfg)) => {
+                if let Some(s) = cached(None) {
+                    return Ok(s);
+                }
                 let topic = topic_records(&*self.log, name).await?;
                 let records = crate::stats::windows(&*self.log, topic, name, pcfg).await?;
-                from_windows(name, &records, account)
+                (None, from_windows(name, &records, account))
             }
             None => {
                 let mut feed = self.feed.lock().await;
@@ -198,14 +206,20 @@ impl Data {
                 if let Some(why) = &feed.unsupported {
                     anyhow::bail!("the charts need an account_stats processor on this log ({why})");
                 }
-                from_posts(feed.facts.values(), account)
+                // Versioned by the last record read (`0:0`: none yet).
+                let version = Some(feed.last.unwrap_or(Position { partition: 0, offset: 0 }));
+                if let Some(s) = cached(version) {
+                    return Ok(s);
+                }
+                (version, from_posts(feed.facts.values(), account))
             }
-        });
+        };
+        let s = Arc::new(s);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 64 {
             cache.clear();
         }
-        cache.insert(key, (Instant::now(), s.clone()));
+        cache.insert(key, (Instant::now(), version, s.clone()));
         Ok(s)
     }
 }
@@ -265,7 +279,8 @@ fn last_days(per: &BTreeMap<chrono::NaiveDate, u64>, n: i64) -> Vec<(String, u64
 }
 
 fn from_posts<'a>(facts: impl Iterator<Item = &'a Facts>, account: Option<&str>) -> Summary {
-    let mut s = Summary { from: "the posts in the log".into(), zone: "UTC".into(), hours: vec![0; 24], weekdays: vec![0; 7], ..Default::default() };
+    let mut s =
+        Summary { from: "the posts in the log".into(), zone: "UTC".into(), hours: vec![0; 24], weekdays: vec![0; 7], ..Default::default() };
     let (mut per_hour, mut per_day) = (BTreeMap::new(), BTreeMap::new());
     let (mut langs, mut apps, mut tags, mut mentions, mut accounts) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());

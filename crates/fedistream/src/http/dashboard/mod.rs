@@ -183,7 +183,9 @@ pub async fn page(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
                 esc(&sum.from),
                 esc(&sum.zone)
             );
-            let qs = account.as_ref().map(|a| format!("?{}", url::form_urlencoded::Serializer::new(String::new()).append_pair("account", a).finish()));
+            let qs = account
+                .as_ref()
+                .map(|a| format!("?{}", url::form_urlencoded::Serializer::new(String::new()).append_pair("account", a).finish()));
             for (name, title) in charts::CHARTS {
                 let (rows, sideways) = charts::rows(&sum, name).unwrap_or_default();
                 let alt = esc(&charts::describe(title, &rows));

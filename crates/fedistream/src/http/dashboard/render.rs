@@ -142,7 +142,9 @@ mod tests {
             <a href="data:text/html,<script>1</script>">data</a><svg onload="window.__pwned=1"><script>1</script></svg>
             <style>body{display:none}</style><span style="color:red" class="invisible evil">x</span><a href="/metrics">rel</a></p>"#;
         let out = clean_html(html);
-        for bad in ["<script", "onerror", "onclick", "javascript:", "data:", "<svg", "<style", "style=", "evil", "<img", "/metrics", "__pwned"] {
+        for bad in
+            ["<script", "onerror", "onclick", "javascript:", "data:", "<svg", "<style", "style=", "evil", "<img", "/metrics", "__pwned"]
+        {
             assert!(!out.contains(bad), "{bad} left in {out}");
         }
         assert!(out.contains(r#"<a href="https://example.org/@bob" class="u-url mention" rel="nofollow noopener noreferrer">"#), "{out}");
