@@ -2,6 +2,7 @@
 //! posts to channels. See `fedistream --help`.
 
 mod bench;
+mod bench_http;
 #[cfg(feature = "kafka")]
 mod bench_kafka;
 #[cfg(feature = "test-util")]
