@@ -130,7 +130,7 @@ async fn the_bearer_token_guards_everything_but_health() {
     let mut st = state(log.clone(), &[]).with_token(Some("t0ken"));
     st.metrics = Some(metrics::install().unwrap());
     let app = router(st);
-    for path in ["/metrics", "/api/status"] {
+    for path in ["/metrics", "/api/status", "/", "/dashboard/chart/hours.svg", "/dashboard/app.js"] {
         let (code, body) = get(&app, path, None).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}: {body}");
         assert_eq!(get(&app, path, Some("wrong")).await.0, StatusCode::UNAUTHORIZED, "{path}");
