@@ -5,6 +5,7 @@
 //!   append-to-delivery latency percentiles and peak RSS.
 //! * `follow-rss` — follow many accounts of a `fake-mastodon` process by polling
 //!   and report the peak RSS of a `fedistream run` child process.
+//! * `http`, `metrics` — what the HTTP server costs ([`crate::bench_http`]).
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
 
 use std::io::Write;
@@ -173,6 +174,23 @@ pub enum BenchKind {
         #[arg(long, value_parser = crate::cli::parse_duration)]
         horizon: Option<Duration>,
     },
+    /// The pipeline bench plain and with the HTTP server on and a client
+    /// holding `/api/events` open, alternating rounds; medians and their ratio.
+    Http {
+        #[arg(long, default_value_t = 50_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// `/metrics` render time with N followed accounts in the status documents.
+    Metrics {
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 1000)]
+        iterations: usize,
+    },
     /// Write synthetic statuses as JSON Lines.
     Generate {
         #[arg(long, default_value_t = 100)]
@@ -211,6 +229,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::KafkaState { brokers, count, accounts, batch, horizon } => {
             crate::bench_kafka_state::run(brokers, count, accounts, batch, horizon).await
         }
+        BenchKind::Http { count, accounts, rounds } => crate::bench_http::http(count, accounts, rounds).await,
+        BenchKind::Metrics { accounts, iterations } => crate::bench_http::metrics(accounts, iterations).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);

@@ -126,7 +126,7 @@ pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, AccountStatsConfig), String> {
+pub fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, AccountStatsConfig), String> {
     let stats: Vec<(&String, &AccountStatsConfig)> = cfg
         .processors
         .iter()
@@ -153,8 +153,7 @@ fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, Account
 
 /// Every window the log knows of, latest revision each (state over topic).
 async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
-    let rules = pcfg.rules().map_err(anyhow::Error::msg)?;
-    let mut by_key: BTreeMap<String, StatsRecord> = BTreeMap::new();
+    let mut topic = Vec::new();
     let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
         (LogBackend::Kafka, Some(k)) => {
@@ -165,14 +164,24 @@ async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Re
         _ => {
             let sqlite = SqliteLog::open_read_only(&cfg.log.path)
                 .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
-            for (offset, payload) in sqlite.topic_records(name).await.context("reading the processor's topic")? {
-                let rec: StatsRecord =
-                    serde_json::from_str(&payload).with_context(|| format!("record {offset} of topic `{name}` is not a stats record"))?;
-                by_key.insert(rec.key.clone(), rec);
-            }
+            topic = sqlite.topic_records(name).await.context("reading the processor's topic")?;
             sqlite
         }
     };
+    windows(&*log, topic, name, pcfg).await
+}
+
+/// The windows of processor `name`: its topic's records (`(offset, payload)`,
+/// as far as the log has them) with the windows its state still holds laid
+/// over them, latest revision of each key. The dashboard's charts read them too.
+pub async fn windows(log: &dyn Log, topic: Vec<(u64, String)>, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
+    let rules = pcfg.rules().map_err(anyhow::Error::msg)?;
+    let mut by_key: BTreeMap<String, StatsRecord> = BTreeMap::new();
+    for (offset, payload) in topic {
+        let rec: StatsRecord =
+            serde_json::from_str(&payload).with_context(|| format!("record {offset} of topic `{name}` is not a stats record"))?;
+        by_key.insert(rec.key.clone(), rec);
+    }
     let ns = state_namespace(name);
     let entries = log.state_scan(&ns).await.context("reading the processor's state")?;
     let states = fedistream_process::stats::load_states(&ns, entries, None).map_err(anyhow::Error::msg)?;

@@ -59,6 +59,8 @@ struct Ledger {
     durable: HashMap<u32, u64>,
     /// State acknowledged with durability, committed with the next offset.
     state: Vec<StatePut>,
+    /// The channel's name (the commit-time gauge's label).
+    channel: String,
 }
 
 impl Ledger {
@@ -86,6 +88,9 @@ impl Ledger {
         state.append(&mut self.state);
         let upto: Vec<Position> = upto.into_iter().map(|(partition, offset)| Position { partition, offset }).collect();
         consumer.commit(&upto, state).await?;
+        // `time() - fedistream_channel_last_commit_timestamp_seconds` is the commit age.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("fedistream_channel_last_commit_timestamp_seconds", "name" => self.channel.clone()).set(now);
         Ok(delivered)
     }
 
@@ -142,7 +147,7 @@ async fn run_channel(
     status.set_state("running", None);
     info!(group = %ch.group, topic = %ch.topic, "Channel started");
 
-    let mut ledger = Ledger::default();
+    let mut ledger = Ledger { channel: ch.name.clone(), ..Ledger::default() };
     let mut buffer: Vec<LogRecord> = Vec::new();
     let mut buffered_bytes = 0usize;
     let mut linger_until: Option<Instant> = None;

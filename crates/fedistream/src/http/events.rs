@@ -3,8 +3,14 @@
 //! `?topic=NAME` a processor's output (`event: record`). Each event's `id` is
 //! its log position `PARTITION:OFFSET`; a client reconnecting with
 //! `Last-Event-ID` (browsers' `EventSource` do it by themselves) resumes right
-//! after it, losing nothing retention has kept. Without it the feed starts at
-//! the head. `data` is the line the file channel writes.
+//! after it, losing nothing retention has kept; `?after=PARTITION:OFFSET` does
+//! the same for a first connection (the header wins). Without either the feed
+//! starts at the head. `data` is the line the file channel writes.
+//!
+//! `?format=html` (post events only; the dashboard's feed): `event: post`, and
+//! `data` is `{"id", "kind", "html"}` — the post as the dashboard shows it,
+//! sanitised on the server ([`super::dashboard::render`]), `html: null` for a
+//! deletion, `id` the article's element id.
 //!
 //! The feed reads the log with a reader outside consumer groups
 //! ([`fedistream_core::Log::reader`]): it never slows the pipeline or holds
@@ -35,6 +41,19 @@ pub fn parse_positions(s: &str) -> Option<Vec<Position>> {
         .collect()
 }
 
+fn to_html_event(rec: &LogRecord) -> Event {
+    let id = format!("{}:{}", rec.position.partition, rec.position.offset);
+    let data = match rec.event() {
+        Ok(ev) => serde_json::json!({
+            "id": super::dashboard::render::dom_id(&ev.key),
+            "kind": ev.kind.as_str(),
+            "html": super::dashboard::render::article(ev),
+        }),
+        Err(_) => serde_json::json!({ "id": null, "kind": "unreadable", "html": null }),
+    };
+    Event::default().id(id).event("post").data(data.to_string())
+}
+
 fn to_event(rec: &LogRecord, posts: bool) -> Event {
     let name = if posts { rec.event().map(|e| e.kind.as_str()).unwrap_or("record") } else { "record" };
     Event::default().id(format!("{}:{}", rec.position.partition, rec.position.offset)).event(name).data(rec.to_json_line())
@@ -47,9 +66,18 @@ fn error(code: StatusCode, message: String) -> Response {
 pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
     let topic = q.get("topic").cloned().unwrap_or_else(|| fedistream_core::log::EVENTS.to_string());
     let after = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(parse_positions)) {
-        None => Vec::new(),
+        None => match q.get("after").map(|a| parse_positions(a)) {
+            None => Vec::new(),
+            Some(Some(p)) => p,
+            Some(None) => return error(StatusCode::BAD_REQUEST, "after must be PARTITION:OFFSET (as sent in `id`)".into()),
+        },
         Some(Some(p)) => p,
         Some(None) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID must be PARTITION:OFFSET (as sent in `id`)".into()),
+    };
+    let html = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("html") => true,
+        Some(other) => return error(StatusCode::BAD_REQUEST, format!("format must be json or html, not `{other}`")),
     };
     let reader = match s.log.reader(&topic, &after).await {
         Ok(r) => r,
@@ -57,6 +85,9 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot read the log: {e}")),
     };
     let posts = topic == fedistream_core::log::EVENTS;
+    if html && !posts {
+        return error(StatusCode::BAD_REQUEST, "format=html is for posts (no topic)".into());
+    }
     let stream = futures::stream::unfold(reader, |mut r| async move {
         match r.poll(256, Duration::from_secs(15)).await {
             Ok(recs) => Some((recs, r)),
@@ -67,6 +98,10 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
             }
         }
     })
-    .flat_map(move |recs| futures::stream::iter(recs.into_iter().map(move |rec| Ok::<_, Infallible>(to_event(&rec, posts)))));
+    .flat_map(move |recs| {
+        futures::stream::iter(
+            recs.into_iter().map(move |rec| Ok::<_, Infallible>(if html { to_html_event(&rec) } else { to_event(&rec, posts) })),
+        )
+    });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

@@ -9,10 +9,12 @@
 //! | `fedistream_events_appended_total` | counter | `component` |
 //! | `fedistream_log_append_seconds` | histogram | `component` |
 //! | `fedistream_log_events` | gauge | — |
+//! | `fedistream_log_bytes` | gauge | — (SQLite: the database file and its write-ahead log; absent on Kafka) |
 //! | `fedistream_component_events_total` | counter | `component`, `name`, `counter` (the status counters: `delivered`, `filtered`, `dead_lettered`, `retries`, `appended`, …) |
 //! | `fedistream_component_ready` | gauge | `component`, `name` |
 //! | `fedistream_component_last_event_age_seconds` | gauge | `component`, `name` |
 //! | `fedistream_channel_lag_events` | gauge | `name` |
+//! | `fedistream_channel_last_commit_timestamp_seconds` | gauge | `name` (Unix time of the channel's last offset commit; commit age = `time() - …`) |
 //! | `fedistream_events_dead_lettered_total` | counter | `component` |
 //! | `fedistream_posts_skipped_total` | counter | `component`, `reason` |
 //! | `fedistream_payloads_malformed_total` | counter | `component` |
@@ -21,6 +23,7 @@
 //! | `fedistream_stream_connects_total` | counter | `component`, `transport` (`websocket`, `sse`) |
 //! | `fedistream_stream_connect_failures_total` | counter | `component`, `transport` |
 //! | `fedistream_ratelimit_remaining` | gauge | `component`, `instance` (a server's host), `token` (`yes`, `no`) |
+//! | `fedistream_csp_reports_total` | counter | — (Content-Security-Policy violations browsers reported to `/csp-report`) |
 //!
 //! The `fedistream_component_*`, lag and log gauges are read from the log's
 //! status documents and figures at each scrape; the others are recorded where
@@ -70,6 +73,20 @@ fn describe() {
     describe_counter!("fedistream_posts_skipped_total", "Posts a source did not take, by reason.");
     describe_counter!("fedistream_payloads_malformed_total", "Payloads a source could not decode.");
     describe_counter!("fedistream_webhook_requests_total", "Webhook requests by outcome (delivered, retried, refused).");
+    describe_gauge!("fedistream_log_bytes", Unit::Bytes, "Size of the log on disk (SQLite: database file plus write-ahead log).");
+    describe_gauge!(
+        "fedistream_channel_last_commit_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the channel's last offset commit (commit age: time() minus this)."
+    );
+    describe_counter!("fedistream_csp_reports_total", "Content-Security-Policy violation reports browsers sent to /csp-report.");
+}
+
+/// The SQLite log's size on disk: the database and its write-ahead log.
+fn sqlite_bytes(path: &str) -> Option<u64> {
+    let db = std::fs::metadata(path).ok()?.len();
+    let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+    Some(db + wal)
 }
 
 /// Set the gauges and status counters from the log.
@@ -77,6 +94,11 @@ async fn refresh(s: &AppState) -> Result<(), String> {
     let snap = crate::status::snapshot(&*s.log).await.map_err(|e| e.to_string())?;
     let now = Utc::now();
     metrics::gauge!("fedistream_log_events").set(snap.info.events as f64);
+    if snap.info.backend == "sqlite" {
+        if let Some(b) = sqlite_bytes(&snap.info.location) {
+            metrics::gauge!("fedistream_log_bytes").set(b as f64);
+        }
+    }
     let problems = super::health::not_ready(&s.expected, s.scope.as_deref(), &snap.docs, s.started_at, s.stuck_after, now);
     for (key, d) in &snap.docs {
         // Only this run's documents of this process (counters restart with it).

@@ -10,12 +10,17 @@
 //! * `/api/status`: what `fedistream status --json` prints.
 //! * `/api/events` ([`events`]): Server-Sent Events of the log's records,
 //!   resumable with `Last-Event-ID`.
+//! * `/` ([`dashboard`]): the dashboard page, with `/dashboard/app.js`,
+//!   `/dashboard/app.css` and the charts `/dashboard/chart/NAME.svg`;
+//!   `POST /csp-report` counts Content-Security-Policy violation reports.
 //!
-//! Everything but the health endpoints requires `Authorization: Bearer <token>`
+//! Every response carries the dashboard's Content-Security-Policy and
+//! `nosniff`. Everything but the health endpoints and `/csp-report` requires `Authorization: Bearer <token>`
 //! when `token_env` is set. The handlers read the log's status documents (the
 //! runtime rewrites them every 2 s), so they work the same for every role and
 //! backend; they never see secrets (status documents hold none).
 
+pub mod dashboard;
 pub mod events;
 pub mod health;
 pub mod metrics;
@@ -26,7 +31,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use fedistream_core::Log;
@@ -51,6 +56,8 @@ pub struct AppState {
     pub token_sha256: Option<[u8; 32]>,
     /// The Prometheus recorder's handle (`None`: metrics not served).
     pub metrics: Option<::metrics_exporter_prometheus::PrometheusHandle>,
+    /// What the dashboard shows (`None`: no dashboard).
+    pub dashboard: Option<Arc<dashboard::data::Data>>,
 }
 
 impl AppState {
@@ -65,11 +72,17 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::handler))
         .route("/api/status", get(status))
         .route("/api/events", get(events::handler))
+        .route("/", get(dashboard::page))
+        .route("/dashboard/chart/{file}", get(dashboard::chart))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(health::readyz))
+        // Browsers send reports without the token; a report is a few hundred bytes.
+        .route("/csp-report", post(dashboard::csp_report).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)))
         .merge(protected)
+        .layer(axum::middleware::map_response(dashboard::security_headers))
         .with_state(state)
 }
 
@@ -158,7 +171,9 @@ pub async fn start(
     if role != crate::roles::Role::Ingest {
         expected.extend(cfg.channels.keys().map(|n| key("channel", n)));
     }
+    let stats = crate::stats::pick_processor(cfg, None).ok();
     let state = AppState {
+        dashboard: Some(Arc::new(dashboard::data::Data::new(log.clone(), stats))),
         log,
         expected,
         scope,

@@ -25,7 +25,7 @@ fn log() -> (tempfile::TempDir, Arc<dyn Log>) {
 
 fn state(log: Arc<dyn Log>, expected: &[&str]) -> AppState {
     AppState {
-        log,
+        log: log.clone(),
         expected: expected.iter().map(|s| s.to_string()).collect(),
         scope: None,
         started_at: Utc::now() - chrono::Duration::seconds(1),
@@ -33,6 +33,7 @@ fn state(log: Arc<dyn Log>, expected: &[&str]) -> AppState {
         groups: vec![("c".into(), "g.c".into())],
         token_sha256: None,
         metrics: None,
+        dashboard: Some(Arc::new(dashboard::data::Data::new(log, None))),
     }
 }
 
@@ -129,7 +130,7 @@ async fn the_bearer_token_guards_everything_but_health() {
     let mut st = state(log.clone(), &[]).with_token(Some("t0ken"));
     st.metrics = Some(metrics::install().unwrap());
     let app = router(st);
-    for path in ["/metrics", "/api/status"] {
+    for path in ["/metrics", "/api/status", "/", "/dashboard/chart/hours.svg", "/dashboard/app.js"] {
         let (code, body) = get(&app, path, None).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}: {body}");
         assert_eq!(get(&app, path, Some("wrong")).await.0, StatusCode::UNAUTHORIZED, "{path}");
@@ -181,10 +182,12 @@ async fn ran_pipeline(log: Arc<dyn Log>, dir: &std::path::Path) -> Router {
 }
 
 /// The families `/metrics` documents (see the module docs of [`metrics`]).
-const FAMILIES: [&str; 8] = [
+const FAMILIES: [&str; 10] = [
     "fedistream_events_appended_total",
     "fedistream_log_append_seconds",
     "fedistream_log_events",
+    "fedistream_log_bytes",
+    "fedistream_channel_last_commit_timestamp_seconds",
     "fedistream_component_events_total",
     "fedistream_component_ready",
     "fedistream_component_last_event_age_seconds",
@@ -205,6 +208,16 @@ async fn metrics_carry_the_documented_families_with_bounded_labels() {
     assert!(text.contains(r#"fedistream_component_events_total{component="channel",name="c",counter="delivered"} 20"#), "{text}");
     assert!(text.contains(r#"fedistream_channel_lag_events{name="c"} 0"#), "{text}");
     assert!(text.contains("fedistream_log_events 20"), "{text}");
+    let bytes: f64 = text.lines().find_map(|l| l.strip_prefix("fedistream_log_bytes ")).expect("the log's size").parse().unwrap();
+    assert!(bytes >= 4096.0, "the database file is at least a page: {bytes}");
+    let committed: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"fedistream_channel_last_commit_timestamp_seconds{name="c"} "#))
+        .expect("the channel's commit time")
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(committed > now - 3600.0 && committed <= now, "a Unix time of this run: {committed} (now {now})");
     // No per-account or per-post label anywhere.
     assert!(!text.contains("a@example.org") && !text.contains("statuses/"), "{text}");
 }
@@ -316,4 +329,140 @@ async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
 
     let bad = Request::builder().uri("/api/events").header("last-event-id", "yesterday").body(Body::empty()).unwrap();
     assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+}
+
+/// A post whose every remote field is hostile.
+fn hostile(n: u64) -> fedistream_core::Event {
+    let mut ev = created("s", "eve@example.org", n, "");
+    let p = ev.post.as_mut().unwrap();
+    p.content_html =
+        r#"<p>hi<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1"><a href="javascript:window.__pwned=1">x</a></p>"#
+            .into();
+    p.account.display_name = "<b onmouseover=\"window.__pwned=1\">Eve</b>".into();
+    p.account.url = Some("javascript:window.__pwned=1".into());
+    p.spoiler_text = "<i>cw</i>".into();
+    p.sensitive = true;
+    p.media = vec![fedistream_core::post::Media {
+        kind: "image".into(),
+        url: Some("data:text/html,<script>window.__pwned=1</script>".into()),
+        preview_url: None,
+        description: Some("<svg onload=window.__pwned=1>".into()),
+    }];
+    ev
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_sanitised_posts_charts_and_a_strict_policy() {
+    use fedistream_core::AppendBatch;
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]));
+    let evs = vec![created("s", "a@example.org", 1, "hello"), hostile(2)];
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(evs), state: vec![] }).await.unwrap();
+
+    let resp = app.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.starts_with("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'"), "{csp}");
+    assert!(csp.contains("report-uri /csp-report"), "{csp}");
+    let body = String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap();
+    assert!(body.contains("<script src=\"/dashboard/app.js\" defer></script>"), "{body}");
+    assert_eq!(body.matches("<script").count(), 1, "no inline script: {body}");
+    assert!(!body.contains("style="), "no inline style: {body}");
+    // Markup, not text: the escaped display name still names the handler.
+    for bad in ["<img src=x", "<svg", "<b ", "href=\"javascript:", "href=\"data:", "<a href=\"javascript", "onerror=\""] {
+        assert!(!body.contains(bad), "{bad} reached the page: {body}");
+    }
+    assert!(body.contains("&lt;b onmouseover"), "the display name is text: {body}");
+    assert!(body.contains("<details class=\"sensitive\"><summary>Sensitive media (1)</summary>"), "{body}");
+    assert!(body.contains(&format!("id=\"{}\"", dashboard::render::dom_id(&created("s", "a@example.org", 1, "").key))), "{body}");
+    assert!(body.contains("data-after=\"0:2\""), "the feed resumes after what the page shows: {body}");
+    for (name, _) in dashboard::charts::CHARTS {
+        assert!(body.contains(&format!("src=\"/dashboard/chart/{name}.svg\"")), "{name}: {body}");
+    }
+    assert!(body.contains("<option value=\"eve@example.org\">"), "{body}");
+
+    let (code, svg) = get(&app, "/dashboard/chart/hours.svg", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(svg.starts_with("<svg role=\"img\" aria-label=\"Posts by hour of day (UTC): 2 in all"), "{svg}");
+    let (code, svg) = get(&app, "/dashboard/chart/languages.svg?account=a@example.org", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(svg.contains("Languages, @a@example.org: 1 in all"), "{svg}");
+    assert_eq!(get(&app, "/dashboard/chart/nope.svg", None).await.0, StatusCode::NOT_FOUND);
+    let (code, js) = get(&app, "/dashboard/app.js", None).await;
+    assert!(code == StatusCode::OK && js.contains("EventSource"), "{js}");
+    assert_eq!(get(&app, "/dashboard/app.css", None).await.0, StatusCode::OK);
+
+    let report = Request::builder().method("POST").uri("/csp-report").body(Body::from("{\"csp-report\":{}}")).unwrap();
+    assert_eq!(app.clone().oneshot(report).await.unwrap().status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn the_html_feed_sends_sanitised_articles_and_resumes_after_a_position() {
+    use fedistream_core::{AppendBatch, Event, EventKind};
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]));
+    let mut edited = created("s", "a@example.org", 1, "edited");
+    edited.kind = EventKind::Updated;
+    let deleted = Event { kind: EventKind::Deleted, post: None, ..created("s", "a@example.org", 1, "") };
+    let evs = vec![created("s", "a@example.org", 1, "one"), hostile(2), edited, deleted];
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(evs), state: vec![] }).await.unwrap();
+    let resp = app.clone().oneshot(Request::builder().uri("/api/events?format=html&after=0:1").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (got, _keep_open) = sse_events(resp.into_body(), 3).await;
+    assert_eq!(
+        got.iter().map(|g| (g.0.as_str(), g.1.as_str())).collect::<Vec<_>>(),
+        vec![("0:2", "post"), ("0:3", "post"), ("0:4", "post")]
+    );
+    let data: Vec<serde_json::Value> = got.iter().map(|g| serde_json::from_str(&g.2).unwrap()).collect();
+    let html = data[0]["html"].as_str().unwrap();
+    assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("javascript:") && html.contains("<p>hi"), "{html}");
+    let id = dashboard::render::dom_id(&created("s", "a@example.org", 1, "").key);
+    assert_eq!((data[1]["id"].as_str(), data[1]["kind"].as_str()), (Some(id.as_str()), Some("updated")));
+    assert_eq!(
+        (data[2]["id"].as_str(), data[2]["kind"].as_str(), &data[2]["html"]),
+        (Some(id.as_str()), Some("deleted"), &serde_json::Value::Null)
+    );
+    assert_eq!(get(&app, "/api/events?format=xml", None).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn with_an_account_stats_processor_the_charts_add_up_its_windows() {
+    use fedistream_process::stats::{AccountStatsConfig, AccountStatsProcessor};
+    let (d, log) = log();
+    let cfg = AccountStatsConfig::default();
+    let evs: Vec<_> = (1..=6).map(|n| created("s", if n % 3 == 0 { "b@example.org" } else { "a@example.org" }, n, "x")).collect();
+    let p = Pipeline {
+        log: log.clone(),
+        sources: vec![SourceSpec::new(
+            "s",
+            Box::new(VecSource {
+                batches: vec![fedistream_core::component::SourceBatch { events: fedistream_core::event::encode_all(evs), state: vec![] }],
+            }),
+            DeadLetter::new(d.path().join("src.jsonl")),
+        )],
+        processors: vec![runtime::ProcessorSpec {
+            name: "activity".into(),
+            group: "proc.activity".into(),
+            input: fedistream_core::log::EVENTS.into(),
+            processor: Box::new(AccountStatsProcessor::new("activity", &cfg, "activity").unwrap()),
+            batch: BatchConfig { max_records: 100, max_bytes: 1 << 20, linger: Duration::ZERO },
+            retry: RetryConfig::default(),
+            dead_letter: DeadLetter::new(d.path().join("proc.jsonl")),
+        }],
+        channels: vec![],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let summary = runtime::run(p, tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+    let mut st = state(log.clone(), &[]);
+    st.dashboard = Some(Arc::new(dashboard::data::Data::new(log.clone(), Some(("activity".into(), cfg)))));
+    let app = router(st);
+    let (code, page) = get(&app, "/", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(page.contains("6 posts, from the account_stats processor `activity`"), "{page}");
+    assert!(page.contains("<option value=\"a@example.org\">@a@example.org (4)</option>"), "{page}");
+    let (code, svg) = get(&app, "/dashboard/chart/weekdays.svg?account=b@example.org", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(svg.contains("aria-label=\"Posts by weekday, @b@example.org (UTC): 2 in all"), "{svg}");
 }

@@ -1,0 +1,202 @@
+//! `fedistream bench http` and `fedistream bench metrics`: what the HTTP server
+//! costs.
+//!
+//! * `http` — the pipeline bench (replay → SQLite log → file channel) run
+//!   plain and with the HTTP server on and a client holding the event feed
+//!   (`/api/events`) open, alternating in one run on the same input; medians
+//!   and their ratio.
+//! * `metrics` — `/metrics` rendered over a log whose status documents name N
+//!   followed accounts (each one reported unhealthy: the largest documents),
+//!   timed through the handler.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fedistream_connectors::file::{FileSink, FileSinkConfig};
+use fedistream_connectors::replay::{ReplaySource, ReplaySourceConfig};
+use fedistream_connectors::synthetic::Generator;
+use fedistream_core::component::Status;
+use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
+use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+use fedistream_core::{DeadLetter, Log};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{dashboard::data::Data, AppState};
+
+fn state(log: Arc<dyn Log>) -> anyhow::Result<AppState> {
+    Ok(AppState {
+        dashboard: Some(Arc::new(Data::new(log.clone(), None))),
+        log,
+        expected: vec!["ingest:log".into(), "source:bench".into(), "channel:file".into()],
+        scope: None,
+        started_at: chrono::Utc::now(),
+        stuck_after: chrono::Duration::seconds(300),
+        groups: vec![("file".into(), "bench.file".into())],
+        token_sha256: None,
+        metrics: Some(crate::http::metrics::install().map_err(anyhow::Error::msg)?),
+    })
+}
+
+/// One pipeline run on a fresh log; with `served`, the server and a feed client too.
+/// Statuses per second, and the events the feed client received.
+async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, served: bool) -> anyhow::Result<(f64, u64)> {
+    let _ = std::fs::remove_file(dir.join("log.db"));
+    let _ = std::fs::remove_file(dir.join("log.db-wal"));
+    let _ = std::fs::remove_file(dir.join("out.jsonl"));
+    let log: Arc<dyn Log> = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
+    let stop = CancellationToken::new();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    if served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tasks.push(crate::http::spawn(listener, state(log.clone())?, stop.clone()));
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+        // The response head: the reader is placed before the pipeline starts.
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).await?;
+        anyhow::ensure!(buf[..n].starts_with(b"HTTP/1.1 200"), "the event feed answered {}", String::from_utf8_lossy(&buf[..n]));
+        let (got, stop) = (received.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = s.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => { got.fetch_add(memchr::memmem::find_iter(&buf[..n], b"\nid: ").count() as u64, Ordering::Relaxed); }
+                    },
+                }
+            }
+        }));
+    }
+    let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
+    let p = Pipeline {
+        log: log.clone(),
+        processors: vec![],
+        sources: vec![SourceSpec::new(
+            "bench",
+            Box::new(ReplaySource::new(ReplaySourceConfig {
+                path: input.to_path_buf(),
+                rate: None,
+                instance: "bench".into(),
+                include_unlisted: true,
+                owned: true,
+            })),
+            DeadLetter::new(dir.join("dead-letter.jsonl")),
+        )],
+        channels: vec![ChannelSpec {
+            name: "file".into(),
+            group: "bench.file".into(),
+            topic: fedistream_core::log::EVENTS.into(),
+            sink: Box::new(FileSink::new(FileSinkConfig {
+                path: dir.join("out.jsonl"),
+                rotate_bytes: 0,
+                rotate_age: None,
+                fsync: false,
+                delivery: DeliveryConfig::default(),
+            })),
+            route: None,
+            batch: delivery.batch(),
+            retry: delivery.retry(),
+            dead_letter: DeadLetter::new(dir.join("dead-letter-channel.jsonl")),
+        }],
+        options: RuntimeOptions::default(),
+        progress: None,
+    };
+    let started = Instant::now();
+    let summary = fedistream_core::runtime::run(p, CancellationToken::new()).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(summary.failures.is_empty(), "failures: {:?}", summary.failures);
+    if served {
+        // Let the client read what the feed still had queued, then stop.
+        let appended = log.info().await?.head.iter().map(|p| p.offset).max().unwrap_or(0);
+        let until = Instant::now() + Duration::from_secs(30);
+        while received.load(Ordering::Relaxed) < appended && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok((count as f64 / elapsed, received.load(Ordering::Relaxed)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+pub async fn http(count: usize, accounts: usize, rounds: usize) -> anyhow::Result<ExitCode> {
+    let dir = tempfile_dir()?;
+    let input = dir.join("input.jsonl");
+    {
+        use std::io::Write;
+        let mut g = Generator::new(1);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        for _ in 0..count {
+            writeln!(f, "{}", g.status(accounts))?;
+        }
+        f.flush()?;
+    }
+    let (mut plain, mut served) = (Vec::new(), Vec::new());
+    println!("fedistream bench http ({count} statuses, {rounds} rounds, alternating)");
+    for round in 1..=rounds {
+        let (a, _) = one(&dir, &input, count, false).await?;
+        let (b, got) = one(&dir, &input, count, true).await?;
+        println!("  round {round}: plain {a:.0}/s, server + feed client {b:.0}/s (the client received {got} events)");
+        plain.push(a);
+        served.push(b);
+    }
+    let (a, b) = (median(plain), median(served));
+    println!("  median: plain {a:.0} statuses/s, with the server and a feed client {b:.0} statuses/s: {:.1} %", b / a * 100.0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn metrics(accounts: usize, iterations: usize) -> anyhow::Result<ExitCode> {
+    let dir = tempfile_dir()?;
+    let log: Arc<dyn Log> = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
+    // The recorder first: what the connectors record goes nowhere without it.
+    let st = state(log.clone())?;
+    let source = Status::new("source", "bench");
+    source.set_state("polling", None);
+    for i in 0..accounts {
+        source.set_part(&format!("user{i}@fake.example"), Some("HTTP 503 from the server; retrying".into()));
+        source.count("appended", 1);
+    }
+    let ingest = Status::new("ingest", "log");
+    ingest.set_state("running", None);
+    let channel = Status::new("channel", "file");
+    channel.set_state("running", None);
+    log.state_put(vec![source.to_put(), ingest.to_put(), channel.to_put()]).await?;
+    for i in 0..16 {
+        metrics::gauge!("fedistream_ratelimit_remaining", "component" => "source", "instance" => format!("host{i}.example"), "token" => "yes").set(300.0);
+    }
+    let mut times = Vec::with_capacity(iterations);
+    let mut bytes = 0;
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let resp = crate::http::metrics::handler(axum::extract::State(st.clone())).await;
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 26).await.context("the /metrics body")?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        bytes = body.len();
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    println!("fedistream bench metrics ({accounts} followed accounts in the status documents, {iterations} renders, {bytes} bytes each)");
+    println!("  render /metrics  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms", pct(0.5), pct(0.99), pct(1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let p = std::env::temp_dir().join(format!("fedistream-bench-http-{}", std::process::id()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
