@@ -45,7 +45,6 @@ fn parse_format(s: &str) -> Result<OutputFormat, String> {
     s.parse()
 }
 
-
 pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
     let cfg = config::load(&a.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let archive = crate::archive::archive_channel(&cfg, a.channel.as_deref())?;

@@ -153,19 +153,19 @@ pub fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, Acc
 
 /// Every window the log knows of, latest revision each (state over topic).
 async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
-    let mut topic = Vec::new();
-    let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
+    let (log, topic): (std::sync::Arc<dyn Log>, Vec<_>) = match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
-        (LogBackend::Kafka, Some(k)) => {
-            fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?
-        }
+        (LogBackend::Kafka, Some(k)) => (
+            fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
+            Vec::new(),
+        ),
         #[cfg(not(feature = "kafka"))]
         (LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::pipeline::NO_KAFKA),
         _ => {
             let sqlite = SqliteLog::open_read_only(&cfg.log.path)
                 .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
-            topic = sqlite.topic_records(name).await.context("reading the processor's topic")?;
-            sqlite
+            let topic = sqlite.topic_records(name).await.context("reading the processor's topic")?;
+            (sqlite, topic)
         }
     };
     windows(&*log, topic, name, pcfg).await
