@@ -196,7 +196,12 @@ impl AccountState {
             return out;
         }
         out.changed = true;
-        entry.touched = wm;
+        // A delete of a post not seen yet (no event time) waits for the post's
+        // creation, which may still come within the lateness: until the
+        // watermark passes the delete's observation (a post is deleted after
+        // it was created, so its event time is no later). The watermark at
+        // arrival alone could be far behind and evict it at the next jump.
+        entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
         self.changed_posts.insert(ev.key.clone());
         if let Some(t) = t {
             self.by_time.insert((t, ev.key.clone()));
