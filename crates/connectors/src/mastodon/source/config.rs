@@ -171,28 +171,28 @@ pub struct MastodonSourceConfig {
     pub stop_if_unreadable: bool,
 }
 
-fn default_backfill() -> Backfill {
+pub(super) fn default_backfill() -> Backfill {
     Backfill::None
 }
-fn default_poll() -> Duration {
+pub(super) fn default_poll() -> Duration {
     d(60)
 }
 fn default_max_poll() -> Duration {
     d(15 * 60)
 }
-fn default_safety() -> Duration {
+pub(super) fn default_safety() -> Duration {
     d(5 * 60)
 }
-fn default_sse_idle() -> Duration {
+pub(super) fn default_sse_idle() -> Duration {
     d(50)
 }
-fn default_ws_idle() -> Duration {
+pub(super) fn default_ws_idle() -> Duration {
     d(80)
 }
-fn default_reconnect_initial() -> Duration {
+pub(super) fn default_reconnect_initial() -> Duration {
     d(1)
 }
-fn default_reconnect_max() -> Duration {
+pub(super) fn default_reconnect_max() -> Duration {
     d(300)
 }
 fn default_concurrency() -> usize {

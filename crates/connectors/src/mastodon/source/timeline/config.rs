@@ -2,6 +2,10 @@
 //! ([`TimelineKind`]), and how (stream, safety interval, page cap, rate-limit
 //! share).
 
+// The defaults the timeline source shares with the account source: one place each.
+use super::super::config::{
+    default_backfill, default_poll, default_reconnect_initial, default_reconnect_max, default_safety, default_sse_idle, default_ws_idle,
+};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -196,32 +200,11 @@ pub struct MastodonTimelineConfig {
     pub stop_if_unreadable: bool,
 }
 
-fn default_backfill() -> Backfill {
-    Backfill::None
-}
-fn default_poll() -> Duration {
-    d(60)
-}
-fn default_safety() -> Duration {
-    d(5 * 60)
-}
 fn default_max_pages() -> u32 {
     10
 }
 fn default_share() -> f64 {
     0.5
-}
-fn default_sse_idle() -> Duration {
-    d(50)
-}
-fn default_ws_idle() -> Duration {
-    d(80)
-}
-fn default_reconnect_initial() -> Duration {
-    d(1)
-}
-fn default_reconnect_max() -> Duration {
-    d(300)
 }
 
 impl MastodonTimelineConfig {
