@@ -92,12 +92,13 @@ pub enum BenchKind {
         #[arg(long, default_value = "sse", value_parser = parse_transport)]
         transport: fedistream_connectors::mastodon::source::StreamMode,
     },
-    /// One process following many accounts on many servers: in-process fake
-    /// servers on loopback ports, each with its own rate limit; account
+    /// One process following many accounts on many servers: fake servers (in
+    /// a child process) on loopback ports, each with its own rate limit; account
     /// sources polling at the interval the limits allow, a few timeline
     /// sources; posts created at `rate`/s. Reports posts created, delivered
     /// and delivered twice, creation → delivery p50/p99, the busiest server's
-    /// requests per window against its limit, CPU per post, peak RSS.
+    /// requests per window against its limit, fedistream's CPU per post and
+    /// peak RSS (the fake servers' apart).
     /// (Built with `--features test-util`.)
     #[cfg(feature = "test-util")]
     FollowScale {
@@ -119,6 +120,20 @@ pub enum BenchKind {
         limit: u32,
         #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration)]
         window: Duration,
+    },
+    /// The fake servers of `follow-scale`, in their own process (started by
+    /// `follow-scale`, driven over stdin/stdout).
+    #[cfg(feature = "test-util")]
+    #[command(hide = true)]
+    FollowScaleFakes {
+        #[arg(long)]
+        servers: usize,
+        #[arg(long)]
+        accounts: usize,
+        #[arg(long)]
+        limit: u32,
+        #[arg(long)]
+        window_ms: u64,
     },
     /// The webhook channel against a receiver in this process (answering 200 at
     /// once): events per second with `max_in_flight` requests open.
@@ -217,6 +232,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "test-util")]
         BenchKind::FollowScale { servers, accounts, timelines, rate, duration, limit, window } => {
             crate::bench_scale::run(crate::bench_scale::Scale { servers, accounts, timelines, rate, duration, limit, window }).await
+        }
+        #[cfg(feature = "test-util")]
+        BenchKind::FollowScaleFakes { servers, accounts, limit, window_ms } => {
+            crate::bench_scale::serve_fakes(servers, accounts, limit, Duration::from_millis(window_ms)).await
         }
         BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
             crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await

@@ -1,9 +1,10 @@
 //! `fedistream bench follow-scale`: one process following many accounts on
 //! many servers, inside each server's rate limit, every post delivered once.
 //!
-//! `servers` fake Mastodon servers run in this process on loopback ports
-//! (on a runtime of their own, threads named `fake-server`), each with its own
-//! fixed-window rate limit; `accounts` accounts are spread over them, and a
+//! `servers` fake Mastodon servers run in a child process (this binary again,
+//! `bench follow-scale-fakes`, on loopback ports), each with its own
+//! fixed-window rate limit — so this process's peak RSS and CPU are
+//! fedistream's alone; `accounts` accounts are spread over them, and a
 //! poster creates posts at `rate` per second on random accounts. fedistream
 //! runs one account source per server (anonymous polling, at the interval
 //! the limit allows: printed) and a `local` timeline source on the first
@@ -11,13 +12,19 @@
 //! deliveries. After `duration` of posting it waits for the stragglers and
 //! reports: posts created / delivered / delivered twice, creation → delivery
 //! p50/p99 against the polling interval, the busiest server's requests per
-//! window against its limit (and any 429), fedistream's CPU per post and the
-//! peak RSS. The last line is `result {json}` for tests.
+//! window against its limit (and any 429), fedistream's CPU per post and peak
+//! RSS, and the fake servers' own. The last line is `result {json}` for tests.
+//!
+//! The two processes talk in lines of JSON over the child's stdin and stdout:
+//! the child prints `ready {"hosts": [...]}` once its servers are up, answers
+//! `post {"rate", "duration_ms"}` with `created {"posts": [[uri, unix ms], ...]}`
+//! once it has posted, and `report` with `report {...}` (its request counts per
+//! window, 429s, CPU and peak RSS), then exits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use async_trait::async_trait;
@@ -30,6 +37,9 @@ use fedistream_connectors::testing::{AccountOpts, FakeConfig, FakeMastodon, NewS
 use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, LogRecord, Sink, SinkError, Source};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::{peak_rss_kib, percentile};
@@ -48,8 +58,12 @@ pub struct Scale {
     pub window: Duration,
 }
 
-/// Deliveries by key: when first, and how often.
-type Delivered = Arc<Mutex<HashMap<String, (Instant, u32)>>>;
+/// Deliveries by key: when first (unix ms), and how often.
+type Delivered = Arc<Mutex<HashMap<String, (u64, u32)>>>;
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 struct CountingSink {
     delivered: Delivered,
@@ -58,7 +72,7 @@ struct CountingSink {
 #[async_trait]
 impl Sink for CountingSink {
     async fn write(&mut self, batch: &[LogRecord]) -> Result<fedistream_core::Written, SinkError> {
-        let now = Instant::now();
+        let now = unix_ms();
         let mut d = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
         for r in batch {
             if let Ok(e) = r.event() {
@@ -69,23 +83,88 @@ impl Sink for CountingSink {
     }
 }
 
+/// Account `i` is `u{i}` on server `i % servers`: both processes derive the
+/// same spread from the counts alone.
+fn spread(servers: usize, accounts: usize) -> Vec<Vec<String>> {
+    let mut users: Vec<Vec<String>> = vec![Vec::new(); servers];
+    for i in 0..accounts {
+        users[i % servers].push(format!("u{i}"));
+    }
+    users
+}
+
+#[derive(Serialize, Deserialize)]
+struct Ready {
+    hosts: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PostCmd {
+    rate: f64,
+    duration_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Created {
+    /// (post URI, creation in unix ms).
+    posts: Vec<(String, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FakesReport {
+    /// Requests in the busiest window of the busiest server.
+    max_per_window: usize,
+    /// 429 answers over all servers.
+    throttled: usize,
+    cpu_ms: u64,
+    peak_rss_kib: u64,
+}
+
+/// The child's side of the pipe, seen from the parent.
+struct Fakes {
+    child: tokio::process::Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Fakes {
+    async fn spawn(s: &Scale) -> anyhow::Result<(Self, Ready)> {
+        let exe = std::env::current_exe().context("locating this binary to start the fake servers")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["--log-level", "warn", "bench", "follow-scale-fakes"])
+            .args(["--servers", &s.servers.to_string(), "--accounts", &s.accounts.to_string()])
+            .args(["--limit", &s.limit.to_string(), "--window-ms", &s.window.as_millis().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the fake servers' process")?;
+        let stdin = child.stdin.take().context("fake servers' stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("fake servers' stdout")?).lines();
+        let mut f = Fakes { child, stdin, stdout };
+        let ready = f.expect("ready").await?;
+        Ok((f, ready))
+    }
+
+    async fn expect<T: for<'de> Deserialize<'de>>(&mut self, tag: &str) -> anyhow::Result<T> {
+        let line = self.stdout.next_line().await?.with_context(|| format!("the fake servers' process ended before `{tag}`"))?;
+        let json = line.strip_prefix(tag).and_then(|l| l.strip_prefix(' ')).with_context(|| format!("expected `{tag} …`, got {line:?}"))?;
+        serde_json::from_str(json).with_context(|| format!("`{tag}` line from the fake servers"))
+    }
+
+    async fn send(&mut self, line: String) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+}
+
 pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
     if s.servers == 0 || s.accounts < s.servers || s.limit < 10 {
         bail!("need at least one server, one account per server and a limit of 10 or more");
     }
-    let fake_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("fake-server").enable_all().build()?;
-    let mut fakes = Vec::new();
-    for _ in 0..s.servers {
-        let cfg = FakeConfig { rate_limit: RateLimitConfig { limit: s.limit, window: s.window }, ..FakeConfig::default() };
-        fakes.push(Arc::new(fake_rt.spawn(FakeMastodon::start(cfg)).await?));
-    }
-    // Accounts round-robin over the servers.
-    let mut users: Vec<Vec<String>> = vec![Vec::new(); s.servers];
-    for i in 0..s.accounts {
-        let u = format!("u{i}");
-        fakes[i % s.servers].add_account(&u, AccountOpts::default());
-        users[i % s.servers].push(u);
-    }
+    let users = spread(s.servers, s.accounts);
     // Each account costs one request per poll; the timeline source one more
     // per poll on its server; keep a fifth of the budget for lookups and slack.
     let per_server = users.iter().map(Vec::len).max().unwrap_or(1) as f64 + if s.timelines > 0 { 1.0 } else { 0.0 };
@@ -96,13 +175,16 @@ pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
     );
     println!("  polling interval the limits allow: {:.1} s per account", interval.as_secs_f64());
 
+    let (mut fakes, ready) = Fakes::spawn(&s).await?;
+    if ready.hosts.len() != s.servers {
+        bail!("the fake servers' process started {} servers, not {}", ready.hosts.len(), s.servers);
+    }
     let dir = std::env::temp_dir().join(format!("fedistream-bench-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = measure(&s, &fakes, &users, interval, &fake_rt, &dir).await;
+    let result = measure(&s, &mut fakes, &ready.hosts, &users, interval, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
-    drop(fakes);
-    fake_rt.shutdown_background();
-    let r = result?;
+    let (r, f) = result?;
+    let _ = fakes.child.wait().await;
     let per_post = |d: Duration| d.as_secs_f64() * 1e6 / r.delivered.max(1) as f64;
     println!("  posts       {} created, {} delivered, {} delivered twice, {} missing", r.created, r.delivered, r.twice, r.missing);
     println!(
@@ -113,14 +195,16 @@ pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
     );
     println!(
         "  requests    busiest server: {} in one {:?} window (limit {}); 429 answers: {}",
-        r.max_per_window, s.window, s.limit, r.throttled
+        f.max_per_window, s.window, s.limit, f.throttled
     );
     println!("  CPU         fedistream {:.0} µs per post ({:.2}% of a core over the run)", per_post(r.cpu), r.cpu_share * 100.0);
-    println!("  peak RSS    {} MiB (fedistream and the fake servers)", peak_rss_kib(None).unwrap_or(0) / 1024);
+    let rss = peak_rss_kib(None).unwrap_or(0);
+    println!("  peak RSS    fedistream {} MiB; the fake servers' process {} MiB", rss / 1024, f.peak_rss_kib / 1024);
     let json = serde_json::json!({
         "created": r.created, "delivered": r.delivered, "twice": r.twice, "missing": r.missing,
-        "max_per_window": r.max_per_window, "limit": s.limit, "throttled": r.throttled,
+        "max_per_window": f.max_per_window, "limit": s.limit, "throttled": f.throttled,
         "p50_ms": percentile(&r.lat, 0.5), "p99_ms": percentile(&r.lat, 0.99), "interval_ms": interval.as_millis() as u64,
+        "peak_rss_kib": rss, "fakes_peak_rss_kib": f.peak_rss_kib,
     });
     println!("result {json}");
     Ok(ExitCode::SUCCESS)
@@ -133,25 +217,24 @@ struct Measured {
     missing: usize,
     /// Creation → delivery in ms, sorted.
     lat: Vec<u64>,
-    max_per_window: usize,
-    throttled: usize,
     cpu: Duration,
     cpu_share: f64,
 }
 
 async fn measure(
     s: &Scale,
-    fakes: &[Arc<FakeMastodon>],
+    fakes: &mut Fakes,
+    hosts: &[String],
     users: &[Vec<String>],
     interval: Duration,
-    fake_rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, FakesReport)> {
     let limiters = RateLimiters::default();
     let mut sources: Vec<SourceSpec> = Vec::new();
-    for (k, fake) in fakes.iter().enumerate() {
-        let mut cfg = MastodonSourceConfig::for_accounts(users[k].iter().map(|u| format!("{u}@{}", fake.host())).collect());
-        cfg.instance = Some(fake.base_url());
+    for (k, host) in hosts.iter().enumerate() {
+        let base_url = format!("http://{host}");
+        let mut cfg = MastodonSourceConfig::for_accounts(users[k].iter().map(|u| format!("{u}@{host}")).collect());
+        cfg.instance = Some(base_url.clone());
         cfg.backfill = Backfill::None;
         cfg.stream = StreamMode::Off;
         cfg.poll_interval = interval;
@@ -167,7 +250,7 @@ async fn measure(
             let mut t = MastodonTimelineConfig::new(vec![TimelineKind::Local]);
             t.stream = StreamMode::Off;
             t.poll_interval = interval;
-            let server = TimelineServer { base_url: fake.base_url().parse()?, token: None };
+            let server = TimelineServer { base_url: base_url.parse()?, token: None };
             let src: Box<dyn Source> = Box::new(MastodonTimelineSource::new(t, server, limiters.clone()));
             sources.push(SourceSpec::new(format!("t{k}"), src, DeadLetter::new(dir.join(format!("dl-t{k}.jsonl")))));
         }
@@ -209,30 +292,12 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Post at `rate` for `duration`, on the fake servers' runtime.
-    let (cpu0, fake_cpu0) = cpu_times();
+    // Post at `rate` for `duration`, in the fake servers' process.
+    let (cpu0, _) = cpu_times();
     let t0 = Instant::now();
-    let posting = {
-        let (fakes, users) = (fakes.to_vec(), users.to_vec());
-        let (rate, duration) = (s.rate, s.duration);
-        fake_rt.spawn(async move {
-            let mut created: Vec<(String, Instant)> = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.01)));
-            let start = Instant::now();
-            let mut n = 0usize;
-            while start.elapsed() < duration {
-                tick.tick().await;
-                // A spread that is not round-robin: a multiplicative hash of n.
-                let k = (n.wrapping_mul(2_654_435_761)) % fakes.len();
-                let u = &users[k][(n / fakes.len()) % users[k].len()];
-                let p = fakes[k].post(u, NewStatus::html(format!("<p>post {n}</p>")));
-                created.push((p.uri, Instant::now()));
-                n += 1;
-            }
-            created
-        })
-    };
-    let created = posting.await?;
+    fakes.send(format!("post {}", serde_json::to_string(&PostCmd { rate: s.rate, duration_ms: s.duration.as_millis() as u64 })?)).await?;
+    let created: Created = fakes.expect("created").await?;
+    let created = created.posts;
     // Stragglers: the last posts need up to one polling interval (and pacing).
     let deadline = Instant::now() + interval * 3 + Duration::from_secs(10);
     loop {
@@ -245,38 +310,91 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (cpu1, fake_cpu1) = cpu_times();
+    let (cpu1, _) = cpu_times();
     let elapsed = t0.elapsed();
     stop.cancel();
     let summary = run.await.context("runtime task")??;
     if !summary.failures.is_empty() {
         bail!("components failed: {:?}", summary.failures);
     }
+    fakes.send("report".into()).await?;
+    let report: FakesReport = fakes.expect("report").await?;
     let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
-    let mut lat: Vec<u64> =
-        created.iter().filter_map(|(k, at)| d.get(k).map(|(t, _)| t.saturating_duration_since(*at).as_millis() as u64)).collect();
+    let mut lat: Vec<u64> = created.iter().filter_map(|(k, at)| d.get(k).map(|(t, _)| t.saturating_sub(*at))).collect();
     lat.sort_unstable();
-    let mut max_per_window = 0;
-    let mut throttled = 0;
-    let window = s.window.as_secs().max(1) as i64;
-    for fake in fakes {
-        let mut per: BTreeMap<i64, usize> = BTreeMap::new();
-        for r in fake.requests().iter().filter(|r| r.path.starts_with("/api/") && !r.path.starts_with("/api/v1/streaming")) {
-            *per.entry(r.at.timestamp().div_euclid(window)).or_default() += 1;
-            throttled += usize::from(r.status == 429);
-        }
-        max_per_window = max_per_window.max(per.values().copied().max().unwrap_or(0));
-    }
-    let cpu = cpu1.saturating_sub(cpu0).saturating_sub(fake_cpu1.saturating_sub(fake_cpu0));
-    Ok(Measured {
+    let cpu = cpu1.saturating_sub(cpu0);
+    let m = Measured {
         created: created.len(),
         delivered: created.iter().filter(|(k, _)| d.contains_key(k)).count(),
         twice: d.values().filter(|(_, n)| *n > 1).count(),
         missing: created.iter().filter(|(k, _)| !d.contains_key(k)).count(),
         lat,
-        max_per_window,
-        throttled,
         cpu,
         cpu_share: cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
-    })
+    };
+    Ok((m, report))
+}
+
+/// The child: `servers` fake servers with `accounts` accounts spread over
+/// them, driven by lines on stdin (see the module docs).
+pub async fn serve_fakes(servers: usize, accounts: usize, limit: u32, window: Duration) -> anyhow::Result<ExitCode> {
+    let mut fakes = Vec::new();
+    for _ in 0..servers {
+        let cfg = FakeConfig { rate_limit: RateLimitConfig { limit, window }, ..FakeConfig::default() };
+        fakes.push(FakeMastodon::start(cfg).await);
+    }
+    let users = spread(servers, accounts);
+    for (fake, users) in fakes.iter().zip(&users) {
+        for u in users {
+            fake.add_account(u, AccountOpts::default());
+        }
+    }
+    let mut out = std::io::stdout();
+    let say = |out: &mut std::io::Stdout, tag: &str, json: String| -> anyhow::Result<()> {
+        use std::io::Write;
+        writeln!(out, "{tag} {json}")?;
+        out.flush()?;
+        Ok(())
+    };
+    say(&mut out, "ready", serde_json::to_string(&Ready { hosts: fakes.iter().map(FakeMastodon::host).collect() })?)?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(cmd) = line.strip_prefix("post ") {
+            let cmd: PostCmd = serde_json::from_str(cmd).context("`post` command")?;
+            let mut created: Vec<(String, u64)> = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cmd.rate.max(0.01)));
+            let start = Instant::now();
+            let mut n = 0usize;
+            while start.elapsed() < Duration::from_millis(cmd.duration_ms) {
+                tick.tick().await;
+                // A spread that is not round-robin: a multiplicative hash of n.
+                let k = (n.wrapping_mul(2_654_435_761)) % fakes.len();
+                let u = &users[k][(n / fakes.len()) % users[k].len()];
+                let p = fakes[k].post(u, NewStatus::html(format!("<p>post {n}</p>")));
+                created.push((p.uri, unix_ms()));
+                n += 1;
+            }
+            say(&mut out, "created", serde_json::to_string(&Created { posts: created })?)?;
+        } else if line == "report" {
+            let mut max_per_window = 0;
+            let mut throttled = 0;
+            let window = window.as_secs().max(1) as i64;
+            for fake in &fakes {
+                let mut per: BTreeMap<i64, usize> = BTreeMap::new();
+                for r in fake.requests().iter().filter(|r| r.path.starts_with("/api/") && !r.path.starts_with("/api/v1/streaming")) {
+                    *per.entry(r.at.timestamp().div_euclid(window)).or_default() += 1;
+                    throttled += usize::from(r.status == 429);
+                }
+                max_per_window = max_per_window.max(per.values().copied().max().unwrap_or(0));
+            }
+            let (cpu, _) = cpu_times();
+            let report =
+                FakesReport { max_per_window, throttled, cpu_ms: cpu.as_millis() as u64, peak_rss_kib: peak_rss_kib(None).unwrap_or(0) };
+            say(&mut out, "report", serde_json::to_string(&report)?)?;
+            return Ok(ExitCode::SUCCESS);
+        } else {
+            bail!("unknown command {line:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
 //! `fedistream bench follow-scale` at a reduced size, as a test: 500 accounts
-//! on 10 in-process fake servers, two timeline sources, posts for 20 s. It
+//! on 10 fake servers (in a child process), two timeline sources, posts for 20 s. It
 //! asserts what must hold at any size — every post delivered exactly once, no
 //! server asked beyond its limit, no 429 — not a timing.
 
