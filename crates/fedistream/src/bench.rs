@@ -109,6 +109,10 @@ pub enum BenchKind {
         /// `local` timeline sources, on the first servers.
         #[arg(long, default_value_t = 3)]
         timelines: usize,
+        /// Servers with a reader token whose `user` stream carries the posts
+        /// (the first ones); the others are polled.
+        #[arg(long, default_value_t = 10)]
+        streamed: usize,
         /// Posts per second over all accounts.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
@@ -130,6 +134,8 @@ pub enum BenchKind {
         servers: usize,
         #[arg(long)]
         accounts: usize,
+        #[arg(long)]
+        streamed: usize,
         #[arg(long)]
         limit: u32,
         #[arg(long)]
@@ -230,12 +236,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "test-util")]
         BenchKind::Mastodon { count } => crate::bench_mastodon::run(count).await,
         #[cfg(feature = "test-util")]
-        BenchKind::FollowScale { servers, accounts, timelines, rate, duration, limit, window } => {
-            crate::bench_scale::run(crate::bench_scale::Scale { servers, accounts, timelines, rate, duration, limit, window }).await
+        BenchKind::FollowScale { servers, accounts, timelines, streamed, rate, duration, limit, window } => {
+            crate::bench_scale::run(crate::bench_scale::Scale { servers, accounts, timelines, streamed, rate, duration, limit, window })
+                .await
         }
         #[cfg(feature = "test-util")]
-        BenchKind::FollowScaleFakes { servers, accounts, limit, window_ms } => {
-            crate::bench_scale::serve_fakes(servers, accounts, limit, Duration::from_millis(window_ms)).await
+        BenchKind::FollowScaleFakes { servers, accounts, streamed, limit, window_ms } => {
+            crate::bench_scale::serve_fakes(servers, accounts, streamed, limit, Duration::from_millis(window_ms)).await
         }
         BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
             crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await

@@ -30,11 +30,12 @@ use anyhow::{bail, Context};
 use async_trait::async_trait;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
 use fedistream_connectors::mastodon::source::{
-    Backfill, MastodonSource, MastodonSourceConfig, MastodonTimelineConfig, MastodonTimelineSource, StreamMode, TimelineKind,
-    TimelineServer,
+    Backfill, MastodonSource, MastodonSourceConfig, MastodonTimelineConfig, MastodonTimelineSource, ReaderConnection, StreamMode,
+    TimelineKind, TimelineServer,
 };
 use fedistream_connectors::testing::{AccountOpts, FakeConfig, FakeMastodon, NewStatus, RateLimitConfig};
 use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
+use fedistream_core::secret::Secret;
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, LogRecord, Sink, SinkError, Source};
 use serde::{Deserialize, Serialize};
@@ -51,12 +52,18 @@ pub struct Scale {
     pub servers: usize,
     pub accounts: usize,
     pub timelines: usize,
+    /// Servers (the first ones) where a reader token follows the accounts: their
+    /// posts arrive over the reader's `user` stream, REST is the fallback.
+    pub streamed: usize,
     pub rate: f64,
     pub duration: Duration,
     /// Requests per window per server (and per IP: all of ours come from one).
     pub limit: u32,
     pub window: Duration,
 }
+
+/// The reader token of the streamed servers (a benchmark's fake, not a secret).
+const READER_TOKEN: &str = "bench-reader";
 
 /// Deliveries by key: when first (unix ms), and how often.
 type Delivered = Arc<Mutex<HashMap<String, (u64, u32)>>>;
@@ -134,6 +141,7 @@ impl Fakes {
             .args(["--log-level", "warn", "bench", "follow-scale-fakes"])
             .args(["--servers", &s.servers.to_string(), "--accounts", &s.accounts.to_string()])
             .args(["--limit", &s.limit.to_string(), "--window-ms", &s.window.as_millis().to_string()])
+            .args(["--streamed", &s.streamed.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -161,8 +169,8 @@ impl Fakes {
 }
 
 pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
-    if s.servers == 0 || s.accounts < s.servers || s.limit < 10 {
-        bail!("need at least one server, one account per server and a limit of 10 or more");
+    if s.servers == 0 || s.accounts < s.servers || s.limit < 10 || s.streamed > s.servers {
+        bail!("need at least one server, one account per server, a limit of 10 or more and no more streamed servers than servers");
     }
     let users = spread(s.servers, s.accounts);
     // Each account costs one request per poll; the timeline source one more
@@ -170,10 +178,10 @@ pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
     let per_server = users.iter().map(Vec::len).max().unwrap_or(1) as f64 + if s.timelines > 0 { 1.0 } else { 0.0 };
     let interval = Duration::from_secs_f64((per_server * s.window.as_secs_f64() / (f64::from(s.limit) * 0.8)).max(1.0));
     println!(
-        "bench follow-scale: {} accounts on {} servers (limit {} per {:?} each), {} timeline sources, {:.1} posts/s for {:?}",
-        s.accounts, s.servers, s.limit, s.window, s.timelines, s.rate, s.duration
+        "bench follow-scale: {} accounts on {} servers (limit {} per {:?} each; {} with a reader stream), {} timeline sources, {:.1} posts/s for {:?}",
+        s.accounts, s.servers, s.limit, s.window, s.streamed, s.timelines, s.rate, s.duration
     );
-    println!("  polling interval the limits allow: {:.1} s per account", interval.as_secs_f64());
+    println!("  polling interval the limits allow: {:.1} s per account (servers without a reader stream)", interval.as_secs_f64());
 
     let (mut fakes, ready) = Fakes::spawn(&s).await?;
     if ready.hosts.len() != s.servers {
@@ -236,7 +244,10 @@ async fn measure(
         let mut cfg = MastodonSourceConfig::for_accounts(users[k].iter().map(|u| format!("{u}@{host}")).collect());
         cfg.instance = Some(base_url.clone());
         cfg.backfill = Backfill::None;
-        cfg.stream = StreamMode::Off;
+        let reader = (k < s.streamed)
+            .then(|| -> anyhow::Result<_> { Ok(ReaderConnection { base_url: base_url.parse()?, token: Secret::new(READER_TOKEN) }) })
+            .transpose()?;
+        cfg.stream = if reader.is_some() { StreamMode::Auto } else { StreamMode::Off };
         cfg.poll_interval = interval;
         cfg.max_poll_interval = interval;
         // The safety re-read of the newest page (edits) and reconciliation are
@@ -244,7 +255,7 @@ async fn measure(
         // new posts are what is measured here, so they are off.
         cfg.safety_interval = Duration::from_secs(30 * 24 * 3600);
         cfg.reconcile_within = Duration::from_secs(30 * 24 * 3600);
-        let src: Box<dyn Source> = Box::new(MastodonSource::new(cfg, None, limiters.clone()));
+        let src: Box<dyn Source> = Box::new(MastodonSource::new(cfg, reader, limiters.clone()));
         sources.push(SourceSpec::new(format!("s{k}"), src, DeadLetter::new(dir.join(format!("dl-s{k}.jsonl")))));
         if k < s.timelines {
             let mut t = MastodonTimelineConfig::new(vec![TimelineKind::Local]);
@@ -337,10 +348,11 @@ async fn measure(
 
 /// The child: `servers` fake servers with `accounts` accounts spread over
 /// them, driven by lines on stdin (see the module docs).
-pub async fn serve_fakes(servers: usize, accounts: usize, limit: u32, window: Duration) -> anyhow::Result<ExitCode> {
+pub async fn serve_fakes(servers: usize, accounts: usize, streamed: usize, limit: u32, window: Duration) -> anyhow::Result<ExitCode> {
     let mut fakes = Vec::new();
-    for _ in 0..servers {
-        let cfg = FakeConfig { rate_limit: RateLimitConfig { limit, window }, ..FakeConfig::default() };
+    for k in 0..servers {
+        let token = (k < streamed).then(|| READER_TOKEN.to_owned());
+        let cfg = FakeConfig { rate_limit: RateLimitConfig { limit, window }, token, ..FakeConfig::default() };
         fakes.push(FakeMastodon::start(cfg).await);
     }
     let users = spread(servers, accounts);

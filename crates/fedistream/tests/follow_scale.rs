@@ -1,5 +1,6 @@
 //! `fedistream bench follow-scale` at a reduced size, as a test: 500 accounts
-//! on 10 fake servers (in a child process), two timeline sources, posts for 20 s. It
+//! on 10 fake servers (in a child process), three of them with a reader
+//! stream, two timeline sources, posts for 20 s. It
 //! asserts what must hold at any size — every post delivered exactly once, no
 //! server asked beyond its limit, no 429 — not a timing.
 
@@ -22,6 +23,8 @@ async fn follow_scale_delivers_every_post_once_within_every_limit() {
         "500",
         "--timelines",
         "2",
+        "--streamed",
+        "3",
         "--rate",
         "10",
         "--duration",
