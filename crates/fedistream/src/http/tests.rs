@@ -331,6 +331,61 @@ async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
     assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
 }
 
+/// The feed on the Kafka log (a real broker, three partitions): it starts at
+/// the head, every id names every partition, and a client resuming with its
+/// Last-Event-ID gets exactly what followed, on every partition — including
+/// partitions it had seen nothing of.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_feed_on_kafka_resumes_on_every_partition() {
+    use std::collections::BTreeSet;
+
+    use fedistream_core::AppendBatch;
+    use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
+    let mut cfg =
+        KafkaLogConfig::new(fedistream_kafka::testing::brokers(), format!("t-http-sse-{}-{:x}", std::process::id(), rand::random::<u32>()));
+    cfg.partitions = 3;
+    let log: Arc<dyn Log> = KafkaLog::open(cfg).await.unwrap();
+    let app = router(state(log.clone(), &[]));
+    let accounts: Vec<String> = (0..12).map(|i| format!("user{i}@example.org")).collect();
+    let round = |n: u64| accounts.iter().map(|a| created("s", a, n, "x")).collect::<Vec<_>>();
+    let key_of = |data: &str| serde_json::from_str::<serde_json::Value>(data).unwrap()["key"].as_str().unwrap().to_string();
+    let keys = |evs: &[fedistream_core::Event]| evs.iter().map(|e| e.key.clone()).collect::<BTreeSet<_>>();
+
+    // The only partition with records when the feed opens is the one of user0.
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(vec![created("s", &accounts[0], 1, "before")]), state: vec![] })
+        .await
+        .unwrap();
+    // A committed transaction becomes readable once its marker is written
+    // (just after the commit returns): wait for it, or "the head" is before it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log.info().await.unwrap().head.iter().map(|p| p.offset).sum::<u64>() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the first append never became readable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = app.clone().oneshot(Request::builder().uri("/api/events").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let second = round(2);
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(second.clone()), state: vec![] }).await.unwrap();
+    let (got, keep_open) = sse_events(resp.into_body(), 12).await;
+    assert_eq!(got.iter().map(|(_, _, d)| key_of(d)).collect::<BTreeSet<_>>(), keys(&second), "what came after connecting, nothing before");
+    let parts_of = |id: &str| events::parse_positions(id).unwrap().iter().map(|p| p.partition).collect::<BTreeSet<_>>();
+    assert_eq!(parts_of(&got[11].0), BTreeSet::from([0, 1, 2]), "ids name every partition: {}", got[11].0);
+    drop(keep_open);
+
+    // Resume after the fifth event: the other seven, then what came meanwhile.
+    let third = round(3);
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(third.clone()), state: vec![] }).await.unwrap();
+    let req = Request::builder().uri("/api/events").header("last-event-id", got[4].0.as_str()).body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (again, _keep_open) = sse_events(resp.into_body(), 19).await;
+    let mut want: BTreeSet<String> = got[5..].iter().map(|(_, _, d)| key_of(d)).collect();
+    want.extend(keys(&third));
+    let resumed: Vec<String> = again.iter().map(|(_, _, d)| key_of(d)).collect();
+    assert_eq!(resumed.iter().cloned().collect::<BTreeSet<_>>(), want, "exactly what followed the id");
+    assert_eq!(resumed.len(), want.len(), "each once");
+}
+
 /// A post whose every remote field is hostile.
 fn hostile(n: u64) -> fedistream_core::Event {
     let mut ev = created("s", "eve@example.org", n, "");

@@ -49,6 +49,8 @@ struct Feed {
     /// Why posts cannot be read (a log without readers: Kafka).
     unsupported: Option<String>,
     last: Option<Position>,
+    /// Where the reader stands on every partition (the page's resume point).
+    at: BTreeMap<u32, u64>,
     facts: HashMap<String, Facts>,
     /// (key, article HTML), newest first.
     recent: VecDeque<(String, String)>,
@@ -91,8 +93,8 @@ type Cached = (Instant, Option<Position>, Arc<Summary>);
 /// The live feed as the page shows it.
 pub struct Recent {
     pub articles: Vec<String>,
-    /// The log position the page is current to: the feed resumes after it.
-    pub after: Option<Position>,
+    /// The log positions the page is current to (every partition): the feed resumes after them.
+    pub after: Option<Vec<Position>>,
     pub unsupported: Option<String>,
 }
 
@@ -107,8 +109,11 @@ impl Data {
             return;
         }
         if feed.reader.is_none() {
-            match self.log.reader(EVENTS, &[Position { partition: 0, offset: 0 }]).await {
-                Ok(r) => feed.reader = Some(r),
+            match self.log.reader(EVENTS, &fedistream_core::log::from_start()).await {
+                Ok(r) => {
+                    feed.at = r.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
+                    feed.reader = Some(r);
+                }
                 Err(LogError::Unsupported(m)) => {
                     feed.unsupported = Some(m);
                     return;
@@ -137,6 +142,7 @@ impl Data {
             read += recs.len();
             for rec in recs {
                 feed.last = Some(rec.position);
+                feed.at.insert(rec.position.partition, rec.position.offset);
                 let Ok(ev) = rec.event() else { continue };
                 match (&ev.kind, &ev.post) {
                     (EventKind::Deleted, _) | (_, None) => {
@@ -177,7 +183,13 @@ impl Data {
         self.catch_up(&mut feed).await;
         Recent {
             articles: feed.recent.iter().map(|(_, h)| h.clone()).collect(),
-            after: feed.last.or(Some(Position { partition: 0, offset: 0 })).filter(|_| feed.unsupported.is_none()),
+            after: (feed.unsupported.is_none()).then(|| {
+                if feed.at.is_empty() {
+                    fedistream_core::log::from_start()
+                } else {
+                    feed.at.iter().map(|(p, o)| Position { partition: *p, offset: *o }).collect()
+                }
+            }),
             unsupported: feed.unsupported.clone(),
         }
     }
@@ -226,7 +238,7 @@ impl Data {
 
 /// Every record of a processor's topic (logs without readers: none; the state still has the recent windows).
 async fn topic_records(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<(u64, String)>> {
-    let mut r = match log.reader(topic, &[Position { partition: 0, offset: 0 }]).await {
+    let mut r = match log.reader(topic, &fedistream_core::log::from_start()).await {
         Ok(r) => r,
         Err(LogError::Unsupported(_)) => return Ok(vec![]),
         Err(e) => return Err(e.into()),

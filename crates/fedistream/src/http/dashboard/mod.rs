@@ -212,7 +212,7 @@ pub async fn page(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
             let _ = write!(h, "<p class=\"error\">No live feed on this log: {}</p>", esc(why));
         }
         (None, after) => {
-            let after = after.map(|p| format!("{}:{}", p.partition, p.offset)).unwrap_or_default();
+            let after = after.map(|at| super::events::format_positions(at.iter().map(|p| (p.partition, p.offset)))).unwrap_or_default();
             let _ = write!(
                 h,
                 "<p id=\"feed-state\" role=\"status\">The newest {} posts; new ones appear here while the page is open.</p>\
