@@ -32,6 +32,8 @@ fn state(log: Arc<dyn Log>, expected: &[&str]) -> AppState {
         stuck_after: chrono::Duration::seconds(300),
         groups: vec![("c".into(), "g.c".into())],
         token_sha256: None,
+        session_sha256: None,
+        secure_cookie: false,
         metrics: None,
         dashboard: Some(Arc::new(dashboard::data::Data::new(log, None))),
     }
@@ -144,6 +146,91 @@ async fn the_bearer_token_guards_everything_but_health() {
     let (_, body) = get(&app, "/api/status", Some("t0ken")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["log"]["backend"], "sqlite", "{body}");
+}
+
+/// A browser's way in: the /login form takes the token in a POST body and
+/// sets an HttpOnly, SameSite=Strict cookie that is not the token, which then
+/// opens everything the bearer header opens; a wrong token is refused without
+/// being echoed; /logout clears the cookie.
+#[tokio::test]
+async fn a_browser_signs_in_with_the_token_and_gets_a_cookie_that_is_not_it() {
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]).with_token(Some("s3cret-t0ken")));
+    let post = |path: &str, body: &str| {
+        Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let with_cookie = |path: &str, cookie: &str| Request::builder().uri(path).header("cookie", cookie).body(Body::empty()).unwrap();
+    let text = |resp: axum::response::Response| async move {
+        String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap()
+    };
+
+    // A browser opening the dashboard is sent to the form; the form is plain HTML.
+    let open = Request::builder().uri("/").header("accept", "text/html,application/xhtml+xml").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(open).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    let (code, form) = get(&app, "/login", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(form.contains("<form method=\"post\" action=\"/login\">") && form.contains("type=\"password\""), "{form}");
+    assert!(!form.contains("<script") && !form.contains("style="), "nothing inline: {form}");
+
+    // A wrong token: refused, no cookie, not echoed.
+    let resp = app.clone().oneshot(post("/login", "token=guess-123")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert!(resp.headers().contains_key("content-security-policy"));
+    assert!(!text(resp).await.contains("guess-123"), "the guess is not echoed");
+
+    // The right one (form-encoded like a browser sends it): a cookie, back to the dashboard.
+    let resp = app.clone().oneshot(post("/login", "token=s3cret%2Dt0ken")).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/"));
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(!text(resp).await.contains("s3cret"));
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.split("; ").any(|a| a == attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "not Secure unless configured: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("fedistream_session=") && !cookie.contains("s3cret"), "{cookie}");
+    let digest: String = sha2::Sha256::digest(b"s3cret-t0ken").iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!cookie.contains(&digest), "not the token's plain digest either");
+
+    // The cookie opens what the bearer token opens.
+    for path in ["/", "/api/status", "/metrics", "/dashboard/app.js", "/dashboard/chart/hours.svg"] {
+        let resp = app.clone().oneshot(with_cookie(path, &format!("theme=dark; {cookie}"))).await.unwrap();
+        let code = resp.status();
+        // No recorder here: /metrics answers, but not 401.
+        assert_ne!(code, StatusCode::UNAUTHORIZED, "{path}");
+        let body = text(resp).await;
+        assert!(!body.contains("s3cret"), "{path}");
+    }
+    let resp = app.clone().oneshot(with_cookie("/api/events", &cookie)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the live feed (EventSource sends the cookie)");
+    // A forged or stale cookie does not.
+    let forged = format!("fedistream_session={}", "0".repeat(64));
+    assert_eq!(app.clone().oneshot(with_cookie("/api/status", &forged)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let other = router(state(log.clone(), &[]).with_token(Some("rotated")));
+    assert_eq!(
+        other.oneshot(with_cookie("/api/status", &cookie)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a new token ends sessions"
+    );
+
+    // Sign out: the cookie is cleared.
+    let resp = app.clone().oneshot(post("/logout", "")).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("fedistream_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+
+    // Behind HTTPS the cookie is Secure.
+    let mut st = state(log.clone(), &[]).with_token(Some("s3cret-t0ken"));
+    st.secure_cookie = true;
+    let resp = router(st).oneshot(post("/login", "token=s3cret-t0ken")).await.unwrap();
+    assert!(resp.headers()["set-cookie"].to_str().unwrap().split("; ").any(|a| a == "Secure"));
 }
 
 /// Run a small pipeline on `log` (so the real code records its metrics and
@@ -364,7 +451,10 @@ async fn the_event_feed_on_kafka_resumes_on_every_partition() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let resp = app.clone().oneshot(Request::builder().uri("/api/events").body(Body::empty()).unwrap()).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    if resp.status() != StatusCode::OK {
+        let (code, body) = (resp.status(), axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap());
+        panic!("{code}: {}", String::from_utf8_lossy(&body));
+    }
     let second = round(2);
     log.append(AppendBatch { events: fedistream_core::event::encode_all(second.clone()), state: vec![] }).await.unwrap();
     let (got, keep_open) = sse_events(resp.into_body(), 12).await;

@@ -118,6 +118,10 @@ pub async fn page(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
          <script src=\"/dashboard/app.js\" defer></script></head><body>\
          <header class=\"top\"><h1>fedistream</h1>",
     );
+    if s.token_sha256.is_some() {
+        // Signed in with the cookie of /login (or a bearer token): a way out.
+        h.push_str("<form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>");
+    }
     // Health: every component's state, channels with their lag.
     let snap = crate::status::snapshot(&*s.log).await;
     match &snap {
