@@ -68,6 +68,8 @@ impl KafkaReader {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
+            // What it fetches ahead waits in memory: a few MB, not librdkafka's 64 MB.
+            .set("queued.max.messages.kbytes", "4096")
             .create()
             .map_err(|e| unavailable("cannot create a Kafka reader", &cfg.brokers, e))?;
         let mut tpl = TopicPartitionList::new();

@@ -42,11 +42,14 @@ struct Facts {
     mentions: Vec<String>,
 }
 
+/// How long the first read of a fresh post reader waits for records.
+const FIRST_READ_WAIT: Duration = Duration::from_millis(500);
+
 /// The posts read so far.
 #[derive(Default)]
 struct Feed {
     reader: Option<Box<dyn Consumer>>,
-    /// Why posts cannot be read (a log without readers: Kafka).
+    /// Why posts cannot be read (a log without readers outside groups).
     unsupported: Option<String>,
     last: Option<Position>,
     /// Where the reader stands on every partition (the page's resume point).
@@ -108,7 +111,12 @@ impl Data {
         if feed.unsupported.is_some() {
             return;
         }
+        // A fresh reader may fetch in the background (Kafka): its first poll
+        // waits a moment, so the first page shows posts rather than an empty
+        // feed that the live feed then fills from the start.
+        let mut wait = Duration::ZERO;
         if feed.reader.is_none() {
+            wait = FIRST_READ_WAIT;
             match self.log.reader(EVENTS, &fedistream_core::log::from_start()).await {
                 Ok(r) => {
                     feed.at = r.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
@@ -128,7 +136,7 @@ impl Data {
         let mut read = 0;
         while read < READ_PER_REQUEST {
             let Some(r) = feed.reader.as_mut() else { return };
-            let recs = match r.poll(4096, Duration::ZERO).await {
+            let recs = match r.poll(4096, std::mem::take(&mut wait)).await {
                 Ok(recs) => recs,
                 Err(e) => {
                     tracing::warn!(error = %e, "Dashboard: cannot read the log; reopening the reader");
