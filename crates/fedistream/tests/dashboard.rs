@@ -84,7 +84,10 @@ token_env = "{HTTP_VAR}"
         out = toml_path(&d.join("out.jsonl")),
     );
     let cfg = write_file(d, "pipeline.toml", &cfg);
-    let p = Spawn::new(d, "run", &["run", "--no-progress", "--config", cfg.to_str().unwrap()]).env(VAR, TOKEN).env(HTTP_VAR, HTTP_TOKEN).start();
+    let p = Spawn::new(d, "run", &["run", "--no-progress", "--config", cfg.to_str().unwrap()])
+        .env(VAR, TOKEN)
+        .env(HTTP_VAR, HTTP_TOKEN)
+        .start();
     let addr = wait_for(
         "the server's address in the log",
         || {
