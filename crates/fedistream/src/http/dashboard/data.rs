@@ -244,7 +244,8 @@ impl Data {
     }
 }
 
-/// Every record of a processor's topic (logs without readers: none; the state still has the recent windows).
+/// Every record of a processor's topic that the log has ready (logs without
+/// readers: none; the state still has the recent windows).
 async fn topic_records(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<(u64, String)>> {
     let mut r = match log.reader(topic, &fedistream_core::log::from_start()).await {
         Ok(r) => r,
@@ -252,8 +253,10 @@ async fn topic_records(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<(u64, S
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
+    // As for the posts: a fresh reader may still be fetching (Kafka).
+    let mut wait = FIRST_READ_WAIT;
     loop {
-        let recs = r.poll(4096, Duration::ZERO).await?;
+        let recs = r.poll(4096, std::mem::take(&mut wait)).await?;
         if recs.is_empty() {
             return Ok(out);
         }
