@@ -478,3 +478,72 @@ async fn refused_credentials_pause_and_retry_instead_of_dead_lettering() {
     assert!(got[..3].iter().all(|g| g.key == got[0].key), "the same request until it is accepted");
     assert!(got[2].at.duration_since(got[1].at) >= Duration::from_millis(50), "waited the channel's pause");
 }
+
+/// A post, a refresh of its counts (the engagement refresh: same version,
+/// new counts observed later), a real edit, and a second refresh.
+fn post_with_refreshes() -> Vec<Event> {
+    use chrono::TimeZone;
+    let original = created("src", "alice@example.org", 1, "hello");
+    let refresh = |ev: &Event, replies: u64, minute: u32| {
+        let mut r = ev.clone();
+        r.kind = fedistream_core::EventKind::Updated;
+        r.counts_refresh = true;
+        let c = &mut r.post.as_mut().unwrap().counts;
+        c.replies = replies;
+        c.observed_at = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 12, minute, 0).unwrap();
+        r
+    };
+    let first = refresh(&original, 3, 1);
+    let mut edit = created("src", "alice@example.org", 1, "hello, edited");
+    edit.kind = fedistream_core::EventKind::Updated;
+    edit.post.as_mut().unwrap().edited_at = Some(chrono::Utc.with_ymd_and_hms(2026, 12, 1, 12, 2, 0).unwrap());
+    let second = refresh(&edit, 5, 3);
+    vec![original, first, edit, second]
+}
+
+#[tokio::test]
+async fn presets_post_no_message_for_a_refresh_of_the_counts() {
+    for format in [WebhookFormat::Discord, WebhookFormat::Slack] {
+        let (r, url) = receiver().await;
+        let mut cfg = config(&url);
+        cfg.format = format;
+        let (summary, dead) = run(cfg, post_with_refreshes()).await;
+        assert!(dead.is_empty(), "{dead:?}");
+        assert_eq!(counter(&summary, "skipped"), 2, "{format:?}: both refreshes skipped, and counted");
+        let got = r.got();
+        assert_eq!(got.len(), 2, "{format:?}: the post and its edit only");
+        let text: Vec<String> = got.iter().map(|g| String::from_utf8_lossy(&g.body).to_string()).collect();
+        assert!(text[1].contains("hello, edited"), "{format:?}: {}", text[1]);
+    }
+}
+
+#[tokio::test]
+async fn successive_refreshes_of_one_version_get_their_own_keys_and_a_retry_keeps_its_key() {
+    let (r, url) = receiver().await;
+    let evs = post_with_refreshes();
+    // The first refresh's first attempt fails.
+    r.script(vec![(200, vec![], String::new()), (500, vec![], "boom".into())]);
+    let refresh_of_the_edit = {
+        let mut e = evs[3].clone();
+        e.post.as_mut().unwrap().counts.replies = 8;
+        e.post.as_mut().unwrap().counts.observed_at += chrono::Duration::minutes(5);
+        e
+    };
+    let mut all = evs.clone();
+    // Two refreshes of the edited version, one after the other.
+    all.push(refresh_of_the_edit);
+    let (summary, dead) = run(config(&url), all).await;
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(counter(&summary, "delivered"), 5);
+    let got = r.got();
+    assert_eq!(got.len(), 6, "five events, one retried");
+    let (bodies, accepted) = r.accepted();
+    assert_eq!(accepted.len(), 5, "a receiver deduplicating on the key keeps every refresh: {accepted:?}");
+    assert!(accepted.values().all(|&n| n == 1), "{accepted:?}");
+    let replies: Vec<u64> = bodies.iter().map(|b| b["post"]["counts"]["replies"].as_u64().unwrap()).collect();
+    assert_eq!(replies, vec![0, 3, 0, 5, 8]);
+    assert_eq!(bodies.iter().filter(|b| b["counts_refresh"] == true).count(), 3, "refreshes say so");
+    let failed = got.iter().find(|g| g.status == 500).unwrap();
+    let retried = &got[got.iter().position(|g| g.status == 500).unwrap() + 1];
+    assert_eq!((&retried.key, &retried.body), (&failed.key, &failed.body), "the retry is the same delivery");
+}

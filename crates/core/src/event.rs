@@ -48,6 +48,12 @@ pub struct Event {
     /// The post as of this event; `None` for deletions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post: Option<Post>,
+    /// An `updated` event that only refreshes the post's interaction counts
+    /// (the engagement refresh): the version is the one already published.
+    /// Channels that show content (webhook presets, the mirror) skip it.
+    /// In the JSON only when true (`"counts_refresh":true`, last).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_refresh: bool,
 }
 
 impl Event {
@@ -70,6 +76,7 @@ impl Event {
             via: post.provenance.via,
             observed_at: post.provenance.received_at,
             post: Some(post),
+            counts_refresh: false,
         }
     }
 
@@ -143,7 +150,7 @@ impl EncodedEvent {
             status_id: ev.status_id.clone(),
             fingerprint: ev.fingerprint(),
             json: ev.to_json().into(),
-            counts_refresh: false,
+            counts_refresh: ev.counts_refresh,
         }
     }
 
@@ -152,11 +159,18 @@ impl EncodedEvent {
     /// (fingerprint) is the one already stored — the counts are not part of the
     /// fingerprint, so deduplication would otherwise drop it. It is still
     /// dropped for a deleted post. Downstream it is an `updated` event whose
-    /// fingerprint equals the previous version's: channels that care about
-    /// content only (the mirror) see nothing new.
+    /// fingerprint equals the previous version's and whose JSON says
+    /// `"counts_refresh":true` ([`Event::counts_refresh`]): channels that care
+    /// about content only (the mirror, webhook presets) see nothing new.
     pub fn counts_refresh(mut self) -> Self {
         self.set_kind(EventKind::Updated);
-        self.counts_refresh = true;
+        if !self.counts_refresh {
+            // The encoder writes the flag last, so it goes before the closing brace.
+            if let Some(body) = self.json.strip_suffix('}') {
+                self.json = format!("{body},\"counts_refresh\":true}}").into();
+            }
+            self.counts_refresh = true;
+        }
         self
     }
 
@@ -222,7 +236,8 @@ impl From<Event> for EncodedEvent {
     fn from(ev: Event) -> Self {
         let fingerprint = ev.fingerprint();
         let json = ev.to_json().into();
-        EncodedEvent { kind: ev.kind, key: ev.key, account: ev.account, status_id: ev.status_id, fingerprint, json, counts_refresh: false }
+        let counts_refresh = ev.counts_refresh;
+        EncodedEvent { kind: ev.kind, key: ev.key, account: ev.account, status_id: ev.status_id, fingerprint, json, counts_refresh }
     }
 }
 

@@ -42,6 +42,13 @@ pub fn valid_topic_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
+/// A resume point for [`Log::reader`] that names no partition: every
+/// partition is read from its start. (An empty one means the head; a
+/// partition number no log has stands for "none named".)
+pub fn from_start() -> Vec<Position> {
+    vec![Position { partition: u32::MAX, offset: 0 }]
+}
+
 /// A record a processor writes to a topic (on commit, see [`Consumer::commit_with`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputRecord {
@@ -166,12 +173,19 @@ pub trait Log: Send + Sync + 'static {
     /// one topic; opening it on another topic is an error.
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError>;
 
-    /// A reader of `topic` after `after` (an offset per partition; partitions
-    /// not named: after the head, i.e. only what comes next) that belongs to
-    /// no consumer group: it commits nothing (its commits are refused) and
-    /// holds nothing back from retention — for live feeds (the HTTP server's
-    /// `/api/events`), which resume from a position the client remembers. A
-    /// reader slower than retention misses what retention removed.
+    /// A reader of `topic` after `after` (an offset per partition) that
+    /// belongs to no consumer group: it commits nothing (its commits are
+    /// refused) and holds nothing back from retention — for live feeds (the
+    /// HTTP server's `/api/events`), which resume from a position the client
+    /// remembers. A reader slower than retention misses what retention removed.
+    ///
+    /// `after` empty: only what comes next (every partition after its head).
+    /// Otherwise it is a resume point: each partition named continues after
+    /// its offset (clamped to what the log holds), and a partition *not* named
+    /// is read from its start — a resume point names every partition that had
+    /// records when the first reader opened ([`Consumer::reader_start`]) or
+    /// that the client has seen a record of, so one it does not name had
+    /// nothing yet (or did not exist).
     async fn reader(&self, topic: &str, after: &[Position]) -> Result<Box<dyn Consumer>, LogError> {
         let _ = (topic, after);
         Err(LogError::Unsupported("this log backend has no readers outside consumer groups".into()))
@@ -215,6 +229,16 @@ pub trait Consumer: Send {
     /// backends count what occupies offsets: on Kafka, the marker of a
     /// transaction not yet read past adds one.
     async fn lag(&mut self) -> Result<u64, LogError>;
+
+    /// A reader's ([`Log::reader`]) starting point as a resume point: per
+    /// partition, the offset after which it started (partitions it reads from
+    /// their start are left out). This list, updated with the position of each
+    /// record returned since, makes a new reader continue exactly where this
+    /// one is, across every partition (the SSE `id` of `/api/events`). Ask
+    /// before the first poll. Empty for group consumers.
+    fn reader_start(&self) -> Vec<Position> {
+        Vec::new()
+    }
 
     /// The partitions this consumer owns, if that changed since the last call
     /// (always `None` for a backend where one consumer owns everything).

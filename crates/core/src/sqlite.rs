@@ -525,8 +525,12 @@ impl Log for SqliteLog {
                 Ok(head as u64)
             })
             .await?;
-        // One partition: 0.
-        let from = after.iter().find(|p| p.partition == 0).map_or(head, |p| p.offset);
+        // One partition: 0 (a resume point that does not name it reads it from the start).
+        let from = match after.iter().find(|p| p.partition == 0) {
+            Some(p) => p.offset,
+            None if after.is_empty() => head,
+            None => 0,
+        };
         let reader = open_conn(&self.shared.path, self.shared.durability, true)?;
         let c = if topic == EVENTS {
             SqliteConsumer::events_reader(self.shared.clone(), from, reader)

@@ -37,6 +37,8 @@ fn state(log: Arc<dyn Log>) -> anyhow::Result<AppState> {
         stuck_after: chrono::Duration::seconds(300),
         groups: vec![("file".into(), "bench.file".into())],
         token_sha256: None,
+        session_sha256: None,
+        secure_cookie: false,
         metrics: Some(crate::http::metrics::install().map_err(anyhow::Error::msg)?),
     })
 }

@@ -5,6 +5,7 @@
 //! and a delete remove it without a reload, checks that a hostile post runs
 //! nothing and that the Content-Security-Policy blocks and reports an inline
 //! script, sees the SVG charts, and takes a screenshot (its path is printed).
+//! The server requires a token: the browser signs in through `/login` first.
 //!
 //! Needs `FEDISTREAM_CHROMIUM` (scripts/chromium prints it) and
 //! `FEDISTREAM_PYTHON` with Playwright (scripts/python-deps); without them the
@@ -20,6 +21,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const TOKEN: &str = "dashboard-reader-token";
 const VAR: &str = "E2E_DASHBOARD_TOKEN";
+/// The HTTP server's token: the browser signs in at /login with it.
+const HTTP_TOKEN: &str = "dashboard-http-token-5d1e";
+const HTTP_VAR: &str = "E2E_DASHBOARD_HTTP_TOKEN";
 
 /// `var`, else what `script` prints (it installs what is missing).
 fn from_env_or_script(var: &str, script: &str) -> String {
@@ -73,13 +77,17 @@ path = {out}
 
 [http]
 listen = "127.0.0.1:0"
+token_env = "{HTTP_VAR}"
 "#,
         log = toml_path(&d.join("log.db")),
         instance = toml_str(fake.base_url()),
         out = toml_path(&d.join("out.jsonl")),
     );
     let cfg = write_file(d, "pipeline.toml", &cfg);
-    let p = Spawn::new(d, "run", &["run", "--no-progress", "--config", cfg.to_str().unwrap()]).env(VAR, TOKEN).start();
+    let p = Spawn::new(d, "run", &["run", "--no-progress", "--config", cfg.to_str().unwrap()])
+        .env(VAR, TOKEN)
+        .env(HTTP_VAR, HTTP_TOKEN)
+        .start();
     let addr = wait_for(
         "the server's address in the log",
         || {
@@ -100,6 +108,7 @@ listen = "127.0.0.1:0"
         .arg(format!("http://{addr}"))
         .arg(&chromium)
         .arg(&shot)
+        .env("DASHBOARD_TOKEN", HTTP_TOKEN)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -568,3 +568,75 @@ type = "stdout"
     assert!(!s.success());
     assert!(err.contains("--role deliver needs the Kafka log"), "{err}");
 }
+
+/// Events of a role's `/api/events`, read over a socket from the start of the
+/// log (the resume point that names no partition), until `n` have come.
+async fn feed_events(addr: &str, n: usize) -> Vec<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\nLast-Event-ID: 4294967295:0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let events: Vec<(String, String)> = text
+            .split("\n\n")
+            .filter_map(|frame| {
+                let field = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name).map(str::to_string));
+                Some((field("id: ")?, field("data: ")?))
+            })
+            .collect();
+        if events.len() >= n {
+            return events;
+        }
+        let got = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await.expect("events within 30 s").unwrap();
+        assert!(got > 0, "the feed ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..got]));
+    }
+}
+
+/// The live feed (`/api/events`, the dashboard's) on Kafka, from the HTTP
+/// server of an ingest and of a deliver process: both read the events topic
+/// outside any group, every partition named in each id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn every_kafka_role_serves_the_live_feed() {
+    static USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(start_fake(&USERS, None).await);
+    for i in 0..3 {
+        for u in USERS {
+            fake.post(u, NewStatus::html(format!("<p>{u} backlog {i}</p>")));
+        }
+    }
+    let mut cfg = kafka_config(dir.path(), &fake, &USERS, &brokers(), &pipeline_name("feed"));
+    cfg.push_str("\n[http]\nlisten = \"127.0.0.1:0\"\n");
+    let cfg = write_file(dir.path(), "kafka.toml", &cfg);
+    let ingest = role(dir.path(), "ingest", &cfg, "ingest", "i1");
+    let deliver = role(dir.path(), "deliver", &cfg, "deliver", "d1");
+    for p in [&ingest, &deliver] {
+        let addr = wait_for(
+            "the server's address in the log",
+            || {
+                let line = p.stderr().lines().find(|l| l.contains("HTTP server listening"))?.to_string();
+                Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_string())
+            },
+            || p.stderr(),
+        )
+        .await;
+        let events = feed_events(&addr, 12).await;
+        let mut keys: Vec<String> = events
+            .iter()
+            .map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).unwrap()["key"].as_str().unwrap().to_string())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 12, "the backlog, each post once: {events:?}");
+        let last = &events.last().unwrap().0;
+        assert!(last.split(',').count() >= 2, "the id names the partitions read: {last}");
+    }
+    for p in [&ingest, &deliver] {
+        p.sigterm();
+        let s = p.wait_exit(DEADLINE).await;
+        assert!(s.success(), "{s}\n{}", p.stderr());
+    }
+}

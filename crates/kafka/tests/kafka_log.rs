@@ -207,3 +207,50 @@ async fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
     assert!(err.contains("127.0.0.1:1"), "names the brokers: {err}");
     assert!(err.contains("scripts/kafka up") && err.contains("log.kafka.brokers"), "says what to do: {err}");
 }
+
+/// Readers outside groups: at the head without a position, after each named
+/// offset with one, a partition a resume point does not name from its start;
+/// they commit nothing and leave no group behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn readers_start_where_asked_commit_nothing_and_leave_no_group() {
+    use fedistream_core::event::Position;
+    use fedistream_core::log::EVENTS;
+    let cfg = config("reader");
+    let log = open(&cfg).await;
+    let accounts: Vec<String> = (0..9).map(|i| format!("r{i}@example.org")).collect();
+    let round = |n: u64| fedistream_core::event::encode_all(accounts.iter().map(|a| created("s", a, n, "x")).collect::<Vec<_>>());
+    let first = log.append(AppendBatch { events: round(1), state: vec![] }).await.unwrap().positions;
+    let read_all = |mut r: Box<dyn fedistream_core::log::Consumer>, n: usize| async move {
+        let got = conformance::poll_n(&mut r, n).await;
+        let mut keys: Vec<String> = got.iter().map(|x| x.event().unwrap().key.clone()).collect();
+        keys.sort();
+        (keys, got, r)
+    };
+    // From the start of every partition: the first round.
+    let (keys, got, mut r) = read_all(log.reader(EVENTS, &fedistream_core::log::from_start()).await.unwrap(), 9).await;
+    assert_eq!(keys.len(), 9);
+    assert!(r.commit(&[got[0].position], vec![]).await.is_err(), "readers do not commit");
+    // After the first round's position on one partition only: that partition
+    // goes on after it (nothing), the others from their start (their records).
+    let p0 = first[0];
+    let last_of_p0 = first.iter().filter(|p| p.partition == p0.partition).max().copied().unwrap();
+    let others = first.iter().filter(|p| p.partition != p0.partition).count();
+    assert!(others > 0, "the accounts spread over partitions: {first:?}");
+    let (_, got, _) = read_all(log.reader(EVENTS, &[last_of_p0]).await.unwrap(), others).await;
+    assert!(got.iter().all(|x| x.position.partition != p0.partition), "{:?}", got.iter().map(|x| x.position).collect::<Vec<_>>());
+    // No position: only what comes next; its start names where it began.
+    let live = log.reader(EVENTS, &[]).await.unwrap();
+    let start = live.reader_start();
+    assert!(!start.is_empty(), "the head of the partitions with records: {start:?}");
+    let second = log.append(AppendBatch { events: round(2), state: vec![] }).await.unwrap().positions;
+    let (keys, got, _) = read_all(live, 9).await;
+    assert!(keys.iter().all(|k| k.ends_with("/2")), "{keys:?}");
+    let mut want: Vec<Position> = second.clone();
+    want.sort();
+    let mut have: Vec<Position> = got.iter().map(|x| x.position).collect();
+    have.sort();
+    assert_eq!(have, want);
+    // Nothing registered with the broker as a group.
+    let info = log.info().await.unwrap();
+    assert!(info.groups.iter().all(|g| !g.group.ends_with(".reader")), "{:?}", info.groups);
+}

@@ -16,6 +16,7 @@ fn rec(offset: u64) -> LogRecord {
         via: Via::Rest,
         observed_at: Utc::now(),
         post: None,
+        counts_refresh: false,
     };
     LogRecord::from_event(Position { partition: 0, offset }, Utc::now(), ev)
 }

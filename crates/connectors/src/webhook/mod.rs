@@ -7,10 +7,11 @@
 //!   ([`client::sign`]); the timestamp is the attempt's, so receivers can
 //!   refuse old replays. The secret is never logged.
 //! * **Idempotency.** `Idempotency-Key` is derived from what the request
-//!   carries (an event's key, kind and version fingerprint; a batch's items'
-//!   keys), the same on every attempt and after a restart, so a receiver
-//!   that remembers keys gets each event once although delivery is
-//!   at-least-once.
+//!   carries (an event's key, kind and version fingerprint — plus the counts
+//!   and their observation time for a counts refresh, so successive refreshes
+//!   of one version are kept apart; a batch's items' keys), the same on every
+//!   attempt and after a restart, so a receiver that remembers keys gets each
+//!   event once although delivery is at-least-once.
 //! * **Concurrency and order.** Up to `delivery.max_in_flight` requests (4 by
 //!   default) are in flight; a request waits until every earlier request
 //!   carrying an event of the same account was answered (delivered or
@@ -28,8 +29,10 @@
 //!   dead-letter everything). Any other answer (4xx, 3xx) dead-letters the
 //!   request's records with the status and the start of the response body.
 //! * **Presets.** Discord and Slack get one message per created or edited
-//!   post; deletions and boosts' removals have no message (skipped, counted
-//!   `skipped`); records that are not posts are dead-lettered.
+//!   post; deletions, boosts' removals and refreshes of a post's counts
+//!   (`updated` events marked `counts_refresh`, from the engagement refresh:
+//!   not edits) have no message (skipped, counted `skipped`); records that
+//!   are not posts are dead-lettered.
 
 pub mod client;
 pub mod config;
@@ -183,10 +186,20 @@ impl WebhookSink {
 }
 
 /// The idempotency key of one record and the key its order is kept by: for
-/// an event, its key, kind and version fingerprint, and its account; for any
-/// other record (a processor's output), its payload and its partition.
+/// an event, its key, kind and version fingerprint (and, for a refresh of
+/// the counts, the counts and when they were observed: two refreshes of one
+/// version are two events), and its account; for any other record (a
+/// processor's output), its payload and its partition.
 fn identity(r: &LogRecord) -> (String, String) {
     match r.event() {
+        Ok(ev) if ev.counts_refresh => {
+            let counts =
+                ev.post.as_ref().map(|p| &p.counts).map(|c| {
+                    format!("{} {} {} {} {}", c.replies, c.reblogs, c.favourites, c.observed_at.timestamp_micros(), c.observed_by)
+                });
+            let parts = [ev.key.as_str(), ev.kind.as_str(), &ev.fingerprint(), "counts", counts.as_deref().unwrap_or("")];
+            (digest_key(parts), ev.account.clone())
+        }
         Ok(ev) => (digest_key([ev.key.as_str(), ev.kind.as_str(), &ev.fingerprint()]), ev.account.clone()),
         Err(_) => (digest_key([&*r.payload]), format!("partition:{}", r.position.partition)),
     }
@@ -200,6 +213,8 @@ fn plan_preset(format: WebhookFormat, r: &LogRecord) -> Planned {
         }
     };
     let post = match (&ev.kind, &ev.post) {
+        // A refresh of the counts is no edit: no "(edited)" message.
+        (EventKind::Updated, Some(_)) if ev.counts_refresh => return Planned::Skip(r.position),
         (EventKind::Created | EventKind::Updated, Some(p)) => p,
         _ => return Planned::Skip(r.position),
     };

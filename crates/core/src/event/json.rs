@@ -18,7 +18,7 @@ use crate::post::{Account, BioTags, BoostOf, Counts, Emoji, InReplyTo, Media, Me
 
 /// `serde_json::to_string(event)`, appended to `out`, faster.
 pub fn write_event(out: &mut String, ev: &Event) {
-    let Event { kind, key, account, status_id, instance, source, via, observed_at, post } = ev;
+    let Event { kind, key, account, status_id, instance, source, via, observed_at, post, counts_refresh } = ev;
     let mut o = Obj::new(out);
     o.raw_str("kind", kind.as_str());
     o.str("key", key);
@@ -31,6 +31,9 @@ pub fn write_event(out: &mut String, ev: &Event) {
     if let Some(p) = post {
         o.key("post");
         write_post(o.out, p);
+    }
+    if *counts_refresh {
+        o.bool("counts_refresh", true);
     }
     o.end();
 }

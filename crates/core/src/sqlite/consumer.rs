@@ -154,6 +154,15 @@ impl Consumer for SqliteConsumer {
         }
     }
 
+    fn reader_start(&self) -> Vec<Position> {
+        // A reader has no group; before its first poll its cursor is where it starts.
+        if self.group.is_empty() {
+            vec![Position { partition: 0, offset: self.cursor() }]
+        } else {
+            Vec::new()
+        }
+    }
+
     async fn commit_with(&mut self, commit: Commit) -> Result<(), LogError> {
         if self.group.is_empty() {
             return Err(LogError::Unsupported("a reader outside consumer groups does not commit".into()));

@@ -62,6 +62,10 @@ pub struct HttpConfig {
     /// Listen on a non-loopback address without a token (the operator says so).
     #[serde(default)]
     pub allow_public: bool,
+    /// Mark the dashboard's sign-in cookie `Secure` (browsers then send it over
+    /// HTTPS only): set it when the server is reached through an HTTPS proxy.
+    #[serde(default)]
+    pub secure_cookie: bool,
     /// A component retrying or paused for longer than this makes `/readyz` fail.
     #[serde(default = "default_stuck_after", with = "fedistream_core::units::duration")]
     pub stuck_after: Duration,

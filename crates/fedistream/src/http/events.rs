@@ -1,11 +1,16 @@
 //! `/api/events`: Server-Sent Events of the log's records as they are appended
 //! — new, edited and deleted posts (`event: created|updated|deleted`), or with
 //! `?topic=NAME` a processor's output (`event: record`). Each event's `id` is
-//! its log position `PARTITION:OFFSET`; a client reconnecting with
+//! the feed's position once that event is read: `PARTITION:OFFSET` for every
+//! partition, comma-separated (`0:41` on the one-partition SQLite log,
+//! `0:17,1:9,2:30` on Kafka) — the event's own position and, for the other
+//! partitions, the last record sent or where the feed started
+//! ([`fedistream_core::Consumer::reader_start`]). A client reconnecting with
 //! `Last-Event-ID` (browsers' `EventSource` do it by themselves) resumes right
-//! after it, losing nothing retention has kept; `?after=PARTITION:OFFSET` does
-//! the same for a first connection (the header wins). Without either the feed
-//! starts at the head. `data` is the line the file channel writes.
+//! after it on every partition, losing nothing retention has kept;
+//! `?after=…` (the same form) does the same for a first connection (the
+//! header wins). Without either the feed starts at the head. `data` is the
+//! line the file channel writes.
 //!
 //! `?format=html` (post events only; the dashboard's feed): `event: post`, and
 //! `data` is `{"id", "kind", "html"}` — the post as the dashboard shows it,
@@ -14,11 +19,12 @@
 //!
 //! The feed reads the log with a reader outside consumer groups
 //! ([`fedistream_core::Log::reader`]): it never slows the pipeline or holds
-//! back retention, and a slow client only falls behind. Logs without such
-//! readers (Kafka) answer 501.
+//! back retention, and a slow client only falls behind. A log without such
+//! readers would answer 501 (both backends have them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -41,8 +47,19 @@ pub fn parse_positions(s: &str) -> Option<Vec<Position>> {
         .collect()
 }
 
-fn to_html_event(rec: &LogRecord) -> Event {
-    let id = format!("{}:{}", rec.position.partition, rec.position.offset);
+/// The positions as an SSE id: `P:O,P:O…` by partition.
+pub fn format_positions(at: impl IntoIterator<Item = (u32, u64)>) -> String {
+    let mut out = String::new();
+    for (p, o) in at {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{p}:{o}");
+    }
+    out
+}
+
+fn to_html_event(rec: &LogRecord, id: String) -> Event {
     let data = match rec.event() {
         Ok(ev) => serde_json::json!({
             "id": super::dashboard::render::dom_id(&ev.key),
@@ -54,9 +71,9 @@ fn to_html_event(rec: &LogRecord) -> Event {
     Event::default().id(id).event("post").data(data.to_string())
 }
 
-fn to_event(rec: &LogRecord, posts: bool) -> Event {
+fn to_event(rec: &LogRecord, posts: bool, id: String) -> Event {
     let name = if posts { rec.event().map(|e| e.kind.as_str()).unwrap_or("record") } else { "record" };
-    Event::default().id(format!("{}:{}", rec.position.partition, rec.position.offset)).event(name).data(rec.to_json_line())
+    Event::default().id(id).event(name).data(rec.to_json_line())
 }
 
 fn error(code: StatusCode, message: String) -> Response {
@@ -69,10 +86,14 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
         None => match q.get("after").map(|a| parse_positions(a)) {
             None => Vec::new(),
             Some(Some(p)) => p,
-            Some(None) => return error(StatusCode::BAD_REQUEST, "after must be PARTITION:OFFSET (as sent in `id`)".into()),
+            Some(None) => {
+                return error(StatusCode::BAD_REQUEST, "after must be PARTITION:OFFSET[,PARTITION:OFFSET…] (as sent in `id`)".into())
+            }
         },
         Some(Some(p)) => p,
-        Some(None) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID must be PARTITION:OFFSET (as sent in `id`)".into()),
+        Some(None) => {
+            return error(StatusCode::BAD_REQUEST, "Last-Event-ID must be PARTITION:OFFSET[,PARTITION:OFFSET…] (as sent in `id`)".into())
+        }
     };
     let html = match q.get("format").map(String::as_str) {
         None | Some("json") => false,
@@ -88,9 +109,21 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
     if html && !posts {
         return error(StatusCode::BAD_REQUEST, "format=html is for posts (no topic)".into());
     }
-    let stream = futures::stream::unfold(reader, |mut r| async move {
+    // Where the feed stands on every partition: each event's id.
+    let at: BTreeMap<u32, u64> = reader.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
+    let stream = futures::stream::unfold((reader, at), move |(mut r, mut at)| async move {
         match r.poll(256, Duration::from_secs(15)).await {
-            Ok(recs) => Some((recs, r)),
+            Ok(recs) => {
+                let events: Vec<_> = recs
+                    .iter()
+                    .map(|rec| {
+                        at.insert(rec.position.partition, rec.position.offset);
+                        let id = format_positions(at.iter().map(|(p, o)| (*p, *o)));
+                        Ok::<_, Infallible>(if html { to_html_event(rec, id) } else { to_event(rec, posts, id) })
+                    })
+                    .collect();
+                Some((events, (r, at)))
+            }
             Err(e) => {
                 // The client reconnects with its Last-Event-ID.
                 tracing::warn!(error = %e, "Event feed: cannot read the log; ending the stream");
@@ -98,10 +131,6 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
             }
         }
     })
-    .flat_map(move |recs| {
-        futures::stream::iter(
-            recs.into_iter().map(move |rec| Ok::<_, Infallible>(if html { to_html_event(&rec) } else { to_event(&rec, posts) })),
-        )
-    });
+    .flat_map(futures::stream::iter);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

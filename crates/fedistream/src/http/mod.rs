@@ -10,19 +10,24 @@
 //! * `/api/status`: what `fedistream status --json` prints.
 //! * `/api/events` ([`events`]): Server-Sent Events of the log's records,
 //!   resumable with `Last-Event-ID`.
+//! * `/login`, `/logout` ([`login`]): a browser's way in when a token is
+//!   required (a form; the session cookie it sets counts as the token).
 //! * `/` ([`dashboard`]): the dashboard page, with `/dashboard/app.js`,
 //!   `/dashboard/app.css` and the charts `/dashboard/chart/NAME.svg`;
 //!   `POST /csp-report` counts Content-Security-Policy violation reports.
 //!
 //! Every response carries the dashboard's Content-Security-Policy and
-//! `nosniff`. Everything but the health endpoints and `/csp-report` requires `Authorization: Bearer <token>`
-//! when `token_env` is set. The handlers read the log's status documents (the
+//! `nosniff`. Everything but the health endpoints, `/login`, `/logout` and
+//! `/csp-report` requires `Authorization: Bearer <token>` or the session
+//! cookie of [`login`] when `token_env` is set (a browser asking for a page
+//! without either is sent to `/login`). The handlers read the log's status documents (the
 //! runtime rewrites them every 2 s), so they work the same for every role and
 //! backend; they never see secrets (status documents hold none).
 
 pub mod dashboard;
 pub mod events;
 pub mod health;
+pub mod login;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -54,6 +59,10 @@ pub struct AppState {
     pub groups: Vec<(String, String)>,
     /// SHA-256 of the bearer token, when one is required.
     pub token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the session cookie's value ([`login::session_value`]), when a token is required.
+    pub session_sha256: Option<[u8; 32]>,
+    /// Mark the session cookie `Secure` (`[http] secure_cookie`).
+    pub secure_cookie: bool,
     /// The Prometheus recorder's handle (`None`: metrics not served).
     pub metrics: Option<::metrics_exporter_prometheus::PrometheusHandle>,
     /// What the dashboard shows (`None`: no dashboard).
@@ -62,7 +71,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn with_token(mut self, token: Option<&str>) -> Self {
-        self.token_sha256 = token.map(|t| Sha256::digest(t.as_bytes()).into());
+        self.token_sha256 = token.map(digest);
+        self.session_sha256 = token.map(|t| Sha256::digest(login::session_value(t)).into());
         self
     }
 }
@@ -77,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard/{file}", get(dashboard::asset))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/login", get(login::form).post(login::submit).layer(axum::extract::DefaultBodyLimit::max(16 * 1024)))
+        .route("/logout", post(login::logout))
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(health::readyz))
         // Browsers send reports without the token; a report is a few hundred bytes.
@@ -86,20 +98,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Bearer-token check; compares digests so the time taken says nothing about
-/// how much of a guess was right.
+/// SHA-256 of a token.
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.trim().as_bytes()).into()
+}
+
+/// Equal digests, in a time that says nothing about how much of a guess was right.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Bearer-token or session-cookie check; compares digests (see [`same`]).
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(want) = s.token_sha256 else {
+    let (Some(want), Some(session)) = (s.token_sha256, s.session_sha256) else {
         return next.run(req).await;
     };
-    let given = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
-    if given.is_some_and(|g| g.iter().zip(want.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0) {
+        .is_some_and(|t| same(&digest(t), &want));
+    let cookie = login::session_of(req.headers()).is_some_and(|c| same(&Sha256::digest(c).into(), &session));
+    if bearer || cookie {
         next.run(req).await
+    } else if req.method() == axum::http::Method::GET
+        && req.uri().path() == "/"
+        && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
+    {
+        // A browser opening the dashboard: to the sign-in form.
+        (StatusCode::SEE_OTHER, [(header::LOCATION, "/login")]).into_response()
     } else {
         (
             StatusCode::UNAUTHORIZED,
@@ -181,6 +209,8 @@ pub async fn start(
         stuck_after: chrono::Duration::from_std(h.stuck_after).unwrap_or(chrono::Duration::MAX),
         groups: cfg.channels.keys().map(|n| (n.clone(), crate::pipeline::channel_group(cfg, n))).collect(),
         token_sha256: None,
+        session_sha256: None,
+        secure_cookie: h.secure_cookie,
         metrics: Some(metrics),
     }
     .with_token(token.as_deref());

@@ -32,6 +32,8 @@ fn state(log: Arc<dyn Log>, expected: &[&str]) -> AppState {
         stuck_after: chrono::Duration::seconds(300),
         groups: vec![("c".into(), "g.c".into())],
         token_sha256: None,
+        session_sha256: None,
+        secure_cookie: false,
         metrics: None,
         dashboard: Some(Arc::new(dashboard::data::Data::new(log, None))),
     }
@@ -144,6 +146,91 @@ async fn the_bearer_token_guards_everything_but_health() {
     let (_, body) = get(&app, "/api/status", Some("t0ken")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["log"]["backend"], "sqlite", "{body}");
+}
+
+/// A browser's way in: the /login form takes the token in a POST body and
+/// sets an HttpOnly, SameSite=Strict cookie that is not the token, which then
+/// opens everything the bearer header opens; a wrong token is refused without
+/// being echoed; /logout clears the cookie.
+#[tokio::test]
+async fn a_browser_signs_in_with_the_token_and_gets_a_cookie_that_is_not_it() {
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]).with_token(Some("s3cret-t0ken")));
+    let post = |path: &str, body: &str| {
+        Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let with_cookie = |path: &str, cookie: &str| Request::builder().uri(path).header("cookie", cookie).body(Body::empty()).unwrap();
+    let text = |resp: axum::response::Response| async move {
+        String::from_utf8(axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap()
+    };
+
+    // A browser opening the dashboard is sent to the form; the form is plain HTML.
+    let open = Request::builder().uri("/").header("accept", "text/html,application/xhtml+xml").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(open).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    let (code, form) = get(&app, "/login", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(form.contains("<form method=\"post\" action=\"/login\">") && form.contains("type=\"password\""), "{form}");
+    assert!(!form.contains("<script") && !form.contains("style="), "nothing inline: {form}");
+
+    // A wrong token: refused, no cookie, not echoed.
+    let resp = app.clone().oneshot(post("/login", "token=guess-123")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().get("set-cookie").is_none());
+    assert!(resp.headers().contains_key("content-security-policy"));
+    assert!(!text(resp).await.contains("guess-123"), "the guess is not echoed");
+
+    // The right one (form-encoded like a browser sends it): a cookie, back to the dashboard.
+    let resp = app.clone().oneshot(post("/login", "token=s3cret%2Dt0ken")).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/"));
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(!text(resp).await.contains("s3cret"));
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.split("; ").any(|a| a == attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "not Secure unless configured: {set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert!(cookie.starts_with("fedistream_session=") && !cookie.contains("s3cret"), "{cookie}");
+    let digest: String = sha2::Sha256::digest(b"s3cret-t0ken").iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!cookie.contains(&digest), "not the token's plain digest either");
+
+    // The cookie opens what the bearer token opens.
+    for path in ["/", "/api/status", "/metrics", "/dashboard/app.js", "/dashboard/chart/hours.svg"] {
+        let resp = app.clone().oneshot(with_cookie(path, &format!("theme=dark; {cookie}"))).await.unwrap();
+        let code = resp.status();
+        // No recorder here: /metrics answers, but not 401.
+        assert_ne!(code, StatusCode::UNAUTHORIZED, "{path}");
+        let body = text(resp).await;
+        assert!(!body.contains("s3cret"), "{path}");
+    }
+    let resp = app.clone().oneshot(with_cookie("/api/events", &cookie)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "the live feed (EventSource sends the cookie)");
+    // A forged or stale cookie does not.
+    let forged = format!("fedistream_session={}", "0".repeat(64));
+    assert_eq!(app.clone().oneshot(with_cookie("/api/status", &forged)).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let other = router(state(log.clone(), &[]).with_token(Some("rotated")));
+    assert_eq!(
+        other.oneshot(with_cookie("/api/status", &cookie)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a new token ends sessions"
+    );
+
+    // Sign out: the cookie is cleared.
+    let resp = app.clone().oneshot(post("/logout", "")).await.unwrap();
+    assert_eq!((resp.status(), resp.headers()["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("fedistream_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+
+    // Behind HTTPS the cookie is Secure.
+    let mut st = state(log.clone(), &[]).with_token(Some("s3cret-t0ken"));
+    st.secure_cookie = true;
+    let resp = router(st).oneshot(post("/login", "token=s3cret-t0ken")).await.unwrap();
+    assert!(resp.headers()["set-cookie"].to_str().unwrap().split("; ").any(|a| a == "Secure"));
 }
 
 /// Run a small pipeline on `log` (so the real code records its metrics and
@@ -329,6 +416,64 @@ async fn the_event_feed_resumes_after_last_event_id_and_goes_on_live() {
 
     let bad = Request::builder().uri("/api/events").header("last-event-id", "yesterday").body(Body::empty()).unwrap();
     assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+}
+
+/// The feed on the Kafka log (a real broker, three partitions): it starts at
+/// the head, every id names every partition, and a client resuming with its
+/// Last-Event-ID gets exactly what followed, on every partition — including
+/// partitions it had seen nothing of.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_feed_on_kafka_resumes_on_every_partition() {
+    use std::collections::BTreeSet;
+
+    use fedistream_core::AppendBatch;
+    use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
+    let mut cfg =
+        KafkaLogConfig::new(fedistream_kafka::testing::brokers(), format!("t-http-sse-{}-{:x}", std::process::id(), rand::random::<u32>()));
+    cfg.partitions = 3;
+    let log: Arc<dyn Log> = KafkaLog::open(cfg).await.unwrap();
+    let app = router(state(log.clone(), &[]));
+    let accounts: Vec<String> = (0..12).map(|i| format!("user{i}@example.org")).collect();
+    let round = |n: u64| accounts.iter().map(|a| created("s", a, n, "x")).collect::<Vec<_>>();
+    let key_of = |data: &str| serde_json::from_str::<serde_json::Value>(data).unwrap()["key"].as_str().unwrap().to_string();
+    let keys = |evs: &[fedistream_core::Event]| evs.iter().map(|e| e.key.clone()).collect::<BTreeSet<_>>();
+
+    // The only partition with records when the feed opens is the one of user0.
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(vec![created("s", &accounts[0], 1, "before")]), state: vec![] })
+        .await
+        .unwrap();
+    // A committed transaction becomes readable once its marker is written
+    // (just after the commit returns): wait for it, or "the head" is before it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log.info().await.unwrap().head.iter().map(|p| p.offset).sum::<u64>() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the first append never became readable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = app.clone().oneshot(Request::builder().uri("/api/events").body(Body::empty()).unwrap()).await.unwrap();
+    if resp.status() != StatusCode::OK {
+        let (code, body) = (resp.status(), axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap());
+        panic!("{code}: {}", String::from_utf8_lossy(&body));
+    }
+    let second = round(2);
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(second.clone()), state: vec![] }).await.unwrap();
+    let (got, keep_open) = sse_events(resp.into_body(), 12).await;
+    assert_eq!(got.iter().map(|(_, _, d)| key_of(d)).collect::<BTreeSet<_>>(), keys(&second), "what came after connecting, nothing before");
+    let parts_of = |id: &str| events::parse_positions(id).unwrap().iter().map(|p| p.partition).collect::<BTreeSet<_>>();
+    assert_eq!(parts_of(&got[11].0), BTreeSet::from([0, 1, 2]), "ids name every partition: {}", got[11].0);
+    drop(keep_open);
+
+    // Resume after the fifth event: the other seven, then what came meanwhile.
+    let third = round(3);
+    log.append(AppendBatch { events: fedistream_core::event::encode_all(third.clone()), state: vec![] }).await.unwrap();
+    let req = Request::builder().uri("/api/events").header("last-event-id", got[4].0.as_str()).body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (again, _keep_open) = sse_events(resp.into_body(), 19).await;
+    let mut want: BTreeSet<String> = got[5..].iter().map(|(_, _, d)| key_of(d)).collect();
+    want.extend(keys(&third));
+    let resumed: Vec<String> = again.iter().map(|(_, _, d)| key_of(d)).collect();
+    assert_eq!(resumed.iter().cloned().collect::<BTreeSet<_>>(), want, "exactly what followed the id");
+    assert_eq!(resumed.len(), want.len(), "each once");
 }
 
 /// A post whose every remote field is hostile.

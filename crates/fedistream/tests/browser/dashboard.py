@@ -8,9 +8,13 @@ answer `ok` after it has posted, edited or deleted the next thing on the fake
 server. Any failed expectation raises (exit status 1, the reason on stderr).
 
 Usage: dashboard.py BASE_URL CHROMIUM SCREENSHOT_PATH
+With DASHBOARD_TOKEN in the environment the server requires that token: the
+browser signs in through the /login form first (its cookie then carries the
+page, its live feed and its charts).
 """
 
 import json
+import os
 import re
 import sys
 import urllib.request
@@ -37,7 +41,10 @@ def pwned(page):
 
 
 def csp_reports(base):
-    text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+    req = urllib.request.Request(base + "/metrics")
+    if os.environ.get("DASHBOARD_TOKEN"):
+        req.add_header("Authorization", "Bearer " + os.environ["DASHBOARD_TOKEN"])
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
     m = re.search(r"^fedistream_csp_reports_total(?:\{[^}]*\})? (\d+(?:\.\d+)?)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
@@ -57,6 +64,20 @@ def main():
             "document.addEventListener('securitypolicyviolation',"
             " e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"
         )
+        token = os.environ.get("DASHBOARD_TOKEN")
+        if token:
+            # No Authorization header from a browser: the dashboard sends it to the form.
+            page.goto(base + "/")
+            assert page.url == base + "/login", page.url
+            page.fill("#token", token)
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert page.url == base + "/", page.url
+            session = [c for c in page.context.cookies() if c["name"] == "fedistream_session"]
+            assert len(session) == 1, page.context.cookies()
+            c = session[0]
+            assert c["httpOnly"] and c["sameSite"] == "Strict" and token not in c["value"], c
+            assert token not in page.url and token not in page.content()
         resp = page.goto(base + "/")
         assert resp.status == 200, resp.status
         csp = resp.headers["content-security-policy"]

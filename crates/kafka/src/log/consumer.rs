@@ -119,7 +119,7 @@ impl KafkaConsumer {
         })
     }
 
-    fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> LogRecord {
+    pub(crate) fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> LogRecord {
         let payload: Arc<str> = match m.payload() {
             Some(p) => String::from_utf8_lossy(p).into(),
             None => "".into(),

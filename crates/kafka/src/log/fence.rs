@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fedistream_core::error::LogError;
+use fedistream_core::event::Position;
 use fedistream_core::log::{AppendBatch, AppendFuture, AppendReceipt, Consumer, Log, LogInfo, StatePut};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -188,6 +189,10 @@ impl Log for FencedLog {
 
     async fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>, LogError> {
         self.log.consumer(topic, group).await
+    }
+
+    async fn reader(&self, topic: &str, after: &[Position]) -> Result<Box<dyn Consumer>, LogError> {
+        self.log.reader(topic, after).await
     }
 
     async fn info(&self) -> Result<LogInfo, LogError> {

@@ -13,6 +13,8 @@
 //! * An append is one Kafka transaction holding the events *and* the state puts
 //!   (the source's checkpoint): consumers read committed only, so after a crash
 //!   either both are there or neither is — the contract of [`Log::append`].
+//! * Live feeds read without a group ([`KafkaReader`], [`Log::reader`]): they
+//!   commit nothing and hold nothing back.
 //! * Each channel is a consumer group; [`Consumer::commit`] commits its offsets,
 //!   and when it carries state, the offsets go into the same transaction as the
 //!   state records (`send_offsets_to_transaction`).
@@ -25,6 +27,7 @@
 mod config;
 mod consumer;
 mod fence;
+mod reader;
 mod state;
 mod txn;
 
@@ -49,6 +52,7 @@ use tracing::{info, warn};
 pub use config::KafkaLogConfig;
 pub use consumer::KafkaConsumer;
 pub use fence::{Fence, FencedLog};
+pub use reader::KafkaReader;
 use state::StateTable;
 use txn::TxnProducer;
 
@@ -702,6 +706,16 @@ impl Log for KafkaLog {
         }
         let c = KafkaConsumer::new(&self.cfg, topic, group, self.state.clone(), self.meta.clone(), self.created.clone()).await?;
         Ok(Box::new(c))
+    }
+
+    async fn reader(&self, topic: &str, after: &[Position]) -> Result<Box<dyn Consumer>, LogError> {
+        if !fedistream_core::log::valid_topic_name(topic) {
+            return Err(LogError::Unsupported(format!("`{topic}` is not a valid topic name")));
+        }
+        if topic != fedistream_core::log::EVENTS {
+            self.ensure_topic(topic).await?;
+        }
+        Ok(Box::new(KafkaReader::open(&self.cfg, &self.cfg.topic(topic), &self.meta, after).await?))
     }
 
     async fn info(&self) -> Result<LogInfo, LogError> {

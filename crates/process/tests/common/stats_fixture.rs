@@ -105,6 +105,7 @@ pub fn event(l: &Line) -> Event {
             via: Via::Stream,
             observed_at: at,
             post: None,
+            counts_refresh: false,
         };
     }
     let (replies, reblogs, favourites, observed_at, observed_by) = l.counts.clone().unwrap_or((0, 0, 0, at, host.to_string()));

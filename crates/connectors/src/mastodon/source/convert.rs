@@ -104,6 +104,7 @@ pub fn deleted_event(source: &str, instance: &str, status_id: &str, index_value:
         via: Via::Stream,
         observed_at: Utc::now(),
         post: None,
+        counts_refresh: false,
     })
 }
 

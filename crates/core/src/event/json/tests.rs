@@ -204,3 +204,19 @@ fn an_encoded_event_keeps_its_json_in_step_with_its_kind() {
         assert_eq!(enc.decode().unwrap(), want);
     }
 }
+
+#[test]
+fn a_counts_refresh_says_so_last_in_its_json_as_serde_would() {
+    let ev = full_event();
+    let plain = crate::event::EncodedEvent::from(ev.clone());
+    assert!(!plain.json().contains("counts_refresh"), "absent when false: {}", plain.json());
+    let refresh = plain.counts_refresh();
+    let mut want = ev;
+    want.kind = EventKind::Updated;
+    want.counts_refresh = true;
+    assert_eq!(&**refresh.json(), serde_json::to_string(&want).unwrap());
+    assert_eq!(encoded(&want), serde_json::to_string(&want).unwrap());
+    assert!(refresh.json().ends_with(",\"counts_refresh\":true}"));
+    assert_eq!(refresh.decode().unwrap(), want);
+    assert!(crate::event::EncodedEvent::from(want).is_counts_refresh(), "kept through an encode");
+}

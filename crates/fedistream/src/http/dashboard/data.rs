@@ -42,13 +42,18 @@ struct Facts {
     mentions: Vec<String>,
 }
 
+/// How long the first read of a fresh post reader waits for records.
+const FIRST_READ_WAIT: Duration = Duration::from_millis(500);
+
 /// The posts read so far.
 #[derive(Default)]
 struct Feed {
     reader: Option<Box<dyn Consumer>>,
-    /// Why posts cannot be read (a log without readers: Kafka).
+    /// Why posts cannot be read (a log without readers outside groups).
     unsupported: Option<String>,
     last: Option<Position>,
+    /// Where the reader stands on every partition (the page's resume point).
+    at: BTreeMap<u32, u64>,
     facts: HashMap<String, Facts>,
     /// (key, article HTML), newest first.
     recent: VecDeque<(String, String)>,
@@ -91,8 +96,8 @@ type Cached = (Instant, Option<Position>, Arc<Summary>);
 /// The live feed as the page shows it.
 pub struct Recent {
     pub articles: Vec<String>,
-    /// The log position the page is current to: the feed resumes after it.
-    pub after: Option<Position>,
+    /// The log positions the page is current to (every partition): the feed resumes after them.
+    pub after: Option<Vec<Position>>,
     pub unsupported: Option<String>,
 }
 
@@ -106,9 +111,17 @@ impl Data {
         if feed.unsupported.is_some() {
             return;
         }
+        // A fresh reader may fetch in the background (Kafka): its first poll
+        // waits a moment, so the first page shows posts rather than an empty
+        // feed that the live feed then fills from the start.
+        let mut wait = Duration::ZERO;
         if feed.reader.is_none() {
-            match self.log.reader(EVENTS, &[Position { partition: 0, offset: 0 }]).await {
-                Ok(r) => feed.reader = Some(r),
+            wait = FIRST_READ_WAIT;
+            match self.log.reader(EVENTS, &fedistream_core::log::from_start()).await {
+                Ok(r) => {
+                    feed.at = r.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
+                    feed.reader = Some(r);
+                }
                 Err(LogError::Unsupported(m)) => {
                     feed.unsupported = Some(m);
                     return;
@@ -123,7 +136,7 @@ impl Data {
         let mut read = 0;
         while read < READ_PER_REQUEST {
             let Some(r) = feed.reader.as_mut() else { return };
-            let recs = match r.poll(4096, Duration::ZERO).await {
+            let recs = match r.poll(4096, std::mem::take(&mut wait)).await {
                 Ok(recs) => recs,
                 Err(e) => {
                     tracing::warn!(error = %e, "Dashboard: cannot read the log; reopening the reader");
@@ -137,6 +150,7 @@ impl Data {
             read += recs.len();
             for rec in recs {
                 feed.last = Some(rec.position);
+                feed.at.insert(rec.position.partition, rec.position.offset);
                 let Ok(ev) = rec.event() else { continue };
                 match (&ev.kind, &ev.post) {
                     (EventKind::Deleted, _) | (_, None) => {
@@ -177,7 +191,13 @@ impl Data {
         self.catch_up(&mut feed).await;
         Recent {
             articles: feed.recent.iter().map(|(_, h)| h.clone()).collect(),
-            after: feed.last.or(Some(Position { partition: 0, offset: 0 })).filter(|_| feed.unsupported.is_none()),
+            after: (feed.unsupported.is_none()).then(|| {
+                if feed.at.is_empty() {
+                    fedistream_core::log::from_start()
+                } else {
+                    feed.at.iter().map(|(p, o)| Position { partition: *p, offset: *o }).collect()
+                }
+            }),
             unsupported: feed.unsupported.clone(),
         }
     }
@@ -224,16 +244,19 @@ impl Data {
     }
 }
 
-/// Every record of a processor's topic (logs without readers: none; the state still has the recent windows).
+/// Every record of a processor's topic that the log has ready (logs without
+/// readers: none; the state still has the recent windows).
 async fn topic_records(log: &dyn Log, topic: &str) -> anyhow::Result<Vec<(u64, String)>> {
-    let mut r = match log.reader(topic, &[Position { partition: 0, offset: 0 }]).await {
+    let mut r = match log.reader(topic, &fedistream_core::log::from_start()).await {
         Ok(r) => r,
         Err(LogError::Unsupported(_)) => return Ok(vec![]),
         Err(e) => return Err(e.into()),
     };
     let mut out = Vec::new();
+    // As for the posts: a fresh reader may still be fetching (Kafka).
+    let mut wait = FIRST_READ_WAIT;
     loop {
-        let recs = r.poll(4096, Duration::ZERO).await?;
+        let recs = r.poll(4096, std::mem::take(&mut wait)).await?;
         if recs.is_empty() {
             return Ok(out);
         }

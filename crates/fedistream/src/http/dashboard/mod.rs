@@ -118,6 +118,10 @@ pub async fn page(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
          <script src=\"/dashboard/app.js\" defer></script></head><body>\
          <header class=\"top\"><h1>fedistream</h1>",
     );
+    if s.token_sha256.is_some() {
+        // Signed in with the cookie of /login (or a bearer token): a way out.
+        h.push_str("<form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>");
+    }
     // Health: every component's state, channels with their lag.
     let snap = crate::status::snapshot(&*s.log).await;
     match &snap {
@@ -212,7 +216,7 @@ pub async fn page(State(s): State<AppState>, Query(q): Query<HashMap<String, Str
             let _ = write!(h, "<p class=\"error\">No live feed on this log: {}</p>", esc(why));
         }
         (None, after) => {
-            let after = after.map(|p| format!("{}:{}", p.partition, p.offset)).unwrap_or_default();
+            let after = after.map(|at| super::events::format_positions(at.iter().map(|p| (p.partition, p.offset)))).unwrap_or_default();
             let _ = write!(
                 h,
                 "<p id=\"feed-state\" role=\"status\">The newest {} posts; new ones appear here while the page is open.</p>\
