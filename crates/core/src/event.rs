@@ -273,6 +273,20 @@ impl LogRecord {
         LogRecord { position, appended_at, payload: payload.into(), decoded: std::sync::Arc::new(decoded) }
     }
 
+    /// The event's kind, read from the head of the stored JSON — the encoder
+    /// writes `kind` first — without decoding the rest (a feed that names each
+    /// record's kind must not pay a full decode per record); a payload in
+    /// another form is decoded.
+    pub fn kind(&self) -> Result<EventKind, crate::error::LogError> {
+        let head = self.payload.strip_prefix("{\"kind\":\"").and_then(|rest| rest.split_once('"')).map(|(k, _)| k);
+        match head {
+            Some("created") => Ok(EventKind::Created),
+            Some("updated") => Ok(EventKind::Updated),
+            Some("deleted") => Ok(EventKind::Deleted),
+            _ => self.event().map(|e| e.kind),
+        }
+    }
+
     /// The event, decoded once. An error means the stored payload is not a valid
     /// event (written by another version, or damaged).
     pub fn event(&self) -> Result<&Event, crate::error::LogError> {

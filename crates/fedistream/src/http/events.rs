@@ -72,7 +72,7 @@ fn to_html_event(rec: &LogRecord, id: String) -> Event {
 }
 
 fn to_event(rec: &LogRecord, posts: bool, id: String) -> Event {
-    let name = if posts { rec.event().map(|e| e.kind.as_str()).unwrap_or("record") } else { "record" };
+    let name = if posts { rec.kind().map(|k| k.as_str()).unwrap_or("record") } else { "record" };
     Event::default().id(id).event(name).data(rec.to_json_line())
 }
 

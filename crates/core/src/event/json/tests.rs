@@ -220,3 +220,25 @@ fn a_counts_refresh_says_so_last_in_its_json_as_serde_would() {
     assert_eq!(refresh.decode().unwrap(), want);
     assert!(crate::event::EncodedEvent::from(want).is_counts_refresh(), "kept through an encode");
 }
+
+#[test]
+fn a_records_kind_is_read_from_the_head_of_its_json_or_decoded() {
+    use crate::event::{LogRecord, Position};
+    let at = Position { partition: 0, offset: 1 };
+    for kind in [EventKind::Created, EventKind::Deleted, EventKind::Updated] {
+        let mut ev = full_event();
+        ev.kind = kind;
+        let rec = LogRecord::new(at, chrono::Utc::now(), encoded(&ev).into());
+        assert_eq!(rec.kind().unwrap(), kind);
+        // Another writer's field order (kind not first): decoded, same answer.
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&encoded(&ev)).unwrap();
+        let k = v.remove("kind").unwrap();
+        v.insert("kind".into(), k);
+        let rec = LogRecord::new(at, chrono::Utc::now(), serde_json::to_string(&v).unwrap().into());
+        assert!(!rec.payload.starts_with("{\"kind\""));
+        assert_eq!(rec.kind().unwrap(), kind);
+    }
+    // Not an event at all: the decode error, not a guess.
+    let rec = LogRecord::new(at, chrono::Utc::now(), "{\"kind\":\"bogus\"}".into());
+    assert!(rec.kind().is_err());
+}
