@@ -119,7 +119,8 @@ struct Created {
 
 #[derive(Serialize, Deserialize)]
 struct FakesReport {
-    /// Requests in the busiest window of the busiest server.
+    /// Requests in the busiest window of the busiest server, per limiter key
+    /// (token or address).
     max_per_window: usize,
     /// 429 answers over all servers.
     throttled: usize,
@@ -202,7 +203,7 @@ pub async fn run(s: Scale) -> anyhow::Result<ExitCode> {
         interval.as_secs_f64()
     );
     println!(
-        "  requests    busiest server: {} in one {:?} window (limit {}); 429 answers: {}",
+        "  requests    busiest server: {} in one {:?} window for one token or address (limit {}); 429 answers: {}",
         f.max_per_window, s.window, s.limit, f.throttled
     );
     println!("  CPU         fedistream {:.0} µs per post ({:.2}% of a core over the run)", per_post(r.cpu), r.cpu_share * 100.0);
@@ -392,9 +393,12 @@ pub async fn serve_fakes(servers: usize, accounts: usize, streamed: usize, limit
             let mut throttled = 0;
             let window = window.as_secs().max(1) as i64;
             for fake in &fakes {
-                let mut per: BTreeMap<i64, usize> = BTreeMap::new();
+                // Counted as the server counts: per window and per limiter key —
+                // the reader's token, or the address for anonymous requests (a
+                // streamed server's timeline source reads anonymously).
+                let mut per: BTreeMap<(bool, i64), usize> = BTreeMap::new();
                 for r in fake.requests().iter().filter(|r| r.path.starts_with("/api/") && !r.path.starts_with("/api/v1/streaming")) {
-                    *per.entry(r.at.timestamp().div_euclid(window)).or_default() += 1;
+                    *per.entry((r.authorized, r.at.timestamp().div_euclid(window))).or_default() += 1;
                     throttled += usize::from(r.status == 429);
                 }
                 max_per_window = max_per_window.max(per.values().copied().max().unwrap_or(0));
