@@ -190,6 +190,12 @@ pub(crate) struct Shared {
     path: PathBuf,
     durability: Durability,
     writer: Arc<Mutex<Writer>>,
+    /// Whose turn it is at the writer: callers queue here, as tasks, before a
+    /// blocking thread takes the connection. Without it every waiting caller
+    /// held a blocking-pool thread parked on the mutex — thousands of accounts
+    /// starting at once grew the pool to dozens of threads, each keeping its
+    /// own allocator heap (tens of MiB) and a wake-up per hand-over.
+    turn: tokio::sync::Mutex<()>,
     /// The records of `events` this process appended and a consumer has not read.
     tail: Arc<Mutex<Tail>>,
     /// Last offset of `events`.
@@ -205,6 +211,7 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut Writer) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
+        let _turn = self.turn.lock().await;
         let w = self.writer.clone();
         tokio::task::spawn_blocking(move || f(&mut lock(&w))).await.map_err(blocking_err)?
     }
@@ -348,6 +355,7 @@ impl SqliteLog {
                 path,
                 durability: options.durability,
                 writer,
+                turn: Default::default(),
                 tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
                 head: watch::channel(head).0,
                 topic_heads: Mutex::new(HashMap::new()),
@@ -375,6 +383,7 @@ impl SqliteLog {
                 path,
                 durability: Durability::Process,
                 writer: Arc::new(Mutex::new(Writer { conn, seen })),
+                turn: Default::default(),
                 tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
                 head: watch::channel(head).0,
                 topic_heads: Mutex::new(HashMap::new()),

@@ -178,18 +178,19 @@ impl Consumer for SqliteConsumer {
         if offset.is_none() && state.is_empty() && outputs.is_empty() {
             return Ok(());
         }
-        let (writer, group) = (self.shared.writer.clone(), self.group.clone());
-        let heads = tokio::task::spawn_blocking(move || {
-            lock(&writer).transact(&state, |tx| {
-                if let Some(offset) = offset {
-                    tx.prepare_cached("UPDATE groups SET committed = MAX(committed, ?2), updated_at = ?3 WHERE name = ?1")?
-                        .execute(params![group, offset as i64, Utc::now().timestamp_millis()])?;
-                }
-                write_outputs(tx, outputs)
+        let group = self.group.clone();
+        let heads = self
+            .shared
+            .with_writer(move |w| {
+                w.transact(&state, |tx| {
+                    if let Some(offset) = offset {
+                        tx.prepare_cached("UPDATE groups SET committed = MAX(committed, ?2), updated_at = ?3 WHERE name = ?1")?
+                            .execute(params![group, offset as i64, Utc::now().timestamp_millis()])?;
+                    }
+                    write_outputs(tx, outputs)
+                })
             })
-        })
-        .await
-        .map_err(blocking_err)??;
+            .await?;
         for (topic, last) in heads {
             self.shared.advance_topic(&topic, last);
         }
@@ -200,21 +201,20 @@ impl Consumer for SqliteConsumer {
         if self.group.is_empty() {
             return Err(LogError::Unsupported("a reader outside consumer groups has no lag".into()));
         }
-        let (writer, group, topic) = (self.shared.writer.clone(), self.group.clone(), self.topic.clone());
-        tokio::task::spawn_blocking(move || {
-            let w = lock(&writer);
-            let conn = &w.conn;
-            let committed: i64 = conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![group], |r| r.get(0))?;
-            let head: i64 = match topic {
-                None => conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?,
-                Some(t) => {
-                    conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0)).optional()?.unwrap_or(0)
-                }
-            };
-            Ok::<_, LogError>((head - committed).max(0) as u64)
-        })
-        .await
-        .map_err(blocking_err)?
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        self.shared
+            .with_writer(move |w| {
+                let conn = &w.conn;
+                let committed: i64 = conn.query_row("SELECT committed FROM groups WHERE name = ?1", params![group], |r| r.get(0))?;
+                let head: i64 = match topic {
+                    None => conn.query_row("SELECT COALESCE(MAX(offset), 0) FROM events", [], |r| r.get(0))?,
+                    Some(t) => {
+                        conn.query_row("SELECT last_offset FROM topics WHERE name = ?1", params![t], |r| r.get(0)).optional()?.unwrap_or(0)
+                    }
+                };
+                Ok::<_, LogError>((head - committed).max(0) as u64)
+            })
+            .await
     }
 }
 
