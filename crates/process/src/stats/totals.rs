@@ -114,6 +114,9 @@ pub struct TotalsWindow {
 /// Which scope of which partition.
 pub type ScopeKey = (u32, Scope, String);
 
+/// A window's key and, unless it was evicted, its state.
+pub type ChangedWindow<'a> = ((WindowSize, i64), Option<&'a TotalsWindow>);
+
 impl ScopeState {
     pub fn watermark(&self, rules: &Rules) -> i64 {
         self.newest.map(|n| n.saturating_sub(rules.lateness_ms)).unwrap_or(i64::MIN)
@@ -191,7 +194,7 @@ impl ScopeState {
 
     /// The windows (held: set; evicted: `None`) changed since the last call,
     /// and whether the scope's own entry changed.
-    pub fn take_changed(&mut self) -> (Vec<((WindowSize, i64), Option<&TotalsWindow>)>, bool) {
+    pub fn take_changed(&mut self) -> (Vec<ChangedWindow<'_>>, bool) {
         let changed = std::mem::take(&mut self.changed);
         let meta = std::mem::take(&mut self.meta_changed);
         (changed.into_iter().map(|k| (k, self.windows.get(&k))).collect(), meta)
