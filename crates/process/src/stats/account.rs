@@ -176,11 +176,15 @@ impl AccountState {
             }
         }
         let entry = self.posts.entry(ev.key.clone()).or_default();
-        let (counted_before, sources_before) = (entry.counted(), entry.sources.clone());
+        let counted_before = entry.counted();
         let mut changed = false;
         // A source seen for the first time changes the totals, not the account's record.
         let mut sources_changed = false;
-        if entry.t.is_none() && t.is_some() {
+        // (Sources are only ever added, one per event: the one added, if any.)
+        let mut added_source = None;
+        // First dated event of the post: it enters the window index below.
+        let dated_now = entry.t.is_none() && t.is_some();
+        if dated_now {
             entry.t = t;
             changed = true;
         }
@@ -211,6 +215,7 @@ impl AccountState {
                     if let Err(at) = entry.sources.binary_search(&ev.source) {
                         entry.sources.insert(at, ev.source.clone());
                         sources_changed = true;
+                        added_source = Some(ev.source.as_str());
                     }
                 }
             }
@@ -226,7 +231,7 @@ impl AccountState {
             }
         }
         let deltas = match t {
-            Some(_) if changed || sources_changed => contribution_changes(counted_before, &sources_before, entry),
+            Some(_) if changed || sources_changed => contribution_changes(counted_before, added_source, entry),
             _ => Vec::new(),
         };
         if !changed && sources_changed {
@@ -257,7 +262,9 @@ impl AccountState {
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
         self.changed_posts.insert(ev.key.clone());
         if let Some(t) = t {
-            self.by_time.insert((t, ev.key.clone()));
+            if dated_now {
+                self.by_time.insert((t, ev.key.clone()));
+            }
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);
                 let held = self.windows.contains_key(&(size, start));
@@ -376,20 +383,16 @@ impl AccountState {
 
 /// How one event changed a post's contributions: to the instance (`None`)
 /// and to each source, `+1` or `-1`.
-fn contribution_changes(counted_before: bool, sources_before: &[String], after: &PostEntry) -> Vec<(Option<String>, i64)> {
+fn contribution_changes(counted_before: bool, added_source: Option<&str>, after: &PostEntry) -> Vec<(Option<String>, i64)> {
     let counted_after = after.counted();
     let mut out = Vec::new();
     if counted_after != counted_before {
         out.push((None, if counted_after { 1 } else { -1 }));
     }
-    let mut sources: Vec<&String> = sources_before.iter().chain(&after.sources).collect();
-    sources.sort();
-    sources.dedup();
-    for s in sources {
-        let was = counted_before && sources_before.contains(s);
-        let is = counted_after && after.sources.contains(s);
-        if was != is {
-            out.push((Some(s.clone()), if is { 1 } else { -1 }));
+    for s in &after.sources {
+        let was = counted_before && added_source != Some(s.as_str());
+        if was != counted_after {
+            out.push((Some(s.clone()), if counted_after { 1 } else { -1 }));
         }
     }
     out

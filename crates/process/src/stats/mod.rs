@@ -322,25 +322,49 @@ impl AccountStatsProcessor {
     ) -> (Vec<TotalsRecord>, u64) {
         let mut recs = Vec::new();
         let mut dropped = 0;
-        let instance = account.rsplit_once('@').map_or(account, |(_, host)| host);
-        let scope_of = |source: &Option<String>| match source {
-            None => (partition, Scope::Instance, instance.to_string()),
-            Some(s) => (partition, Scope::Source, s.clone()),
-        };
-        for d in deltas {
-            let key = scope_of(&d.source);
-            let st = self.totals.entry(key.clone()).or_default();
-            dropped += st.apply(&key, account, d, &self.rules, &mut recs) as u64;
-            touched.insert(key);
-        }
         let t = match &ev.post {
-            Some(p) if ev.kind != fedistream_core::event::EventKind::Deleted => p.created_at.unwrap_or(ev.observed_at).timestamp_millis(),
-            _ => return (recs, dropped),
+            Some(p) if ev.kind != fedistream_core::event::EventKind::Deleted => {
+                Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis())
+            }
+            _ => None,
         };
-        for key in [scope_of(&None), scope_of(&Some(ev.source.clone()))] {
-            let st = self.totals.entry(key.clone()).or_default();
-            st.advance(&key, t, &self.rules, &mut recs);
-            touched.insert(key);
+        if deltas.is_empty() && t.is_none() {
+            return (recs, dropped);
+        }
+        let instance = account.rsplit_once('@').map_or(account, |(_, host)| host);
+        // The event's two scopes, keyed once; a delta names one of them (or,
+        // for a post delivered by several sources, another source).
+        let own = [(partition, Scope::Instance, instance.to_string()), (partition, Scope::Source, ev.source.clone())];
+        for d in deltas {
+            let other;
+            let key = match &d.source {
+                None => &own[0],
+                Some(s) if *s == ev.source => &own[1],
+                Some(s) => {
+                    other = (partition, Scope::Source, s.clone());
+                    &other
+                }
+            };
+            let st = match self.totals.get_mut(key) {
+                Some(st) => st,
+                None => self.totals.entry(key.clone()).or_default(),
+            };
+            dropped += st.apply(key, account, d, &self.rules, &mut recs) as u64;
+            if !touched.contains(key) {
+                touched.insert(key.clone());
+            }
+        }
+        if let Some(t) = t {
+            for key in &own {
+                let st = match self.totals.get_mut(key) {
+                    Some(st) => st,
+                    None => self.totals.entry(key.clone()).or_default(),
+                };
+                st.advance(key, t, &self.rules, &mut recs);
+                if !touched.contains(key) {
+                    touched.insert(key.clone());
+                }
+            }
         }
         (recs, dropped)
     }

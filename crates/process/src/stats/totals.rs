@@ -131,11 +131,17 @@ impl ScopeState {
         }
         self.changed.insert((d.size, d.start));
         let w = self.windows.entry((d.size, d.start)).or_insert_with(|| TotalsWindow { end: d.end, ..Default::default() });
-        let n = w.accounts.get(account).copied().unwrap_or(0).saturating_add_signed(d.posts);
-        if n == 0 {
-            w.accounts.remove(account);
-        } else {
-            w.accounts.insert(account.to_string(), n);
+        match w.accounts.get_mut(account) {
+            Some(n) => {
+                *n = n.saturating_add_signed(d.posts);
+                if *n == 0 {
+                    w.accounts.remove(account);
+                }
+            }
+            None if d.posts > 0 => {
+                w.accounts.insert(account.to_string(), d.posts as u64);
+            }
+            None => {}
         }
         w.touched = wm;
         if w.accounts.is_empty() && !w.closed && !w.shown {
