@@ -6,6 +6,8 @@
 //! * `follow-rss` — follow many accounts of a `fake-mastodon` process by polling
 //!   and report the peak RSS of a `fedistream run` child process.
 //! * `http`, `metrics` — what the HTTP server costs ([`crate::bench_http`]).
+//! * `stats-pipeline` — the `pipeline` run with and without an `account_stats`
+//!   processor, alternating rounds: the throughput the statistics cost.
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
 
 use std::io::Write;
@@ -51,6 +53,22 @@ pub enum BenchKind {
         /// Use this JSON Lines file of statuses instead of generating `count` of them.
         #[arg(long)]
         input: Option<PathBuf>,
+    },
+    /// The `pipeline` run with an `account_stats` processor (hour and day
+    /// windows, consuming the events beside the file channel) and without it,
+    /// alternating rounds on the same input after one unmeasured warm-up
+    /// round of each; reports each round, the medians and their ratio.
+    StatsPipeline {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Measured rounds of each.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Working directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Peak RSS of `fedistream run` polling N accounts on a fake-mastodon process.
     FollowRss {
@@ -228,6 +246,7 @@ pub enum BenchKind {
 pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
+        BenchKind::StatsPipeline { count, accounts, rounds, dir } => stats_pipeline(count, accounts, rounds, dir).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         #[cfg(feature = "test-util")]
         BenchKind::Stream { count, accounts, rate, latency_count, transport } => {
@@ -344,9 +363,34 @@ async fn pipeline(
             tmp.0.clone()
         }
     };
+    let (input, count, bytes) = bench_input(&dir, count, accounts, given_input)?;
+    let ReplayMeasured { elapsed, lat, failures, .. } = replay_measure(&input, &dir, count, rate, None).await?;
+    let delivered = lat.len();
+    println!("fedistream bench pipeline");
+    println!("  statuses in        {count} ({:.1} MB, avg {} B)", bytes as f64 / 1e6, bytes / count.max(1) as u64);
+    println!("  offered rate       {}", rate.map(|r| format!("{r}/s")).unwrap_or_else(|| "unpaced".into()));
+    println!("  delivered          {delivered} (the rest: private/direct posts skipped by policy)");
+    println!("  elapsed            {elapsed:.3} s");
+    println!("  throughput         {:.0} statuses/s, {:.1} MB/s", count as f64 / elapsed, bytes as f64 / 1e6 / elapsed);
+    println!(
+        "  latency append→delivered  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        percentile(&lat, 0.50) as f64 / 1000.0,
+        percentile(&lat, 0.99) as f64 / 1000.0,
+        lat.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    println!("  peak RSS           {} MiB", peak_rss_kib(None).unwrap_or(0) / 1024);
+    if !failures.is_empty() {
+        bail!("failures: {failures:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The statuses to replay: `given` (counted), or `count` synthetic ones by
+/// `accounts` authors written to `dir`. Returns the file, the count and bytes.
+fn bench_input(dir: &Path, count: usize, accounts: usize, given: Option<PathBuf>) -> anyhow::Result<(PathBuf, usize, u64)> {
     let mut count = count;
     let mut bytes = 0u64;
-    let input = match given_input {
+    let input = match given {
         Some(p) => {
             use std::io::BufRead;
             let f = std::fs::File::open(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -370,24 +414,47 @@ async fn pipeline(
         }
         f.flush()?;
     }
-    let ReplayMeasured { elapsed, lat, failures } = replay_measure(&input, &dir, count, rate).await?;
-    let delivered = lat.len();
-    println!("fedistream bench pipeline");
-    println!("  statuses in        {count} ({:.1} MB, avg {} B)", bytes as f64 / 1e6, bytes / count.max(1) as u64);
-    println!("  offered rate       {}", rate.map(|r| format!("{r}/s")).unwrap_or_else(|| "unpaced".into()));
-    println!("  delivered          {delivered} (the rest: private/direct posts skipped by policy)");
-    println!("  elapsed            {elapsed:.3} s");
-    println!("  throughput         {:.0} statuses/s, {:.1} MB/s", count as f64 / elapsed, bytes as f64 / 1e6 / elapsed);
-    println!(
-        "  latency append→delivered  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-        percentile(&lat, 0.50) as f64 / 1000.0,
-        percentile(&lat, 0.99) as f64 / 1000.0,
-        lat.last().copied().unwrap_or(0) as f64 / 1000.0
-    );
-    println!("  peak RSS           {} MiB", peak_rss_kib(None).unwrap_or(0) / 1024);
-    if !failures.is_empty() {
-        bail!("failures: {failures:?}");
+    Ok((input, count, bytes))
+}
+
+/// `bench stats-pipeline`: [`replay_measure`] with and without the processor.
+async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let tmp;
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => {
+            tmp = TempDir::new()?;
+            tmp.0.clone()
+        }
+    };
+    let (input, count, _) = bench_input(&dir, count, accounts, None)?;
+    let stats = fedistream_process::stats::AccountStatsConfig::default();
+    println!("fedistream bench stats-pipeline ({count} statuses, {accounts} accounts, {rounds} rounds each)");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        for with in [false, true] {
+            let m = replay_measure(&input, &dir, count, None, with.then_some(&stats)).await?;
+            if !m.failures.is_empty() {
+                bail!("failures: {:?}", m.failures);
+            }
+            let rate = count as f64 / m.elapsed;
+            let what = if with { format!("with account_stats ({} records)", m.stats_records) } else { "without".to_string() };
+            println!("  round {round}{}  {what:<36} {rate:>9.0} statuses/s", if round == 0 { " (warm-up)" } else { "" });
+            if round > 0 {
+                if with { &mut on } else { &mut off }.push(rate);
+            }
+        }
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off, on) = (median(&mut off), median(&mut on));
+    println!("  median without     {off:.0} statuses/s");
+    println!("  median with stats  {on:.0} statuses/s ({:.0} % of without)", on / off * 100.0);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -397,11 +464,20 @@ pub(crate) struct ReplayMeasured {
     /// Append → delivery, sorted, in µs (one per delivered event).
     pub lat: Vec<u64>,
     pub failures: Vec<String>,
+    /// Records the `account_stats` processor wrote (0 without one).
+    pub stats_records: usize,
 }
 
 /// The statuses of `input` (JSON Lines, `count` of them) replayed through parse →
-/// normalise → SQLite log (in `dir`, fresh) → file channel, unpaced or at `rate`.
-pub(crate) async fn replay_measure(input: &Path, dir: &Path, count: usize, rate: Option<f64>) -> anyhow::Result<ReplayMeasured> {
+/// normalise → SQLite log (in `dir`, fresh) → file channel, unpaced or at `rate`;
+/// with `stats`, an `account_stats` processor consumes the events too.
+pub(crate) async fn replay_measure(
+    input: &Path,
+    dir: &Path,
+    count: usize,
+    rate: Option<f64>,
+    stats: Option<&fedistream_process::stats::AccountStatsConfig>,
+) -> anyhow::Result<ReplayMeasured> {
     let _ = std::fs::remove_file(dir.join("log.db"));
     let _ = std::fs::remove_file(dir.join("out.jsonl"));
     let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
@@ -417,9 +493,22 @@ pub(crate) async fn replay_measure(input: &Path, dir: &Path, count: usize, rate:
         samples: samples.clone(),
     };
     let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
+    let mut processors = Vec::new();
+    if let Some(cfg) = stats {
+        // As `pipeline::processors` builds it for `[processors.stats]`.
+        processors.push(fedistream_core::runtime::ProcessorSpec {
+            name: "stats".into(),
+            group: "bench.stats".into(),
+            input: fedistream_core::log::EVENTS.into(),
+            processor: Box::new(fedistream_process::stats::AccountStatsProcessor::new("stats", cfg, "stats").map_err(anyhow::Error::msg)?),
+            batch: fedistream_core::runtime::BatchConfig { max_records: 4096, max_bytes: 64 << 20, linger: Duration::ZERO },
+            retry: fedistream_core::runtime::RetryConfig::default(),
+            dead_letter: DeadLetter::new(dir.join("dead-letter-stats.jsonl")),
+        });
+    }
     let p = Pipeline {
-        log,
-        processors: vec![],
+        log: log.clone(),
+        processors,
         sources: vec![SourceSpec::new(
             "bench",
             Box::new(ReplaySource::new(ReplaySourceConfig {
@@ -441,7 +530,8 @@ pub(crate) async fn replay_measure(input: &Path, dir: &Path, count: usize, rate:
             retry: delivery.retry(),
             dead_letter: DeadLetter::new(dir.join("dead-letter-channel.jsonl")),
         }],
-        options: RuntimeOptions::default(),
+        // The processor may finish after the channel: give it time to drain.
+        options: RuntimeOptions { drain_deadline: Duration::from_secs(3600), ..RuntimeOptions::default() },
         progress: None,
     };
     let started = Instant::now();
@@ -454,7 +544,8 @@ pub(crate) async fn replay_measure(input: &Path, dir: &Path, count: usize, rate:
     if n_out != delivered {
         bail!("file channel holds {n_out} lines but {delivered} events were delivered");
     }
-    Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect() })
+    let stats_records = if stats.is_some() { log.topic_records("stats").await?.len() } else { 0 };
+    Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
 }
 
 struct TempDir(PathBuf);

@@ -1,5 +1,6 @@
 //! `fedistream stats`: an account's activity, or the most active accounts,
-//! tags and languages, from an `account_stats` processor's records in the log.
+//! tags, languages, instances and sources, from an `account_stats`
+//! processor's records in the log.
 //!
 //! What it reads: the processor's output topic (every window it emitted, the
 //! latest revision of each; SQLite log only, as far as retention kept it) and
@@ -20,7 +21,7 @@ use clap::{Args, ValueEnum};
 use fedistream_core::sqlite::SqliteLog;
 use fedistream_core::Log;
 use fedistream_process::stats::record::TopK;
-use fedistream_process::stats::{state_namespace, AccountStatsConfig, StatsRecord, WindowSize};
+use fedistream_process::stats::{state_namespace, AccountStatsConfig, Scope, StatsRecord, TopicRecord, TotalsRecord, WindowSize};
 
 use crate::config::{Config, LogBackend, ProcessorConfig};
 
@@ -43,7 +44,8 @@ pub struct StatsArgs {
     /// `text`: totals and bar charts; `json`: totals and every window's record.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Instead of one account: the most active accounts, the most used tags or languages.
+    /// Instead of one account: the most active accounts, the most used tags or
+    /// languages, or the instances and sources with the most posts.
     #[arg(long, value_enum)]
     pub top: Option<Top>,
     /// How many rows `--top` lists.
@@ -79,6 +81,8 @@ pub enum Top {
     Accounts,
     Tags,
     Languages,
+    Instances,
+    Sources,
 }
 
 pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
@@ -100,9 +104,10 @@ pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
     }
-    let records = load(&cfg, &name, &pcfg).await?;
+    let (records, totals) = load(&cfg, &name, &pcfg).await?;
     let records = select(records, a.window.size(), a.since);
     let out = match (a.top, &a.account) {
+        (Some(top @ (Top::Instances | Top::Sources)), _) => render_top_totals(&totals, top, a.window.size(), a.since, a.limit, a.format),
         (Some(top), _) => render_top(&records, top, a.limit, a.format),
         (None, Some(acct)) => {
             let acct = acct.trim_start_matches('@').to_lowercase();
@@ -118,7 +123,7 @@ pub async fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
             render_account(&acct, &mine, a.format)
         }
         (None, None) => {
-            eprintln!("fedistream: name an account (@user@host) or use --top accounts|tags|languages");
+            eprintln!("fedistream: name an account (@user@host) or use --top accounts|tags|languages|instances|sources");
             return Ok(ExitCode::from(crate::cli::EXIT_INVALID));
         }
     };
@@ -151,8 +156,9 @@ pub fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, Acc
     }
 }
 
-/// Every window the log knows of, latest revision each (state over topic).
-async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
+/// Every window the log knows of, latest revision each (state over topic):
+/// the accounts' and the totals'.
+async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<(Vec<StatsRecord>, Vec<TotalsRecord>)> {
     let (log, topic): (std::sync::Arc<dyn Log>, Vec<_>) = match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
         (LogBackend::Kafka, Some(k)) => (
@@ -168,22 +174,42 @@ async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Re
             (sqlite, topic)
         }
     };
-    windows(&*log, topic, name, pcfg).await
+    all_windows(&*log, topic, name, pcfg).await
 }
 
-/// The windows of processor `name`: its topic's records (`(offset, payload)`,
-/// as far as the log has them) with the windows its state still holds laid
-/// over them, latest revision of each key. The dashboard's charts read them too.
+/// The account windows of processor `name`: its topic's records (`(offset,
+/// payload)`, as far as the log has them) with the windows its state still
+/// holds laid over them, latest revision of each key. The dashboard's charts
+/// read them too.
 pub async fn windows(log: &dyn Log, topic: Vec<(u64, String)>, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
+    Ok(all_windows(log, topic, name, pcfg).await?.0)
+}
+
+/// [`windows`], and the totals windows beside them.
+async fn all_windows(
+    log: &dyn Log,
+    topic: Vec<(u64, String)>,
+    name: &str,
+    pcfg: &AccountStatsConfig,
+) -> anyhow::Result<(Vec<StatsRecord>, Vec<TotalsRecord>)> {
     let rules = pcfg.rules().map_err(anyhow::Error::msg)?;
     let mut by_key: BTreeMap<String, StatsRecord> = BTreeMap::new();
+    let mut totals: BTreeMap<String, TotalsRecord> = BTreeMap::new();
     for (offset, payload) in topic {
-        let rec: StatsRecord =
-            serde_json::from_str(&payload).with_context(|| format!("record {offset} of topic `{name}` is not a stats record"))?;
-        by_key.insert(rec.key.clone(), rec);
+        match TopicRecord::parse(&payload).with_context(|| format!("record {offset} of topic `{name}` is not a stats record"))? {
+            TopicRecord::Account(rec) => by_key.insert(rec.key.clone(), *rec).map(|_| ()),
+            TopicRecord::Totals(t) => totals.insert(t.key.clone(), t).map(|_| ()),
+        };
     }
     let ns = state_namespace(name);
     let entries = log.state_scan(&ns).await.context("reading the processor's state")?;
+    let scopes = fedistream_process::stats::load_totals(&ns, &entries, None).map_err(anyhow::Error::msg)?;
+    for (key, st) in &scopes {
+        for ((size, start), w) in &st.windows {
+            let rec = fedistream_process::stats::totals::record(key, *size, *start, w, w.finals.saturating_sub(1), w.closed, &rules);
+            totals.insert(rec.key.clone(), rec);
+        }
+    }
     let states = fedistream_process::stats::load_states(&ns, entries, None).map_err(anyhow::Error::msg)?;
     for ((_, account), st) in &states {
         let held: Vec<((WindowSize, i64), bool, u32)> =
@@ -193,7 +219,7 @@ pub async fn windows(log: &dyn Log, topic: Vec<(u64, String)>, name: &str, pcfg:
             by_key.insert(rec.key.clone(), rec);
         }
     }
-    Ok(by_key.into_values().collect())
+    Ok((by_key.into_values().collect(), totals.into_values().collect()))
 }
 
 /// The windows of `size` within `since` of the newest one's end, oldest first.
@@ -413,27 +439,55 @@ fn render_top(records: &[StatsRecord], top: Top, limit: usize, format: Format) -
                     *m.entry(k.clone()).or_default() += n;
                 }
             }
+            Top::Instances | Top::Sources => {}
         }
-    }
-    let rows = ranked(m, limit);
-    let what = match top {
-        Top::Accounts => "accounts by posts",
-        Top::Tags => "tags by use",
-        Top::Languages => "languages by posts",
-    };
-    if format == Format::Json {
-        let v: Vec<serde_json::Value> = rows.iter().map(|(k, n)| serde_json::json!({ "name": k, "count": n })).collect();
-        return serde_json::to_string_pretty(&serde_json::json!({ "top": what, "rows": v })).unwrap_or_default() + "\n";
     }
     let (from, to) = (
         records.iter().map(|r| r.start.clone()).min().unwrap_or_default(),
         records.iter().map(|r| r.end.clone()).max().unwrap_or_default(),
     );
+    top_table(m, top, limit, format, &from, &to)
+}
+
+/// The instances or sources with the most posts, from the totals records of
+/// `size` within `since` of the newest one's end (each input partition's
+/// totals added up).
+fn render_top_totals(totals: &[TotalsRecord], top: Top, size: WindowSize, since: Duration, limit: usize, format: Format) -> String {
+    let scope = if top == Top::Instances { Scope::Instance } else { Scope::Source };
+    let mine: Vec<&TotalsRecord> = totals.iter().filter(|t| t.scope == scope && t.window == size).collect();
+    let newest = mine.iter().filter_map(|t| chrono::DateTime::parse_from_rfc3339(&t.end).ok()).map(|t| t.timestamp_millis()).max();
+    let from_ms = newest.unwrap_or(i64::MAX).saturating_sub(since.as_millis().min(i64::MAX as u128) as i64);
+    let mine: Vec<&TotalsRecord> = mine
+        .into_iter()
+        .filter(|t| chrono::DateTime::parse_from_rfc3339(&t.start).is_ok_and(|s| s.timestamp_millis() >= from_ms))
+        .collect();
+    let mut m: BTreeMap<String, u64> = BTreeMap::new();
+    for t in &mine {
+        *m.entry(t.name.clone()).or_default() += t.posts;
+    }
+    let (from, to) =
+        (mine.iter().map(|t| t.start.clone()).min().unwrap_or_default(), mine.iter().map(|t| t.end.clone()).max().unwrap_or_default());
+    top_table(m, top, limit, format, &from, &to)
+}
+
+fn top_table(m: BTreeMap<String, u64>, top: Top, limit: usize, format: Format, from: &str, to: &str) -> String {
+    let rows = ranked(m, limit);
+    let what = match top {
+        Top::Accounts => "accounts by posts",
+        Top::Tags => "tags by use",
+        Top::Languages => "languages by posts",
+        Top::Instances => "instances by posts",
+        Top::Sources => "sources by posts",
+    };
+    if format == Format::Json {
+        let v: Vec<serde_json::Value> = rows.iter().map(|(k, n)| serde_json::json!({ "name": k, "count": n })).collect();
+        return serde_json::to_string_pretty(&serde_json::json!({ "top": what, "rows": v })).unwrap_or_default() + "\n";
+    }
     if rows.is_empty() {
         return "No statistics yet.\n".to_string();
     }
     let shown: Vec<(String, u64)> = rows.into_iter().map(|(k, n)| (if top == Top::Tags { format!("#{k}") } else { k }, n)).collect();
-    format!("Top {what}, {} to {}\n{}", day_of(&from), last_day(&to), bars(&shown))
+    format!("Top {what}, {} to {}\n{}", day_of(from), last_day(to), bars(&shown))
 }
 
 fn human(d: Duration) -> String {

@@ -185,6 +185,25 @@ fn check_stats_command(dir: &Path, cfg: &Path) {
     assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "most active first: {rows:?}");
     assert!(!rows.iter().any(|r| r.0.starts_with("nora@")), "an account with #nobot in its bio is not in the log");
 
+    // The instances' totals add up the same posts, each under its account's host.
+    let (s, out, err) = run_to_end(
+        dir,
+        "stats-top-instances",
+        &["stats", "--config", cfg, "--top", "instances", "--since", "365d", "--format", "json", "--limit", "100"],
+    );
+    assert!(s.success(), "{err}");
+    let instances: std::collections::BTreeMap<String, u64> = serde_json::from_str::<Value>(&out).unwrap()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["count"].as_u64().unwrap()))
+        .collect();
+    let mut by_host: std::collections::BTreeMap<String, u64> = Default::default();
+    for (acct, n) in &want {
+        *by_host.entry(acct.rsplit_once('@').unwrap().1.to_string()).or_default() += n;
+    }
+    assert_eq!(instances, by_host, "posts per instance");
+
     let (s, _, err) = run_to_end(dir, "stats-none", &["stats", "--config", cfg, "@nobody@nowhere.example"]);
     assert!(!s.success());
     assert!(err.contains("no day windows of nobody@nowhere.example"), "{err}");

@@ -213,3 +213,43 @@ fn open_windows_are_emitted_early_when_asked_and_only_when_changed() {
     let flags: Vec<(bool, u64)> = hour.iter().map(|r| (r["final"].as_bool().unwrap(), r["posts"].as_u64().unwrap())).collect();
     assert_eq!(flags, vec![(false, 1), (false, 2), (true, 2)]);
 }
+
+/// The totals records (`scope:name/window/start/p<partition>`) of a scope, in
+/// emission order, as (revision, final, posts, accounts).
+fn totals_of(recs: &[serde_json::Value], key: &str) -> Vec<(u64, bool, u64, u64)> {
+    of(recs, key)
+        .iter()
+        .map(|r| {
+            (r["revision"].as_u64().unwrap(), r["final"].as_bool().unwrap(), r["posts"].as_u64().unwrap(), r["accounts"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn instance_and_source_totals_follow_posts_deletes_and_late_events() {
+    let recs = golden("totals");
+    // Closed with ada's and cy's posts (cy's second deleted before), then
+    // ada's only post deleted (one active account less), then cy's late post.
+    assert_eq!(
+        totals_of(&recs, "instance:social.example/hour/2026-03-02T09:00:00Z/p0"),
+        vec![(0, true, 2, 2), (1, true, 1, 1), (2, true, 2, 1)]
+    );
+    // bo's only post of the hour was deleted before the hour closed: as if it
+    // had never been (the same as when the delete arrives first).
+    assert_eq!(totals_of(&recs, "instance:poets.example/hour/2026-03-02T09:00:00Z/p0"), vec![]);
+    // A source counts the posts it delivered: home had ada's, cy's (and bo's, deleted) ...
+    assert_eq!(totals_of(&recs, "source:home/hour/2026-03-02T09:00:00Z/p0"), vec![(0, true, 2, 2), (1, true, 1, 1), (2, true, 2, 1)]);
+    // ... timeline only ada's (a second delivery of a post counted by home), until it was deleted.
+    assert_eq!(totals_of(&recs, "source:timeline/hour/2026-03-02T09:00:00Z/p0"), vec![(0, true, 1, 1), (1, true, 0, 0)]);
+    // The day: ada's later post, cy's first, third and late one.
+    let day = totals_of(&recs, "instance:social.example/day/2026-03-02T00:00:00Z/p0");
+    assert_eq!(day, vec![(0, true, 4, 2)]);
+    assert_eq!(totals_of(&recs, "instance:poets.example/day/2026-03-02T00:00:00Z/p0"), vec![(0, true, 1, 1)]);
+    // Every totals record names its scope, and an instance's never counts an account of another.
+    for r in recs.iter().filter(|r| r.get("scope").is_some()) {
+        assert!(
+            r["key"].as_str().unwrap().starts_with(&format!("{}:{}/", r["scope"].as_str().unwrap(), r["name"].as_str().unwrap())),
+            "{r}"
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! Property: any permutation of an event stream in which no event is later
 //! than the allowed lateness (relative to the newest event before it), with
 //! any events delivered more than once, gives the same final statistics as the
-//! sorted, deduplicated stream — byte for byte.
+//! sorted, deduplicated stream — byte for byte: the accounts' records and the
+//! per-instance and per-source totals (posts come through two sources, some
+//! through both).
 
 #[path = "common/stats_fixture.rs"]
 mod fixture;
@@ -28,6 +30,8 @@ struct Gen {
     edited: bool,
     deleted: bool,
     favourites: u64,
+    /// Also delivered by the second source.
+    both_sources: bool,
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -40,8 +44,9 @@ fn gen() -> impl Strategy<Value = Gen> {
         any::<bool>(),
         prop::bool::weighted(0.15),
         0..5u64,
+        prop::bool::weighted(0.25),
     )
-        .prop_map(|(account, minute, lang, tags, reply, edited, deleted, favourites)| Gen {
+        .prop_map(|(account, minute, lang, tags, reply, edited, deleted, favourites, both_sources)| Gen {
             account,
             minute,
             lang,
@@ -50,6 +55,7 @@ fn gen() -> impl Strategy<Value = Gen> {
             edited,
             deleted,
             favourites,
+            both_sources,
         })
 }
 
@@ -59,7 +65,9 @@ fn base() -> DateTime<Utc> {
 
 /// The events of the stream, each with its event time (minutes), in sorted order.
 fn events(posts: &[Gen]) -> Vec<(i64, Event)> {
-    let accts = ["ada@social.example", "bo@poets.example", "cy@art.example"];
+    // Two accounts on one instance, so its totals add up more than one.
+    let accts = ["ada@social.example", "bo@poets.example", "cy@social.example"];
+    let sources = ["home", "timeline"];
     let langs = ["en", "de", "pt"];
     let tags = ["rust", "art", "music", "news"];
     let mut out = Vec::new();
@@ -80,9 +88,14 @@ fn events(posts: &[Gen]) -> Vec<(i64, Event)> {
                 _ => Some("zed@other.example".into()),
             },
             counts: Some((0, 1, g.favourites, at + Duration::minutes(5), "social.example".into())),
+            source: Some(sources[g.account % 2].into()),
             ..Default::default()
         };
         out.push((g.minute, fixture::event(&line)));
+        if g.both_sources {
+            let other = Line { source: Some(sources[(g.account + 1) % 2].into()), ..line.clone() };
+            out.push((g.minute, fixture::event(&other)));
+        }
         if g.edited {
             let edit = Line {
                 kind: Some("updated".into()),

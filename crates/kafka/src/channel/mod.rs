@@ -319,8 +319,8 @@ impl KafkaChannel {
 
     /// A stats record as Avro, keyed by its upsert key.
     fn prepare_stats(&self, rec: &LogRecord) -> Result<Prepared, String> {
-        let r: fedistream_process::stats::StatsRecord =
-            serde_json::from_str(&rec.payload).map_err(|e| format!("not a stats record (the account_stats processor's output): {e}"))?;
+        let r = fedistream_process::stats::TopicRecord::parse(&rec.payload)
+            .map_err(|e| format!("not a stats record (the account_stats processor's output): {e}"))?;
         let Some(id) = self.schema_id else {
             // `write` checks this before preparing anything.
             return Err("the schema is not registered".into());
@@ -329,7 +329,7 @@ impl KafkaChannel {
         let schema_version = avro::SCHEMA_VERSION.to_string();
         let headers =
             OwnedHeaders::new_with_capacity(1).insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) });
-        Ok(Prepared { key: r.key, value: Some(value), headers })
+        Ok(Prepared { key: r.key().to_string(), value: Some(value), headers })
     }
 
     fn delivery_error(&mut self, index: usize, e: &KafkaError) -> SinkError {

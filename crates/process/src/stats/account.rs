@@ -86,6 +86,17 @@ pub struct PostEntry {
     /// The watermark when the entry last changed (evicts undated tombstones).
     #[serde(default)]
     pub touched: i64,
+    /// The configured sources that delivered a version of it, sorted (the
+    /// per-source totals count the post once in each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+impl PostEntry {
+    /// Whether the post counts in its windows (dated, a version seen, not deleted).
+    fn counted(&self) -> bool {
+        self.t.is_some() && self.facts.is_some() && !self.deleted
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -107,6 +118,21 @@ pub struct Applied {
     pub changed: bool,
     /// Windows the event could not be applied to (evicted).
     pub late_dropped: u64,
+    /// How the event changed the account's counted posts per window, for the
+    /// per-instance and per-source totals ([`super::totals`]).
+    pub deltas: Vec<Delta>,
+}
+
+/// A change of one account's counted posts in one window: `+1` when a post
+/// starts counting (for a source: when that source first delivers it), `-1`
+/// when a counted post is deleted. `source: None` is the account's instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub size: WindowSize,
+    pub start: i64,
+    pub end: i64,
+    pub source: Option<String>,
+    pub posts: i64,
 }
 
 impl AccountState {
@@ -150,8 +176,15 @@ impl AccountState {
             }
         }
         let entry = self.posts.entry(ev.key.clone()).or_default();
+        let counted_before = entry.counted();
         let mut changed = false;
-        if entry.t.is_none() && t.is_some() {
+        // A source seen for the first time changes the totals, not the account's record.
+        let mut sources_changed = false;
+        // (Sources are only ever added, one per event: the one added, if any.)
+        let mut added_source = None;
+        // First dated event of the post: it enters the window index below.
+        let dated_now = entry.t.is_none() && t.is_some();
+        if dated_now {
             entry.t = t;
             changed = true;
         }
@@ -179,6 +212,11 @@ impl AccountState {
                         entry.observed = Some(obs);
                         changed = true;
                     }
+                    if let Err(at) = entry.sources.binary_search(&ev.source) {
+                        entry.sources.insert(at, ev.source.clone());
+                        sources_changed = true;
+                        added_source = Some(ev.source.as_str());
+                    }
                 }
             }
             _ => {
@@ -189,6 +227,26 @@ impl AccountState {
                     entry.facts = None;
                     entry.observed = None;
                     changed = true;
+                }
+            }
+        }
+        let deltas = match t {
+            Some(_) if changed || sources_changed => contribution_changes(counted_before, added_source, entry),
+            _ => Vec::new(),
+        };
+        if !changed && sources_changed {
+            entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
+            self.changed_posts.insert(ev.key.clone());
+            out.changed = true;
+        }
+        if let Some(t) = t {
+            for &size in &rules.sizes {
+                let (start, end) = rules.calendar.window(size, t);
+                if !self.windows.contains_key(&(size, start)) && self.floor.get(&size).is_some_and(|f| end <= *f) {
+                    continue;
+                }
+                for (source, posts) in &deltas {
+                    out.deltas.push(Delta { size, start, end, source: source.clone(), posts: *posts });
                 }
             }
         }
@@ -204,7 +262,9 @@ impl AccountState {
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
         self.changed_posts.insert(ev.key.clone());
         if let Some(t) = t {
-            self.by_time.insert((t, ev.key.clone()));
+            if dated_now {
+                self.by_time.insert((t, ev.key.clone()));
+            }
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);
                 let held = self.windows.contains_key(&(size, start));
@@ -319,6 +379,23 @@ impl AccountState {
     pub fn held_windows(&self) -> impl Iterator<Item = (&(WindowSize, i64), &WindowMeta)> {
         self.windows.iter()
     }
+}
+
+/// How one event changed a post's contributions: to the instance (`None`)
+/// and to each source, `+1` or `-1`.
+fn contribution_changes(counted_before: bool, added_source: Option<&str>, after: &PostEntry) -> Vec<(Option<String>, i64)> {
+    let counted_after = after.counted();
+    let mut out = Vec::new();
+    if counted_after != counted_before {
+        out.push((None, if counted_after { 1 } else { -1 }));
+    }
+    for s in &after.sources {
+        let was = counted_before && added_source != Some(s.as_str());
+        if was != counted_after {
+            out.push((Some(s.clone()), if counted_after { 1 } else { -1 }));
+        }
+    }
+    out
 }
 
 /// A map with tuple keys as a JSON list of `[key, value]` pairs.

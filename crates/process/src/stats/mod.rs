@@ -16,6 +16,7 @@
 pub mod account;
 pub mod facts;
 pub mod record;
+pub mod totals;
 pub mod window;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,7 +32,35 @@ use serde::{Deserialize, Serialize};
 
 pub use account::{AccountState, Rules};
 pub use record::StatsRecord;
+pub use totals::{Scope, TotalsRecord};
 pub use window::{Calendar, WindowSize};
+
+use totals::{ScopeKey, ScopeState};
+
+/// A record of the processor's topic: an account's window, or a scope's totals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicRecord {
+    Account(Box<StatsRecord>),
+    Totals(TotalsRecord),
+}
+
+impl TopicRecord {
+    /// Decode a record of the topic. Totals records start with `scope` and
+    /// allow no other fields, so an account record fails that at its second field.
+    pub fn parse(payload: &str) -> Result<TopicRecord, serde_json::Error> {
+        match serde_json::from_str::<TotalsRecord>(payload) {
+            Ok(t) => Ok(TopicRecord::Totals(t)),
+            Err(_) => serde_json::from_str(payload).map(|r| TopicRecord::Account(Box::new(r))),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            TopicRecord::Account(r) => &r.key,
+            TopicRecord::Totals(t) => &t.key,
+        }
+    }
+}
 
 /// `[processors.NAME] type = "account_stats"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +171,7 @@ pub struct AccountStatsProcessor {
     output: String,
     ns: String,
     accounts: BTreeMap<(u32, String), AccountState>,
+    totals: BTreeMap<ScopeKey, ScopeState>,
     status: Option<Status>,
 }
 
@@ -198,6 +228,33 @@ pub fn load_states(
     Ok(accounts)
 }
 
+/// The per-instance and per-source totals from the entries of a processor's
+/// namespace `ns` (those of `partitions`; all with `None`).
+pub fn load_totals(ns: &str, entries: &[(String, String)], partitions: Option<&[u32]>) -> Result<BTreeMap<ScopeKey, ScopeState>, String> {
+    let mut scopes: BTreeMap<ScopeKey, ScopeState> = BTreeMap::new();
+    for (k, v) in entries {
+        let Some((key, window)) = totals::parse_state_key(k) else {
+            continue;
+        };
+        if partitions.is_some_and(|ps| !ps.contains(&key.0)) {
+            continue;
+        }
+        let bad = |e: serde_json::Error| format!("state {ns}/{k} is not statistics totals: {e}");
+        match window {
+            None => {
+                let st: ScopeState = serde_json::from_str(v).map_err(bad)?;
+                let slot = scopes.entry(key).or_default();
+                slot.newest = st.newest;
+                slot.floor = st.floor;
+            }
+            Some(w) => {
+                scopes.entry(key).or_default().windows.insert(w, serde_json::from_str(v).map_err(bad)?);
+            }
+        }
+    }
+    Ok(scopes)
+}
+
 impl AccountStatsProcessor {
     pub fn new(name: &str, cfg: &AccountStatsConfig, output: &str) -> Result<Self, String> {
         Ok(AccountStatsProcessor {
@@ -206,6 +263,7 @@ impl AccountStatsProcessor {
             output: output.to_string(),
             ns: state_namespace(name),
             accounts: BTreeMap::new(),
+            totals: BTreeMap::new(),
             status: None,
         })
     }
@@ -222,8 +280,15 @@ impl AccountStatsProcessor {
     /// Replace the in-memory state by `entries` of the processor's namespace
     /// (those of `partitions`; all with `None`).
     pub fn load(&mut self, entries: Vec<(String, String)>, partitions: Option<&[u32]>) -> Result<(), ProcessorError> {
-        self.accounts = load_states(&self.ns, entries, partitions).map_err(|e| ProcessorError::new(ErrorKind::Internal, e))?;
+        let internal = |e| ProcessorError::new(ErrorKind::Internal, e);
+        self.totals = load_totals(&self.ns, &entries, partitions).map_err(internal)?;
+        self.accounts = load_states(&self.ns, entries, partitions).map_err(internal)?;
         Ok(())
+    }
+
+    /// The totals of one scope (tests and tools).
+    pub fn scope(&self, partition: u32, scope: Scope, name: &str) -> Option<&ScopeState> {
+        self.totals.get(&(partition, scope, name.to_string()))
     }
 
     fn push(&self, out: &mut ProcessorOutput, rec: &StatsRecord) {
@@ -233,6 +298,96 @@ impl AccountStatsProcessor {
             // Serialising plain data with string keys cannot fail.
             payload: serde_json::to_string(rec).unwrap_or_default().into(),
         });
+    }
+
+    fn push_totals(&self, out: &mut ProcessorOutput, recs: Vec<TotalsRecord>) {
+        for rec in recs {
+            out.records.push(OutputRecord {
+                topic: self.output.clone(),
+                key: rec.key.clone(),
+                payload: serde_json::to_string(&rec).unwrap_or_default().into(),
+            });
+        }
+    }
+
+    /// Feed the totals stage with what one event did to an account: its deltas,
+    /// then the event's time to the scopes it belongs to.
+    fn apply_totals(
+        &mut self,
+        partition: u32,
+        account: &str,
+        ev: &fedistream_core::event::Event,
+        deltas: &[account::Delta],
+        touched: &mut BTreeSet<ScopeKey>,
+    ) -> (Vec<TotalsRecord>, u64) {
+        let mut recs = Vec::new();
+        let mut dropped = 0;
+        let t = match &ev.post {
+            Some(p) if ev.kind != fedistream_core::event::EventKind::Deleted => {
+                Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis())
+            }
+            _ => None,
+        };
+        if deltas.is_empty() && t.is_none() {
+            return (recs, dropped);
+        }
+        let instance = account.rsplit_once('@').map_or(account, |(_, host)| host);
+        // The event's two scopes, keyed once; a delta names one of them (or,
+        // for a post delivered by several sources, another source).
+        let own = [(partition, Scope::Instance, instance.to_string()), (partition, Scope::Source, ev.source.clone())];
+        for d in deltas {
+            let other;
+            let key = match &d.source {
+                None => &own[0],
+                Some(s) if *s == ev.source => &own[1],
+                Some(s) => {
+                    other = (partition, Scope::Source, s.clone());
+                    &other
+                }
+            };
+            let st = match self.totals.get_mut(key) {
+                Some(st) => st,
+                None => self.totals.entry(key.clone()).or_default(),
+            };
+            dropped += st.apply(key, account, d, &self.rules, &mut recs) as u64;
+            if !touched.contains(key) {
+                touched.insert(key.clone());
+            }
+        }
+        if let Some(t) = t {
+            for key in &own {
+                let st = match self.totals.get_mut(key) {
+                    Some(st) => st,
+                    None => self.totals.entry(key.clone()).or_default(),
+                };
+                st.advance(key, t, &self.rules, &mut recs);
+                if !touched.contains(key) {
+                    touched.insert(key.clone());
+                }
+            }
+        }
+        (recs, dropped)
+    }
+
+    /// The state changes of one scope: its own entry and the windows it changed.
+    fn save_totals(&mut self, out: &mut ProcessorOutput, key: &ScopeKey) {
+        let Some(st) = self.totals.get_mut(key) else { return };
+        let (windows, meta) = st.take_changed();
+        for ((size, start), w) in windows {
+            let k = totals::window_state_key(key, size, start);
+            match w {
+                Some(w) => out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(w).unwrap_or_default())),
+                None => out.state.push(StatePut::delete(&self.ns, k)),
+            }
+        }
+        if meta {
+            let k = totals::scope_state_key(key);
+            if st.is_empty() {
+                out.state.push(StatePut::delete(&self.ns, k));
+            } else {
+                out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(st).unwrap_or_default()));
+            }
+        }
     }
 
     /// The state changes of one account: its windows and watermark in one
@@ -274,6 +429,7 @@ impl Processor for AccountStatsProcessor {
 
     fn process(&mut self, batch: &[LogRecord], out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
         let mut touched = BTreeSet::new();
+        let mut scopes = BTreeSet::new();
         let mut dropped = 0;
         for r in batch {
             let ev = match r.event() {
@@ -291,12 +447,18 @@ impl Processor for AccountStatsProcessor {
             for rec in &applied.records {
                 self.push(out, rec);
             }
+            let (totals, totals_dropped) = self.apply_totals(key.0, &key.1, ev, &applied.deltas, &mut scopes);
+            dropped += totals_dropped;
+            self.push_totals(out, totals);
             if applied.changed {
                 touched.insert(key);
             }
         }
         for key in &touched {
             self.save(out, key);
+        }
+        for key in &scopes {
+            self.save_totals(out, key);
         }
         self.count("late_dropped", dropped);
         Ok(())
@@ -323,6 +485,17 @@ impl Processor for AccountStatsProcessor {
                 self.push(out, rec);
             }
             self.save(out, &key);
+        }
+        let keys: Vec<ScopeKey> = self.totals.keys().cloned().collect();
+        for key in keys {
+            let mut recs = Vec::new();
+            if let Some(st) = self.totals.get_mut(&key) {
+                st.emit_open(&key, &rules, &mut recs);
+            }
+            if !recs.is_empty() {
+                self.push_totals(out, recs);
+                self.save_totals(out, &key);
+            }
         }
         Ok(())
     }

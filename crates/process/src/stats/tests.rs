@@ -62,10 +62,30 @@ fn an_undecodable_record_is_rejected_and_the_rest_processed() {
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].0.offset, 1);
     let keys: Vec<&str> = out.state.iter().map(|s| s.key.as_str()).collect();
+    // (The test post's time is the clock's: the windows' starts vary.)
+    let shapes: Vec<String> = keys
+        .iter()
+        .map(|k| match k.split_once(':') {
+            Some((scope, rest)) if k.starts_with('t') => {
+                let (size, rest) = rest.split_once(':').unwrap();
+                format!("{scope}:{size}:<start>/{}", rest.split_once('/').unwrap().1)
+            }
+            _ => k.to_string(),
+        })
+        .collect();
     assert_eq!(
-        keys,
-        vec!["0/ada@social.example/https://social.example/users/ada/statuses/1", "0/ada@social.example"],
-        "the post and the account's windows are written"
+        shapes,
+        vec![
+            "0/ada@social.example/https://social.example/users/ada/statuses/1",
+            "0/ada@social.example",
+            "t0/instance:hour:<start>/social.example",
+            "t0/instance:day:<start>/social.example",
+            "t0/instance/social.example",
+            "t0/source:hour:<start>/s",
+            "t0/source:day:<start>/s",
+            "t0/source/s",
+        ],
+        "the post, the account's windows, and its instance's and source's totals are written"
     );
     // Loading what was written gives the same state back.
     let saved: Vec<(String, String)> = out.state.iter().map(|s| (s.key.clone(), s.value.clone().unwrap())).collect();
@@ -73,9 +93,14 @@ fn an_undecodable_record_is_rejected_and_the_rest_processed() {
     p.load(saved.clone(), Some(&[0])).unwrap();
     assert_eq!(p.account(0, "ada@social.example"), Some(&before));
     assert_eq!(p.account(0, "ada@social.example").unwrap().posts.len(), 1);
+    let totals = p.scope(0, Scope::Instance, "social.example").unwrap();
+    assert_eq!(totals.windows.len(), 2);
+    assert!(totals.windows.values().all(|w| w.accounts.get("ada@social.example") == Some(&1)));
+    assert!(p.scope(0, Scope::Source, "s").is_some());
     // State of partitions this process does not own is not loaded.
     p.load(saved, Some(&[1])).unwrap();
     assert!(p.account(0, "ada@social.example").is_none());
+    assert!(p.scope(0, Scope::Instance, "social.example").is_none());
     assert!(p.load(vec![("0/x@y".into(), "\"text\"".into())], None).is_err(), "damaged state is an error, not a panic");
 }
 

@@ -5,7 +5,8 @@
 //!   "at":"<created_at>", "edited":"<edited_at>", "text":"…", "lang":"en",
 //!   "app":"Tusky", "tags":["rust"], "mentions":["bob@x"], "reply_to":"<acct>",
 //!   "boost_of":"<acct>", "media":1, "cw":"…", "sensitive":true,
-//!   "poll":["yes","no"], "counts":[replies, boosts, favourites, "<observed_at>", "<by>"]}`
+//!   "poll":["yes","no"], "counts":[replies, boosts, favourites, "<observed_at>", "<by>"],
+//!   "source":"<configured source name>"}`
 //! Only `acct`, `id` and (except for deletes) `at` are required; `kind`
 //! defaults to `created`. A line `{"tick":true}` asks for an early emission of
 //! the open windows; a line `{"config":{…}}` (first) configures the processor.
@@ -53,6 +54,9 @@ pub struct Line {
     pub poll: Vec<String>,
     #[serde(default)]
     pub counts: Option<(u64, u64, u64, DateTime<Utc>, String)>,
+    /// The configured source that delivered it (default `fixture`).
+    #[serde(default)]
+    pub source: Option<String>,
     #[serde(default)]
     pub tick: bool,
     #[serde(default)]
@@ -88,6 +92,7 @@ pub fn event(l: &Line) -> Event {
     let uri = format!("https://{host}/users/{user}/statuses/{}", l.id);
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
     let at = l.at.unwrap_or(epoch);
+    let source = l.source.clone().unwrap_or_else(|| "fixture".into());
     let kind = match l.kind.as_deref().unwrap_or("created") {
         "created" => EventKind::Created,
         "updated" => EventKind::Updated,
@@ -101,7 +106,7 @@ pub fn event(l: &Line) -> Event {
             account: l.acct.clone(),
             status_id: l.id.clone(),
             instance: host.to_string(),
-            source: "fixture".into(),
+            source,
             via: Via::Stream,
             observed_at: at,
             post: None,
@@ -156,7 +161,7 @@ pub fn event(l: &Line) -> Event {
         provenance: Provenance { instance: host.to_string(), via: Via::Stream, received_at: at },
     };
     match kind {
-        EventKind::Updated => Event::updated("fixture", post),
-        _ => Event::created("fixture", post),
+        EventKind::Updated => Event::updated(&source, post),
+        _ => Event::created(&source, post),
     }
 }

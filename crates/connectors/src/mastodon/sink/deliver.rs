@@ -8,7 +8,7 @@ use fedistream_core::event::{Event, EventKind};
 use fedistream_core::log::StatePut;
 use fedistream_core::post::{Post, Visibility};
 use fedistream_core::LogRecord;
-use fedistream_process::stats::StatsRecord;
+use fedistream_process::stats::TopicRecord;
 
 use super::config::{MediaMode, Mode};
 use super::{media, render, thread_key, Failure, Mapped, MastodonSink, Opened};
@@ -219,9 +219,16 @@ impl MastodonSink {
     /// skip it (see [`super::digest`]).
     pub(super) async fn handle_digest(&mut self, rec: &LogRecord) -> Result<(), Failure> {
         let Some(digest) = self.cfg.digest.clone() else { return Ok(()) };
-        let r: StatsRecord = serde_json::from_str(&rec.payload).map_err(|e| {
-            Failure::Reject(format!("not a stats record (a digest channel takes an account_stats processor's output): {e}"))
-        })?;
+        let r = match TopicRecord::parse(&rec.payload)
+            .map_err(|e| Failure::Reject(format!("not a stats record (a digest channel takes an account_stats processor's output): {e}")))?
+        {
+            TopicRecord::Account(r) => r,
+            // Digests are of accounts; the per-instance and per-source totals are not posted.
+            TopicRecord::Totals(_) => {
+                opened!(self).status.count("skipped", 1);
+                return Ok(());
+            }
+        };
         if !digest.wants(&r) {
             opened!(self).status.count("skipped", 1);
             return Ok(());

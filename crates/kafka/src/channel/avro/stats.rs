@@ -1,9 +1,11 @@
-//! The Avro form of a stats record ([`StatsRecord`], the `account_stats`
-//! processor's output): the schema (`schemas/stats_record.avsc`, embedded) and
-//! the mapping, written out field by field like the posts' so the schema file
-//! is the one description of the format. Window bounds and the engagement's
-//! observation time become `timestamp-millis`; top lists become arrays of
-//! `{name, count}` records.
+//! The Avro form of a stats record (the `account_stats` processor's output:
+//! an account's window, [`StatsRecord`], or a scope's totals,
+//! [`TotalsRecord`]): the schema (`schemas/stats_record.avsc`, embedded: a
+//! union of the two records, as one topic carries both) and the mapping,
+//! written out field by field like the posts' so the schema file is the one
+//! description of the format. Window bounds and the engagement's observation
+//! time become `timestamp-millis`; top lists become arrays of `{name, count}`
+//! records.
 
 use std::sync::OnceLock;
 
@@ -11,7 +13,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use chrono::DateTime;
 use fedistream_process::stats::record::{Summary, TopK};
-use fedistream_process::stats::StatsRecord;
+use fedistream_process::stats::{StatsRecord, TopicRecord, TotalsRecord};
 
 use super::{long, null, record, s, some, MAGIC};
 
@@ -27,8 +29,12 @@ pub fn schema() -> &'static Schema {
 }
 
 /// The record in the Confluent wire format under registry id `schema_id`.
-pub fn encode(schema_id: u32, r: &StatsRecord) -> Result<Vec<u8>, String> {
-    let datum = apache_avro::to_avro_datum(schema(), to_value(r)?).map_err(|e| e.to_string())?;
+pub fn encode(schema_id: u32, r: &TopicRecord) -> Result<Vec<u8>, String> {
+    let value = match r {
+        TopicRecord::Account(r) => Value::Union(0, Box::new(to_value(r)?)),
+        TopicRecord::Totals(t) => Value::Union(1, Box::new(totals_value(t)?)),
+    };
+    let datum = apache_avro::to_avro_datum(schema(), value).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(5 + datum.len());
     out.push(MAGIC);
     out.extend_from_slice(&schema_id.to_be_bytes());
@@ -112,6 +118,24 @@ pub fn to_value(r: &StatsRecord) -> Result<Value, String> {
     ]))
 }
 
+/// A totals record as an Avro value of `TotalsRecord`, fields in schema order.
+pub fn totals_value(t: &TotalsRecord) -> Result<Value, String> {
+    Ok(record(vec![
+        ("scope", s(t.scope.as_str())),
+        ("key", s(&t.key)),
+        ("name", s(&t.name)),
+        ("partition", Value::Int(i32::try_from(t.partition).unwrap_or(i32::MAX))),
+        ("window", s(t.window.as_str())),
+        ("zone", s(&t.zone)),
+        ("start", millis("start", &t.start)?),
+        ("end", millis("end", &t.end)?),
+        ("revision", Value::Int(i32::try_from(t.revision).unwrap_or(i32::MAX))),
+        ("final", Value::Boolean(t.is_final)),
+        ("posts", long(t.posts)),
+        ("accounts", long(t.accounts)),
+    ]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,10 +154,11 @@ mod tests {
     #[test]
     fn the_stats_schema_parses_and_encodes_a_record() {
         let r: StatsRecord = serde_json::from_str(RECORD).unwrap();
-        let bytes = encode(7, &r).unwrap();
+        let bytes = encode(7, &TopicRecord::Account(Box::new(r.clone()))).unwrap();
         assert_eq!(&bytes[..5], &[MAGIC, 0, 0, 0, 7]);
         let v = apache_avro::from_avro_datum(schema(), &mut &bytes[5..], None).unwrap();
-        let Value::Record(fields) = v else { panic!("a record") };
+        let Value::Union(0, v) = v else { panic!("the union's first branch") };
+        let Value::Record(fields) = *v else { panic!("a record") };
         let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(get("key"), s(&r.key));
         assert_eq!(get("start"), Value::TimestampMillis(1_793_577_600_000));
@@ -147,8 +172,25 @@ mod tests {
         let mut bare = r.clone();
         bare.engagement.observed_at = None;
         bare.engagement.observed_by = None;
-        assert!(encode(7, &bare).is_ok());
+        assert!(encode(7, &TopicRecord::Account(Box::new(bare.clone()))).is_ok());
         bare.start = "yesterday".into();
-        assert!(encode(7, &bare).unwrap_err().contains("`start`"));
+        assert!(encode(7, &TopicRecord::Account(Box::new(bare))).unwrap_err().contains("`start`"));
+    }
+
+    #[test]
+    fn a_totals_record_is_the_unions_second_branch() {
+        let json = r#"{"scope":"instance","key":"instance:fedi.example.org/day/2026-11-02T00:00:00Z/p0","name":"fedi.example.org",
+ "partition":0,"window":"day","zone":"UTC","start":"2026-11-02T00:00:00Z","end":"2026-11-03T00:00:00Z","revision":0,
+ "final":true,"posts":12,"accounts":3}"#;
+        let r = TopicRecord::parse(json).unwrap();
+        assert!(matches!(r, TopicRecord::Totals(_)));
+        let bytes = encode(7, &r).unwrap();
+        let v = apache_avro::from_avro_datum(schema(), &mut &bytes[5..], None).unwrap();
+        let Value::Union(1, v) = v else { panic!("the union's second branch") };
+        let Value::Record(fields) = *v else { panic!("a record") };
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("scope"), s("instance"));
+        assert_eq!((get("posts"), get("accounts")), (Value::Long(12), Value::Long(3)));
+        assert_eq!(get("start"), Value::TimestampMillis(1_793_577_600_000));
     }
 }
