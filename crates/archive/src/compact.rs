@@ -128,6 +128,31 @@ async fn read_object(archive: &Archive, dataset: &str, rel: &str, columns: Optio
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| internal(archive, &format!("reading {path}"), e))
 }
 
+/// The rows a reader sees in a Parquet dataset (the visible objects' row
+/// counts, from their footers).
+pub async fn visible_rows(archive: &Archive, dataset: &str) -> Result<u64, SinkError> {
+    let manifest = Manifest::read(archive, dataset).await?;
+    let mut rows = 0u64;
+    for rel in archive.list(dataset).await? {
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        if !name.ends_with(".parquet") || parse_part_name(name).is_none() || !manifest.visible(&rel) {
+            continue;
+        }
+        let path = archive.path(&format!("{dataset}/{rel}"));
+        let bytes: Bytes = archive
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| archive.error("read", &path, e))?
+            .bytes()
+            .await
+            .map_err(|e| archive.error("read", &path, e))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| internal(archive, &format!("{path} is not Parquet"), e))?;
+        rows += b.metadata().file_metadata().num_rows() as u64;
+    }
+    Ok(rows)
+}
+
 /// Step 1: finish an earlier run. Returns how many objects it deleted.
 pub async fn cleanup(archive: &Archive, dataset: &str) -> Result<usize, SinkError> {
     let mut manifest = Manifest::read(archive, dataset).await?;
