@@ -29,7 +29,7 @@ use fedistream_core::{Acker, ErrorKind, LogRecord, Position, Sink, SinkContext, 
 
 use crate::config::ArchiveSinkConfig;
 use crate::encode::{encode, same_records, Encoding};
-use crate::layout::{hive_dir, part_name, Held};
+use crate::layout::{hive_dir, part_name, Held, Layout};
 use crate::schema::event_time;
 use crate::store::Archive;
 
@@ -48,6 +48,8 @@ pub struct ArchiveSink {
     events: bool,
     acks: Acker,
     held: Held,
+    /// The posts dataset's directories (the config's `partition_by`).
+    layout: Layout,
     /// Buffered records per (directory, log partition), in log order.
     buffer: BTreeMap<(String, u32), Vec<LogRecord>>,
     buffered_bytes: u64,
@@ -66,6 +68,7 @@ pub const FAILPOINT_AFTER_UPLOAD: &str = "archive_after_upload";
 impl ArchiveSink {
     /// Builds the sink; no I/O until `open`.
     pub fn new(cfg: ArchiveSinkConfig) -> Self {
+        let layout = cfg.layout();
         ArchiveSink {
             cfg,
             archive: None,
@@ -73,6 +76,7 @@ impl ArchiveSink {
             events: true,
             acks: Acker::detached(),
             held: Held::default(),
+            layout,
             buffer: BTreeMap::new(),
             buffered_bytes: 0,
             buffered_since: None,
@@ -101,7 +105,7 @@ impl ArchiveSink {
     /// The directory of a record, or why it cannot be archived.
     fn dir_of(&self, rec: &LogRecord) -> Result<String, String> {
         if self.events {
-            rec.event().map(|ev| hive_dir(event_time(ev))).map_err(|e| e.to_string())
+            rec.event().map(|ev| self.layout.dir(event_time(ev), &ev.instance, &ev.account)).map_err(|e| e.to_string())
         } else {
             serde_json::from_str::<serde::de::IgnoredAny>(&rec.payload).map_err(|e| format!("not JSON: {e}"))?;
             Ok(hive_dir(rec.appended_at))
