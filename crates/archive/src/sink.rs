@@ -35,6 +35,13 @@ use crate::layout::{hive_dir, part_name, Held, Layout};
 use crate::schema::event_time;
 use crate::store::Archive;
 
+/// Buffered records per (directory, log partition), in log order.
+type Groups = BTreeMap<(String, u32), Vec<LogRecord>>;
+
+/// What a background write-out hands back: its objects (none when encoding
+/// failed), and whether they are all stored.
+type WriteOut = (Option<Sealed>, Result<(), SinkError>);
+
 /// Objects ready to upload, and the positions they make durable.
 struct Sealed {
     objects: Vec<(String, Bytes)>,
@@ -53,13 +60,13 @@ pub struct ArchiveSink {
     /// The posts dataset's directories (the config's `partition_by`).
     layout: Layout,
     /// Buffered records per (directory, log partition), in log order.
-    buffer: BTreeMap<(String, u32), Vec<LogRecord>>,
+    buffer: Groups,
     buffered_bytes: u64,
     buffered_since: Option<Instant>,
     sealed: Option<Sealed>,
     /// A write-out by size running in the background (encoding, then
     /// uploading) while the channel buffers what comes next; at most one.
-    running: Option<tokio::task::JoinHandle<(Option<Sealed>, Result<(), SinkError>)>>,
+    running: Option<tokio::task::JoinHandle<WriteOut>>,
     /// The highest position given to the sink per partition (buffered, stored or skipped).
     seen: HashMap<u32, u64>,
     /// The highest position acknowledged as durable per partition.
@@ -122,7 +129,7 @@ impl ArchiveSink {
     }
 
     /// Take the buffer for a write-out: the groups, and the positions they make durable.
-    fn take_buffer(&mut self) -> (BTreeMap<(String, u32), Vec<LogRecord>>, HashMap<u32, u64>) {
+    fn take_buffer(&mut self) -> (Groups, HashMap<u32, u64>) {
         let groups = std::mem::take(&mut self.buffer);
         self.buffered_bytes = 0;
         self.buffered_since = None;
@@ -361,7 +368,7 @@ struct Writer {
 impl Writer {
     /// Encode the groups into objects with their final names (on a blocking
     /// thread: Parquet encoding is CPU work).
-    async fn encode(&self, groups: BTreeMap<(String, u32), Vec<LogRecord>>) -> Result<Vec<(String, Bytes)>, SinkError> {
+    async fn encode(&self, groups: Groups) -> Result<Vec<(String, Bytes)>, SinkError> {
         let (enc, ext, dataset) = (self.enc, self.ext, self.dataset.clone());
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, Bytes)>, String> {
             groups
