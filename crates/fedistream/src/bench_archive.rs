@@ -265,7 +265,7 @@ const DUCKDB_SCRIPT: &str = r#"
 import json, sys, time
 import duckdb
 glob, sql = sys.argv[1], sys.argv[2]
-con = duckdb.connect()
+con = duckdb.connect(config={"enable_progress_bar": False})
 started = time.perf_counter()
 rows = con.execute(sql.replace("{events}", "read_parquet('%s', hive_partitioning = true)" % glob)).fetchall()
 took = time.perf_counter() - started
@@ -333,7 +333,9 @@ pub async fn sql(posts: usize, accounts: usize, rounds: usize, dir: Option<PathB
         if !out.status.success() {
             bail!("DuckDB: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("DuckDB's answer")?;
+        let answer = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value =
+            serde_json::from_str(answer.lines().last().unwrap_or_default()).with_context(|| format!("DuckDB's answer: {answer}"))?;
         let d = v["seconds"].as_f64().unwrap_or(f64::NAN);
         duck.push(d);
         duck_wall.push(wall);
