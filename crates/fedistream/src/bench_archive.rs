@@ -265,7 +265,8 @@ const DUCKDB_SCRIPT: &str = r#"
 import json, sys, time
 import duckdb
 glob, sql = sys.argv[1], sys.argv[2]
-con = duckdb.connect(config={"enable_progress_bar": False})
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 started = time.perf_counter()
 rows = con.execute(sql.replace("{events}", "read_parquet('%s', hive_partitioning = true)" % glob)).fetchall()
 took = time.perf_counter() - started
