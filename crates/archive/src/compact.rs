@@ -23,7 +23,8 @@
 //! Only objects in the snapshot are ever replaced, so an object the channel
 //! stores meanwhile (a late edit of an old post lands in that post's old
 //! directory) stays, and its rows stay visible; the next run folds it in.
-//! One compaction at a time per dataset (the manifest is not locked).
+//! One compaction at a time per dataset: [`compact`] holds the dataset's
+//! lease ([`crate::lease`]) from its first step to its last.
 //!
 //! What is kept, per post (`key`): across every visible object outside the
 //! expired directories, its latest event by log position. In a rewritten
@@ -60,6 +61,12 @@ pub struct CompactOptions {
     pub row_group_rows: usize,
     pub multipart_threshold: u64,
     pub multipart_part_bytes: u64,
+    /// Who runs it (named to a second run, which [`compact`] refuses while
+    /// this one holds the dataset's lease, see [`crate::lease`]).
+    pub owner: String,
+    /// How long the lease holds without being renewed (the run renews it
+    /// between its steps; a run that died leaves it this long).
+    pub lease: std::time::Duration,
 }
 
 /// What a run did.
@@ -126,6 +133,31 @@ async fn read_object(archive: &Archive, dataset: &str, rel: &str, columns: Optio
     }
     let reader = b.build().map_err(|e| internal(archive, path.as_ref(), e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| internal(archive, &format!("reading {path}"), e))
+}
+
+/// The rows a reader sees in a Parquet dataset (the visible objects' row
+/// counts, from their footers).
+pub async fn visible_rows(archive: &Archive, dataset: &str) -> Result<u64, SinkError> {
+    let manifest = Manifest::read(archive, dataset).await?;
+    let mut rows = 0u64;
+    for rel in archive.list(dataset).await? {
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        if !name.ends_with(".parquet") || parse_part_name(name).is_none() || !manifest.visible(&rel) {
+            continue;
+        }
+        let path = archive.path(&format!("{dataset}/{rel}"));
+        let bytes: Bytes = archive
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| archive.error("read", &path, e))?
+            .bytes()
+            .await
+            .map_err(|e| archive.error("read", &path, e))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| internal(archive, &format!("{path} is not Parquet"), e))?;
+        rows += b.metadata().file_metadata().num_rows() as u64;
+    }
+    Ok(rows)
 }
 
 /// Step 1: finish an earlier run. Returns how many objects it deleted.
@@ -328,10 +360,29 @@ fn failpoint(name: &str) {
 }
 
 /// The whole run: steps 1 to 4, then the cleanup of what the switch replaced.
+/// Holds the dataset's compaction lease throughout (taken first, renewed
+/// between steps, released at the end, also after an error): a second run
+/// meanwhile fails naming this one.
 pub async fn compact(archive: &Archive, dataset: &str, opts: CompactOptions) -> Result<CompactReport, SinkError> {
+    let mut lease = crate::lease::acquire(archive, dataset, &opts.owner, opts.lease).await?;
+    let result = compact_holding(archive, dataset, opts, &mut lease).await;
+    let released = lease.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn compact_holding(
+    archive: &Archive,
+    dataset: &str,
+    opts: CompactOptions,
+    lease: &mut crate::lease::LeaseGuard,
+) -> Result<CompactReport, SinkError> {
     let mut c = Compaction::prepare(archive, dataset, opts).await?;
+    lease.renew().await?;
     c.write().await?;
     failpoint(FAILPOINT_AFTER_WRITE);
+    lease.renew().await?;
     let mut report = c.switch().await?;
     failpoint(FAILPOINT_AFTER_SWITCH);
     report.objects_removed += cleanup(archive, dataset).await?;

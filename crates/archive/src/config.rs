@@ -84,6 +84,16 @@ pub struct ArchiveSinkConfig {
     /// One request to the store longer than this fails (and is retried).
     #[serde(default = "default_request_timeout", with = "fedistream_core::units::duration")]
     pub request_timeout: Duration,
+    /// Partition levels of the posts dataset below `date=…/hour=…`, in this
+    /// order: `"instance"` (`instance=HOST/`, the server the event was read
+    /// from) and `"bucket"` (`bucket=NN/`, the author hashed into `buckets`
+    /// buckets). Filters on them prune directories in `fedistream sql` and in
+    /// Hive-aware readers. Processor datasets keep `date`/`hour` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<crate::layout::Level>,
+    /// With `partition_by = ["bucket"]`: how many account buckets (2 to 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<u32>,
     /// Keep this much history: `fedistream archive compact` removes the hour
     /// directories that ended longer ago (by event time). Default: keep all.
     #[serde(default, with = "fedistream_core::units::opt_duration", skip_serializing_if = "Option::is_none")]
@@ -115,6 +125,8 @@ fn default_request_timeout() -> Duration {
 }
 
 pub const MIN_PART_BYTES: u64 = 5 << 20;
+/// The most account buckets `buckets` allows.
+pub const MAX_BUCKETS: u32 = 1024;
 
 impl ArchiveSinkConfig {
     /// A local-directory archive with every default.
@@ -138,6 +150,8 @@ impl ArchiveSinkConfig {
             multipart_threshold: default_multipart_threshold(),
             multipart_part_bytes: default_part_bytes(),
             request_timeout: default_request_timeout(),
+            partition_by: Vec::new(),
+            buckets: None,
             retention: None,
             delivery: Default::default(),
         }
@@ -213,6 +227,20 @@ impl ArchiveSinkConfig {
                 ));
             }
         }
+        let by_bucket = self.partition_by.contains(&crate::layout::Level::Bucket);
+        for (i, l) in self.partition_by.iter().enumerate() {
+            if self.partition_by[..i].contains(l) {
+                out.push(("partition_by", format!("`{}` is named twice", l.column())));
+            }
+        }
+        match self.buckets {
+            None if by_bucket => {
+                out.push(("buckets", "missing: partition_by names \"bucket\"; give the number of buckets (2 to 1024)".to_string()))
+            }
+            Some(_) if !by_bucket => out.push(("buckets", "only with partition_by = [..., \"bucket\"]".to_string())),
+            Some(n) if !(2..=MAX_BUCKETS).contains(&n) => out.push(("buckets", format!("{n}: give 2 to {MAX_BUCKETS}"))),
+            _ => {}
+        }
         if self.row_group_rows == 0 {
             out.push(("row_group_rows", "must be more than 0".to_string()));
         }
@@ -220,6 +248,11 @@ impl ArchiveSinkConfig {
             out.push(("multipart_part_bytes", format!("at least {MIN_PART_BYTES} bytes (5 MiB, the S3 minimum)")));
         }
         out
+    }
+
+    /// How the posts dataset's directories are named.
+    pub fn layout(&self) -> crate::layout::Layout {
+        crate::layout::Layout { levels: self.partition_by.clone(), buckets: self.buckets.unwrap_or(1) }
     }
 
     /// The file extension of the objects.

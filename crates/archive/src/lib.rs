@@ -6,7 +6,8 @@
 //! * [`layout`]: Hive-partitioned, deterministic object names.
 //! * [`schema`] and [`encode`]: Parquet (zstd) and JSON Lines objects.
 //! * [`manifest`]: which objects readers see (the switch of a compaction).
-//! * [`compact`]: `fedistream archive compact` (current state, retention).
+//! * [`compact`]: `fedistream archive compact` (current state, retention),
+//!   one run at a time per dataset ([`lease`]).
 //! * [`sink`]: the channel itself (buffering, flushing by size and age,
 //!   acknowledging only what the store holds, resuming without duplicates).
 //! * `sql` (feature `sql`): `fedistream sql` with Apache DataFusion.
@@ -15,6 +16,7 @@ pub mod compact;
 pub mod config;
 pub mod encode;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod schema;
 pub mod sink;

@@ -9,7 +9,9 @@
 //! * A write-out *seals* the buffer: the objects are encoded once, then
 //!   uploaded; a failed upload is retried (the runtime's backoff) with exactly
 //!   the same objects, names and bytes, before anything newer. Records that
-//!   arrive meanwhile wait in a new buffer.
+//!   arrive meanwhile wait in a new buffer. A write-out by size runs in the
+//!   background (one at a time), so the channel keeps reading the log while
+//!   the objects are encoded and stored; by age and at `flush`, it is awaited.
 //! * Names are deterministic from log positions, and `open` lists what the
 //!   archive holds: records redelivered after a crash (uploaded, not committed)
 //!   are recognised and skipped, so a reader never sees a row twice.
@@ -29,15 +31,22 @@ use fedistream_core::{Acker, ErrorKind, LogRecord, Position, Sink, SinkContext, 
 
 use crate::config::ArchiveSinkConfig;
 use crate::encode::{encode, same_records, Encoding};
-use crate::layout::{hive_dir, part_name, Held};
+use crate::layout::{hive_dir, part_name, Held, Layout};
 use crate::schema::event_time;
 use crate::store::Archive;
+
+/// Buffered records per (directory, log partition), in log order.
+type Groups = BTreeMap<(String, u32), Vec<LogRecord>>;
+
+/// What a background write-out hands back: its objects (none when encoding
+/// failed), and whether they are all stored.
+type WriteOut = (Option<Sealed>, Result<(), SinkError>);
 
 /// Objects ready to upload, and the positions they make durable.
 struct Sealed {
     objects: Vec<(String, Bytes)>,
-    /// The next object to upload (earlier ones are stored).
-    next: usize,
+    /// Which objects are stored (a retry uploads the others).
+    stored: Vec<bool>,
     upto: HashMap<u32, u64>,
 }
 
@@ -48,11 +57,16 @@ pub struct ArchiveSink {
     events: bool,
     acks: Acker,
     held: Held,
+    /// The posts dataset's directories (the config's `partition_by`).
+    layout: Layout,
     /// Buffered records per (directory, log partition), in log order.
-    buffer: BTreeMap<(String, u32), Vec<LogRecord>>,
+    buffer: Groups,
     buffered_bytes: u64,
     buffered_since: Option<Instant>,
     sealed: Option<Sealed>,
+    /// A write-out by size running in the background (encoding, then
+    /// uploading) while the channel buffers what comes next; at most one.
+    running: Option<tokio::task::JoinHandle<WriteOut>>,
     /// The highest position given to the sink per partition (buffered, stored or skipped).
     seen: HashMap<u32, u64>,
     /// The highest position acknowledged as durable per partition.
@@ -60,12 +74,16 @@ pub struct ArchiveSink {
     failpoint: bool,
 }
 
+/// Objects of one write-out uploaded at once.
+const UPLOADS: usize = 8;
+
 /// The failpoint name (see the module docs).
 pub const FAILPOINT_AFTER_UPLOAD: &str = "archive_after_upload";
 
 impl ArchiveSink {
     /// Builds the sink; no I/O until `open`.
     pub fn new(cfg: ArchiveSinkConfig) -> Self {
+        let layout = cfg.layout();
         ArchiveSink {
             cfg,
             archive: None,
@@ -73,10 +91,12 @@ impl ArchiveSink {
             events: true,
             acks: Acker::detached(),
             held: Held::default(),
+            layout,
             buffer: BTreeMap::new(),
             buffered_bytes: 0,
             buffered_since: None,
             sealed: None,
+            running: None,
             seen: HashMap::new(),
             durable: HashMap::new(),
             failpoint: false,
@@ -101,23 +121,18 @@ impl ArchiveSink {
     /// The directory of a record, or why it cannot be archived.
     fn dir_of(&self, rec: &LogRecord) -> Result<String, String> {
         if self.events {
-            rec.event().map(|ev| hive_dir(event_time(ev))).map_err(|e| e.to_string())
+            rec.event().map(|ev| self.layout.dir(event_time(ev), &ev.instance, &ev.account)).map_err(|e| e.to_string())
         } else {
             serde_json::from_str::<serde::de::IgnoredAny>(&rec.payload).map_err(|e| format!("not JSON: {e}"))?;
             Ok(hive_dir(rec.appended_at))
         }
     }
 
-    /// Turn the buffer into encoded objects (on a blocking thread: Parquet
-    /// encoding is CPU work).
-    async fn seal(&mut self) -> Result<(), SinkError> {
-        if self.sealed.is_some() || self.buffer.is_empty() {
-            return Ok(());
-        }
+    /// Take the buffer for a write-out: the groups, and the positions they make durable.
+    fn take_buffer(&mut self) -> (Groups, HashMap<u32, u64>) {
         let groups = std::mem::take(&mut self.buffer);
-        let enc = Encoding { format: self.cfg.format, gzip: self.cfg.gzip, row_group_rows: self.cfg.row_group_rows, events: self.events };
-        let ext = self.cfg.extension();
-        let dataset = self.dataset.clone();
+        self.buffered_bytes = 0;
+        self.buffered_since = None;
         let mut upto: HashMap<u32, u64> = HashMap::new();
         for ((_, p), recs) in &groups {
             if let Some(last) = recs.last() {
@@ -125,41 +140,85 @@ impl ArchiveSink {
                 *e = (*e).max(last.position.offset);
             }
         }
-        let encoded = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Bytes)>, String> {
-            groups
-                .into_iter()
-                .map(|((dir, p), recs)| {
-                    let (first, last) = (recs[0].position.offset, recs[recs.len() - 1].position.offset);
-                    let bytes = encode(enc, &recs)?;
-                    Ok((format!("{dataset}/{dir}/{}", part_name(p, first, last, ext)), bytes))
-                })
-                .collect()
+        (groups, upto)
+    }
+
+    /// What a write-out task needs besides the records.
+    fn writer(&self) -> Result<Writer, SinkError> {
+        Ok(Writer {
+            archive: self.archive()?.clone(),
+            enc: Encoding { format: self.cfg.format, gzip: self.cfg.gzip, row_group_rows: self.cfg.row_group_rows, events: self.events },
+            ext: self.cfg.extension(),
+            dataset: self.dataset.clone(),
+            threshold: self.cfg.multipart_threshold,
+            part: self.cfg.multipart_part_bytes,
+            failpoint: self.failpoint,
         })
-        .await
-        .map_err(|e| SinkError::new(ErrorKind::Internal, format!("encoding task failed: {e}")))?
-        .map_err(|e| SinkError::new(ErrorKind::Internal, format!("cannot encode records: {e}")))?;
-        self.buffered_bytes = 0;
-        self.buffered_since = None;
-        self.sealed = Some(Sealed { objects: encoded, next: 0, upto });
+    }
+
+    /// Start writing the buffer out in the background (nothing else may be
+    /// running or waiting for a retry). The task acknowledges what it stored.
+    fn start_write_out(&mut self) -> Result<(), SinkError> {
+        debug_assert!(self.running.is_none() && self.sealed.is_none());
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let w = self.writer()?;
+        let (groups, upto) = self.take_buffer();
+        let acks = self.acks.clone();
+        self.running = Some(tokio::spawn(async move {
+            let objects = match w.encode(groups).await {
+                Ok(o) => o,
+                Err(e) => return (None, Err(e)),
+            };
+            let mut sealed = Sealed { stored: vec![false; objects.len()], objects, upto };
+            let stored = w.upload(&mut sealed).await;
+            if stored.is_ok() {
+                let positions = sealed.upto.iter().map(|(&partition, &offset)| Position { partition, offset }).collect();
+                acks.durable(positions, Vec::new());
+            }
+            (Some(sealed), stored)
+        }));
         Ok(())
     }
 
-    /// Upload what is sealed, then acknowledge it.
+    /// Collect the background write-out once it ended (`wait`: wait for it).
+    /// A failed upload stays sealed for [`ArchiveSink::upload_sealed`] to retry.
+    async fn finish_running(&mut self, wait: bool) -> Result<(), SinkError> {
+        let Some(handle) = self.running.as_mut() else { return Ok(()) };
+        if !wait && !handle.is_finished() {
+            return Ok(());
+        }
+        let result = handle.await;
+        self.running = None;
+        match result {
+            Ok((sealed, Ok(()))) => {
+                // The task acknowledged `upto`; the rest given meanwhile may be durable too (skipped records).
+                for (&p, &o) in sealed.iter().flat_map(|s| &s.upto) {
+                    let d = self.durable.entry(p).or_insert(o);
+                    *d = (*d).max(o);
+                }
+                if self.buffer.is_empty() {
+                    self.acknowledge(self.seen.clone());
+                }
+                Ok(())
+            }
+            Ok((sealed, Err(e))) => {
+                self.sealed = sealed;
+                Err(e)
+            }
+            Err(e) => Err(SinkError::new(ErrorKind::Internal, format!("archive write-out task failed: {e}"))),
+        }
+    }
+
+    /// Upload what is sealed (a failed write-out, retried), then acknowledge it.
     async fn upload_sealed(&mut self) -> Result<(), SinkError> {
-        let Some(sealed) = self.sealed.as_mut() else { return Ok(()) };
-        let archive = self.archive.as_ref().ok_or_else(|| SinkError::new(ErrorKind::Internal, "archive channel used before open"))?;
-        while sealed.next < sealed.objects.len() {
-            let (rel, bytes) = &sealed.objects[sealed.next];
-            let path = archive.path(rel);
-            let started = Instant::now();
-            archive.put_if_absent(&path, bytes.clone(), self.cfg.multipart_threshold, self.cfg.multipart_part_bytes, same_records).await?;
-            tracing::debug!(object = %path, bytes = bytes.len(), took_ms = started.elapsed().as_millis() as u64, "Archive object stored");
-            sealed.next += 1;
+        if self.sealed.is_none() {
+            return Ok(());
         }
-        if self.failpoint {
-            tracing::error!("Failpoint {FAILPOINT_AFTER_UPLOAD}: aborting after the upload, before the acknowledgement");
-            std::process::abort();
-        }
+        let w = self.writer()?;
+        let sealed = self.sealed.as_mut().expect("checked above");
+        w.upload(sealed).await?;
         let sealed = self.sealed.take().expect("checked above");
         // Once nothing is buffered, everything seen is durable (skipped records included).
         let upto = if self.buffer.is_empty() { self.seen.clone() } else { sealed.upto };
@@ -180,12 +239,12 @@ impl ArchiveSink {
         }
     }
 
-    /// Write out the buffer now: seal it (unless an earlier seal is still being
-    /// uploaded) and upload.
+    /// Write out the buffer now and wait for it (after what runs or waits for a retry).
     async fn write_out(&mut self) -> Result<(), SinkError> {
+        self.finish_running(true).await?;
         self.upload_sealed().await?;
-        self.seal().await?;
-        self.upload_sealed().await
+        self.start_write_out()?;
+        self.finish_running(true).await
     }
 
     fn age_reached(&self) -> bool {
@@ -201,6 +260,9 @@ impl Sink for ArchiveSink {
         self.buffered_bytes = 0;
         self.buffered_since = None;
         self.sealed = None;
+        if let Some(h) = self.running.take() {
+            h.abort(); // what it stored is found by the listing below; the rest comes again
+        }
         self.seen.clear();
         self.durable.clear();
         self.acks = ctx.acks.clone();
@@ -251,13 +313,19 @@ impl Sink for ArchiveSink {
             self.buffered_since.get_or_insert_with(Instant::now);
             self.buffer.entry((dir, p)).or_default().push(rec.clone());
         }
-        if all_durable && self.buffer.is_empty() && self.sealed.is_none() {
+        if all_durable && self.buffer.is_empty() && self.sealed.is_none() && self.running.is_none() {
             return Ok(Written::done());
         }
-        if self.sealed.is_some() || self.buffered_bytes >= self.cfg.max_file_bytes {
-            self.write_out().await?;
+        // A write-out that ended: collect it (a failed one is retried next, before anything newer).
+        self.finish_running(false).await?;
+        self.upload_sealed().await?;
+        if self.buffered_bytes >= self.cfg.max_file_bytes {
+            // In the background, so the channel keeps reading while the objects are encoded and
+            // stored; one at a time (a second waits for the first: back-pressure).
+            self.finish_running(true).await?;
+            self.start_write_out()?;
         }
-        if self.buffer.is_empty() && self.sealed.is_none() {
+        if self.buffer.is_empty() && self.sealed.is_none() && self.running.is_none() {
             // Everything given is stored (or skipped): acknowledge the lot.
             self.acknowledge(self.seen.clone());
         }
@@ -269,7 +337,8 @@ impl Sink for ArchiveSink {
     }
 
     async fn tick(&mut self) -> Result<(), SinkError> {
-        if self.sealed.is_some() || self.age_reached() {
+        self.finish_running(false).await?;
+        if self.sealed.is_some() || (self.age_reached() && self.running.is_none()) {
             self.write_out().await?;
         }
         Ok(())
@@ -278,8 +347,83 @@ impl Sink for ArchiveSink {
     async fn flush(&mut self) -> Result<(), SinkError> {
         self.write_out().await?;
         // Records skipped or rejected after the last object count as durable too.
-        if self.buffer.is_empty() && self.sealed.is_none() {
+        if self.buffer.is_empty() && self.sealed.is_none() && self.running.is_none() {
             self.acknowledge(self.seen.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The parts of a write-out that run without the sink: encoding and uploading.
+struct Writer {
+    archive: Archive,
+    enc: Encoding,
+    ext: &'static str,
+    dataset: String,
+    threshold: u64,
+    part: u64,
+    failpoint: bool,
+}
+
+impl Writer {
+    /// Encode the groups into objects with their final names (on a blocking
+    /// thread: Parquet encoding is CPU work).
+    async fn encode(&self, groups: Groups) -> Result<Vec<(String, Bytes)>, SinkError> {
+        let (enc, ext, dataset) = (self.enc, self.ext, self.dataset.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<(String, Bytes)>, String> {
+            groups
+                .into_iter()
+                .map(|((dir, p), recs)| {
+                    let (first, last) = (recs[0].position.offset, recs[recs.len() - 1].position.offset);
+                    let bytes = encode(enc, &recs)?;
+                    Ok((format!("{dataset}/{dir}/{}", part_name(p, first, last, ext)), bytes))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| SinkError::new(ErrorKind::Internal, format!("encoding task failed: {e}")))?
+        .map_err(|e| SinkError::new(ErrorKind::Internal, format!("cannot encode records: {e}")))
+    }
+
+    /// Store the sealed objects not stored yet (the same names and bytes on a
+    /// retry), `UPLOADS` at a time: a seal holds one object per directory and
+    /// log partition, often many small ones, and one request at a time would
+    /// wait for the store's round trips. Their order does not matter (see the
+    /// module docs: a redelivery completes a seal interrupted anywhere).
+    async fn upload(&self, sealed: &mut Sealed) -> Result<(), SinkError> {
+        use futures::StreamExt;
+        let pending: Vec<usize> = (0..sealed.objects.len()).filter(|&i| !sealed.stored[i]).collect();
+        let objects = &sealed.objects;
+        let mut results = futures::stream::iter(pending)
+            .map(|i| async move {
+                let (rel, bytes) = &objects[i];
+                let path = self.archive.path(rel);
+                let started = Instant::now();
+                let r = self.archive.put_if_absent(&path, bytes.clone(), self.threshold, self.part, same_records).await;
+                tracing::debug!(object = %path, bytes = bytes.len(), took_ms = started.elapsed().as_millis() as u64, ok = r.is_ok(), "Archive object stored");
+                (i, r)
+            })
+            .buffer_unordered(UPLOADS);
+        let mut first_err = None;
+        let mut done = Vec::new();
+        while let Some((i, r)) = results.next().await {
+            match r {
+                Ok(()) => done.push(i),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        drop(results);
+        for i in done {
+            sealed.stored[i] = true;
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        if self.failpoint {
+            tracing::error!("Failpoint {FAILPOINT_AFTER_UPLOAD}: aborting after the upload, before the acknowledgement");
+            std::process::abort();
         }
         Ok(())
     }

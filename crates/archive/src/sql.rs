@@ -5,19 +5,22 @@
 //! (a view: the latest event per post, deleted posts left out), and one table
 //! per other dataset directory (a processor's records, e.g. `stats`), each with
 //! the Hive partition columns `date` (DATE) and `hour` (INT) so filters on them
-//! skip whole directories. Parquet archives only (a JSON Lines archive is for
+//! skip whole directories; `events` also with the channel's `partition_by`
+//! levels, `instance` (TEXT, from the directory instead of the file) and
+//! `bucket` (INT). Parquet archives only (a JSON Lines archive is for
 //! other tools).
 
 use std::io::Write;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::{ArchiveSinkConfig, Format};
+use crate::layout::Level;
 use crate::manifest::{Manifest, VisibleStore};
 use crate::schema::{posts_schema, records_schema};
 use crate::store::Archive;
@@ -119,11 +122,28 @@ async fn open(cfg: &ArchiveSinkConfig) -> Result<(SessionContext, Archive, Vec<S
     };
     for d in &datasets {
         let d = d.clone();
-        let (table, schema) = if d == posts_dataset { ("events".to_string(), posts_schema()) } else { (d.clone(), records_schema()) };
+        let mut partition_cols = vec![("date".to_string(), DataType::Date32), ("hour".to_string(), DataType::Int32)];
+        let (table, schema) = if d == posts_dataset {
+            let mut schema = posts_schema();
+            for l in &cfg.partition_by {
+                match l {
+                    // The directory holds the `instance` column's value: the column comes from the path (and prunes).
+                    Level::Instance => {
+                        schema =
+                            Arc::new(Schema::new(schema.fields().iter().filter(|f| f.name() != "instance").cloned().collect::<Vec<_>>()));
+                        partition_cols.push(("instance".into(), DataType::Utf8));
+                    }
+                    Level::Bucket => partition_cols.push(("bucket".into(), DataType::Int32)),
+                }
+            }
+            ("events".to_string(), schema)
+        } else {
+            (d.clone(), records_schema())
+        };
         let url = base.join(&format!("{d}/")).map_err(|e| e.to_string())?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("date".into(), DataType::Date32), ("hour".into(), DataType::Int32)]);
+            .with_table_partition_cols(partition_cols);
         let table_url = ListingTableUrl::parse(url.as_str()).map_err(|e| e.to_string())?;
         let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(schema);
         let provider = ListingTable::try_new(config).map_err(|e| format!("dataset {d}: {e}"))?;

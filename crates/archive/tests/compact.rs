@@ -4,7 +4,8 @@
 //! an object the channel stores after the compaction's listing is kept; a run
 //! interrupted after any step leaves a readable archive without duplicates,
 //! and the next run finishes it; a rerun changes nothing; retention removes
-//! old hour directories.
+//! old hour directories; two runs never interleave (the lease), a stale
+//! lease is taken over by one run only.
 
 mod common;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::*;
 use fedistream_archive::compact::{cleanup, compact, CompactOptions, Compaction};
+use fedistream_archive::lease::{self, LEASE, TAKEOVER};
 use fedistream_archive::manifest::Manifest;
 use fedistream_archive::sql;
 use fedistream_archive::store::Archive;
@@ -23,6 +25,7 @@ use fedistream_core::runtime::{self, RetryConfig};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::testing::post;
 use fedistream_core::{Event, EventKind};
+use object_store::ObjectStoreExt;
 use tokio_util::sync::CancellationToken;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -75,6 +78,8 @@ fn opts(before: &str) -> CompactOptions {
         row_group_rows: 1024,
         multipart_threshold: 32 << 20,
         multipart_part_bytes: 5 << 20,
+        owner: "test run".into(),
+        lease: Duration::from_secs(600),
     }
 }
 
@@ -342,4 +347,77 @@ async fn retention_removes_hour_directories_older_than_the_bound() {
     assert_eq!((r.dirs_expired, r.dirs_rewritten, r.generation), (2, 0, 1), "{r:?}");
     assert_eq!(csv(&cfg, "select status_id from events order by status_id").await, "status_id\n3\n4\n");
     assert_eq!(rows(&cfg, "posts").await.len(), 2, "the old objects are deleted");
+}
+
+/// The lease: a second run while one holds it fails naming the holder and
+/// changes nothing; after the release the run goes ahead and leaves no lease
+/// behind; a stale lease (past its expiry) is taken over by exactly one of
+/// two runs racing for it, and the run it was taken from finds out at its
+/// next step.
+async fn one_compaction_at_a_time(cfg: ArchiveSinkConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+    archive(&cfg, &log, dir.path(), &history()).await;
+    let archive_ = Archive::open(&cfg).unwrap();
+    let before = objects(&cfg, "posts").await;
+
+    let held = lease::acquire(&archive_, "posts", "host-a pid 1", Duration::from_secs(3600)).await.unwrap();
+    let e = compact(&archive_, "posts", opts("2026-12-10T00:00:00Z")).await.expect_err("the lease is held");
+    assert!(e.message.contains("is held by host-a pid 1") && e.message.contains("until"), "{}", e.message);
+    let e = lease::acquire(&archive_, "posts", "host-b", Duration::from_secs(60)).await.expect_err("held");
+    assert!(e.message.contains("host-a pid 1"), "{}", e.message);
+    let during: Vec<String> = objects(&cfg, "posts").await.into_iter().filter(|n| n != LEASE).collect();
+    assert_eq!(during, before, "the refused run changed nothing");
+    held.release().await.unwrap();
+    let r = compact(&archive_, "posts", opts("2026-12-10T00:00:00Z")).await.unwrap();
+    assert_eq!(r.generation, 1, "{r:?}");
+    let names = objects(&cfg, "posts").await;
+    assert!(!names.iter().any(|n| n.contains(LEASE) || n.contains(TAKEOVER)), "released: {names:?}");
+
+    // A run that died: its lease expired. Two runs race to take it over; one wins.
+    let mut dead = lease::acquire(&archive_, "posts", "dead run", Duration::ZERO).await.unwrap();
+    let (a, b) = tokio::join!(
+        lease::acquire(&archive_, "posts", "taker-a", Duration::from_secs(3600)),
+        lease::acquire(&archive_, "posts", "taker-b", Duration::from_secs(3600))
+    );
+    let (winner, loser) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        (a, b) => panic!("exactly one taker wins: {:?} / {:?}", a.map(|g| g.lease().clone()), b.map(|g| g.lease().clone())),
+    };
+    assert!(loser.message.contains("is running"), "{}", loser.message);
+    let e = dead.renew().await.expect_err("the dead run's lease was taken over");
+    assert!(e.message.contains("lost the compaction lease") && e.message.contains(&winner.lease().owner), "{}", e.message);
+    let e = compact(&archive_, "posts", opts("2026-12-10T00:00:00Z")).await.expect_err("the winner holds it");
+    assert!(e.message.contains(&winner.lease().owner), "{}", e.message);
+    winner.release().await.unwrap();
+
+    // A run of this host whose process is gone (killed): its lease is stale before it expires.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let killed = lease::acquire(&archive_, "posts", "killed run", Duration::from_secs(3600)).await.unwrap();
+    let mut l = killed.lease().clone();
+    l.pid = gone;
+    let path = archive_.path(&format!("posts/{LEASE}"));
+    archive_.store.put(&path, serde_json::to_vec(&l).unwrap().into()).await.unwrap();
+    let taker = lease::acquire(&archive_, "posts", "next run", Duration::from_secs(3600)).await.expect("the holder's process is gone");
+    assert_eq!(taker.lease().owner, "next run");
+    taker.release().await.unwrap();
+    compact(&archive_, "posts", opts("2026-12-10T00:00:00Z")).await.unwrap();
+    let names = objects(&cfg, "posts").await;
+    assert!(!names.iter().any(|n| n.contains(LEASE) || n.contains(TAKEOVER)), "released, marker removed: {names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_compaction_at_a_time_per_dataset_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    one_compaction_at_a_time(local_config(&dir.path().join("archive"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_compaction_at_a_time_per_dataset_on_minio() {
+    let endpoint = shared_endpoint();
+    let bucket = random_bucket("lease");
+    create_bucket(&endpoint, &bucket).await;
+    one_compaction_at_a_time(s3_config(&endpoint, &bucket, "history")).await;
 }

@@ -219,6 +219,17 @@ async fn retries(log: &Arc<SqliteLog>) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minio_stopped_mid_run_is_retried_and_nothing_is_lost_or_duplicated() {
+    stopped_mid_run(false).await;
+}
+
+/// The same with every batch over `max_file_bytes`: the write-outs run in the
+/// background, and the one that fails is retried from the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minio_stopped_during_a_background_write_out_is_retried_and_nothing_is_lost_or_duplicated() {
+    stopped_mid_run(true).await;
+}
+
+async fn stopped_mid_run(by_size: bool) {
     let mut minio = Minio::start().await;
     let bucket = random_bucket("stop");
     create_bucket(&minio.endpoint, &bucket).await;
@@ -228,6 +239,10 @@ async fn minio_stopped_mid_run_is_retried_and_nothing_is_lost_or_duplicated() {
     let second: Vec<Event> = (11..=20).map(|n| created("src", "s@example.org", n, "while down")).collect();
     let mut cfg = s3_config(&minio.endpoint, &bucket, "a");
     cfg.max_file_age = Duration::from_millis(200);
+    if by_size {
+        cfg.max_file_bytes = 1;
+        cfg.max_file_age = Duration::from_secs(2);
+    }
     let go = Arc::new(tokio::sync::Semaphore::new(1));
     let source = Box::new(Stepped { batches: vec![first.clone(), second.clone()], go: go.clone() });
     let stop = CancellationToken::new();

@@ -162,3 +162,85 @@ async fn sql_over_an_empty_archive_answers_zero() {
     let cfg = local_config(&dir.path().join("empty"));
     assert_eq!(csv(&cfg, "select count(*) as n from posts").await, "n\n0\n");
 }
+
+/// `partition_by = ["instance", "bucket"]`: the directories gain
+/// `instance=HOST/bucket=NN/`, `events` the columns `instance` (from the
+/// directory) and `bucket`, and a filter on them skips the other directories:
+/// a file there that is not Parquet at all breaks a query without the filter
+/// and not one with it. Compaction keeps the layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prunes_on_instance_and_bucket_partitions() {
+    use fedistream_archive::layout::{account_bucket, Level};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("archive");
+    let mut cfg = local_config(&root);
+    cfg.partition_by = vec![Level::Instance, Level::Bucket];
+    cfg.buckets = Some(4);
+    assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+    let mut evs = events();
+    evs[4].instance = "other.example".into(); // carol's post, read from another server
+    archive(cfg.clone(), &evs).await;
+    check_tables(&cfg).await;
+
+    let b = |acct: &str| account_bucket(acct, 4);
+    let alice = root.join(format!("posts/date=2026-12-07/hour=08/instance=example.org/bucket={:02}", b("alice@example.org")));
+    assert!(std::fs::read_dir(&alice).unwrap().count() >= 1, "{}", alice.display());
+    let carol = root.join(format!("posts/date=2026-12-08/hour=17/instance=other.example/bucket={:02}", b("carol@example.org")));
+    assert_eq!(std::fs::read_dir(&carol).unwrap().count(), 1, "{}", carol.display());
+
+    let mut expected: Vec<(String, u32, u32)> = Vec::new();
+    for (inst, acct) in [("example.org", "alice@example.org"), ("example.org", "alice@example.org"), ("example.org", "bob@example.org")]
+        .into_iter()
+        .chain([("example.org", "bob@example.org"), ("other.example", "carol@example.org")])
+    {
+        match expected.iter_mut().find(|(i, k, _)| i == inst && *k == b(acct)) {
+            Some(e) => e.2 += 1,
+            None => expected.push((inst.to_string(), b(acct), 1)),
+        }
+    }
+    expected.sort();
+    let want: String = expected.iter().map(|(i, k, n)| format!("{i},{k},{n}\n")).collect();
+    assert_eq!(
+        csv(&cfg, "select instance, bucket, count(*) as n from events group by instance, bucket order by instance, bucket").await,
+        format!("instance,bucket,n\n{want}")
+    );
+
+    // A foreign file in a directory of another instance and bucket: read only without the filters.
+    let other_bucket = (b("carol@example.org") + 1) % 4;
+    let junk = root.join(format!("posts/date=2026-12-08/hour=17/instance=junk.example/bucket={other_bucket:02}"));
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("part-0-100-100.parquet"), b"not parquet").unwrap();
+    let ctx = session(&cfg).await.unwrap();
+    assert!(query(&ctx, "select count(*) from events").await.is_err(), "the unfiltered query reads the foreign file");
+    assert_eq!(csv(&cfg, "select count(*) as n from events where instance = 'other.example'").await, "n\n1\n");
+    assert_eq!(
+        csv(&cfg, &format!("select count(*) as n from events where bucket = {} and instance <> 'junk.example'", b("carol@example.org")))
+            .await,
+        format!("n\n{}\n", expected.iter().filter(|e| e.1 == b("carol@example.org")).map(|e| e.2).sum::<u32>())
+    );
+    std::fs::remove_dir_all(&junk).unwrap();
+
+    // Compaction rewrites per directory, levels included: alice's latest version and carol's post remain.
+    let archive_ = fedistream_archive::store::Archive::open(&cfg).unwrap();
+    let opts = fedistream_archive::compact::CompactOptions {
+        before: at("2026-12-10T00:00:00Z"),
+        expire_before: None,
+        row_group_rows: 1024,
+        multipart_threshold: 32 << 20,
+        multipart_part_bytes: 5 << 20,
+        owner: "test".into(),
+        lease: std::time::Duration::from_secs(600),
+    };
+    let r = fedistream_archive::compact::compact(&archive_, "posts", opts).await.unwrap();
+    assert_eq!(r.rows_after, 2, "{r:?}");
+    assert_eq!(
+        csv(&cfg, "select account, instance, bucket from events order by account").await,
+        format!(
+            "account,instance,bucket\nalice@example.org,example.org,{}\ncarol@example.org,other.example,{}\n",
+            b("alice@example.org"),
+            b("carol@example.org")
+        )
+    );
+    let names: Vec<String> = std::fs::read_dir(&carol).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.len() == 1 && names[0].ends_with("-g1.parquet"), "{names:?}");
+}

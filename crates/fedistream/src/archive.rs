@@ -21,8 +21,9 @@ pub enum ArchiveCommand {
     /// table then holds only those). Readers of `fedistream sql` switch from
     /// the old objects to the new ones at once (a manifest); objects the
     /// channel stores meanwhile are kept. Also removes the directories older
-    /// than the channel's `retention` (or --retention). Run one at a time per
-    /// archive; safe to rerun, also after a crash.
+    /// than the channel's `retention` (or --retention). One run at a time per
+    /// dataset (a lease object; a second run fails naming the first); safe to
+    /// rerun, also after a crash.
     Compact(CompactArgs),
 }
 
@@ -46,6 +47,13 @@ pub struct CompactArgs {
     /// `90d`); overrides the channel's `retention`.
     #[arg(long, value_parser = crate::cli::parse_duration)]
     pub retention: Option<Duration>,
+    /// How long the run's lease on the dataset holds unless renewed (the run
+    /// renews it between its steps). A second run meanwhile fails naming this
+    /// one (host, pid); a run that dies leaves the lease until it expires (on
+    /// the same host: until the next run sees the process is gone), then the
+    /// next run takes it over.
+    #[arg(long, default_value = "1h", value_parser = crate::cli::parse_duration)]
+    pub lease: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +87,8 @@ pub async fn run(command: ArchiveCommand) -> anyhow::Result<ExitCode> {
         row_group_rows: channel.row_group_rows,
         multipart_threshold: channel.multipart_threshold,
         multipart_part_bytes: channel.multipart_part_bytes,
+        owner: "fedistream archive compact".into(),
+        lease: a.lease,
     };
     let report = compact(&archive, &a.dataset, opts)
         .await

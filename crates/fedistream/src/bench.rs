@@ -8,6 +8,8 @@
 //! * `http`, `metrics` — what the HTTP server costs ([`crate::bench_http`]).
 //! * `stats-pipeline` — the `pipeline` run with and without an `account_stats`
 //!   processor, alternating rounds: the throughput the statistics cost.
+//! * `archive`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
+//!   ([`crate::bench_archive`]).
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
 
 use std::io::Write;
@@ -230,6 +232,57 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 1000)]
         iterations: usize,
     },
+    /// The archive channel to a local directory against the file channel:
+    /// the pipeline bench (replay → SQLite log → channel) with each,
+    /// alternating rounds on the same input; medians and their ratio.
+    Archive {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Working directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// The archive channel alone to an S3 server (MinIO: `eval "$(scripts/s3
+    /// env)"` for the credentials) — posts/s and bytes/s — beside a plain
+    /// multipart upload of the same bytes with the same client; alternating rounds.
+    ArchiveS3 {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The server (default: FEDISTREAM_S3_ENDPOINT, else http://127.0.0.1:9000).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The bucket (created if missing; default: fedistream-bench-<pid>).
+        #[arg(long)]
+        bucket: Option<String>,
+    },
+    /// `fedistream sql` against DuckDB on the same archive (the pipeline
+    /// writes it once, kept in --dir for reruns): a group-by on account and
+    /// hour, alternating rounds. DuckDB is Python's `duckdb` (--python, else
+    /// FEDISTREAM_PYTHON, as `scripts/python-deps` prints).
+    #[cfg(feature = "sql")]
+    Sql {
+        /// Statuses replayed into the archive.
+        #[arg(long, default_value_t = 1_000_000)]
+        posts: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Where the archive is built and kept (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A Python with the `duckdb` package.
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// Write synthetic statuses as JSON Lines.
     Generate {
         #[arg(long, default_value_t = 100)]
@@ -276,6 +329,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         BenchKind::Http { count, accounts, rounds } => crate::bench_http::http(count, accounts, rounds).await,
         BenchKind::Metrics { accounts, iterations } => crate::bench_http::metrics(accounts, iterations).await,
+        BenchKind::Archive { count, accounts, rounds, dir } => crate::bench_archive::archive(count, accounts, rounds, dir).await,
+        BenchKind::ArchiveS3 { count, accounts, rounds, endpoint, bucket } => {
+            crate::bench_archive::archive_s3(count, accounts, rounds, endpoint, bucket).await
+        }
+        #[cfg(feature = "sql")]
+        BenchKind::Sql { posts, accounts, rounds, dir, python } => crate::bench_archive::sql(posts, accounts, rounds, dir, python).await,
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
@@ -333,6 +392,18 @@ impl Sink for LatencySink {
         s.extend(batch.iter().map(|r| (now - r.appended_at).num_microseconds().unwrap_or(0).max(0) as u64));
         Ok(written)
     }
+    async fn partitions_assigned(&mut self, partitions: &[u32]) -> Result<(), SinkError> {
+        self.inner.partitions_assigned(partitions).await
+    }
+    fn tick_interval(&self) -> Option<Duration> {
+        self.inner.tick_interval()
+    }
+    async fn tick(&mut self) -> Result<(), SinkError> {
+        self.inner.tick().await
+    }
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.inner.flush().await
+    }
     async fn close(&mut self) -> Result<(), SinkError> {
         self.inner.close().await
     }
@@ -364,7 +435,7 @@ async fn pipeline(
         }
     };
     let (input, count, bytes) = bench_input(&dir, count, accounts, given_input)?;
-    let ReplayMeasured { elapsed, lat, failures, .. } = replay_measure(&input, &dir, count, rate, None).await?;
+    let ReplayMeasured { elapsed, lat, failures, .. } = replay_measure(&input, &dir, count, rate, &BenchChannel::File, None).await?;
     let delivered = lat.len();
     println!("fedistream bench pipeline");
     println!("  statuses in        {count} ({:.1} MB, avg {} B)", bytes as f64 / 1e6, bytes / count.max(1) as u64);
@@ -404,15 +475,8 @@ fn bench_input(dir: &Path, count: usize, accounts: usize, given: Option<PathBuf>
         }
         None => dir.join("input.jsonl"),
     };
-    let mut g = Generator::new(1);
     if bytes == 0 {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
-        for _ in 0..count {
-            let s = g.status(accounts);
-            bytes += s.len() as u64 + 1;
-            writeln!(f, "{s}")?;
-        }
-        f.flush()?;
+        bytes = write_input(&input, count, accounts)?;
     }
     Ok((input, count, bytes))
 }
@@ -436,7 +500,7 @@ async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Optio
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
         for with in [false, true] {
-            let m = replay_measure(&input, &dir, count, None, with.then_some(&stats)).await?;
+            let m = replay_measure(&input, &dir, count, None, &BenchChannel::File, with.then_some(&stats)).await?;
             if !m.failures.is_empty() {
                 bail!("failures: {:?}", m.failures);
             }
@@ -468,30 +532,64 @@ pub(crate) struct ReplayMeasured {
     pub stats_records: usize,
 }
 
+/// `count` synthetic statuses (1,000-odd authors at most `accounts`, seed 1)
+/// as JSON Lines at `path`; returns the bytes written.
+pub(crate) fn write_input(path: &Path, count: usize, accounts: usize) -> anyhow::Result<u64> {
+    let mut g = Generator::new(1);
+    let mut bytes = 0u64;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    for _ in 0..count {
+        let s = g.status(accounts);
+        bytes += s.len() as u64 + 1;
+        writeln!(f, "{s}")?;
+    }
+    f.flush()?;
+    Ok(bytes)
+}
+
+/// The channel at the end of the measured pipeline.
+#[derive(Debug, Clone)]
+pub(crate) enum BenchChannel {
+    /// The file channel, JSON Lines to `out.jsonl` in the run's directory.
+    File,
+    /// The archive channel with these settings (its directory or bucket is
+    /// emptied first when local).
+    Archive(Box<fedistream_archive::ArchiveSinkConfig>),
+}
+
 /// The statuses of `input` (JSON Lines, `count` of them) replayed through parse →
-/// normalise → SQLite log (in `dir`, fresh) → file channel, unpaced or at `rate`;
+/// normalise → SQLite log (in `dir`, fresh) → `channel`, unpaced or at `rate`;
 /// with `stats`, an `account_stats` processor consumes the events too.
+/// Afterwards the channel's output is checked to hold every delivered event.
 pub(crate) async fn replay_measure(
     input: &Path,
     dir: &Path,
     count: usize,
     rate: Option<f64>,
+    channel: &BenchChannel,
     stats: Option<&fedistream_process::stats::AccountStatsConfig>,
 ) -> anyhow::Result<ReplayMeasured> {
-    let _ = std::fs::remove_file(dir.join("log.db"));
-    let _ = std::fs::remove_file(dir.join("out.jsonl"));
+    for f in ["log.db", "log.db-wal", "log.db-shm", "out.jsonl"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
     let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
     let samples = Arc::new(Mutex::new(Vec::with_capacity(count)));
-    let sink = LatencySink {
-        inner: Box::new(FileSink::new(FileSinkConfig {
+    let inner: Box<dyn Sink> = match channel {
+        BenchChannel::File => Box::new(FileSink::new(FileSinkConfig {
             path: dir.join("out.jsonl"),
             rotate_bytes: 0,
             rotate_age: None,
             fsync: false,
             delivery: DeliveryConfig::default(),
         })),
-        samples: samples.clone(),
+        BenchChannel::Archive(cfg) => {
+            if let Some(p) = &cfg.path {
+                let _ = std::fs::remove_dir_all(p);
+            }
+            Box::new(fedistream_archive::ArchiveSink::new((**cfg).clone()))
+        }
     };
+    let sink = LatencySink { inner, samples: samples.clone() };
     let delivery = DeliveryConfig { max_batch: 1000, ..DeliveryConfig::default() };
     let mut processors = Vec::new();
     if let Some(cfg) = stats {
@@ -540,17 +638,29 @@ pub(crate) async fn replay_measure(
     let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
     let delivered = lat.len();
-    let n_out = count_newlines(&dir.join("out.jsonl"))?;
-    if n_out != delivered {
-        bail!("file channel holds {n_out} lines but {delivered} events were delivered");
+    match channel {
+        BenchChannel::File => {
+            let n_out = count_newlines(&dir.join("out.jsonl"))?;
+            if n_out != delivered {
+                bail!("file channel holds {n_out} lines but {delivered} events were delivered");
+            }
+        }
+        BenchChannel::Archive(cfg) => {
+            let archive = fedistream_archive::store::Archive::open(cfg).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let dataset = cfg.dataset_for(fedistream_core::log::EVENTS);
+            let rows = fedistream_archive::compact::visible_rows(&archive, &dataset).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            if rows != delivered as u64 {
+                bail!("the archive holds {rows} rows but {delivered} events were delivered");
+            }
+        }
     }
     let stats_records = if stats.is_some() { log.topic_records("stats").await?.len() } else { 0 };
     Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
 }
 
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 impl TempDir {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         let p = std::env::temp_dir().join(format!("fedistream-bench-{}", std::process::id()));
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))

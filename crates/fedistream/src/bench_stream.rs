@@ -257,7 +257,7 @@ async fn replay_same(poster: &Poster, dir: &std::path::Path, burst: &[String]) -
     let replay_dir = dir.join("replay");
     std::fs::create_dir_all(&replay_dir)?;
     let (all0, fake0) = cpu_times();
-    let m = crate::bench::replay_measure(&input, &replay_dir, n, None, None).await?;
+    let m = crate::bench::replay_measure(&input, &replay_dir, n, None, &crate::bench::BenchChannel::File, None).await?;
     let (all1, fake1) = cpu_times();
     if !m.failures.is_empty() {
         bail!("replay failures: {:?}", m.failures);

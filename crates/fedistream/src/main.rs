@@ -3,6 +3,7 @@
 
 mod archive;
 mod bench;
+mod bench_archive;
 mod bench_http;
 #[cfg(feature = "kafka")]
 mod bench_kafka;

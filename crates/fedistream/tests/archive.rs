@@ -139,6 +139,41 @@ fn invalid_archive_settings_fail_validation_with_key_and_reason() {
     }
 }
 
+#[test]
+fn partition_settings_fail_validation_with_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown.toml",
+            "partition_by = [\"server\"]\n",
+            vec!["unknown.toml", "partition_by: `server` is not a partition level", "\"instance\" or \"bucket\""],
+        ),
+        ("missing.toml", "partition_by = [\"bucket\"]\n", vec!["missing.toml", "channels.a.buckets", "missing"]),
+        ("range.toml", "partition_by = [\"instance\", \"bucket\"]\nbuckets = 1\n", vec!["range.toml", "channels.a.buckets", "2 to 1024"]),
+        ("alone.toml", "buckets = 8\n", vec!["channels.a.buckets", "only with partition_by"]),
+        ("twice.toml", "partition_by = [\"instance\", \"instance\"]\n", vec!["channels.a.partition_by", "`instance` is named twice"]),
+    ];
+    for (name, keys, wants) in cases {
+        let cfg = write_file(dir.path(), name, &format!("[channels.a]\ntype = \"archive\"\npath = \"arch\"\n{keys}"));
+        let (s, _, err) = run_to_end(dir.path(), name, &["validate", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(s.code(), Some(2), "{name}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{name}: {want}: {err}");
+        }
+    }
+    let input = write_file(dir.path(), "in.jsonl", "");
+    let ok = write_file(
+        dir.path(),
+        "ok.toml",
+        &format!(
+            "[sources.r]\ntype = \"replay\"\npath = {}\n[channels.a]\ntype = \"archive\"\npath = \"arch\"\npartition_by = [\"instance\", \"bucket\"]\nbuckets = 16\n",
+            toml_path(&input)
+        ),
+    );
+    let (s, _, err) = run_to_end(dir.path(), "ok", &["validate", "--config", ok.to_str().unwrap()]);
+    assert!(s.success(), "{err}");
+}
+
 /// A processor's output routed to an archive lands in its own dataset (named
 /// after the processor) with the generic schema, beside `posts`, and
 /// `fedistream sql` offers it as a table of that name.

@@ -180,9 +180,10 @@ fn until_caught_up_goes_with_role_deliver() {
 }
 
 /// `examples/kafka.toml` as shipped (only addresses, names and paths changed),
-/// after `scripts/kafka up` and `scripts/registry up`: one command runs it, the
-/// Avro channel creates its topic, and the run ends once both consumer groups
-/// (an archive file and the Avro topic) have the sample.
+/// after `scripts/kafka up`, `scripts/registry up` and `scripts/s3 up`: one
+/// command runs it, the Avro channel creates its topic, and the run ends once
+/// the three consumer groups (an archive file, the Avro topic, the Parquet
+/// archive on MinIO) have the sample; `fedistream sql` reads it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_example_runs_with_one_command() {
     use rdkafka::consumer::Consumer as _;
@@ -190,8 +191,11 @@ async fn the_kafka_example_runs_with_one_command() {
     let registry = schema_registry();
     let dir = tempfile::tempdir().unwrap();
     let topic = format!("fedistream-example-{:x}", rand::random::<u64>());
+    let (endpoint, bucket) = s3_bucket("kafka-example").await;
     let text = std::fs::read_to_string(repo_root().join("examples/kafka.toml")).unwrap();
     let cfg_text = text
+        .replace("\"s3://fedistream-archive/kafka\"", &toml_str(format!("s3://{bucket}/kafka")))
+        .replace("\"http://127.0.0.1:9000\"", &toml_str(&endpoint))
         .replace("\"127.0.0.1:9092\"", &toml_str(&brokers))
         .replace("pipeline = \"mvp\"", &format!("pipeline = {}", toml_str(pipeline_name("example"))))
         .replace("\"fedistream.posts\"", &toml_str(&topic))
@@ -199,7 +203,10 @@ async fn the_kafka_example_runs_with_one_command() {
         .replace("fedistream-data/", &format!("{}/", dir.path().display()))
         .replace("examples/data/", &format!("{}/examples/data/", repo_root().display()))
         .replace("rate = 50", "");
-    assert!(cfg_text.contains(&topic) && cfg_text.contains(&toml_str(&registry)), "the example names its topic and registry:\n{text}");
+    assert!(
+        cfg_text.contains(&topic) && cfg_text.contains(&toml_str(&registry)) && cfg_text.contains(&bucket),
+        "the example names its topic, registry and bucket:\n{text}"
+    );
     let cfg = write_file(dir.path(), "kafka.toml", &cfg_text);
     let p = run(dir.path(), "example", &cfg, &["--worker", "w"]);
     let s = p.wait_exit(RUN).await;
@@ -210,10 +217,10 @@ async fn the_kafka_example_runs_with_one_command() {
     // Both groups caught up: lag 0 in `fedistream status`.
     let v = status(dir.path(), &cfg);
     let groups = v["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 2, "{v}");
+    assert_eq!(groups.len(), 3, "{v}");
     assert!(groups.iter().all(|g| g["lag"] == 0), "{v}");
     let (_, table, _) = run_to_end(dir.path(), "status-table", &["status", "--config", cfg.to_str().unwrap()]);
-    for channel in ["archive", "topic"] {
+    for channel in ["archive", "topic", "history"] {
         let line = table.lines().find(|l| l.starts_with(channel)).unwrap_or_else(|| panic!("no {channel} line:\n{table}"));
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols[3], "0", "lag of {channel}:\n{table}");
@@ -234,4 +241,14 @@ async fn the_kafka_example_runs_with_one_command() {
         })
         .sum();
     assert_eq!(records as usize, archived.len(), "the Avro topic and the archive hold the same events");
+    // The Parquet archive on MinIO too, each event once, partitioned by instance.
+    let (s, out, err) = run_to_end(
+        dir.path(),
+        "sql",
+        &["sql", "--config", cfg.to_str().unwrap(), "--format", "csv", "select count(*) as n, count(distinct key || kind || log_offset::text || log_partition::text) as d, count(distinct instance) as i from events"],
+    );
+    assert!(s.success(), "{err}");
+    let row: Vec<usize> = out.lines().nth(1).unwrap_or_default().split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!((row[0], row[1]), (archived.len(), archived.len()), "{out}");
+    assert!(row[2] >= 1, "the instance column, from the instance=HOST/ directories: {out}");
 }

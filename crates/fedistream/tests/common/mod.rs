@@ -382,3 +382,31 @@ pub fn generate_input(dir: &Path, count: usize, accounts: usize, seed: u64) -> P
     assert!(s.success(), "{err}");
     out
 }
+
+/// The shared MinIO (`scripts/s3 up`; FEDISTREAM_S3_ENDPOINT, else
+/// 127.0.0.1:9000) with a fresh bucket `fs-<label>-<random>`; its credentials
+/// in FEDISTREAM_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY (`scripts/s3 env`, else
+/// its defaults), which child processes inherit. Returns (endpoint, bucket).
+pub async fn s3_bucket(label: &str) -> (String, String) {
+    use object_store::signer::Signer;
+    let endpoint = std::env::var("FEDISTREAM_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9000".into());
+    let user = std::env::var("FEDISTREAM_S3_ACCESS_KEY_ID").unwrap_or_else(|_| "fedistream-test".into());
+    let password = std::env::var("FEDISTREAM_S3_SECRET_ACCESS_KEY").unwrap_or_else(|_| "fedistream-test-secret".into());
+    std::env::set_var("FEDISTREAM_S3_ACCESS_KEY_ID", &user);
+    std::env::set_var("FEDISTREAM_S3_SECRET_ACCESS_KEY", &password);
+    let bucket = format!("fs-{label}-{:08x}", rand::random::<u32>());
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(user)
+        .with_secret_access_key(password)
+        .build()
+        .unwrap();
+    let url = s3.signed_url(reqwest::Method::PUT, &object_store::path::Path::from(""), Duration::from_secs(60)).await.unwrap();
+    let resp =
+        reqwest::Client::new().put(url).send().await.unwrap_or_else(|e| panic!("MinIO at {endpoint} unreachable (scripts/s3 up): {e}"));
+    assert!(resp.status().is_success(), "creating bucket {bucket} at {endpoint}: {}", resp.status());
+    (endpoint, bucket)
+}
