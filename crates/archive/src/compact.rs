@@ -113,17 +113,15 @@ fn internal(archive: &Archive, what: &str, e: impl std::fmt::Display) -> SinkErr
     SinkError::new(ErrorKind::Internal, format!("archive {}: {what}: {e}", archive.display))
 }
 
+/// An object's bytes, whole.
+async fn get_bytes(archive: &Archive, path: &object_store::path::Path) -> Result<Bytes, SinkError> {
+    archive.store.get(path).await.map_err(|e| archive.error("read", path, e))?.bytes().await.map_err(|e| archive.error("read", path, e))
+}
+
 /// Read a Parquet object, optionally only some columns (by name).
 async fn read_object(archive: &Archive, dataset: &str, rel: &str, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>, SinkError> {
     let path = archive.path(&format!("{dataset}/{rel}"));
-    let bytes: Bytes = archive
-        .store
-        .get(&path)
-        .await
-        .map_err(|e| archive.error("read", &path, e))?
-        .bytes()
-        .await
-        .map_err(|e| archive.error("read", &path, e))?;
+    let bytes = get_bytes(archive, &path).await?;
     let mut b = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| internal(archive, &format!("{path} is not Parquet"), e))?;
     if let Some(cols) = columns {
         let indices: Vec<usize> =
@@ -146,14 +144,7 @@ pub async fn visible_rows(archive: &Archive, dataset: &str) -> Result<u64, SinkE
             continue;
         }
         let path = archive.path(&format!("{dataset}/{rel}"));
-        let bytes: Bytes = archive
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| archive.error("read", &path, e))?
-            .bytes()
-            .await
-            .map_err(|e| archive.error("read", &path, e))?;
+        let bytes = get_bytes(archive, &path).await?;
         let b = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| internal(archive, &format!("{path} is not Parquet"), e))?;
         rows += b.metadata().file_metadata().num_rows() as u64;
     }

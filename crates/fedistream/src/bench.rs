@@ -423,17 +423,7 @@ async fn pipeline(
     dir: Option<PathBuf>,
     given_input: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let tmp;
-    let dir = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d)?;
-            d
-        }
-        None => {
-            tmp = TempDir::new()?;
-            tmp.0.clone()
-        }
-    };
+    let (dir, _tmp) = work_dir(dir)?;
     let (input, count, bytes) = bench_input(&dir, count, accounts, given_input)?;
     let ReplayMeasured { elapsed, lat, failures, .. } = replay_measure(&input, &dir, count, rate, &BenchChannel::File, None).await?;
     let delivered = lat.len();
@@ -483,17 +473,7 @@ fn bench_input(dir: &Path, count: usize, accounts: usize, given: Option<PathBuf>
 
 /// `bench stats-pipeline`: [`replay_measure`] with and without the processor.
 async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let tmp;
-    let dir = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d)?;
-            d
-        }
-        None => {
-            tmp = TempDir::new()?;
-            tmp.0.clone()
-        }
-    };
+    let (dir, _tmp) = work_dir(dir)?;
     let (input, count, _) = bench_input(&dir, count, accounts, None)?;
     let stats = fedistream_process::stats::AccountStatsConfig::default();
     println!("fedistream bench stats-pipeline ({count} statuses, {accounts} accounts, {rounds} rounds each)");
@@ -656,6 +636,20 @@ pub(crate) async fn replay_measure(
     }
     let stats_records = if stats.is_some() { log.topic_records("stats").await?.len() } else { 0 };
     Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
+}
+
+/// `dir` (created), or a temporary directory removed when the guard drops.
+pub(crate) fn work_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+    Ok(match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            (d, None)
+        }
+        None => {
+            let t = TempDir::new()?;
+            (t.0.clone(), Some(t))
+        }
+    })
 }
 
 pub(crate) struct TempDir(pub(crate) PathBuf);

@@ -27,7 +27,7 @@ use fedistream_core::{Log, LogRecord, Sink, SinkContext};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::bench::{replay_measure, write_input, BenchChannel, TempDir};
+use crate::bench::{replay_measure, work_dir, write_input, BenchChannel, TempDir};
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -37,19 +37,6 @@ fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
-}
-
-fn work_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
-    Ok(match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-            (d, None)
-        }
-        None => {
-            let t = TempDir::new()?;
-            (t.0.clone(), Some(t))
-        }
-    })
 }
 
 /// `bench archive`: file channel vs archive channel (local directory), alternating.
