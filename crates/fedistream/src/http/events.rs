@@ -27,13 +27,14 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Query, State};
+use axum::http::header;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::{BufMut, Bytes, BytesMut};
 use fedistream_core::{LogError, LogRecord, Position};
-use futures::StreamExt;
 
 use super::AppState;
 
@@ -59,7 +60,26 @@ pub fn format_positions(at: impl IntoIterator<Item = (u32, u64)>) -> String {
     out
 }
 
-fn to_html_event(rec: &LogRecord, id: String) -> Event {
+/// One SSE frame — `id`, `event`, then `data` (one `data:` line per line of
+/// it) — appended to `out`. The frames of a whole poll share one buffer: one
+/// write and one chunk per batch, not per event.
+fn frame(out: &mut BytesMut, id: &str, event: &str, data: &[u8]) {
+    out.reserve(data.len() + id.len() + event.len() + 24);
+    out.put_slice(b"id: ");
+    out.put_slice(id.as_bytes());
+    out.put_slice(b"\nevent: ");
+    out.put_slice(event.as_bytes());
+    out.put_slice(b"\n");
+    // A stored JSON line has no raw line breaks (JSON escapes them); split anyway.
+    for line in data.split(|b| *b == b'\n') {
+        out.put_slice(b"data: ");
+        out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"\n");
+}
+
+fn html_frame(out: &mut BytesMut, rec: &LogRecord, id: &str) {
     let data = match rec.event() {
         Ok(ev) => serde_json::json!({
             "id": super::dashboard::render::dom_id(&ev.key),
@@ -68,12 +88,16 @@ fn to_html_event(rec: &LogRecord, id: String) -> Event {
         }),
         Err(_) => serde_json::json!({ "id": null, "kind": "unreadable", "html": null }),
     };
-    Event::default().id(id).event("post").data(data.to_string())
+    frame(out, id, "post", data.to_string().as_bytes());
 }
 
-fn to_event(rec: &LogRecord, posts: bool, id: String) -> Event {
+/// The record's file-channel line as `data`, written straight into the frame.
+fn record_frame(out: &mut BytesMut, rec: &LogRecord, posts: bool, id: &str, line: &mut Vec<u8>) {
     let name = if posts { rec.kind().map(|k| k.as_str()).unwrap_or("record") } else { "record" };
-    Event::default().id(id).event(name).data(rec.to_json_line())
+    line.clear();
+    // Writing into a Vec cannot fail.
+    let _ = rec.write_json_line(line);
+    frame(out, id, name, line);
 }
 
 fn error(code: StatusCode, message: String) -> Response {
@@ -112,17 +136,23 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
     // Where the feed stands on every partition: each event's id.
     let at: BTreeMap<u32, u64> = reader.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
     let stream = futures::stream::unfold((reader, at), move |(mut r, mut at)| async move {
-        match r.poll(256, Duration::from_secs(15)).await {
+        match r.poll(256, KEEP_ALIVE).await {
+            // Nothing new for the keep-alive interval: a comment keeps proxies
+            // and clients from timing the stream out.
+            Ok(recs) if recs.is_empty() => Some((Ok::<_, Infallible>(Bytes::from_static(b":\n\n")), (r, at))),
             Ok(recs) => {
-                let events: Vec<_> = recs
-                    .iter()
-                    .map(|rec| {
-                        at.insert(rec.position.partition, rec.position.offset);
-                        let id = format_positions(at.iter().map(|(p, o)| (*p, *o)));
-                        Ok::<_, Infallible>(if html { to_html_event(rec, id) } else { to_event(rec, posts, id) })
-                    })
-                    .collect();
-                Some((events, (r, at)))
+                let mut out = BytesMut::new();
+                let mut line = Vec::new();
+                for rec in &recs {
+                    at.insert(rec.position.partition, rec.position.offset);
+                    let id = format_positions(at.iter().map(|(p, o)| (*p, *o)));
+                    if html {
+                        html_frame(&mut out, rec, &id);
+                    } else {
+                        record_frame(&mut out, rec, posts, &id, &mut line);
+                    }
+                }
+                Some((Ok(out.freeze()), (r, at)))
             }
             Err(e) => {
                 // The client reconnects with its Last-Event-ID.
@@ -130,7 +160,9 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
                 None
             }
         }
-    })
-    .flat_map(futures::stream::iter);
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    });
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], Body::from_stream(stream)).into_response()
 }
+
+/// How long the feed waits for new records before sending a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
