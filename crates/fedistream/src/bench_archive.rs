@@ -246,8 +246,10 @@ pub async fn archive_s3(
 }
 
 /// The group-by both engines run; `{events}` is the table (fedistream) or the `read_parquet` call (DuckDB).
+#[cfg(feature = "sql")]
 pub const GROUP_BY: &str = "SELECT account, hour, count(*) AS n FROM {events} GROUP BY account, hour";
 
+#[cfg(feature = "sql")]
 const DUCKDB_SCRIPT: &str = r#"
 import json, sys, time
 import duckdb
