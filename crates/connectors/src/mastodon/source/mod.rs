@@ -405,13 +405,7 @@ impl Source for MastodonSource {
                             warn!(acct = %a.acct, since_last = ?late, bound = ?cfg.reconcile_within, "Reconciliation is behind its bound (the rate limit leaves too little room)");
                             status.count("reconcile_late", 1);
                         }
-                        let pass = reconcile::Pass {
-                            index: i,
-                            acct: a.acct.clone(),
-                            client: a.client.background(),
-                            account_id: a.account_id.clone().unwrap_or_default(),
-                            checkpoint_key: a.checkpoint_key.clone(),
-                        };
+                        let pass = background_pass(i, a);
                         let sh = sh.clone();
                         passes.spawn(async move { (pass.index, reconcile::run(sh, pass).await) });
                     }
@@ -422,13 +416,7 @@ impl Source for MastodonSource {
                                 warn!(acct = %a.acct, since_last = ?late, every = ?cfg.engagement_refresh, "Engagement refresh is behind its schedule (the rate limit leaves too little room)");
                                 status.count("refresh_late", 1);
                             }
-                            let pass = reconcile::Pass {
-                                index: i,
-                                acct: a.acct.clone(),
-                                client: a.client.background(),
-                                account_id: a.account_id.clone().unwrap_or_default(),
-                                checkpoint_key: a.checkpoint_key.clone(),
-                            };
+                            let pass = background_pass(i, a);
                             let (sh, max_age) = (sh.clone(), cfg.engagement_window);
                             refreshes.spawn(async move { (pass.index, refresh::run(sh, pass, max_age).await) });
                         }
@@ -464,6 +452,17 @@ pub(crate) fn stream_post(sh: &Shared, raw: &str, host: &str, kind: EventKind, b
         Converted::NotFollowed => {}
         Converted::Skipped { reason, key } => sh.skipped(reason, &key),
         Converted::Malformed(reason) => sh.malformed(&format!("stream: {reason}"), raw),
+    }
+}
+
+/// A background pass over account `i` (reconciliation or engagement refresh).
+fn background_pass(i: usize, a: &Account) -> reconcile::Pass {
+    reconcile::Pass {
+        index: i,
+        acct: a.acct.clone(),
+        client: a.client.background(),
+        account_id: a.account_id.clone().unwrap_or_default(),
+        checkpoint_key: a.checkpoint_key.clone(),
     }
 }
 
