@@ -309,15 +309,20 @@ impl LogRecord {
     pub fn write_json_line(&self, w: &mut impl std::io::Write) -> std::io::Result<usize> {
         let body = self.payload.trim_start();
         let rest = body.strip_prefix('{').unwrap_or(body);
-        let head = format!("{{\"partition\":{},\"offset\":{}", self.position.partition, self.position.offset);
-        w.write_all(head.as_bytes())?;
+        let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (p, o) = (p.format(self.position.partition), o.format(self.position.offset));
+        let head = [b"{\"partition\":".as_slice(), p.as_bytes(), b",\"offset\":", o.as_bytes()];
+        for part in head {
+            w.write_all(part)?;
+        }
+        let head: usize = head.iter().map(|h| h.len()).sum();
         if rest.trim_start().starts_with('}') {
             w.write_all(b"}")?;
-            Ok(head.len() + 1)
+            Ok(head + 1)
         } else {
             w.write_all(b",")?;
             w.write_all(rest.as_bytes())?;
-            Ok(head.len() + 1 + rest.len())
+            Ok(head + 1 + rest.len())
         }
     }
 }

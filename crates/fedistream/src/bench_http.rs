@@ -44,8 +44,9 @@ fn state(log: Arc<dyn Log>) -> anyhow::Result<AppState> {
 }
 
 /// One pipeline run on a fresh log; with `served`, the server and a feed client too.
-/// Statuses per second, and the events the feed client received.
-async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, served: bool) -> anyhow::Result<(f64, u64)> {
+/// Statuses per second, the process's CPU time per status (µs) and the events
+/// the feed client received.
+async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, served: bool) -> anyhow::Result<(f64, f64, u64)> {
     let _ = std::fs::remove_file(dir.join("log.db"));
     let _ = std::fs::remove_file(dir.join("log.db-wal"));
     let _ = std::fs::remove_file(dir.join("out.jsonl"));
@@ -110,9 +111,10 @@ async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, serve
         options: RuntimeOptions::default(),
         progress: None,
     };
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), crate::bench::cpu_times().0);
     let summary = fedistream_core::runtime::run(p, CancellationToken::new()).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (crate::bench::cpu_times().0 - cpu).as_secs_f64();
     anyhow::ensure!(summary.failures.is_empty(), "failures: {:?}", summary.failures);
     if served {
         // Let the client read what the feed still had queued, then stop.
@@ -126,7 +128,7 @@ async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, serve
     for t in tasks {
         let _ = t.await;
     }
-    Ok((count as f64 / elapsed, received.load(Ordering::Relaxed)))
+    Ok((count as f64 / elapsed, cpu * 1e6 / count as f64, received.load(Ordering::Relaxed)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -146,17 +148,26 @@ pub async fn http(count: usize, accounts: usize, rounds: usize) -> anyhow::Resul
         }
         f.flush()?;
     }
-    let (mut plain, mut served) = (Vec::new(), Vec::new());
+    let (mut plain, mut served, mut cpu_plain, mut cpu_served) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     println!("fedistream bench http ({count} statuses, {rounds} rounds, alternating)");
     for round in 1..=rounds {
-        let (a, _) = one(&dir, &input, count, false).await?;
-        let (b, got) = one(&dir, &input, count, true).await?;
-        println!("  round {round}: plain {a:.0}/s, server + feed client {b:.0}/s (the client received {got} events)");
+        let (a, ca, _) = one(&dir, &input, count, false).await?;
+        let (b, cb, got) = one(&dir, &input, count, true).await?;
+        println!(
+            "  round {round}: plain {a:.0}/s ({ca:.1} µs CPU/status), server + feed client {b:.0}/s ({cb:.1} µs CPU/status; the client received {got} events)"
+        );
         plain.push(a);
         served.push(b);
+        cpu_plain.push(ca);
+        cpu_served.push(cb);
     }
     let (a, b) = (median(plain), median(served));
+    let (ca, cb) = (median(cpu_plain), median(cpu_served));
     println!("  median: plain {a:.0} statuses/s, with the server and a feed client {b:.0} statuses/s: {:.1} %", b / a * 100.0);
+    println!(
+        "  CPU per status (the whole process, the feed client's reads included): plain {ca:.1} µs, served {cb:.1} µs: the feed adds {:.1} %",
+        (cb / ca - 1.0) * 100.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }

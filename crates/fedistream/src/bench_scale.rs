@@ -43,8 +43,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{peak_rss_kib, percentile};
-use crate::bench_stream::cpu_times;
+use crate::bench::{cpu_times, peak_rss_kib, percentile};
 
 /// What `follow-scale` is asked to do.
 #[derive(Debug, Clone)]

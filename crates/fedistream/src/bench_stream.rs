@@ -28,7 +28,7 @@ use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
 use fedistream_core::{DeadLetter, LogRecord, Sink, SinkError};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{peak_rss_kib, percentile};
+use crate::bench::{cpu_times, peak_rss_kib, percentile};
 
 const TOKEN: &str = "bench-reader-token";
 
@@ -59,26 +59,6 @@ impl Sink for TimingSink {
     async fn close(&mut self) -> Result<(), SinkError> {
         self.inner.close().await
     }
-}
-
-/// User + system CPU time of this process's threads: (all, those named `fake-server…`).
-pub(crate) fn cpu_times() -> (Duration, Duration) {
-    let ticks = |stat: &str| -> u64 {
-        // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-    };
-    let all = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
-    let mut fake = 0;
-    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("fake-server") {
-            fake += ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default());
-        }
-    }
-    // USER_HZ is 100 on Linux.
-    (Duration::from_millis(all * 10), Duration::from_millis(fake * 10))
 }
 
 async fn wait_delivered(delivered: &Delivered, keys: &[String], within: Duration) -> anyhow::Result<()> {

@@ -60,17 +60,28 @@ pub fn format_positions(at: impl IntoIterator<Item = (u32, u64)>) -> String {
     out
 }
 
-/// One SSE frame — `id`, `event`, then `data` (one `data:` line per line of
-/// it) — appended to `out`. The frames of a whole poll share one buffer: one
-/// write and one chunk per batch, not per event.
-fn frame(out: &mut BytesMut, id: &str, event: &str, data: &[u8]) {
-    out.reserve(data.len() + id.len() + event.len() + 24);
+/// The head of one SSE frame — `id` (the feed's positions) and `event` —
+/// appended to `out`. The frames of a whole poll share one buffer: one write
+/// and one chunk per batch, not per event.
+fn frame_head(out: &mut BytesMut, at: &BTreeMap<u32, u64>, event: &str) {
     out.put_slice(b"id: ");
-    out.put_slice(id.as_bytes());
+    let mut num = itoa::Buffer::new();
+    for (i, (p, o)) in at.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(num.format(*p).as_bytes());
+        out.put_u8(b':');
+        out.put_slice(num.format(*o).as_bytes());
+    }
     out.put_slice(b"\nevent: ");
     out.put_slice(event.as_bytes());
     out.put_slice(b"\n");
-    // A stored JSON line has no raw line breaks (JSON escapes them); split anyway.
+}
+
+/// `data` lines (one `data:` line per line of `data`) and the frame's end.
+fn frame_data(out: &mut BytesMut, data: &[u8]) {
+    out.reserve(data.len() + 16);
     for line in data.split(|b| *b == b'\n') {
         out.put_slice(b"data: ");
         out.put_slice(line.strip_suffix(b"\r").unwrap_or(line));
@@ -79,7 +90,7 @@ fn frame(out: &mut BytesMut, id: &str, event: &str, data: &[u8]) {
     out.put_slice(b"\n");
 }
 
-fn html_frame(out: &mut BytesMut, rec: &LogRecord, id: &str) {
+fn html_frame(out: &mut BytesMut, rec: &LogRecord, at: &BTreeMap<u32, u64>) {
     let data = match rec.event() {
         Ok(ev) => serde_json::json!({
             "id": super::dashboard::render::dom_id(&ev.key),
@@ -88,16 +99,29 @@ fn html_frame(out: &mut BytesMut, rec: &LogRecord, id: &str) {
         }),
         Err(_) => serde_json::json!({ "id": null, "kind": "unreadable", "html": null }),
     };
-    frame(out, id, "post", data.to_string().as_bytes());
+    frame_head(out, at, "post");
+    frame_data(out, data.to_string().as_bytes());
 }
 
-/// The record's file-channel line as `data`, written straight into the frame.
-fn record_frame(out: &mut BytesMut, rec: &LogRecord, posts: bool, id: &str, line: &mut Vec<u8>) {
+/// The record's file-channel line as `data`, written straight into the frame:
+/// no copy of the line besides the one into `out`.
+fn record_frame(out: &mut BytesMut, rec: &LogRecord, posts: bool, at: &BTreeMap<u32, u64>) {
     let name = if posts { rec.kind().map(|k| k.as_str()).unwrap_or("record") } else { "record" };
-    line.clear();
-    // Writing into a Vec cannot fail.
-    let _ = rec.write_json_line(line);
-    frame(out, id, name, line);
+    frame_head(out, at, name);
+    out.reserve(rec.payload.len() + 64);
+    out.put_slice(b"data: ");
+    let start = out.len();
+    // Writing into memory cannot fail.
+    let _ = rec.write_json_line(&mut (&mut *out).writer());
+    // A stored JSON line has no raw line break (JSON escapes them); should a
+    // record hold one anyway, it becomes several `data:` lines.
+    if memchr::memchr(b'\n', &out[start..]).is_some() {
+        let line = out.split_off(start);
+        out.truncate(start - b"data: ".len());
+        frame_data(out, &line);
+    } else {
+        out.put_slice(b"\n\n");
+    }
 }
 
 fn error(code: StatusCode, message: String) -> Response {
@@ -141,15 +165,13 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
             // and clients from timing the stream out.
             Ok(recs) if recs.is_empty() => Some((Ok::<_, Infallible>(Bytes::from_static(b":\n\n")), (r, at))),
             Ok(recs) => {
-                let mut out = BytesMut::new();
-                let mut line = Vec::new();
+                let mut out = BytesMut::with_capacity(recs.iter().map(|r| r.payload.len() + 96).sum());
                 for rec in &recs {
                     at.insert(rec.position.partition, rec.position.offset);
-                    let id = format_positions(at.iter().map(|(p, o)| (*p, *o)));
                     if html {
-                        html_frame(&mut out, rec, &id);
+                        html_frame(&mut out, rec, &at);
                     } else {
-                        record_frame(&mut out, rec, posts, &id, &mut line);
+                        record_frame(&mut out, rec, posts, &at);
                     }
                 }
                 Some((Ok(out.freeze()), (r, at)))
@@ -166,3 +188,37 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
 
 /// How long the feed waits for new records before sending a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn rec(offset: u64, payload: &str) -> LogRecord {
+        LogRecord::new(Position { partition: 0, offset }, chrono::Utc.timestamp_micros(0).unwrap(), payload.into())
+    }
+
+    #[test]
+    fn a_frame_carries_the_positions_the_kind_and_the_file_channel_line() {
+        let mut out = BytesMut::new();
+        let at = BTreeMap::from([(0, 7), (2, 30)]);
+        record_frame(&mut out, &rec(7, r#"{"kind":"created","key":"k"}"#), true, &at);
+        record_frame(&mut out, &rec(8, "{}"), false, &at);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "id: 0:7,2:30\nevent: created\ndata: {\"partition\":0,\"offset\":7,\"kind\":\"created\",\"key\":\"k\"}\n\n\
+             id: 0:7,2:30\nevent: record\ndata: {\"partition\":0,\"offset\":8}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_line_break_in_a_record_becomes_several_data_lines() {
+        let mut out = BytesMut::new();
+        let at = BTreeMap::from([(0, 3)]);
+        record_frame(&mut out, &rec(3, "{\"kind\":\"deleted\",\r\n\"key\":\"k\"}"), true, &at);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "id: 0:3\nevent: deleted\ndata: {\"partition\":0,\"offset\":3,\"kind\":\"deleted\",\ndata: \"key\":\"k\"}\n\n"
+        );
+    }
+}
