@@ -27,7 +27,10 @@ use fedistream_kafka::testing::{schema_registry, RegistryGate};
 async fn avro_wire_format_decodes_to_the_source_events() {
     let registry = schema_registry();
     let topic = create_topic("avro", 3).await;
-    let evs = events();
+    let mut evs = events();
+    // A counts-only refresh is marked in the record (schema version 2).
+    assert_eq!(evs[1].kind, EventKind::Updated);
+    evs[1].counts_refresh = true;
     let mut ch = KafkaChannel::new(avro_config(&topic, &registry)).unwrap();
     ch.open(&ctx("avro")).await.unwrap();
     let id = ch.schema_id().expect("registered at open");
@@ -121,6 +124,40 @@ async fn schema_evolution_backward_compatible_only() {
     let reason = &msg[msg.find(&format!("`{subject2}`: ")).unwrap() + subject2.len() + 4..];
     assert!(reason.to_lowercase().contains("incompatible"), "{msg}");
     assert_eq!(client.latest(&subject2).await.unwrap().version, 1, "nothing registered");
+}
+
+/// A deployment whose subject holds the version-1 schema (before
+/// `counts_refresh`): the channel registers version 2 beside it (a new field
+/// with a default passes the registry's BACKWARD rule), and version-1 records
+/// already in the topic still decode through the new schema.
+#[tokio::test]
+async fn a_subject_holding_schema_version_1_takes_version_2() {
+    let registry = schema_registry();
+    let client = RegistryClient::new(&registry, None, Duration::from_secs(5)).unwrap();
+    let topic = create_topic("upgrade", 1).await;
+    let subject = format!("{topic}-value");
+    let mut v1: serde_json::Value = serde_json::from_str(avro::SCHEMA_JSON).unwrap();
+    v1["fedistream_schema_version"] = serde_json::json!(1);
+    v1["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "counts_refresh");
+    let v1_id = client.register(&subject, &v1.to_string()).await.unwrap();
+
+    let mut ch = KafkaChannel::new(avro_config(&topic, &registry)).unwrap();
+    ch.open(&ctx("upgrade")).await.unwrap();
+    let v2_id = ch.schema_id().unwrap();
+    assert_ne!(v2_id, v1_id);
+    let latest = client.latest(&subject).await.unwrap();
+    assert_eq!((latest.id, latest.version), (v2_id, 2));
+
+    // A version-1 datum read with the registry's version 2 as reader.
+    let e = events().remove(1);
+    let mut value = avro::to_value(&e);
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(k, _)| k != "counts_refresh");
+    }
+    let writer = Schema::parse_str(&client.schema_by_id(v1_id).await.unwrap()).unwrap();
+    let reader = Schema::parse_str(&client.schema_by_id(v2_id).await.unwrap()).unwrap();
+    let datum = apache_avro::to_avro_datum(&writer, value).unwrap();
+    assert_eq!(avro::decode(&writer, Some(&reader), &datum).unwrap(), e);
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub const SCHEMA_JSON: &str = include_str!("../../../../schemas/post_event.avsc"
 
 /// fedistream's version of the schema (the record's `fedistream_schema_version`
 /// attribute, and the `fedistream-schema-version` header of every record).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The Confluent wire format's magic byte.
 pub const MAGIC: u8 = 0;
@@ -121,6 +121,7 @@ pub fn to_value(e: &Event) -> Value {
         ("via", via(e.via)),
         ("observed_at", ts(e.observed_at)),
         ("post", opt(e.post.as_ref(), post_value)),
+        ("counts_refresh", Value::Boolean(e.counts_refresh)),
     ])
 }
 

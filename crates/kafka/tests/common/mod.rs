@@ -175,7 +175,7 @@ pub fn assert_headers(g: &Got, e: &Event) {
     assert_eq!(g.headers.get("fedistream-event").map(String::as_str), Some(e.kind.as_str()), "{g:?}");
     assert_eq!(g.headers.get("fedistream-instance"), Some(&e.instance), "{g:?}");
     assert_eq!(g.headers.get("fedistream-source"), Some(&e.source), "{g:?}");
-    assert_eq!(g.headers.get("fedistream-schema-version").map(String::as_str), Some("1"), "{g:?}");
+    assert_eq!(g.headers.get("fedistream-schema-version").map(String::as_str), Some("2"), "{g:?}");
 }
 
 /// A topic name no test used before.

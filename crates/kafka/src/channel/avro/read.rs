@@ -151,9 +151,8 @@ pub fn from_value(v: &Value) -> Result<Event, String> {
         via: parse_via(&r, "via")?,
         observed_at: r.time("observed_at")?,
         post: r.opt_rec("post")?.map(|p| post_from(&p)).transpose()?,
-        // Not in the Avro record (PostEvent keeps its schema): consumers of
-        // the Avro topic tell refreshes by the unchanged version.
-        counts_refresh: false,
+        // Since schema version 2; a version-1 record has none (false).
+        counts_refresh: r.opt_bool("counts_refresh")?.unwrap_or(false),
     })
 }
 

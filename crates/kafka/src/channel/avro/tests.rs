@@ -99,3 +99,38 @@ fn bad_input_is_an_error_not_a_panic() {
     let err = from_value(&record(vec![("kind", kind(EventKind::Created))])).unwrap_err();
     assert_eq!(err, "key: missing");
 }
+
+/// The schema as it was in version 1: without `counts_refresh`.
+fn schema_v1() -> Schema {
+    let mut v1: serde_json::Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+    v1["fedistream_schema_version"] = serde_json::json!(1);
+    let fields = v1["fields"].as_array_mut().unwrap();
+    let before = fields.len();
+    fields.retain(|f| f["name"] != "counts_refresh");
+    assert_eq!(fields.len(), before - 1);
+    Schema::parse_str(&v1.to_string()).unwrap()
+}
+
+#[test]
+fn a_counts_refresh_is_marked_in_the_record_and_version_1_records_read_as_not_one() {
+    let mut e = fixture_events().remove(1);
+    e.counts_refresh = true;
+    let back = decode(schema(), None, split_wire(&encode(1, &e).unwrap()).unwrap().1).unwrap();
+    assert!(back.counts_refresh);
+    assert_eq!(back, e);
+
+    // Data written with version 1 (no such field) reads through version 2 as false;
+    // version 2 can read version 1 and the other way round (a new field with a default).
+    let v1 = schema_v1();
+    apache_avro::schema_compatibility::SchemaCompatibility::can_read(&v1, schema()).unwrap();
+    apache_avro::schema_compatibility::SchemaCompatibility::can_read(schema(), &v1).unwrap();
+    let mut old = e.clone();
+    old.counts_refresh = false;
+    let mut value = to_value(&old);
+    if let Value::Record(fields) = &mut value {
+        fields.retain(|(k, _)| k != "counts_refresh");
+    }
+    let datum = apache_avro::to_avro_datum(&v1, value).unwrap();
+    let back = decode(&v1, Some(schema()), &datum).unwrap();
+    assert_eq!(back, old);
+}
