@@ -164,7 +164,7 @@ impl ArchiveSinkConfig {
             (Some(_), Some(_)) => out.push(("url", "give `url` or `path`, not both".to_string())),
             (None, None) => out.push(("url", "missing: `url = \"s3://bucket/prefix\"` or `file:///dir`, or `path = \"dir\"`".to_string())),
             (Some(u), None) => {
-                if let Err(e) = crate::store::Location::parse(u) {
+                if let Err(e) = Location::parse(u) {
                     out.push(("url", e));
                 }
             }
@@ -267,5 +267,49 @@ impl ArchiveSinkConfig {
     /// The dataset directory for a channel reading `topic`.
     pub fn dataset_for(&self, topic: &str) -> String {
         self.dataset.clone().unwrap_or_else(|| if topic == fedistream_core::log::EVENTS { "posts".into() } else { topic.into() })
+    }
+}
+
+/// Where an archive lives, parsed from its `url` or `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(std::path::PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// `file:///abs/dir` or `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Result<Location, String> {
+        let u = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        match u.scheme() {
+            "file" => u.to_file_path().map(Location::Local).map_err(|_| format!("`{url}`: not an absolute file path")),
+            "s3" => {
+                let bucket = u.host_str().filter(|b| !b.is_empty()).ok_or_else(|| format!("`{url}`: no bucket (s3://BUCKET/prefix)"))?;
+                Ok(Location::S3 { bucket: bucket.to_string(), prefix: u.path().trim_matches('/').to_string() })
+            }
+            other => Err(format!("`{url}`: scheme `{other}` is not supported (file:// or s3://)")),
+        }
+    }
+
+    pub fn of(cfg: &ArchiveSinkConfig) -> Result<Location, String> {
+        match (&cfg.url, &cfg.path) {
+            (Some(u), None) => Location::parse(u),
+            (None, Some(p)) => Ok(Location::Local(p.clone())),
+            _ => Err("give exactly one of `url` and `path`".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_or_say_why_not() {
+        assert_eq!(Location::parse("s3://b/x/y/").unwrap(), Location::S3 { bucket: "b".into(), prefix: "x/y".into() });
+        assert_eq!(Location::parse("s3://b").unwrap(), Location::S3 { bucket: "b".into(), prefix: "".into() });
+        assert_eq!(Location::parse("file:///tmp/a").unwrap(), Location::Local("/tmp/a".into()));
+        assert!(Location::parse("gs://b/x").unwrap_err().contains("not supported"));
+        assert!(Location::parse("nope").unwrap_err().contains("not a URL"));
     }
 }

@@ -11,6 +11,10 @@
 //! * `archive`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
 //!   ([`crate::bench_archive`]).
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
+//!
+//! A mode measuring a part this build lacks (`kafka`, `archive`, `sql`,
+//! `webhook`, `http` features) is hidden from `--help` and says which feature
+//! it needs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,6 +167,7 @@ pub enum BenchKind {
     },
     /// The webhook channel against a receiver in this process (answering 200 at
     /// once): events per second with `max_in_flight` requests open.
+    #[cfg_attr(not(all(feature = "webhook", feature = "http")), command(hide = true))]
     Webhook {
         #[arg(long, default_value_t = 50_000)]
         count: usize,
@@ -177,9 +182,9 @@ pub enum BenchKind {
         #[arg(long)]
         signed: bool,
     },
-    #[cfg(feature = "kafka")]
     /// The Kafka log backend against librdkafka alone on the same broker, and end
     /// to end through the runtime on Kafka (needs a broker: `scripts/kafka up`).
+    #[cfg_attr(not(feature = "kafka"), command(hide = true))]
     Kafka {
         #[arg(long, env = "FEDISTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
@@ -195,11 +200,11 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    #[cfg(feature = "kafka")]
     /// Memory of the Kafka log's state view as the log grows: appends `count`
     /// statuses with their dedup entries and checkpoints, pruning state older
     /// than `horizon`, and reports the keys held and RSS as it goes (needs a
     /// broker: `scripts/kafka up`).
+    #[cfg_attr(not(feature = "kafka"), command(hide = true))]
     KafkaState {
         #[arg(long, env = "FEDISTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
         brokers: String,
@@ -217,6 +222,7 @@ pub enum BenchKind {
     },
     /// The pipeline bench plain and with the HTTP server on and a client
     /// holding `/api/events` open, alternating rounds; medians and their ratio.
+    #[cfg_attr(not(feature = "http"), command(hide = true))]
     Http {
         #[arg(long, default_value_t = 50_000)]
         count: usize,
@@ -226,6 +232,7 @@ pub enum BenchKind {
         rounds: usize,
     },
     /// `/metrics` render time with N followed accounts in the status documents.
+    #[cfg_attr(not(feature = "http"), command(hide = true))]
     Metrics {
         #[arg(long, default_value_t = 1000)]
         accounts: usize,
@@ -235,6 +242,7 @@ pub enum BenchKind {
     /// The archive channel to a local directory against the file channel:
     /// the pipeline bench (replay → SQLite log → channel) with each,
     /// alternating rounds on the same input; medians and their ratio.
+    #[cfg_attr(not(feature = "archive"), command(hide = true))]
     Archive {
         #[arg(long, default_value_t = 100_000)]
         count: usize,
@@ -249,6 +257,7 @@ pub enum BenchKind {
     /// The archive channel alone to an S3 server (MinIO: `eval "$(scripts/s3
     /// env)"` for the credentials) — posts/s and bytes/s — beside a plain
     /// multipart upload of the same bytes with the same client; alternating rounds.
+    #[cfg_attr(not(feature = "archive"), command(hide = true))]
     ArchiveS3 {
         #[arg(long, default_value_t = 100_000)]
         count: usize,
@@ -267,7 +276,7 @@ pub enum BenchKind {
     /// writes it once, kept in --dir for reruns): a group-by on account and
     /// hour, alternating rounds. DuckDB is Python's `duckdb` (--python, else
     /// FEDISTREAM_PYTHON, as `scripts/python-deps` prints).
-    #[cfg(feature = "sql")]
+    #[cfg_attr(not(feature = "sql"), command(hide = true))]
     Sql {
         /// Statuses replayed into the archive.
         #[arg(long, default_value_t = 1_000_000)]
@@ -316,9 +325,16 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::FollowScaleFakes { servers, accounts, streamed, limit, window_ms } => {
             crate::bench_scale::serve_fakes(servers, accounts, streamed, limit, Duration::from_millis(window_ms)).await
         }
+        #[cfg(all(feature = "webhook", feature = "http"))]
         BenchKind::Webhook { count, accounts, max_in_flight, batch, signed } => {
             crate::bench_webhook::run(count, accounts, max_in_flight, batch, signed).await
         }
+        // Its receiver is the HTTP server's axum.
+        #[cfg(not(all(feature = "webhook", feature = "http")))]
+        BenchKind::Webhook { .. } => bail!(
+            "{}",
+            if cfg!(feature = "webhook") { crate::features::Feature::Http } else { crate::features::Feature::Webhook }.missing()
+        ),
         #[cfg(feature = "kafka")]
         BenchKind::Kafka { brokers, count, accounts, batch, rounds } => {
             crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await
@@ -327,14 +343,26 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchKind::KafkaState { brokers, count, accounts, batch, horizon } => {
             crate::bench_kafka_state::run(brokers, count, accounts, batch, horizon).await
         }
+        #[cfg(not(feature = "kafka"))]
+        BenchKind::Kafka { .. } | BenchKind::KafkaState { .. } => bail!("{}", crate::features::Feature::Kafka.missing()),
+        #[cfg(feature = "http")]
         BenchKind::Http { count, accounts, rounds } => crate::bench_http::http(count, accounts, rounds).await,
+        #[cfg(feature = "http")]
         BenchKind::Metrics { accounts, iterations } => crate::bench_http::metrics(accounts, iterations).await,
+        #[cfg(not(feature = "http"))]
+        BenchKind::Http { .. } | BenchKind::Metrics { .. } => bail!("{}", crate::features::Feature::Http.missing()),
+        #[cfg(feature = "archive")]
         BenchKind::Archive { count, accounts, rounds, dir } => crate::bench_archive::archive(count, accounts, rounds, dir).await,
+        #[cfg(feature = "archive")]
         BenchKind::ArchiveS3 { count, accounts, rounds, endpoint, bucket } => {
             crate::bench_archive::archive_s3(count, accounts, rounds, endpoint, bucket).await
         }
+        #[cfg(not(feature = "archive"))]
+        BenchKind::Archive { .. } | BenchKind::ArchiveS3 { .. } => bail!("{}", crate::features::Feature::Archive.missing()),
         #[cfg(feature = "sql")]
         BenchKind::Sql { posts, accounts, rounds, dir, python } => crate::bench_archive::sql(posts, accounts, rounds, dir, python).await,
+        #[cfg(not(feature = "sql"))]
+        BenchKind::Sql { .. } => bail!("{}", crate::features::Feature::Sql.missing()),
         BenchKind::Generate { count, accounts, seed, out } => {
             let mut g = Generator::new(seed);
             let mut f = std::io::BufWriter::new(std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?);
@@ -554,6 +582,7 @@ pub(crate) enum BenchChannel {
     File,
     /// The archive channel with these settings (its directory or bucket is
     /// emptied first when local).
+    #[cfg(feature = "archive")]
     Archive(Box<fedistream_archive::ArchiveSinkConfig>),
 }
 
@@ -582,6 +611,7 @@ pub(crate) async fn replay_measure(
             fsync: false,
             delivery: DeliveryConfig::default(),
         })),
+        #[cfg(feature = "archive")]
         BenchChannel::Archive(cfg) => {
             if let Some(p) = &cfg.path {
                 let _ = std::fs::remove_dir_all(p);
@@ -645,6 +675,7 @@ pub(crate) async fn replay_measure(
                 bail!("file channel holds {n_out} lines but {delivered} events were delivered");
             }
         }
+        #[cfg(feature = "archive")]
         BenchChannel::Archive(cfg) => {
             let archive = fedistream_archive::store::Archive::open(cfg).map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let dataset = cfg.dataset_for(fedistream_core::log::EVENTS);

@@ -84,9 +84,17 @@ pub enum Command {
         args: Vec<String>,
     },
     /// Maintain an archive channel's files: compaction into current state, retention.
+    #[cfg(feature = "archive")]
     Archive {
         #[command(subcommand)]
         command: crate::archive::ArchiveCommand,
+    },
+    /// (This build has no archive channel: built without the `archive` feature.)
+    #[cfg(not(feature = "archive"))]
+    #[command(hide = true)]
+    Archive {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Measure throughput and latency of the pipeline on synthetic posts.
     Bench(crate::bench::BenchArgs),
@@ -210,16 +218,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(not(feature = "kafka"))]
-        Command::Schema { schema: SchemaCommand::Avro { .. } } => anyhow::bail!("{}", crate::pipeline::NO_KAFKA),
+        Command::Schema { schema: SchemaCommand::Avro { .. } } => anyhow::bail!("{}", crate::features::Feature::Kafka.missing()),
+        #[cfg(feature = "archive")]
         Command::Schema { schema: SchemaCommand::Parquet } => {
             print!("{}", fedistream_archive::schema::describe());
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(not(feature = "archive"))]
+        Command::Schema { schema: SchemaCommand::Parquet } => anyhow::bail!("{}", crate::features::Feature::Archive.missing()),
         #[cfg(feature = "sql")]
         Command::Sql(a) => crate::sql::run(a).await,
         #[cfg(not(feature = "sql"))]
-        Command::Sql { .. } => anyhow::bail!("{}", crate::pipeline::NO_SQL),
+        Command::Sql { .. } => anyhow::bail!("{}", crate::features::Feature::Sql.missing()),
+        #[cfg(feature = "archive")]
         Command::Archive { command } => crate::archive::run(command).await,
+        #[cfg(not(feature = "archive"))]
+        Command::Archive { .. } => anyhow::bail!("{}", crate::features::Feature::Archive.missing()),
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Stats(a) => crate::stats::run(a).await,
     }
@@ -350,6 +364,8 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
     spawn_signal_handler(token.clone());
     let log = crate::pipeline::open_log(&cfg).await?;
+    // A build without the server refused a `[http]` asking for one (validation).
+    #[cfg(feature = "http")]
     let http = crate::http::start(&cfg, log.shared(), &options.worker, a.role).await?;
     let summary = match log {
         crate::pipeline::OpenLog::Sqlite(log) => {
@@ -379,6 +395,7 @@ async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             crate::roles::run_kafka(&cfg, log, a.role, a.until_caught_up, options, token).await?
         }
     };
+    #[cfg(feature = "http")]
     if let Some(server) = http {
         server.stop().await;
     }

@@ -1,9 +1,12 @@
 //! The `fedistream` binary: follow Mastodon accounts losslessly and publish their
 //! posts to channels. See `fedistream --help`.
 
+#[cfg(feature = "archive")]
 mod archive;
 mod bench;
+#[cfg(feature = "archive")]
 mod bench_archive;
+#[cfg(feature = "http")]
 mod bench_http;
 #[cfg(feature = "kafka")]
 mod bench_kafka;
@@ -15,10 +18,13 @@ mod bench_mastodon;
 mod bench_scale;
 #[cfg(feature = "test-util")]
 mod bench_stream;
+#[cfg(all(feature = "webhook", feature = "http"))]
 mod bench_webhook;
 mod cli;
 mod config;
+mod features;
 mod follow;
+#[cfg(feature = "http")]
 mod http;
 mod pipeline;
 mod progress;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+#[cfg(feature = "archive")]
 use fedistream_archive::ArchiveSink;
 use fedistream_connectors::file::FileSink;
 use fedistream_connectors::mastodon::client::Secret;
@@ -15,6 +16,7 @@ use fedistream_connectors::mastodon::source::{
 };
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
+#[cfg(feature = "webhook")]
 use fedistream_connectors::webhook::WebhookSink;
 use fedistream_core::log::EVENTS;
 use fedistream_core::runtime::{
@@ -37,16 +39,6 @@ pub enum OpenLog {
     Kafka(Arc<KafkaLog>),
 }
 
-/// Why a config naming Kafka cannot run on this build.
-#[cfg_attr(feature = "kafka", allow(dead_code))]
-/// What `fedistream sql` says in a build without DataFusion.
-#[cfg(not(feature = "sql"))]
-pub const NO_SQL: &str =
-    "this fedistream was built without SQL (the `sql` cargo feature, on by default: Apache DataFusion): build it with `--features sql`";
-
-pub const NO_KAFKA: &str =
-    "this fedistream was built without Kafka support (the `kafka` cargo feature, on by default): build it with `--features kafka`";
-
 impl OpenLog {
     pub fn shared(&self) -> Arc<dyn Log> {
         match self {
@@ -68,7 +60,7 @@ pub async fn open_log(cfg: &Config) -> anyhow::Result<OpenLog> {
             Ok(OpenLog::Kafka(KafkaLog::open(k).await.with_context(|| format!("opening the Kafka log at {brokers}"))?))
         }
         #[cfg(not(feature = "kafka"))]
-        (LogBackend::Kafka, Some(_)) => bail!("log.backend: {NO_KAFKA}"),
+        (LogBackend::Kafka, Some(_)) => bail!("log.backend: {}", crate::features::Feature::Kafka.missing()),
         (LogBackend::Kafka, None) => bail!("log.kafka: backend = \"kafka\" needs a [log.kafka] table"),
         (LogBackend::Sqlite, _) => Ok(OpenLog::Sqlite(open_sqlite(cfg)?)),
     }
@@ -204,6 +196,7 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
         let sink: Box<dyn Sink> = match c {
             ChannelConfig::File(f) => Box::new(FileSink::new(f.clone())),
             ChannelConfig::Stdout(s) => Box::new(StdoutSink::new(s.clone())),
+            #[cfg(feature = "archive")]
             ChannelConfig::Archive(a) => Box::new(ArchiveSink::new((**a).clone())),
             ChannelConfig::Mastodon(m) => {
                 let conn = &m.connection;
@@ -231,11 +224,16 @@ pub fn channels(cfg: &Config) -> anyhow::Result<Vec<ChannelSpec>> {
                         .with_records(records),
                 )
             }
+            #[cfg(feature = "webhook")]
             ChannelConfig::Webhook(w) => {
                 Box::new(WebhookSink::new((**w).clone()).map_err(anyhow::Error::msg).with_context(|| format!("channels.{name}"))?)
             }
             #[cfg(not(feature = "kafka"))]
-            ChannelConfig::Kafka(_) => bail!("channels.{name}: {NO_KAFKA}"),
+            ChannelConfig::Kafka(_) => bail!("channels.{name}.type: {}", crate::features::Feature::Kafka.missing()),
+            #[cfg(not(feature = "archive"))]
+            ChannelConfig::Archive(_) => bail!("channels.{name}.type: {}", crate::features::Feature::Archive.missing()),
+            #[cfg(not(feature = "webhook"))]
+            ChannelConfig::Webhook(_) => bail!("channels.{name}.type: {}", crate::features::Feature::Webhook.missing()),
         };
         let topic = cfg.channel_topic(name);
         channels.push(ChannelSpec {

@@ -166,7 +166,7 @@ async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Re
             Vec::new(),
         ),
         #[cfg(not(feature = "kafka"))]
-        (LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::pipeline::NO_KAFKA),
+        (LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::features::Feature::Kafka.missing()),
         _ => {
             let sqlite = SqliteLog::open_read_only(&cfg.log.path)
                 .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?;
@@ -181,6 +181,7 @@ async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Re
 /// payload)`, as far as the log has them) with the windows its state still
 /// holds laid over them, latest revision of each key. The dashboard's charts
 /// read them too.
+#[cfg(feature = "http")]
 pub async fn windows(log: &dyn Log, topic: Vec<(u64, String)>, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<Vec<StatsRecord>> {
     Ok(all_windows(log, topic, name, pcfg).await?.0)
 }

@@ -82,7 +82,7 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?
         }
         #[cfg(not(feature = "kafka"))]
-        (crate::config::LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::pipeline::NO_KAFKA),
+        (crate::config::LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::features::Feature::Kafka.missing()),
         _ => SqliteLog::open_read_only(&cfg.log.path)
             .with_context(|| format!("no log yet at {} (has `fedistream run` started?)", cfg.log.path.display()))?,
     };

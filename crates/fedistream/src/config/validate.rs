@@ -17,14 +17,15 @@ pub fn validate(cfg: &Config, file: &Path) -> Result<(), Vec<ConfigError>> {
     validate_with(cfg, file, true)
 }
 
-use crate::pipeline::NO_KAFKA as KAFKA_MISSING;
-
 /// `check_secrets = false` for commands that never use the tokens (`status`):
 /// an operator may run them from a shell without the secrets.
 pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(), Vec<ConfigError>> {
     let mut errs = Vec::new();
     let mut err = |key: String, reason: String| errs.push(ConfigError { file: file.to_path_buf(), key, line_col: None, reason });
 
+    for (key, why) in crate::features::refused(cfg, crate::features::Feature::built) {
+        err(key, why);
+    }
     if cfg.sources.is_empty() {
         err("sources".into(), "no sources: add a [sources.NAME] table".into());
     }
@@ -36,9 +37,6 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
             err("log.backend".into(), "[log.kafka] is set but the backend is sqlite: add backend = \"kafka\" to [log]".into())
         }
         (super::LogBackend::Kafka, Some(k)) => {
-            if !cfg!(feature = "kafka") {
-                err("log.backend".into(), KAFKA_MISSING.into());
-            }
             for (key, why) in k.problems() {
                 err(format!("log.kafka.{key}"), why);
             }
@@ -151,9 +149,6 @@ pub fn validate_with(cfg: &Config, file: &Path, check_secrets: bool) -> Result<(
                 }
             }
             ChannelConfig::Kafka(kc) => {
-                if !cfg!(feature = "kafka") {
-                    err(format!("{k}.type"), KAFKA_MISSING.into());
-                }
                 for p in kc.validate(check_secrets) {
                     err(if p.key.is_empty() { k.clone() } else { format!("{k}.{}", p.key) }, p.reason);
                 }
