@@ -387,6 +387,7 @@ fn parse_transport(s: &str) -> Result<fedistream_connectors::mastodon::source::S
 }
 
 /// User + system CPU time of this process's threads: (all, those named `fake-server…`).
+#[cfg(any(feature = "http", feature = "test-util"))]
 pub(crate) fn cpu_times() -> (Duration, Duration) {
     let ticks = |stat: &str| -> u64 {
         // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
