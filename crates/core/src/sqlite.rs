@@ -39,7 +39,7 @@ use checkpoint::Checkpointer;
 #[cfg(test)]
 use checkpoint::WAL_RESTART_BYTES;
 use consumer::SqliteConsumer;
-use tail::{Tail, TAIL_MAX_BYTES};
+use tail::{Tail, TAIL_MAX_BYTES, TAIL_READER_MAX_BYTES};
 
 /// How hard the log insists on reaching the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -356,7 +356,7 @@ impl SqliteLog {
                 durability: options.durability,
                 writer,
                 turn: Default::default(),
-                tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
+                tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES, TAIL_READER_MAX_BYTES))),
                 head: watch::channel(head).0,
                 topic_heads: Mutex::new(HashMap::new()),
                 layout: LAYOUT_VERSION,
@@ -384,7 +384,7 @@ impl SqliteLog {
                 durability: Durability::Process,
                 writer: Arc::new(Mutex::new(Writer { conn, seen })),
                 turn: Default::default(),
-                tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES))),
+                tail: Arc::new(Mutex::new(Tail::new(head, TAIL_MAX_BYTES, TAIL_READER_MAX_BYTES))),
                 head: watch::channel(head).0,
                 topic_heads: Mutex::new(HashMap::new()),
                 layout,

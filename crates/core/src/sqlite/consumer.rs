@@ -73,19 +73,14 @@ impl SqliteConsumer {
         SqliteConsumer { shared, group: group.to_string(), topic: None, cursor, reader: Arc::new(Mutex::new(reader)), head }
     }
 
-    /// A reader of `events` outside any group (group name empty): its cursor
-    /// is not registered with the tail cache, so a slow reader never holds the
-    /// cache's records (it reads SQLite once they are trimmed).
+    /// A reader of `events` outside any group (group name empty): the tail
+    /// cache keeps records for it only within its readers' bound, so a slow
+    /// reader holds little memory (it reads SQLite once they are trimmed).
     pub(super) fn events_reader(shared: Arc<Shared>, after: u64, reader: Connection) -> Self {
+        let cursor = Arc::new(AtomicU64::new(after));
+        lock(&shared.tail).reader_cursors.push(Arc::downgrade(&cursor));
         let head = shared.head.subscribe();
-        SqliteConsumer {
-            shared,
-            group: String::new(),
-            topic: None,
-            cursor: Arc::new(AtomicU64::new(after)),
-            reader: Arc::new(Mutex::new(reader)),
-            head,
-        }
+        SqliteConsumer { shared, group: String::new(), topic: None, cursor, reader: Arc::new(Mutex::new(reader)), head }
     }
 
     pub(super) fn topic(

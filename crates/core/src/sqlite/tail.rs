@@ -19,18 +19,35 @@ pub(super) struct Tail {
     max_bytes: usize,
     /// Cursors of the in-process consumers: what all of them have read is dropped.
     pub(super) cursors: Vec<std::sync::Weak<AtomicU64>>,
+    /// Cursors of readers outside consumer groups (the HTTP event feed):
+    /// records are kept for them too, but only while the cache holds at most
+    /// `reader_max_bytes` — a slow or stalled reader costs that much memory
+    /// at most, then reads SQLite like any consumer that fell behind.
+    pub(super) reader_cursors: Vec<std::sync::Weak<AtomicU64>>,
+    reader_max_bytes: usize,
 }
 
 /// Upper bound of the tail cache's payload bytes (a few appends of large events).
 pub(super) const TAIL_MAX_BYTES: usize = 48 << 20;
 
+/// The most the cache keeps for readers outside groups alone.
+pub(super) const TAIL_READER_MAX_BYTES: usize = 8 << 20;
+
 impl Tail {
-    pub(super) fn new(head: u64, max_bytes: usize) -> Self {
-        Tail { records: VecDeque::new(), covered_from: head, bytes: 0, max_bytes, cursors: Vec::new() }
+    pub(super) fn new(head: u64, max_bytes: usize, reader_max_bytes: usize) -> Self {
+        Tail {
+            records: VecDeque::new(),
+            covered_from: head,
+            bytes: 0,
+            max_bytes,
+            cursors: Vec::new(),
+            reader_cursors: Vec::new(),
+            reader_max_bytes: reader_max_bytes.min(max_bytes),
+        }
     }
 
     pub(super) fn push(&mut self, records: impl IntoIterator<Item = LogRecord>) {
-        if self.cursors.is_empty() {
+        if self.cursors.is_empty() && self.reader_cursors.is_empty() {
             // Nobody in this process reads: keep nothing, and say so.
             if let Some(last) = records.into_iter().last() {
                 self.covered_from = last.position.offset;
@@ -44,17 +61,23 @@ impl Tail {
         self.trim();
     }
 
-    /// Drop what every consumer has read, and the oldest records past the size bound.
+    /// Drop what every consumer has read (and every reader, within the
+    /// readers' bound), and the oldest records past the size bound.
     pub(super) fn trim(&mut self) {
-        self.cursors.retain(|c| c.strong_count() > 0);
-        let read_by_all = self.cursors.iter().filter_map(|c| c.upgrade()).map(|c| c.load(Ordering::Acquire)).min();
-        let read_by_all = read_by_all.unwrap_or(u64::MAX);
+        fn read_by_all(cursors: &mut Vec<std::sync::Weak<AtomicU64>>) -> u64 {
+            cursors.retain(|c| c.strong_count() > 0);
+            cursors.iter().filter_map(|c| c.upgrade()).map(|c| c.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
+        }
+        let groups = read_by_all(&mut self.cursors);
+        let readers = read_by_all(&mut self.reader_cursors);
         while let Some(front) = self.records.front() {
-            if front.position.offset > read_by_all && self.bytes <= self.max_bytes {
+            let o = front.position.offset;
+            let wanted = o > groups || (o > readers && self.bytes <= self.reader_max_bytes);
+            if wanted && self.bytes <= self.max_bytes {
                 break;
             }
             self.bytes -= front.payload.len();
-            self.covered_from = front.position.offset;
+            self.covered_from = o;
             self.records.pop_front();
         }
     }

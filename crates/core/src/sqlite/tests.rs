@@ -301,7 +301,7 @@ fn tail_record(offset: u64, payload: &str) -> LogRecord {
 
 #[test]
 fn the_tail_cache_keeps_what_a_consumer_has_not_read_and_knows_what_it_lacks() {
-    let mut tail = Tail::new(10, 1 << 20);
+    let mut tail = Tail::new(10, 1 << 20, 1 << 20);
     // No consumer in the process: nothing is kept, and reads below go to SQLite.
     tail.push((11..=12).map(|o| tail_record(o, "x")));
     assert!(tail.records.is_empty());
@@ -330,7 +330,7 @@ fn the_tail_cache_keeps_what_a_consumer_has_not_read_and_knows_what_it_lacks() {
 
 #[test]
 fn the_tail_cache_drops_the_oldest_records_past_its_size_bound() {
-    let mut tail = Tail::new(0, 10);
+    let mut tail = Tail::new(0, 10, 10);
     let slow = Arc::new(AtomicU64::new(0));
     tail.cursors.push(Arc::downgrade(&slow));
     tail.push((1..=4).map(|o| tail_record(o, "abcd")));
@@ -338,6 +338,55 @@ fn the_tail_cache_drops_the_oldest_records_past_its_size_bound() {
     assert_eq!(tail.records.iter().map(|r| r.position.offset).collect::<Vec<_>>(), vec![3, 4]);
     assert!(tail.read_after(0, 10).is_none(), "the slow consumer must read 1 and 2 from SQLite");
     assert!(tail.bytes <= 10);
+}
+
+#[test]
+fn the_tail_cache_keeps_records_for_a_reader_outside_groups_only_within_the_readers_bound() {
+    let offsets = |tail: &Tail| tail.records.iter().map(|r| r.position.offset).collect::<Vec<_>>();
+    // A reader alone (no group): records are kept for it.
+    let mut tail = Tail::new(0, 100, 12);
+    let reader = Arc::new(AtomicU64::new(0));
+    tail.reader_cursors.push(Arc::downgrade(&reader));
+    tail.push((1..=2).map(|o| tail_record(o, "abcd")));
+    assert_eq!(offsets(&tail), vec![1, 2]);
+    // A group that has read everything does not drop what the reader has not read...
+    let group = Arc::new(AtomicU64::new(0));
+    tail.cursors.push(Arc::downgrade(&group));
+    group.store(2, Ordering::Release);
+    tail.trim();
+    assert_eq!(offsets(&tail), vec![1, 2]);
+    // ... until the cache holds more than the readers' bound (12 bytes): then
+    // the reader's oldest go, though the group's records stay (the overall bound is 100).
+    tail.push((3..=5).map(|o| tail_record(o, "abcd")));
+    assert_eq!(offsets(&tail), vec![3, 4, 5], "the group has not read 3..5");
+    assert!(tail.read_after(0, 10).is_none(), "the reader reads 1 and 2 from SQLite");
+    group.store(5, Ordering::Release);
+    tail.trim();
+    assert_eq!(offsets(&tail), vec![3, 4, 5], "12 bytes: within the readers' bound");
+    // The reader reads; what everyone has read goes.
+    reader.store(4, Ordering::Release);
+    tail.trim();
+    assert_eq!(offsets(&tail), vec![5]);
+    // A reader that is gone holds nothing back.
+    drop(reader);
+    tail.trim();
+    assert!(tail.records.is_empty() && tail.reader_cursors.is_empty());
+}
+
+/// The event feed's reader reads what was appended from the tail cache while
+/// a group consumer moves on, and both see the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_beside_a_group_reads_the_same_records_from_the_cache() {
+    let (_d, log) = fresh();
+    let mut group = log.consumer(crate::log::EVENTS, "g").await.unwrap();
+    let mut reader = log.reader(crate::log::EVENTS, &[]).await.unwrap();
+    let events = (0..50).map(|i| created("s", "a@example.org", i, "text").into()).collect();
+    log.append(AppendBatch { events, state: vec![] }).await.unwrap();
+    let by_group = conformance::poll_n(&mut group, 50).await;
+    let by_reader = conformance::poll_n(&mut reader, 50).await;
+    let view = |recs: &[LogRecord]| recs.iter().map(|r| (r.position, r.payload.to_string())).collect::<Vec<_>>();
+    assert_eq!(view(&by_group), view(&by_reader));
+    assert_eq!(by_reader.len(), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,7 +160,7 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
     // Where the feed stands on every partition: each event's id.
     let at: BTreeMap<u32, u64> = reader.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
     let stream = futures::stream::unfold((reader, at), move |(mut r, mut at)| async move {
-        match r.poll(256, KEEP_ALIVE).await {
+        match poll_batch(r.as_mut()).await {
             // Nothing new for the keep-alive interval: a comment keeps proxies
             // and clients from timing the stream out.
             Ok(recs) if recs.is_empty() => Some((Ok::<_, Infallible>(Bytes::from_static(b":\n\n")), (r, at))),
@@ -188,6 +188,32 @@ pub async fn handler(State(s): State<AppState>, Query(q): Query<HashMap<String, 
 
 /// How long the feed waits for new records before sending a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The most records one write of the feed carries.
+const FEED_BATCH: usize = 1024;
+
+/// How long the feed lets records gather after the first one of a write:
+/// under load, one write (and one wake-up of the client) per this interval
+/// rather than one per append; a lone post is this much later on screen.
+const FEED_LINGER: Duration = Duration::from_millis(20);
+
+/// The next records for the feed: waits up to [`KEEP_ALIVE`] for the first,
+/// then [`FEED_LINGER`] for more to join it (up to [`FEED_BATCH`]).
+async fn poll_batch(r: &mut dyn fedistream_core::Consumer) -> Result<Vec<LogRecord>, LogError> {
+    let mut recs = r.poll(FEED_BATCH, KEEP_ALIVE).await?;
+    if recs.is_empty() || recs.len() >= FEED_BATCH {
+        return Ok(recs);
+    }
+    tokio::time::sleep(FEED_LINGER).await;
+    while recs.len() < FEED_BATCH {
+        match r.poll(FEED_BATCH - recs.len(), Duration::ZERO).await {
+            Ok(more) if !more.is_empty() => recs.extend(more),
+            // What was read goes out; an error shows again at the next poll.
+            _ => break,
+        }
+    }
+    Ok(recs)
+}
 
 #[cfg(test)]
 mod tests {
