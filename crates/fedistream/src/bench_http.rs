@@ -30,6 +30,7 @@ use crate::http::{dashboard::data::Data, AppState};
 fn state(log: Arc<dyn Log>) -> anyhow::Result<AppState> {
     Ok(AppState {
         dashboard: Some(Arc::new(Data::new(log.clone(), None))),
+        throttle: Default::default(),
         log,
         expected: vec!["ingest:log".into(), "source:bench".into(), "channel:file".into()],
         scope: None,

@@ -87,8 +87,12 @@ pub async fn form(State(s): State<AppState>) -> Response {
 }
 
 /// `POST /login` (`application/x-www-form-urlencoded`, field `token`).
-pub async fn submit(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+pub async fn submit(State(s): State<AppState>, ext: axum::http::Extensions, body: axum::body::Bytes) -> Response {
     let Some(want) = s.token_sha256 else { return see_other("/", None) };
+    let (client, now) = (super::throttle::client_of(&ext), std::time::Instant::now());
+    if let Some(wait) = s.throttle.blocked(client, now) {
+        return super::throttle::too_many(wait);
+    }
     let given = url::form_urlencoded::parse(&body).find(|(k, _)| k == "token").map(|(_, v)| v.trim().to_string());
     let right = given.as_deref().is_some_and(|t| super::same(&super::digest(t), &want));
     match (right, given) {
@@ -98,6 +102,7 @@ pub async fn submit(State(s): State<AppState>, body: axum::body::Bytes) -> Respo
             see_other("/", Some(cookie))
         }
         _ => {
+            s.throttle.failed(client, now);
             tracing::info!("Dashboard sign-in refused: wrong token");
             page(StatusCode::UNAUTHORIZED, Some("That token is not the one this server expects."))
         }

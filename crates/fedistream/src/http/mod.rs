@@ -29,6 +29,7 @@ pub mod events;
 pub mod health;
 pub mod login;
 pub mod metrics;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub metrics: Option<::metrics_exporter_prometheus::PrometheusHandle>,
     /// What the dashboard shows (`None`: no dashboard).
     pub dashboard: Option<Arc<dashboard::data::Data>>,
+    /// Wrong tokens per client address ([`throttle`]).
+    pub throttle: Arc<throttle::AuthThrottle>,
 }
 
 impl AppState {
@@ -113,13 +116,26 @@ async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> R
     let (Some(want), Some(session)) = (s.token_sha256, s.session_sha256) else {
         return next.run(req).await;
     };
+    let client = throttle::client_of(req.extensions());
+    let session_cookie = login::session_of(req.headers());
+    let presented = req.headers().contains_key(header::AUTHORIZATION) || session_cookie.is_some();
+    let now = std::time::Instant::now();
+    if presented {
+        if let Some(wait) = s.throttle.blocked(client, now) {
+            return throttle::too_many(wait);
+        }
+    }
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| same(&digest(t), &want));
-    let cookie = login::session_of(req.headers()).is_some_and(|c| same(&Sha256::digest(c).into(), &session));
+    let cookie = session_cookie.is_some_and(|c| same(&Sha256::digest(c).into(), &session));
+    if presented && !(bearer || cookie) {
+        s.throttle.failed(client, now);
+        tracing::info!("HTTP request refused: wrong token");
+    }
     if bearer || cookie {
         next.run(req).await
     } else if req.method() == axum::http::Method::GET
@@ -202,6 +218,7 @@ pub async fn start(
     let stats = crate::stats::pick_processor(cfg, None).ok();
     let state = AppState {
         dashboard: Some(Arc::new(dashboard::data::Data::new(log.clone(), stats))),
+        throttle: Default::default(),
         log,
         expected,
         scope,
@@ -226,6 +243,8 @@ pub async fn start(
 pub fn spawn(listener: tokio::net::TcpListener, state: AppState, stop: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
     let app = router(state);
     tokio::spawn(async move {
+        // The peer address for the wrong-token budget ([`throttle`]).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let r = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = r {
             tracing::error!(error = %e, "The HTTP server stopped");

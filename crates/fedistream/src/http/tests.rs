@@ -36,6 +36,7 @@ fn state(log: Arc<dyn Log>, expected: &[&str]) -> AppState {
         secure_cookie: false,
         metrics: None,
         dashboard: Some(Arc::new(dashboard::data::Data::new(log, None))),
+        throttle: Default::default(),
     }
 }
 
@@ -146,6 +147,53 @@ async fn the_bearer_token_guards_everything_but_health() {
     let (_, body) = get(&app, "/api/status", Some("t0ken")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["log"]["backend"], "sqlite", "{body}");
+}
+
+/// Wrong tokens from one address: after the budget, that address gets 429
+/// with Retry-After for everything that presents a token (the right one too:
+/// guessing cannot go on), and for /login; another address is unaffected, and
+/// the health endpoints answer everyone.
+#[tokio::test]
+async fn an_address_sending_wrong_tokens_is_slowed_down() {
+    use axum::extract::ConnectInfo;
+    let (_d, log) = log();
+    let app = router(state(log.clone(), &[]).with_token(Some("t0ken")));
+    let from = |ip: [u8; 4], path: &str, token: Option<&str>| {
+        let mut req = Request::builder().uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((ip, 40000))));
+        let app = app.clone();
+        async move { app.oneshot(req).await.unwrap() }
+    };
+    let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+    // No credential at all is not a guess.
+    for _ in 0..2 * throttle::MAX_FAILURES {
+        assert_eq!(from(a, "/api/status", None).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..throttle::MAX_FAILURES {
+        assert_eq!(from(a, "/api/status", Some("guess")).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = from(a, "/api/status", Some("t0ken")).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=throttle::WINDOW.as_secs()).contains(&wait), "{wait}");
+    let mut login =
+        Request::post("/login").header("content-type", "application/x-www-form-urlencoded").body(Body::from("token=t0ken")).unwrap();
+    login.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((a, 40001))));
+    assert_eq!(app.clone().oneshot(login).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(from(a, "/healthz", None).await.status(), StatusCode::OK);
+    assert_eq!(from(b, "/api/status", Some("t0ken")).await.status(), StatusCode::OK, "another address");
+    // Wrong sign-ins count as well.
+    for _ in 0..throttle::MAX_FAILURES {
+        let mut login =
+            Request::post("/login").header("content-type", "application/x-www-form-urlencoded").body(Body::from("token=no")).unwrap();
+        login.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((b, 40002))));
+        assert_eq!(app.clone().oneshot(login).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(from(b, "/api/status", Some("t0ken")).await.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 /// A browser's way in: the /login form takes the token in a POST body and
