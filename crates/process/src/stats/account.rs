@@ -25,10 +25,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fedistream_core::event::{Event, EventKind};
+use fedistream_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 
 use super::facts::Facts;
+use super::input::Input;
 use super::record::{self, Counted, Observed, StatsRecord, WindowId};
 use super::window::{Calendar, WindowSize};
 
@@ -154,12 +155,12 @@ impl AccountState {
         self.newest.map(|n| n.saturating_sub(rules.lateness_ms)).unwrap_or(i64::MIN)
     }
 
-    pub fn apply(&mut self, account: &str, ev: &Event, rules: &Rules) -> Applied {
+    pub fn apply(&mut self, account: &str, ev: &Input, rules: &Rules) -> Applied {
         let mut out = Applied::default();
         let wm = self.watermark(rules);
         let t = match &ev.post {
             Some(p) if ev.kind != EventKind::Deleted => Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis()),
-            _ => self.posts.get(&ev.key).and_then(|p| p.t),
+            _ => self.posts.get(ev.key.as_str()).and_then(|p| p.t),
         };
         // Which of the post's windows are evicted.
         let mut beyond = 0;
@@ -175,7 +176,10 @@ impl AccountState {
                 return out;
             }
         }
-        let entry = self.posts.entry(ev.key.clone()).or_default();
+        let entry = match self.posts.get_mut(ev.key.as_str()) {
+            Some(e) => e,
+            None => self.posts.entry(ev.key.to_string()).or_default(),
+        };
         let counted_before = entry.counted();
         let mut changed = false;
         // A source seen for the first time changes the totals, not the account's record.
@@ -203,7 +207,7 @@ impl AccountState {
                     }
                     let obs = Observed {
                         at: p.counts.observed_at.timestamp_millis(),
-                        by: p.counts.observed_by.clone(),
+                        by: p.counts.observed_by.to_string(),
                         replies: p.counts.replies,
                         boosts: p.counts.reblogs,
                         favourites: p.counts.favourites,
@@ -212,8 +216,8 @@ impl AccountState {
                         entry.observed = Some(obs);
                         changed = true;
                     }
-                    if let Err(at) = entry.sources.binary_search(&ev.source) {
-                        entry.sources.insert(at, ev.source.clone());
+                    if let Err(at) = entry.sources.binary_search_by(|s| s.as_str().cmp(&ev.source)) {
+                        entry.sources.insert(at, ev.source.to_string());
                         sources_changed = true;
                         added_source = Some(ev.source.as_str());
                     }
@@ -236,7 +240,7 @@ impl AccountState {
         };
         if !changed && sources_changed {
             entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-            self.changed_posts.insert(ev.key.clone());
+            self.changed_posts.insert(ev.key.to_string());
             out.changed = true;
         }
         if let Some(t) = t {
@@ -260,10 +264,10 @@ impl AccountState {
         // it was created, so its event time is no later). The watermark at
         // arrival alone could be far behind and evict it at the next jump.
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-        self.changed_posts.insert(ev.key.clone());
+        self.changed_posts.insert(ev.key.to_string());
         if let Some(t) = t {
             if dated_now {
-                self.by_time.insert((t, ev.key.clone()));
+                self.by_time.insert((t, ev.key.to_string()));
             }
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);

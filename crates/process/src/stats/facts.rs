@@ -2,8 +2,9 @@
 //! held: small, and enough to remove the post again (delete) or replace it by
 //! its edited version.
 
-use fedistream_core::post::Post;
 use serde::{Deserialize, Serialize};
+
+use super::input::PostInput;
 
 /// One version of one post, as counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +54,7 @@ impl Facts {
     /// The facts of `p`. A boost counts as a boost of its author's post; its
     /// text, tags, language and links are the boosted post's and are not the
     /// booster's own writing, so they are left out.
-    pub fn of(p: &Post) -> Facts {
+    pub fn of(p: &PostInput) -> Facts {
         if let Some(b) = &p.boost_of {
             return Facts {
                 boosted: Some(b.account.to_lowercase()),
@@ -63,7 +64,7 @@ impl Facts {
                 sensitive: false,
                 poll: false,
                 lang: None,
-                app: p.application.clone(),
+                app: p.application.as_ref().map(|a| a.to_string()),
                 tags: vec![],
                 mentions: vec![],
                 domains: vec![],
@@ -76,7 +77,7 @@ impl Facts {
             None => 0,
             Some(r) => {
                 let to_self = r.account.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&p.account.acct))
-                    || r.account_id.as_deref().is_some_and(|id| id == p.account.id);
+                    || r.account_id.as_deref().is_some_and(|id| id == &*p.account.id);
                 if to_self {
                     1
                 } else {
@@ -102,7 +103,7 @@ impl Facts {
             sensitive: p.sensitive,
             poll: p.poll.is_some(),
             lang: p.language.as_ref().map(|l| l.to_lowercase()),
-            app: p.application.clone(),
+            app: p.application.as_ref().map(|a| a.to_string()),
             tags,
             mentions,
             domains,
