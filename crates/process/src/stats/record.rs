@@ -147,12 +147,13 @@ pub struct WindowId<'a> {
 }
 
 pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Iterator<Item = Counted<'a>>) -> StatsRecord {
+    let start = rfc3339(id.start);
     let mut r = StatsRecord {
-        key: format!("{}/{}/{}", id.account, id.size.as_str(), rfc3339(id.start)),
+        key: format!("{}/{}/{start}", id.account, id.size.as_str()),
         account: id.account.to_string(),
         window: id.size,
         zone: cal.zone.map(|z| z.name().to_string()).unwrap_or_else(|| "UTC".into()),
-        start: rfc3339(id.start),
+        start,
         end: rfc3339(id.end),
         revision: id.revision,
         is_final: id.is_final,
@@ -180,6 +181,7 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         engagement: Engagement::default(),
     };
     let (mut tags, mut mentions, mut boosted, mut domains) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let (mut languages, mut applications) = (BTreeMap::new(), BTreeMap::new());
     let (mut chars, mut words) = (Vec::new(), Vec::new());
     let mut latest: Option<&Observed> = None;
     for p in posts {
@@ -194,7 +196,7 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         r.hours[h] += 1;
         r.weekdays[wd] += 1;
         if let Some(app) = &f.app {
-            *r.applications.entry(app.clone()).or_default() += 1;
+            *applications.entry(app.as_str()).or_default() += 1;
         }
         if let Some(b) = &f.boosted {
             r.boosts += 1;
@@ -210,7 +212,7 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         r.with_cw += f.cw as u64;
         r.sensitive += f.sensitive as u64;
         r.polls += f.poll as u64;
-        *r.languages.entry(f.lang.clone().unwrap_or_else(|| "und".into())).or_default() += 1;
+        *languages.entry(f.lang.as_deref().unwrap_or("und")).or_default() += 1;
         for t in &f.tags {
             *tags.entry(t.as_str()).or_default() += 1;
         }
@@ -232,6 +234,8 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
             }
         }
     }
+    r.languages = languages.into_iter().map(|(k, n): (&str, u64)| (k.to_string(), n)).collect();
+    r.applications = applications.into_iter().map(|(k, n): (&str, u64)| (k.to_string(), n)).collect();
     r.engagement.observed_at = latest.map(|o| rfc3339(o.at));
     r.engagement.observed_by = latest.map(|o| o.by.clone());
     r.text = TextStats { posts: chars.len() as u64, chars: Summary::of(chars), words: Summary::of(words) };
