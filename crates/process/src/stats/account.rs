@@ -205,15 +205,21 @@ impl AccountState {
                         }
                         changed = true;
                     }
-                    let obs = Observed {
-                        at: p.counts.observed_at.timestamp_millis(),
-                        by: p.counts.observed_by.to_string(),
-                        replies: p.counts.replies,
-                        boosts: p.counts.reblogs,
-                        favourites: p.counts.favourites,
+                    let c = &p.counts;
+                    let at = c.observed_at.timestamp_millis();
+                    // (Compared as `Observed` orders, without building one first.)
+                    let newer = |o: &Observed| {
+                        (at, c.observed_by.as_str(), c.replies, c.reblogs, c.favourites)
+                            > (o.at, o.by.as_str(), o.replies, o.boosts, o.favourites)
                     };
-                    if p.boost_of.is_none() && entry.observed.as_ref().is_none_or(|o| obs > *o) {
-                        entry.observed = Some(obs);
+                    if p.boost_of.is_none() && entry.observed.as_ref().is_none_or(newer) {
+                        entry.observed = Some(Observed {
+                            at,
+                            by: c.observed_by.to_string(),
+                            replies: c.replies,
+                            boosts: c.reblogs,
+                            favourites: c.favourites,
+                        });
                         changed = true;
                     }
                     if let Err(at) = entry.sources.binary_search_by(|s| s.as_str().cmp(&ev.source)) {
@@ -377,6 +383,51 @@ impl AccountState {
                 observed: p.observed.as_ref(),
             });
         record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
+    }
+
+    /// The account's own state entry, exactly as `serde_json::to_string(self)`
+    /// writes it, without serde: serde_json escapes every field name at run
+    /// time, and this entry, rewritten with every batch that changes the
+    /// account, has five per held window.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        out.push(b'{');
+        if let Some(newest) = self.newest {
+            out.extend_from_slice(b"\"newest\":");
+            out.extend_from_slice(n.format(newest).as_bytes());
+            out.push(b',');
+        }
+        if !self.floor.is_empty() {
+            out.extend_from_slice(b"\"floor\":{");
+            for (i, (size, f)) in self.floor.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(size.as_str().as_bytes());
+                out.extend_from_slice(b"\":");
+                out.extend_from_slice(n.format(*f).as_bytes());
+            }
+            out.extend_from_slice(b"},");
+        }
+        out.extend_from_slice(b"\"windows\":[");
+        for (i, ((size, start), w)) in self.windows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"[[\"");
+            out.extend_from_slice(size.as_str().as_bytes());
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(n.format(*start).as_bytes());
+            out.extend_from_slice(b"],{\"end\":");
+            out.extend_from_slice(n.format(w.end).as_bytes());
+            out.extend_from_slice(if w.closed { &b",\"closed\":true,\"finals\":"[..] } else { &b",\"closed\":false,\"finals\":"[..] });
+            out.extend_from_slice(n.format(w.finals).as_bytes());
+            out.extend_from_slice(if w.dirty { &b",\"dirty\":true,\"touched\":"[..] } else { &b",\"dirty\":false,\"touched\":"[..] });
+            out.extend_from_slice(n.format(w.touched).as_bytes());
+            out.extend_from_slice(b"}]");
+        }
+        out.extend_from_slice(b"]}");
     }
 
     /// The held windows, for readers of the state.

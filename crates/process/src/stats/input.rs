@@ -231,11 +231,17 @@ impl<'a> PostInput<'a> {
             spoiler_text: b(&p.spoiler_text),
             sensitive: p.sensitive,
             boost_of: p.boost_of.as_ref().map(|x| BoostInput { account: b(&x.account) }),
-            in_reply_to: p.in_reply_to.as_ref().map(|r| ReplyInput { account_id: r.account_id.as_ref().map(b), account: r.account.as_ref().map(b) }),
+            in_reply_to: p
+                .in_reply_to
+                .as_ref()
+                .map(|r| ReplyInput { account_id: r.account_id.as_ref().map(b), account: r.account.as_ref().map(b) }),
             tags: p.tags.iter().map(b).collect(),
             mentions: p.mentions.iter().map(|m| MentionInput { acct: b(&m.acct) }).collect(),
             media: p.media.iter().map(|m| MediaInput { description: m.description.as_ref().map(b) }).collect(),
-            poll: p.poll.as_ref().map(|poll| PollInput { options: poll.options.iter().map(|o| PollOptionInput { title: b(&o.title) }).collect() }),
+            poll: p
+                .poll
+                .as_ref()
+                .map(|poll| PollInput { options: poll.options.iter().map(|o| PollOptionInput { title: b(&o.title) }).collect() }),
             application: p.application.as_ref().map(b),
             counts: CountsInput {
                 replies: p.counts.replies,

@@ -322,7 +322,9 @@ impl AccountStatsProcessor {
     }
 
     fn push(output: &str, buf: &mut Vec<u8>, out: &mut ProcessorOutput, rec: StatsRecord) {
-        let payload = to_json(buf, &rec).into();
+        buf.clear();
+        rec.write_json(buf);
+        let payload = std::str::from_utf8(buf).unwrap_or_default().into();
         out.records.push(OutputRecord { topic: output.to_string(), key: rec.account, payload });
     }
 
@@ -437,7 +439,9 @@ impl AccountStatsProcessor {
         if st.is_empty() {
             out.state.push(StatePut::delete(&self.ns, k));
         } else {
-            out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, st)));
+            self.buf.clear();
+            st.write_json(&mut self.buf);
+            out.state.push(StatePut::set(&self.ns, k, std::str::from_utf8(&self.buf).unwrap_or_default()));
         }
     }
 

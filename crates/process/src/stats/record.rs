@@ -56,6 +56,147 @@ pub struct StatsRecord {
     pub engagement: Engagement,
 }
 
+impl StatsRecord {
+    /// The record's JSON, exactly as `serde_json::to_string(self)` writes it,
+    /// without serde: serde_json escapes every field name at run time, and a
+    /// record has sixty of them. Strings and the means go through serde_json.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = Writer { out, n: itoa::Buffer::new() };
+        w.raw("{\"key\":");
+        w.str(&self.key);
+        w.raw(",\"account\":");
+        w.str(&self.account);
+        w.raw(",\"window\":\"");
+        w.raw(self.window.as_str());
+        w.raw("\",\"zone\":");
+        w.str(&self.zone);
+        w.raw(",\"start\":");
+        w.str(&self.start);
+        w.raw(",\"end\":");
+        w.str(&self.end);
+        w.field(",\"revision\":", self.revision as u64);
+        w.raw(if self.is_final { ",\"final\":true" } else { ",\"final\":false" });
+        for (name, v) in [
+            (",\"posts\":", self.posts),
+            (",\"originals\":", self.originals),
+            (",\"replies_to_self\":", self.replies_to_self),
+            (",\"replies_to_others\":", self.replies_to_others),
+            (",\"boosts\":", self.boosts),
+            (",\"with_media\":", self.with_media),
+            (",\"with_cw\":", self.with_cw),
+            (",\"sensitive\":", self.sensitive),
+            (",\"polls\":", self.polls),
+            (",\"edits\":", self.edits),
+            (",\"deletes\":", self.deletes),
+        ] {
+            w.field(name, v);
+        }
+        w.raw(",\"languages\":");
+        w.map(&self.languages);
+        w.raw(",\"applications\":");
+        w.map(&self.applications);
+        w.raw(",\"hours\":");
+        w.list(&self.hours);
+        w.raw(",\"weekdays\":");
+        w.list(&self.weekdays);
+        w.raw(",\"tags\":");
+        w.top(&self.tags);
+        w.raw(",\"mentions\":");
+        w.top(&self.mentions);
+        w.raw(",\"boosted_accounts\":");
+        w.top(&self.boosted_accounts);
+        w.field(",\"text\":{\"posts\":", self.text.posts);
+        w.raw(",\"chars\":");
+        w.summary(&self.text.chars);
+        w.raw(",\"words\":");
+        w.summary(&self.text.words);
+        w.field("},\"links\":", self.links);
+        w.raw(",\"link_domains\":");
+        w.top(&self.link_domains);
+        let e = &self.engagement;
+        w.field(",\"engagement\":{\"replies\":", e.replies);
+        w.field(",\"boosts\":", e.boosts);
+        w.field(",\"favourites\":", e.favourites);
+        if let Some(at) = &e.observed_at {
+            w.raw(",\"observed_at\":");
+            w.str(at);
+        }
+        if let Some(by) = &e.observed_by {
+            w.raw(",\"observed_by\":");
+            w.str(by);
+        }
+        w.raw("}}");
+    }
+}
+
+/// [`StatsRecord::write_json`]'s output.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    n: itoa::Buffer,
+}
+
+impl Writer<'_> {
+    fn raw(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+    }
+    fn num(&mut self, v: u64) {
+        self.out.extend_from_slice(self.n.format(v).as_bytes());
+    }
+    fn field(&mut self, name: &str, v: u64) {
+        self.raw(name);
+        self.num(v);
+    }
+    /// A JSON string, escaped as serde_json escapes it (writing into a Vec cannot fail).
+    fn str(&mut self, s: &str) {
+        let _ = serde_json::to_writer(&mut *self.out, s);
+    }
+    fn map(&mut self, m: &BTreeMap<String, u64>) {
+        self.out.push(b'{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.str(k);
+            self.out.push(b':');
+            self.num(*v);
+        }
+        self.out.push(b'}');
+    }
+    fn list(&mut self, v: &[u64]) {
+        self.out.push(b'[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.num(*x);
+        }
+        self.out.push(b']');
+    }
+    fn top(&mut self, t: &TopK) {
+        self.raw("{\"top\":[");
+        for (i, (k, v)) in t.top.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out.push(b'[');
+            self.str(k);
+            self.out.push(b',');
+            self.num(*v);
+            self.out.push(b']');
+        }
+        self.field("],\"distinct\":", t.distinct);
+        self.field(",\"total\":", t.total);
+        self.out.push(b'}');
+    }
+    fn summary(&mut self, s: &Summary) {
+        self.raw("{\"mean\":");
+        let _ = serde_json::to_writer(&mut *self.out, &s.mean);
+        self.field(",\"median\":", s.median as u64);
+        self.field(",\"p90\":", s.p90 as u64);
+        self.out.push(b'}');
+    }
+}
+
 /// The `k` most frequent values (count descending, then name), exact: they are
 /// counted from every post the window holds; `distinct` and `total` cover all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
