@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::facts::Facts;
 use super::input::Input;
+use super::json::Writer;
 use super::record::{self, Counted, Observed, StatsRecord, WindowId};
 use super::window::{Calendar, WindowSize};
 
@@ -97,6 +98,54 @@ impl PostEntry {
     /// Whether the post counts in its windows (dated, a version seen, not deleted).
     fn counted(&self) -> bool {
         self.t.is_some() && self.facts.is_some() && !self.deleted
+    }
+
+    /// The post's state entry, exactly as `serde_json::to_string(self)` writes it ([`super::json`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        w.raw("{");
+        if let Some(t) = self.t {
+            w.field("\"t\":", t);
+            w.raw(",");
+        }
+        if !self.versions.is_empty() {
+            w.raw("\"versions\":");
+            w.strs(&self.versions);
+            w.raw(",");
+        }
+        if let Some((edited, fp)) = &self.current {
+            w.raw("\"current\":[");
+            match edited {
+                Some(e) => w.num(*e),
+                None => w.raw("null"),
+            }
+            w.raw(",");
+            w.str(fp);
+            w.raw("],");
+        }
+        if let Some(f) = &self.facts {
+            w.raw("\"facts\":");
+            f.write_json(&mut w);
+            w.raw(",");
+        }
+        if let Some(o) = &self.observed {
+            w.field("\"observed\":{\"at\":", o.at);
+            w.raw(",\"by\":");
+            w.str(&o.by);
+            w.field(",\"replies\":", o.replies);
+            w.field(",\"boosts\":", o.boosts);
+            w.field(",\"favourites\":", o.favourites);
+            w.raw("},");
+        }
+        if self.deleted {
+            w.raw("\"deleted\":true,");
+        }
+        w.field("\"touched\":", self.touched);
+        if !self.sources.is_empty() {
+            w.raw(",\"sources\":");
+            w.strs(&self.sources);
+        }
+        w.raw("}");
     }
 }
 
@@ -390,44 +439,34 @@ impl AccountState {
     /// time, and this entry, rewritten with every batch that changes the
     /// account, has five per held window.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut n = itoa::Buffer::new();
-        out.push(b'{');
+        let mut w = Writer::new(out);
+        w.raw("{");
         if let Some(newest) = self.newest {
-            out.extend_from_slice(b"\"newest\":");
-            out.extend_from_slice(n.format(newest).as_bytes());
-            out.push(b',');
+            w.field("\"newest\":", newest);
+            w.raw(",");
         }
         if !self.floor.is_empty() {
-            out.extend_from_slice(b"\"floor\":{");
+            w.raw("\"floor\":{");
             for (i, (size, f)) in self.floor.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.push(b'"');
-                out.extend_from_slice(size.as_str().as_bytes());
-                out.extend_from_slice(b"\":");
-                out.extend_from_slice(n.format(*f).as_bytes());
+                w.raw(if i > 0 { ",\"" } else { "\"" });
+                w.raw(size.as_str());
+                w.field("\":", *f);
             }
-            out.extend_from_slice(b"},");
+            w.raw("},");
         }
-        out.extend_from_slice(b"\"windows\":[");
-        for (i, ((size, start), w)) in self.windows.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"[[\"");
-            out.extend_from_slice(size.as_str().as_bytes());
-            out.extend_from_slice(b"\",");
-            out.extend_from_slice(n.format(*start).as_bytes());
-            out.extend_from_slice(b"],{\"end\":");
-            out.extend_from_slice(n.format(w.end).as_bytes());
-            out.extend_from_slice(if w.closed { &b",\"closed\":true,\"finals\":"[..] } else { &b",\"closed\":false,\"finals\":"[..] });
-            out.extend_from_slice(n.format(w.finals).as_bytes());
-            out.extend_from_slice(if w.dirty { &b",\"dirty\":true,\"touched\":"[..] } else { &b",\"dirty\":false,\"touched\":"[..] });
-            out.extend_from_slice(n.format(w.touched).as_bytes());
-            out.extend_from_slice(b"}]");
+        w.raw("\"windows\":[");
+        for (i, ((size, start), m)) in self.windows.iter().enumerate() {
+            w.raw(if i > 0 { ",[[\"" } else { "[[\"" });
+            w.raw(size.as_str());
+            w.field("\",", *start);
+            w.field("],{\"end\":", m.end);
+            w.raw(if m.closed { ",\"closed\":true" } else { ",\"closed\":false" });
+            w.field(",\"finals\":", m.finals);
+            w.raw(if m.dirty { ",\"dirty\":true" } else { ",\"dirty\":false" });
+            w.field(",\"touched\":", m.touched);
+            w.raw("}]");
         }
-        out.extend_from_slice(b"]}");
+        w.raw("]}");
     }
 
     /// The held windows, for readers of the state.

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::input::PostInput;
+use super::json::Writer;
 
 /// One version of one post, as counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +112,54 @@ impl Facts {
             chars: p.content_text.chars().count() as u32,
             words: p.content_text.split_whitespace().count() as u32,
         }
+    }
+}
+
+impl Facts {
+    /// As `serde_json` writes it ([`super::json`]).
+    pub(crate) fn write_json(&self, w: &mut Writer) {
+        // Every field is optional: a comma before each but the first written.
+        let mut first = true;
+        let mut name = |w: &mut Writer, n: &str| {
+            w.raw(if first { "\"" } else { ",\"" });
+            first = false;
+            w.raw(n);
+            w.raw("\":");
+        };
+        w.raw("{");
+        if let Some(b) = &self.boosted {
+            name(w, "boosted");
+            w.str(b);
+        }
+        if self.reply != 0 {
+            name(w, "reply");
+            w.num(self.reply);
+        }
+        for (n, v) in [("media", self.media), ("cw", self.cw), ("sensitive", self.sensitive), ("poll", self.poll)] {
+            if v {
+                name(w, n);
+                w.raw("true");
+            }
+        }
+        for (n, v) in [("lang", &self.lang), ("app", &self.app)] {
+            if let Some(v) = v {
+                name(w, n);
+                w.str(v);
+            }
+        }
+        for (n, v) in [("tags", &self.tags), ("mentions", &self.mentions), ("domains", &self.domains)] {
+            if !v.is_empty() {
+                name(w, n);
+                w.strs(v);
+            }
+        }
+        for (n, v) in [("links", self.links), ("chars", self.chars), ("words", self.words)] {
+            if v != 0 {
+                name(w, n);
+                w.num(v);
+            }
+        }
+        w.raw("}");
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod account;
 pub mod facts;
 pub mod input;
+mod json;
 pub mod record;
 pub mod totals;
 pub mod window;
@@ -432,7 +433,11 @@ impl AccountStatsProcessor {
         for uri in st.take_changed_posts() {
             let pk = format!("{k}/{uri}");
             match st.posts.get(&uri) {
-                Some(p) => out.state.push(StatePut::set(&self.ns, pk, to_json(&mut self.buf, p))),
+                Some(p) => {
+                    self.buf.clear();
+                    p.write_json(&mut self.buf);
+                    out.state.push(StatePut::set(&self.ns, pk, std::str::from_utf8(&self.buf).unwrap_or_default()));
+                }
                 None => out.state.push(StatePut::delete(&self.ns, pk)),
             }
         }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::facts::Facts;
+use super::json::Writer;
 use super::window::{rfc3339, Calendar, WindowSize};
 
 /// One window of one account. An upsert: the latest `revision` of a `key`
@@ -61,7 +62,7 @@ impl StatsRecord {
     /// without serde: serde_json escapes every field name at run time, and a
     /// record has sixty of them. Strings and the means go through serde_json.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut w = Writer { out, n: itoa::Buffer::new() };
+        let mut w = Writer::new(out);
         w.raw("{\"key\":");
         w.str(&self.key);
         w.raw(",\"account\":");
@@ -126,74 +127,6 @@ impl StatsRecord {
             w.str(by);
         }
         w.raw("}}");
-    }
-}
-
-/// [`StatsRecord::write_json`]'s output.
-struct Writer<'a> {
-    out: &'a mut Vec<u8>,
-    n: itoa::Buffer,
-}
-
-impl Writer<'_> {
-    fn raw(&mut self, s: &str) {
-        self.out.extend_from_slice(s.as_bytes());
-    }
-    fn num(&mut self, v: u64) {
-        self.out.extend_from_slice(self.n.format(v).as_bytes());
-    }
-    fn field(&mut self, name: &str, v: u64) {
-        self.raw(name);
-        self.num(v);
-    }
-    /// A JSON string, escaped as serde_json escapes it (writing into a Vec cannot fail).
-    fn str(&mut self, s: &str) {
-        let _ = serde_json::to_writer(&mut *self.out, s);
-    }
-    fn map(&mut self, m: &BTreeMap<String, u64>) {
-        self.out.push(b'{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            self.str(k);
-            self.out.push(b':');
-            self.num(*v);
-        }
-        self.out.push(b'}');
-    }
-    fn list(&mut self, v: &[u64]) {
-        self.out.push(b'[');
-        for (i, x) in v.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            self.num(*x);
-        }
-        self.out.push(b']');
-    }
-    fn top(&mut self, t: &TopK) {
-        self.raw("{\"top\":[");
-        for (i, (k, v)) in t.top.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            self.out.push(b'[');
-            self.str(k);
-            self.out.push(b',');
-            self.num(*v);
-            self.out.push(b']');
-        }
-        self.field("],\"distinct\":", t.distinct);
-        self.field(",\"total\":", t.total);
-        self.out.push(b'}');
-    }
-    fn summary(&mut self, s: &Summary) {
-        self.raw("{\"mean\":");
-        let _ = serde_json::to_writer(&mut *self.out, &s.mean);
-        self.field(",\"median\":", s.median as u64);
-        self.field(",\"p90\":", s.p90 as u64);
-        self.out.push(b'}');
     }
 }
 

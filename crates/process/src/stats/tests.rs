@@ -127,7 +127,7 @@ fn held_posts_stay_bounded_as_an_account_keeps_posting() {
 }
 
 #[test]
-fn the_account_entry_written_by_hand_is_what_serde_writes() {
+fn account_and_post_entries_written_by_hand_are_what_serde_writes() {
     // Open, closed, dirty and evicted windows (a floor), with and without a zone.
     for zone in [None, Some("Europe/Berlin".to_string())] {
         let cfg = AccountStatsConfig { zone, windows: vec![WindowSize::Hour, WindowSize::Day, WindowSize::Week], ..Default::default() };
@@ -150,13 +150,18 @@ fn the_account_entry_written_by_hand_is_what_serde_writes() {
             let mut b = Vec::new();
             st.write_json(&mut b);
             assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(st).unwrap(), "after event {i}");
+            for (uri, post) in &st.posts {
+                let mut b = Vec::new();
+                post.write_json(&mut b);
+                assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(post).unwrap(), "{uri}");
+            }
         }
         assert!(!p.account(0, "ada@social.example").unwrap().floor.is_empty(), "windows were evicted");
     }
 }
 
 #[test]
-fn records_written_by_hand_are_what_serde_writes() {
+fn records_and_state_written_by_hand_are_what_serde_writes() {
     use fedistream_core::post::{BoostOf, InReplyTo, Media, Mention};
     let cfg =
         AccountStatsConfig { zone: Some("America/Sao_Paulo".into()), emit_open_every: Some(Duration::from_secs(10)), ..Default::default() };
@@ -183,10 +188,34 @@ fn records_written_by_hand_are_what_serde_writes() {
         if i % 4 == 1 {
             post.in_reply_to = Some(InReplyTo { id: "1".into(), account_id: None, account: Some("other@x.example".into()) });
         }
-        let rec =
-            LogRecord::from_event(Position { partition: 0, offset: i }, Utc::now(), fedistream_core::event::Event::created("s", post));
+        let source = ["s", "t"][i as usize % 3 / 2];
+        let ev = match i % 13 {
+            // An edit of this post, a delete of an earlier one.
+            5 => {
+                post.edited_at = Some(post.created_at.unwrap() + chrono::Duration::minutes(2));
+                fedistream_core::event::Event::updated(source, post)
+            }
+            9 => {
+                let mut del = fedistream_core::event::Event::created(source, fedistream_core::testing::post(acct, i - 4, ""));
+                del.kind = fedistream_core::event::EventKind::Deleted;
+                del.post = None;
+                del
+            }
+            _ => fedistream_core::event::Event::created(source, post),
+        };
+        let rec = LogRecord::from_event(Position { partition: 0, offset: i }, Utc::now(), ev);
         let mut out = ProcessorOutput::default();
         p.process(&[rec], &mut out).unwrap();
+        for (account, st) in p.accounts.values().flatten() {
+            let mut b = Vec::new();
+            st.write_json(&mut b);
+            assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(st).unwrap(), "{account}");
+            for (uri, post) in &st.posts {
+                let mut b = Vec::new();
+                post.write_json(&mut b);
+                assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(post).unwrap(), "{uri}");
+            }
+        }
         if i % 50 == 49 {
             p.tick(Utc::now(), &mut out).unwrap();
         }
