@@ -92,10 +92,14 @@ impl Facts {
         let mut mentions: Vec<String> = p.mentions.iter().map(|m| m.acct.trim_start_matches('@').to_lowercase()).collect();
         mentions.sort();
         mentions.dedup();
-        let urls = links(&p.content_text);
-        let mut domains: Vec<String> = urls.iter().filter_map(|u| domain(u)).collect();
-        domains.sort();
-        domains.dedup();
+        let (urls, domains, chars, words) = p.content_text.with(|text| {
+            let urls = links(text);
+            let mut domains: Vec<String> = urls.iter().filter_map(|u| domain(u)).collect();
+            domains.sort();
+            domains.dedup();
+            let (chars, words) = chars_and_words(text);
+            (urls.len(), domains, chars, words)
+        });
         Facts {
             boosted: None,
             reply,
@@ -108,9 +112,9 @@ impl Facts {
             tags,
             mentions,
             domains,
-            links: urls.len() as u32,
-            chars: p.content_text.chars().count() as u32,
-            words: p.content_text.split_whitespace().count() as u32,
+            links: urls as u32,
+            chars,
+            words,
         }
     }
 }
@@ -163,14 +167,52 @@ impl Facts {
     }
 }
 
+/// Where [`links`] splits the text into words.
+fn separates(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')')
+}
+
 /// The http(s) URLs in a post's text. Mentions and hashtags are `@user` and
 /// `#tag` in the text (their links live only in the HTML), so these are the
-/// links the author wrote.
+/// links the author wrote: the words (split at [`separates`]) that start with
+/// `https://` or `http://`. Found by searching for `http` rather than by
+/// looking at every word (a text is mostly words that are not links).
 pub fn links(text: &str) -> Vec<&str> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')'))
-        .filter(|w| w.starts_with("https://") || w.starts_with("http://"))
-        .map(|w| w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']))
-        .collect()
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&text.as_bytes()[from..], b"http").map(|i| from + i) {
+        // (`http` is ASCII, so `at` is a character boundary.)
+        let word_end = text[at..].find(separates).map_or(text.len(), |e| at + e);
+        let starts_word = text[..at].chars().next_back().is_none_or(separates);
+        let w = &text[at..word_end];
+        if starts_word && (w.starts_with("https://") || w.starts_with("http://")) {
+            out.push(w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']));
+        }
+        from = if starts_word { word_end.max(at + 4) } else { at + 4 };
+    }
+    out
+}
+
+/// Characters and words (split at Unicode white space) of a text, in one pass.
+fn chars_and_words(text: &str) -> (u32, u32) {
+    let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let space = if b[i] < 0x80 {
+            i += 1;
+            // char::is_whitespace for ASCII.
+            matches!(b[i - 1], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+        } else {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            i += c.len_utf8();
+            c.is_whitespace()
+        };
+        chars += 1;
+        words += (!space && !in_word) as u32;
+        in_word = !space;
+    }
+    (chars, words)
 }
 
 /// The host of a URL, lower-case, without a leading `www.`.
@@ -182,6 +224,33 @@ pub fn domain(u: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `links` was before it searched for `http`: split, then filter.
+    fn links_by_splitting(text: &str) -> Vec<&str> {
+        text.split(separates)
+            .filter(|w| w.starts_with("https://") || w.starts_with("http://"))
+            .map(|w| w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']))
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_counts_and_the_link_search_agree_with_splitting() {
+        let texts = [
+            "",
+            "   ",
+            "one",
+            "see https://www.Example.org/a?b=1, and (http://blog.example.net/x). not ftp://x nor #tag",
+            "xhttps://no.example http://yes.example/\u{a0}https://nbsp.example\u{3000}http://ideographic.example",
+            "http://a.example\"http://b.example<https://c.example>https",
+            "httphttp://x.example http:/half https://",
+            "üñï çødé\t\nwith\r\x0b\x0cspaces\u{2028}and\u{85}more http://ünï.example/ä",
+            "trailing http://t.example/!?.",
+        ];
+        for t in texts {
+            assert_eq!(links(t), links_by_splitting(t), "{t:?}");
+            assert_eq!(chars_and_words(t), (t.chars().count() as u32, t.split_whitespace().count() as u32), "{t:?}");
+        }
+    }
 
     #[test]
     fn links_and_domains_come_from_the_text() {

@@ -62,6 +62,75 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
+/// A long string of the payload (a post's HTML or text), kept as the JSON
+/// it is in the payload and unescaped only when read, into a buffer reused
+/// from event to event: a status's HTML always has escapes (its attributes'
+/// quotes), and copying kilobytes out per event cost more than reading them.
+#[derive(Clone, Copy)]
+pub enum Text<'a> {
+    Plain(&'a str),
+    Json(&'a serde_json::value::RawValue),
+}
+
+thread_local! {
+    /// [`Text::with`]'s buffers (one per nesting level; two are enough).
+    static SCRATCH: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Text<'_> {
+    /// Call `f` with the text.
+    pub fn with<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let raw = match self {
+            Text::Plain(s) => return f(s),
+            Text::Json(raw) => raw.get(),
+        };
+        // No escapes: the text is what is between the quotes.
+        if !raw.contains('\\') {
+            if let Some(s) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                return f(s);
+            }
+        }
+        let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+        buf.clear();
+        // A RawValue is valid JSON; anything but a string reads as empty.
+        let _ = serde::Deserializer::deserialize_str(&mut serde_json::Deserializer::from_str(raw), AppendStr(&mut buf));
+        let r = f(&buf);
+        SCRATCH.with(|s| s.borrow_mut().push(buf));
+        r
+    }
+}
+
+/// Appends the string it visits (serde_json hands over its own unescaped
+/// scratch: nothing is allocated but the buffer's growth).
+struct AppendStr<'b>(&'b mut String);
+
+impl<'de> serde::de::Visitor<'de> for AppendStr<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'a serde_json::value::RawValue>::deserialize(d)?;
+        if !raw.get().starts_with('"') {
+            return Err(serde::de::Error::custom("expected a string"));
+        }
+        Ok(Text::Json(raw))
+    }
+}
+
+impl std::fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|s| s.fmt(f))
+    }
+}
+
 /// The statistics' view of one event.
 #[derive(Debug, Deserialize)]
 pub struct Input<'a> {
@@ -93,10 +162,10 @@ pub struct PostInput<'a> {
     pub visibility: Str<'a>,
     #[serde(default, borrow)]
     pub language: Option<Str<'a>>,
-    #[serde(default = "empty", borrow)]
-    pub content_html: Str<'a>,
-    #[serde(default = "empty", borrow)]
-    pub content_text: Str<'a>,
+    #[serde(default = "no_text", borrow)]
+    pub content_html: Text<'a>,
+    #[serde(default = "no_text", borrow)]
+    pub content_text: Text<'a>,
     #[serde(default = "empty", borrow)]
     pub spoiler_text: Str<'a>,
     #[serde(default)]
@@ -117,6 +186,10 @@ pub struct PostInput<'a> {
     pub application: Option<Str<'a>>,
     #[serde(borrow)]
     pub counts: CountsInput<'a>,
+}
+
+fn no_text() -> Text<'static> {
+    Text::Plain("")
 }
 
 fn empty() -> Str<'static> {
@@ -204,15 +277,17 @@ impl<'a> Input<'a> {
     pub fn fingerprint(&self) -> String {
         match (&self.kind, &self.post) {
             (EventKind::Deleted, _) | (_, None) => DELETED_FINGERPRINT.to_string(),
-            (_, Some(p)) => version_fingerprint(
-                p.edited_at,
-                &p.content_html,
-                &p.spoiler_text,
-                p.sensitive,
-                &p.visibility,
-                p.media.iter().map(|m| m.description.as_ref().map(Str::as_str)),
-                p.poll.iter().flat_map(|poll| poll.options.iter().map(|o| o.title.as_str())),
-            ),
+            (_, Some(p)) => p.content_html.with(|html| {
+                version_fingerprint(
+                    p.edited_at,
+                    html,
+                    &p.spoiler_text,
+                    p.sensitive,
+                    &p.visibility,
+                    p.media.iter().map(|m| m.description.as_ref().map(Str::as_str)),
+                    p.poll.iter().flat_map(|poll| poll.options.iter().map(|o| o.title.as_str())),
+                )
+            }),
         }
     }
 }
@@ -226,8 +301,8 @@ impl<'a> PostInput<'a> {
             edited_at: p.edited_at,
             visibility: Str::borrowed(p.visibility.as_str()),
             language: p.language.as_ref().map(b),
-            content_html: b(&p.content_html),
-            content_text: b(&p.content_text),
+            content_html: Text::Plain(&p.content_html),
+            content_text: Text::Plain(&p.content_text),
             spoiler_text: b(&p.spoiler_text),
             sensitive: p.sensitive,
             boost_of: p.boost_of.as_ref().map(|x| BoostInput { account: b(&x.account) }),
