@@ -66,6 +66,33 @@ pub struct AccountState {
     /// Posts changed or removed since the state was last saved.
     #[serde(skip)]
     changed_posts: BTreeSet<String>,
+    /// A watermark below which closing and evicting has nothing to do.
+    #[serde(skip)]
+    quiet_below: QuietBelow,
+}
+
+/// A lower bound of the watermark at which a window closes (its end) or a
+/// closed one is evicted (`keep_closed` after its end and last change), so
+/// most events skip looking at every window. `None`: not known (after a
+/// load), look. Not part of the state's value (equal whatever it holds).
+#[derive(Debug, Clone, Copy, Default)]
+struct QuietBelow(Option<i64>);
+
+impl PartialEq for QuietBelow {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl WindowMeta {
+    /// The watermark at which this window next needs [`AccountState::close_and_evict`].
+    fn due(&self, keep_closed_ms: i64) -> i64 {
+        if self.closed {
+            self.end.max(self.touched).saturating_add(keep_closed_ms)
+        } else {
+            self.end
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -193,6 +220,7 @@ impl AccountState {
 
     /// Rebuild the in-memory index after loading.
     pub fn reindex(&mut self) {
+        self.quiet_below = QuietBelow(None);
         self.by_time = self.posts.iter().filter_map(|(k, p)| p.t.map(|t| (t, k.clone()))).collect();
     }
 
@@ -339,9 +367,13 @@ impl AccountState {
                     w.dirty = false;
                     let rev = w.finals;
                     w.finals += 1;
+                    let due = w.due(rules.keep_closed_ms);
+                    self.quiet_below.0 = self.quiet_below.0.map(|q| q.min(due));
                     out.records.push(self.record(account, size, start, rev, true, rules));
                 } else {
                     w.dirty = true;
+                    let due = w.due(rules.keep_closed_ms);
+                    self.quiet_below.0 = self.quiet_below.0.map(|q| q.min(due));
                 }
             }
             if self.newest.is_none_or(|n| t > n) {
@@ -356,6 +388,15 @@ impl AccountState {
     /// has been closed for longer than `keep_closed`.
     fn close_and_evict(&mut self, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
         let wm = self.watermark(rules);
+        if self.quiet_below.0.is_some_and(|q| wm < q) {
+            return;
+        }
+        self.close_and_evict_now(wm, account, rules, records);
+        let due = self.windows.values().map(|w| w.due(rules.keep_closed_ms)).min().unwrap_or(i64::MAX);
+        self.quiet_below = QuietBelow(Some(due));
+    }
+
+    fn close_and_evict_now(&mut self, wm: i64, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
         let closing: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.end <= wm).map(|(k, _)| *k).collect();
         for (size, start) in closing {
             let rev = {
