@@ -8,7 +8,8 @@
 //! `<partition>/<account>/<post URI>`, so a batch writes what it changed, not
 //! every post held), loading it in `open`, writing what a batch changed with
 //! the batch, and early emission of open windows from the timer. The windowing rules are in [`account`], window arithmetic in
-//! [`window`], what is kept per post in [`facts`]. The runtime commits the
+//! [`window`], what is kept per post in [`facts`], what is read of an event
+//! (a view of its stored JSON, not the whole event) in [`input`]. The runtime commits the
 //! records, the state and the input offset together; everything emitted from
 //! `process` depends only on the order of each account's events, never on the
 //! clock, batching or restarts.
