@@ -127,7 +127,7 @@ impl PostEntry {
         self.t.is_some() && self.facts.is_some() && !self.deleted
     }
 
-    /// The post's state entry, exactly as `serde_json::to_string(self)` writes it ([`super::json`]).
+    /// The post's state entry, exactly as `serde_json::to_string(self)` writes it (see `stats::json`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut w = Writer::new(out);
         w.raw("{");
