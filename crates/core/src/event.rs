@@ -94,34 +94,56 @@ impl Event {
     /// every REST re-read into an update).
     pub fn fingerprint(&self) -> String {
         match (&self.kind, &self.post) {
-            (EventKind::Deleted, _) | (_, None) => "deleted".to_string(),
-            (_, Some(p)) => {
-                use std::hash::Hasher;
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                for part in [
-                    p.edited_at.map(|t| t.to_rfc3339()).unwrap_or_default().as_str(),
-                    p.content_html.as_str(),
-                    p.spoiler_text.as_str(),
-                    if p.sensitive { "s" } else { "-" },
-                    p.visibility.as_str(),
-                ] {
-                    h.write(part.as_bytes());
-                    h.write_u8(0);
-                }
-                for m in &p.media {
-                    h.write(m.description.as_deref().unwrap_or("").as_bytes());
-                    h.write_u8(0);
-                }
-                if let Some(poll) = &p.poll {
-                    for o in &poll.options {
-                        h.write(o.title.as_bytes());
-                        h.write_u8(0);
-                    }
-                }
-                format!("{:016x}", h.finish())
-            }
+            (EventKind::Deleted, _) | (_, None) => DELETED_FINGERPRINT.to_string(),
+            (_, Some(p)) => version_fingerprint(
+                p.edited_at,
+                &p.content_html,
+                &p.spoiler_text,
+                p.sensitive,
+                p.visibility.as_str(),
+                p.media.iter().map(|m| m.description.as_deref()),
+                p.poll.iter().flat_map(|poll| poll.options.iter().map(|o| o.title.as_str())),
+            ),
         }
     }
+}
+
+/// [`Event::fingerprint`] of a deletion (or an event without a post).
+pub const DELETED_FINGERPRINT: &str = "deleted";
+
+/// [`Event::fingerprint`] of a post's version, from the parts of the post an
+/// edit can change: for readers that decode only those parts of an event's
+/// JSON (the statistics processor), so both give the same fingerprint.
+pub fn version_fingerprint<'a>(
+    edited_at: Option<DateTime<Utc>>,
+    content_html: &str,
+    spoiler_text: &str,
+    sensitive: bool,
+    visibility: &str,
+    media_descriptions: impl IntoIterator<Item = Option<&'a str>>,
+    poll_titles: impl IntoIterator<Item = &'a str>,
+) -> String {
+    use std::hash::Hasher;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [
+        edited_at.map(|t| t.to_rfc3339()).unwrap_or_default().as_str(),
+        content_html,
+        spoiler_text,
+        if sensitive { "s" } else { "-" },
+        visibility,
+    ] {
+        h.write(part.as_bytes());
+        h.write_u8(0);
+    }
+    for d in media_descriptions {
+        h.write(d.unwrap_or("").as_bytes());
+        h.write_u8(0);
+    }
+    for t in poll_titles {
+        h.write(t.as_bytes());
+        h.write_u8(0);
+    }
+    format!("{:016x}", h.finish())
 }
 
 /// An event ready for the log: what the ingestor needs to deduplicate it, and

@@ -8,6 +8,8 @@
 //! * `http`, `metrics` — what the HTTP server costs ([`crate::bench_http`]).
 //! * `stats-pipeline` — the `pipeline` run with and without an `account_stats`
 //!   processor, alternating rounds: the throughput the statistics cost.
+//! * `stats-replay` — reprocessing: the `account_stats` processor alone over
+//!   an existing log of N synthetic events.
 //! * `archive`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
 //!   ([`crate::bench_archive`]).
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
@@ -70,6 +72,24 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 1000)]
         accounts: usize,
         /// Measured rounds of each.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Working directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Reprocessing: the `account_stats` processor (default config) alone over
+    /// an existing log. `count` synthetic statuses are normalised and appended
+    /// to a fresh SQLite log first (not measured); then each round reads the
+    /// log from its start in batches of 4,096, as the runtime hands them over,
+    /// and processes them (records and state built, not committed). Reports
+    /// events/s of the processor alone and with the log's reads.
+    StatsReplay {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Measured rounds (after one warm-up round).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Working directory (default: a temporary one, removed afterwards).
@@ -309,6 +329,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         BenchKind::Pipeline { count, rate, accounts, dir, input } => pipeline(count, rate, accounts, dir, input).await,
         BenchKind::StatsPipeline { count, accounts, rounds, dir } => stats_pipeline(count, accounts, rounds, dir).await,
+        BenchKind::StatsReplay { count, accounts, rounds, dir } => stats_replay(count, accounts, rounds, dir).await,
         BenchKind::FollowRss { accounts, duration, fake } => follow_rss(accounts, duration, fake).await,
         #[cfg(feature = "test-util")]
         BenchKind::Stream { count, accounts, rate, latency_count, transport } => {
@@ -548,6 +569,81 @@ async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Optio
     let (off, on) = (median(&mut off), median(&mut on));
     println!("  median without     {off:.0} statuses/s");
     println!("  median with stats  {on:.0} statuses/s ({:.0} % of without)", on / off * 100.0);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bench stats-replay`: see [`BenchKind::StatsReplay`].
+async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use fedistream_core::component::{Processor, ProcessorOutput};
+    use fedistream_core::event::{EncodedEvent, Event};
+    use fedistream_core::log::{AppendBatch, Log, EVENTS};
+    use fedistream_process::normalize::{parse_and_normalize, NormalizeContext};
+    use fedistream_process::stats::{AccountStatsConfig, AccountStatsProcessor};
+
+    let (dir, _tmp) = work_dir(dir)?;
+    let _ = std::fs::remove_file(dir.join("log.db"));
+    let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
+    let mut g = Generator::new(1);
+    let ctx = NormalizeContext { instance: "bench", via: fedistream_core::post::Via::Replay, received_at: chrono::Utc::now() };
+    let mut bytes = 0u64;
+    let mut written = 0;
+    while written < count {
+        let n = (count - written).min(1000);
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            let post = parse_and_normalize(&g.status(accounts), &ctx).map_err(|e| anyhow::anyhow!("a synthetic status: {e}"))?;
+            let ev = EncodedEvent::from(Event::created("bench", post));
+            bytes += ev.json().len() as u64;
+            events.push(ev);
+        }
+        log.append(AppendBatch { events, state: vec![] }).await?;
+        written += n;
+    }
+    println!(
+        "fedistream bench stats-replay ({count} events of {accounts} accounts in the log, {:.0} MB of JSON; batches of 4096)",
+        bytes as f64 / 1e6
+    );
+    let cfg = AccountStatsConfig::default();
+    let (mut alone, mut with_reads) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        let mut p = AccountStatsProcessor::new("stats", &cfg, "stats").map_err(anyhow::Error::msg)?;
+        let mut consumer = log.consumer(EVENTS, &format!("bench.replay.{round}")).await?;
+        let (mut read_s, mut proc_s) = (0f64, 0f64);
+        let (mut seen, mut records, mut puts) = (0usize, 0usize, 0usize);
+        while seen < count {
+            let t = Instant::now();
+            let batch = consumer.poll(4096, Duration::ZERO).await?;
+            read_s += t.elapsed().as_secs_f64();
+            if batch.is_empty() {
+                bail!("the log ended after {seen} of {count} events");
+            }
+            let t = Instant::now();
+            let mut out = ProcessorOutput::default();
+            p.process(&batch, &mut out)?;
+            proc_s += t.elapsed().as_secs_f64();
+            if !out.rejected.is_empty() {
+                bail!("rejected: {:?}", out.rejected.first());
+            }
+            seen += batch.len();
+            records += out.records.len();
+            puts += out.state.len();
+        }
+        let (a, w) = (seen as f64 / proc_s, seen as f64 / (proc_s + read_s));
+        println!(
+            "  round {round}{}  processor {a:>9.0} events/s   with the log's reads {w:>9.0} events/s   ({records} records, {puts} state writes)",
+            if round == 0 { " (warm-up)" } else { "" }
+        );
+        if round > 0 {
+            alone.push(a);
+            with_reads.push(w);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("  median processor alone    {:.0} events/s", median(&mut alone));
+    println!("  median with the reads     {:.0} events/s", median(&mut with_reads));
     Ok(ExitCode::SUCCESS)
 }
 

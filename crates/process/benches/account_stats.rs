@@ -1,5 +1,5 @@
-//! The `account_stats` processor alone: events decoded from their stored JSON
-//! and processed in batches of 4,096 (as the runtime hands them over), and the
+//! The `account_stats` processor alone: events read from their stored JSON
+//! (in every iteration) and processed in batches of 4,096 (as the runtime hands them over), and the
 //! memory its state takes for 10,000 accounts with hour and day windows
 //! (counted by a counting allocator, printed once before the timed runs).
 //!
@@ -72,7 +72,7 @@ fn state_memory() {
     let before = HELD.load(Ordering::Relaxed);
     let recs = records(50_000, 10_000, Duration::milliseconds(1_728));
     let (p, _) = run(&recs);
-    // The records keep their decoded events: only the processor is measured.
+    // Only the processor is measured, not the records it read.
     drop(recs);
     let held = HELD.load(Ordering::Relaxed).saturating_sub(before);
     eprintln!("account_stats state: {:.1} MiB for 10,000 accounts (hour and day windows, 5 posts each)", held as f64 / (1 << 20) as f64);

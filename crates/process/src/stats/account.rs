@@ -25,10 +25,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fedistream_core::event::{Event, EventKind};
+use fedistream_core::event::EventKind;
 use serde::{Deserialize, Serialize};
 
 use super::facts::Facts;
+use super::input::Input;
+use super::json::Writer;
 use super::record::{self, Counted, Observed, StatsRecord, WindowId};
 use super::window::{Calendar, WindowSize};
 
@@ -64,6 +66,33 @@ pub struct AccountState {
     /// Posts changed or removed since the state was last saved.
     #[serde(skip)]
     changed_posts: BTreeSet<String>,
+    /// A watermark below which closing and evicting has nothing to do.
+    #[serde(skip)]
+    quiet_below: QuietBelow,
+}
+
+/// A lower bound of the watermark at which a window closes (its end) or a
+/// closed one is evicted (`keep_closed` after its end and last change), so
+/// most events skip looking at every window. `None`: not known (after a
+/// load), look. Not part of the state's value (equal whatever it holds).
+#[derive(Debug, Clone, Copy, Default)]
+struct QuietBelow(Option<i64>);
+
+impl PartialEq for QuietBelow {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl WindowMeta {
+    /// The watermark at which this window next needs [`AccountState::close_and_evict`].
+    fn due(&self, keep_closed_ms: i64) -> i64 {
+        if self.closed {
+            self.end.max(self.touched).saturating_add(keep_closed_ms)
+        } else {
+            self.end
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -96,6 +125,54 @@ impl PostEntry {
     /// Whether the post counts in its windows (dated, a version seen, not deleted).
     fn counted(&self) -> bool {
         self.t.is_some() && self.facts.is_some() && !self.deleted
+    }
+
+    /// The post's state entry, exactly as `serde_json::to_string(self)` writes it (see `stats::json`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        w.raw("{");
+        if let Some(t) = self.t {
+            w.field("\"t\":", t);
+            w.raw(",");
+        }
+        if !self.versions.is_empty() {
+            w.raw("\"versions\":");
+            w.strs(&self.versions);
+            w.raw(",");
+        }
+        if let Some((edited, fp)) = &self.current {
+            w.raw("\"current\":[");
+            match edited {
+                Some(e) => w.num(*e),
+                None => w.raw("null"),
+            }
+            w.raw(",");
+            w.str(fp);
+            w.raw("],");
+        }
+        if let Some(f) = &self.facts {
+            w.raw("\"facts\":");
+            f.write_json(&mut w);
+            w.raw(",");
+        }
+        if let Some(o) = &self.observed {
+            w.field("\"observed\":{\"at\":", o.at);
+            w.raw(",\"by\":");
+            w.str(&o.by);
+            w.field(",\"replies\":", o.replies);
+            w.field(",\"boosts\":", o.boosts);
+            w.field(",\"favourites\":", o.favourites);
+            w.raw("},");
+        }
+        if self.deleted {
+            w.raw("\"deleted\":true,");
+        }
+        w.field("\"touched\":", self.touched);
+        if !self.sources.is_empty() {
+            w.raw(",\"sources\":");
+            w.strs(&self.sources);
+        }
+        w.raw("}");
     }
 }
 
@@ -143,6 +220,7 @@ impl AccountState {
 
     /// Rebuild the in-memory index after loading.
     pub fn reindex(&mut self) {
+        self.quiet_below = QuietBelow(None);
         self.by_time = self.posts.iter().filter_map(|(k, p)| p.t.map(|t| (t, k.clone()))).collect();
     }
 
@@ -154,12 +232,12 @@ impl AccountState {
         self.newest.map(|n| n.saturating_sub(rules.lateness_ms)).unwrap_or(i64::MIN)
     }
 
-    pub fn apply(&mut self, account: &str, ev: &Event, rules: &Rules) -> Applied {
+    pub fn apply(&mut self, account: &str, ev: &Input, rules: &Rules) -> Applied {
         let mut out = Applied::default();
         let wm = self.watermark(rules);
         let t = match &ev.post {
             Some(p) if ev.kind != EventKind::Deleted => Some(p.created_at.unwrap_or(ev.observed_at).timestamp_millis()),
-            _ => self.posts.get(&ev.key).and_then(|p| p.t),
+            _ => self.posts.get(ev.key.as_str()).and_then(|p| p.t),
         };
         // Which of the post's windows are evicted.
         let mut beyond = 0;
@@ -175,7 +253,10 @@ impl AccountState {
                 return out;
             }
         }
-        let entry = self.posts.entry(ev.key.clone()).or_default();
+        let entry = match self.posts.get_mut(ev.key.as_str()) {
+            Some(e) => e,
+            None => self.posts.entry(ev.key.to_string()).or_default(),
+        };
         let counted_before = entry.counted();
         let mut changed = false;
         // A source seen for the first time changes the totals, not the account's record.
@@ -201,19 +282,25 @@ impl AccountState {
                         }
                         changed = true;
                     }
-                    let obs = Observed {
-                        at: p.counts.observed_at.timestamp_millis(),
-                        by: p.counts.observed_by.clone(),
-                        replies: p.counts.replies,
-                        boosts: p.counts.reblogs,
-                        favourites: p.counts.favourites,
+                    let c = &p.counts;
+                    let at = c.observed_at.timestamp_millis();
+                    // (Compared as `Observed` orders, without building one first.)
+                    let newer = |o: &Observed| {
+                        (at, c.observed_by.as_str(), c.replies, c.reblogs, c.favourites)
+                            > (o.at, o.by.as_str(), o.replies, o.boosts, o.favourites)
                     };
-                    if p.boost_of.is_none() && entry.observed.as_ref().is_none_or(|o| obs > *o) {
-                        entry.observed = Some(obs);
+                    if p.boost_of.is_none() && entry.observed.as_ref().is_none_or(newer) {
+                        entry.observed = Some(Observed {
+                            at,
+                            by: c.observed_by.to_string(),
+                            replies: c.replies,
+                            boosts: c.reblogs,
+                            favourites: c.favourites,
+                        });
                         changed = true;
                     }
-                    if let Err(at) = entry.sources.binary_search(&ev.source) {
-                        entry.sources.insert(at, ev.source.clone());
+                    if let Err(at) = entry.sources.binary_search_by(|s| s.as_str().cmp(&ev.source)) {
+                        entry.sources.insert(at, ev.source.to_string());
                         sources_changed = true;
                         added_source = Some(ev.source.as_str());
                     }
@@ -236,7 +323,7 @@ impl AccountState {
         };
         if !changed && sources_changed {
             entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-            self.changed_posts.insert(ev.key.clone());
+            self.changed_posts.insert(ev.key.to_string());
             out.changed = true;
         }
         if let Some(t) = t {
@@ -260,10 +347,10 @@ impl AccountState {
         // it was created, so its event time is no later). The watermark at
         // arrival alone could be far behind and evict it at the next jump.
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-        self.changed_posts.insert(ev.key.clone());
+        self.changed_posts.insert(ev.key.to_string());
         if let Some(t) = t {
             if dated_now {
-                self.by_time.insert((t, ev.key.clone()));
+                self.by_time.insert((t, ev.key.to_string()));
             }
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);
@@ -280,9 +367,13 @@ impl AccountState {
                     w.dirty = false;
                     let rev = w.finals;
                     w.finals += 1;
+                    let due = w.due(rules.keep_closed_ms);
+                    self.quiet_below.0 = self.quiet_below.0.map(|q| q.min(due));
                     out.records.push(self.record(account, size, start, rev, true, rules));
                 } else {
                     w.dirty = true;
+                    let due = w.due(rules.keep_closed_ms);
+                    self.quiet_below.0 = self.quiet_below.0.map(|q| q.min(due));
                 }
             }
             if self.newest.is_none_or(|n| t > n) {
@@ -297,6 +388,15 @@ impl AccountState {
     /// has been closed for longer than `keep_closed`.
     fn close_and_evict(&mut self, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
         let wm = self.watermark(rules);
+        if self.quiet_below.0.is_some_and(|q| wm < q) {
+            return;
+        }
+        self.close_and_evict_now(wm, account, rules, records);
+        let due = self.windows.values().map(|w| w.due(rules.keep_closed_ms)).min().unwrap_or(i64::MAX);
+        self.quiet_below = QuietBelow(Some(due));
+    }
+
+    fn close_and_evict_now(&mut self, wm: i64, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
         let closing: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.end <= wm).map(|(k, _)| *k).collect();
         for (size, start) in closing {
             let rev = {
@@ -373,6 +473,41 @@ impl AccountState {
                 observed: p.observed.as_ref(),
             });
         record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
+    }
+
+    /// The account's own state entry, exactly as `serde_json::to_string(self)`
+    /// writes it, without serde: serde_json escapes every field name at run
+    /// time, and this entry, rewritten with every batch that changes the
+    /// account, has five per held window.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        w.raw("{");
+        if let Some(newest) = self.newest {
+            w.field("\"newest\":", newest);
+            w.raw(",");
+        }
+        if !self.floor.is_empty() {
+            w.raw("\"floor\":{");
+            for (i, (size, f)) in self.floor.iter().enumerate() {
+                w.raw(if i > 0 { ",\"" } else { "\"" });
+                w.raw(size.as_str());
+                w.field("\":", *f);
+            }
+            w.raw("},");
+        }
+        w.raw("\"windows\":[");
+        for (i, ((size, start), m)) in self.windows.iter().enumerate() {
+            w.raw(if i > 0 { ",[[\"" } else { "[[\"" });
+            w.raw(size.as_str());
+            w.field("\",", *start);
+            w.field("],{\"end\":", m.end);
+            w.raw(if m.closed { ",\"closed\":true" } else { ",\"closed\":false" });
+            w.field(",\"finals\":", m.finals);
+            w.raw(if m.dirty { ",\"dirty\":true" } else { ",\"dirty\":false" });
+            w.field(",\"touched\":", m.touched);
+            w.raw("}]");
+        }
+        w.raw("]}");
     }
 
     /// The held windows, for readers of the state.

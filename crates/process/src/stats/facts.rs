@@ -2,8 +2,10 @@
 //! held: small, and enough to remove the post again (delete) or replace it by
 //! its edited version.
 
-use fedistream_core::post::Post;
 use serde::{Deserialize, Serialize};
+
+use super::input::PostInput;
+use super::json::Writer;
 
 /// One version of one post, as counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ impl Facts {
     /// The facts of `p`. A boost counts as a boost of its author's post; its
     /// text, tags, language and links are the boosted post's and are not the
     /// booster's own writing, so they are left out.
-    pub fn of(p: &Post) -> Facts {
+    pub fn of(p: &PostInput) -> Facts {
         if let Some(b) = &p.boost_of {
             return Facts {
                 boosted: Some(b.account.to_lowercase()),
@@ -63,7 +65,7 @@ impl Facts {
                 sensitive: false,
                 poll: false,
                 lang: None,
-                app: p.application.clone(),
+                app: p.application.as_ref().map(|a| a.to_string()),
                 tags: vec![],
                 mentions: vec![],
                 domains: vec![],
@@ -76,7 +78,7 @@ impl Facts {
             None => 0,
             Some(r) => {
                 let to_self = r.account.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&p.account.acct))
-                    || r.account_id.as_deref().is_some_and(|id| id == p.account.id);
+                    || r.account_id.as_deref().is_some_and(|id| id == &*p.account.id);
                 if to_self {
                     1
                 } else {
@@ -90,10 +92,14 @@ impl Facts {
         let mut mentions: Vec<String> = p.mentions.iter().map(|m| m.acct.trim_start_matches('@').to_lowercase()).collect();
         mentions.sort();
         mentions.dedup();
-        let urls = links(&p.content_text);
-        let mut domains: Vec<String> = urls.iter().filter_map(|u| domain(u)).collect();
-        domains.sort();
-        domains.dedup();
+        let (urls, domains, chars, words) = p.content_text.with(|text| {
+            let urls = links(text);
+            let mut domains: Vec<String> = urls.iter().filter_map(|u| domain(u)).collect();
+            domains.sort();
+            domains.dedup();
+            let (chars, words) = chars_and_words(text);
+            (urls.len(), domains, chars, words)
+        });
         Facts {
             boosted: None,
             reply,
@@ -102,25 +108,111 @@ impl Facts {
             sensitive: p.sensitive,
             poll: p.poll.is_some(),
             lang: p.language.as_ref().map(|l| l.to_lowercase()),
-            app: p.application.clone(),
+            app: p.application.as_ref().map(|a| a.to_string()),
             tags,
             mentions,
             domains,
-            links: urls.len() as u32,
-            chars: p.content_text.chars().count() as u32,
-            words: p.content_text.split_whitespace().count() as u32,
+            links: urls as u32,
+            chars,
+            words,
         }
     }
 }
 
+impl Facts {
+    /// As `serde_json` writes it ([`super::json`]).
+    pub(crate) fn write_json(&self, w: &mut Writer) {
+        // Every field is optional: a comma before each but the first written.
+        let mut first = true;
+        let mut name = |w: &mut Writer, n: &str| {
+            w.raw(if first { "\"" } else { ",\"" });
+            first = false;
+            w.raw(n);
+            w.raw("\":");
+        };
+        w.raw("{");
+        if let Some(b) = &self.boosted {
+            name(w, "boosted");
+            w.str(b);
+        }
+        if self.reply != 0 {
+            name(w, "reply");
+            w.num(self.reply);
+        }
+        for (n, v) in [("media", self.media), ("cw", self.cw), ("sensitive", self.sensitive), ("poll", self.poll)] {
+            if v {
+                name(w, n);
+                w.raw("true");
+            }
+        }
+        for (n, v) in [("lang", &self.lang), ("app", &self.app)] {
+            if let Some(v) = v {
+                name(w, n);
+                w.str(v);
+            }
+        }
+        for (n, v) in [("tags", &self.tags), ("mentions", &self.mentions), ("domains", &self.domains)] {
+            if !v.is_empty() {
+                name(w, n);
+                w.strs(v);
+            }
+        }
+        for (n, v) in [("links", self.links), ("chars", self.chars), ("words", self.words)] {
+            if v != 0 {
+                name(w, n);
+                w.num(v);
+            }
+        }
+        w.raw("}");
+    }
+}
+
+/// Where [`links`] splits the text into words.
+fn separates(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')')
+}
+
 /// The http(s) URLs in a post's text. Mentions and hashtags are `@user` and
 /// `#tag` in the text (their links live only in the HTML), so these are the
-/// links the author wrote.
+/// links the author wrote: the words (split at [`separates`]) that start with
+/// `https://` or `http://`. Found by searching for `http` rather than by
+/// looking at every word (a text is mostly words that are not links).
 pub fn links(text: &str) -> Vec<&str> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '(' | ')'))
-        .filter(|w| w.starts_with("https://") || w.starts_with("http://"))
-        .map(|w| w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']))
-        .collect()
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&text.as_bytes()[from..], b"http").map(|i| from + i) {
+        // (`http` is ASCII, so `at` is a character boundary.)
+        let word_end = text[at..].find(separates).map_or(text.len(), |e| at + e);
+        let starts_word = text[..at].chars().next_back().is_none_or(separates);
+        let w = &text[at..word_end];
+        if starts_word && (w.starts_with("https://") || w.starts_with("http://")) {
+            out.push(w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']));
+        }
+        from = if starts_word { word_end.max(at + 4) } else { at + 4 };
+    }
+    out
+}
+
+/// Characters and words (split at Unicode white space) of a text, in one pass.
+fn chars_and_words(text: &str) -> (u32, u32) {
+    let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let space = if b[i] < 0x80 {
+            i += 1;
+            // char::is_whitespace for ASCII.
+            matches!(b[i - 1], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+        } else {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            i += c.len_utf8();
+            c.is_whitespace()
+        };
+        chars += 1;
+        words += (!space && !in_word) as u32;
+        in_word = !space;
+    }
+    (chars, words)
 }
 
 /// The host of a URL, lower-case, without a leading `www.`.
@@ -132,6 +224,33 @@ pub fn domain(u: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `links` was before it searched for `http`: split, then filter.
+    fn links_by_splitting(text: &str) -> Vec<&str> {
+        text.split(separates)
+            .filter(|w| w.starts_with("https://") || w.starts_with("http://"))
+            .map(|w| w.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'']))
+            .collect()
+    }
+
+    #[test]
+    fn one_pass_counts_and_the_link_search_agree_with_splitting() {
+        let texts = [
+            "",
+            "   ",
+            "one",
+            "see https://www.Example.org/a?b=1, and (http://blog.example.net/x). not ftp://x nor #tag",
+            "xhttps://no.example http://yes.example/\u{a0}https://nbsp.example\u{3000}http://ideographic.example",
+            "http://a.example\"http://b.example<https://c.example>https",
+            "httphttp://x.example http:/half https://",
+            "üñï çødé\t\nwith\r\x0b\x0cspaces\u{2028}and\u{85}more http://ünï.example/ä",
+            "trailing http://t.example/!?.",
+        ];
+        for t in texts {
+            assert_eq!(links(t), links_by_splitting(t), "{t:?}");
+            assert_eq!(chars_and_words(t), (t.chars().count() as u32, t.split_whitespace().count() as u32), "{t:?}");
+        }
+    }
 
     #[test]
     fn links_and_domains_come_from_the_text() {

@@ -8,13 +8,16 @@
 //! `<partition>/<account>/<post URI>`, so a batch writes what it changed, not
 //! every post held), loading it in `open`, writing what a batch changed with
 //! the batch, and early emission of open windows from the timer. The windowing rules are in [`account`], window arithmetic in
-//! [`window`], what is kept per post in [`facts`]. The runtime commits the
+//! [`window`], what is kept per post in [`facts`], what is read of an event
+//! (a view of its stored JSON, not the whole event) in [`input`]. The runtime commits the
 //! records, the state and the input offset together; everything emitted from
 //! `process` depends only on the order of each account's events, never on the
 //! clock, batching or restarts.
 
 pub mod account;
 pub mod facts;
+pub mod input;
+mod json;
 pub mod record;
 pub mod totals;
 pub mod window;
@@ -170,9 +173,33 @@ pub struct AccountStatsProcessor {
     emit_open_every: Option<Duration>,
     output: String,
     ns: String,
-    accounts: BTreeMap<(u32, String), AccountState>,
+    /// Per input partition, the accounts by name.
+    accounts: BTreeMap<u32, BTreeMap<String, AccountState>>,
     totals: BTreeMap<ScopeKey, ScopeState>,
     status: Option<Status>,
+    /// The event's own two scopes (instance, source), reused from event to
+    /// event so looking them up allocates nothing.
+    own: [ScopeKey; 2],
+    /// Where records and state values are serialised before they are copied
+    /// out at their exact size.
+    buf: Vec<u8>,
+}
+
+/// `v` as JSON through `buf` (one allocation of the exact size for the result).
+fn to_json<'b, T: Serialize + ?Sized>(buf: &'b mut Vec<u8>, v: &T) -> &'b str {
+    buf.clear();
+    // Serialising plain data with string keys cannot fail, and serde_json writes UTF-8.
+    let _ = serde_json::to_writer(&mut *buf, v);
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
+/// `s` lower-cased, borrowed when it already is (account names mostly are).
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    }
 }
 
 /// The state namespace of the processor called `name`.
@@ -265,6 +292,8 @@ impl AccountStatsProcessor {
             accounts: BTreeMap::new(),
             totals: BTreeMap::new(),
             status: None,
+            own: [(0, Scope::Instance, String::new()), (0, Scope::Source, String::new())],
+            buf: Vec::with_capacity(4096),
         })
     }
 
@@ -274,7 +303,7 @@ impl AccountStatsProcessor {
 
     /// The state of one account (tests and tools).
     pub fn account(&self, partition: u32, account: &str) -> Option<&AccountState> {
-        self.accounts.get(&(partition, account.to_string()))
+        self.accounts.get(&partition)?.get(account)
     }
 
     /// Replace the in-memory state by `entries` of the processor's namespace
@@ -282,7 +311,10 @@ impl AccountStatsProcessor {
     pub fn load(&mut self, entries: Vec<(String, String)>, partitions: Option<&[u32]>) -> Result<(), ProcessorError> {
         let internal = |e| ProcessorError::new(ErrorKind::Internal, e);
         self.totals = load_totals(&self.ns, &entries, partitions).map_err(internal)?;
-        self.accounts = load_states(&self.ns, entries, partitions).map_err(internal)?;
+        self.accounts = BTreeMap::new();
+        for ((p, account), st) in load_states(&self.ns, entries, partitions).map_err(internal)? {
+            self.accounts.entry(p).or_default().insert(account, st);
+        }
         Ok(())
     }
 
@@ -291,22 +323,17 @@ impl AccountStatsProcessor {
         self.totals.get(&(partition, scope, name.to_string()))
     }
 
-    fn push(&self, out: &mut ProcessorOutput, rec: &StatsRecord) {
-        out.records.push(OutputRecord {
-            topic: self.output.clone(),
-            key: rec.account.clone(),
-            // Serialising plain data with string keys cannot fail.
-            payload: serde_json::to_string(rec).unwrap_or_default().into(),
-        });
+    fn push(output: &str, buf: &mut Vec<u8>, out: &mut ProcessorOutput, rec: StatsRecord) {
+        buf.clear();
+        rec.write_json(buf);
+        let payload = std::str::from_utf8(buf).unwrap_or_default().into();
+        out.records.push(OutputRecord { topic: output.to_string(), key: rec.account, payload });
     }
 
-    fn push_totals(&self, out: &mut ProcessorOutput, recs: Vec<TotalsRecord>) {
+    fn push_totals(output: &str, buf: &mut Vec<u8>, out: &mut ProcessorOutput, recs: Vec<TotalsRecord>) {
         for rec in recs {
-            out.records.push(OutputRecord {
-                topic: self.output.clone(),
-                key: rec.key.clone(),
-                payload: serde_json::to_string(&rec).unwrap_or_default().into(),
-            });
+            let payload = to_json(buf, &rec).into();
+            out.records.push(OutputRecord { topic: output.to_string(), key: rec.key, payload });
         }
     }
 
@@ -316,11 +343,11 @@ impl AccountStatsProcessor {
         &mut self,
         partition: u32,
         account: &str,
-        ev: &fedistream_core::event::Event,
+        ev: &input::Input,
         deltas: &[account::Delta],
         touched: &mut BTreeSet<ScopeKey>,
-    ) -> (Vec<TotalsRecord>, u64) {
-        let mut recs = Vec::new();
+        recs: &mut Vec<TotalsRecord>,
+    ) -> u64 {
         let mut dropped = 0;
         let t = match &ev.post {
             Some(p) if ev.kind != fedistream_core::event::EventKind::Deleted => {
@@ -329,17 +356,22 @@ impl AccountStatsProcessor {
             _ => None,
         };
         if deltas.is_empty() && t.is_none() {
-            return (recs, dropped);
+            return dropped;
         }
         let instance = account.rsplit_once('@').map_or(account, |(_, host)| host);
         // The event's two scopes, keyed once; a delta names one of them (or,
         // for a post delivered by several sources, another source).
-        let own = [(partition, Scope::Instance, instance.to_string()), (partition, Scope::Source, ev.source.clone())];
+        let mut own = std::mem::replace(&mut self.own, [(0, Scope::Instance, String::new()), (0, Scope::Source, String::new())]);
+        for (key, name) in own.iter_mut().zip([instance, &ev.source]) {
+            key.0 = partition;
+            key.2.clear();
+            key.2.push_str(name);
+        }
         for d in deltas {
             let other;
             let key = match &d.source {
                 None => &own[0],
-                Some(s) if *s == ev.source => &own[1],
+                Some(s) if **s == *ev.source => &own[1],
                 Some(s) => {
                     other = (partition, Scope::Source, s.clone());
                     &other
@@ -349,7 +381,7 @@ impl AccountStatsProcessor {
                 Some(st) => st,
                 None => self.totals.entry(key.clone()).or_default(),
             };
-            dropped += st.apply(key, account, d, &self.rules, &mut recs) as u64;
+            dropped += st.apply(key, account, d, &self.rules, recs) as u64;
             if !touched.contains(key) {
                 touched.insert(key.clone());
             }
@@ -360,13 +392,14 @@ impl AccountStatsProcessor {
                     Some(st) => st,
                     None => self.totals.entry(key.clone()).or_default(),
                 };
-                st.advance(key, t, &self.rules, &mut recs);
+                st.advance(key, t, &self.rules, recs);
                 if !touched.contains(key) {
                     touched.insert(key.clone());
                 }
             }
         }
-        (recs, dropped)
+        self.own = own;
+        dropped
     }
 
     /// The state changes of one scope: its own entry and the windows it changed.
@@ -376,7 +409,7 @@ impl AccountStatsProcessor {
         for ((size, start), w) in windows {
             let k = totals::window_state_key(key, size, start);
             match w {
-                Some(w) => out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(w).unwrap_or_default())),
+                Some(w) => out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, w))),
                 None => out.state.push(StatePut::delete(&self.ns, k)),
             }
         }
@@ -385,30 +418,36 @@ impl AccountStatsProcessor {
             if st.is_empty() {
                 out.state.push(StatePut::delete(&self.ns, k));
             } else {
-                out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(st).unwrap_or_default()));
+                out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, st)));
             }
         }
     }
 
     /// The state changes of one account: its windows and watermark in one
     /// entry, and each post it changed (set) or dropped (deleted) in its own.
-    fn save(&mut self, out: &mut ProcessorOutput, key: &(u32, String)) {
-        let k = format!("{}/{}", key.0, key.1);
-        let Some(st) = self.accounts.get_mut(key) else {
+    fn save(&mut self, out: &mut ProcessorOutput, partition: u32, account: &str) {
+        let k = format!("{partition}/{account}");
+        let Some(st) = self.accounts.get_mut(&partition).and_then(|m| m.get_mut(account)) else {
             out.state.push(StatePut::delete(&self.ns, k));
             return;
         };
         for uri in st.take_changed_posts() {
             let pk = format!("{k}/{uri}");
             match st.posts.get(&uri) {
-                Some(p) => out.state.push(StatePut::set(&self.ns, pk, serde_json::to_string(p).unwrap_or_default())),
+                Some(p) => {
+                    self.buf.clear();
+                    p.write_json(&mut self.buf);
+                    out.state.push(StatePut::set(&self.ns, pk, std::str::from_utf8(&self.buf).unwrap_or_default()));
+                }
                 None => out.state.push(StatePut::delete(&self.ns, pk)),
             }
         }
         if st.is_empty() {
             out.state.push(StatePut::delete(&self.ns, k));
         } else {
-            out.state.push(StatePut::set(&self.ns, k, serde_json::to_string(st).unwrap_or_default()));
+            self.buf.clear();
+            st.write_json(&mut self.buf);
+            out.state.push(StatePut::set(&self.ns, k, std::str::from_utf8(&self.buf).unwrap_or_default()));
         }
     }
 
@@ -428,34 +467,46 @@ impl Processor for AccountStatsProcessor {
     }
 
     fn process(&mut self, batch: &[LogRecord], out: &mut ProcessorOutput) -> Result<(), ProcessorError> {
-        let mut touched = BTreeSet::new();
+        // Accounts changed, per partition.
+        let mut touched: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
         let mut scopes = BTreeSet::new();
         let mut dropped = 0;
+        let mut totals = Vec::new();
         for r in batch {
-            let ev = match r.event() {
+            let ev = match input::Input::parse(&r.payload) {
                 Ok(ev) => ev,
                 Err(e) => {
+                    let e = fedistream_core::error::LogError::Corrupt { offset: r.position.offset, reason: e.to_string() };
                     out.rejected.push((r.position, e.to_string()));
                     continue;
                 }
             };
-            let account = ev.account.to_lowercase();
-            let key = (r.position.partition, account);
-            let st = self.accounts.entry(key.clone()).or_default();
-            let applied = st.apply(&key.1, ev, &self.rules);
+            let ev = &ev;
+            let account = lowercase(&ev.account);
+            let partition = r.position.partition;
+            let accounts = self.accounts.entry(partition).or_default();
+            let st = match accounts.get_mut(&*account) {
+                Some(st) => st,
+                None => accounts.entry(account.to_string()).or_default(),
+            };
+            let applied = st.apply(&account, ev, &self.rules);
             dropped += applied.late_dropped;
-            for rec in &applied.records {
-                self.push(out, rec);
+            for rec in applied.records {
+                Self::push(&self.output, &mut self.buf, out, rec);
             }
-            let (totals, totals_dropped) = self.apply_totals(key.0, &key.1, ev, &applied.deltas, &mut scopes);
-            dropped += totals_dropped;
-            self.push_totals(out, totals);
+            dropped += self.apply_totals(partition, &account, ev, &applied.deltas, &mut scopes, &mut totals);
+            Self::push_totals(&self.output, &mut self.buf, out, std::mem::take(&mut totals));
             if applied.changed {
-                touched.insert(key);
+                let t = touched.entry(partition).or_default();
+                if !t.contains(&*account) {
+                    t.insert(account.into_owned());
+                }
             }
         }
-        for key in &touched {
-            self.save(out, key);
+        for (partition, accounts) in &touched {
+            for account in accounts {
+                self.save(out, *partition, account);
+            }
         }
         for key in &scopes {
             self.save_totals(out, key);
@@ -474,17 +525,19 @@ impl Processor for AccountStatsProcessor {
         }
         let mut touched = Vec::new();
         let rules = self.rules.clone();
-        for (key, st) in self.accounts.iter_mut() {
-            let recs = st.emit_open(&key.1, &rules);
-            if !recs.is_empty() {
-                touched.push((key.clone(), recs));
+        for (partition, accounts) in self.accounts.iter_mut() {
+            for (account, st) in accounts.iter_mut() {
+                let recs = st.emit_open(account, &rules);
+                if !recs.is_empty() {
+                    touched.push((*partition, account.clone(), recs));
+                }
             }
         }
-        for (key, recs) in touched {
-            for rec in &recs {
-                self.push(out, rec);
+        for (partition, account, recs) in touched {
+            for rec in recs {
+                Self::push(&self.output, &mut self.buf, out, rec);
             }
-            self.save(out, &key);
+            self.save(out, partition, &account);
         }
         let keys: Vec<ScopeKey> = self.totals.keys().cloned().collect();
         for key in keys {
@@ -493,7 +546,7 @@ impl Processor for AccountStatsProcessor {
                 st.emit_open(&key, &rules, &mut recs);
             }
             if !recs.is_empty() {
-                self.push_totals(out, recs);
+                Self::push_totals(&self.output, &mut self.buf, out, recs);
                 self.save_totals(out, &key);
             }
         }

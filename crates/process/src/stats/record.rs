@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::facts::Facts;
+use super::json::Writer;
 use super::window::{rfc3339, Calendar, WindowSize};
 
 /// One window of one account. An upsert: the latest `revision` of a `key`
@@ -54,6 +55,79 @@ pub struct StatsRecord {
     pub links: u64,
     pub link_domains: TopK,
     pub engagement: Engagement,
+}
+
+impl StatsRecord {
+    /// The record's JSON, exactly as `serde_json::to_string(self)` writes it,
+    /// without serde: serde_json escapes every field name at run time, and a
+    /// record has sixty of them. Strings and the means go through serde_json.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::new(out);
+        w.raw("{\"key\":");
+        w.str(&self.key);
+        w.raw(",\"account\":");
+        w.str(&self.account);
+        w.raw(",\"window\":\"");
+        w.raw(self.window.as_str());
+        w.raw("\",\"zone\":");
+        w.str(&self.zone);
+        w.raw(",\"start\":");
+        w.str(&self.start);
+        w.raw(",\"end\":");
+        w.str(&self.end);
+        w.field(",\"revision\":", self.revision as u64);
+        w.raw(if self.is_final { ",\"final\":true" } else { ",\"final\":false" });
+        for (name, v) in [
+            (",\"posts\":", self.posts),
+            (",\"originals\":", self.originals),
+            (",\"replies_to_self\":", self.replies_to_self),
+            (",\"replies_to_others\":", self.replies_to_others),
+            (",\"boosts\":", self.boosts),
+            (",\"with_media\":", self.with_media),
+            (",\"with_cw\":", self.with_cw),
+            (",\"sensitive\":", self.sensitive),
+            (",\"polls\":", self.polls),
+            (",\"edits\":", self.edits),
+            (",\"deletes\":", self.deletes),
+        ] {
+            w.field(name, v);
+        }
+        w.raw(",\"languages\":");
+        w.map(&self.languages);
+        w.raw(",\"applications\":");
+        w.map(&self.applications);
+        w.raw(",\"hours\":");
+        w.list(&self.hours);
+        w.raw(",\"weekdays\":");
+        w.list(&self.weekdays);
+        w.raw(",\"tags\":");
+        w.top(&self.tags);
+        w.raw(",\"mentions\":");
+        w.top(&self.mentions);
+        w.raw(",\"boosted_accounts\":");
+        w.top(&self.boosted_accounts);
+        w.field(",\"text\":{\"posts\":", self.text.posts);
+        w.raw(",\"chars\":");
+        w.summary(&self.text.chars);
+        w.raw(",\"words\":");
+        w.summary(&self.text.words);
+        w.field("},\"links\":", self.links);
+        w.raw(",\"link_domains\":");
+        w.top(&self.link_domains);
+        let e = &self.engagement;
+        w.field(",\"engagement\":{\"replies\":", e.replies);
+        w.field(",\"boosts\":", e.boosts);
+        w.field(",\"favourites\":", e.favourites);
+        if let Some(at) = &e.observed_at {
+            w.raw(",\"observed_at\":");
+            w.str(at);
+        }
+        if let Some(by) = &e.observed_by {
+            w.raw(",\"observed_by\":");
+            w.str(by);
+        }
+        w.raw("}}");
+    }
 }
 
 /// The `k` most frequent values (count descending, then name), exact: they are
@@ -147,12 +221,13 @@ pub struct WindowId<'a> {
 }
 
 pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Iterator<Item = Counted<'a>>) -> StatsRecord {
+    let start = rfc3339(id.start);
     let mut r = StatsRecord {
-        key: format!("{}/{}/{}", id.account, id.size.as_str(), rfc3339(id.start)),
+        key: format!("{}/{}/{start}", id.account, id.size.as_str()),
         account: id.account.to_string(),
         window: id.size,
         zone: cal.zone.map(|z| z.name().to_string()).unwrap_or_else(|| "UTC".into()),
-        start: rfc3339(id.start),
+        start,
         end: rfc3339(id.end),
         revision: id.revision,
         is_final: id.is_final,
@@ -180,6 +255,7 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         engagement: Engagement::default(),
     };
     let (mut tags, mut mentions, mut boosted, mut domains) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let (mut languages, mut applications) = (BTreeMap::new(), BTreeMap::new());
     let (mut chars, mut words) = (Vec::new(), Vec::new());
     let mut latest: Option<&Observed> = None;
     for p in posts {
@@ -194,7 +270,7 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         r.hours[h] += 1;
         r.weekdays[wd] += 1;
         if let Some(app) = &f.app {
-            *r.applications.entry(app.clone()).or_default() += 1;
+            *applications.entry(app.as_str()).or_default() += 1;
         }
         if let Some(b) = &f.boosted {
             r.boosts += 1;
@@ -210,7 +286,7 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         r.with_cw += f.cw as u64;
         r.sensitive += f.sensitive as u64;
         r.polls += f.poll as u64;
-        *r.languages.entry(f.lang.clone().unwrap_or_else(|| "und".into())).or_default() += 1;
+        *languages.entry(f.lang.as_deref().unwrap_or("und")).or_default() += 1;
         for t in &f.tags {
             *tags.entry(t.as_str()).or_default() += 1;
         }
@@ -232,6 +308,8 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
             }
         }
     }
+    r.languages = languages.into_iter().map(|(k, n): (&str, u64)| (k.to_string(), n)).collect();
+    r.applications = applications.into_iter().map(|(k, n): (&str, u64)| (k.to_string(), n)).collect();
     r.engagement.observed_at = latest.map(|o| rfc3339(o.at));
     r.engagement.observed_by = latest.map(|o| o.by.clone());
     r.text = TextStats { posts: chars.len() as u64, chars: Summary::of(chars), words: Summary::of(words) };

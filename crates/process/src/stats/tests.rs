@@ -125,3 +125,106 @@ fn held_posts_stay_bounded_as_an_account_keeps_posting() {
     assert!(max_posts <= 30, "at most ~3 days of 10 posts a day held: {max_posts}");
     assert!(st.held_windows().count() <= 40, "{}", st.held_windows().count());
 }
+
+#[test]
+fn account_and_post_entries_written_by_hand_are_what_serde_writes() {
+    // Open, closed, dirty and evicted windows (a floor), with and without a zone.
+    for zone in [None, Some("Europe/Berlin".to_string())] {
+        let cfg = AccountStatsConfig { zone, windows: vec![WindowSize::Hour, WindowSize::Day, WindowSize::Week], ..Default::default() };
+        let mut p = AccountStatsProcessor::new("s", &cfg, "s").unwrap();
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let empty = AccountState::default();
+        let mut b = Vec::new();
+        empty.write_json(&mut b);
+        assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(&empty).unwrap());
+        for i in 0..200u64 {
+            let mut post = fedistream_core::testing::post("ada@social.example", i, "hi");
+            // Forwards mostly, now and then far back (a closed window re-emitted).
+            let minutes = if i % 9 == 8 { 97 * i as i64 - 600 } else { 97 * i as i64 };
+            post.created_at = Some(t0 + chrono::Duration::minutes(minutes));
+            let rec =
+                LogRecord::from_event(Position { partition: 0, offset: i }, Utc::now(), fedistream_core::event::Event::created("s", post));
+            let mut out = ProcessorOutput::default();
+            p.process(&[rec], &mut out).unwrap();
+            let st = p.account(0, "ada@social.example").unwrap();
+            let mut b = Vec::new();
+            st.write_json(&mut b);
+            assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(st).unwrap(), "after event {i}");
+            for (uri, post) in &st.posts {
+                let mut b = Vec::new();
+                post.write_json(&mut b);
+                assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(post).unwrap(), "{uri}");
+            }
+        }
+        assert!(!p.account(0, "ada@social.example").unwrap().floor.is_empty(), "windows were evicted");
+    }
+}
+
+#[test]
+fn records_and_state_written_by_hand_are_what_serde_writes() {
+    use fedistream_core::post::{BoostOf, InReplyTo, Media, Mention};
+    let cfg =
+        AccountStatsConfig { zone: Some("America/Sao_Paulo".into()), emit_open_every: Some(Duration::from_secs(10)), ..Default::default() };
+    let mut p = AccountStatsProcessor::new("s", &cfg, "s").unwrap();
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().with_timezone(&Utc);
+    let mut seen = 0;
+    for i in 0..300u64 {
+        let acct = ["ada@social.example", "Bö\"b@x.example"][i as usize % 2];
+        let text = format!("post {i} \"quoted\" über https://www.example.org/{i} and http://news.example/x #t{} ", i % 4);
+        let mut post = fedistream_core::testing::post(acct, i, &text);
+        post.created_at = Some(t0 + chrono::Duration::minutes(37 * i as i64));
+        post.language = [None, Some("pt-BR".to_string()), Some("en".to_string())][i as usize % 3].clone();
+        post.application = [None, Some("Tusky \u{1F418}".to_string())][i as usize % 2].clone();
+        post.tags = vec![format!("T{}", i % 4), "Rust".into()];
+        post.mentions = vec![Mention { acct: format!("m{}@x.example", i % 3), url: None }];
+        post.media =
+            if i % 5 == 0 { vec![Media { kind: "image".into(), url: None, preview_url: None, description: None }] } else { vec![] };
+        post.spoiler_text = if i % 7 == 0 { "cw".into() } else { String::new() };
+        post.counts.replies = i % 3;
+        post.counts.favourites = i;
+        if i % 11 == 0 {
+            post.boost_of = Some(BoostOf { id: "1".into(), uri: "u".into(), url: None, account: format!("b{}@y.example", i % 2) });
+        }
+        if i % 4 == 1 {
+            post.in_reply_to = Some(InReplyTo { id: "1".into(), account_id: None, account: Some("other@x.example".into()) });
+        }
+        let source = ["s", "t"][i as usize % 3 / 2];
+        let ev = match i % 13 {
+            // An edit of this post, a delete of an earlier one.
+            5 => {
+                post.edited_at = Some(post.created_at.unwrap() + chrono::Duration::minutes(2));
+                fedistream_core::event::Event::updated(source, post)
+            }
+            9 => {
+                let mut del = fedistream_core::event::Event::created(source, fedistream_core::testing::post(acct, i - 4, ""));
+                del.kind = fedistream_core::event::EventKind::Deleted;
+                del.post = None;
+                del
+            }
+            _ => fedistream_core::event::Event::created(source, post),
+        };
+        let rec = LogRecord::from_event(Position { partition: 0, offset: i }, Utc::now(), ev);
+        let mut out = ProcessorOutput::default();
+        p.process(&[rec], &mut out).unwrap();
+        for (account, st) in p.accounts.values().flatten() {
+            let mut b = Vec::new();
+            st.write_json(&mut b);
+            assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(st).unwrap(), "{account}");
+            for (uri, post) in &st.posts {
+                let mut b = Vec::new();
+                post.write_json(&mut b);
+                assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(post).unwrap(), "{uri}");
+            }
+        }
+        if i % 50 == 49 {
+            p.tick(Utc::now(), &mut out).unwrap();
+        }
+        for r in &out.records {
+            if let Ok(TopicRecord::Account(rec)) = TopicRecord::parse(&r.payload) {
+                assert_eq!(*r.payload, serde_json::to_string(&rec).unwrap());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 100, "{seen} records compared");
+}
