@@ -9,6 +9,7 @@ use fedistream_core::{Event, LogRecord};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::config::Format;
 use crate::schema;
@@ -44,20 +45,43 @@ fn jsonl(records: &[LogRecord], gzip: bool) -> Result<Bytes, String> {
     Ok(gz.finish().map_err(|e| e.to_string())?.into())
 }
 
-/// The archive's Parquet writer settings: zstd, `row_group_rows` per row group.
-pub fn parquet_properties(row_group_rows: usize) -> Result<WriterProperties, String> {
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?))
+/// Objects of fewer rows than this are *small*: see [`parquet_properties`].
+pub const SMALL_OBJECT_ROWS: usize = 4096;
+
+/// The columns zstd compresses in a small object: the long texts (a post's
+/// HTML and text; a processor record's JSON).
+pub const SMALL_OBJECT_ZSTD_COLUMNS: [&str; 3] = ["content_html", "content_text", "value"];
+
+/// The archive's Parquet writer settings for an object of `rows` rows: zstd
+/// (level 3), `row_group_rows` per row group. In a small object (fewer than
+/// [`SMALL_OBJECT_ROWS`] rows: an hour directory's share of one write-out)
+/// only [`SMALL_OBJECT_ZSTD_COLUMNS`] are compressed and the other columns
+/// are stored uncompressed (dictionary and run-length encoded as always):
+/// the `parquet` crate creates a zstd compression and a decompression
+/// context for every column chunk it writes, which for ~100 rows costs more
+/// CPU than the few hundred bytes per column it saves are worth
+/// (docs/benchmarks.md, issue 14). Large objects compress every column.
+pub fn parquet_properties(row_group_rows: usize, rows: usize) -> Result<WriterProperties, String> {
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?);
+    let mut b = WriterProperties::builder()
+        .set_compression(zstd)
         .set_max_row_group_row_count(Some(row_group_rows))
-        .set_created_by(format!("fedistream {}", env!("CARGO_PKG_VERSION")))
-        .build())
+        .set_created_by(format!("fedistream {}", env!("CARGO_PKG_VERSION")));
+    if rows < SMALL_OBJECT_ROWS {
+        b = b.set_compression(Compression::UNCOMPRESSED);
+        for c in SMALL_OBJECT_ZSTD_COLUMNS {
+            b = b.set_column_compression(ColumnPath::from(c), zstd);
+        }
+    }
+    Ok(b.build())
 }
 
 /// Record batches (of `schema`) as one Parquet object; none gives a valid
 /// object without rows.
 pub fn parquet_of_batches(schema: arrow::datatypes::SchemaRef, batches: &[RecordBatch], row_group_rows: usize) -> Result<Bytes, String> {
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(row_group_rows)?)).map_err(|e| e.to_string())?;
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(row_group_rows, rows)?)).map_err(|e| e.to_string())?;
     for b in batches {
         w.write(b).map_err(|e| e.to_string())?;
     }
@@ -68,7 +92,8 @@ pub fn parquet_of_batches(schema: arrow::datatypes::SchemaRef, batches: &[Record
 fn parquet(records: &[LogRecord], enc: Encoding) -> Result<Bytes, String> {
     let schema = if enc.events { schema::posts_schema() } else { schema::records_schema() };
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(enc.row_group_rows)?)).map_err(|e| e.to_string())?;
+    let props = parquet_properties(enc.row_group_rows, records.len())?;
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| e.to_string())?;
     // Row-group-sized slices keep the builders' memory bounded.
     for chunk in records.chunks(enc.row_group_rows.max(1)) {
         let batch = if enc.events {
@@ -110,4 +135,41 @@ pub fn same_records(a: &Bytes, b: &Bytes) -> bool {
         Some(out)
     }
     matches!((positions(a), positions(b)), (Some(x), Some(y)) if x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedistream_core::Position;
+
+    /// The codec of each column chunk of a Parquet object, by column path.
+    fn codecs(bytes: Bytes) -> Vec<(String, Compression)> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let r = SerializedFileReader::new(bytes).unwrap();
+        let rg = r.metadata().row_group(0);
+        rg.columns().iter().map(|c| (c.column_path().string(), c.compression())).collect()
+    }
+
+    fn records(n: usize) -> Vec<LogRecord> {
+        (0..n)
+            .map(|i| {
+                let payload = format!(r#"{{"key":"k{}","count":{i}}}"#, i % 7);
+                LogRecord::new(Position { partition: 0, offset: i as u64 + 1 }, chrono::Utc::now(), payload.into())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_objects_compress_only_the_long_texts_and_large_ones_every_column() {
+        let enc = Encoding { format: Format::Parquet, gzip: false, row_group_rows: 1 << 17, events: false };
+        let small = codecs(encode(enc, &records(3)).unwrap());
+        assert_eq!(small.len(), 5);
+        for (path, codec) in &small {
+            let zstd = matches!(codec, Compression::ZSTD(_));
+            assert_eq!(zstd, SMALL_OBJECT_ZSTD_COLUMNS.contains(&path.as_str()), "{path}: {codec:?} in a small object");
+        }
+        assert!(small.iter().any(|(p, c)| p == "value" && matches!(c, Compression::ZSTD(_))));
+        let large = codecs(encode(enc, &records(SMALL_OBJECT_ROWS)).unwrap());
+        assert!(large.iter().all(|(_, c)| matches!(c, Compression::ZSTD(_))), "{large:?}");
+    }
 }

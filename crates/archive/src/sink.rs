@@ -366,19 +366,48 @@ struct Writer {
 }
 
 impl Writer {
-    /// Encode the groups into objects with their final names (on a blocking
-    /// thread: Parquet encoding is CPU work).
+    /// Encode the groups into objects with their final names, in the groups'
+    /// order (on blocking threads: Parquet encoding is CPU work). A write-out
+    /// holds one group per directory and log partition, often hundreds: they
+    /// are encoded on up to one thread per core, each taking the next group
+    /// (so a write-out awaited at `flush` or by age does not leave cores idle).
     async fn encode(&self, groups: Groups) -> Result<Vec<(String, Bytes)>, SinkError> {
         let (enc, ext, dataset) = (self.enc, self.ext, self.dataset.clone());
         tokio::task::spawn_blocking(move || -> Result<Vec<(String, Bytes)>, String> {
-            groups
-                .into_iter()
-                .map(|((dir, p), recs)| {
-                    let (first, last) = (recs[0].position.offset, recs[recs.len() - 1].position.offset);
-                    let bytes = encode(enc, &recs)?;
-                    Ok((format!("{dataset}/{dir}/{}", part_name(p, first, last, ext)), bytes))
-                })
-                .collect()
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let groups: Vec<((String, u32), Vec<LogRecord>)> = groups.into_iter().collect();
+            type Encoded = Result<(String, Bytes), String>;
+            let one = |i: usize| -> Encoded {
+                let ((dir, p), recs) = &groups[i];
+                let (first, last) = (recs[0].position.offset, recs[recs.len() - 1].position.offset);
+                let bytes = encode(enc, recs)?;
+                Ok((format!("{dataset}/{dir}/{}", part_name(*p, first, last, ext)), bytes))
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(groups.len());
+            if threads <= 1 {
+                return (0..groups.len()).map(one).collect();
+            }
+            let next = AtomicUsize::new(0);
+            let work = || {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= groups.len() {
+                        return done;
+                    }
+                    done.push((i, one(i)));
+                }
+            };
+            let mut results: Vec<(usize, Encoded)> = std::thread::scope(|s| {
+                let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+                let mut all = work();
+                for h in helpers {
+                    all.extend(h.join().unwrap_or_else(|_| vec![(usize::MAX, Err("an encoding thread panicked".to_string()))]));
+                }
+                all
+            });
+            results.sort_unstable_by_key(|(i, _)| *i);
+            results.into_iter().map(|(_, r)| r).collect()
         })
         .await
         .map_err(|e| SinkError::new(ErrorKind::Internal, format!("encoding task failed: {e}")))?
