@@ -9,7 +9,6 @@ use fedistream_core::{Event, LogRecord};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 
 use crate::config::Format;
 use crate::schema;
@@ -45,43 +44,21 @@ fn jsonl(records: &[LogRecord], gzip: bool) -> Result<Bytes, String> {
     Ok(gz.finish().map_err(|e| e.to_string())?.into())
 }
 
-/// Objects of fewer rows than this are *small*: see [`parquet_properties`].
-pub const SMALL_OBJECT_ROWS: usize = 4096;
-
-/// The columns zstd compresses in a small object: the long texts (a post's
-/// HTML and text; a processor record's JSON).
-pub const SMALL_OBJECT_ZSTD_COLUMNS: [&str; 3] = ["content_html", "content_text", "value"];
-
-/// The archive's Parquet writer settings for an object of `rows` rows: zstd
-/// (level 3), `row_group_rows` per row group. In a small object (fewer than
-/// [`SMALL_OBJECT_ROWS`] rows: an hour directory's share of one write-out)
-/// only [`SMALL_OBJECT_ZSTD_COLUMNS`] are compressed and the other columns
-/// are stored uncompressed (dictionary and run-length encoded as always):
-/// the `parquet` crate creates a zstd compression and a decompression
-/// context for every column chunk it writes, which for ~100 rows costs more
-/// CPU than the few hundred bytes per column it saves are worth
-/// (docs/benchmarks.md, issue 14). Large objects compress every column.
-pub fn parquet_properties(row_group_rows: usize, rows: usize) -> Result<WriterProperties, String> {
-    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?);
-    let mut b = WriterProperties::builder()
-        .set_compression(zstd)
+/// The archive's Parquet writer settings: zstd (level 3) on every column,
+/// `row_group_rows` per row group.
+pub fn parquet_properties(row_group_rows: usize) -> Result<WriterProperties, String> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?))
         .set_max_row_group_row_count(Some(row_group_rows))
-        .set_created_by(format!("fedistream {}", env!("CARGO_PKG_VERSION")));
-    if rows < SMALL_OBJECT_ROWS {
-        b = b.set_compression(Compression::UNCOMPRESSED);
-        for c in SMALL_OBJECT_ZSTD_COLUMNS {
-            b = b.set_column_compression(ColumnPath::from(c), zstd);
-        }
-    }
-    Ok(b.build())
+        .set_created_by(format!("fedistream {}", env!("CARGO_PKG_VERSION")))
+        .build())
 }
 
 /// Record batches (of `schema`) as one Parquet object; none gives a valid
 /// object without rows.
 pub fn parquet_of_batches(schema: arrow::datatypes::SchemaRef, batches: &[RecordBatch], row_group_rows: usize) -> Result<Bytes, String> {
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(row_group_rows, rows)?)).map_err(|e| e.to_string())?;
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(parquet_properties(row_group_rows)?)).map_err(|e| e.to_string())?;
     for b in batches {
         w.write(b).map_err(|e| e.to_string())?;
     }
@@ -92,7 +69,7 @@ pub fn parquet_of_batches(schema: arrow::datatypes::SchemaRef, batches: &[Record
 fn parquet(records: &[LogRecord], enc: Encoding) -> Result<Bytes, String> {
     let schema = if enc.events { schema::posts_schema() } else { schema::records_schema() };
     let mut buf = Vec::new();
-    let props = parquet_properties(enc.row_group_rows, records.len())?;
+    let props = parquet_properties(enc.row_group_rows)?;
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| e.to_string())?;
     // Row-group-sized slices keep the builders' memory bounded.
     for chunk in records.chunks(enc.row_group_rows.max(1)) {
@@ -160,16 +137,12 @@ mod tests {
     }
 
     #[test]
-    fn small_objects_compress_only_the_long_texts_and_large_ones_every_column() {
+    fn every_column_is_zstd_compressed() {
         let enc = Encoding { format: Format::Parquet, gzip: false, row_group_rows: 1 << 17, events: false };
-        let small = codecs(encode(enc, &records(3)).unwrap());
-        assert_eq!(small.len(), 5);
-        for (path, codec) in &small {
-            let zstd = matches!(codec, Compression::ZSTD(_));
-            assert_eq!(zstd, SMALL_OBJECT_ZSTD_COLUMNS.contains(&path.as_str()), "{path}: {codec:?} in a small object");
+        for n in [3, 5000] {
+            let got = codecs(encode(enc, &records(n)).unwrap());
+            assert_eq!(got.len(), 5);
+            assert!(got.iter().all(|(_, c)| matches!(c, Compression::ZSTD(_))), "{n} rows: {got:?}");
         }
-        assert!(small.iter().any(|(p, c)| p == "value" && matches!(c, Compression::ZSTD(_))));
-        let large = codecs(encode(enc, &records(SMALL_OBJECT_ROWS)).unwrap());
-        assert!(large.iter().all(|(_, c)| matches!(c, Compression::ZSTD(_))), "{large:?}");
     }
 }
