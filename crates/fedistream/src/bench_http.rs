@@ -67,12 +67,25 @@ async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, serve
         anyhow::ensure!(buf[..n].starts_with(b"HTTP/1.1 200"), "the event feed answered {}", String::from_utf8_lossy(&buf[..n]));
         let (got, stop) = (received.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
+            // Frames are counted by their `\nid: `; one split across reads is
+            // found in the seam: the stream's 4 bytes before this read and this
+            // read's first 4 (a match there starts before this read, so it is
+            // not counted again within it).
+            let mut last: Vec<u8> = Vec::with_capacity(8);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = s.read(&mut buf) => match r {
                         Ok(0) | Err(_) => return,
-                        Ok(n) => { got.fetch_add(memchr::memmem::find_iter(&buf[..n], b"\nid: ").count() as u64, Ordering::Relaxed); }
+                        Ok(n) => {
+                            let mut seam = last.clone();
+                            seam.extend_from_slice(&buf[..n.min(4)]);
+                            let split = memchr::memmem::find_iter(&seam, b"\nid: ").count();
+                            let whole = memchr::memmem::find_iter(&buf[..n], b"\nid: ").count();
+                            got.fetch_add((split + whole) as u64, Ordering::Relaxed);
+                            last.extend_from_slice(&buf[n.saturating_sub(4)..n]);
+                            last.drain(..last.len().saturating_sub(4));
+                        }
                     },
                 }
             }
@@ -124,6 +137,8 @@ async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, serve
         while received.load(Ordering::Relaxed) < appended && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let got = received.load(Ordering::Relaxed);
+        anyhow::ensure!(got == appended, "the feed client received {got} events of the {appended} appended");
     }
     stop.cancel();
     for t in tasks {
