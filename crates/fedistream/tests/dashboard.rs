@@ -88,15 +88,7 @@ token_env = "{HTTP_VAR}"
         .env(VAR, TOKEN)
         .env(HTTP_VAR, HTTP_TOKEN)
         .start();
-    let addr = wait_for(
-        "the server's address in the log",
-        || {
-            let line = p.stderr().lines().find(|l| l.contains("HTTP server listening"))?.to_string();
-            Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_string())
-        },
-        || p.stderr(),
-    )
-    .await;
+    let addr = http_address(&p).await;
     assert!(fake.wait_for_open_streams(1, DEADLINE).await, "stream connected; stderr:\n{}", p.stderr());
     let out = d.join("out.jsonl");
     wait_for("the backfilled post", || (!complete_lines(&out).is_empty()).then_some(()), || p.stderr()).await;

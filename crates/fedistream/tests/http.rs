@@ -37,16 +37,7 @@ async fn run_serves_health_metrics_and_status_behind_a_token() {
     );
     let cfg = write_file(d, "pipeline.toml", &cfg);
     let p = Spawn::new(d, "run", &["run", "--config", cfg.to_str().unwrap()]).env("E2E_HTTP_TOKEN", "tok-123").start();
-    let addr = wait_for(
-        "the server's address in the log",
-        || {
-            let err = p.stderr();
-            let line = err.lines().find(|l| l.contains("HTTP server listening"))?.to_string();
-            Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_string())
-        },
-        || p.stderr(),
-    )
-    .await;
+    let addr = http_address(&p).await;
 
     assert_eq!(get(&addr, "/healthz", None).await.0, 200);
     assert_eq!(get(&addr, "/metrics", None).await.0, 401, "the token is required");

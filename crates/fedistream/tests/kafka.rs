@@ -614,15 +614,7 @@ async fn every_kafka_role_serves_the_live_feed() {
     let ingest = role(dir.path(), "ingest", &cfg, "ingest", "i1");
     let deliver = role(dir.path(), "deliver", &cfg, "deliver", "d1");
     for p in [&ingest, &deliver] {
-        let addr = wait_for(
-            "the server's address in the log",
-            || {
-                let line = p.stderr().lines().find(|l| l.contains("HTTP server listening"))?.to_string();
-                Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_string())
-            },
-            || p.stderr(),
-        )
-        .await;
+        let addr = http_address(p).await;
         let events = feed_events(&addr, 12).await;
         let mut keys: Vec<String> = events
             .iter()

@@ -186,6 +186,20 @@ pub fn run_to_end(dir: &Path, name: &str, args: &[&str]) -> (ExitStatus, String,
     (s, p.stdout(), p.stderr())
 }
 
+/// The address `p`'s HTTP server listens on, from its `HTTP server listening
+/// address=…` log line (waited for).
+pub async fn http_address(p: &Proc) -> String {
+    wait_for(
+        "the server's address in the log",
+        || {
+            let line = p.stderr().lines().find(|l| l.contains("HTTP server listening"))?.to_string();
+            Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_string())
+        },
+        || p.stderr(),
+    )
+    .await
+}
+
 /// Poll `cond` every 10 ms until it returns `Some`; panic with `what` and
 /// `describe()` at the deadline.
 pub async fn wait_for<T>(what: &str, cond: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
