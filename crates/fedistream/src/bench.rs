@@ -562,11 +562,7 @@ async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Optio
             }
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (off, on) = (median(&mut off), median(&mut on));
+    let (off, on) = (median(&off), median(&on));
     println!("  median without     {off:.0} statuses/s");
     println!("  median with stats  {on:.0} statuses/s ({:.0} % of without)", on / off * 100.0);
     Ok(ExitCode::SUCCESS)
@@ -638,12 +634,8 @@ async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<
             with_reads.push(w);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    println!("  median processor alone    {:.0} events/s", median(&mut alone));
-    println!("  median with the reads     {:.0} events/s", median(&mut with_reads));
+    println!("  median processor alone    {:.0} events/s", median(&alone));
+    println!("  median with the reads     {:.0} events/s", median(&with_reads));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -787,6 +779,17 @@ pub(crate) async fn replay_measure(
 }
 
 /// `dir` (created), or a temporary directory removed when the guard drops.
+/// The median of `v` (the mean of the middle two for an even count; 0 for none).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
 pub(crate) fn work_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
     Ok(match dir {
         Some(d) => {

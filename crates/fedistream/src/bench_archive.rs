@@ -27,17 +27,7 @@ use fedistream_core::{Log, LogRecord, Sink, SinkContext};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::bench::{replay_measure, work_dir, write_input, BenchChannel, TempDir};
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
+use crate::bench::{median, replay_measure, work_dir, write_input, BenchChannel, TempDir};
 
 /// `bench archive`: file channel vs archive channel (local directory), alternating.
 pub async fn archive(count: usize, accounts: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fedistream_connectors::file::{FileSink, FileSinkConfig};
 use fedistream_connectors::replay::{ReplaySource, ReplaySourceConfig};
-use fedistream_connectors::synthetic::Generator;
 use fedistream_core::component::Status;
 use fedistream_core::runtime::{ChannelSpec, DeliveryConfig, Pipeline, RuntimeOptions, SourceSpec};
 use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
@@ -25,6 +24,7 @@ use fedistream_core::{DeadLetter, Log};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::bench::{median, work_dir, write_input};
 use crate::http::{dashboard::data::Data, AppState};
 
 fn state(log: Arc<dyn Log>) -> anyhow::Result<AppState> {
@@ -147,23 +147,10 @@ async fn one(dir: &std::path::Path, input: &std::path::Path, count: usize, serve
     Ok((count as f64 / elapsed, cpu * 1e6 / count as f64, received.load(Ordering::Relaxed)))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 pub async fn http(count: usize, accounts: usize, rounds: usize) -> anyhow::Result<ExitCode> {
-    let dir = tempfile_dir()?;
+    let (dir, _tmp) = work_dir(None)?;
     let input = dir.join("input.jsonl");
-    {
-        use std::io::Write;
-        let mut g = Generator::new(1);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
-        for _ in 0..count {
-            writeln!(f, "{}", g.status(accounts))?;
-        }
-        f.flush()?;
-    }
+    write_input(&input, count, accounts)?;
     let (mut plain, mut served, mut cpu_plain, mut cpu_served) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     println!("fedistream bench http ({count} statuses, {rounds} rounds, alternating)");
     for round in 1..=rounds {
@@ -177,19 +164,18 @@ pub async fn http(count: usize, accounts: usize, rounds: usize) -> anyhow::Resul
         cpu_plain.push(ca);
         cpu_served.push(cb);
     }
-    let (a, b) = (median(plain), median(served));
-    let (ca, cb) = (median(cpu_plain), median(cpu_served));
+    let (a, b) = (median(&plain), median(&served));
+    let (ca, cb) = (median(&cpu_plain), median(&cpu_served));
     println!("  median: plain {a:.0} statuses/s, with the server and a feed client {b:.0} statuses/s: {:.1} %", b / a * 100.0);
     println!(
         "  CPU per status (the whole process, the feed client's reads included): plain {ca:.1} µs, served {cb:.1} µs: the feed adds {:.1} %",
         (cb / ca - 1.0) * 100.0
     );
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn metrics(accounts: usize, iterations: usize) -> anyhow::Result<ExitCode> {
-    let dir = tempfile_dir()?;
+    let (dir, _tmp) = work_dir(None)?;
     let log: Arc<dyn Log> = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
     // The recorder first: what the connectors record goes nowhere without it.
     let st = state(log.clone())?;
@@ -220,12 +206,5 @@ pub async fn metrics(accounts: usize, iterations: usize) -> anyhow::Result<ExitC
     let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
     println!("fedistream bench metrics ({accounts} followed accounts in the status documents, {iterations} renders, {bytes} bytes each)");
     println!("  render /metrics  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms", pct(0.5), pct(0.99), pct(1.0));
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let p = std::env::temp_dir().join(format!("fedistream-bench-http-{}", std::process::id()));
-    std::fs::create_dir_all(&p)?;
-    Ok(p)
 }

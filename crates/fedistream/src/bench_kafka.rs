@@ -28,7 +28,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{percentile, LatencySink};
+use crate::bench::{median, percentile, LatencySink};
 
 /// A sink that only counts (the bench measures the log, not a channel's I/O).
 struct NullSink;
@@ -93,7 +93,7 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
             fenced.push(f);
         }
     }
-    let (raw_secs, rawtxn_secs, log_secs, fenced_secs) = (median(&mut raw), median(&mut txn), median(&mut log), median(&mut fenced));
+    let (raw_secs, rawtxn_secs, log_secs, fenced_secs) = (median(&raw), median(&txn), median(&log), median(&fenced));
 
     // What the sources add before appending: encoding each event as JSON.
     let started = Instant::now();
@@ -220,11 +220,6 @@ pub async fn run(brokers: String, count: usize, accounts: usize, batch: usize, r
         bail!("failures: {:?}", summary.failures);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 /// Seconds for a plain idempotent librdkafka producer to produce and flush
