@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -50,14 +49,23 @@ pub fn parse_positions(s: &str) -> Option<Vec<Position>> {
 
 /// The positions as an SSE id: `P:O,P:O…` by partition.
 pub fn format_positions(at: impl IntoIterator<Item = (u32, u64)>) -> String {
-    let mut out = String::new();
-    for (p, o) in at {
-        if !out.is_empty() {
-            out.push(',');
+    let mut out = BytesMut::new();
+    put_positions(&mut out, at);
+    // Digits, colons and commas only.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`format_positions`] written into `out`.
+fn put_positions(out: &mut BytesMut, at: impl IntoIterator<Item = (u32, u64)>) {
+    let mut num = itoa::Buffer::new();
+    for (i, (p, o)) in at.into_iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
         }
-        let _ = write!(out, "{p}:{o}");
+        out.put_slice(num.format(p).as_bytes());
+        out.put_u8(b':');
+        out.put_slice(num.format(o).as_bytes());
     }
-    out
 }
 
 /// The head of one SSE frame — `id` (the feed's positions) and `event` —
@@ -65,15 +73,7 @@ pub fn format_positions(at: impl IntoIterator<Item = (u32, u64)>) -> String {
 /// and one chunk per batch, not per event.
 fn frame_head(out: &mut BytesMut, at: &BTreeMap<u32, u64>, event: &str) {
     out.put_slice(b"id: ");
-    let mut num = itoa::Buffer::new();
-    for (i, (p, o)) in at.iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        out.put_slice(num.format(*p).as_bytes());
-        out.put_u8(b':');
-        out.put_slice(num.format(*o).as_bytes());
-    }
+    put_positions(out, at.iter().map(|(p, o)| (*p, *o)));
     out.put_slice(b"\nevent: ");
     out.put_slice(event.as_bytes());
     out.put_slice(b"\n");
