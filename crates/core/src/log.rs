@@ -225,9 +225,11 @@ pub trait Consumer: Send {
     /// either all of it is visible or none (the Processor contract).
     async fn commit_with(&mut self, commit: Commit) -> Result<(), LogError>;
 
-    /// The group's end-to-end lag in records (head minus committed). Offset-based
-    /// backends count what occupies offsets: on Kafka, the marker of a
-    /// transaction not yet read past adds one.
+    /// The group's end-to-end lag in records (head minus committed); for a
+    /// reader ([`Log::reader`]), the head minus what it has returned (what a
+    /// first read must still fetch to have read the topic as it stands).
+    /// Offset-based backends count what occupies offsets: on Kafka, the marker
+    /// of a transaction not yet read past adds one.
     async fn lag(&mut self) -> Result<u64, LogError>;
 
     /// A reader's ([`Log::reader`]) starting point as a resume point: per

@@ -226,9 +226,14 @@ async fn readers_start_where_asked_commit_nothing_and_leave_no_group() {
         keys.sort();
         (keys, got, r)
     };
-    // From the start of every partition: the first round.
-    let (keys, got, mut r) = read_all(log.reader(EVENTS, &fedistream_core::log::from_start()).await.unwrap(), 9).await;
+    // From the start of every partition: the first round. Its lag is what it
+    // has not returned yet (plus at most a transaction marker per partition).
+    let mut fresh = log.reader(EVENTS, &fedistream_core::log::from_start()).await.unwrap();
+    let lag = fresh.lag().await.unwrap();
+    assert!((9..=12).contains(&lag), "a fresh reader is behind by the round: {lag}");
+    let (keys, got, mut r) = read_all(fresh, 9).await;
     assert_eq!(keys.len(), 9);
+    assert!(r.lag().await.unwrap() <= 3, "read up to the head (markers aside)");
     assert!(r.commit(&[got[0].position], vec![]).await.is_err(), "readers do not commit");
     // After the first round's position on one partition only: that partition
     // goes on after it (nothing), the others from their start (their records).

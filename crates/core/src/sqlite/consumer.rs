@@ -194,7 +194,11 @@ impl Consumer for SqliteConsumer {
 
     async fn lag(&mut self) -> Result<u64, LogError> {
         if self.group.is_empty() {
-            return Err(LogError::Unsupported("a reader outside consumer groups has no lag".into()));
+            // A reader: the head minus what it has returned.
+            return match self.topic {
+                None => Ok(self.head.borrow().saturating_sub(self.cursor.load(Ordering::Acquire))),
+                Some(_) => Err(LogError::Unsupported("a reader of a topic other than events has no lag".into())),
+            };
         }
         let (group, topic) = (self.group.clone(), self.topic.clone());
         self.shared

@@ -16,7 +16,7 @@
 //!
 //! [`Log::reader`]: fedistream_core::log::Log::reader
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +35,11 @@ use super::{client_config, partitions_of, unavailable, watermarks, KafkaLogConfi
 pub struct KafkaReader {
     topic: String,
     consumer: StreamConsumer,
+    /// For the partitions' watermarks ([`Consumer::lag`]).
+    meta: Arc<BaseConsumer>,
     start: Vec<Position>,
+    /// Per partition, the offset after the last record returned (at open: where it starts).
+    next: HashMap<i32, i64>,
     pending: VecDeque<LogRecord>,
     last_warn: Option<std::time::Instant>,
 }
@@ -74,8 +78,10 @@ impl KafkaReader {
             .map_err(|e| unavailable("cannot create a Kafka reader", &cfg.brokers, e))?;
         let mut tpl = TopicPartitionList::new();
         let mut start = Vec::new();
+        let mut at = HashMap::new();
         for p in &parts {
             let next = start_offset(*p, marks.get(p).copied().unwrap_or((0, 0)), after);
+            at.insert(*p, next);
             tpl.add_partition_offset(topic, *p, Offset::Offset(next))
                 .map_err(|e| LogError::Internal(format!("reader of {topic}: partition {p}: {e}")))?;
             if next > 0 {
@@ -83,7 +89,15 @@ impl KafkaReader {
             }
         }
         consumer.assign(&tpl).map_err(|e| unavailable(&format!("cannot read {topic}"), &cfg.brokers, e))?;
-        Ok(KafkaReader { topic: topic.to_string(), consumer, start, pending: VecDeque::new(), last_warn: None })
+        Ok(KafkaReader {
+            topic: topic.to_string(),
+            consumer,
+            meta: meta.clone(),
+            start,
+            next: at,
+            pending: VecDeque::new(),
+            last_warn: None,
+        })
     }
 }
 
@@ -110,16 +124,32 @@ impl Consumer for KafkaReader {
             }
         }
         let n = self.pending.len().min(max);
-        Ok(self.pending.drain(..n).collect())
+        let out: Vec<LogRecord> = self.pending.drain(..n).collect();
+        for r in &out {
+            self.next.insert(r.position.partition as i32, r.position.offset as i64 + 1);
+        }
+        Ok(out)
     }
 
     async fn commit_with(&mut self, _commit: Commit) -> Result<(), LogError> {
         Err(LogError::Unsupported("a reader outside consumer groups does not commit".into()))
     }
 
-    /// A reader holds nothing back: it has no lag.
+    /// Records between what this reader has returned and the partitions'
+    /// high watermarks now: what a first read must still fetch to have read
+    /// the topic as it stands (the dashboard's first page). Like a group's
+    /// lag on Kafka, a transaction's commit marker at a partition's end
+    /// counts (at most one per partition).
     async fn lag(&mut self) -> Result<u64, LogError> {
-        Ok(0)
+        let parts: Vec<i32> = self.next.keys().copied().collect();
+        let marks = watermarks(&self.meta, &self.topic, &parts).await?;
+        Ok(parts
+            .iter()
+            .map(|p| {
+                let (lo, hi) = marks.get(p).copied().unwrap_or((0, 0));
+                (hi - self.next.get(p).copied().unwrap_or(lo).max(lo)).max(0) as u64
+            })
+            .sum())
     }
 
     fn reader_start(&self) -> Vec<Position> {

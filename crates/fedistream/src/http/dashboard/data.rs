@@ -42,8 +42,11 @@ struct Facts {
     mentions: Vec<String>,
 }
 
-/// How long the first read of a fresh post reader waits for records.
+/// How long the first read of a fresh post reader waits for records (and,
+/// while it reads the backlog, for the next background fetch).
 const FIRST_READ_WAIT: Duration = Duration::from_millis(500);
+/// How long one request keeps reading the backlog before it answers.
+const BACKLOG_BUDGET: Duration = Duration::from_secs(5);
 
 /// The posts read so far.
 #[derive(Default)]
@@ -52,6 +55,8 @@ struct Feed {
     /// Why posts cannot be read (a log without readers outside groups).
     unsupported: Option<String>,
     last: Option<Position>,
+    /// The reader has not yet read the log as it stood when it opened.
+    backlog: bool,
     /// Where the reader stands on every partition (the page's resume point).
     at: BTreeMap<u32, u64>,
     facts: HashMap<String, Facts>,
@@ -121,6 +126,7 @@ impl Data {
                 Ok(r) => {
                     feed.at = r.reader_start().into_iter().map(|p| (p.partition, p.offset)).collect();
                     feed.reader = Some(r);
+                    feed.backlog = true;
                 }
                 Err(LogError::Unsupported(m)) => {
                     feed.unsupported = Some(m);
@@ -132,10 +138,21 @@ impl Data {
                 }
             }
         }
-        let keep_facts = self.stats.is_none();
+        feed.read(wait, self.stats.is_none()).await
+    }
+}
+
+impl Feed {
+    /// Read from the reader (at most [`READ_PER_REQUEST`] records), the first
+    /// poll waiting up to `wait`; `keep_facts`: hold the facts the charts
+    /// draw from the posts.
+    async fn read(&mut self, mut wait: Duration, keep_facts: bool) {
+        let feed = self;
         let mut read = 0;
+        let deadline = Instant::now() + BACKLOG_BUDGET;
         while read < READ_PER_REQUEST {
             let Some(r) = feed.reader.as_mut() else { return };
+            let waited = !wait.is_zero();
             let recs = match r.poll(4096, std::mem::take(&mut wait)).await {
                 Ok(recs) => recs,
                 Err(e) => {
@@ -145,6 +162,22 @@ impl Data {
                 }
             };
             if recs.is_empty() {
+                // Nothing at hand. While the reader works through the log as
+                // it stood (the first pages), a backend that fetches in the
+                // background (Kafka: a few MB at a time, the first fetch after
+                // connecting) may have more on the way: wait for it while the
+                // reader is behind the head, rather than show the oldest posts
+                // as the newest. An empty poll after a wait, once records came,
+                // ends the backlog (on Kafka the lag also counts a transaction
+                // marker at a partition's end); a request out of time leaves
+                // the rest to the next.
+                let behind = feed.backlog && r.lag().await.is_ok_and(|n| n > 0);
+                let in_time = Instant::now() < deadline;
+                if behind && in_time && !(waited && read > 0) {
+                    wait = FIRST_READ_WAIT;
+                    continue;
+                }
+                feed.backlog = behind && !in_time;
                 return;
             }
             read += recs.len();
@@ -185,7 +218,9 @@ impl Data {
             }
         }
     }
+}
 
+impl Data {
     pub async fn recent(&self) -> Recent {
         let mut feed = self.feed.lock().await;
         self.catch_up(&mut feed).await;
@@ -445,5 +480,77 @@ mod tests {
         assert_eq!(s.accounts, vec![("a@x".into(), 2), ("b@x".into(), 1)]);
         let a = from_posts(f.iter(), Some("b@x"));
         assert_eq!((a.posts, a.accounts.len()), (1, 2), "one account's figures, every account listed");
+    }
+
+    /// On Kafka a reader fetches in the background, a few MB at a time: the
+    /// first page must still have read the log as it stood (here 24 MB over
+    /// three partitions), not whatever the first fetches brought.
+    #[cfg(all(feature = "kafka", feature = "test-util"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_page_on_kafka_has_read_the_whole_log() {
+        use fedistream_core::log::AppendBatch;
+        use fedistream_core::testing::created;
+        use fedistream_kafka::log::{KafkaLog, KafkaLogConfig};
+
+        let mut cfg =
+            KafkaLogConfig::new(fedistream_kafka::testing::brokers(), format!("t-dash-{}-{:x}", std::process::id(), rand::random::<u32>()));
+        cfg.partitions = 3;
+        let log = KafkaLog::open(cfg).await.unwrap();
+        let text = "x".repeat(2_000);
+        const POSTS: u64 = 12_000;
+        for batch in 0..POSTS / 1_000 {
+            let events = (batch * 1_000..(batch + 1) * 1_000).map(|n| created("s", &format!("u{}@example.org", n % 7), n, &text));
+            log.append(AppendBatch { events: fedistream_core::event::encode_all(events), state: vec![] }).await.unwrap();
+        }
+        let data = Data::new(log, None);
+        let first = data.summary(None).await.unwrap();
+        assert_eq!(first.posts, POSTS, "the first page counts every post in the log");
+        let recent = data.recent().await;
+        assert_eq!(recent.articles.len(), RECENT);
+        let read: u64 = recent.after.unwrap().iter().map(|p| p.offset + 1).sum();
+        assert!(read >= POSTS, "the resume point is at the head: {read} offsets");
+    }
+
+    /// A reader that fetches in the background, as Kafka's does: between
+    /// fetches a poll that does not wait finds nothing, though the reader is
+    /// behind the head (over a real SQLite log's reader).
+    struct Fetching {
+        inner: Box<dyn Consumer>,
+        gap: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Fetching {
+        async fn poll(&mut self, _max: usize, wait: Duration) -> Result<Vec<fedistream_core::event::LogRecord>, LogError> {
+            self.gap = !self.gap;
+            if self.gap && wait.is_zero() {
+                return Ok(vec![]);
+            }
+            self.inner.poll(1_000, wait).await
+        }
+        async fn commit_with(&mut self, commit: fedistream_core::log::Commit) -> Result<(), LogError> {
+            self.inner.commit_with(commit).await
+        }
+        async fn lag(&mut self) -> Result<u64, LogError> {
+            self.inner.lag().await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_page_waits_for_fetches_while_the_reader_is_behind() {
+        use fedistream_core::log::AppendBatch;
+        use fedistream_core::sqlite::{SqliteLog, SqliteOptions};
+        use fedistream_core::testing::created;
+
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteLog::open(dir.path().join("log.db"), SqliteOptions::default()).unwrap();
+        let events = (0..5_000).map(|n| created("s", &format!("u{}@example.org", n % 7), n, "hello"));
+        log.append(AppendBatch { events: fedistream_core::event::encode_all(events), state: vec![] }).await.unwrap();
+        let inner = log.reader(EVENTS, &fedistream_core::log::from_start()).await.unwrap();
+        let mut feed = Feed { reader: Some(Box::new(Fetching { inner, gap: false })), backlog: true, ..Default::default() };
+        feed.read(FIRST_READ_WAIT, true).await;
+        assert_eq!(feed.facts.len(), 5_000, "every post of the log, across the gaps between fetches");
+        assert!(!feed.backlog, "caught up: the next request does not wait");
+        assert_eq!(feed.last.map(|p| p.offset), Some(5_000));
     }
 }
