@@ -94,8 +94,17 @@ impl Generator {
     }
 
     fn account(&mut self, i: usize) -> (Value, String, String) {
-        let (user, display) = NAMES[i % NAMES.len()];
+        let (name, display) = NAMES[i % NAMES.len()];
         let server = SERVERS[i % SERVERS.len()];
+        // Names and servers cycle (only 20 pairs): a number after the name
+        // from the second round of names on keeps every index its own author.
+        let numbered;
+        let user = if i < NAMES.len() {
+            name
+        } else {
+            numbered = format!("{name}{}", i / NAMES.len());
+            numbered.as_str()
+        };
         let bio_extra = if self.rng.gen_bool(0.1) {
             " <a href=\"https://x/tags/nobot\" class=\"mention hashtag\" rel=\"tag\">#<span>nobot</span></a>"
         } else {
@@ -265,5 +274,12 @@ mod tests {
         assert!(all.iter().any(|s| !s.contains("\"in_reply_to_id\":null")), "has replies");
         // Deterministic for a seed.
         assert_eq!(Generator::new(7).status(50), all[0]);
+        // `accounts` distinct authors (not the 20 name × server pairs).
+        let authors: std::collections::HashSet<String> = all
+            .iter()
+            .map(|s| serde_json::from_str::<Value>(s).unwrap())
+            .map(|v| v["account"]["acct"].as_str().unwrap().to_string())
+            .collect();
+        assert!(authors.len() > 40, "{} authors of 50 in 500 statuses", authors.len());
     }
 }
