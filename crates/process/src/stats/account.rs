@@ -23,7 +23,8 @@
 //!   replaces the facts (the newest edit wins, whatever order versions arrive
 //!   in) and counts an edit. Interaction counts are the latest observation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use fedistream_core::event::EventKind;
 use serde::{Deserialize, Serialize};
@@ -55,20 +56,30 @@ pub struct AccountState {
     /// The held posts by URI. Stored one state entry per post (see
     /// [`super::AccountStatsProcessor`]), not with the rest of the account, so a
     /// batch writes the posts it changed, not every post held.
+    /// Hashed, not ordered: an account's URIs share most of their bytes, and
+    /// an ordered map compared them from the start several times per lookup.
+    /// The URI is shared with the window index and the changed set.
     #[serde(skip)]
-    /// (Boxed: a map node holds eleven slots, most of them empty for a quiet account.)
-    pub posts: BTreeMap<String, Box<PostEntry>>,
+    pub posts: PostMap,
     #[serde(default, with = "pairs")]
     pub windows: BTreeMap<(WindowSize, i64), WindowMeta>,
     /// (event time, URI) of every post with a known time: the window index.
     #[serde(skip)]
-    by_time: BTreeSet<(i64, String)>,
+    by_time: BTreeSet<(i64, Arc<str>)>,
     /// Posts changed or removed since the state was last saved.
     #[serde(skip)]
-    changed_posts: BTreeSet<String>,
+    changed_posts: BTreeSet<Arc<str>>,
     /// A watermark below which closing and evicting has nothing to do.
     #[serde(skip)]
     quiet_below: QuietBelow,
+}
+
+/// An account's held posts by URI.
+pub type PostMap = HashMap<Arc<str>, Box<PostEntry>, foldhash::fast::RandomState>;
+
+/// The first entry of the window index at `t` or later.
+fn from_time(t: i64) -> (i64, Arc<str>) {
+    (t, Arc::from(""))
 }
 
 /// A lower bound of the watermark at which a window closes (its end) or a
@@ -214,7 +225,7 @@ pub struct Delta {
 
 impl AccountState {
     /// The posts changed (or removed: absent from `posts`) since the last call.
-    pub fn take_changed_posts(&mut self) -> BTreeSet<String> {
+    pub fn take_changed_posts(&mut self) -> BTreeSet<Arc<str>> {
         std::mem::take(&mut self.changed_posts)
     }
 
@@ -253,10 +264,15 @@ impl AccountState {
                 return out;
             }
         }
-        let entry = match self.posts.get_mut(ev.key.as_str()) {
-            Some(e) => e,
-            None => self.posts.entry(ev.key.to_string()).or_default(),
+        let key = match self.posts.get_key_value(ev.key.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(ev.key.as_str());
+                self.posts.insert(k.clone(), Box::default());
+                k
+            }
         };
+        let entry = self.posts.get_mut(&key).expect("inserted above");
         let counted_before = entry.counted();
         let mut changed = false;
         // A source seen for the first time changes the totals, not the account's record.
@@ -323,7 +339,7 @@ impl AccountState {
         };
         if !changed && sources_changed {
             entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-            self.changed_posts.insert(ev.key.to_string());
+            self.changed_posts.insert(key.clone());
             out.changed = true;
         }
         if let Some(t) = t {
@@ -347,10 +363,10 @@ impl AccountState {
         // it was created, so its event time is no later). The watermark at
         // arrival alone could be far behind and evict it at the next jump.
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-        self.changed_posts.insert(ev.key.to_string());
+        self.changed_posts.insert(key.clone());
         if let Some(t) = t {
             if dated_now {
-                self.by_time.insert((t, ev.key.to_string()));
+                self.by_time.insert((t, key));
             }
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);
@@ -422,9 +438,9 @@ impl AccountState {
         }
         // Posts none of whose windows is held any more go with them (only posts
         // before the latest evicted end can be among them).
-        let gone: Vec<(i64, String)> = self
+        let gone: Vec<(i64, Arc<str>)> = self
             .by_time
-            .range(..(last_end, String::new()))
+            .range(..from_time(last_end))
             .filter(|(t, _)| {
                 rules.sizes.iter().all(|&s| {
                     let (start, end) = rules.calendar.window(s, *t);
@@ -434,14 +450,19 @@ impl AccountState {
             .cloned()
             .collect();
         for (t, k) in gone {
-            self.by_time.remove(&(t, k.clone()));
             self.posts.remove(&k);
+            self.by_time.remove(&(t, k.clone()));
             self.changed_posts.insert(k);
         }
         // Deletes of posts never seen: kept for `keep_closed` in case the post
         // comes late (looked at when windows are evicted, which an account that
-        // keeps posting does regularly).
-        let stale: Vec<String> = self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
+        // keeps posting does regularly). The posts with a time are the index's,
+        // so when it has them all there are none (the common case: no scan).
+        if self.posts.len() == self.by_time.len() {
+            return;
+        }
+        let stale: Vec<Arc<str>> =
+            self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
         for k in stale {
             self.posts.remove(&k);
             self.changed_posts.insert(k);
@@ -464,14 +485,13 @@ impl AccountState {
     /// The record of one held window (also what `fedistream stats` shows).
     pub fn record(&self, account: &str, size: WindowSize, start: i64, revision: u32, is_final: bool, rules: &Rules) -> StatsRecord {
         let end = self.windows.get(&(size, start)).map(|w| w.end).unwrap_or_else(|| rules.calendar.window(size, start).1);
-        let posts =
-            self.by_time.range((start, String::new())..(end, String::new())).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
-                t: p.t.unwrap_or(start),
-                facts: p.facts.as_ref(),
-                edits: p.versions.len().saturating_sub(1) as u64,
-                deleted: p.deleted,
-                observed: p.observed.as_ref(),
-            });
+        let posts = self.by_time.range(from_time(start)..from_time(end)).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
+            t: p.t.unwrap_or(start),
+            facts: p.facts.as_ref(),
+            edits: p.versions.len().saturating_sub(1) as u64,
+            deleted: p.deleted,
+            observed: p.observed.as_ref(),
+        });
         record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
     }
 

@@ -193,12 +193,32 @@ pub fn links(text: &str) -> Vec<&str> {
     out
 }
 
-/// Characters and words (split at Unicode white space) of a text, in one pass.
+/// `char::is_whitespace` for an ASCII byte.
+fn ascii_space(b: u8) -> bool {
+    b == b' ' || (b'\t'..=b'\r').contains(&b)
+}
+
+/// Characters and words (split at Unicode white space) of a text, in one pass:
+/// 32 bytes at a time where they are ASCII (without branches, so the compiler
+/// vectorises it), character by character elsewhere.
 fn chars_and_words(text: &str) -> (u32, u32) {
+    const BLOCK: usize = 32;
     let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
+        if let Some(block) = b.get(i..i + BLOCK).filter(|x| x.iter().fold(0, |a, &c| a | c) < 0x80) {
+            // A word starts at a non-space byte after a space (or after the last block's end).
+            let mut starts = (!ascii_space(block[0]) && !in_word) as u32;
+            for k in 1..BLOCK {
+                starts += (!ascii_space(block[k]) && ascii_space(block[k - 1])) as u32;
+            }
+            words += starts;
+            chars += BLOCK as u32;
+            in_word = !ascii_space(block[BLOCK - 1]);
+            i += BLOCK;
+            continue;
+        }
         let space = if b[i] < 0x80 {
             i += 1;
             // char::is_whitespace for ASCII.
@@ -217,8 +237,34 @@ fn chars_and_words(text: &str) -> (u32, u32) {
 
 /// The host of a URL, lower-case, without a leading `www.`.
 pub fn domain(u: &str) -> Option<String> {
+    if let Some(host) = plain_host(u) {
+        let host = host.to_ascii_lowercase();
+        return Some(host.strip_prefix("www.").map(str::to_string).unwrap_or(host));
+    }
     let host = url::Url::parse(u).ok()?.host_str()?.to_lowercase();
     Some(host.strip_prefix("www.").map(str::to_string).unwrap_or(host))
+}
+
+/// The host of `http(s)://host` followed by the end or by `/`, `?` or `#`,
+/// when it is what the `url` crate would give, up to case, without parsing
+/// the URL: dot-separated labels of ASCII letters, digits and hyphens, none
+/// empty, none punycode (`xn--`), the last not starting with a digit (the URL
+/// standard reads those as IPv4 addresses). Anything else (a port, user
+/// info, percent escapes, non-ASCII, backslashes) is left to the `url` crate.
+fn plain_host(u: &str) -> Option<&str> {
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"))?;
+    let host = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let mut labels = host.split('.').peekable();
+    while let Some(label) = labels.next() {
+        let ok = !label.is_empty()
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+            && (labels.peek().is_some() || !label.as_bytes()[0].is_ascii_digit());
+        if !ok {
+            return None;
+        }
+    }
+    Some(host)
 }
 
 #[cfg(test)]
@@ -245,11 +291,58 @@ mod tests {
             "httphttp://x.example http:/half https://",
             "üñï çødé\t\nwith\r\x0b\x0cspaces\u{2028}and\u{85}more http://ünï.example/ä",
             "trailing http://t.example/!?.",
+            "a 32-byte block of ASCII text, a block\u{a0}then a non-ASCII one ünïcödé ünïcödé ünïcödé ünïcödé and more     words",
+            "                                                                 x",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx y",
+            "word word word word word word wo\u{3000}rd word word word word word word word word word\u{2028}word word word",
         ];
         for t in texts {
             assert_eq!(links(t), links_by_splitting(t), "{t:?}");
             assert_eq!(chars_and_words(t), (t.chars().count() as u32, t.split_whitespace().count() as u32), "{t:?}");
         }
+    }
+
+    #[test]
+    fn plain_hosts_are_what_the_url_crate_reads() {
+        let url_crate = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host_str().map(|h| h.to_lowercase()));
+        let urls = [
+            "https://www.Example.org/a?b=1",
+            "http://blog.example.net/x",
+            "https://a-b.c-d.example",
+            "https://example.org?q",
+            "https://example.org#f",
+            "https://EXAMPLE.ORG./x",
+            "https://a..b/",
+            "https://.a/",
+            "https://1.2.3.4/x",
+            "https://0x7f.1/",
+            "https://host.123/",
+            "https://123.host/",
+            "https://xn--nxasmq6b.example/",
+            "https://XN--nxasmq6b.example/",
+            "https://ex-.example/",
+            "https://-ex.example/",
+            "https://user@host.example/",
+            "https://host.example:8080/",
+            "https://host.example:99999/",
+            "https://ho%73t.example/",
+            "https://ünï.example/ä",
+            "https:///host.example/",
+            "https://host.example\\path",
+            "https://ho_st.example/",
+            "https://",
+            "http://localhost",
+            "https://a/b/c/ä/ö?x=ü#ß",
+        ];
+        for u in urls {
+            if let Some(h) = plain_host(u) {
+                assert_eq!(Some(h.to_ascii_lowercase()), url_crate(u), "{u}");
+            }
+            let expect = url_crate(u).map(|h| h.strip_prefix("www.").map(str::to_string).unwrap_or(h));
+            assert_eq!(domain(u), expect, "{u}");
+        }
+        assert_eq!(plain_host("https://www.Example.org/a?b=1"), Some("www.Example.org"));
+        assert_eq!(plain_host("https://1.2.3.4/x"), None);
     }
 
     #[test]

@@ -247,7 +247,7 @@ pub fn load_states(
         }
     }
     for (key, uri, post) in posts {
-        accounts.entry(key).or_default().posts.insert(uri, Box::new(post));
+        accounts.entry(key).or_default().posts.insert(uri.into(), Box::new(post));
     }
     for st in accounts.values_mut() {
         st.reindex();
@@ -433,7 +433,7 @@ impl AccountStatsProcessor {
         };
         for uri in st.take_changed_posts() {
             let pk = format!("{k}/{uri}");
-            match st.posts.get(&uri) {
+            match st.posts.get(&*uri) {
                 Some(p) => {
                     self.buf.clear();
                     p.write_json(&mut self.buf);
