@@ -66,9 +66,12 @@ pub struct AccountState {
     /// (event time, URI) of every post with a known time: the window index.
     #[serde(skip)]
     by_time: BTreeSet<(i64, Arc<str>)>,
-    /// Posts changed or removed since the state was last saved.
+    /// Posts changed (with their state entry, written when they changed,
+    /// while the post was still in the CPU's caches: at the end of a batch of
+    /// thousands of events it had to come back from memory) or removed
+    /// (`None`) since the state was last saved.
     #[serde(skip)]
-    changed_posts: BTreeSet<Arc<str>>,
+    changed_posts: BTreeMap<Arc<str>, Option<String>>,
     /// A watermark below which closing and evicting has nothing to do.
     #[serde(skip)]
     quiet_below: QuietBelow,
@@ -87,7 +90,17 @@ fn from_time(t: i64) -> (i64, Arc<str>) {
 /// most events skip looking at every window. `None`: not known (after a
 /// load), look. Not part of the state's value (equal whatever it holds).
 #[derive(Debug, Clone, Copy, Default)]
-struct QuietBelow(Option<i64>);
+pub(super) struct QuietBelow(pub(super) Option<i64>);
+
+/// The watermark at which a window (closed or not, ending at `end`, last
+/// changed at `touched`) is next closed or evicted (accounts' and totals').
+pub(super) fn due(closed: bool, end: i64, touched: i64, keep_closed_ms: i64) -> i64 {
+    if closed {
+        end.max(touched).saturating_add(keep_closed_ms)
+    } else {
+        end
+    }
+}
 
 impl PartialEq for QuietBelow {
     fn eq(&self, _: &Self) -> bool {
@@ -98,11 +111,7 @@ impl PartialEq for QuietBelow {
 impl WindowMeta {
     /// The watermark at which this window next needs [`AccountState::close_and_evict`].
     fn due(&self, keep_closed_ms: i64) -> i64 {
-        if self.closed {
-            self.end.max(self.touched).saturating_add(keep_closed_ms)
-        } else {
-            self.end
-        }
+        due(self.closed, self.end, self.touched, keep_closed_ms)
     }
 }
 
@@ -136,6 +145,14 @@ impl PostEntry {
     /// Whether the post counts in its windows (dated, a version seen, not deleted).
     fn counted(&self) -> bool {
         self.t.is_some() && self.facts.is_some() && !self.deleted
+    }
+
+    /// [`PostEntry::write_json`] as a string.
+    pub(crate) fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        // (The writer writes UTF-8: strings are copied whole or by serde_json.)
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The post's state entry, exactly as `serde_json::to_string(self)` writes it (see `stats::json`).
@@ -225,7 +242,7 @@ pub struct Delta {
 
 impl AccountState {
     /// The posts changed (or removed: absent from `posts`) since the last call.
-    pub fn take_changed_posts(&mut self) -> BTreeSet<Arc<str>> {
+    pub fn take_changed_posts(&mut self) -> BTreeMap<Arc<str>, Option<String>> {
         std::mem::take(&mut self.changed_posts)
     }
 
@@ -339,7 +356,7 @@ impl AccountState {
         };
         if !changed && sources_changed {
             entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-            self.changed_posts.insert(key.clone());
+            self.changed_posts.insert(key.clone(), Some(entry.to_json()));
             out.changed = true;
         }
         if let Some(t) = t {
@@ -363,7 +380,7 @@ impl AccountState {
         // it was created, so its event time is no later). The watermark at
         // arrival alone could be far behind and evict it at the next jump.
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-        self.changed_posts.insert(key.clone());
+        self.changed_posts.insert(key.clone(), Some(entry.to_json()));
         if let Some(t) = t {
             if dated_now {
                 self.by_time.insert((t, key));
@@ -436,11 +453,15 @@ impl AccountState {
             let f = self.floor.entry(k.0).or_insert(w.end);
             *f = (*f).max(w.end);
         }
-        // Posts none of whose windows is held any more go with them (only posts
-        // before the latest evicted end can be among them).
+        // Posts none of whose windows is held any more go with them. Only posts
+        // before the latest evicted end can be among them, and only posts
+        // before every size's floor (a post's window of each size must end at
+        // or before that size's floor): so the posts of the windows still
+        // held are not looked at (a day's when an hour is evicted).
+        let below_floors = rules.sizes.iter().map(|s| self.floor.get(s).copied().unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN);
         let gone: Vec<(i64, Arc<str>)> = self
             .by_time
-            .range(..from_time(last_end))
+            .range(..from_time(last_end.min(below_floors)))
             .filter(|(t, _)| {
                 rules.sizes.iter().all(|&s| {
                     let (start, end) = rules.calendar.window(s, *t);
@@ -452,7 +473,7 @@ impl AccountState {
         for (t, k) in gone {
             self.posts.remove(&k);
             self.by_time.remove(&(t, k.clone()));
-            self.changed_posts.insert(k);
+            self.changed_posts.insert(k, None);
         }
         // Deletes of posts never seen: kept for `keep_closed` in case the post
         // comes late (looked at when windows are evicted, which an account that
@@ -465,7 +486,7 @@ impl AccountState {
             self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
         for k in stale {
             self.posts.remove(&k);
-            self.changed_posts.insert(k);
+            self.changed_posts.insert(k, None);
         }
     }
 

@@ -193,41 +193,44 @@ pub fn links(text: &str) -> Vec<&str> {
     out
 }
 
-/// `char::is_whitespace` for an ASCII byte.
+/// `char::is_whitespace` for an ASCII byte (without branches).
 fn ascii_space(b: u8) -> bool {
-    b == b' ' || (b'\t'..=b'\r').contains(&b)
+    (b == b' ') | (b.wrapping_sub(b'\t') < 5)
 }
 
-/// Characters and words (split at Unicode white space) of a text, in one pass:
-/// 32 bytes at a time where they are ASCII (without branches, so the compiler
-/// vectorises it), character by character elsewhere.
+/// Characters and words (split at Unicode white space) of a text. Without
+/// white space beyond ASCII (the usual case) both are counted over the bytes
+/// without branches, which the compiler vectorises: characters are the bytes
+/// that do not continue a UTF-8 sequence, words start at a byte that is not
+/// white space after one that is (a byte continuing a sequence is not white
+/// space, and neither is the character it belongs to). Otherwise character
+/// by character.
 fn chars_and_words(text: &str) -> (u32, u32) {
-    const BLOCK: usize = 32;
-    let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
     let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if let Some(block) = b.get(i..i + BLOCK).filter(|x| x.iter().fold(0, |a, &c| a | c) < 0x80) {
-            // A word starts at a non-space byte after a space (or after the last block's end).
-            let mut starts = (!ascii_space(block[0]) && !in_word) as u32;
-            for k in 1..BLOCK {
-                starts += (!ascii_space(block[k]) && ascii_space(block[k - 1])) as u32;
-            }
-            words += starts;
-            chars += BLOCK as u32;
-            in_word = !ascii_space(block[BLOCK - 1]);
-            i += BLOCK;
-            continue;
-        }
-        let space = if b[i] < 0x80 {
-            i += 1;
-            // char::is_whitespace for ASCII.
-            matches!(b[i - 1], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-        } else {
-            let c = text[i..].chars().next().unwrap_or(' ');
-            i += c.len_utf8();
-            c.is_whitespace()
-        };
+    if has_unicode_space(text) {
+        return chars_and_words_slowly(text);
+    }
+    let chars = b.iter().map(|&c| ((c & 0xc0) != 0x80) as u32).sum();
+    let first = b.first().is_some_and(|&c| !ascii_space(c)) as u32;
+    let words = b.iter().zip(&b[1.min(b.len())..]).map(|(&x, &y)| (ascii_space(x) & !ascii_space(y)) as u32).sum::<u32>();
+    (chars, first + words)
+}
+
+/// Whether a text has white space beyond ASCII: U+0085 and U+00A0 (lead
+/// byte 0xc2), U+1680 (0xe1), U+2000–U+200A, U+2028, U+2029, U+202F and
+/// U+205F (0xe2), U+3000 (0xe3). Only these lead bytes are searched for, and
+/// a lead byte starts a character.
+fn has_unicode_space(text: &str) -> bool {
+    let b = text.as_bytes();
+    let is_space = |i: usize| text.get(i..).and_then(|s| s.chars().next()).is_some_and(char::is_whitespace);
+    memchr::memchr3_iter(0xc2, 0xe2, 0xe3, b).any(is_space) || memchr::memchr_iter(0xe1, b).any(is_space)
+}
+
+/// [`chars_and_words`] character by character.
+fn chars_and_words_slowly(text: &str) -> (u32, u32) {
+    let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
+    for c in text.chars() {
+        let space = c.is_whitespace();
         chars += 1;
         words += (!space && !in_word) as u32;
         in_word = !space;
@@ -294,6 +297,8 @@ mod tests {
             "a 32-byte block of ASCII text, a block\u{a0}then a non-ASCII one ünïcödé ünïcödé ünïcödé ünïcödé and more     words",
             "                                                                 x",
             "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx y",
+            "\u{85}a\u{a0}b\u{1680}c\u{2000}d\u{200a}e\u{2028}f\u{2029}g\u{202f}h\u{205f}i\u{3000}j\u{2019}k\u{200b}l ☕ x",
+            "’☕ Ωmega ßeta 🎉 — … «x» \u{e000}",
             "word word word word word word wo\u{3000}rd word word word word word word word word word\u{2028}word word word",
         ];
         for t in texts {

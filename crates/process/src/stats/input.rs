@@ -170,10 +170,16 @@ impl<'a> Cursor<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let Some(at) = memchr::memchr2(b'"', b'\\', &b[self.i..]) else {
-                return self.err("unterminated string");
-            };
-            self.i += at;
+            // Most strings (member names, ids, dates) end within a few bytes:
+            // those are looked at one by one, not worth a call to memchr.
+            let near = b.len().min(self.i + 24);
+            match b[self.i..near].iter().position(|&c| c == b'"' || c == b'\\') {
+                Some(at) => self.i += at,
+                None => match memchr::memchr2(b'"', b'\\', &b[near..]) {
+                    Some(at) => self.i = near + at,
+                    None => return self.err("unterminated string"),
+                },
+            }
             if b[self.i] == b'"' {
                 self.i += 1;
                 // (Both ends are ASCII quotes: character boundaries.)

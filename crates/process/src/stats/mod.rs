@@ -431,13 +431,16 @@ impl AccountStatsProcessor {
             out.state.push(StatePut::delete(&self.ns, k));
             return;
         };
-        for uri in st.take_changed_posts() {
+        for (uri, entry) in st.take_changed_posts() {
             let pk = format!("{k}/{uri}");
-            match st.posts.get(&*uri) {
-                Some(p) => {
-                    self.buf.clear();
-                    p.write_json(&mut self.buf);
-                    out.state.push(StatePut::set(&self.ns, pk, std::str::from_utf8(&self.buf).unwrap_or_default()));
+            match entry {
+                Some(json) => {
+                    debug_assert_eq!(
+                        Some(&json),
+                        st.posts.get(&*uri).map(|p| p.to_json()).as_ref(),
+                        "the entry written when it changed is current"
+                    );
+                    out.state.push(StatePut::set(&self.ns, pk, json))
                 }
                 None => out.state.push(StatePut::delete(&self.ns, pk)),
             }
