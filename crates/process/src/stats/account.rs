@@ -65,24 +65,91 @@ pub struct AccountState {
     pub windows: BTreeMap<(WindowSize, i64), WindowMeta>,
     /// (event time, URI) of every post with a known time: the window index.
     #[serde(skip)]
-    by_time: BTreeSet<(i64, Arc<str>)>,
+    by_time: BTreeSet<(i64, PostKey)>,
     /// Posts changed (with their state entry, written when they changed,
     /// while the post was still in the CPU's caches: at the end of a batch of
     /// thousands of events it had to come back from memory) or removed
     /// (`None`) since the state was last saved.
     #[serde(skip)]
-    changed_posts: BTreeMap<Arc<str>, Option<String>>,
+    changed_posts: BTreeMap<PostKey, Option<String>>,
     /// A watermark below which closing and evicting has nothing to do.
     #[serde(skip)]
     quiet_below: QuietBelow,
 }
 
 /// An account's held posts by URI.
-pub type PostMap = HashMap<Arc<str>, Box<PostEntry>, foldhash::fast::RandomState>;
+pub type PostMap = HashMap<PostKey, Box<PostEntry>, foldhash::fast::RandomState>;
+
+/// A post's URI, one allocation shared by the post map, the window index and
+/// the changed set. Two keys of the same allocation are equal without
+/// comparing their bytes (the index's key finds the map's so).
+#[derive(Debug, Clone)]
+pub struct PostKey(Arc<str>);
+
+impl PartialEq for PostKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for PostKey {}
+
+impl PartialOrd for PostKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PostKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for PostKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // As `str` hashes, for lookups by `&str`.
+        (*self.0).hash(h)
+    }
+}
+
+impl std::borrow::Borrow<str> for PostKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PostKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<&str> for PostKey {
+    fn from(s: &str) -> Self {
+        PostKey(Arc::from(s))
+    }
+}
+
+impl From<String> for PostKey {
+    fn from(s: String) -> Self {
+        PostKey(Arc::from(s))
+    }
+}
 
 /// The first entry of the window index at `t` or later.
-fn from_time(t: i64) -> (i64, Arc<str>) {
-    (t, Arc::from(""))
+fn from_time(t: i64) -> (i64, PostKey) {
+    (t, PostKey::from(""))
 }
 
 /// A lower bound of the watermark at which a window closes (its end) or a
@@ -242,7 +309,7 @@ pub struct Delta {
 
 impl AccountState {
     /// The posts changed (or removed: absent from `posts`) since the last call.
-    pub fn take_changed_posts(&mut self) -> BTreeMap<Arc<str>, Option<String>> {
+    pub fn take_changed_posts(&mut self) -> BTreeMap<PostKey, Option<String>> {
         std::mem::take(&mut self.changed_posts)
     }
 
@@ -284,7 +351,7 @@ impl AccountState {
         let key = match self.posts.get_key_value(ev.key.as_str()) {
             Some((k, _)) => k.clone(),
             None => {
-                let k: Arc<str> = Arc::from(ev.key.as_str());
+                let k = PostKey::from(ev.key.as_str());
                 self.posts.insert(k.clone(), Box::default());
                 k
             }
@@ -459,7 +526,7 @@ impl AccountState {
         // or before that size's floor): so the posts of the windows still
         // held are not looked at (a day's when an hour is evicted).
         let below_floors = rules.sizes.iter().map(|s| self.floor.get(s).copied().unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN);
-        let gone: Vec<(i64, Arc<str>)> = self
+        let gone: Vec<(i64, PostKey)> = self
             .by_time
             .range(..from_time(last_end.min(below_floors)))
             .filter(|(t, _)| {
@@ -482,7 +549,7 @@ impl AccountState {
         if self.posts.len() == self.by_time.len() {
             return;
         }
-        let stale: Vec<Arc<str>> =
+        let stale: Vec<PostKey> =
             self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
         for k in stale {
             self.posts.remove(&k);

@@ -140,8 +140,16 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[cold]
+    #[inline(never)]
     fn err<T>(&self, what: &str) -> Result<T> {
         Err(serde::de::Error::custom(format_args!("{what} at byte {} of the event's JSON", self.i)))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expected<T>(&self, c: u8) -> Result<T> {
+        self.err(&format!("expected `{}`", c as char))
     }
 
     /// The next byte after white space.
@@ -153,12 +161,14 @@ impl<'a> Cursor<'a> {
         b.get(self.i).copied()
     }
 
+    #[inline]
     fn eat(&mut self, c: u8) -> Result<()> {
-        if self.peek() == Some(c) {
+        // (The log's JSON is compact: no white space to skip first.)
+        if self.s.as_bytes().get(self.i) == Some(&c) || self.peek() == Some(c) {
             self.i += 1;
             Ok(())
         } else {
-            self.err(&format!("expected `{}`", c as char))
+            self.expected(c)
         }
     }
 
@@ -268,6 +278,9 @@ impl<'a> Cursor<'a> {
 
     fn time(&mut self) -> Result<DateTime<Utc>> {
         let s = self.str()?;
+        if let Some(t) = utc_time(&s) {
+            return Ok(t);
+        }
         // As chrono's serde implementation reads it.
         match s.parse::<DateTime<FixedOffset>>() {
             Ok(t) => Ok(t.with_timezone(&Utc)),
@@ -364,6 +377,29 @@ impl<'a> Cursor<'a> {
             _ => self.err("expected a value"),
         }
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (what the log's events have), read
+/// without chrono's general RFC 3339 parser; `None` for anything else
+/// (offsets, lower-case separators, leap seconds, out-of-range fields),
+/// which is left to it.
+fn utc_time(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| b.get(r)?.iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + (c - b'0') as u32));
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let nanos = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => num(20..b.len() - 1)? * 10u32.pow(9 - digits.len() as u32),
+        _ => return None,
+    };
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if sec > 59 {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    Some(date.and_hms_nano_opt(h, m, sec, nanos)?.and_utc())
 }
 
 /// A required member that was missing.
@@ -767,6 +803,44 @@ mod tests {
         // Escapes serde_json does not write, and an escaped member name.
         let json = ev.to_json().replacen(r#""source":"src""#, r#""sour\u0063e":"\u0073r\/c\ud83d\ude00\b\f\n\r\t\"\\""#, 1);
         assert_eq!(&*Input::parse(&json).unwrap().source, "sr/c\u{1F600}\u{8}\u{c}\n\r\t\"\\");
+    }
+
+    #[test]
+    fn utc_times_are_read_as_chrono_reads_them() {
+        let chrono = |s: &str| s.parse::<DateTime<FixedOffset>>().ok().map(|t| t.with_timezone(&Utc));
+        for s in [
+            "2026-11-01T08:02:59.210Z",
+            "2026-12-07T20:38:50.789855394Z",
+            "2026-12-07T20:38:50Z",
+            "2026-12-07T20:38:50.7Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "2024-02-29T12:00:00Z",
+            "2023-02-29T12:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-07T24:00:00Z",
+            "2026-12-07T23:60:00Z",
+            "2026-12-31T23:59:60Z",
+            "2026-12-07T20:38:50.Z",
+            "2026-12-07T20:38:50.1234567890Z",
+            "2026-12-07t20:38:50Z",
+            "2026-12-07 20:38:50Z",
+            "2026-12-07T20:38:50z",
+            "2026-12-07T20:38:50+00:00",
+            "2026-12-07T20:38:50.5+02:00",
+            "+2026-12-07T20:38:50Z",
+            "2026-1a-07T20:38:50Z",
+            "2026-12-07T20:38:5Z",
+        ] {
+            if let Some(t) = utc_time(s) {
+                assert_eq!(Some(t), chrono(s), "{s}");
+            }
+            let json = format!(r#""{s}""#);
+            let read = Cursor { s: &json, i: 0 }.time().ok();
+            assert_eq!(read, chrono(s), "{s}");
+        }
+        assert!(utc_time("2026-12-07T20:38:50.789855394Z").is_some());
+        assert!(utc_time("2026-12-07T20:38:50Z").is_some());
     }
 
     #[test]

@@ -432,7 +432,10 @@ impl AccountStatsProcessor {
             return;
         };
         for (uri, entry) in st.take_changed_posts() {
-            let pk = format!("{k}/{uri}");
+            let mut pk = String::with_capacity(k.len() + 1 + uri.len());
+            pk.push_str(&k);
+            pk.push('/');
+            pk.push_str(&uri);
             match entry {
                 Some(json) => {
                     debug_assert_eq!(

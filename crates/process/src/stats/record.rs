@@ -143,10 +143,10 @@ impl TopK {
     fn of(counts: BTreeMap<&str, u64>, k: usize) -> TopK {
         let distinct = counts.len() as u64;
         let total = counts.values().sum();
-        let mut v: Vec<(String, u64)> = counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v.truncate(k);
-        TopK { top: v, distinct, total }
+        let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        // (Copied out only the `k` listed.)
+        TopK { top: v.into_iter().take(k).map(|(s, n)| (s.to_string(), n)).collect(), distinct, total }
     }
 }
 
