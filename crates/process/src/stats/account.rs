@@ -23,7 +23,8 @@
 //!   replaces the facts (the newest edit wins, whatever order versions arrive
 //!   in) and counts an edit. Interaction counts are the latest observation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use fedistream_core::event::EventKind;
 use serde::{Deserialize, Serialize};
@@ -55,20 +56,100 @@ pub struct AccountState {
     /// The held posts by URI. Stored one state entry per post (see
     /// [`super::AccountStatsProcessor`]), not with the rest of the account, so a
     /// batch writes the posts it changed, not every post held.
+    /// Hashed, not ordered: an account's URIs share most of their bytes, and
+    /// an ordered map compared them from the start several times per lookup.
+    /// The URI is shared with the window index and the changed set.
     #[serde(skip)]
-    /// (Boxed: a map node holds eleven slots, most of them empty for a quiet account.)
-    pub posts: BTreeMap<String, Box<PostEntry>>,
+    pub posts: PostMap,
     #[serde(default, with = "pairs")]
     pub windows: BTreeMap<(WindowSize, i64), WindowMeta>,
     /// (event time, URI) of every post with a known time: the window index.
     #[serde(skip)]
-    by_time: BTreeSet<(i64, String)>,
-    /// Posts changed or removed since the state was last saved.
+    by_time: BTreeSet<(i64, PostKey)>,
+    /// Posts changed (with their state entry, written when they changed,
+    /// while the post was still in the CPU's caches: at the end of a batch of
+    /// thousands of events it had to come back from memory) or removed
+    /// (`None`) since the state was last saved.
     #[serde(skip)]
-    changed_posts: BTreeSet<String>,
+    changed_posts: BTreeMap<PostKey, Option<String>>,
     /// A watermark below which closing and evicting has nothing to do.
     #[serde(skip)]
     quiet_below: QuietBelow,
+}
+
+/// An account's held posts by URI.
+pub type PostMap = HashMap<PostKey, Box<PostEntry>, foldhash::fast::RandomState>;
+
+/// A post's URI, one allocation shared by the post map, the window index and
+/// the changed set. Two keys of the same allocation are equal without
+/// comparing their bytes (the index's key finds the map's so).
+#[derive(Debug, Clone)]
+pub struct PostKey(Arc<str>);
+
+impl PartialEq for PostKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for PostKey {}
+
+impl PartialOrd for PostKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PostKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for PostKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // As `str` hashes, for lookups by `&str`.
+        (*self.0).hash(h)
+    }
+}
+
+impl std::borrow::Borrow<str> for PostKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PostKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PostKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<&str> for PostKey {
+    fn from(s: &str) -> Self {
+        PostKey(Arc::from(s))
+    }
+}
+
+impl From<String> for PostKey {
+    fn from(s: String) -> Self {
+        PostKey(Arc::from(s))
+    }
+}
+
+/// The first entry of the window index at `t` or later.
+fn from_time(t: i64) -> (i64, PostKey) {
+    (t, PostKey::from(""))
 }
 
 /// A lower bound of the watermark at which a window closes (its end) or a
@@ -76,7 +157,17 @@ pub struct AccountState {
 /// most events skip looking at every window. `None`: not known (after a
 /// load), look. Not part of the state's value (equal whatever it holds).
 #[derive(Debug, Clone, Copy, Default)]
-struct QuietBelow(Option<i64>);
+pub(super) struct QuietBelow(pub(super) Option<i64>);
+
+/// The watermark at which a window (closed or not, ending at `end`, last
+/// changed at `touched`) is next closed or evicted (accounts' and totals').
+pub(super) fn due(closed: bool, end: i64, touched: i64, keep_closed_ms: i64) -> i64 {
+    if closed {
+        end.max(touched).saturating_add(keep_closed_ms)
+    } else {
+        end
+    }
+}
 
 impl PartialEq for QuietBelow {
     fn eq(&self, _: &Self) -> bool {
@@ -87,11 +178,7 @@ impl PartialEq for QuietBelow {
 impl WindowMeta {
     /// The watermark at which this window next needs [`AccountState::close_and_evict`].
     fn due(&self, keep_closed_ms: i64) -> i64 {
-        if self.closed {
-            self.end.max(self.touched).saturating_add(keep_closed_ms)
-        } else {
-            self.end
-        }
+        due(self.closed, self.end, self.touched, keep_closed_ms)
     }
 }
 
@@ -125,6 +212,14 @@ impl PostEntry {
     /// Whether the post counts in its windows (dated, a version seen, not deleted).
     fn counted(&self) -> bool {
         self.t.is_some() && self.facts.is_some() && !self.deleted
+    }
+
+    /// [`PostEntry::write_json`] as a string.
+    pub(crate) fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write_json(&mut out);
+        // (The writer writes UTF-8: strings are copied whole or by serde_json.)
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The post's state entry, exactly as `serde_json::to_string(self)` writes it (see `stats::json`).
@@ -214,7 +309,7 @@ pub struct Delta {
 
 impl AccountState {
     /// The posts changed (or removed: absent from `posts`) since the last call.
-    pub fn take_changed_posts(&mut self) -> BTreeSet<String> {
+    pub fn take_changed_posts(&mut self) -> BTreeMap<PostKey, Option<String>> {
         std::mem::take(&mut self.changed_posts)
     }
 
@@ -253,10 +348,15 @@ impl AccountState {
                 return out;
             }
         }
-        let entry = match self.posts.get_mut(ev.key.as_str()) {
-            Some(e) => e,
-            None => self.posts.entry(ev.key.to_string()).or_default(),
+        let key = match self.posts.get_key_value(ev.key.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k = PostKey::from(ev.key.as_str());
+                self.posts.insert(k.clone(), Box::default());
+                k
+            }
         };
+        let entry = self.posts.get_mut(&key).expect("inserted above");
         let counted_before = entry.counted();
         let mut changed = false;
         // A source seen for the first time changes the totals, not the account's record.
@@ -323,7 +423,7 @@ impl AccountState {
         };
         if !changed && sources_changed {
             entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-            self.changed_posts.insert(ev.key.to_string());
+            self.changed_posts.insert(key.clone(), Some(entry.to_json()));
             out.changed = true;
         }
         if let Some(t) = t {
@@ -347,10 +447,10 @@ impl AccountState {
         // it was created, so its event time is no later). The watermark at
         // arrival alone could be far behind and evict it at the next jump.
         entry.touched = if entry.t.is_none() { wm.max(ev.observed_at.timestamp_millis()) } else { wm };
-        self.changed_posts.insert(ev.key.to_string());
+        self.changed_posts.insert(key.clone(), Some(entry.to_json()));
         if let Some(t) = t {
             if dated_now {
-                self.by_time.insert((t, ev.key.to_string()));
+                self.by_time.insert((t, key));
             }
             for &size in &rules.sizes {
                 let (start, end) = rules.calendar.window(size, t);
@@ -420,11 +520,15 @@ impl AccountState {
             let f = self.floor.entry(k.0).or_insert(w.end);
             *f = (*f).max(w.end);
         }
-        // Posts none of whose windows is held any more go with them (only posts
-        // before the latest evicted end can be among them).
-        let gone: Vec<(i64, String)> = self
+        // Posts none of whose windows is held any more go with them. Only posts
+        // before the latest evicted end can be among them, and only posts
+        // before every size's floor (a post's window of each size must end at
+        // or before that size's floor): so the posts of the windows still
+        // held are not looked at (a day's when an hour is evicted).
+        let below_floors = rules.sizes.iter().map(|s| self.floor.get(s).copied().unwrap_or(i64::MIN)).min().unwrap_or(i64::MIN);
+        let gone: Vec<(i64, PostKey)> = self
             .by_time
-            .range(..(last_end, String::new()))
+            .range(..from_time(last_end.min(below_floors)))
             .filter(|(t, _)| {
                 rules.sizes.iter().all(|&s| {
                     let (start, end) = rules.calendar.window(s, *t);
@@ -434,17 +538,22 @@ impl AccountState {
             .cloned()
             .collect();
         for (t, k) in gone {
-            self.by_time.remove(&(t, k.clone()));
             self.posts.remove(&k);
-            self.changed_posts.insert(k);
+            self.by_time.remove(&(t, k.clone()));
+            self.changed_posts.insert(k, None);
         }
         // Deletes of posts never seen: kept for `keep_closed` in case the post
         // comes late (looked at when windows are evicted, which an account that
-        // keeps posting does regularly).
-        let stale: Vec<String> = self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
+        // keeps posting does regularly). The posts with a time are the index's,
+        // so when it has them all there are none (the common case: no scan).
+        if self.posts.len() == self.by_time.len() {
+            return;
+        }
+        let stale: Vec<PostKey> =
+            self.posts.iter().filter(|(_, p)| p.t.is_none() && p.touched <= horizon).map(|(k, _)| k.clone()).collect();
         for k in stale {
             self.posts.remove(&k);
-            self.changed_posts.insert(k);
+            self.changed_posts.insert(k, None);
         }
     }
 
@@ -464,14 +573,13 @@ impl AccountState {
     /// The record of one held window (also what `fedistream stats` shows).
     pub fn record(&self, account: &str, size: WindowSize, start: i64, revision: u32, is_final: bool, rules: &Rules) -> StatsRecord {
         let end = self.windows.get(&(size, start)).map(|w| w.end).unwrap_or_else(|| rules.calendar.window(size, start).1);
-        let posts =
-            self.by_time.range((start, String::new())..(end, String::new())).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
-                t: p.t.unwrap_or(start),
-                facts: p.facts.as_ref(),
-                edits: p.versions.len().saturating_sub(1) as u64,
-                deleted: p.deleted,
-                observed: p.observed.as_ref(),
-            });
+        let posts = self.by_time.range(from_time(start)..from_time(end)).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
+            t: p.t.unwrap_or(start),
+            facts: p.facts.as_ref(),
+            edits: p.versions.len().saturating_sub(1) as u64,
+            deleted: p.deleted,
+            observed: p.observed.as_ref(),
+        });
         record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
     }
 

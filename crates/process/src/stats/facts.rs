@@ -193,21 +193,44 @@ pub fn links(text: &str) -> Vec<&str> {
     out
 }
 
-/// Characters and words (split at Unicode white space) of a text, in one pass.
+/// `char::is_whitespace` for an ASCII byte (without branches).
+fn ascii_space(b: u8) -> bool {
+    (b == b' ') | (b.wrapping_sub(b'\t') < 5)
+}
+
+/// Characters and words (split at Unicode white space) of a text. Without
+/// white space beyond ASCII (the usual case) both are counted over the bytes
+/// without branches, which the compiler vectorises: characters are the bytes
+/// that do not continue a UTF-8 sequence, words start at a byte that is not
+/// white space after one that is (a byte continuing a sequence is not white
+/// space, and neither is the character it belongs to). Otherwise character
+/// by character.
 fn chars_and_words(text: &str) -> (u32, u32) {
-    let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
     let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let space = if b[i] < 0x80 {
-            i += 1;
-            // char::is_whitespace for ASCII.
-            matches!(b[i - 1], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-        } else {
-            let c = text[i..].chars().next().unwrap_or(' ');
-            i += c.len_utf8();
-            c.is_whitespace()
-        };
+    if has_unicode_space(text) {
+        return chars_and_words_slowly(text);
+    }
+    let chars = b.iter().map(|&c| ((c & 0xc0) != 0x80) as u32).sum();
+    let first = b.first().is_some_and(|&c| !ascii_space(c)) as u32;
+    let words = b.iter().zip(&b[1.min(b.len())..]).map(|(&x, &y)| (ascii_space(x) & !ascii_space(y)) as u32).sum::<u32>();
+    (chars, first + words)
+}
+
+/// Whether a text has white space beyond ASCII: U+0085 and U+00A0 (lead
+/// byte 0xc2), U+1680 (0xe1), U+2000–U+200A, U+2028, U+2029, U+202F and
+/// U+205F (0xe2), U+3000 (0xe3). Only these lead bytes are searched for, and
+/// a lead byte starts a character.
+fn has_unicode_space(text: &str) -> bool {
+    let b = text.as_bytes();
+    let is_space = |i: usize| text.get(i..).and_then(|s| s.chars().next()).is_some_and(char::is_whitespace);
+    memchr::memchr3_iter(0xc2, 0xe2, 0xe3, b).any(is_space) || memchr::memchr_iter(0xe1, b).any(is_space)
+}
+
+/// [`chars_and_words`] character by character.
+fn chars_and_words_slowly(text: &str) -> (u32, u32) {
+    let (mut chars, mut words, mut in_word) = (0u32, 0u32, false);
+    for c in text.chars() {
+        let space = c.is_whitespace();
         chars += 1;
         words += (!space && !in_word) as u32;
         in_word = !space;
@@ -217,8 +240,34 @@ fn chars_and_words(text: &str) -> (u32, u32) {
 
 /// The host of a URL, lower-case, without a leading `www.`.
 pub fn domain(u: &str) -> Option<String> {
+    if let Some(host) = plain_host(u) {
+        let host = host.to_ascii_lowercase();
+        return Some(host.strip_prefix("www.").map(str::to_string).unwrap_or(host));
+    }
     let host = url::Url::parse(u).ok()?.host_str()?.to_lowercase();
     Some(host.strip_prefix("www.").map(str::to_string).unwrap_or(host))
+}
+
+/// The host of `http(s)://host` followed by the end or by `/`, `?` or `#`,
+/// when it is what the `url` crate would give, up to case, without parsing
+/// the URL: dot-separated labels of ASCII letters, digits and hyphens, none
+/// empty, none punycode (`xn--`), the last not starting with a digit (the URL
+/// standard reads those as IPv4 addresses). Anything else (a port, user
+/// info, percent escapes, non-ASCII, backslashes) is left to the `url` crate.
+fn plain_host(u: &str) -> Option<&str> {
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"))?;
+    let host = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let mut labels = host.split('.').peekable();
+    while let Some(label) = labels.next() {
+        let ok = !label.is_empty()
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+            && (labels.peek().is_some() || !label.as_bytes()[0].is_ascii_digit());
+        if !ok {
+            return None;
+        }
+    }
+    Some(host)
 }
 
 #[cfg(test)]
@@ -245,11 +294,60 @@ mod tests {
             "httphttp://x.example http:/half https://",
             "üñï çødé\t\nwith\r\x0b\x0cspaces\u{2028}and\u{85}more http://ünï.example/ä",
             "trailing http://t.example/!?.",
+            "a 32-byte block of ASCII text, a block\u{a0}then a non-ASCII one ünïcödé ünïcödé ünïcödé ünïcödé and more     words",
+            "                                                                 x",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx y",
+            "\u{85}a\u{a0}b\u{1680}c\u{2000}d\u{200a}e\u{2028}f\u{2029}g\u{202f}h\u{205f}i\u{3000}j\u{2019}k\u{200b}l ☕ x",
+            "’☕ Ωmega ßeta 🎉 — … «x» \u{e000}",
+            "word word word word word word wo\u{3000}rd word word word word word word word word word\u{2028}word word word",
         ];
         for t in texts {
             assert_eq!(links(t), links_by_splitting(t), "{t:?}");
             assert_eq!(chars_and_words(t), (t.chars().count() as u32, t.split_whitespace().count() as u32), "{t:?}");
         }
+    }
+
+    #[test]
+    fn plain_hosts_are_what_the_url_crate_reads() {
+        let url_crate = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host_str().map(|h| h.to_lowercase()));
+        let urls = [
+            "https://www.Example.org/a?b=1",
+            "http://blog.example.net/x",
+            "https://a-b.c-d.example",
+            "https://example.org?q",
+            "https://example.org#f",
+            "https://EXAMPLE.ORG./x",
+            "https://a..b/",
+            "https://.a/",
+            "https://1.2.3.4/x",
+            "https://0x7f.1/",
+            "https://host.123/",
+            "https://123.host/",
+            "https://xn--nxasmq6b.example/",
+            "https://XN--nxasmq6b.example/",
+            "https://ex-.example/",
+            "https://-ex.example/",
+            "https://user@host.example/",
+            "https://host.example:8080/",
+            "https://host.example:99999/",
+            "https://ho%73t.example/",
+            "https://ünï.example/ä",
+            "https:///host.example/",
+            "https://host.example\\path",
+            "https://ho_st.example/",
+            "https://",
+            "http://localhost",
+            "https://a/b/c/ä/ö?x=ü#ß",
+        ];
+        for u in urls {
+            if let Some(h) = plain_host(u) {
+                assert_eq!(Some(h.to_ascii_lowercase()), url_crate(u), "{u}");
+            }
+            let expect = url_crate(u).map(|h| h.strip_prefix("www.").map(str::to_string).unwrap_or(h));
+            assert_eq!(domain(u), expect, "{u}");
+        }
+        assert_eq!(plain_host("https://www.Example.org/a?b=1"), Some("www.Example.org"));
+        assert_eq!(plain_host("https://1.2.3.4/x"), None);
     }
 
     #[test]

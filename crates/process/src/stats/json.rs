@@ -25,8 +25,17 @@ impl<'a> Writer<'a> {
         self.raw(name);
         self.num(v);
     }
-    /// A JSON string, escaped as serde_json escapes it (writing into a Vec cannot fail).
+    /// A JSON string, escaped as serde_json escapes it (writing into a Vec
+    /// cannot fail): copied as it is when nothing in it needs an escape
+    /// (serde_json escapes `"`, `\\` and control characters below 0x20).
     pub fn str(&mut self, s: &str) {
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.out.reserve(s.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(s.as_bytes());
+            self.out.push(b'"');
+            return;
+        }
         let _ = serde_json::to_writer(&mut *self.out, s);
     }
     pub fn map(&mut self, m: &std::collections::BTreeMap<String, u64>) {

@@ -247,7 +247,7 @@ pub fn load_states(
         }
     }
     for (key, uri, post) in posts {
-        accounts.entry(key).or_default().posts.insert(uri, Box::new(post));
+        accounts.entry(key).or_default().posts.insert(uri.into(), Box::new(post));
     }
     for st in accounts.values_mut() {
         st.reindex();
@@ -431,13 +431,19 @@ impl AccountStatsProcessor {
             out.state.push(StatePut::delete(&self.ns, k));
             return;
         };
-        for uri in st.take_changed_posts() {
-            let pk = format!("{k}/{uri}");
-            match st.posts.get(&uri) {
-                Some(p) => {
-                    self.buf.clear();
-                    p.write_json(&mut self.buf);
-                    out.state.push(StatePut::set(&self.ns, pk, std::str::from_utf8(&self.buf).unwrap_or_default()));
+        for (uri, entry) in st.take_changed_posts() {
+            let mut pk = String::with_capacity(k.len() + 1 + uri.len());
+            pk.push_str(&k);
+            pk.push('/');
+            pk.push_str(&uri);
+            match entry {
+                Some(json) => {
+                    debug_assert_eq!(
+                        Some(&json),
+                        st.posts.get(&*uri).map(|p| p.to_json()).as_ref(),
+                        "the entry written when it changed is current"
+                    );
+                    out.state.push(StatePut::set(&self.ns, pk, json))
                 }
                 None => out.state.push(StatePut::delete(&self.ns, pk)),
             }

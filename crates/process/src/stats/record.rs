@@ -2,7 +2,7 @@
 //! facts of the posts the window holds. Its fields are in a fixed order and its
 //! maps are sorted, so the same input always gives the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -140,13 +140,13 @@ pub struct TopK {
 }
 
 impl TopK {
-    fn of(counts: BTreeMap<&str, u64>, k: usize) -> TopK {
+    fn of(counts: Counts<'_>, k: usize) -> TopK {
         let distinct = counts.len() as u64;
         let total = counts.values().sum();
-        let mut v: Vec<(String, u64)> = counts.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v.truncate(k);
-        TopK { top: v, distinct, total }
+        let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        // (Copied out only the `k` listed.)
+        TopK { top: v.into_iter().take(k).map(|(s, n)| (s.to_string(), n)).collect(), distinct, total }
     }
 }
 
@@ -220,6 +220,11 @@ pub struct WindowId<'a> {
     pub is_final: bool,
 }
 
+/// Values counted while a record is built (hashed: a day's window of an
+/// active account counts hundreds of posts' tags and languages; the record
+/// sorts them once at the end).
+type Counts<'a> = HashMap<&'a str, u64, foldhash::fast::RandomState>;
+
 pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Iterator<Item = Counted<'a>>) -> StatsRecord {
     let start = rfc3339(id.start);
     let mut r = StatsRecord {
@@ -254,8 +259,8 @@ pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Ite
         link_domains: TopK::default(),
         engagement: Engagement::default(),
     };
-    let (mut tags, mut mentions, mut boosted, mut domains) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    let (mut languages, mut applications) = (BTreeMap::new(), BTreeMap::new());
+    let (mut tags, mut mentions, mut boosted, mut domains) = (Counts::default(), Counts::default(), Counts::default(), Counts::default());
+    let (mut languages, mut applications) = (Counts::default(), Counts::default());
     let (mut chars, mut words) = (Vec::new(), Vec::new());
     let mut latest: Option<&Observed> = None;
     for p in posts {
@@ -334,7 +339,7 @@ mod tests {
 
     #[test]
     fn top_k_orders_by_count_then_name_and_counts_the_rest() {
-        let m: BTreeMap<&str, u64> = [("b", 2), ("a", 2), ("c", 5), ("d", 1)].into_iter().collect();
+        let m: Counts = [("b", 2), ("a", 2), ("c", 5), ("d", 1)].into_iter().collect();
         let t = TopK::of(m, 2);
         assert_eq!(t.top, vec![("c".to_string(), 5), ("a".to_string(), 2)]);
         assert_eq!((t.distinct, t.total), (4, 10));

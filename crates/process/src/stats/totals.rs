@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{Delta, Rules};
+use super::account::{due, Delta, QuietBelow, Rules};
 use super::window::{rfc3339, WindowSize};
 
 /// What a totals record adds up.
@@ -95,6 +95,10 @@ pub struct ScopeState {
     /// The scope's own entry (newest, floor) changed since it was last saved.
     #[serde(skip)]
     meta_changed: bool,
+    /// A watermark below which [`ScopeState::advance`] has no window to close
+    /// or evict (as an account's), so most events skip looking at them all.
+    #[serde(skip)]
+    quiet_below: QuietBelow,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -144,6 +148,9 @@ impl ScopeState {
             None => {}
         }
         w.touched = wm;
+        // (Removing the window below only raises the bound: it stays a lower one.)
+        let due = due(w.closed || d.end <= wm, w.end, w.touched, rules.keep_closed_ms);
+        self.quiet_below.0 = self.quiet_below.0.map(|q| q.min(due));
         if w.accounts.is_empty() && !w.closed && !w.shown {
             // Emptied before anything was emitted (a post and its delete): as
             // if it had never been, which is what a delete arriving first gives.
@@ -170,6 +177,9 @@ impl ScopeState {
         self.newest = Some(t);
         self.meta_changed = true;
         let wm = self.watermark(rules);
+        if self.quiet_below.0.is_some_and(|q| wm < q) {
+            return;
+        }
         for (&(size, start), w) in self.windows.iter_mut().filter(|(_, w)| !w.closed && w.end <= wm) {
             w.closed = true;
             w.dirty = false;
@@ -186,6 +196,8 @@ impl ScopeState {
             *f = (*f).max(w.end);
             self.changed.insert(k);
         }
+        let next = self.windows.values().map(|w| due(w.closed, w.end, w.touched, rules.keep_closed_ms)).min().unwrap_or(i64::MAX);
+        self.quiet_below = QuietBelow(Some(next));
     }
 
     /// Early emission of the open windows changed since their last emission.

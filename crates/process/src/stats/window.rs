@@ -9,6 +9,10 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+/// Times within this many ms of the epoch (about 250,000 years) are in
+/// chrono's range, so UTC windows are plain arithmetic on them.
+const PLAIN_MS: i64 = 8_000_000_000_000_000;
 
 /// The window sizes the processor keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,6 +42,18 @@ pub struct Calendar {
 impl Calendar {
     /// `[start, end)` of the `size` window holding `t`.
     pub fn window(&self, size: WindowSize, t: i64) -> (i64, i64) {
+        if self.zone.is_none() && t.abs() < PLAIN_MS {
+            // UTC: what chrono gives below, as arithmetic (1970-01-01 was a Thursday).
+            let day = t.div_euclid(DAY_MS) * DAY_MS;
+            return match size {
+                WindowSize::Hour => (t.div_euclid(HOUR_MS) * HOUR_MS, t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS),
+                WindowSize::Day => (day, day + DAY_MS),
+                WindowSize::Week => {
+                    let monday = day - (t.div_euclid(DAY_MS) + 3).rem_euclid(7) * DAY_MS;
+                    (monday, monday + 7 * DAY_MS)
+                }
+            };
+        }
         match size {
             WindowSize::Hour => {
                 let start = t.div_euclid(HOUR_MS) * HOUR_MS;
@@ -57,6 +73,9 @@ impl Calendar {
 
     /// Hour of day (0–23) and weekday (0 = Monday) of `t` in the zone.
     pub fn hour_and_weekday(&self, t: i64) -> (usize, usize) {
+        if self.zone.is_none() && t.abs() < PLAIN_MS {
+            return (t.rem_euclid(DAY_MS).div_euclid(HOUR_MS) as usize, (t.div_euclid(DAY_MS) + 3).rem_euclid(7) as usize);
+        }
         let utc = utc(t);
         match self.zone {
             Some(tz) => {
@@ -121,6 +140,27 @@ mod tests {
         // 2026-03-11 is a Wednesday.
         assert_eq!(c.window(WindowSize::Week, t), (ms("2026-03-09T00:00:00Z"), ms("2026-03-16T00:00:00Z")));
         assert_eq!(c.hour_and_weekday(t), (13, 2));
+    }
+
+    #[test]
+    fn utc_arithmetic_is_what_chrono_gives() {
+        let c = Calendar { zone: None };
+        // The slow path: a zone whose offset is always zero.
+        let z = Calendar { zone: Some(chrono_tz::Etc::UTC) };
+        let mut t = -400 * 86_400_000 * 365;
+        while t < 400 * 86_400_000 * 365 {
+            for size in [WindowSize::Hour, WindowSize::Day, WindowSize::Week] {
+                assert_eq!(c.window(size, t), z.window(size, t), "{size:?} {t}");
+            }
+            assert_eq!(c.hour_and_weekday(t), z.hour_and_weekday(t), "{t}");
+            t += 3_599_999 * 61 + 12_345;
+        }
+        for t in [0, -1, 1, HOUR_MS - 1, DAY_MS, -DAY_MS, -DAY_MS - 1, PLAIN_MS - 1, 1 - PLAIN_MS] {
+            for size in [WindowSize::Hour, WindowSize::Day, WindowSize::Week] {
+                assert_eq!(c.window(size, t), z.window(size, t), "{size:?} {t}");
+            }
+            assert_eq!(c.hour_and_weekday(t), z.hour_and_weekday(t), "{t}");
+        }
     }
 
     #[test]
