@@ -269,7 +269,7 @@ async fn a_delete_right_behind_its_posts_on_the_stream_is_attributed() {
     let mut h = Harness::start(fake, cfg, true).await;
     assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
     h.wait_checkpoints(1).await;
-    let posts: Vec<_> = (0..50).map(|i| h.fake.post("alice", NewStatus::html(&format!("<p>post {i}</p>")))).collect();
+    let posts: Vec<_> = (0..50).map(|i| h.fake.post("alice", NewStatus::html(format!("<p>post {i}</p>")))).collect();
     let last = posts.last().unwrap();
     assert!(h.fake.delete(&last.id));
     let lines = h.wait_lines("the delete", |l| has(l, "deleted", &last.uri)).await;
