@@ -367,14 +367,26 @@ async fn malformed_frames_are_reported_and_the_stream_goes_on() {
         let mut rx = spawn_stream(client_for(&fake, Some(TOKEN)), stream_cfg(transport), shutdown.clone());
         expect_connected(&mut rx).await;
         assert!(fake.wait_for_open_streams(1, SOON).await);
+        // Malformed framing: a delete whose id has a space, a frame that is not JSON.
+        let raw = match transport {
+            Transport::Sse => "event: delete\ndata: {broken id\n\n",
+            _ => "{\"event\":\"update\",\"payload\":{broken",
+        };
+        fake.inject_stream_raw(raw);
+        match next(&mut rx).await {
+            StreamEvent::Malformed { raw, .. } => assert!(raw.contains("{broken")),
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        // A well-framed update whose status is not JSON is handed on as it
+        // came: the source parses it (once) and dead-letters it (source_e2e).
         let raw = match transport {
             Transport::Sse => "event: update\ndata: {broken\n\n",
             _ => "{\"event\":\"update\",\"payload\":\"{broken\"}",
         };
         fake.inject_stream_raw(raw);
         match next(&mut rx).await {
-            StreamEvent::Malformed { raw, .. } => assert!(raw.contains("{broken")),
-            other => panic!("expected Malformed, got {other:?}"),
+            StreamEvent::Update(raw) => assert_eq!(raw, "{broken"),
+            other => panic!("expected the update as it came, got {other:?}"),
         }
         round_trip(&fake, &mut rx).await;
         assert_eq!(fake.stream_connects(), 1);

@@ -258,6 +258,30 @@ async fn edits_and_deletes_from_the_stream_reach_the_file() {
     h.stop().await;
 }
 
+/// A delete right behind its post on the stream finds the id index entry the
+/// post's append writes (were the source to send a burst before the previous
+/// append is durable, the delete would have to wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_right_behind_its_posts_on_the_stream_is_attributed() {
+    let fake = fake_with(Flavor::Mastodon, &["alice"]).await;
+    let mut cfg = source_config(&fake, &["alice"]);
+    cfg.stream = StreamMode::Sse;
+    let mut h = Harness::start(fake, cfg, true).await;
+    assert!(h.fake.wait_for_open_streams(1, DEADLINE).await);
+    h.wait_checkpoints(1).await;
+    let posts: Vec<_> = (0..50).map(|i| h.fake.post("alice", NewStatus::html(format!("<p>post {i}</p>")))).collect();
+    let last = posts.last().unwrap();
+    assert!(h.fake.delete(&last.id));
+    let lines = h.wait_lines("the delete", |l| has(l, "deleted", &last.uri)).await;
+    for p in &posts {
+        assert_eq!(lines.iter().filter(|l| l["key"] == p.uri.as_str() && l["kind"] == "created").count(), 1, "{}", p.uri);
+    }
+    let del = lines.iter().find(|l| l["kind"] == "deleted").unwrap();
+    assert_eq!(del["account"], "alice@fake.example");
+    let summary = h.stop().await;
+    assert_eq!(summary.sources[0].counters.get("deletes_unattributed"), None, "{:?}", summary.sources[0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gotosocial_websocket_only_with_ulid_ids() {
     let fake = fake_with(Flavor::GoToSocial, &["bob"]).await;

@@ -32,12 +32,61 @@ use crate::bench::{cpu_times, peak_rss_kib, percentile};
 
 const TOKEN: &str = "bench-reader-token";
 
-/// When each post was delivered, by its key (the status URI).
-type Delivered = Arc<Mutex<HashMap<String, Instant>>>;
+/// What the channel delivered: each post's key (the status URI) and when, in
+/// delivery order, and how many so far (watched: the bench waits on the count
+/// instead of polling the keys — a scan of every key every few milliseconds,
+/// on fedistream's core, cost as much CPU as a good part of the pipeline).
+#[derive(Default)]
+struct Deliveries {
+    log: Mutex<Vec<(String, Instant)>>,
+    count: tokio::sync::watch::Sender<usize>,
+}
 
+type Delivered = Arc<Deliveries>;
+
+impl Deliveries {
+    fn count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Waits until `n` posts in all were delivered.
+    async fn wait_for(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+        let mut rx = self.count.subscribe();
+        let reached = tokio::time::timeout(within, rx.wait_for(|c| *c >= n)).await.is_ok();
+        if !reached {
+            bail!("{} of {n} posts delivered within {within:?}", self.count());
+        }
+        Ok(())
+    }
+
+    /// When each of `keys` was delivered; fails naming how many were not.
+    fn times(&self, keys: &[String]) -> anyhow::Result<HashMap<String, Instant>> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let at: HashMap<&str, Instant> = log.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+        let found: HashMap<String, Instant> = keys.iter().filter_map(|k| Some((k.clone(), *at.get(k.as_str())?))).collect();
+        if found.len() != keys.len() {
+            bail!("{} of {} posts not delivered", keys.len() - found.len(), keys.len());
+        }
+        Ok(found)
+    }
+}
+
+/// The file channel, noting what it delivered. It reads each record's key
+/// from the head of its stored JSON, as [`LogRecord::kind`] reads the kind:
+/// the file channel itself never decodes an event, and neither does the
+/// replay path's sink, so a full decode per status here would charge the bench's
+/// bookkeeping to the stream path.
 struct TimingSink {
     inner: FileSink,
     delivered: Delivered,
+}
+
+fn record_key(r: &LogRecord) -> anyhow::Result<String> {
+    let head = r.payload.split_once(",\"key\":\"").and_then(|(kind, rest)| Some((kind, rest.split_once('"')?.0)));
+    match head {
+        Some((kind, key)) if kind.starts_with("{\"kind\":\"") && !kind.contains(',') && !key.contains('\\') => Ok(key.to_owned()),
+        _ => Ok(r.event()?.key.clone()),
+    }
 }
 
 #[async_trait]
@@ -48,33 +97,21 @@ impl Sink for TimingSink {
     async fn write(&mut self, batch: &[LogRecord]) -> Result<fedistream_core::Written, SinkError> {
         let w = self.inner.write(batch).await?;
         let now = Instant::now();
-        let mut d = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        for r in batch {
-            if let Ok(e) = r.event() {
-                d.insert(e.key.clone(), now);
+        let mut n = 0;
+        {
+            let mut log = self.delivered.log.lock().unwrap_or_else(|p| p.into_inner());
+            for r in batch {
+                if let Ok(key) = record_key(r) {
+                    log.push((key, now));
+                    n += 1;
+                }
             }
         }
+        self.delivered.count.send_modify(|c| *c += n);
         Ok(w)
     }
     async fn close(&mut self) -> Result<(), SinkError> {
         self.inner.close().await
-    }
-}
-
-async fn wait_delivered(delivered: &Delivered, keys: &[String], within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let missing = {
-            let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
-            keys.iter().filter(|k| !d.contains_key(*k)).count()
-        };
-        if missing == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{missing} of {} posts not delivered within {within:?}", keys.len());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -175,13 +212,13 @@ impl Poster {
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
-            let before = ahead.as_ref().map(|(_, d)| d.lock().unwrap_or_else(|p| p.into_inner()).len()).unwrap_or(0);
+            let before = ahead.as_ref().map(|(_, d)| d.count()).unwrap_or(0);
             while sent.len() < count {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
                 if let Some((limit, d)) = &ahead {
-                    let done = d.lock().unwrap_or_else(|p| p.into_inner()).len() - before;
+                    let done = d.count() - before;
                     if sent.len() >= done + limit {
                         tokio::time::sleep(Duration::from_micros(200)).await;
                         continue;
@@ -308,7 +345,8 @@ async fn measure(
     // Caught up: first posts arrive through the stream.
     let warm = poster.post(0, poster.users.len().min(50), None, None).await?;
     let mut n = warm.len();
-    wait_delivered(&delivered, &keys(&warm), Duration::from_secs(120)).await?;
+    delivered.wait_for(warm.len(), Duration::from_secs(120)).await?;
+    delivered.times(&keys(&warm))?;
 
     // Phase 1: a burst, as fast as the pipeline takes it. At most `AHEAD`
     // posts are in flight (posted, not delivered): the fake server, like the
@@ -319,17 +357,16 @@ async fn measure(
     let t0 = Instant::now();
     let burst = poster.post(n, count, None, Some((AHEAD, delivered.clone()))).await?;
     n += burst.len();
-    wait_delivered(&delivered, &keys(&burst), Duration::from_secs(600)).await?;
+    delivered.wait_for(n, Duration::from_secs(600)).await?;
     let secs = t0.elapsed().as_secs_f64();
     let (all1, fake1) = cpu_times();
+    delivered.times(&keys(&burst))?;
 
     // Phase 2: a steady rate.
     let sent = poster.post(n, latency_count, Some(Duration::from_secs_f64(1.0 / rate.max(1.0))), None).await?;
-    wait_delivered(&delivered, &keys(&sent), Duration::from_secs(120)).await?;
-    let mut lat: Vec<u64> = {
-        let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
-        sent.iter().map(|(k, at)| d[k].saturating_duration_since(*at).as_micros() as u64).collect()
-    };
+    delivered.wait_for(n + sent.len(), Duration::from_secs(120)).await?;
+    let at = delivered.times(&keys(&sent))?;
+    let mut lat: Vec<u64> = sent.iter().map(|(k, sent_at)| at[k].saturating_duration_since(*sent_at).as_micros() as u64).collect();
     lat.sort_unstable();
     stop.cancel();
     let summary = run.await.context("runtime task")??;

@@ -151,7 +151,8 @@ pub enum StreamEvent {
     /// A connect attempt failed (`attempt` counts failures since the last
     /// connection); another follows after a delay.
     ConnectFailed { attempt: u32, transport: Transport, error: String },
-    /// `update`: the raw Status JSON text (already checked to be JSON).
+    /// `update`: the raw Status JSON text, as the server sent it (the
+    /// consumer parses it, and reports it when it does not parse).
     Update(String),
     /// `status.update`: the raw Status JSON text of an edited post.
     StatusUpdate(String),

@@ -20,14 +20,14 @@ const MAX_RAW: usize = 2048;
 pub fn decode_ws_frame(text: &str) -> Result<RawStreamEvent, StreamError> {
     let malformed = |reason: &str| StreamError::Malformed { raw: clip(text), reason: reason.to_string() };
     let value: Value = serde_json::from_str(text).map_err(|e| malformed(&format!("not JSON: {e}")))?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(malformed("not a JSON object"));
     };
-    let event = obj.get("event");
+    let event = obj.remove("event");
     if event.is_none() {
-        if let Some(err) = obj.get("error") {
+        if let Some(err) = obj.remove("error") {
             let message = match err {
-                Value::String(s) => s.clone(),
+                Value::String(s) => s,
                 other => other.to_string(),
             };
             let status = obj.get("status").and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok());
@@ -37,14 +37,14 @@ pub fn decode_ws_frame(text: &str) -> Result<RawStreamEvent, StreamError> {
     let Some(Value::String(event)) = event else {
         return Err(malformed("no `event` string"));
     };
-    let data = match obj.get("payload") {
+    let data = match obj.remove("payload") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s),
         // Not what Mastodon sends, but an object payload is unambiguous: keep
         // it as JSON text so the caller's decoding stays the same.
         Some(other) => Some(other.to_string()),
     };
-    Ok(RawStreamEvent { event: event.clone(), data })
+    Ok(RawStreamEvent { event, data })
 }
 
 /// The control frame subscribing to `stream`.

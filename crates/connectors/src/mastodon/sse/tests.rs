@@ -1,5 +1,5 @@
 use futures::executor::block_on;
-use futures::stream;
+use futures::{stream, Stream};
 use proptest::prelude::*;
 
 use super::*;
@@ -13,7 +13,20 @@ fn fixture(name: &str) -> Vec<u8> {
 /// Decode `chunks` and collect everything, errors included.
 fn decode(chunks: Vec<Vec<u8>>) -> Vec<Result<RawStreamEvent, StreamError>> {
     let s = stream::iter(chunks.into_iter().map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))));
-    block_on(sse_events(s).collect::<Vec<_>>())
+    flat(sse_events(s))
+}
+
+/// One item per event, in order, then the error if any.
+fn flat(s: impl Stream<Item = Result<Vec<RawStreamEvent>, StreamError>>) -> Vec<Result<RawStreamEvent, StreamError>> {
+    let batches = block_on(s.collect::<Vec<_>>());
+    assert!(!batches.iter().any(|b| matches!(b, Ok(events) if events.is_empty())), "an empty batch");
+    batches
+        .into_iter()
+        .flat_map(|b| match b {
+            Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+        .collect()
 }
 
 fn events(chunks: Vec<Vec<u8>>) -> Vec<RawStreamEvent> {
@@ -135,7 +148,7 @@ fn transport_errors_end_the_stream() {
         Err("reset by peer"),
         Ok(Bytes::from_static(b"event: delete\ndata: 2\n\n")),
     ];
-    let got = block_on(sse_events(stream::iter(chunks)).collect::<Vec<_>>());
+    let got = flat(sse_events(stream::iter(chunks)));
     assert_eq!(got, [Ok(ev("delete", "1")), Err(StreamError::Transport("reset by peer".into()))]);
 }
 
@@ -154,14 +167,60 @@ fn the_chunk_callback_sees_every_byte() {
     let chunks: Vec<Result<Bytes, std::convert::Infallible>> = body.chunks(100).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let mut seen = 0;
     let mut calls = 0;
-    let n = block_on(
-        sse_events(on_each_chunk(stream::iter(chunks), |len| {
-            seen += len;
-            calls += 1;
-        }))
-        .count(),
-    );
+    let n = flat(sse_events(on_each_chunk(stream::iter(chunks), |len| {
+        seen += len;
+        calls += 1;
+    })))
+    .len();
     assert_eq!((n, seen, calls), (8, body.len(), body.len().div_ceil(100)));
+}
+
+#[test]
+fn each_chunk_yields_the_events_it_completes_at_once() {
+    let body = fixture("sse_user_stream_assembled.txt");
+    let whole = block_on(sse_events(stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(body.clone()))])).collect::<Vec<_>>());
+    assert_eq!(whole.len(), 1, "one chunk, one batch");
+    assert_eq!(whole[0].as_ref().unwrap().len(), 8);
+    // Two events in the first chunk, the rest (and the end of the third) in the second.
+    let text = b"event: delete\ndata: 1\n\nevent: delete\ndata: 2\n\nevent: delete\nda".to_vec();
+    let rest = b"ta: 3\n\n:thump\n".to_vec();
+    let s = stream::iter([text, rest, b":thump\n".to_vec()].map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))));
+    let batches: Vec<_> = block_on(sse_events(s).collect::<Vec<_>>()).into_iter().map(Result::unwrap).collect();
+    assert_eq!(batches, [vec![ev("delete", "1"), ev("delete", "2")], vec![ev("delete", "3")]]);
+}
+
+#[test]
+fn carriage_returns_end_lines_across_chunks() {
+    // CRLF split between chunks is one line end, not two (which would end the event early).
+    let chunks = vec![b"event: delete\r".to_vec(), b"\ndata: 1\r".to_vec(), b"\n\r".to_vec(), b"\n".to_vec()];
+    assert_eq!(events(chunks), [ev("delete", "1")]);
+    // A lone CR ends a line too.
+    assert_eq!(events(vec![b"event: delete\rdata: 2\r\r".to_vec(), b"event: delete\r".to_vec()]), [ev("delete", "2")]);
+    // A BOM at the start is skipped, later ones are text.
+    assert_eq!(events(vec!["\u{FEFF}event: delete\ndata: \u{FEFF}\n\n".as_bytes().to_vec()]), [ev("delete", "\u{FEFF}")]);
+}
+
+/// What eventsource-stream (the crate this module's framing replaced) makes of
+/// `chunks`, after the same UTF-8 repair.
+fn oracle(chunks: &[Vec<u8>]) -> Vec<RawStreamEvent> {
+    use eventsource_stream::Eventsource;
+    let text = String::from_utf8_lossy(&chunks.concat()).into_owned();
+    // Cut where the bytes were cut, as far as the text allows.
+    let mut parts = Vec::new();
+    let mut from = 0;
+    let mut at = 0;
+    for c in chunks {
+        at += c.len();
+        if at <= text.len() && text.is_char_boundary(at) && at > from {
+            parts.push(Ok::<_, std::convert::Infallible>(Bytes::from(text[from..at].to_string())));
+            from = at;
+        }
+    }
+    if from < text.len() {
+        parts.push(Ok(Bytes::from(text[from..].to_string())));
+    }
+    let got = block_on(stream::iter(parts).eventsource().collect::<Vec<_>>());
+    got.into_iter().map(|e| e.map(|e| RawStreamEvent { event: e.event, data: Some(e.data) }).expect("valid UTF-8 parses")).collect()
 }
 
 proptest! {
@@ -173,6 +232,18 @@ proptest! {
     #[test]
     fn sse_like_noise_never_panics(chunks in proptest::collection::vec("(event: |data: |:|\r|\n|\n\n|[a-z{}\"]{0,5}|é|🎉)*", 0..16)) {
         let _ = decode(chunks.into_iter().map(String::into_bytes).collect());
+    }
+
+    /// The same events as eventsource-stream for SSE-like text cut anywhere
+    /// (without a BOM: eventsource-stream panics on one at the start, slicing
+    /// inside it).
+    /// A final LF: a CR at the very end is a line end to the spec (and here),
+    /// while eventsource-stream waits for the byte after it, which never comes.
+    #[test]
+    fn the_same_events_as_eventsource_stream(chunks in proptest::collection::vec("(event: |event:|data: |data:|data|id: 1|retry: 5|: c|:|\r|\n|\r\n|\n\n|[a-z{}\" ]{0,5}|é|🎉)*", 0..16)) {
+        let mut chunks: Vec<Vec<u8>> = chunks.into_iter().map(String::into_bytes).collect();
+        chunks.push(b"\n".to_vec());
+        prop_assert_eq!(events(chunks.clone()), oracle(&chunks));
     }
 
     #[test]

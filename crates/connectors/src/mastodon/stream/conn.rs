@@ -82,11 +82,13 @@ pub(super) fn streaming_url(base: &url::Url, websocket: bool, stream: &StreamNam
 }
 
 /// Map a raw event to what fedistream consumes; `None` for events it ignores.
+/// A status payload is handed on as it came: the source parses it once, and
+/// dead-letters what does not parse (checking it here was a second parse of
+/// every post).
 pub(super) fn classify(raw: RawStreamEvent) -> Option<StreamEvent> {
     let RawStreamEvent { event, data } = raw;
     let status = |make: fn(String) -> StreamEvent, data: Option<String>| match data {
-        Some(d) if serde_json::from_str::<serde::de::IgnoredAny>(&d).is_ok() => make(d),
-        Some(d) => StreamEvent::Malformed { reason: format!("{event} payload is not JSON"), raw: d },
+        Some(d) => make(d),
         None => StreamEvent::Malformed { reason: format!("{event} without payload"), raw: String::new() },
     };
     match event.as_str() {
@@ -148,11 +150,13 @@ pub(super) async fn run_sse(resp: reqwest::Response, idle: Duration, emit: &Emit
             item = events.next() => match item {
                 None => return dropped("the server ended the event stream", true, delivered),
                 Some(Err(e)) => return dropped(e.to_string(), false, delivered),
-                Some(Ok(raw)) => {
-                    delivered += 1;
-                    if let Some(ev) = classify(raw) {
-                        if let Err(stop) = emit.send(ev).await {
-                            return Ended::Stopped(stop);
+                Some(Ok(raws)) => {
+                    for raw in raws {
+                        delivered += 1;
+                        if let Some(ev) = classify(raw) {
+                            if let Err(stop) = emit.send(ev).await {
+                                return Ended::Stopped(stop);
+                            }
                         }
                     }
                 }
