@@ -274,6 +274,18 @@ pub enum BenchKind {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The archive channel alone to a local directory (records read back
+    /// from a log the pipeline filled, written by the sink, flushed): events/s,
+    /// the process's CPU time per event, objects and bytes; fresh records each round.
+    #[cfg_attr(not(feature = "archive"), command(hide = true))]
+    ArchiveSink {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// The archive channel alone to an S3 server (MinIO: `eval "$(scripts/s3
     /// env)"` for the credentials) — posts/s and bytes/s — beside a plain
     /// multipart upload of the same bytes with the same client; alternating rounds.
@@ -375,11 +387,15 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "archive")]
         BenchKind::Archive { count, accounts, rounds, dir } => crate::bench_archive::archive(count, accounts, rounds, dir).await,
         #[cfg(feature = "archive")]
+        BenchKind::ArchiveSink { count, accounts, rounds } => crate::bench_archive::archive_sink(count, accounts, rounds).await,
+        #[cfg(feature = "archive")]
         BenchKind::ArchiveS3 { count, accounts, rounds, endpoint, bucket } => {
             crate::bench_archive::archive_s3(count, accounts, rounds, endpoint, bucket).await
         }
         #[cfg(not(feature = "archive"))]
-        BenchKind::Archive { .. } | BenchKind::ArchiveS3 { .. } => bail!("{}", crate::features::Feature::Archive.missing()),
+        BenchKind::Archive { .. } | BenchKind::ArchiveSink { .. } | BenchKind::ArchiveS3 { .. } => {
+            bail!("{}", crate::features::Feature::Archive.missing())
+        }
         #[cfg(feature = "sql")]
         BenchKind::Sql { posts, accounts, rounds, dir, python } => crate::bench_archive::sql(posts, accounts, rounds, dir, python).await,
         #[cfg(not(feature = "sql"))]
@@ -408,7 +424,7 @@ fn parse_transport(s: &str) -> Result<fedistream_connectors::mastodon::source::S
 }
 
 /// User + system CPU time of this process's threads: (all, those named `fake-server…`).
-#[cfg(any(feature = "http", feature = "test-util"))]
+#[cfg(any(feature = "http", feature = "test-util", feature = "archive"))]
 pub(crate) fn cpu_times() -> (Duration, Duration) {
     let ticks = |stat: &str| -> u64 {
         // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
