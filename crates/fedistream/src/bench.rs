@@ -10,7 +10,7 @@
 //!   processor, alternating rounds: the throughput the statistics cost.
 //! * `stats-replay` — reprocessing: the `account_stats` processor alone over
 //!   an existing log of N synthetic events.
-//! * `archive`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
+//! * `archive`, `archive-sink`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
 //!   ([`crate::bench_archive`]).
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
 //!

@@ -1,4 +1,4 @@
-//! `fedistream bench archive`, `bench archive-s3` and `bench sql`: the archive
+//! `fedistream bench archive`, `bench archive-sink`, `bench archive-s3` and `bench sql`: the archive
 //! channel and `fedistream sql` (issue 14).
 //!
 //! * `archive` — the pipeline bench ([`crate::bench::replay_measure`]: replay →
