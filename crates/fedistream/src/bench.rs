@@ -424,7 +424,6 @@ fn parse_transport(s: &str) -> Result<fedistream_connectors::mastodon::source::S
 }
 
 /// User + system CPU time of this process's threads: (all, those named `fake-server…`).
-#[cfg(any(feature = "http", feature = "test-util", feature = "archive"))]
 pub(crate) fn cpu_times() -> (Duration, Duration) {
     let ticks = |stat: &str| -> u64 {
         // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
@@ -658,6 +657,10 @@ async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<
 /// What one replay run through the pipeline measured.
 pub(crate) struct ReplayMeasured {
     pub elapsed: f64,
+    /// The process's CPU time (user + system, seconds) over `elapsed`: the run, not the output check after it.
+    /// (Read by `bench archive` only.)
+    #[cfg_attr(not(feature = "archive"), allow(dead_code))]
+    pub cpu: f64,
     /// Append → delivery, sorted, in µs (one per delivered event).
     pub lat: Vec<u64>,
     pub failures: Vec<String>,
@@ -767,9 +770,10 @@ pub(crate) async fn replay_measure(
         options: RuntimeOptions { drain_deadline: Duration::from_secs(3600), ..RuntimeOptions::default() },
         progress: None,
     };
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_times().0);
     let summary = fedistream_core::runtime::run(p, CancellationToken::new()).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (cpu_times().0 - cpu_before).as_secs_f64();
     let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
     let delivered = lat.len();
@@ -791,7 +795,7 @@ pub(crate) async fn replay_measure(
         }
     }
     let stats_records = if stats.is_some() { log.topic_records("stats").await?.len() } else { 0 };
-    Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
+    Ok(ReplayMeasured { elapsed, cpu, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
 }
 
 /// `dir` (created), or a temporary directory removed when the guard drops.

@@ -49,9 +49,8 @@ pub async fn archive(count: usize, accounts: usize, rounds: usize, dir: Option<P
     );
     for round in 0..rounds {
         for (i, (name, channel)) in channels.iter().enumerate() {
-            let cpu_before = cpu_times().0;
             let m = replay_measure(&input, &dir, count, None, channel, None).await?;
-            let us = (cpu_times().0 - cpu_before).as_secs_f64() * 1e6 / count as f64;
+            let us = m.cpu * 1e6 / count as f64;
             if !m.failures.is_empty() {
                 bail!("{name} channel: failures: {:?}", m.failures);
             }
