@@ -10,7 +10,7 @@
 //!   processor, alternating rounds: the throughput the statistics cost.
 //! * `stats-replay` — reprocessing: the `account_stats` processor alone over
 //!   an existing log of N synthetic events.
-//! * `archive`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
+//! * `archive`, `archive-sink`, `archive-s3`, `sql` — the archive channel and `fedistream sql`
 //!   ([`crate::bench_archive`]).
 //! * `generate` — write synthetic statuses as JSON Lines (demo data, archives).
 //!
@@ -274,6 +274,18 @@ pub enum BenchKind {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The archive channel alone to a local directory (records read back
+    /// from a log the pipeline filled, written by the sink, flushed): events/s,
+    /// the process's CPU time per event, objects and bytes; fresh records each round.
+    #[cfg_attr(not(feature = "archive"), command(hide = true))]
+    ArchiveSink {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// The archive channel alone to an S3 server (MinIO: `eval "$(scripts/s3
     /// env)"` for the credentials) — posts/s and bytes/s — beside a plain
     /// multipart upload of the same bytes with the same client; alternating rounds.
@@ -375,11 +387,15 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "archive")]
         BenchKind::Archive { count, accounts, rounds, dir } => crate::bench_archive::archive(count, accounts, rounds, dir).await,
         #[cfg(feature = "archive")]
+        BenchKind::ArchiveSink { count, accounts, rounds } => crate::bench_archive::archive_sink(count, accounts, rounds).await,
+        #[cfg(feature = "archive")]
         BenchKind::ArchiveS3 { count, accounts, rounds, endpoint, bucket } => {
             crate::bench_archive::archive_s3(count, accounts, rounds, endpoint, bucket).await
         }
         #[cfg(not(feature = "archive"))]
-        BenchKind::Archive { .. } | BenchKind::ArchiveS3 { .. } => bail!("{}", crate::features::Feature::Archive.missing()),
+        BenchKind::Archive { .. } | BenchKind::ArchiveSink { .. } | BenchKind::ArchiveS3 { .. } => {
+            bail!("{}", crate::features::Feature::Archive.missing())
+        }
         #[cfg(feature = "sql")]
         BenchKind::Sql { posts, accounts, rounds, dir, python } => crate::bench_archive::sql(posts, accounts, rounds, dir, python).await,
         #[cfg(not(feature = "sql"))]
@@ -408,7 +424,6 @@ fn parse_transport(s: &str) -> Result<fedistream_connectors::mastodon::source::S
 }
 
 /// User + system CPU time of this process's threads: (all, those named `fake-server…`).
-#[cfg(any(feature = "http", feature = "test-util"))]
 pub(crate) fn cpu_times() -> (Duration, Duration) {
     let ticks = |stat: &str| -> u64 {
         // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
@@ -642,6 +657,10 @@ async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<
 /// What one replay run through the pipeline measured.
 pub(crate) struct ReplayMeasured {
     pub elapsed: f64,
+    /// The process's CPU time (user + system, seconds) over `elapsed`: the run, not the output check after it.
+    /// (Read by `bench archive` only.)
+    #[cfg_attr(not(feature = "archive"), allow(dead_code))]
+    pub cpu: f64,
     /// Append → delivery, sorted, in µs (one per delivered event).
     pub lat: Vec<u64>,
     pub failures: Vec<String>,
@@ -751,9 +770,10 @@ pub(crate) async fn replay_measure(
         options: RuntimeOptions { drain_deadline: Duration::from_secs(3600), ..RuntimeOptions::default() },
         progress: None,
     };
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_times().0);
     let summary = fedistream_core::runtime::run(p, CancellationToken::new()).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = (cpu_times().0 - cpu_before).as_secs_f64();
     let mut lat = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_unstable();
     let delivered = lat.len();
@@ -775,7 +795,7 @@ pub(crate) async fn replay_measure(
         }
     }
     let stats_records = if stats.is_some() { log.topic_records("stats").await?.len() } else { 0 };
-    Ok(ReplayMeasured { elapsed, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
+    Ok(ReplayMeasured { elapsed, cpu, lat, failures: summary.failures.iter().map(|f| format!("{f:?}")).collect(), stats_records })
 }
 
 /// `dir` (created), or a temporary directory removed when the guard drops.

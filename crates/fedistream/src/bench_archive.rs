@@ -1,10 +1,13 @@
-//! `fedistream bench archive`, `bench archive-s3` and `bench sql`: the archive
+//! `fedistream bench archive`, `bench archive-sink`, `bench archive-s3` and `bench sql`: the archive
 //! channel and `fedistream sql` (issue 14).
 //!
 //! * `archive` — the pipeline bench ([`crate::bench::replay_measure`]: replay →
 //!   SQLite log → channel) with the archive channel to a local directory and
 //!   with the file channel, alternating rounds on the same input; medians and
 //!   their ratio.
+//! * `archive-sink` — the archive channel alone (records read back from a log
+//!   the pipeline filled, written by the sink, flushed) to a local directory:
+//!   its throughput and the process's CPU time per event, objects and bytes.
 //! * `archive-s3` — the archive channel alone (records read back from a log
 //!   the pipeline filled, written by the sink, flushed) to an S3 server
 //!   (MinIO), beside a plain multipart upload of the objects' bytes with the
@@ -27,7 +30,7 @@ use fedistream_core::{Log, LogRecord, Sink, SinkContext};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::bench::{median, replay_measure, work_dir, write_input, BenchChannel, TempDir};
+use crate::bench::{cpu_times, median, replay_measure, work_dir, write_input, BenchChannel, TempDir};
 
 /// `bench archive`: file channel vs archive channel (local directory), alternating.
 pub async fn archive(count: usize, accounts: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -37,6 +40,9 @@ pub async fn archive(count: usize, accounts: usize, rounds: usize, dir: Option<P
     let cfg = ArchiveSinkConfig::local(dir.join("archive"));
     let channels = [("file", BenchChannel::File), ("archive", BenchChannel::Archive(Box::new(cfg.clone())))];
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // CPU time of the whole process per input status (user + system): less sensitive to
+    // other processes on the machine than the throughput.
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     println!(
         "fedistream bench archive: {count} statuses ({:.1} MB), {rounds} rounds, file and archive channel alternating",
         bytes as f64 / 1e6
@@ -44,11 +50,13 @@ pub async fn archive(count: usize, accounts: usize, rounds: usize, dir: Option<P
     for round in 0..rounds {
         for (i, (name, channel)) in channels.iter().enumerate() {
             let m = replay_measure(&input, &dir, count, None, channel, None).await?;
+            let us = m.cpu * 1e6 / count as f64;
             if !m.failures.is_empty() {
                 bail!("{name} channel: failures: {:?}", m.failures);
             }
             let rate = count as f64 / m.elapsed;
             rates[i].push(rate);
+            cpu[i].push(us);
             let extra = match channel {
                 BenchChannel::File => {
                     format!("{:.1} MB written", std::fs::metadata(dir.join("out.jsonl")).map(|m| m.len()).unwrap_or(0) as f64 / 1e6)
@@ -58,12 +66,17 @@ pub async fn archive(count: usize, accounts: usize, rounds: usize, dir: Option<P
                     format!("{objects} objects, {:.1} MB", size as f64 / 1e6)
                 }
             };
-            println!("  round {} {name:<8} {rate:>9.0} statuses/s  ({:.3} s, {} delivered, {extra})", round + 1, m.elapsed, m.lat.len());
+            println!(
+                "  round {} {name:<8} {rate:>9.0} statuses/s  {us:>5.1} µs CPU/status  ({:.3} s, {} delivered, {extra})",
+                round + 1,
+                m.elapsed,
+                m.lat.len()
+            );
         }
     }
     let (file, arch) = (median(&rates[0]), median(&rates[1]));
-    println!("  median   file     {file:>9.0} statuses/s");
-    println!("  median   archive  {arch:>9.0} statuses/s");
+    println!("  median   file     {file:>9.0} statuses/s  {:>5.1} µs CPU/status", median(&cpu[0]));
+    println!("  median   archive  {arch:>9.0} statuses/s  {:>5.1} µs CPU/status", median(&cpu[1]));
     println!("  archive / file    {:.1} % (target: at least 90 %)", 100.0 * arch / file);
     Ok(ExitCode::SUCCESS)
 }
@@ -129,6 +142,74 @@ async fn listed(archive: &Archive, rel: &str) -> anyhow::Result<Vec<(object_stor
     Ok(metas.into_iter().map(|m| (m.location, m.size)).collect())
 }
 
+/// A log filled by the pipeline (file channel) from `count` synthetic
+/// statuses in `dir`, and its events read back into memory.
+async fn logged_events(dir: &Path, count: usize, accounts: usize) -> anyhow::Result<(Arc<dyn Log>, Vec<LogRecord>)> {
+    let input = dir.join("input.jsonl");
+    write_input(&input, count, accounts)?;
+    let m = replay_measure(&input, dir, count, None, &BenchChannel::File, None).await?;
+    anyhow::ensure!(m.failures.is_empty(), "filling the log: {:?}", m.failures);
+    let log = SqliteLog::open(dir.join("log.db"), SqliteOptions::default())?;
+    let mut consumer = log.consumer(fedistream_core::log::EVENTS, "bench.archive").await?;
+    let mut records: Vec<LogRecord> = Vec::new();
+    loop {
+        let batch = consumer.poll(10_000, Duration::from_millis(50)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        records.extend(batch);
+    }
+    let log: Arc<dyn Log> = log;
+    Ok((log, records))
+}
+
+/// The records as the log hands them to a channel: nothing decoded yet.
+fn fresh(records: &[LogRecord]) -> Vec<LogRecord> {
+    records.iter().map(|r| LogRecord::new(r.position, r.appended_at, r.payload.clone())).collect()
+}
+
+/// `bench archive-sink`: the archive channel alone to a local directory —
+/// `write` in batches of 1,000 as the runtime does, then `flush` — timed, with
+/// the process's CPU time per event (decoding, building the columns, Parquet
+/// and zstd on the encoding threads, the files), objects and bytes.
+pub async fn archive_sink(count: usize, accounts: usize, rounds: usize) -> anyhow::Result<ExitCode> {
+    let tmp = TempDir::new()?;
+    let (log, records) = logged_events(&tmp.0, count, accounts).await?;
+    let json_bytes: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
+    println!(
+        "fedistream bench archive-sink: {} events ({:.1} MB of event JSON) to a local directory, {rounds} rounds",
+        records.len(),
+        json_bytes as f64 / 1e6
+    );
+    let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let out = tmp.0.join(format!("archive-{round}"));
+        let mut sink = ArchiveSink::new(ArchiveSinkConfig::local(&out));
+        sink.open(&SinkContext::new("bench", log.clone())).await?;
+        let fresh = fresh(&records);
+        let (started, cpu) = (Instant::now(), cpu_times().0);
+        for chunk in fresh.chunks(1000) {
+            sink.write(chunk).await?;
+        }
+        sink.flush().await?;
+        let (elapsed, cpu) = (started.elapsed().as_secs_f64(), (cpu_times().0 - cpu).as_secs_f64());
+        sink.close().await?;
+        let (objects, size) = dir_size(&out)?;
+        let per_event = cpu * 1e6 / records.len() as f64;
+        rates.push(records.len() as f64 / elapsed);
+        cpus.push(per_event);
+        println!(
+            "  round {} {:>8.0} events/s  {per_event:>5.1} µs CPU/event  ({elapsed:.3} s, {cpu:.3} s CPU, {objects} objects, {:.1} MB)",
+            round + 1,
+            records.len() as f64 / elapsed,
+            size as f64 / 1e6
+        );
+        std::fs::remove_dir_all(&out)?;
+    }
+    println!("  median   {:>8.0} events/s  {:>5.1} µs CPU/event", median(&rates), median(&cpus));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `bench archive-s3`: the archive channel to S3 beside a plain multipart upload of the same bytes.
 pub async fn archive_s3(
     count: usize,
@@ -141,23 +222,8 @@ pub async fn archive_s3(
     let bucket = bucket.unwrap_or_else(|| format!("fedistream-bench-{}", std::process::id()));
     create_bucket(&endpoint, &bucket).await?;
     let tmp = TempDir::new()?;
-    let input = tmp.0.join("input.jsonl");
-    write_input(&input, count, accounts)?;
-    // A log to read from: the pipeline with the file channel fills it.
-    let m = replay_measure(&input, &tmp.0, count, None, &BenchChannel::File, None).await?;
-    anyhow::ensure!(m.failures.is_empty(), "filling the log: {:?}", m.failures);
-    let log = SqliteLog::open(tmp.0.join("log.db"), SqliteOptions::default())?;
-    let mut consumer = log.consumer(fedistream_core::log::EVENTS, "bench.archive-s3").await?;
-    let mut records: Vec<LogRecord> = Vec::new();
-    loop {
-        let batch = consumer.poll(10_000, Duration::from_millis(50)).await?;
-        if batch.is_empty() {
-            break;
-        }
-        records.extend(batch);
-    }
+    let (log, records) = logged_events(&tmp.0, count, accounts).await?;
     let json_bytes: u64 = records.iter().map(|r| r.payload.len() as u64).sum();
-    let log: Arc<dyn Log> = log;
     println!(
         "fedistream bench archive-s3: {} events ({:.1} MB of event JSON) to s3://{bucket} at {endpoint}, {rounds} rounds",
         records.len(),
@@ -171,7 +237,7 @@ pub async fn archive_s3(
         let part = cfg.multipart_part_bytes as usize;
         let mut sink = ArchiveSink::new(cfg.clone());
         sink.open(&SinkContext::new("bench", log.clone())).await?;
-        let fresh: Vec<LogRecord> = records.iter().map(|r| LogRecord::new(r.position, r.appended_at, r.payload.clone())).collect();
+        let fresh = fresh(&records);
         let started = Instant::now();
         for chunk in fresh.chunks(1000) {
             sink.write(chunk).await?;
