@@ -5,6 +5,9 @@
 //! reads the archive the config names, in every output format, and picks the
 //! channel with `--channel` when there are several.
 
+// Needs the build's features: the archive channel and `fedistream sql` (`sql` implies `archive`).
+#![cfg(feature = "sql")]
+
 mod common;
 
 use std::path::Path;

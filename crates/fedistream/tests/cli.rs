@@ -113,6 +113,7 @@ fn run_refuses_an_invalid_config_before_doing_anything() {
     assert!(!dir.path().join("data").exists(), "no log or output created");
 }
 
+#[cfg(feature = "kafka")]
 #[test]
 fn schema_avro_prints_the_schema_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,6 +132,7 @@ fn schema_avro_prints_the_schema_file() {
     assert!(err.contains("posts") && err.contains("stats"), "names the choices: {err}");
 }
 
+#[cfg(feature = "kafka")]
 #[test]
 fn a_kafka_channel_validates_without_a_broker_or_registry() {
     let dir = tempfile::tempdir().unwrap();

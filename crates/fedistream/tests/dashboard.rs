@@ -11,6 +11,9 @@
 //! `FEDISTREAM_PYTHON` with Playwright (scripts/python-deps); without them the
 //! test runs those scripts itself (they install what is missing). It never skips.
 
+// Needs the build's features: the HTTP server.
+#![cfg(feature = "http")]
+
 mod common;
 
 use std::process::Stdio;

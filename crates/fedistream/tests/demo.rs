@@ -4,6 +4,9 @@
 //! Parquet that `fedistream sql` reads), computes per-account statistics that
 //! `fedistream stats` shows, and a second run appends nothing.
 
+// Needs the build's features: the demo archives to Parquet and queries it with `fedistream sql`.
+#![cfg(feature = "sql")]
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,9 @@
 //! The HTTP server of `fedistream run` over a real socket: health, readiness,
 //! the bearer token, metrics and status while a replay is being delivered.
 
+// Needs the build's features: the HTTP server.
+#![cfg(feature = "http")]
+
 mod common;
 
 use std::time::Duration;

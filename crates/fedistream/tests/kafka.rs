@@ -3,6 +3,9 @@
 //! `kill -9`, ingest processes joining and leaving, a broker restart, a bad
 //! broker address. Each test uses its own pipeline name (own topics and groups).
 
+// Needs the build's features: Kafka mode (and the live feed, which needs `http`).
+#![cfg(all(feature = "kafka", feature = "http"))]
+
 mod common;
 
 use std::collections::{BTreeSet, HashSet};

@@ -5,6 +5,9 @@
 //! runs until signalled unless `--until-caught-up`; and `examples/kafka.toml`
 //! runs with one command (its Avro topic created by the channel).
 
+// Needs the build's features: Kafka mode, with the archive channel and `fedistream sql`.
+#![cfg(all(feature = "kafka", feature = "sql"))]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -95,6 +95,7 @@ async fn a_processor_killed_at_random_points_gives_the_output_of_one_run_on_sqli
     assert_eq!(got, want);
 }
 
+#[cfg(feature = "kafka")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_killed_at_random_points_gives_the_output_of_one_run_on_kafka() {
     let brokers = std::env::var("FEDISTREAM_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
@@ -106,6 +107,7 @@ async fn a_processor_killed_at_random_points_gives_the_output_of_one_run_on_kafk
     assert_eq!(got, want);
 }
 
+#[cfg(feature = "kafka")]
 /// The roles apart on Kafka: ingest alone, then `--role process` on two
 /// workers started together (whichever joins the group second takes
 /// partitions, and their state, from the first), then `--role deliver`: the

@@ -103,6 +103,7 @@ async fn account_stats_killed_at_random_points_give_the_stats_of_one_run_on_sqli
     assert_eq!(got, want);
 }
 
+#[cfg(feature = "kafka")]
 /// On Kafka: ingest alone; then the processor on `--role process` workers,
 /// one of them killed (-9) at random points and restarted (each restart a new
 /// group member: its partitions, with their state, move to the other worker

@@ -3,6 +3,9 @@
 //! local axum server) fails the first requests; the receiver ends up with the
 //! file channel's lines, each accepted once.
 
+// Needs the build's features: the webhook channel.
+#![cfg(feature = "webhook")]
+
 mod common;
 
 use std::collections::HashMap;
