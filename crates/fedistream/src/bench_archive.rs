@@ -168,6 +168,23 @@ fn fresh(records: &[LogRecord]) -> Vec<LogRecord> {
     records.iter().map(|r| LogRecord::new(r.position, r.appended_at, r.payload.clone())).collect()
 }
 
+/// The archive channel with `cfg` over fresh copies of `records`: `write` in
+/// batches of 1,000 as the runtime does, then `flush`, timed; the sink is
+/// closed afterwards, untimed. Wall seconds and the process's CPU seconds.
+async fn write_timed(cfg: ArchiveSinkConfig, log: &Arc<dyn Log>, records: &[LogRecord]) -> anyhow::Result<(f64, f64)> {
+    let mut sink = ArchiveSink::new(cfg);
+    sink.open(&SinkContext::new("bench", log.clone())).await?;
+    let fresh = fresh(records);
+    let (started, cpu) = (Instant::now(), cpu_times().0);
+    for chunk in fresh.chunks(1000) {
+        sink.write(chunk).await?;
+    }
+    sink.flush().await?;
+    let (elapsed, cpu) = (started.elapsed().as_secs_f64(), (cpu_times().0 - cpu).as_secs_f64());
+    sink.close().await?;
+    Ok((elapsed, cpu))
+}
+
 /// `bench archive-sink`: the archive channel alone to a local directory —
 /// `write` in batches of 1,000 as the runtime does, then `flush` — timed, with
 /// the process's CPU time per event (decoding, building the columns, Parquet
@@ -184,16 +201,7 @@ pub async fn archive_sink(count: usize, accounts: usize, rounds: usize) -> anyho
     let (mut rates, mut cpus) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let out = tmp.0.join(format!("archive-{round}"));
-        let mut sink = ArchiveSink::new(ArchiveSinkConfig::local(&out));
-        sink.open(&SinkContext::new("bench", log.clone())).await?;
-        let fresh = fresh(&records);
-        let (started, cpu) = (Instant::now(), cpu_times().0);
-        for chunk in fresh.chunks(1000) {
-            sink.write(chunk).await?;
-        }
-        sink.flush().await?;
-        let (elapsed, cpu) = (started.elapsed().as_secs_f64(), (cpu_times().0 - cpu).as_secs_f64());
-        sink.close().await?;
+        let (elapsed, cpu) = write_timed(ArchiveSinkConfig::local(&out), &log, &records).await?;
         let (objects, size) = dir_size(&out)?;
         let per_event = cpu * 1e6 / records.len() as f64;
         rates.push(records.len() as f64 / elapsed);
@@ -235,16 +243,7 @@ pub async fn archive_s3(
         // The channel: write in batches of 1,000 (the runtime's), then flush; fresh records (nothing decoded yet).
         let cfg = s3_config(&endpoint, &bucket, &format!("channel-{round}"));
         let part = cfg.multipart_part_bytes as usize;
-        let mut sink = ArchiveSink::new(cfg.clone());
-        sink.open(&SinkContext::new("bench", log.clone())).await?;
-        let fresh = fresh(&records);
-        let started = Instant::now();
-        for chunk in fresh.chunks(1000) {
-            sink.write(chunk).await?;
-        }
-        sink.flush().await?;
-        let elapsed = started.elapsed().as_secs_f64();
-        sink.close().await?;
+        let (elapsed, _) = write_timed(cfg.clone(), &log, &records).await?;
         let archive = Archive::open(&cfg)?;
         let objects = listed(&archive, "posts").await?;
         let size: u64 = objects.iter().map(|o| o.1).sum();

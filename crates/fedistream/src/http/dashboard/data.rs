@@ -147,17 +147,16 @@ impl Feed {
     /// poll waiting up to `wait`; `keep_facts`: hold the facts the charts
     /// draw from the posts.
     async fn read(&mut self, mut wait: Duration, keep_facts: bool) {
-        let feed = self;
         let mut read = 0;
         let deadline = Instant::now() + BACKLOG_BUDGET;
         while read < READ_PER_REQUEST {
-            let Some(r) = feed.reader.as_mut() else { return };
+            let Some(r) = self.reader.as_mut() else { return };
             let waited = !wait.is_zero();
             let recs = match r.poll(4096, std::mem::take(&mut wait)).await {
                 Ok(recs) => recs,
                 Err(e) => {
                     tracing::warn!(error = %e, "Dashboard: cannot read the log; reopening the reader");
-                    feed.reader = None;
+                    self.reader = None;
                     return;
                 }
             };
@@ -171,28 +170,28 @@ impl Feed {
                 // ends the backlog (on Kafka the lag also counts a transaction
                 // marker at a partition's end); a request out of time leaves
                 // the rest to the next.
-                let behind = feed.backlog && r.lag().await.is_ok_and(|n| n > 0);
+                let behind = self.backlog && r.lag().await.is_ok_and(|n| n > 0);
                 let in_time = Instant::now() < deadline;
                 if behind && in_time && !(waited && read > 0) {
                     wait = FIRST_READ_WAIT;
                     continue;
                 }
-                feed.backlog = behind && !in_time;
+                self.backlog = behind && !in_time;
                 return;
             }
             read += recs.len();
             for rec in recs {
-                feed.last = Some(rec.position);
-                feed.at.insert(rec.position.partition, rec.position.offset);
+                self.last = Some(rec.position);
+                self.at.insert(rec.position.partition, rec.position.offset);
                 let Ok(ev) = rec.event() else { continue };
                 match (&ev.kind, &ev.post) {
                     (EventKind::Deleted, _) | (_, None) => {
-                        feed.facts.remove(&ev.key);
-                        feed.recent.retain(|(k, _)| k != &ev.key);
+                        self.facts.remove(&ev.key);
+                        self.recent.retain(|(k, _)| k != &ev.key);
                     }
                     (_, Some(p)) => {
                         if keep_facts {
-                            feed.facts.insert(
+                            self.facts.insert(
                                 ev.key.clone(),
                                 Facts {
                                     account: ev.account.clone(),
@@ -206,11 +205,11 @@ impl Feed {
                             );
                         }
                         let html = render::article(ev).unwrap_or_default();
-                        match feed.recent.iter_mut().find(|(k, _)| k == &ev.key) {
+                        match self.recent.iter_mut().find(|(k, _)| k == &ev.key) {
                             Some(slot) => slot.1 = html,
                             None => {
-                                feed.recent.push_front((ev.key.clone(), html));
-                                feed.recent.truncate(RECENT);
+                                self.recent.push_front((ev.key.clone(), html));
+                                self.recent.truncate(RECENT);
                             }
                         }
                     }
