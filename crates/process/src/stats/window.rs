@@ -42,22 +42,21 @@ pub struct Calendar {
 impl Calendar {
     /// `[start, end)` of the `size` window holding `t`.
     pub fn window(&self, size: WindowSize, t: i64) -> (i64, i64) {
-        if self.zone.is_none() && t.abs() < PLAIN_MS {
-            // UTC: what chrono gives below, as arithmetic (1970-01-01 was a Thursday).
-            let day = t.div_euclid(DAY_MS) * DAY_MS;
-            return match size {
-                WindowSize::Hour => (t.div_euclid(HOUR_MS) * HOUR_MS, t.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS),
-                WindowSize::Day => (day, day + DAY_MS),
-                WindowSize::Week => {
-                    let monday = day - (t.div_euclid(DAY_MS) + 3).rem_euclid(7) * DAY_MS;
-                    (monday, monday + 7 * DAY_MS)
-                }
-            };
-        }
+        // UTC days and weeks: what chrono gives below, as arithmetic (1970-01-01 was a Thursday).
+        let plain = self.zone.is_none() && t.abs() < PLAIN_MS;
         match size {
             WindowSize::Hour => {
                 let start = t.div_euclid(HOUR_MS) * HOUR_MS;
                 (start, start + HOUR_MS)
+            }
+            WindowSize::Day if plain => {
+                let day = t.div_euclid(DAY_MS) * DAY_MS;
+                (day, day + DAY_MS)
+            }
+            WindowSize::Week if plain => {
+                let days = t.div_euclid(DAY_MS);
+                let monday = (days - (days + 3).rem_euclid(7)) * DAY_MS;
+                (monday, monday + 7 * DAY_MS)
             }
             WindowSize::Day => {
                 let day = self.local_date(t);
