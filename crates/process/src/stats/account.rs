@@ -149,7 +149,9 @@ impl From<String> for PostKey {
 
 /// The first entry of the window index at `t` or later.
 fn from_time(t: i64) -> (i64, PostKey) {
-    (t, PostKey::from(""))
+    // (One empty key for all: a bound is looked for at every record.)
+    static EMPTY: std::sync::LazyLock<PostKey> = std::sync::LazyLock::new(|| PostKey::from(""));
+    (t, EMPTY.clone())
 }
 
 /// A lower bound of the watermark at which a window closes (its end) or a
@@ -286,7 +288,8 @@ pub struct WindowMeta {
 /// What applying one event did.
 #[derive(Debug, Default, PartialEq)]
 pub struct Applied {
-    pub records: Vec<StatsRecord>,
+    /// The records emitted, as JSON ([`AccountState::write_record`]).
+    pub records: Vec<Arc<str>>,
     pub changed: bool,
     /// Windows the event could not be applied to (evicted).
     pub late_dropped: u64,
@@ -327,7 +330,8 @@ impl AccountState {
         self.newest.map(|n| n.saturating_sub(rules.lateness_ms)).unwrap_or(i64::MIN)
     }
 
-    pub fn apply(&mut self, account: &str, ev: &Input, rules: &Rules) -> Applied {
+    /// Apply one event; `buf` is scratch space for the records' JSON.
+    pub fn apply(&mut self, account: &str, ev: &Input, rules: &Rules, buf: &mut Vec<u8>) -> Applied {
         let mut out = Applied::default();
         let wm = self.watermark(rules);
         let t = match &ev.post {
@@ -469,7 +473,7 @@ impl AccountState {
                     w.finals += 1;
                     let due = w.due(rules.keep_closed_ms);
                     self.quiet_below.0 = self.quiet_below.0.map(|q| q.min(due));
-                    out.records.push(self.record(account, size, start, rev, true, rules));
+                    out.records.push(self.record_json(account, size, start, rev, true, rules, buf));
                 } else {
                     w.dirty = true;
                     let due = w.due(rules.keep_closed_ms);
@@ -478,7 +482,7 @@ impl AccountState {
             }
             if self.newest.is_none_or(|n| t > n) {
                 self.newest = Some(t);
-                self.close_and_evict(account, rules, &mut out.records);
+                self.close_and_evict(account, rules, &mut out.records, buf);
             }
         }
         out
@@ -486,17 +490,17 @@ impl AccountState {
 
     /// Close the windows the watermark passed (emitting them), then evict what
     /// has been closed for longer than `keep_closed`.
-    fn close_and_evict(&mut self, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
+    fn close_and_evict(&mut self, account: &str, rules: &Rules, records: &mut Vec<Arc<str>>, buf: &mut Vec<u8>) {
         let wm = self.watermark(rules);
         if self.quiet_below.0.is_some_and(|q| wm < q) {
             return;
         }
-        self.close_and_evict_now(wm, account, rules, records);
+        self.close_and_evict_now(wm, account, rules, records, buf);
         let due = self.windows.values().map(|w| w.due(rules.keep_closed_ms)).min().unwrap_or(i64::MAX);
         self.quiet_below = QuietBelow(Some(due));
     }
 
-    fn close_and_evict_now(&mut self, wm: i64, account: &str, rules: &Rules, records: &mut Vec<StatsRecord>) {
+    fn close_and_evict_now(&mut self, wm: i64, account: &str, rules: &Rules, records: &mut Vec<Arc<str>>, buf: &mut Vec<u8>) {
         let closing: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.end <= wm).map(|(k, _)| *k).collect();
         for (size, start) in closing {
             let rev = {
@@ -506,7 +510,7 @@ impl AccountState {
                 w.finals += 1;
                 w.finals - 1
             };
-            records.push(self.record(account, size, start, rev, true, rules));
+            records.push(self.record_json(account, size, start, rev, true, rules, buf));
         }
         let horizon = wm.saturating_sub(rules.keep_closed_ms);
         let evict: Vec<(WindowSize, i64)> =
@@ -558,20 +562,53 @@ impl AccountState {
     }
 
     /// Early emission of the open windows changed since their last emission.
-    pub fn emit_open(&mut self, account: &str, rules: &Rules) -> Vec<StatsRecord> {
+    pub fn emit_open(&mut self, account: &str, rules: &Rules, buf: &mut Vec<u8>) -> Vec<Arc<str>> {
         let dirty: Vec<(WindowSize, i64)> = self.windows.iter().filter(|(_, w)| !w.closed && w.dirty).map(|(k, _)| *k).collect();
         let mut out = Vec::new();
         for (size, start) in dirty {
             if let Some(w) = self.windows.get_mut(&(size, start)) {
                 w.dirty = false;
             }
-            out.push(self.record(account, size, start, 0, false, rules));
+            out.push(self.record_json(account, size, start, 0, false, rules, buf));
         }
         out
     }
 
-    /// The record of one held window (also what `fedistream stats` shows).
+    /// The record of one held window (what `fedistream stats` shows).
     pub fn record(&self, account: &str, size: WindowSize, start: i64, revision: u32, is_final: bool, rules: &Rules) -> StatsRecord {
+        let (id, tally) = self.tally(account, size, start, revision, is_final, rules);
+        tally.into_record(&id, &rules.calendar, rules.top_k)
+    }
+
+    /// The JSON of [`AccountState::record`] (what the processor emits),
+    /// written through `buf` without building the record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_json(
+        &self,
+        account: &str,
+        size: WindowSize,
+        start: i64,
+        revision: u32,
+        is_final: bool,
+        rules: &Rules,
+        buf: &mut Vec<u8>,
+    ) -> Arc<str> {
+        let (id, tally) = self.tally(account, size, start, revision, is_final, rules);
+        buf.clear();
+        tally.write_json(&id, &rules.calendar, rules.top_k, buf);
+        // (The writer writes UTF-8: strings are copied whole or by serde_json.)
+        std::str::from_utf8(buf).unwrap_or_default().into()
+    }
+
+    fn tally<'a>(
+        &'a self,
+        account: &'a str,
+        size: WindowSize,
+        start: i64,
+        revision: u32,
+        is_final: bool,
+        rules: &Rules,
+    ) -> (WindowId<'a>, record::Tally<'a>) {
         let end = self.windows.get(&(size, start)).map(|w| w.end).unwrap_or_else(|| rules.calendar.window(size, start).1);
         let posts = self.by_time.range(from_time(start)..from_time(end)).filter_map(|(_, k)| self.posts.get(k)).map(|p| Counted {
             t: p.t.unwrap_or(start),
@@ -580,7 +617,7 @@ impl AccountState {
             deleted: p.deleted,
             observed: p.observed.as_ref(),
         });
-        record::build(WindowId { account, size, start, end, revision, is_final }, &rules.calendar, rules.top_k, posts)
+        (WindowId { account, size, start, end, revision, is_final }, record::tally(&rules.calendar, posts))
     }
 
     /// The account's own state entry, exactly as `serde_json::to_string(self)`

@@ -3,7 +3,7 @@
 //! escapes every field name at run time; these have dozens). Strings and
 //! floats go through serde_json itself; the tests compare with serde_json.
 
-use super::record::{Summary, TopK};
+use super::record::Summary;
 
 /// Appends JSON to a buffer.
 pub struct Writer<'a> {
@@ -38,18 +38,6 @@ impl<'a> Writer<'a> {
         }
         let _ = serde_json::to_writer(&mut *self.out, s);
     }
-    pub fn map(&mut self, m: &std::collections::BTreeMap<String, u64>) {
-        self.out.push(b'{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            self.str(k);
-            self.out.push(b':');
-            self.num(*v);
-        }
-        self.out.push(b'}');
-    }
     pub fn list(&mut self, v: &[u64]) {
         self.out.push(b'[');
         for (i, x) in v.iter().enumerate() {
@@ -59,22 +47,6 @@ impl<'a> Writer<'a> {
             self.num(*x);
         }
         self.out.push(b']');
-    }
-    pub fn top(&mut self, t: &TopK) {
-        self.raw("{\"top\":[");
-        for (i, (k, v)) in t.top.iter().enumerate() {
-            if i > 0 {
-                self.out.push(b',');
-            }
-            self.out.push(b'[');
-            self.str(k);
-            self.out.push(b',');
-            self.num(*v);
-            self.out.push(b']');
-        }
-        self.field("],\"distinct\":", t.distinct);
-        self.field(",\"total\":", t.total);
-        self.out.push(b'}');
     }
     pub fn summary(&mut self, s: &Summary) {
         self.raw("{\"mean\":");

@@ -323,12 +323,6 @@ impl AccountStatsProcessor {
         self.totals.get(&(partition, scope, name.to_string()))
     }
 
-    fn push(output: &str, buf: &mut Vec<u8>, out: &mut ProcessorOutput, rec: StatsRecord) {
-        buf.clear();
-        rec.write_json(buf);
-        let payload = std::str::from_utf8(buf).unwrap_or_default().into();
-        out.records.push(OutputRecord { topic: output.to_string(), key: rec.account, payload });
-    }
 
     fn push_totals(output: &str, buf: &mut Vec<u8>, out: &mut ProcessorOutput, recs: Vec<TotalsRecord>) {
         for rec in recs {
@@ -495,10 +489,10 @@ impl Processor for AccountStatsProcessor {
                 Some(st) => st,
                 None => accounts.entry(account.to_string()).or_default(),
             };
-            let applied = st.apply(&account, ev, &self.rules);
+            let applied = st.apply(&account, ev, &self.rules, &mut self.buf);
             dropped += applied.late_dropped;
-            for rec in applied.records {
-                Self::push(&self.output, &mut self.buf, out, rec);
+            for payload in applied.records {
+                out.records.push(OutputRecord { topic: self.output.clone(), key: account.to_string(), payload });
             }
             dropped += self.apply_totals(partition, &account, ev, &applied.deltas, &mut scopes, &mut totals);
             Self::push_totals(&self.output, &mut self.buf, out, std::mem::take(&mut totals));
@@ -533,15 +527,15 @@ impl Processor for AccountStatsProcessor {
         let rules = self.rules.clone();
         for (partition, accounts) in self.accounts.iter_mut() {
             for (account, st) in accounts.iter_mut() {
-                let recs = st.emit_open(account, &rules);
+                let recs = st.emit_open(account, &rules, &mut self.buf);
                 if !recs.is_empty() {
                     touched.push((*partition, account.clone(), recs));
                 }
             }
         }
         for (partition, account, recs) in touched {
-            for rec in recs {
-                Self::push(&self.output, &mut self.buf, out, rec);
+            for payload in recs {
+                out.records.push(OutputRecord { topic: self.output.clone(), key: account.clone(), payload });
             }
             self.save(out, partition, &account);
         }

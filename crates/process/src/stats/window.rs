@@ -119,7 +119,58 @@ pub fn utc(t: i64) -> DateTime<Utc> {
 
 /// RFC 3339 with milliseconds only when there are any (stable text for records).
 pub fn rfc3339(t: i64) -> String {
-    utc(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    let mut out = Vec::with_capacity(24);
+    write_rfc3339(t, &mut out);
+    // (ASCII only.)
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`rfc3339`] appended to `out`: `YYYY-MM-DDTHH:MM:SS[.mmm]Z`, as chrono's
+/// `to_rfc3339_opts(AutoSi, true)` writes it (tested), by arithmetic for the
+/// years 0–9999 (a record has three; chrono's formatting machinery was most
+/// of a small record's cost) and by chrono for the others.
+pub fn write_rfc3339(t: i64, out: &mut Vec<u8>) {
+    // 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z.
+    const FROM: i64 = -62_167_219_200_000;
+    const UNTIL: i64 = 253_402_300_800_000;
+    if !(FROM..UNTIL).contains(&t) {
+        out.extend_from_slice(utc(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true).as_bytes());
+        return;
+    }
+    let (days, ms) = (t.div_euclid(DAY_MS), t.rem_euclid(DAY_MS));
+    let (y, m, d) = civil_from_days(days);
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let two = |out: &mut Vec<u8>, v: i64| out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+    two(out, y / 100);
+    two(out, y % 100);
+    out.push(b'-');
+    two(out, m);
+    out.push(b'-');
+    two(out, d);
+    out.push(b'T');
+    two(out, secs / 3600);
+    out.push(b':');
+    two(out, secs / 60 % 60);
+    out.push(b':');
+    two(out, secs % 60);
+    if milli != 0 {
+        out.extend_from_slice(&[b'.', b'0' + (milli / 100) as u8, b'0' + (milli / 10 % 10) as u8, b'0' + (milli % 10) as u8]);
+    }
+    out.push(b'Z');
+}
+
+/// The proleptic Gregorian (year, month, day) of a day number (0 = 1970-01-01),
+/// after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + (m <= 2) as i64, m, d)
 }
 
 #[cfg(test)]
@@ -159,6 +210,21 @@ mod tests {
                 assert_eq!(c.window(size, t), z.window(size, t), "{size:?} {t}");
             }
             assert_eq!(c.hour_and_weekday(t), z.hour_and_weekday(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_is_what_chrono_writes() {
+        let chrono = |t: i64| utc(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let mut t: i64 = -63_000_000_000_000;
+        while t < 254_000_000_000_000 {
+            for t in [t, t + 1, t - 1, t + 999, t.div_euclid(DAY_MS) * DAY_MS] {
+                assert_eq!(rfc3339(t), chrono(t), "{t}");
+            }
+            t += 3_599_999 * 24 * 17 + 12_345;
+        }
+        for t in [0, -1, 1, 999, 1000, -62_167_219_200_000, -62_167_219_200_001, 253_402_300_799_999, 253_402_300_800_000, i64::MIN, i64::MAX] {
+            assert_eq!(rfc3339(t), chrono(t), "{t}");
         }
     }
 
