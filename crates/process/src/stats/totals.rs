@@ -25,7 +25,7 @@
 //! and since an account lives in exactly one partition the scope's totals are
 //! the sums over partitions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -111,8 +111,23 @@ pub struct TotalsWindow {
     /// Emitted early while open (so it is kept even when it empties again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shown: bool,
-    /// Counted posts per account (accounts with none are left out).
-    pub accounts: BTreeMap<String, u64>,
+    /// Counted posts per account (accounts with none are left out). Hashed
+    /// (a source's day holds every account, looked up at every post: an
+    /// ordered map compared the names from the start several times per
+    /// lookup), written sorted by name (the state entry is what it was with
+    /// an ordered map).
+    #[serde(serialize_with = "sorted")]
+    pub accounts: AccountCounts,
+}
+
+/// Counted posts per account.
+pub type AccountCounts = HashMap<String, u64, foldhash::fast::RandomState>;
+
+/// `m` as a JSON object with its keys in order.
+fn sorted<S: serde::Serializer>(m: &AccountCounts, s: S) -> Result<S::Ok, S::Error> {
+    let mut v: Vec<(&String, &u64)> = m.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    s.collect_map(v)
 }
 
 /// Which scope of which partition.
@@ -291,6 +306,22 @@ pub fn parse_state_key(k: &str) -> Option<(ScopeKey, Option<(WindowSize, i64)>)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_entry_lists_its_accounts_in_order_as_before() {
+        let names = ["zoe@b", "ada@c", "Ada@a", "bob@a", "ada@a"];
+        let mut w = TotalsWindow { end: 7, closed: true, finals: 1, touched: 3, ..Default::default() };
+        for (i, n) in names.iter().enumerate() {
+            w.accounts.insert(n.to_string(), i as u64 + 1);
+        }
+        // As the entry was when the accounts were an ordered map.
+        let written = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            written,
+            r#"{"end":7,"closed":true,"finals":1,"dirty":false,"touched":3,"accounts":{"Ada@a":3,"ada@a":5,"ada@c":2,"bob@a":4,"zoe@b":1}}"#
+        );
+        assert_eq!(serde_json::from_str::<TotalsWindow>(&written).unwrap(), w);
+    }
 
     #[test]
     fn state_keys_round_trip_whatever_the_name() {
