@@ -323,7 +323,6 @@ impl AccountStatsProcessor {
         self.totals.get(&(partition, scope, name.to_string()))
     }
 
-
     fn push_totals(output: &str, buf: &mut Vec<u8>, out: &mut ProcessorOutput, recs: Vec<TotalsRecord>) {
         for rec in recs {
             let payload = to_json(buf, &rec).into();

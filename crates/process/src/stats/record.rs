@@ -512,11 +512,19 @@ mod tests {
     fn the_written_record_is_what_serde_json_writes_of_the_built_one() {
         let all: Vec<Facts> = (0..40).map(|n| facts(n, n % 9 == 4)).collect();
         let observed: Vec<Observed> = (0..40)
-            .map(|n| Observed { at: 1_767_000_000_000 + n * 61_001, by: format!("s{}.example", n % 3), replies: n as u64, boosts: 1, favourites: 2 })
+            .map(|n| Observed {
+                at: 1_767_000_000_000 + n * 61_001,
+                by: format!("s{}.example", n % 3),
+                replies: n as u64,
+                boosts: 1,
+                favourites: 2,
+            })
             .collect();
         for zone in [None, Some(chrono_tz::Europe::Berlin)] {
             let cal = Calendar { zone };
-            for (posts, top_k, account) in [(0, 10, "ada@a.example"), (1, 10, "b\"o\\b@x"), (3, 2, "c@c"), (40, 10, "d@d"), (40, 1000, "e@e")] {
+            for (posts, top_k, account) in
+                [(0, 10, "ada@a.example"), (1, 10, "b\"o\\b@x"), (3, 2, "c@c"), (40, 10, "d@d"), (40, 1000, "e@e")]
+            {
                 let counted = || {
                     (0..posts).map(|i| Counted {
                         t: 1_767_000_000_000 + i as i64 * 1_234_567,
