@@ -123,6 +123,20 @@ pub fn version_fingerprint<'a>(
     media_descriptions: impl IntoIterator<Item = Option<&'a str>>,
     poll_titles: impl IntoIterator<Item = &'a str>,
 ) -> String {
+    format!("{:016x}", version_hash(edited_at, content_html, spoiler_text, sensitive, visibility, media_descriptions, poll_titles))
+}
+
+/// The number a post version's fingerprint is the 16 hex digits of
+/// ([`version_fingerprint`]): for readers that keep it as a number.
+pub fn version_hash<'a>(
+    edited_at: Option<DateTime<Utc>>,
+    content_html: &str,
+    spoiler_text: &str,
+    sensitive: bool,
+    visibility: &str,
+    media_descriptions: impl IntoIterator<Item = Option<&'a str>>,
+    poll_titles: impl IntoIterator<Item = &'a str>,
+) -> u64 {
     use std::hash::Hasher;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for part in [
@@ -143,7 +157,7 @@ pub fn version_fingerprint<'a>(
         h.write(t.as_bytes());
         h.write_u8(0);
     }
-    format!("{:016x}", h.finish())
+    h.finish()
 }
 
 /// An event ready for the log: what the ingestor needs to deduplicate it, and

@@ -191,10 +191,10 @@ pub struct PostEntry {
     pub t: Option<i64>,
     /// Fingerprints of the versions seen (emptied by a delete).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub versions: Vec<String>,
+    pub versions: Vec<Fingerprint>,
     /// The version counted: the one with the latest edit time (then fingerprint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current: Option<(Option<i64>, String)>,
+    pub current: Option<(Option<i64>, Fingerprint)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<Facts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,9 +233,14 @@ impl PostEntry {
             w.raw(",");
         }
         if !self.versions.is_empty() {
-            w.raw("\"versions\":");
-            w.strs(&self.versions);
-            w.raw(",");
+            w.raw("\"versions\":[");
+            for (i, v) in self.versions.iter().enumerate() {
+                if i > 0 {
+                    w.raw(",");
+                }
+                v.write_json(&mut w);
+            }
+            w.raw("],");
         }
         if let Some((edited, fp)) = &self.current {
             w.raw("\"current\":[");
@@ -244,7 +249,7 @@ impl PostEntry {
                 None => w.raw("null"),
             }
             w.raw(",");
-            w.str(fp);
+            fp.write_json(&mut w);
             w.raw("],");
         }
         if let Some(f) = &self.facts {
@@ -270,6 +275,88 @@ impl PostEntry {
             w.strs(&self.sources);
         }
         w.raw("}");
+    }
+}
+
+/// A version's fingerprint ([`fedistream_core::event::version_fingerprint`]):
+/// 16 hex digits, kept as their number (no allocation per version; stored as
+/// the digits, so a state entry is what it was). Any other text (no version
+/// writes one) is kept as it is and orders as text, as all did before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fingerprint {
+    Hex(u64),
+    Text(Box<str>),
+}
+
+impl Fingerprint {
+    /// The digits of `Hex`, on the stack.
+    fn digits(v: u64) -> [u8; 16] {
+        let mut d = [0u8; 16];
+        for (i, b) in d.iter_mut().enumerate() {
+            *b = b"0123456789abcdef"[(v >> (60 - 4 * i)) as usize & 15];
+        }
+        d
+    }
+
+    fn with_text<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            // (ASCII digits.)
+            Fingerprint::Hex(v) => f(std::str::from_utf8(&Self::digits(*v)).unwrap_or_default()),
+            Fingerprint::Text(t) => f(t),
+        }
+    }
+
+    fn parse(s: &str) -> Fingerprint {
+        let hex = s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        match u64::from_str_radix(s, 16) {
+            Ok(v) if hex => Fingerprint::Hex(v),
+            _ => Fingerprint::Text(s.into()),
+        }
+    }
+
+    fn write_json(&self, w: &mut Writer) {
+        match self {
+            Fingerprint::Hex(v) => {
+                w.raw("\"");
+                w.out.extend_from_slice(&Self::digits(*v));
+                w.raw("\"");
+            }
+            Fingerprint::Text(t) => w.str(t),
+        }
+    }
+}
+
+impl Ord for Fingerprint {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            // (Fixed-width lower-case digits order as their numbers.)
+            (Fingerprint::Hex(a), Fingerprint::Hex(b)) => a.cmp(b),
+            _ => self.with_text(|a| other.with_text(|b| a.cmp(b))),
+        }
+    }
+}
+
+impl PartialOrd for Fingerprint {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with_text(|t| f.write_str(t))
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.with_text(|t| s.serialize_str(t))
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Fingerprint::parse(&String::deserialize(d)?))
     }
 }
 
@@ -695,5 +782,42 @@ mod pairs {
         D: Deserializer<'de>,
     {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fingerprint;
+
+    #[test]
+    fn fingerprints_keep_their_text_and_order_as_text() {
+        let texts = [
+            "0000000000000000",
+            "00000000000000ff",
+            "7fffffffffffffff",
+            "8000000000000000",
+            "ffffffffffffffff",
+            "deleted",
+            "ABCDEF0123456789",
+            "0123",
+            "+123456789abcdef",
+        ];
+        let fps: Vec<Fingerprint> = texts.iter().map(|t| serde_json::from_str(&format!("\"{t}\"")).unwrap()).collect();
+        assert!(matches!(fps[1], Fingerprint::Hex(0xff)));
+        assert!(matches!(fps[5], Fingerprint::Text(_)) && matches!(fps[6], Fingerprint::Text(_)) && matches!(fps[8], Fingerprint::Text(_)));
+        for (t, fp) in texts.iter().zip(&fps) {
+            assert_eq!(fp.to_string(), *t);
+            assert_eq!(serde_json::to_string(fp).unwrap(), format!("\"{t}\""));
+            let mut out = Vec::new();
+            fp.write_json(&mut super::Writer::new(&mut out));
+            assert_eq!(String::from_utf8(out).unwrap(), format!("\"{t}\""));
+        }
+        for (a, fa) in texts.iter().zip(&fps) {
+            for (b, fb) in texts.iter().zip(&fps) {
+                assert_eq!(fa.cmp(fb), a.cmp(b), "{a} {b}");
+            }
+        }
+        let v: u64 = 0x0123_4567_89ab_cdef;
+        assert_eq!(Fingerprint::Hex(v).to_string(), format!("{v:016x}"));
     }
 }

@@ -18,7 +18,9 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use fedistream_core::event::{version_fingerprint, Event, EventKind, DELETED_FINGERPRINT};
+use fedistream_core::event::{version_hash, Event, EventKind, DELETED_FINGERPRINT};
+
+use super::account::Fingerprint;
 use fedistream_core::post::Post;
 
 /// A string of the payload: borrowed unless it had escapes.
@@ -678,11 +680,11 @@ impl<'a> Input<'a> {
     }
 
     /// [`Event::fingerprint`], from the view.
-    pub fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> Fingerprint {
         match (&self.kind, &self.post) {
-            (EventKind::Deleted, _) | (_, None) => DELETED_FINGERPRINT.to_string(),
-            (_, Some(p)) => p.content_html.with(|html| {
-                version_fingerprint(
+            (EventKind::Deleted, _) | (_, None) => Fingerprint::Text(DELETED_FINGERPRINT.into()),
+            (_, Some(p)) => Fingerprint::Hex(p.content_html.with(|html| {
+                version_hash(
                     p.edited_at,
                     html,
                     &p.spoiler_text,
@@ -691,7 +693,7 @@ impl<'a> Input<'a> {
                     p.media.iter().map(|m| m.description.as_ref().map(Str::as_str)),
                     p.poll.iter().flat_map(|poll| poll.options.iter().map(|o| o.title.as_str())),
                 )
-            }),
+            })),
         }
     }
 }
@@ -781,8 +783,8 @@ mod tests {
             let json = ev.to_json();
             let parsed = Input::parse(&json).unwrap();
             let of = Input::of(ev);
-            assert_eq!(parsed.fingerprint(), ev.fingerprint(), "the fingerprint is the event's");
-            assert_eq!(of.fingerprint(), ev.fingerprint());
+            assert_eq!(parsed.fingerprint().to_string(), ev.fingerprint(), "the fingerprint is the event's");
+            assert_eq!(of.fingerprint().to_string(), ev.fingerprint());
             assert_eq!(format!("{parsed:?}"), format!("{of:?}"), "decoding the payload reads what the event holds");
         }
     }
@@ -798,7 +800,7 @@ mod tests {
             let ev: Event = serde_json::from_str(&json).unwrap();
             let parsed = Input::parse(&json).unwrap();
             assert_eq!(format!("{parsed:?}"), format!("{:?}", Input::of(&ev)));
-            assert_eq!(parsed.fingerprint(), ev.fingerprint());
+            assert_eq!(parsed.fingerprint().to_string(), ev.fingerprint());
         }
         // Escapes serde_json does not write, and an escaped member name.
         let json = ev.to_json().replacen(r#""source":"src""#, r#""sour\u0063e":"\u0073r\/c\ud83d\ude00\b\f\n\r\t\"\\""#, 1);
