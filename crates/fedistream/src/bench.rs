@@ -563,6 +563,9 @@ async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Optio
     let stats = fedistream_process::stats::AccountStatsConfig::default();
     println!("fedistream bench stats-pipeline ({count} statuses, {accounts} accounts, {rounds} rounds each)");
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    // CPU per status (user + system, all threads): on a shared machine the
+    // wall clock also counts other processes' turns on the core.
+    let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
         for with in [false, true] {
             let m = replay_measure(&input, &dir, count, None, &BenchChannel::File, with.then_some(&stats)).await?;
@@ -570,16 +573,26 @@ async fn stats_pipeline(count: usize, accounts: usize, rounds: usize, dir: Optio
                 bail!("failures: {:?}", m.failures);
             }
             let rate = count as f64 / m.elapsed;
+            let cpu_us = m.cpu * 1e6 / count as f64;
             let what = if with { format!("with account_stats ({} records)", m.stats_records) } else { "without".to_string() };
-            println!("  round {round}{}  {what:<36} {rate:>9.0} statuses/s", if round == 0 { " (warm-up)" } else { "" });
+            println!(
+                "  round {round}{}  {what:<36} {rate:>9.0} statuses/s   {cpu_us:>6.1} µs CPU/status",
+                if round == 0 { " (warm-up)" } else { "" }
+            );
             if round > 0 {
                 if with { &mut on } else { &mut off }.push(rate);
+                if with { &mut on_cpu } else { &mut off_cpu }.push(cpu_us);
             }
         }
     }
     let (off, on) = (median(&off), median(&on));
-    println!("  median without     {off:.0} statuses/s");
-    println!("  median with stats  {on:.0} statuses/s ({:.0} % of without)", on / off * 100.0);
+    let (off_cpu, on_cpu) = (median(&off_cpu), median(&on_cpu));
+    println!("  median without     {off:.0} statuses/s   {off_cpu:.1} µs CPU/status");
+    println!(
+        "  median with stats  {on:.0} statuses/s ({:.0} % of without)   {on_cpu:.1} µs CPU/status ({:.0} % of the throughput by CPU)",
+        on / off * 100.0,
+        off_cpu / on_cpu * 100.0
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -615,8 +628,10 @@ async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<
         bytes as f64 / 1e6
     );
     let cfg = AccountStatsConfig::default();
-    let (mut alone, mut with_reads) = (Vec::new(), Vec::new());
+    let (mut alone, mut with_reads, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=rounds {
+        // (The process's CPU time: on a shared machine the wall clock also counts other processes' turns on the core.)
+        let cpu_before = cpu_times().0;
         let mut p = AccountStatsProcessor::new("stats", &cfg, "stats").map_err(anyhow::Error::msg)?;
         let mut consumer = log.consumer(EVENTS, &format!("bench.replay.{round}")).await?;
         let (mut read_s, mut proc_s) = (0f64, 0f64);
@@ -640,17 +655,20 @@ async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<
             puts += out.state.len();
         }
         let (a, w) = (seen as f64 / proc_s, seen as f64 / (proc_s + read_s));
+        let c = (cpu_times().0 - cpu_before).as_secs_f64() * 1e6 / seen as f64;
         println!(
-            "  round {round}{}  processor {a:>9.0} events/s   with the log's reads {w:>9.0} events/s   ({records} records, {puts} state writes)",
+            "  round {round}{}  processor {a:>9.0} events/s   with the log's reads {w:>9.0} events/s   {c:>5.1} µs CPU/event   ({records} records, {puts} state writes)",
             if round == 0 { " (warm-up)" } else { "" }
         );
         if round > 0 {
             alone.push(a);
             with_reads.push(w);
+            cpu.push(c);
         }
     }
     println!("  median processor alone    {:.0} events/s", median(&alone));
     println!("  median with the reads     {:.0} events/s", median(&with_reads));
+    println!("  median CPU, reads included  {:.1} µs/event ({:.0} events/s)", median(&cpu), 1e6 / median(&cpu));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -658,8 +676,6 @@ async fn stats_replay(count: usize, accounts: usize, rounds: usize, dir: Option<
 pub(crate) struct ReplayMeasured {
     pub elapsed: f64,
     /// The process's CPU time (user + system, seconds) over `elapsed`: the run, not the output check after it.
-    /// (Read by `bench archive` only.)
-    #[cfg_attr(not(feature = "archive"), allow(dead_code))]
     pub cpu: f64,
     /// Append → delivery, sorted, in µs (one per delivered event).
     pub lat: Vec<u64>,
