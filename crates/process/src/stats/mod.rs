@@ -22,7 +22,7 @@ pub mod record;
 pub mod totals;
 pub mod window;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -173,8 +173,10 @@ pub struct AccountStatsProcessor {
     emit_open_every: Option<Duration>,
     output: String,
     ns: String,
-    /// Per input partition, the accounts by name.
-    accounts: BTreeMap<u32, BTreeMap<String, AccountState>>,
+    /// Per input partition, the accounts by name. Hashed (every event looks
+    /// its account up; a tree compared names sharing their first bytes ~10
+    /// times); the timer visits them in name order.
+    accounts: BTreeMap<u32, HashMap<String, AccountState, foldhash::fast::RandomState>>,
     totals: BTreeMap<ScopeKey, ScopeState>,
     status: Option<Status>,
     /// The event's own two scopes (instance, source), reused from event to
@@ -525,7 +527,9 @@ impl Processor for AccountStatsProcessor {
         let mut touched = Vec::new();
         let rules = self.rules.clone();
         for (partition, accounts) in self.accounts.iter_mut() {
-            for (account, st) in accounts.iter_mut() {
+            let mut in_order: Vec<(&String, &mut AccountState)> = accounts.iter_mut().collect();
+            in_order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (account, st) in in_order {
                 let recs = st.emit_open(account, &rules, &mut self.buf);
                 if !recs.is_empty() {
                     touched.push((*partition, account.clone(), recs));
