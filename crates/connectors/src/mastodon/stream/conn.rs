@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, USER_AGENT};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -176,12 +175,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What one socket read asks for. tungstenite zeroes the buffer it reads into
-/// up to this size before every read: at its default (128 KiB) that was more
-/// work than the read, for the one to four frames of a few KiB each a read
-/// usually brings. A larger frame still arrives whole (the buffer grows to it).
-const WS_READ_BUFFER: usize = 16 * 1024;
-
 /// Upgrade to WebSocket (token in the `Authorization` header) and subscribe.
 pub(super) async fn connect_ws(client: &MastodonClient, url: url::Url, stream: &StreamName) -> Result<WsConn, MastodonError> {
     let path = url.path().to_string();
@@ -196,9 +189,7 @@ pub(super) async fn connect_ws(client: &MastodonClient, url: url::Url, stream: &
     if let Ok(ua) = HeaderValue::from_str(client.user_agent()) {
         req.headers_mut().insert(USER_AGENT, ua);
     }
-    let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER);
-    let upgrade = tokio_tungstenite::connect_async_with_config(req, Some(config), false);
-    let (mut ws, _resp) = match tokio::time::timeout(client.timeout(), upgrade).await {
+    let (mut ws, _resp) = match tokio::time::timeout(client.timeout(), tokio_tungstenite::connect_async(req)).await {
         Err(_) => return Err(net("WebSocket upgrade timed out".into(), true)),
         Ok(Err(WsError::Http(resp))) => {
             let status = resp.status().as_u16();
