@@ -279,13 +279,21 @@ impl Source for MastodonSource {
         });
         let mut stream = StreamState::default();
         let concurrency = cfg.concurrency.max(1);
+        // When the next job is due: a walk over every account, so it is done
+        // again only after something that may have moved a schedule (not after
+        // the stream's posts, which in a burst come hundreds of times a second).
+        let mut next_due = None;
+        let mut schedule_moved = true;
         loop {
-            let can_start = tasks.len() < concurrency;
-            let next_catchup = accounts.iter().filter(|a| !a.running).map(|a| a.due).min().filter(|_| can_start);
-            let next_pass = rounds.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.reconcile));
-            let next_refresh =
-                refresh_rounds.as_ref().and_then(|r| r.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.refresh)));
-            let next_due = next_catchup.into_iter().chain(next_pass).chain(next_refresh).min();
+            if schedule_moved {
+                let can_start = tasks.len() < concurrency;
+                let next_catchup = accounts.iter().filter(|a| !a.running).map(|a| a.due).min().filter(|_| can_start);
+                let next_pass = rounds.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.reconcile));
+                let next_refresh =
+                    refresh_rounds.as_ref().and_then(|r| r.next_wake(accounts.iter().filter(|a| a.reconcilable()).map(|a| &a.refresh)));
+                next_due = next_catchup.into_iter().chain(next_pass).chain(next_refresh).min();
+            }
+            schedule_moved = true;
             tokio::select! {
                 biased;
                 _ = ctx.shutdown.cancelled() => break,
@@ -307,8 +315,10 @@ impl Source for MastodonSource {
                     if !burst.is_empty() {
                         streamed::stream_posts(&sh, burst, reader_host).await?;
                     }
-                    if let Some(ev) = next {
-                        on_stream_event(&sh, ev, &mut stream, &mut accounts, &rounds, &cfg, reader_host).await?;
+                    match next {
+                        Some(ev) => on_stream_event(&sh, ev, &mut stream, &mut accounts, &rounds, &cfg, reader_host).await?,
+                        // Posts and edits only: no account's schedule moved.
+                        None => schedule_moved = false,
                     }
                 }
                 joined = tasks.join_next(), if !tasks.is_empty() => {
