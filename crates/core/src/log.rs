@@ -76,14 +76,28 @@ pub struct StatePut {
     pub ns: String,
     pub key: String,
     pub value: Option<String>,
+    /// The unit of ingest work the entry belongs to (`source/account` for an
+    /// account of a Mastodon source, the source's name for other sources; see
+    /// [`StatePut::owned_by`]), or `None`: state of the whole pipeline.
+    /// A partitioned log keeps owned state with its unit (on Kafka: in the
+    /// partition of the unit's ingest slot, held in memory only by the process
+    /// that holds the slot); the embedded log ignores it.
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 impl StatePut {
     pub fn set(ns: &str, key: impl Into<String>, value: impl Into<String>) -> Self {
-        StatePut { ns: ns.to_string(), key: key.into(), value: Some(value.into()) }
+        StatePut { ns: ns.to_string(), key: key.into(), value: Some(value.into()), owner: None }
     }
     pub fn delete(ns: &str, key: impl Into<String>) -> Self {
-        StatePut { ns: ns.to_string(), key: key.into(), value: None }
+        StatePut { ns: ns.to_string(), key: key.into(), value: None, owner: None }
+    }
+    /// This put, owned by the ingest unit `owner` (see [`StatePut::owner`]).
+    /// Every write of a key must name the same owner, and the unit's state is
+    /// read only by the process that follows the unit.
+    pub fn owned_by(mut self, owner: Option<std::sync::Arc<str>>) -> Self {
+        self.owner = owner;
+        self
     }
 }
 

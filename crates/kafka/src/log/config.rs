@@ -18,7 +18,9 @@ pub struct KafkaLogConfig {
     #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// Partitions of the ingest topic: the units accounts are spread over across
-    /// ingest processes (the most ingest processes that get work).
+    /// ingest processes (the most ingest processes that get work). The state
+    /// owned by the accounts (checkpoints, dedup index) is split the same way
+    /// (`.state.slots`), so this cannot change once the pipeline has state.
     #[serde(default = "default_ingest_slots")]
     pub ingest_slots: i32,
     /// Replication factor of the topics fedistream creates (3 on a real cluster).
@@ -114,6 +116,10 @@ impl KafkaLogConfig {
     }
     pub fn state_topic(&self) -> String {
         format!("{}.state", self.prefix())
+    }
+    /// The state owned by ingest units, one partition per ingest slot (see `log::state`).
+    pub fn state_slots_topic(&self) -> String {
+        format!("{}.state.slots", self.prefix())
     }
     pub fn ingest_topic(&self) -> String {
         format!("{}.ingest", self.prefix())

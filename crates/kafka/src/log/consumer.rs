@@ -205,7 +205,8 @@ impl KafkaConsumer {
     ) -> Result<(), LogError> {
         let producer = txn.producer.clone();
         let topics: HashMap<String, String> = outputs.iter().map(|o| (o.topic.clone(), self.cfg.topic(&o.topic))).collect();
-        let state_topic = self.cfg.state_topic();
+        // Channels' and processors' state names no owner: it goes to the global topic.
+        let state = self.state.route(state);
         let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let r: Result<(), TxnFailure> = async {
@@ -219,7 +220,7 @@ impl KafkaConsumer {
                         .timestamp(now);
                     deliveries.push(super::send_with_room(&producer, rec).await.map_err(|e| super::classify_txn(&e))?);
                 }
-                let sent = send_state(&producer, &state_topic, &state).await?;
+                let sent = send_state(&producer, self.state.topics(), &state).await?;
                 let meta = self.consumer.group_metadata().ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
                 txn.send_offsets(tpl.clone(), std::sync::Arc::new(meta)).await?;
                 txn.commit().await?;

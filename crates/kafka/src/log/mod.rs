@@ -145,6 +145,19 @@ impl KafkaLog {
         }
         ensure_topics(&cfg, &base).await?;
         let state_parts = partitions_of(&meta, &cfg.state_topic(), timeout).await?;
+        let slot_parts = partitions_of(&meta, &cfg.state_slots_topic(), timeout).await?;
+        if slot_parts.len() != cfg.ingest_slots as usize {
+            return Err(LogError::Open {
+                path: cfg.brokers.clone(),
+                reason: format!(
+                    "log.kafka.ingest_slots: is {}, but the topic {} of this pipeline's owned state has {} partitions (one per slot); \
+                     the slots of a pipeline cannot change once it has state",
+                    cfg.ingest_slots,
+                    cfg.state_slots_topic(),
+                    slot_parts.len()
+                ),
+            });
+        }
         let state = StateTable::start(&cfg, &base, state_parts, meta.clone())?;
         state.catch_up(timeout.max(Duration::from_secs(30))).await?;
         info!(brokers = %cfg.brokers, pipeline = %cfg.pipeline, keys = state.len(), "Kafka log open");
@@ -183,9 +196,32 @@ impl KafkaLog {
         self.state.catch_up(Duration::from_secs(60)).await
     }
 
-    /// Keys of the state view held in memory (every namespace).
+    /// Keys of the state view held in memory (every namespace): the global
+    /// state and that of the ingest slots held ([`KafkaLog::own_slots`]).
     pub fn state_entries(&self) -> usize {
         self.state.len()
+    }
+
+    /// Keys held in memory for the ingest slots held, and those slots.
+    pub fn slot_state(&self) -> (usize, std::collections::BTreeSet<i32>) {
+        self.state.slot_keys()
+    }
+
+    /// Hold the state owned by the units of exactly these ingest slots
+    /// (checkpoints, windows, dedup entries; see `StatePut::owner`): the
+    /// state of a slot newly held is read from the beginning of its partition,
+    /// that of a slot no longer held leaves memory at once. Then
+    /// [`KafkaLog::catch_up`] before following the slots' accounts. A process
+    /// holds no slot until it is given some (by the ingest group).
+    pub fn own_slots(&self, slots: &std::collections::BTreeSet<i32>) -> Result<(), LogError> {
+        self.state.own_slots(slots)
+    }
+
+    /// Hold the state of every ingest slot (tools that show the whole
+    /// pipeline, such as `fedistream status`), then catch up.
+    pub async fn own_all_slots(&self) -> Result<(), LogError> {
+        self.state.own_all_slots()?;
+        self.catch_up().await
     }
 
     /// Delete (tombstones on the state topic, and from memory) the entries of
@@ -222,7 +258,6 @@ impl KafkaLog {
                 let w = Writer {
                     txn: TxnProducer::new(p),
                     events_topic: self.events_topic.clone(),
-                    state_topic: self.cfg.state_topic(),
                     state_table: self.state.clone(),
                     brokers: self.cfg.brokers.clone(),
                 };
@@ -242,6 +277,7 @@ impl KafkaLog {
         fence: Option<Fence>,
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
         let records = events.into_iter().map(fedistream_core::EncodedEvent::into_stored).collect();
+        let state = self.state.route(state);
         let (tx, rx) = oneshot::channel();
         self.writer().await?.send(Job::Write(Write { records, state, fence }, tx)).map_err(|_| writer_stopped())?;
         Ok(rx)
@@ -290,11 +326,12 @@ struct Prune {
 /// Tombstones per pruning transaction.
 const PRUNE_BATCH: usize = 16_384;
 
-/// One write: records (key = account, JSON payload) and state puts, under
-/// the fence of the ingest assignment it was made for, if any.
+/// One write: records (key = account, JSON payload) and state puts (with
+/// where each goes), under the fence of the ingest assignment it was made
+/// for, if any.
 struct Write {
     records: Vec<(String, std::sync::Arc<str>)>,
-    state: Vec<StatePut>,
+    state: state::Routed,
     fence: Option<Fence>,
 }
 
@@ -321,7 +358,6 @@ const MAX_GROUP_EVENTS: usize = 16_384;
 struct Writer {
     txn: TxnProducer,
     events_topic: String,
-    state_topic: String,
     state_table: Arc<StateTable>,
     brokers: String,
 }
@@ -454,7 +490,7 @@ impl Writer {
             let rec = FutureRecord::to(&self.events_topic).key(account.as_str()).payload(payload.as_bytes()).timestamp(now);
             deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
-        let sent_state = state::send_state(producer, &self.state_topic, &w.state).await?;
+        let sent_state = state::send_state(producer, self.state_table.topics(), &w.state).await?;
         if let Some(fence) = &w.fence {
             // The proof of ownership, as late as possible (the records are on
             // their way meanwhile): the group coordinator rejects it if the
@@ -563,10 +599,13 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
         ev = ev.set("retention.bytes", b);
     }
     let st = NewTopic::new(&state, cfg.partitions, repl()).set("cleanup.policy", "compact");
+    // Owned state: one partition per ingest slot (made on upgrade too).
+    let slots = cfg.state_slots_topic();
+    let st_slots = NewTopic::new(&slots, cfg.ingest_slots, repl()).set("cleanup.policy", "compact");
     let ing = NewTopic::new(&ingest, cfg.ingest_slots, repl());
     let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
     let results = admin
-        .create_topics([&ev, &st, &ing], &opts)
+        .create_topics([&ev, &st, &st_slots, &ing], &opts)
         .await
         .map_err(|e| unavailable("cannot create the pipeline's topics", &cfg.brokers, e))?;
     for r in results {

@@ -1,14 +1,32 @@
-//! The state view: every process's copy of the compacted state topic.
+//! The state view: every process's copy of the state it needs.
 //!
-//! A background thread reads the topic (read-committed, from the beginning) and
+//! State lives in two compacted topics:
+//! * `…state`, the global one: status documents, channels' and processors'
+//!   state, the id index, and whatever names no owner — every process reads
+//!   all of it;
+//! * `…state.slots`, one partition per ingest slot: the state owned by an
+//!   ingest unit ([`StatePut::owner`]: checkpoints, windows, dedup entries),
+//!   in the partition of the unit's slot ([`crate::assign::slot_of`]). A
+//!   process reads only the partitions of the slots it holds
+//!   ([`StateTable::own_slots`]), so that state takes memory in proportion
+//!   to the work it does.
+//!
+//! A background thread reads both (read-committed, from the beginning) and
 //! applies each record; this process's own writes are applied as soon as their
 //! transaction commits. Each key remembers the offset of the value it holds, so
 //! a late copy of an older record never overwrites a newer one, and the time it
 //! was written, so entries past the state horizon can be pruned (deleted from
 //! the topic with tombstones; a deleted key leaves memory once the reader has
 //! passed its tombstone).
+//!
+//! Reads look at the owned state first, then at the global one: a deployment
+//! from before the split kept owned state in the global topic, and it stays
+//! readable there. An owned write of a key the global view still holds also
+//! deletes it there (in the same transaction), so the old copy can never come
+//! back from under a newer owned value or delete; what is never rewritten
+//! expires with the state horizon.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +41,19 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use super::{unavailable, watermarks, KafkaLogConfig};
+use crate::assign::slot_of;
 
 const SEP: char = '\u{1f}';
+
+/// Where a state record goes: the global topic, or the partition of an ingest slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dest {
+    Global,
+    Slot(i32),
+}
+
+/// State puts with their destinations, ready for a transaction.
+pub(crate) type Routed = Vec<(Dest, StatePut)>;
 
 /// State puts sent into an open transaction, awaiting their offsets.
 pub(crate) struct SentState {
@@ -34,20 +63,32 @@ pub(crate) struct SentState {
     deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
-/// Send `puts` to the state topic inside the producer's open transaction (key
-/// `ns \x1f key`, a tombstone for a delete).
+/// The state topics: the global one and the slots one.
+#[derive(Clone)]
+pub(crate) struct StateTopics {
+    pub(crate) global: String,
+    pub(crate) slots: String,
+}
+
+/// Send `puts` to the state topics inside the producer's open transaction (key
+/// `ns \x1f key`, a tombstone for a delete; a slot's record to its partition).
 pub(crate) async fn send_state(
     producer: &rdkafka::producer::FutureProducer,
-    topic: &str,
-    puts: &[StatePut],
+    topics: &StateTopics,
+    puts: &[(Dest, StatePut)],
 ) -> Result<SentState, super::TxnFailure> {
-    let keys: Vec<String> = puts.iter().map(|p| state_key(&p.ns, &p.key)).collect();
+    let keys: Vec<String> = puts.iter().map(|(_, p)| state_key(&p.ns, &p.key)).collect();
     // Set here (not by librdkafka) so this process's view and every reader
     // agree on when each entry was written (pruning goes by it).
     let at = chrono::Utc::now().timestamp_millis();
     let mut deliveries = Vec::with_capacity(puts.len());
-    for (put, key) in puts.iter().zip(&keys) {
-        let mut rec = rdkafka::producer::FutureRecord::<str, str>::to(topic).key(key.as_str()).timestamp(at);
+    for ((dest, put), key) in puts.iter().zip(&keys) {
+        let mut rec = match dest {
+            Dest::Global => rdkafka::producer::FutureRecord::<str, str>::to(&topics.global),
+            Dest::Slot(s) => rdkafka::producer::FutureRecord::<str, str>::to(&topics.slots).partition(*s),
+        }
+        .key(key.as_str())
+        .timestamp(at);
         if let Some(v) = &put.value {
             rec = rec.payload(v.as_str());
         }
@@ -58,7 +99,7 @@ pub(crate) async fn send_state(
 
 impl SentState {
     /// After the commit: apply the puts to this process's view at their offsets.
-    pub(crate) async fn applied_to(self, table: &StateTable, puts: &[StatePut]) -> Result<(), super::TxnFailure> {
+    pub(crate) async fn applied_to(self, table: &StateTable, puts: &[(Dest, StatePut)]) -> Result<(), super::TxnFailure> {
         let mut offsets = Vec::with_capacity(self.deliveries.len());
         for d in self.deliveries {
             match d.await {
@@ -67,7 +108,9 @@ impl SentState {
             }
         }
         let at = self.at;
-        table.apply_local(self.keys.into_iter().zip(puts).zip(offsets).map(|((k, p), (part, off))| (k, p.value.clone(), part, off, at)));
+        table.apply_local(
+            self.keys.into_iter().zip(puts).zip(offsets).map(|((k, (dest, p)), (part, off))| (*dest, k, p.value.clone(), part, off, at)),
+        );
         Ok(())
     }
 }
@@ -126,11 +169,53 @@ impl View {
     }
 }
 
+impl View {
+    fn len(&self) -> usize {
+        self.map.values().map(|m| m.len()).sum()
+    }
+
+    fn value(&self, ns: &str, key: &str) -> Option<&str> {
+        self.map.get(ns).and_then(|m| m.get(key)).and_then(|s| s.value.as_deref())
+    }
+
+    /// Forget every key of `partition` and how far it was read.
+    fn drop_partition(&mut self, partition: i32) {
+        for m in self.map.values_mut() {
+            m.retain(|_, s| s.partition != partition);
+        }
+        self.map.retain(|_, m| !m.is_empty());
+        self.applied.remove(&partition);
+    }
+}
+
+/// The global view, and the view of the slots this process holds.
+#[derive(Default)]
+struct Views {
+    global: View,
+    slots: View,
+    /// The slots whose partitions are read (and kept in `slots`).
+    owned: BTreeSet<i32>,
+}
+
+impl Views {
+    fn view(&mut self, dest: Dest) -> Option<&mut View> {
+        match dest {
+            Dest::Global => Some(&mut self.global),
+            Dest::Slot(s) if self.owned.contains(&s) => Some(&mut self.slots),
+            // Not held here: another process keeps it.
+            Dest::Slot(_) => None,
+        }
+    }
+}
+
 pub(crate) struct StateTable {
-    topic: String,
+    topics: StateTopics,
     brokers: String,
     parts: Vec<i32>,
-    view: Mutex<View>,
+    /// Ingest slots (partitions of the slots topic).
+    slot_count: i32,
+    consumer: Arc<BaseConsumer>,
+    view: Mutex<Views>,
     moved: Condvar,
     stop: AtomicBool,
     meta: Arc<BaseConsumer>,
@@ -143,7 +228,7 @@ impl StateTable {
         parts: Vec<i32>,
         meta: Arc<BaseConsumer>,
     ) -> Result<Arc<StateTable>, LogError> {
-        let topic = cfg.state_topic();
+        let topics = StateTopics { global: cfg.state_topic(), slots: cfg.state_slots_topic() };
         let consumer: BaseConsumer = base
             .clone()
             .set("group.id", format!("{}.state-reader", cfg.prefix()))
@@ -153,20 +238,23 @@ impl StateTable {
             .map_err(|e| unavailable("cannot create the state reader", &cfg.brokers, e))?;
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
-            tpl.add_partition_offset(&topic, *p, Offset::Beginning)
+            tpl.add_partition_offset(&topics.global, *p, Offset::Beginning)
                 .map_err(|e| LogError::Internal(format!("state reader assignment: {e}")))?;
         }
         consumer.assign(&tpl).map_err(|e| unavailable("cannot read the state topic", &cfg.brokers, e))?;
         let table = Arc::new(StateTable {
-            topic,
+            topics,
             brokers: cfg.brokers.clone(),
             parts,
-            view: Mutex::new(View::default()),
+            slot_count: cfg.ingest_slots,
+            consumer: Arc::new(consumer),
+            view: Mutex::new(Views::default()),
             moved: Condvar::new(),
             stop: AtomicBool::new(false),
             meta,
         });
         let weak = Arc::downgrade(&table);
+        let consumer = table.consumer.clone();
         std::thread::Builder::new()
             .name("fedistream-state".into())
             .spawn(move || tail(consumer, weak))
@@ -174,73 +262,171 @@ impl StateTable {
         Ok(table)
     }
 
-    /// Keys held in memory (deletes the reader has not passed yet included).
+    pub(crate) fn topics(&self) -> &StateTopics {
+        &self.topics
+    }
+
+    /// Where `put` goes: the partition of its owner's slot, or the global topic.
+    pub(crate) fn dest(&self, put: &StatePut) -> Dest {
+        match &put.owner {
+            Some(unit) => Dest::Slot(slot_of(unit, self.slot_count)),
+            None => Dest::Global,
+        }
+    }
+
+    /// Route `puts` (see [`StateTable::dest`]); an owned put of a key the
+    /// global view still holds (state from before the split) also deletes it
+    /// there.
+    pub(crate) fn route(&self, puts: Vec<StatePut>) -> Routed {
+        let v = self.view.lock().unwrap();
+        let mut out = Vec::with_capacity(puts.len());
+        for put in puts {
+            let dest = self.dest(&put);
+            if dest != Dest::Global && v.global.value(&put.ns, &put.key).is_some() {
+                out.push((Dest::Global, StatePut::delete(&put.ns, put.key.clone())));
+            }
+            out.push((dest, put));
+        }
+        out
+    }
+
+    /// Hold the state of exactly `slots`: read the partitions of slots newly
+    /// held from their beginning, and forget those no longer held (their keys
+    /// leave memory at once). Call [`StateTable::catch_up`] before working on
+    /// a newly held slot.
+    pub(crate) fn own_slots(&self, slots: &BTreeSet<i32>) -> Result<(), LogError> {
+        let mut v = self.view.lock().unwrap();
+        let added: Vec<i32> = slots.difference(&v.owned).copied().collect();
+        let dropped: Vec<i32> = v.owned.difference(slots).copied().collect();
+        if !dropped.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for s in &dropped {
+                tpl.add_partition(&self.topics.slots, *s);
+            }
+            self.consumer.incremental_unassign(&tpl).map_err(|e| unavailable("cannot stop reading state slots", &self.brokers, e))?;
+            for s in &dropped {
+                v.owned.remove(s);
+                v.slots.drop_partition(*s);
+            }
+        }
+        if !added.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for s in &added {
+                tpl.add_partition_offset(&self.topics.slots, *s, Offset::Beginning)
+                    .map_err(|e| LogError::Internal(format!("state reader assignment: {e}")))?;
+            }
+            self.consumer.incremental_assign(&tpl).map_err(|e| unavailable("cannot read state slots", &self.brokers, e))?;
+            v.owned.extend(added.iter().copied());
+        }
+        if !added.is_empty() || !dropped.is_empty() {
+            tracing::info!(added = ?added, dropped = ?dropped, held = ?v.owned, keys = v.slots.len(), "State of ingest slots");
+        }
+        Ok(())
+    }
+
+    /// Every ingest slot (tools that show the whole pipeline: `fedistream status`).
+    pub(crate) fn own_all_slots(&self) -> Result<(), LogError> {
+        self.own_slots(&(0..self.slot_count).collect())
+    }
+
+    /// Keys held in memory (deletes the reader has not passed yet included):
+    /// the global view's and the held slots'.
     pub(crate) fn len(&self) -> usize {
-        self.view.lock().unwrap().map.values().map(|m| m.len()).sum()
+        let v = self.view.lock().unwrap();
+        v.global.len() + v.slots.len()
+    }
+
+    /// Keys held in memory for the held slots, and those slots.
+    pub(crate) fn slot_keys(&self) -> (usize, BTreeSet<i32>) {
+        let v = self.view.lock().unwrap();
+        (v.slots.len(), v.owned.clone())
     }
 
     pub(crate) fn get(&self, ns: &str, key: &str) -> Option<String> {
         let v = self.view.lock().unwrap();
-        v.map.get(ns).and_then(|m| m.get(key)).and_then(|s| s.value.as_deref().map(str::to_string))
+        v.slots.value(ns, key).or_else(|| v.global.value(ns, key)).map(str::to_string)
     }
 
     pub(crate) fn get_many(&self, ns: &str, keys: &[String]) -> HashMap<String, String> {
         let v = self.view.lock().unwrap();
-        let Some(m) = v.map.get(ns) else { return HashMap::new() };
-        keys.iter().filter_map(|k| m.get(k.as_str()).and_then(|s| s.value.as_deref().map(|val| (k.clone(), val.to_string())))).collect()
+        let (owned, global) = (v.slots.map.get(ns), v.global.map.get(ns));
+        if owned.is_none() && global.is_none() {
+            return HashMap::new();
+        }
+        fn value<'a>(m: Option<&'a HashMap<Box<str>, Stored>>, k: &str) -> Option<&'a str> {
+            m.and_then(|m| m.get(k)).and_then(|s| s.value.as_deref())
+        }
+        keys.iter().filter_map(|k| value(owned, k).or_else(|| value(global, k)).map(|val| (k.clone(), val.to_string()))).collect()
     }
 
     pub(crate) fn scan(&self, ns: &str) -> Vec<(String, String)> {
         let v = self.view.lock().unwrap();
-        let mut out: Vec<(String, String)> = v
-            .map
-            .get(ns)
-            .map(|m| m.iter().filter_map(|(k, s)| s.value.as_deref().map(|val| (k.to_string(), val.to_string()))).collect())
-            .unwrap_or_default();
-        out.sort();
-        out
+        let mut out: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+        for view in [&v.global, &v.slots] {
+            if let Some(m) = view.map.get(ns) {
+                out.extend(m.iter().filter_map(|(k, s)| s.value.as_deref().map(|val| (&**k, val))));
+            }
+        }
+        out.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     /// The keys of `namespaces` whose value was last written before `cutoff`
-    /// (milliseconds since the epoch), as deletes.
-    pub(crate) fn expired(&self, namespaces: &[String], cutoff: i64) -> Vec<StatePut> {
+    /// (milliseconds since the epoch), as deletes where they are (the global
+    /// topic, or the partition of a held slot).
+    pub(crate) fn expired(&self, namespaces: &[String], cutoff: i64) -> Routed {
         let v = self.view.lock().unwrap();
         let mut out = Vec::new();
-        for ns in namespaces {
-            if let Some(m) = v.map.get(ns) {
-                out.extend(m.iter().filter(|(_, s)| s.value.is_some() && s.at < cutoff).map(|(k, _)| StatePut::delete(ns, k.to_string())));
+        for (view, slots) in [(&v.global, false), (&v.slots, true)] {
+            for ns in namespaces {
+                if let Some(m) = view.map.get(ns) {
+                    out.extend(
+                        m.iter().filter(|(_, s)| s.value.is_some() && s.at < cutoff).map(|(k, s)| {
+                            (if slots { Dest::Slot(s.partition) } else { Dest::Global }, StatePut::delete(ns, k.to_string()))
+                        }),
+                    );
+                }
             }
         }
         out
     }
 
-    /// Apply this process's own committed writes: (full key, value, partition, offset, timestamp).
-    pub(crate) fn apply_local(&self, puts: impl Iterator<Item = (String, Option<String>, i32, i64, i64)>) {
+    /// Apply this process's own committed writes: (destination, full key,
+    /// value, partition, offset, timestamp). A slot not held here is skipped.
+    pub(crate) fn apply_local(&self, puts: impl Iterator<Item = (Dest, String, Option<String>, i32, i64, i64)>) {
         let mut v = self.view.lock().unwrap();
-        for (k, val, p, o, at) in puts {
-            v.apply(&k, val, p, o, at);
+        for (dest, k, val, p, o, at) in puts {
+            if let Some(view) = v.view(dest) {
+                view.apply(&k, val, p, o, at);
+            }
         }
     }
 
-    /// Wait until the view holds everything committed to the state topic before
-    /// this call.
+    /// Wait until the view holds everything committed to the state topic, and
+    /// to the partitions of the held slots, before this call.
     pub(crate) async fn catch_up(self: &Arc<Self>, timeout: Duration) -> Result<(), LogError> {
-        let marks = watermarks(&self.meta, &self.topic, &self.parts).await?;
+        let global = watermarks(&self.meta, &self.topics.global, &self.parts).await?;
+        let owned: Vec<i32> = self.view.lock().unwrap().owned.iter().copied().collect();
+        let slots = if owned.is_empty() { HashMap::new() } else { watermarks(&self.meta, &self.topics.slots, &owned).await? };
         let me = self.clone();
         super::blocking(move || {
             let deadline = Instant::now() + timeout;
             let mut v = me.view.lock().unwrap();
             loop {
-                let behind: Vec<i32> =
-                    marks.iter().filter(|(p, (_, hi))| v.applied.get(p).copied().unwrap_or(0) < *hi).map(|(p, _)| *p).collect();
-                if behind.is_empty() {
+                let behind = |view: &View, marks: &HashMap<i32, (i64, i64)>| -> Vec<i32> {
+                    marks.iter().filter(|(p, (_, hi))| view.applied.get(p).copied().unwrap_or(0) < *hi).map(|(p, _)| *p).collect()
+                };
+                let global_behind = behind(&v.global, &global);
+                // A slot dropped meanwhile is no longer waited for.
+                let slots_behind: Vec<i32> = behind(&v.slots, &slots).into_iter().filter(|s| v.owned.contains(s)).collect();
+                if global_behind.is_empty() && slots_behind.is_empty() {
                     return Ok(());
                 }
                 let now = Instant::now();
                 if now >= deadline {
                     return Err(LogError::Unavailable(format!(
-                        "the state topic {} could not be read to its end within {timeout:?} (Kafka at {}; partitions behind: {behind:?})",
-                        me.topic, me.brokers
+                        "the state topics could not be read to their end within {timeout:?} (Kafka at {}; {} partitions behind: \
+                         {global_behind:?}, {} partitions behind: {slots_behind:?})",
+                        me.brokers, me.topics.global, me.topics.slots
                     )));
                 }
                 v = me.moved.wait_timeout(v, deadline - now).unwrap().0;
@@ -257,7 +443,7 @@ impl Drop for StateTable {
 }
 
 /// The reader thread: runs until the table is dropped.
-fn tail(consumer: BaseConsumer, table: std::sync::Weak<StateTable>) {
+fn tail(consumer: Arc<BaseConsumer>, table: std::sync::Weak<StateTable>) {
     let mut last_warn = Instant::now() - Duration::from_secs(60);
     loop {
         let Some(t) = table.upgrade() else { return };
@@ -267,15 +453,19 @@ fn tail(consumer: BaseConsumer, table: std::sync::Weak<StateTable>) {
         let mut positions_stale = false;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                let dest = if m.topic() == t.topics.global { Dest::Global } else { Dest::Slot(m.partition()) };
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 let val = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
                 let at = m.timestamp().to_millis().unwrap_or(0);
                 let mut v = t.view.lock().unwrap();
-                // Past this record first: a delete read here forgets its key.
-                let next = v.applied.entry(m.partition()).or_insert(0);
-                *next = (*next).max(m.offset() + 1);
-                if let Some(k) = key {
-                    v.apply(&k, val, m.partition(), m.offset(), at);
+                // A record of a slot dropped since it was fetched is not kept.
+                if let Some(view) = v.view(dest) {
+                    // Past this record first: a delete read here forgets its key.
+                    let next = view.applied.entry(m.partition()).or_insert(0);
+                    *next = (*next).max(m.offset() + 1);
+                    if let Some(k) = key {
+                        view.apply(&k, val, m.partition(), m.offset(), at);
+                    }
                 }
                 drop(v);
                 t.moved.notify_all();
@@ -283,7 +473,7 @@ fn tail(consumer: BaseConsumer, table: std::sync::Weak<StateTable>) {
             Some(Err(KafkaError::PartitionEOF(_))) | None => positions_stale = true,
             Some(Err(e)) => {
                 if last_warn.elapsed() > Duration::from_secs(30) {
-                    warn!(error = %e, "Reading the Kafka state topic: retrying");
+                    warn!(error = %e, "Reading the Kafka state topics: retrying");
                     last_warn = Instant::now();
                 }
             }
@@ -295,8 +485,11 @@ fn tail(consumer: BaseConsumer, table: std::sync::Weak<StateTable>) {
                 let mut v = t.view.lock().unwrap();
                 for e in tpl.elements() {
                     if let Offset::Offset(o) = e.offset() {
-                        let next = v.applied.entry(e.partition()).or_insert(0);
-                        *next = (*next).max(o);
+                        let dest = if e.topic() == t.topics.global { Dest::Global } else { Dest::Slot(e.partition()) };
+                        if let Some(view) = v.view(dest) {
+                            let next = view.applied.entry(e.partition()).or_insert(0);
+                            *next = (*next).max(o);
+                        }
                     }
                 }
                 drop(v);

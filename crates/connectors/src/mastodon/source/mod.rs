@@ -81,6 +81,38 @@ impl MastodonSource {
     }
 }
 
+/// The unit of ingest work of one account of a Mastodon source (`source/account`,
+/// the account as configured): what ingest processes share on Kafka, and what
+/// owns the account's state (checkpoint, window, dedup entries; see
+/// `StatePut::owner`).
+pub fn account_unit(source: &str, acct: &str) -> String {
+    format!("{source}/{acct}")
+}
+
+/// Which ingest unit owns what a source writes (`StatePut::owner`).
+#[derive(Default)]
+pub(crate) struct Owners {
+    /// The source is one unit (a timeline source: its name).
+    pub(crate) whole: Option<Arc<str>>,
+    /// Else per followed account: its `user@host` and its checkpoint key
+    /// (the window's key too) → its unit.
+    pub(crate) by_account: HashMap<String, Arc<str>>,
+}
+
+impl Owners {
+    /// Name the owner of every event (the followed account it was read for)
+    /// and of every state put but the id index, which stays global: a stream
+    /// delete looks it up before it knows the account.
+    fn tag(&self, batch: &mut SourceBatch) {
+        for ev in &mut batch.events {
+            ev.set_owner(self.whole.clone().or_else(|| self.by_account.get(ev.account()).cloned()));
+        }
+        for put in batch.state.iter_mut().filter(|p| p.ns != convert::IDS_NS) {
+            put.owner = self.whole.clone().or_else(|| self.by_account.get(&put.key).cloned());
+        }
+    }
+}
+
 /// Posts whose consent skip was counted, so that re-reads don't count them again.
 const SKIPS_REMEMBERED: usize = 4096;
 
@@ -94,6 +126,7 @@ pub(crate) struct Shared {
     policy: ConsentPolicy,
     backfill: Backfill,
     followed: HashSet<String>,
+    owners: Owners,
     /// A timeline source: every author's posts are taken (consent still applies).
     everyone: bool,
     known_ids: HashMap<String, HashMap<String, String>>,
@@ -122,10 +155,11 @@ impl Shared {
         let mut locks = self.window_locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(key.to_string()).or_default().clone()
     }
-    async fn emit(&self, batch: SourceBatch) -> Result<(), SourceError> {
+    async fn emit(&self, mut batch: SourceBatch) -> Result<(), SourceError> {
         if batch.events.is_empty() && batch.state.is_empty() {
             return Ok(());
         }
+        self.owners.tag(&mut batch);
         let n = batch.events.len() as u64;
         let s = self.emitter.emit(batch).await?;
         self.status.count("received", n);
@@ -191,7 +225,8 @@ impl Source for MastodonSource {
             None => None,
         };
         let reader = self.reader.as_ref().zip(reader_client.as_ref());
-        let accounts::Setup { mut accounts, followed, names } = accounts::setup(&cfg, &ctx.name, &*ctx.log, &self.limiters, reader).await?;
+        let accounts::Setup { mut accounts, followed, names, owners } =
+            accounts::setup(&cfg, &ctx.name, &*ctx.log, &self.limiters, reader).await?;
 
         // The reader: check the token once, learn its server's ids of our accounts
         // (stream payloads use them), and open the stream.
@@ -250,6 +285,7 @@ impl Source for MastodonSource {
             policy: ConsentPolicy { allow_unlisted: cfg.include_unlisted, owned: cfg.owned },
             backfill: cfg.backfill.clone(),
             followed,
+            owners,
             everyone: false,
             known_ids,
             names,
