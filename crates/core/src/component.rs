@@ -54,7 +54,7 @@ impl SourceBatch {
             ev.set_owner(Some(owner.clone()));
         }
         for put in &mut self.state {
-            put.owner = Some(owner.clone());
+            put.owner = Some(crate::log::Owner::Unit(owner.clone()));
         }
     }
 }

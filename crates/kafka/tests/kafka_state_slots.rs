@@ -180,3 +180,57 @@ async fn a_mismatch_between_ingest_slots_and_the_slots_topic_is_a_clear_error() 
     let e = KafkaLog::open(other).await.err().expect("refused").to_string();
     assert!(e.contains("log.kafka.ingest_slots") && e.contains("is 6") && e.contains("has 4 partitions"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_groups_partition_state_is_held_by_the_member_owning_the_partition_and_moves_with_it() {
+    let cfg = config("groupstate");
+    let group = cfg.channel_group("proc");
+    let ns = "proc:counts";
+    let a = KafkaLog::open(cfg.clone()).await.unwrap();
+    let events: Vec<Event> = (0..30).map(|i| created("s", &format!("user{i}@example.org"), i + 1, "x")).collect();
+    a.append(AppendBatch { events: fedistream_core::event::encode_all(events), state: vec![] }).await.unwrap();
+
+    // A's member of the group gets every partition and commits, with its
+    // input position, one state entry per record, kept with its partition.
+    let mut ca = a.consumer(fedistream_core::log::EVENTS, &group).await.unwrap();
+    let got = fedistream_core::testing::conformance::poll_n(&mut ca, 30).await;
+    let mut upto: BTreeMap<u32, fedistream_core::event::Position> = BTreeMap::new();
+    let mut puts = Vec::new();
+    for r in &got {
+        upto.insert(r.position.partition, r.position);
+        puts.push(StatePut::set(ns, format!("{}/{}", r.position.partition, r.position.offset), "1").of_partition(r.position.partition));
+    }
+    let partitions: BTreeSet<i32> = upto.keys().map(|p| *p as i32).collect();
+    assert_eq!(partitions.len(), cfg.partitions as usize, "every partition has records");
+    let keys: Vec<String> = puts.iter().map(|p| p.key.clone()).collect();
+    ca.commit_with(fedistream_core::log::Commit { upto: upto.values().copied().collect(), state: puts, outputs: vec![] }).await.unwrap();
+    assert_eq!(a.group_state(&group), (30, partitions.clone()));
+    assert_eq!(a.state_get_many(ns, &keys).await.unwrap().len(), 30);
+
+    // Another process holds none of it until it owns the partitions.
+    let b = KafkaLog::open(cfg.clone()).await.unwrap();
+    assert_eq!(b.group_state(&group).0, 0);
+    assert_eq!(b.state_get(ns, &keys[0]).await.unwrap(), None, "not in the global state");
+
+    // A's member leaves: the state leaves A's memory.
+    drop(ca);
+    assert_eq!(a.group_state(&group), (0, BTreeSet::new()), "the revoked partitions' state left memory");
+    assert_eq!(a.state_get(ns, &keys[0]).await.unwrap(), None);
+
+    // B's member takes every partition over, and their state with them,
+    // before it hands out anything.
+    let mut cb = b.consumer(fedistream_core::log::EVENTS, &group).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(cb.poll(10, std::time::Duration::from_millis(200)).await.unwrap().is_empty(), "everything was committed");
+        if cb.take_assignment().is_some_and(|p| p.len() == partitions.len()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never got the partitions");
+    }
+    assert_eq!(b.group_state(&group), (30, partitions));
+    assert_eq!(b.state_get_many(ns, &keys).await.unwrap().len(), 30);
+    // Only a consumer group can commit state kept per partition.
+    let e = b.state_put(vec![StatePut::set(ns, "x", "1").of_partition(0)]).await.unwrap_err().to_string();
+    assert!(e.contains("only a consumer group"), "{e}");
+}

@@ -124,6 +124,14 @@ impl KafkaLogConfig {
     pub fn ingest_topic(&self) -> String {
         format!("{}.ingest", self.prefix())
     }
+    /// The compacted topic of the state consumer group `group` keeps per
+    /// input partition (a processor's), one partition per input partition.
+    /// `fedistream.<pipeline>.<group>.state` (the group without the pipeline's prefix).
+    pub fn group_state_topic(&self, group: &str) -> String {
+        let prefix = self.prefix();
+        let g = group.strip_prefix(prefix.as_str()).and_then(|g| g.strip_prefix('.')).unwrap_or(group);
+        format!("{prefix}.{g}.state")
+    }
     /// The consumer group of a channel.
     pub fn channel_group(&self, channel: &str) -> String {
         format!("{}.{channel}", self.prefix())

@@ -204,7 +204,26 @@ impl KafkaLog {
 
     /// Keys held in memory for the ingest slots held, and those slots.
     pub fn slot_state(&self) -> (usize, std::collections::BTreeSet<i32>) {
-        self.state.slot_keys()
+        self.state.owned_keys(self.state.slots_topic())
+    }
+
+    /// Keys held in memory for the input partitions of consumer group
+    /// `group` held in this process (state its processors keep per
+    /// partition), and those partitions.
+    pub fn group_state(&self, group: &str) -> (usize, std::collections::BTreeSet<i32>) {
+        self.state.owned_keys(&self.cfg.group_state_topic(group))
+    }
+
+    /// Hold the state kept per input partition by consumer group `group`,
+    /// every partition of it (tools that read a processor's whole state, such
+    /// as `fedistream stats`), then catch up. `topic` is the log topic the
+    /// group reads.
+    pub async fn own_group_state(&self, group: &str, topic: &str) -> Result<(), LogError> {
+        let name: Arc<str> = self.cfg.group_state_topic(group).into();
+        let parts = partitions_of(&self.meta, &self.cfg.topic(topic), self.timeout).await?;
+        ensure_state_topic(&self.cfg, &name, parts.len() as i32).await?;
+        self.state.hold(&name, &parts, &[])?;
+        self.catch_up().await
     }
 
     /// Hold the state owned by the units of exactly these ingest slots
@@ -277,7 +296,7 @@ impl KafkaLog {
         fence: Option<Fence>,
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
         let records = events.into_iter().map(fedistream_core::EncodedEvent::into_stored).collect();
-        let state = self.state.route(state);
+        let state = self.state.route(state, None)?;
         let (tx, rx) = oneshot::channel();
         self.writer().await?.send(Job::Write(Write { records, state, fence }, tx)).map_err(|_| writer_stopped())?;
         Ok(rx)
@@ -490,7 +509,7 @@ impl Writer {
             let rec = FutureRecord::to(&self.events_topic).key(account.as_str()).payload(payload.as_bytes()).timestamp(now);
             deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
-        let sent_state = state::send_state(producer, self.state_table.topics(), &w.state).await?;
+        let sent_state = state::send_state(producer, self.state_table.global_topic(), &w.state).await?;
         if let Some(fence) = &w.fence {
             // The proof of ownership, as late as possible (the records are on
             // their way meanwhile): the group coordinator rejects it if the
@@ -618,6 +637,24 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
                     reason: format!("cannot create topic {t}: {code} (check log.kafka.replication and the ACLs)"),
                 })
             }
+        }
+    }
+    Ok(())
+}
+
+/// Create the compacted state topic `name` with `partitions` partitions if missing.
+pub(crate) async fn ensure_state_topic(cfg: &KafkaLogConfig, name: &str, partitions: i32) -> Result<(), LogError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(cfg)?.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(cfg.replication as i32)).set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
+    let results =
+        admin.create_topics([&t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
+    for r in results {
+        match r {
+            Ok(t) => info!(topic = %t, "Created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") }),
         }
     }
     Ok(())

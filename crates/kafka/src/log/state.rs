@@ -26,13 +26,13 @@
 //! back from under a newer owned value or delete; what is never rewritten
 //! expires with the state horizon.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use fedistream_core::error::LogError;
-use fedistream_core::log::StatePut;
+use fedistream_core::log::{Owner, StatePut};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -45,11 +45,12 @@ use crate::assign::slot_of;
 
 const SEP: char = '\u{1f}';
 
-/// Where a state record goes: the global topic, or the partition of an ingest slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a state record goes: the global topic, or a partition of an owned
+/// state topic (the slots topic, a consumer group's state topic).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Dest {
     Global,
-    Slot(i32),
+    Owned(Arc<str>, i32),
 }
 
 /// State puts with their destinations, ready for a transaction.
@@ -63,18 +64,11 @@ pub(crate) struct SentState {
     deliveries: Vec<rdkafka::producer::DeliveryFuture>,
 }
 
-/// The state topics: the global one and the slots one.
-#[derive(Clone)]
-pub(crate) struct StateTopics {
-    pub(crate) global: String,
-    pub(crate) slots: String,
-}
-
 /// Send `puts` to the state topics inside the producer's open transaction (key
-/// `ns \x1f key`, a tombstone for a delete; a slot's record to its partition).
+/// `ns \x1f key`, a tombstone for a delete; an owned record to its partition).
 pub(crate) async fn send_state(
     producer: &rdkafka::producer::FutureProducer,
-    topics: &StateTopics,
+    global: &str,
     puts: &[(Dest, StatePut)],
 ) -> Result<SentState, super::TxnFailure> {
     let keys: Vec<String> = puts.iter().map(|(_, p)| state_key(&p.ns, &p.key)).collect();
@@ -84,8 +78,8 @@ pub(crate) async fn send_state(
     let mut deliveries = Vec::with_capacity(puts.len());
     for ((dest, put), key) in puts.iter().zip(&keys) {
         let mut rec = match dest {
-            Dest::Global => rdkafka::producer::FutureRecord::<str, str>::to(&topics.global),
-            Dest::Slot(s) => rdkafka::producer::FutureRecord::<str, str>::to(&topics.slots).partition(*s),
+            Dest::Global => rdkafka::producer::FutureRecord::<str, str>::to(global),
+            Dest::Owned(topic, p) => rdkafka::producer::FutureRecord::<str, str>::to(topic).partition(*p),
         }
         .key(key.as_str())
         .timestamp(at);
@@ -108,9 +102,17 @@ impl SentState {
             }
         }
         let at = self.at;
-        table.apply_local(
-            self.keys.into_iter().zip(puts).zip(offsets).map(|((k, (dest, p)), (part, off))| (*dest, k, p.value.clone(), part, off, at)),
-        );
+        let mut v = table.view.lock().unwrap();
+        for ((key, (dest, put)), (part, off)) in self.keys.into_iter().zip(puts).zip(offsets) {
+            let view = match dest {
+                Dest::Global => Some(&mut v.global),
+                // A partition not held here: another process keeps it.
+                Dest::Owned(topic, p) => v.owned_view(topic, *p),
+            };
+            if let Some(view) = view {
+                view.apply(&key, put.value.clone(), part, off, at);
+            }
+        }
         Ok(())
     }
 }
@@ -188,32 +190,42 @@ impl View {
     }
 }
 
-/// The global view, and the view of the slots this process holds.
+/// The partitions of an owned state topic this process holds, and their view.
+#[derive(Default)]
+struct Owned {
+    view: View,
+    /// Partition → how many holders (consumers of one group in this process) want it.
+    held: BTreeMap<i32, usize>,
+}
+
+/// The global view, and those of the owned state this process holds.
 #[derive(Default)]
 struct Views {
     global: View,
-    slots: View,
-    /// The slots whose partitions are read (and kept in `slots`).
-    owned: BTreeSet<i32>,
+    /// Owned state topic → what is held of it.
+    owned: HashMap<Arc<str>, Owned>,
 }
 
 impl Views {
-    fn view(&mut self, dest: Dest) -> Option<&mut View> {
-        match dest {
-            Dest::Global => Some(&mut self.global),
-            Dest::Slot(s) if self.owned.contains(&s) => Some(&mut self.slots),
-            // Not held here: another process keeps it.
-            Dest::Slot(_) => None,
-        }
+    /// The view of `partition` of owned state topic `topic`, if it is held.
+    fn owned_view(&mut self, topic: &str, partition: i32) -> Option<&mut View> {
+        self.owned.get_mut(topic).filter(|o| o.held.contains_key(&partition)).map(|o| &mut o.view)
+    }
+
+    fn owned_len(&self) -> usize {
+        self.owned.values().map(|o| o.view.len()).sum()
     }
 }
 
 pub(crate) struct StateTable {
-    topics: StateTopics,
+    global: String,
+    slots: Arc<str>,
     brokers: String,
     parts: Vec<i32>,
     /// Ingest slots (partitions of the slots topic).
     slot_count: i32,
+    /// The slots asked for by the last [`StateTable::own_slots`].
+    slots_held: Mutex<BTreeSet<i32>>,
     consumer: Arc<BaseConsumer>,
     view: Mutex<Views>,
     moved: Condvar,
@@ -228,7 +240,7 @@ impl StateTable {
         parts: Vec<i32>,
         meta: Arc<BaseConsumer>,
     ) -> Result<Arc<StateTable>, LogError> {
-        let topics = StateTopics { global: cfg.state_topic(), slots: cfg.state_slots_topic() };
+        let global = cfg.state_topic();
         let consumer: BaseConsumer = base
             .clone()
             .set("group.id", format!("{}.state-reader", cfg.prefix()))
@@ -238,15 +250,17 @@ impl StateTable {
             .map_err(|e| unavailable("cannot create the state reader", &cfg.brokers, e))?;
         let mut tpl = TopicPartitionList::new();
         for p in &parts {
-            tpl.add_partition_offset(&topics.global, *p, Offset::Beginning)
+            tpl.add_partition_offset(&global, *p, Offset::Beginning)
                 .map_err(|e| LogError::Internal(format!("state reader assignment: {e}")))?;
         }
         consumer.assign(&tpl).map_err(|e| unavailable("cannot read the state topic", &cfg.brokers, e))?;
         let table = Arc::new(StateTable {
-            topics,
+            global,
+            slots: cfg.state_slots_topic().into(),
             brokers: cfg.brokers.clone(),
             parts,
             slot_count: cfg.ingest_slots,
+            slots_held: Mutex::default(),
             consumer: Arc::new(consumer),
             view: Mutex::new(Views::default()),
             moved: Condvar::new(),
@@ -262,65 +276,95 @@ impl StateTable {
         Ok(table)
     }
 
-    pub(crate) fn topics(&self) -> &StateTopics {
-        &self.topics
+    /// The global state topic.
+    pub(crate) fn global_topic(&self) -> &str {
+        &self.global
     }
 
-    /// Where `put` goes: the partition of its owner's slot, or the global topic.
-    pub(crate) fn dest(&self, put: &StatePut) -> Dest {
-        match &put.owner {
-            Some(unit) => Dest::Slot(slot_of(unit, self.slot_count)),
-            None => Dest::Global,
-        }
-    }
-
-    /// Route `puts` (see [`StateTable::dest`]); an owned put of a key the
-    /// global view still holds (state from before the split) also deletes it
-    /// there.
-    pub(crate) fn route(&self, puts: Vec<StatePut>) -> Routed {
+    /// Route `puts`: a unit's state to the partition of its slot, a
+    /// partition's to that partition of `group_topic` (the committing
+    /// group's state topic), the rest to the global topic. An owned put of a
+    /// key the global view still holds (state from before the split) also
+    /// deletes it there.
+    pub(crate) fn route(&self, puts: Vec<StatePut>, group_topic: Option<&Arc<str>>) -> Result<Routed, LogError> {
         let v = self.view.lock().unwrap();
         let mut out = Vec::with_capacity(puts.len());
         for put in puts {
-            let dest = self.dest(&put);
+            let dest = match (&put.owner, group_topic) {
+                (None, _) => Dest::Global,
+                (Some(Owner::Unit(unit)), _) => Dest::Owned(self.slots.clone(), slot_of(unit, self.slot_count)),
+                (Some(Owner::Partition(p)), Some(topic)) => Dest::Owned(topic.clone(), *p as i32),
+                (Some(Owner::Partition(_)), None) => {
+                    return Err(LogError::Unsupported(format!(
+                        "state {}/{} is kept per input partition: only a consumer group can commit it",
+                        put.ns, put.key
+                    )))
+                }
+            };
             if dest != Dest::Global && v.global.value(&put.ns, &put.key).is_some() {
                 out.push((Dest::Global, StatePut::delete(&put.ns, put.key.clone())));
             }
             out.push((dest, put));
         }
-        out
+        Ok(out)
     }
 
-    /// Hold the state of exactly `slots`: read the partitions of slots newly
-    /// held from their beginning, and forget those no longer held (their keys
-    /// leave memory at once). Call [`StateTable::catch_up`] before working on
-    /// a newly held slot.
-    pub(crate) fn own_slots(&self, slots: &BTreeSet<i32>) -> Result<(), LogError> {
+    /// Hold `add` and let go of `release`, partitions of owned state topic
+    /// `topic` (counted per holder: a partition is read while anyone holds
+    /// it). A partition newly held is read from its beginning; one no longer
+    /// held leaves memory at once. Call [`StateTable::catch_up`] before
+    /// working on a partition newly held.
+    pub(crate) fn hold(&self, topic: &Arc<str>, add: &[i32], release: &[i32]) -> Result<(), LogError> {
         let mut v = self.view.lock().unwrap();
-        let added: Vec<i32> = slots.difference(&v.owned).copied().collect();
-        let dropped: Vec<i32> = v.owned.difference(slots).copied().collect();
+        let o = v.owned.entry(topic.clone()).or_default();
+        let mut dropped = Vec::new();
+        for p in release {
+            if let Some(n) = o.held.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    o.held.remove(p);
+                    dropped.push(*p);
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for p in add {
+            let n = o.held.entry(*p).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                added.push(*p);
+            }
+        }
         if !dropped.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for s in &dropped {
-                tpl.add_partition(&self.topics.slots, *s);
+            for p in &dropped {
+                tpl.add_partition(topic, *p);
+                o.view.drop_partition(*p);
             }
-            self.consumer.incremental_unassign(&tpl).map_err(|e| unavailable("cannot stop reading state slots", &self.brokers, e))?;
-            for s in &dropped {
-                v.owned.remove(s);
-                v.slots.drop_partition(*s);
-            }
+            self.consumer.incremental_unassign(&tpl).map_err(|e| unavailable("cannot stop reading owned state", &self.brokers, e))?;
         }
         if !added.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for s in &added {
-                tpl.add_partition_offset(&self.topics.slots, *s, Offset::Beginning)
+            for p in &added {
+                tpl.add_partition_offset(topic, *p, Offset::Beginning)
                     .map_err(|e| LogError::Internal(format!("state reader assignment: {e}")))?;
             }
-            self.consumer.incremental_assign(&tpl).map_err(|e| unavailable("cannot read state slots", &self.brokers, e))?;
-            v.owned.extend(added.iter().copied());
+            self.consumer.incremental_assign(&tpl).map_err(|e| unavailable("cannot read owned state", &self.brokers, e))?;
         }
         if !added.is_empty() || !dropped.is_empty() {
-            tracing::info!(added = ?added, dropped = ?dropped, held = ?v.owned, keys = v.slots.len(), "State of ingest slots");
+            let held: Vec<i32> = o.held.keys().copied().collect();
+            tracing::info!(topic = %topic, added = ?added, dropped = ?dropped, held = ?held, keys = o.view.len(), "Owned state held");
         }
+        Ok(())
+    }
+
+    /// Hold the state of exactly `slots` (see [`StateTable::hold`]).
+    pub(crate) fn own_slots(&self, slots: &BTreeSet<i32>) -> Result<(), LogError> {
+        let mut held = self.slots_held.lock().unwrap();
+        let added: Vec<i32> = slots.difference(&held).copied().collect();
+        let dropped: Vec<i32> = held.difference(slots).copied().collect();
+        self.hold(&self.slots, &added, &dropped)?;
+        *held = slots.clone();
         Ok(())
     }
 
@@ -330,39 +374,46 @@ impl StateTable {
     }
 
     /// Keys held in memory (deletes the reader has not passed yet included):
-    /// the global view's and the held slots'.
+    /// the global view's and those of the owned state held.
     pub(crate) fn len(&self) -> usize {
         let v = self.view.lock().unwrap();
-        v.global.len() + v.slots.len()
+        v.global.len() + v.owned_len()
     }
 
-    /// Keys held in memory for the held slots, and those slots.
-    pub(crate) fn slot_keys(&self) -> (usize, BTreeSet<i32>) {
+    /// Keys held in memory for owned state topic `topic`, and its partitions held.
+    pub(crate) fn owned_keys(&self, topic: &str) -> (usize, BTreeSet<i32>) {
         let v = self.view.lock().unwrap();
-        (v.slots.len(), v.owned.clone())
+        v.owned.get(topic).map(|o| (o.view.len(), o.held.keys().copied().collect())).unwrap_or_default()
+    }
+
+    pub(crate) fn slots_topic(&self) -> &Arc<str> {
+        &self.slots
     }
 
     pub(crate) fn get(&self, ns: &str, key: &str) -> Option<String> {
         let v = self.view.lock().unwrap();
-        v.slots.value(ns, key).or_else(|| v.global.value(ns, key)).map(str::to_string)
+        v.owned.values().find_map(|o| o.view.value(ns, key)).or_else(|| v.global.value(ns, key)).map(str::to_string)
     }
 
     pub(crate) fn get_many(&self, ns: &str, keys: &[String]) -> HashMap<String, String> {
         let v = self.view.lock().unwrap();
-        let (owned, global) = (v.slots.map.get(ns), v.global.map.get(ns));
-        if owned.is_none() && global.is_none() {
+        let maps: Vec<&HashMap<Box<str>, Stored>> =
+            v.owned.values().map(|o| &o.view).chain([&v.global]).filter_map(|view| view.map.get(ns)).collect();
+        if maps.is_empty() {
             return HashMap::new();
         }
-        fn value<'a>(m: Option<&'a HashMap<Box<str>, Stored>>, k: &str) -> Option<&'a str> {
-            m.and_then(|m| m.get(k)).and_then(|s| s.value.as_deref())
-        }
-        keys.iter().filter_map(|k| value(owned, k).or_else(|| value(global, k)).map(|val| (k.clone(), val.to_string()))).collect()
+        keys.iter()
+            .filter_map(|k| {
+                maps.iter().find_map(|m| m.get(k.as_str()).and_then(|s| s.value.as_deref())).map(|val| (k.clone(), val.to_string()))
+            })
+            .collect()
     }
 
     pub(crate) fn scan(&self, ns: &str) -> Vec<(String, String)> {
         let v = self.view.lock().unwrap();
         let mut out: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
-        for view in [&v.global, &v.slots] {
+        // Owned values last: they replace a global copy of the same key.
+        for view in [&v.global].into_iter().chain(v.owned.values().map(|o| &o.view)) {
             if let Some(m) = view.map.get(ns) {
                 out.extend(m.iter().filter_map(|(k, s)| s.value.as_deref().map(|val| (&**k, val))));
             }
@@ -372,61 +423,67 @@ impl StateTable {
 
     /// The keys of `namespaces` whose value was last written before `cutoff`
     /// (milliseconds since the epoch), as deletes where they are (the global
-    /// topic, or the partition of a held slot).
+    /// topic, or the partition of the owned state topic they were read from).
     pub(crate) fn expired(&self, namespaces: &[String], cutoff: i64) -> Routed {
         let v = self.view.lock().unwrap();
         let mut out = Vec::new();
-        for (view, slots) in [(&v.global, false), (&v.slots, true)] {
+        let views = [(None, &v.global)].into_iter().chain(v.owned.iter().map(|(t, o)| (Some(t), &o.view)));
+        for (topic, view) in views {
             for ns in namespaces {
                 if let Some(m) = view.map.get(ns) {
-                    out.extend(
-                        m.iter().filter(|(_, s)| s.value.is_some() && s.at < cutoff).map(|(k, s)| {
-                            (if slots { Dest::Slot(s.partition) } else { Dest::Global }, StatePut::delete(ns, k.to_string()))
-                        }),
-                    );
+                    out.extend(m.iter().filter(|(_, s)| s.value.is_some() && s.at < cutoff).map(|(k, s)| {
+                        let dest = match topic {
+                            Some(t) => Dest::Owned(t.clone(), s.partition),
+                            None => Dest::Global,
+                        };
+                        (dest, StatePut::delete(ns, k.to_string()))
+                    }));
                 }
             }
         }
         out
     }
 
-    /// Apply this process's own committed writes: (destination, full key,
-    /// value, partition, offset, timestamp). A slot not held here is skipped.
-    pub(crate) fn apply_local(&self, puts: impl Iterator<Item = (Dest, String, Option<String>, i32, i64, i64)>) {
-        let mut v = self.view.lock().unwrap();
-        for (dest, k, val, p, o, at) in puts {
-            if let Some(view) = v.view(dest) {
-                view.apply(&k, val, p, o, at);
-            }
-        }
-    }
-
     /// Wait until the view holds everything committed to the state topic, and
-    /// to the partitions of the held slots, before this call.
+    /// to the partitions of owned state held, before this call.
     pub(crate) async fn catch_up(self: &Arc<Self>, timeout: Duration) -> Result<(), LogError> {
-        let global = watermarks(&self.meta, &self.topics.global, &self.parts).await?;
-        let owned: Vec<i32> = self.view.lock().unwrap().owned.iter().copied().collect();
-        let slots = if owned.is_empty() { HashMap::new() } else { watermarks(&self.meta, &self.topics.slots, &owned).await? };
+        let mut marks: Vec<(Option<Arc<str>>, HashMap<i32, (i64, i64)>)> =
+            vec![(None, watermarks(&self.meta, &self.global, &self.parts).await?)];
+        let held: Vec<(Arc<str>, Vec<i32>)> = {
+            let v = self.view.lock().unwrap();
+            v.owned.iter().filter(|(_, o)| !o.held.is_empty()).map(|(t, o)| (t.clone(), o.held.keys().copied().collect())).collect()
+        };
+        for (topic, parts) in held {
+            let m = watermarks(&self.meta, &topic, &parts).await?;
+            marks.push((Some(topic), m));
+        }
         let me = self.clone();
         super::blocking(move || {
             let deadline = Instant::now() + timeout;
             let mut v = me.view.lock().unwrap();
             loop {
-                let behind = |view: &View, marks: &HashMap<i32, (i64, i64)>| -> Vec<i32> {
-                    marks.iter().filter(|(p, (_, hi))| view.applied.get(p).copied().unwrap_or(0) < *hi).map(|(p, _)| *p).collect()
-                };
-                let global_behind = behind(&v.global, &global);
-                // A slot dropped meanwhile is no longer waited for.
-                let slots_behind: Vec<i32> = behind(&v.slots, &slots).into_iter().filter(|s| v.owned.contains(s)).collect();
-                if global_behind.is_empty() && slots_behind.is_empty() {
+                let mut behind: Vec<String> = Vec::new();
+                for (topic, m) in &marks {
+                    for (p, (_, hi)) in m {
+                        let view = match topic {
+                            None => Some(&mut v.global),
+                            // A partition let go of meanwhile is no longer waited for.
+                            Some(t) => v.owned_view(t, *p),
+                        };
+                        if view.is_some_and(|view| view.applied.get(p).copied().unwrap_or(0) < *hi) {
+                            behind.push(format!("{}/{p}", topic.as_deref().unwrap_or(&me.global)));
+                        }
+                    }
+                }
+                if behind.is_empty() {
                     return Ok(());
                 }
                 let now = Instant::now();
                 if now >= deadline {
                     return Err(LogError::Unavailable(format!(
-                        "the state topics could not be read to their end within {timeout:?} (Kafka at {}; {} partitions behind: \
-                         {global_behind:?}, {} partitions behind: {slots_behind:?})",
-                        me.brokers, me.topics.global, me.topics.slots
+                        "the state topics could not be read to their end within {timeout:?} (Kafka at {}; partitions behind: {})",
+                        me.brokers,
+                        behind.join(", ")
                     )));
                 }
                 v = me.moved.wait_timeout(v, deadline - now).unwrap().0;
@@ -453,13 +510,13 @@ fn tail(consumer: Arc<BaseConsumer>, table: std::sync::Weak<StateTable>) {
         let mut positions_stale = false;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let dest = if m.topic() == t.topics.global { Dest::Global } else { Dest::Slot(m.partition()) };
                 let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
                 let val = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
                 let at = m.timestamp().to_millis().unwrap_or(0);
                 let mut v = t.view.lock().unwrap();
-                // A record of a slot dropped since it was fetched is not kept.
-                if let Some(view) = v.view(dest) {
+                let view = if m.topic() == t.global { Some(&mut v.global) } else { v.owned_view(m.topic(), m.partition()) };
+                // A record of a partition let go of since it was fetched is not kept.
+                if let Some(view) = view {
                     // Past this record first: a delete read here forgets its key.
                     let next = view.applied.entry(m.partition()).or_insert(0);
                     *next = (*next).max(m.offset() + 1);
@@ -485,8 +542,8 @@ fn tail(consumer: Arc<BaseConsumer>, table: std::sync::Weak<StateTable>) {
                 let mut v = t.view.lock().unwrap();
                 for e in tpl.elements() {
                     if let Offset::Offset(o) = e.offset() {
-                        let dest = if e.topic() == t.topics.global { Dest::Global } else { Dest::Slot(e.partition()) };
-                        if let Some(view) = v.view(dest) {
+                        let view = if e.topic() == t.global { Some(&mut v.global) } else { v.owned_view(e.topic(), e.partition()) };
+                        if let Some(view) = view {
                             let next = view.applied.entry(e.partition()).or_insert(0);
                             *next = (*next).max(o);
                         }

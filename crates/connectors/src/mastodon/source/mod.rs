@@ -108,7 +108,7 @@ impl Owners {
             ev.set_owner(self.whole.clone().or_else(|| self.by_account.get(ev.account()).cloned()));
         }
         for put in batch.state.iter_mut().filter(|p| p.ns != convert::IDS_NS) {
-            put.owner = self.whole.clone().or_else(|| self.by_account.get(&put.key).cloned());
+            put.owner = self.whole.clone().or_else(|| self.by_account.get(&put.key).cloned()).map(fedistream_core::log::Owner::Unit);
         }
     }
 }
