@@ -447,8 +447,9 @@ impl StateTable {
     /// Wait until the view holds everything committed to the state topic, and
     /// to the partitions of owned state held, before this call.
     pub(crate) async fn catch_up(self: &Arc<Self>, timeout: Duration) -> Result<(), LogError> {
-        let mut marks: Vec<(Option<Arc<str>>, HashMap<i32, (i64, i64)>)> =
-            vec![(None, watermarks(&self.meta, &self.global, &self.parts).await?)];
+        // Per topic (`None`: the global one), the high watermark of each partition held.
+        type Marks = HashMap<i32, (i64, i64)>;
+        let mut marks: Vec<(Option<Arc<str>>, Marks)> = vec![(None, watermarks(&self.meta, &self.global, &self.parts).await?)];
         let held: Vec<(Arc<str>, Vec<i32>)> = {
             let v = self.view.lock().unwrap();
             v.owned.iter().filter(|(_, o)| !o.held.is_empty()).map(|(t, o)| (t.clone(), o.held.keys().copied().collect())).collect()
