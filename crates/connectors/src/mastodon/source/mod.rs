@@ -532,6 +532,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_batch_is_owned_by_the_units_of_its_accounts_but_the_id_index_stays_global() {
+        use fedistream_core::log::{Owner, StatePut};
+        let unit: Arc<str> = account_unit("src", "@Alice@a.example").into();
+        let mut owners = Owners::default();
+        owners.by_account.insert("alice@a.example".into(), unit.clone());
+        owners.by_account.insert("src|a.example|alice@a.example".into(), unit.clone());
+        let mut batch = SourceBatch {
+            events: vec![],
+            state: vec![
+                StatePut::set(convert::CHECKPOINT_NS, "src|a.example|alice@a.example", "9"),
+                StatePut::set(window::WINDOW_NS, "src|a.example|alice@a.example", "[]"),
+                StatePut::set(convert::IDS_NS, "a.example|9", "uri\talice@a.example"),
+            ],
+        };
+        batch.push(fedistream_core::testing::created("src", "alice@a.example", 9, "hi"));
+        batch.push(fedistream_core::testing::created("src", "stranger@b.example", 1, "hi"));
+        owners.tag(&mut batch);
+        assert_eq!(batch.events[0].owner(), Some(&unit));
+        assert_eq!(batch.events[1].owner(), None, "an account this source does not follow: global");
+        let owned = |i: usize| batch.state[i].owner.clone();
+        assert_eq!((owned(0), owned(1), owned(2)), (Some(Owner::Unit(unit.clone())), Some(Owner::Unit(unit.clone())), None));
+
+        // A source that is one unit (a timeline) owns everything but the id index.
+        let whole = Owners { whole: Some("timeline".into()), by_account: HashMap::new() };
+        whole.tag(&mut batch);
+        assert_eq!(batch.events[1].owner().map(|o| &**o), Some("timeline"));
+        assert_eq!(batch.state[2].owner, None);
+    }
+
+    #[test]
     fn active_accounts_are_polled_more_often_quiet_ones_less() {
         let (min, max) = (Duration::from_secs(60), Duration::from_secs(900));
         let mut i = min;
