@@ -11,7 +11,8 @@ pub struct KafkaLogConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
     /// Names this pipeline's topics (`fedistream.<pipeline>.events`, `.state`,
-    /// `.ingest`) and consumer groups (`fedistream.<pipeline>.<channel>`).
+    /// `.state.slots`, `.ingest`, `.<group>.state`) and consumer groups
+    /// (`fedistream.<pipeline>.<channel>`).
     #[serde(default = "default_pipeline")]
     pub pipeline: String,
     /// Partitions of the events topic (the most deliver processes a channel can use).

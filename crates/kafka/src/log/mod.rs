@@ -3,10 +3,17 @@
 //!
 //! * Events go to `fedistream.<pipeline>.events`, keyed by account (one account's
 //!   events stay in order in one partition).
-//! * State (checkpoints, the dedup index, channels' maps, status) goes to the
-//!   compacted topic `fedistream.<pipeline>.state`, keyed `ns \x1f key`; a delete is
-//!   a tombstone. Every process keeps a view of it, filled from the beginning at
-//!   open and then tailed, so state moves with the work between machines.
+//! * State goes to compacted topics, keyed `ns \x1f key`; a delete is a
+//!   tombstone. What names no owner (status, the id index, channels' maps) to
+//!   `fedistream.<pipeline>.state`, which every process reads whole; what an
+//!   ingest unit owns (checkpoints, windows, the dedup index) to
+//!   `….state.slots`, in the partition of the unit's slot; what a consumer
+//!   group keeps per input partition (a processor's state) to
+//!   `fedistream.<pipeline>.<group>.state`, in that partition. A process keeps
+//!   a view of the global topic and of the owned partitions of the work it
+//!   holds ([`KafkaLog::own_slots`], a consumer's assignment), filled from the
+//!   beginning and then tailed, so state moves with the work between machines
+//!   and takes memory in proportion to it (see `state`).
 //!   Entries of the dedup index and the prunable namespaces not written within
 //!   the state horizon are deleted (tombstones) and leave memory
 //!   ([`KafkaLog::prune_state`]), so the view is bounded by recent activity.
