@@ -180,13 +180,15 @@ impl View {
         self.map.get(ns).and_then(|m| m.get(key)).and_then(|s| s.value.as_deref())
     }
 
-    /// Forget every key of `partition` and how far it was read.
-    fn drop_partition(&mut self, partition: i32) {
+    /// Forget every key of `partitions` and how far they were read (one pass).
+    fn drop_partitions(&mut self, partitions: &[i32]) {
         for m in self.map.values_mut() {
-            m.retain(|_, s| s.partition != partition);
+            m.retain(|_, s| !partitions.contains(&s.partition));
         }
         self.map.retain(|_, m| !m.is_empty());
-        self.applied.remove(&partition);
+        for p in partitions {
+            self.applied.remove(p);
+        }
     }
 }
 
@@ -339,8 +341,8 @@ impl StateTable {
             let mut tpl = TopicPartitionList::new();
             for p in &dropped {
                 tpl.add_partition(topic, *p);
-                o.view.drop_partition(*p);
             }
+            o.view.drop_partitions(&dropped);
             self.consumer.incremental_unassign(&tpl).map_err(|e| unavailable("cannot stop reading owned state", &self.brokers, e))?;
         }
         if !added.is_empty() {
