@@ -319,39 +319,48 @@ impl StateTable {
     pub(crate) fn hold(&self, topic: &Arc<str>, add: &[i32], release: &[i32]) -> Result<(), LogError> {
         let mut v = self.view.lock().unwrap();
         let o = v.owned.entry(topic.clone()).or_default();
+        // The counts after this call; nothing changes unless the reader takes it.
+        let mut held = o.held.clone();
         let mut dropped = Vec::new();
         for p in release {
-            if let Some(n) = o.held.get_mut(p) {
+            if let Some(n) = held.get_mut(p) {
                 *n -= 1;
                 if *n == 0 {
-                    o.held.remove(p);
+                    held.remove(p);
                     dropped.push(*p);
                 }
             }
         }
         let mut added = Vec::new();
         for p in add {
-            let n = o.held.entry(*p).or_insert(0);
+            let n = held.entry(*p).or_insert(0);
             *n += 1;
-            if *n == 1 {
+            if *n == 1 && !dropped.contains(p) {
                 added.push(*p);
             }
         }
+        dropped.retain(|p| !held.contains_key(p));
         if !dropped.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for p in &dropped {
                 tpl.add_partition(topic, *p);
             }
-            o.view.drop_partitions(&dropped);
             self.consumer.incremental_unassign(&tpl).map_err(|e| unavailable("cannot stop reading owned state", &self.brokers, e))?;
+            o.view.drop_partitions(&dropped);
         }
+        o.held = held;
         if !added.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for p in &added {
                 tpl.add_partition_offset(topic, *p, Offset::Beginning)
                     .map_err(|e| LogError::Internal(format!("state reader assignment: {e}")))?;
             }
-            self.consumer.incremental_assign(&tpl).map_err(|e| unavailable("cannot read owned state", &self.brokers, e))?;
+            if let Err(e) = self.consumer.incremental_assign(&tpl) {
+                for p in &added {
+                    o.held.remove(p);
+                }
+                return Err(unavailable("cannot read owned state", &self.brokers, e));
+            }
         }
         if !added.is_empty() || !dropped.is_empty() {
             let held: Vec<i32> = o.held.keys().copied().collect();
