@@ -97,6 +97,9 @@ impl KafkaConsumer {
         let state_topic: Arc<str> = cfg.group_state_topic(group).into();
         let parts = super::partitions_of(&meta, &topic, cfg.connect_timeout).await?;
         super::ensure_state_topic(cfg, &state_topic, parts.len() as i32).await?;
+        // Until the metadata client has seen a new topic's partitions, their
+        // watermarks (catch_up) are "unknown partition".
+        super::partitions_of(&meta, &state_topic, cfg.connect_timeout).await?;
         let consumer: StreamConsumer<GroupContext> = client_config(cfg)?
             .set("group.id", group)
             .set("enable.auto.commit", "false")

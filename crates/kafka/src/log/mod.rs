@@ -229,6 +229,7 @@ impl KafkaLog {
         let name: Arc<str> = self.cfg.group_state_topic(group).into();
         let parts = partitions_of(&self.meta, &self.cfg.topic(topic), self.timeout).await?;
         ensure_state_topic(&self.cfg, &name, parts.len() as i32).await?;
+        partitions_of(&self.meta, &name, self.timeout).await?;
         self.state.hold(&name, &parts, &[])?;
         self.catch_up().await
     }
