@@ -114,6 +114,7 @@ impl Source for ReplaySource {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut credit = 0.0f64;
         let mut pending: VecDeque<PendingAppend> = VecDeque::new();
+        let owner: std::sync::Arc<str> = ctx.name.as_str().into();
         let mut line_no = 0u64;
         let mut done = false;
         while !done && !ctx.shutdown.is_cancelled() {
@@ -179,6 +180,8 @@ impl Source for ReplaySource {
             }
             ctx.status.count("read", batch.events.len() as u64);
             ctx.status.saw_event();
+            // The source is one unit of ingest work: its dedup entries move with it.
+            batch.set_owner(&owner);
             pending.push_back(ctx.emitter.send(batch).await?);
             while pending.len() >= IN_FLIGHT {
                 if let Some(p) = pending.pop_front() {

@@ -45,6 +45,18 @@ impl SourceBatch {
     pub fn push(&mut self, ev: Event) {
         self.events.push(ev.into());
     }
+
+    /// Name the ingest unit that owns the whole batch (a source that is one
+    /// unit: its name): its events' dedup entries and its state puts (see
+    /// [`crate::log::StatePut::owner`]).
+    pub fn set_owner(&mut self, owner: &std::sync::Arc<str>) {
+        for ev in &mut self.events {
+            ev.set_owner(Some(owner.clone()));
+        }
+        for put in &mut self.state {
+            put.owner = Some(crate::log::Owner::Unit(owner.clone()));
+        }
+    }
 }
 
 /// What the ingestor did with a batch.

@@ -175,6 +175,8 @@ pub struct EncodedEvent {
     json: std::sync::Arc<str>,
     /// A refresh of the interaction counts ([`Self::counts_refresh`]).
     counts_refresh: bool,
+    /// The ingest unit it was read for ([`Self::set_owner`]); not stored.
+    owner: Option<std::sync::Arc<str>>,
 }
 
 impl EncodedEvent {
@@ -187,7 +189,20 @@ impl EncodedEvent {
             fingerprint: ev.fingerprint(),
             json: ev.to_json().into(),
             counts_refresh: ev.counts_refresh,
+            owner: None,
         }
+    }
+
+    /// Mark the ingest unit this event was read for (the followed account's
+    /// `source/account`, or the source's name): its dedup-index entry is state
+    /// owned by that unit ([`crate::log::StatePut::owner`]).
+    pub fn set_owner(&mut self, owner: Option<std::sync::Arc<str>>) {
+        self.owner = owner;
+    }
+
+    /// The ingest unit it was read for, if its source said ([`Self::set_owner`]).
+    pub fn owner(&self) -> Option<&std::sync::Arc<str>> {
+        self.owner.as_ref()
     }
 
     /// Mark this event as a refresh of the post's interaction counts: an
@@ -273,7 +288,16 @@ impl From<Event> for EncodedEvent {
         let fingerprint = ev.fingerprint();
         let json = ev.to_json().into();
         let counts_refresh = ev.counts_refresh;
-        EncodedEvent { kind: ev.kind, key: ev.key, account: ev.account, status_id: ev.status_id, fingerprint, json, counts_refresh }
+        EncodedEvent {
+            kind: ev.kind,
+            key: ev.key,
+            account: ev.account,
+            status_id: ev.status_id,
+            fingerprint,
+            json,
+            counts_refresh,
+            owner: None,
+        }
     }
 }
 

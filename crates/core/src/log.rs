@@ -70,20 +70,50 @@ pub struct Commit {
     pub outputs: Vec<OutputRecord>,
 }
 
+/// Who a piece of state belongs to (see [`StatePut::owner`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A unit of ingest work: `source/account` for an account of a Mastodon
+    /// source, the source's name for other sources.
+    Unit(std::sync::Arc<str>),
+    /// A partition of the input topic of the consumer group that commits the
+    /// state (a processor's state kept per input partition).
+    Partition(u32),
+}
+
 /// One key-value write in a state namespace. `value: None` deletes the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatePut {
     pub ns: String,
     pub key: String,
     pub value: Option<String>,
+    /// The work the entry belongs to, or `None`: state of the whole pipeline.
+    /// A partitioned log keeps owned state with its work, held in memory only
+    /// by the process doing that work (on Kafka: a unit's state in the
+    /// partition of the unit's ingest slot, a group's partition state in the
+    /// same partition of the group's state topic); the embedded log ignores it.
+    /// Every write of a key must name the same owner, and owned state is read
+    /// only by the process doing its work.
+    pub owner: Option<Owner>,
 }
 
 impl StatePut {
     pub fn set(ns: &str, key: impl Into<String>, value: impl Into<String>) -> Self {
-        StatePut { ns: ns.to_string(), key: key.into(), value: Some(value.into()) }
+        StatePut { ns: ns.to_string(), key: key.into(), value: Some(value.into()), owner: None }
     }
     pub fn delete(ns: &str, key: impl Into<String>) -> Self {
-        StatePut { ns: ns.to_string(), key: key.into(), value: None }
+        StatePut { ns: ns.to_string(), key: key.into(), value: None, owner: None }
+    }
+    /// This put, owned by the ingest unit `unit` ([`Owner::Unit`]; `None`: global).
+    pub fn owned_by(mut self, unit: Option<std::sync::Arc<str>>) -> Self {
+        self.owner = unit.map(Owner::Unit);
+        self
+    }
+    /// This put, kept with input partition `partition` of the consumer group
+    /// that commits it ([`Owner::Partition`]).
+    pub fn of_partition(mut self, partition: u32) -> Self {
+        self.owner = Some(Owner::Partition(partition));
+        self
     }
 }
 

@@ -222,8 +222,9 @@ pub enum BenchKind {
     },
     /// Memory of the Kafka log's state view as the log grows: appends `count`
     /// statuses with their dedup entries and checkpoints, pruning state older
-    /// than `horizon`, and reports the keys held and RSS as it goes (needs a
-    /// broker: `scripts/kafka up`).
+    /// than `horizon`, and reports the keys held and RSS as it goes; with
+    /// `--owners`, then the keys and RSS of each of N processes sharing the
+    /// ingest slots (needs a broker: `scripts/kafka up`).
     #[cfg_attr(not(feature = "kafka"), command(hide = true))]
     KafkaState {
         #[arg(long, env = "FEDISTREAM_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
@@ -239,6 +240,17 @@ pub enum BenchKind {
         /// without it nothing is pruned.
         #[arg(long, value_parser = crate::cli::parse_duration)]
         horizon: Option<Duration>,
+        /// Then, for each N given (e.g. `1,3`), start N processes that share
+        /// the ingest slots (round robin) and report the state keys and RSS
+        /// each holds once it has loaded the state of its slots.
+        #[arg(long, value_delimiter = ',')]
+        owners: Vec<usize>,
+        /// (Internal: one of those processes.) The pipeline to open…
+        #[arg(long, hide = true, requires = "hold_slots")]
+        hold_pipeline: Option<String>,
+        /// …and the slots to hold.
+        #[arg(long, hide = true, value_delimiter = ',', requires = "hold_pipeline")]
+        hold_slots: Vec<i32>,
     },
     /// The pipeline bench plain and with the HTTP server on and a client
     /// holding `/api/events` open, alternating rounds; medians and their ratio.
@@ -373,9 +385,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             crate::bench_kafka::run(brokers, count, accounts, batch, rounds).await
         }
         #[cfg(feature = "kafka")]
-        BenchKind::KafkaState { brokers, count, accounts, batch, horizon } => {
-            crate::bench_kafka_state::run(brokers, count, accounts, batch, horizon).await
-        }
+        BenchKind::KafkaState { brokers, count, accounts, batch, horizon, owners, hold_pipeline, hold_slots } => match hold_pipeline {
+            Some(pipeline) => crate::bench_kafka_state::hold(brokers, pipeline, hold_slots).await,
+            None => crate::bench_kafka_state::run(brokers, count, accounts, batch, horizon, owners).await,
+        },
         #[cfg(not(feature = "kafka"))]
         BenchKind::Kafka { .. } | BenchKind::KafkaState { .. } => bail!("{}", crate::features::Feature::Kafka.missing()),
         #[cfg(feature = "http")]

@@ -356,7 +356,7 @@ pub(crate) async fn drop_topics(cfg: &KafkaLogConfig, pipelines: &[String]) {
         .flat_map(|p| {
             let mut c = cfg.clone();
             c.pipeline = p.clone();
-            [c.events_topic(), c.state_topic(), c.ingest_topic()]
+            [c.events_topic(), c.state_topic(), c.state_slots_topic(), c.ingest_topic()]
         })
         .collect();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();

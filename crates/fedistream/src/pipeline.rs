@@ -12,7 +12,7 @@ use fedistream_connectors::mastodon::client::Secret;
 use fedistream_connectors::mastodon::ratelimit::RateLimiters;
 use fedistream_connectors::mastodon::sink::MastodonSink;
 use fedistream_connectors::mastodon::source::{
-    parse_base_url, MastodonSource, MastodonSourceConfig, MastodonTimelineSource, ReaderConnection, TimelineServer,
+    account_unit, parse_base_url, MastodonSource, MastodonSourceConfig, MastodonTimelineSource, ReaderConnection, TimelineServer,
 };
 use fedistream_connectors::replay::ReplaySource;
 use fedistream_connectors::stdout::StdoutSink;
@@ -99,11 +99,6 @@ pub fn resolve_token(name: &str, c: &MastodonConnection) -> anyhow::Result<Secre
 pub async fn build(cfg: &Config, options: RuntimeOptions, progress: Option<Arc<dyn Progress>>) -> anyhow::Result<Pipeline> {
     let log = open_log(cfg).await?.shared();
     Ok(Pipeline { sources: sources(cfg, &|_| true)?, processors: processors(cfg)?, channels: channels(cfg)?, log, options, progress })
-}
-
-/// The unit of work ingest processes share for one account of a Mastodon source.
-fn account_unit(source: &str, acct: &str) -> String {
-    format!("{source}/{acct}")
 }
 
 /// The units of work of a source: `source/account` for each account of a

@@ -161,10 +161,15 @@ pub fn pick_processor(cfg: &Config, wanted: Option<&str>) -> Result<(String, Acc
 async fn load(cfg: &Config, name: &str, pcfg: &AccountStatsConfig) -> anyhow::Result<(Vec<StatsRecord>, Vec<TotalsRecord>)> {
     let (log, topic): (std::sync::Arc<dyn Log>, Vec<_>) = match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
-        (LogBackend::Kafka, Some(k)) => (
-            fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?,
-            Vec::new(),
-        ),
+        (LogBackend::Kafka, Some(k)) => {
+            let log = fedistream_kafka::log::KafkaLog::open(k.clone())
+                .await
+                .with_context(|| format!("opening the Kafka log at {}", k.brokers))?;
+            // The processor's state is kept per input partition: hold every one.
+            let group = crate::pipeline::processor_group(cfg, name);
+            log.own_group_state(&group, fedistream_core::log::EVENTS).await.context("reading the processor's state")?;
+            (log, Vec::new())
+        }
         #[cfg(not(feature = "kafka"))]
         (LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::features::Feature::Kafka.missing()),
         _ => {

@@ -79,7 +79,12 @@ pub async fn run(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let log: std::sync::Arc<dyn Log> = match (cfg.log.backend, &cfg.log.kafka) {
         #[cfg(feature = "kafka")]
         (crate::config::LogBackend::Kafka, Some(k)) => {
-            fedistream_kafka::log::KafkaLog::open(k.clone()).await.with_context(|| format!("opening the Kafka log at {}", k.brokers))?
+            let log = fedistream_kafka::log::KafkaLog::open(k.clone())
+                .await
+                .with_context(|| format!("opening the Kafka log at {}", k.brokers))?;
+            // The checkpoints of every account: the state of every ingest slot.
+            log.own_all_slots().await.context("reading the state of the ingest slots")?;
+            log
         }
         #[cfg(not(feature = "kafka"))]
         (crate::config::LogBackend::Kafka, Some(_)) => anyhow::bail!("log.backend: {}", crate::features::Feature::Kafka.missing()),

@@ -146,4 +146,17 @@ async fn account_stats_on_kafka_workers_that_lose_partitions_give_the_stats_of_o
     let got = records(&work.path().join("stats.jsonl"));
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
+
+    // `fedistream stats` holds the processor's state of every input partition
+    // (kept per partition, each in its own process): the same as one run's.
+    let top = |dir: &Path, cfg: &str| {
+        let args = ["stats", "--config", cfg, "--top", "accounts", "--since", "3650d", "--format", "json", "--limit", "1000"];
+        let (s, out, err) = run_to_end(dir, "stats-top", &args);
+        assert!(s.success(), "{s}\n{err}");
+        out
+    };
+    let whole_cfg = whole.path().join("c.toml");
+    let (moved, one_run) = (top(work.path(), cfg), top(whole.path(), whole_cfg.to_str().unwrap()));
+    assert!(moved.contains('@'), "the state names accounts: {moved}");
+    assert_eq!(moved, one_run);
 }

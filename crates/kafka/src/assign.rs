@@ -7,7 +7,8 @@
 //! `xxh3(source/account) mod slots`; a process follows the accounts of the slots
 //! it holds. When a process dies, the group gives its slots to the others after
 //! the session timeout, and they resume those accounts from the checkpoints in
-//! the state topic.
+//! the state of those slots (`….state.slots`, read when a slot is assigned,
+//! dropped when it is revoked: [`crate::log::KafkaLog::own_slots`]).
 //!
 //! Hand-over is stop-before-start: on a revoke the member first stops following
 //! the revoked accounts (the callback waits for [`Membership::released`]) and only

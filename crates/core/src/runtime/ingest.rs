@@ -251,7 +251,8 @@ impl Dedup {
             (EventKind::Updated, _) => true,
         };
         if keep {
-            state.push(StatePut::set(SEEN_NS, ev.key(), ev.fingerprint()));
+            // Owned by the unit the event was read for: it moves with the unit.
+            state.push(StatePut::set(SEEN_NS, ev.key(), ev.fingerprint()).owned_by(ev.owner().cloned()));
             self.staged.insert(h, fp);
         }
         keep

@@ -163,8 +163,11 @@ async fn ingest(
         if shutdown.is_cancelled() {
             break;
         }
-        // Take over what the previous owners recorded (checkpoints, dedup index).
-        log.catch_up().await.context("reading the state topic before following accounts")?;
+        // Hold the state of exactly these slots (a revoked slot's leaves
+        // memory), and take over what their previous owners recorded
+        // (checkpoints, dedup index) before following their accounts.
+        log.own_slots(&a.slots).context("reading the state of the ingest slots")?;
+        log.catch_up().await.context("reading the state topics before following accounts")?;
         let sources = crate::pipeline::sources(cfg, &|unit| a.owns(unit))?;
         let following: Vec<String> =
             cfg.sources.iter().flat_map(|(name, s)| crate::pipeline::work_units(name, s)).filter(|u| a.owns(u)).collect();

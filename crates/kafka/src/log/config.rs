@@ -11,14 +11,17 @@ pub struct KafkaLogConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
     /// Names this pipeline's topics (`fedistream.<pipeline>.events`, `.state`,
-    /// `.ingest`) and consumer groups (`fedistream.<pipeline>.<channel>`).
+    /// `.state.slots`, `.ingest`, `.<group>.state`) and consumer groups
+    /// (`fedistream.<pipeline>.<channel>`).
     #[serde(default = "default_pipeline")]
     pub pipeline: String,
     /// Partitions of the events topic (the most deliver processes a channel can use).
     #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// Partitions of the ingest topic: the units accounts are spread over across
-    /// ingest processes (the most ingest processes that get work).
+    /// ingest processes (the most ingest processes that get work). The state
+    /// owned by the accounts (checkpoints, dedup index) is split the same way
+    /// (`.state.slots`), so this cannot change once the pipeline has state.
     #[serde(default = "default_ingest_slots")]
     pub ingest_slots: i32,
     /// Replication factor of the topics fedistream creates (3 on a real cluster).
@@ -115,8 +118,20 @@ impl KafkaLogConfig {
     pub fn state_topic(&self) -> String {
         format!("{}.state", self.prefix())
     }
+    /// The state owned by ingest units, one partition per ingest slot (see `log::state`).
+    pub fn state_slots_topic(&self) -> String {
+        format!("{}.state.slots", self.prefix())
+    }
     pub fn ingest_topic(&self) -> String {
         format!("{}.ingest", self.prefix())
+    }
+    /// The compacted topic of the state consumer group `group` keeps per
+    /// input partition (a processor's), one partition per input partition.
+    /// `fedistream.<pipeline>.<group>.state` (the group without the pipeline's prefix).
+    pub fn group_state_topic(&self, group: &str) -> String {
+        let prefix = self.prefix();
+        let g = group.strip_prefix(prefix.as_str()).and_then(|g| g.strip_prefix('.')).unwrap_or(group);
+        format!("{prefix}.{g}.state")
     }
     /// The consumer group of a channel.
     pub fn channel_group(&self, channel: &str) -> String {

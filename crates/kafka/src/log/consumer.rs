@@ -77,6 +77,10 @@ pub struct KafkaConsumer {
     txn: Option<super::txn::TxnProducer>,
     /// Output topics known to exist.
     created: Arc<tokio::sync::Mutex<HashSet<String>>>,
+    /// The group's state topic (state kept per input partition).
+    state_topic: Arc<str>,
+    /// Its partitions this member holds in the state view (its own partitions).
+    state_held: Vec<i32>,
 }
 
 impl KafkaConsumer {
@@ -89,6 +93,13 @@ impl KafkaConsumer {
         created: Arc<tokio::sync::Mutex<HashSet<String>>>,
     ) -> Result<KafkaConsumer, LogError> {
         let topic = cfg.topic(topic);
+        // State kept per input partition: one partition per input partition.
+        let state_topic: Arc<str> = cfg.group_state_topic(group).into();
+        let parts = super::partitions_of(&meta, &topic, cfg.connect_timeout).await?;
+        super::ensure_state_topic(cfg, &state_topic, parts.len() as i32).await?;
+        // Until the metadata client has seen a new topic's partitions, their
+        // watermarks (catch_up) are "unknown partition".
+        super::partitions_of(&meta, &state_topic, cfg.connect_timeout).await?;
         let consumer: StreamConsumer<GroupContext> = client_config(cfg)?
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -116,6 +127,8 @@ impl KafkaConsumer {
             catching_up: false,
             txn: None,
             created,
+            state_topic,
+            state_held: Vec::new(),
         })
     }
 
@@ -128,8 +141,10 @@ impl KafkaConsumer {
         LogRecord::new(Position { partition: m.partition() as u32, offset: m.offset() as u64 }, at, payload)
     }
 
-    /// After an assignment change, read the state other members wrote for the
-    /// partitions we now own (e.g. a channel's source-to-target map).
+    /// After an assignment change, hold the state kept per partition for the
+    /// partitions we now own (and let go of the others'), and read the state
+    /// other members wrote for them (a processor's per-partition state, a
+    /// channel's source-to-target map in the global topic).
     /// Returns false while the state could not be read to its end (the cluster
     /// is away): no records are handed out until it can, and it is tried again
     /// on the next poll.
@@ -142,6 +157,18 @@ impl KafkaConsumer {
                 let mut parts: Vec<u32> = owned.iter().map(|p| *p as u32).collect();
                 parts.sort();
                 self.assignment = Some(parts);
+                let now: Vec<i32> = owned.iter().copied().collect();
+                let added: Vec<i32> = now.iter().filter(|p| !self.state_held.contains(p)).copied().collect();
+                let dropped: Vec<i32> = self.state_held.iter().filter(|p| !owned.contains(p)).copied().collect();
+                match self.state.hold(&self.state_topic, &added, &dropped) {
+                    Ok(()) => self.state_held = now,
+                    Err(e) => {
+                        warn!(group = %self.group, error = %e, "Cannot read the state of newly assigned partitions yet; holding their records");
+                        *self.consumer.context().changed.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                        self.catching_up = true;
+                        return false;
+                    }
+                }
             }
             if let Err(e) = self.state.catch_up(Duration::from_secs(30)).await {
                 warn!(group = %self.group, error = %e, "Cannot read the state of newly assigned partitions yet; holding their records");
@@ -205,7 +232,8 @@ impl KafkaConsumer {
     ) -> Result<(), LogError> {
         let producer = txn.producer.clone();
         let topics: HashMap<String, String> = outputs.iter().map(|o| (o.topic.clone(), self.cfg.topic(&o.topic))).collect();
-        let state_topic = self.cfg.state_topic();
+        // State kept per input partition goes to the group's state topic.
+        let state = self.state.route(state, Some(&self.state_topic))?;
         let mut backoff = fedistream_core::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let r: Result<(), TxnFailure> = async {
@@ -219,7 +247,7 @@ impl KafkaConsumer {
                         .timestamp(now);
                     deliveries.push(super::send_with_room(&producer, rec).await.map_err(|e| super::classify_txn(&e))?);
                 }
-                let sent = send_state(&producer, &state_topic, &state).await?;
+                let sent = send_state(&producer, self.state.global_topic(), &state).await?;
                 let meta = self.consumer.group_metadata().ok_or_else(|| TxnFailure::Fatal("the consumer has no group metadata".into()))?;
                 txn.send_offsets(tpl.clone(), std::sync::Arc::new(meta)).await?;
                 txn.commit().await?;
@@ -291,6 +319,15 @@ impl KafkaConsumer {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::debug!(error = %e, "Committing past transaction markers failed; harmless");
             }
+        }
+    }
+}
+
+impl Drop for KafkaConsumer {
+    /// Its partitions' state leaves memory (unless another member here holds them).
+    fn drop(&mut self) {
+        if let Err(e) = self.state.hold(&self.state_topic, &[], &self.state_held) {
+            tracing::debug!(group = %self.group, error = %e, "Letting go of the group's state");
         }
     }
 }

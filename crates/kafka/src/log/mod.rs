@@ -3,10 +3,17 @@
 //!
 //! * Events go to `fedistream.<pipeline>.events`, keyed by account (one account's
 //!   events stay in order in one partition).
-//! * State (checkpoints, the dedup index, channels' maps, status) goes to the
-//!   compacted topic `fedistream.<pipeline>.state`, keyed `ns \x1f key`; a delete is
-//!   a tombstone. Every process keeps a view of it, filled from the beginning at
-//!   open and then tailed, so state moves with the work between machines.
+//! * State goes to compacted topics, keyed `ns \x1f key`; a delete is a
+//!   tombstone. What names no owner (status, the id index, channels' maps) to
+//!   `fedistream.<pipeline>.state`, which every process reads whole; what an
+//!   ingest unit owns (checkpoints, windows, the dedup index) to
+//!   `….state.slots`, in the partition of the unit's slot; what a consumer
+//!   group keeps per input partition (a processor's state) to
+//!   `fedistream.<pipeline>.<group>.state`, in that partition. A process keeps
+//!   a view of the global topic and of the owned partitions of the work it
+//!   holds ([`KafkaLog::own_slots`], a consumer's assignment), filled from the
+//!   beginning and then tailed, so state moves with the work between machines
+//!   and takes memory in proportion to it (see `state`).
 //!   Entries of the dedup index and the prunable namespaces not written within
 //!   the state horizon are deleted (tombstones) and leave memory
 //!   ([`KafkaLog::prune_state`]), so the view is bounded by recent activity.
@@ -145,6 +152,19 @@ impl KafkaLog {
         }
         ensure_topics(&cfg, &base).await?;
         let state_parts = partitions_of(&meta, &cfg.state_topic(), timeout).await?;
+        let slot_parts = partitions_of(&meta, &cfg.state_slots_topic(), timeout).await?;
+        if slot_parts.len() != cfg.ingest_slots as usize {
+            return Err(LogError::Open {
+                path: cfg.brokers.clone(),
+                reason: format!(
+                    "log.kafka.ingest_slots: is {}, but the topic {} of this pipeline's owned state has {} partitions (one per slot); \
+                     the slots of a pipeline cannot change once it has state",
+                    cfg.ingest_slots,
+                    cfg.state_slots_topic(),
+                    slot_parts.len()
+                ),
+            });
+        }
         let state = StateTable::start(&cfg, &base, state_parts, meta.clone())?;
         state.catch_up(timeout.max(Duration::from_secs(30))).await?;
         info!(brokers = %cfg.brokers, pipeline = %cfg.pipeline, keys = state.len(), "Kafka log open");
@@ -183,9 +203,52 @@ impl KafkaLog {
         self.state.catch_up(Duration::from_secs(60)).await
     }
 
-    /// Keys of the state view held in memory (every namespace).
+    /// Keys of the state view held in memory (every namespace): the global
+    /// state and that of the ingest slots held ([`KafkaLog::own_slots`]).
     pub fn state_entries(&self) -> usize {
         self.state.len()
+    }
+
+    /// Keys held in memory for the ingest slots held, and those slots.
+    pub fn slot_state(&self) -> (usize, std::collections::BTreeSet<i32>) {
+        self.state.owned_keys(self.state.slots_topic())
+    }
+
+    /// Keys held in memory for the input partitions of consumer group
+    /// `group` held in this process (state its processors keep per
+    /// partition), and those partitions.
+    pub fn group_state(&self, group: &str) -> (usize, std::collections::BTreeSet<i32>) {
+        self.state.owned_keys(&self.cfg.group_state_topic(group))
+    }
+
+    /// Hold the state kept per input partition by consumer group `group`,
+    /// every partition of it (tools that read a processor's whole state, such
+    /// as `fedistream stats`), then catch up. `topic` is the log topic the
+    /// group reads.
+    pub async fn own_group_state(&self, group: &str, topic: &str) -> Result<(), LogError> {
+        let name: Arc<str> = self.cfg.group_state_topic(group).into();
+        let parts = partitions_of(&self.meta, &self.cfg.topic(topic), self.timeout).await?;
+        ensure_state_topic(&self.cfg, &name, parts.len() as i32).await?;
+        partitions_of(&self.meta, &name, self.timeout).await?;
+        self.state.hold(&name, &parts, &[])?;
+        self.catch_up().await
+    }
+
+    /// Hold the state owned by the units of exactly these ingest slots
+    /// (checkpoints, windows, dedup entries; see `StatePut::owner`): the
+    /// state of a slot newly held is read from the beginning of its partition,
+    /// that of a slot no longer held leaves memory at once. Then
+    /// [`KafkaLog::catch_up`] before following the slots' accounts. A process
+    /// holds no slot until it is given some (by the ingest group).
+    pub fn own_slots(&self, slots: &std::collections::BTreeSet<i32>) -> Result<(), LogError> {
+        self.state.own_slots(slots)
+    }
+
+    /// Hold the state of every ingest slot (tools that show the whole
+    /// pipeline, such as `fedistream status`), then catch up.
+    pub async fn own_all_slots(&self) -> Result<(), LogError> {
+        self.state.own_all_slots()?;
+        self.catch_up().await
     }
 
     /// Delete (tombstones on the state topic, and from memory) the entries of
@@ -222,7 +285,6 @@ impl KafkaLog {
                 let w = Writer {
                     txn: TxnProducer::new(p),
                     events_topic: self.events_topic.clone(),
-                    state_topic: self.cfg.state_topic(),
                     state_table: self.state.clone(),
                     brokers: self.cfg.brokers.clone(),
                 };
@@ -242,6 +304,7 @@ impl KafkaLog {
         fence: Option<Fence>,
     ) -> Result<oneshot::Receiver<Result<Vec<Position>, LogError>>, LogError> {
         let records = events.into_iter().map(fedistream_core::EncodedEvent::into_stored).collect();
+        let state = self.state.route(state, None)?;
         let (tx, rx) = oneshot::channel();
         self.writer().await?.send(Job::Write(Write { records, state, fence }, tx)).map_err(|_| writer_stopped())?;
         Ok(rx)
@@ -290,11 +353,12 @@ struct Prune {
 /// Tombstones per pruning transaction.
 const PRUNE_BATCH: usize = 16_384;
 
-/// One write: records (key = account, JSON payload) and state puts, under
-/// the fence of the ingest assignment it was made for, if any.
+/// One write: records (key = account, JSON payload) and state puts (with
+/// where each goes), under the fence of the ingest assignment it was made
+/// for, if any.
 struct Write {
     records: Vec<(String, std::sync::Arc<str>)>,
-    state: Vec<StatePut>,
+    state: state::Routed,
     fence: Option<Fence>,
 }
 
@@ -321,7 +385,6 @@ const MAX_GROUP_EVENTS: usize = 16_384;
 struct Writer {
     txn: TxnProducer,
     events_topic: String,
-    state_topic: String,
     state_table: Arc<StateTable>,
     brokers: String,
 }
@@ -454,7 +517,7 @@ impl Writer {
             let rec = FutureRecord::to(&self.events_topic).key(account.as_str()).payload(payload.as_bytes()).timestamp(now);
             deliveries.push(send_with_room(producer, rec).await.map_err(|e| classify_txn(&e))?);
         }
-        let sent_state = state::send_state(producer, &self.state_topic, &w.state).await?;
+        let sent_state = state::send_state(producer, self.state_table.global_topic(), &w.state).await?;
         if let Some(fence) = &w.fence {
             // The proof of ownership, as late as possible (the records are on
             // their way meanwhile): the group coordinator rejects it if the
@@ -563,10 +626,13 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
         ev = ev.set("retention.bytes", b);
     }
     let st = NewTopic::new(&state, cfg.partitions, repl()).set("cleanup.policy", "compact");
+    // Owned state: one partition per ingest slot (made on upgrade too).
+    let slots = cfg.state_slots_topic();
+    let st_slots = NewTopic::new(&slots, cfg.ingest_slots, repl()).set("cleanup.policy", "compact");
     let ing = NewTopic::new(&ingest, cfg.ingest_slots, repl());
     let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
     let results = admin
-        .create_topics([&ev, &st, &ing], &opts)
+        .create_topics([&ev, &st, &st_slots, &ing], &opts)
         .await
         .map_err(|e| unavailable("cannot create the pipeline's topics", &cfg.brokers, e))?;
     for r in results {
@@ -579,6 +645,24 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
                     reason: format!("cannot create topic {t}: {code} (check log.kafka.replication and the ACLs)"),
                 })
             }
+        }
+    }
+    Ok(())
+}
+
+/// Create the compacted state topic `name` with `partitions` partitions if missing.
+pub(crate) async fn ensure_state_topic(cfg: &KafkaLogConfig, name: &str, partitions: i32) -> Result<(), LogError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(cfg)?.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(cfg.replication as i32)).set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
+    let results =
+        admin.create_topics([&t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
+    for r in results {
+        match r {
+            Ok(t) => info!(topic = %t, "Created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") }),
         }
     }
     Ok(())

@@ -404,16 +404,16 @@ impl AccountStatsProcessor {
         for ((size, start), w) in windows {
             let k = totals::window_state_key(key, size, start);
             match w {
-                Some(w) => out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, w))),
-                None => out.state.push(StatePut::delete(&self.ns, k)),
+                Some(w) => out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, w)).of_partition(key.0)),
+                None => out.state.push(StatePut::delete(&self.ns, k).of_partition(key.0)),
             }
         }
         if meta {
             let k = totals::scope_state_key(key);
             if st.is_empty() {
-                out.state.push(StatePut::delete(&self.ns, k));
+                out.state.push(StatePut::delete(&self.ns, k).of_partition(key.0));
             } else {
-                out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, st)));
+                out.state.push(StatePut::set(&self.ns, k, to_json(&mut self.buf, st)).of_partition(key.0));
             }
         }
     }
@@ -423,7 +423,7 @@ impl AccountStatsProcessor {
     fn save(&mut self, out: &mut ProcessorOutput, partition: u32, account: &str) {
         let k = format!("{partition}/{account}");
         let Some(st) = self.accounts.get_mut(&partition).and_then(|m| m.get_mut(account)) else {
-            out.state.push(StatePut::delete(&self.ns, k));
+            out.state.push(StatePut::delete(&self.ns, k).of_partition(partition));
             return;
         };
         for (uri, entry) in st.take_changed_posts() {
@@ -438,17 +438,17 @@ impl AccountStatsProcessor {
                         st.posts.get(&*uri).map(|p| p.to_json()).as_ref(),
                         "the entry written when it changed is current"
                     );
-                    out.state.push(StatePut::set(&self.ns, pk, json))
+                    out.state.push(StatePut::set(&self.ns, pk, json).of_partition(partition))
                 }
-                None => out.state.push(StatePut::delete(&self.ns, pk)),
+                None => out.state.push(StatePut::delete(&self.ns, pk).of_partition(partition)),
             }
         }
         if st.is_empty() {
-            out.state.push(StatePut::delete(&self.ns, k));
+            out.state.push(StatePut::delete(&self.ns, k).of_partition(partition));
         } else {
             self.buf.clear();
             st.write_json(&mut self.buf);
-            out.state.push(StatePut::set(&self.ns, k, std::str::from_utf8(&self.buf).unwrap_or_default()));
+            out.state.push(StatePut::set(&self.ns, k, std::str::from_utf8(&self.buf).unwrap_or_default()).of_partition(partition));
         }
     }
 

@@ -81,6 +81,8 @@ pub struct Setup {
     pub followed: HashSet<String>,
     /// Address → server name, where an `instance` override makes them differ.
     pub names: HashMap<String, String>,
+    /// The ingest unit of each account.
+    pub owners: super::Owners,
 }
 
 pub fn client_for(limiters: &RateLimiters, base: url::Url, token: Option<Secret>) -> Result<MastodonClient, SourceError> {
@@ -106,6 +108,7 @@ pub async fn setup(
     let mut accounts = Vec::new();
     let mut followed = HashSet::new();
     let mut names = HashMap::new();
+    let mut owners = super::Owners::default();
     let mut clients: HashMap<String, MastodonClient> = HashMap::new();
     let now = Instant::now();
     for raw in &cfg.accounts {
@@ -137,6 +140,9 @@ pub async fn setup(
             names.entry(client.host()).or_insert_with(|| host.clone());
         }
         let key = checkpoint_key(source, &client.host(), &acct);
+        let unit: std::sync::Arc<str> = super::account_unit(source, raw).into();
+        owners.by_account.insert(acct.clone(), unit.clone());
+        owners.by_account.insert(key.clone(), unit);
         let checkpoint = log.state_get(CHECKPOINT_NS, &key).await?;
         accounts.push(Account {
             acct,
@@ -161,7 +167,7 @@ pub async fn setup(
     if accounts.is_empty() {
         return Err(config("no accounts to follow".into()));
     }
-    Ok(Setup { accounts, followed, names })
+    Ok(Setup { accounts, followed, names, owners })
 }
 
 impl Account {

@@ -81,6 +81,38 @@ impl MastodonSource {
     }
 }
 
+/// The unit of ingest work of one account of a Mastodon source (`source/account`,
+/// the account as configured): what ingest processes share on Kafka, and what
+/// owns the account's state (checkpoint, window, dedup entries; see
+/// `StatePut::owner`).
+pub fn account_unit(source: &str, acct: &str) -> String {
+    format!("{source}/{acct}")
+}
+
+/// Which ingest unit owns what a source writes (`StatePut::owner`).
+#[derive(Default)]
+pub(crate) struct Owners {
+    /// The source is one unit (a timeline source: its name).
+    pub(crate) whole: Option<Arc<str>>,
+    /// Else per followed account: its `user@host` and its checkpoint key
+    /// (the window's key too) → its unit.
+    pub(crate) by_account: HashMap<String, Arc<str>>,
+}
+
+impl Owners {
+    /// Name the owner of every event (the followed account it was read for)
+    /// and of every state put but the id index, which stays global: a stream
+    /// delete looks it up before it knows the account.
+    fn tag(&self, batch: &mut SourceBatch) {
+        for ev in &mut batch.events {
+            ev.set_owner(self.whole.clone().or_else(|| self.by_account.get(ev.account()).cloned()));
+        }
+        for put in batch.state.iter_mut().filter(|p| p.ns != convert::IDS_NS) {
+            put.owner = self.whole.clone().or_else(|| self.by_account.get(&put.key).cloned()).map(fedistream_core::log::Owner::Unit);
+        }
+    }
+}
+
 /// Posts whose consent skip was counted, so that re-reads don't count them again.
 const SKIPS_REMEMBERED: usize = 4096;
 
@@ -94,6 +126,7 @@ pub(crate) struct Shared {
     policy: ConsentPolicy,
     backfill: Backfill,
     followed: HashSet<String>,
+    owners: Owners,
     /// A timeline source: every author's posts are taken (consent still applies).
     everyone: bool,
     known_ids: HashMap<String, HashMap<String, String>>,
@@ -122,10 +155,11 @@ impl Shared {
         let mut locks = self.window_locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(key.to_string()).or_default().clone()
     }
-    async fn emit(&self, batch: SourceBatch) -> Result<(), SourceError> {
+    async fn emit(&self, mut batch: SourceBatch) -> Result<(), SourceError> {
         if batch.events.is_empty() && batch.state.is_empty() {
             return Ok(());
         }
+        self.owners.tag(&mut batch);
         let n = batch.events.len() as u64;
         let s = self.emitter.emit(batch).await?;
         self.status.count("received", n);
@@ -191,7 +225,8 @@ impl Source for MastodonSource {
             None => None,
         };
         let reader = self.reader.as_ref().zip(reader_client.as_ref());
-        let accounts::Setup { mut accounts, followed, names } = accounts::setup(&cfg, &ctx.name, &*ctx.log, &self.limiters, reader).await?;
+        let accounts::Setup { mut accounts, followed, names, owners } =
+            accounts::setup(&cfg, &ctx.name, &*ctx.log, &self.limiters, reader).await?;
 
         // The reader: check the token once, learn its server's ids of our accounts
         // (stream payloads use them), and open the stream.
@@ -250,6 +285,7 @@ impl Source for MastodonSource {
             policy: ConsentPolicy { allow_unlisted: cfg.include_unlisted, owned: cfg.owned },
             backfill: cfg.backfill.clone(),
             followed,
+            owners,
             everyone: false,
             known_ids,
             names,
@@ -504,6 +540,36 @@ async fn sleep_until(t: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_owned_by_the_units_of_its_accounts_but_the_id_index_stays_global() {
+        use fedistream_core::log::{Owner, StatePut};
+        let unit: Arc<str> = account_unit("src", "@Alice@a.example").into();
+        let mut owners = Owners::default();
+        owners.by_account.insert("alice@a.example".into(), unit.clone());
+        owners.by_account.insert("src|a.example|alice@a.example".into(), unit.clone());
+        let mut batch = SourceBatch {
+            events: vec![],
+            state: vec![
+                StatePut::set(convert::CHECKPOINT_NS, "src|a.example|alice@a.example", "9"),
+                StatePut::set(window::WINDOW_NS, "src|a.example|alice@a.example", "[]"),
+                StatePut::set(convert::IDS_NS, "a.example|9", "uri\talice@a.example"),
+            ],
+        };
+        batch.push(fedistream_core::testing::created("src", "alice@a.example", 9, "hi"));
+        batch.push(fedistream_core::testing::created("src", "stranger@b.example", 1, "hi"));
+        owners.tag(&mut batch);
+        assert_eq!(batch.events[0].owner(), Some(&unit));
+        assert_eq!(batch.events[1].owner(), None, "an account this source does not follow: global");
+        let owned = |i: usize| batch.state[i].owner.clone();
+        assert_eq!((owned(0), owned(1), owned(2)), (Some(Owner::Unit(unit.clone())), Some(Owner::Unit(unit.clone())), None));
+
+        // A source that is one unit (a timeline) owns everything but the id index.
+        let whole = Owners { whole: Some("timeline".into()), by_account: HashMap::new() };
+        whole.tag(&mut batch);
+        assert_eq!(batch.events[1].owner().map(|o| &**o), Some("timeline"));
+        assert_eq!(batch.state[2].owner, None);
+    }
 
     #[test]
     fn active_accounts_are_polled_more_often_quiet_ones_less() {

@@ -168,6 +168,7 @@ impl Source for MastodonTimelineSource {
             policy: ConsentPolicy { allow_unlisted: false, owned: false },
             backfill: cfg.backfill.clone(),
             followed: HashSet::new(),
+            owners: super::Owners { whole: Some(ctx.name.as_str().into()), by_account: HashMap::new() },
             everyone: true,
             known_ids: HashMap::new(),
             names: names.clone(),
