@@ -50,6 +50,10 @@ fn jsonl(records: &[LogRecord], gzip: bool) -> Result<Bytes, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Storage {
     Zstd,
+    /// zstd without trying a dictionary first: a value per row, rarely repeated
+    /// (texts, status URIs and ids, the version hash), where a dictionary only
+    /// adds an index per row and the hashing of every value.
+    ZstdUnique,
     /// Dictionary/RLE (or plain) encoded, not compressed.
     Uncompressed,
     /// `DELTA_BINARY_PACKED`, no dictionary, not compressed: offsets and
@@ -80,22 +84,26 @@ fn column_storage(posts: bool, path: &str) -> Storage {
             | "content_text"
             | "key"
             | "url"
-            | "account"
-            | "author_id"
             | "status_id"
             | "version"
             | "boost_of_uri"
-            | "boost_of_account"
             | "in_reply_to_id"
+            | "media.list.item.url"
+            | "media.list.item.preview_url",
+        )
+        | (false, "value") => Storage::ZstdUnique,
+        (
+            true,
+            "account"
+            | "author_id"
+            | "boost_of_account"
             | "reblogs_count"
             | "favourites_count"
-            | "media.list.item.url"
-            | "media.list.item.preview_url"
             | "media.list.item.description"
             | "mentions.list.item.acct"
             | "mentions.list.item.url",
         )
-        | (false, "key" | "value") => Storage::Zstd,
+        | (false, "key") => Storage::Zstd,
         _ => Storage::Uncompressed,
     }
 }
@@ -117,6 +125,7 @@ pub fn parquet_properties(schema: &arrow::datatypes::Schema, row_group_rows: usi
             let path = col.path().clone();
             match column_storage(posts, &path.string()) {
                 Storage::Zstd => {}
+                Storage::ZstdUnique => b = b.set_column_dictionary_enabled(path, false),
                 Storage::Uncompressed => b = b.set_column_compression(path, Compression::UNCOMPRESSED),
                 Storage::Delta => {
                     b = b
@@ -207,7 +216,8 @@ mod tests {
     fn storage_of(cols: &[(String, Compression, Vec<parquet::basic::Encoding>)], path: &str) -> Storage {
         let (_, codec, encodings) = cols.iter().find(|(p, _, _)| p == path).unwrap_or_else(|| panic!("no column {path}: {cols:?}"));
         match codec {
-            Compression::ZSTD(_) => Storage::Zstd,
+            Compression::ZSTD(_) if encodings.contains(&parquet::basic::Encoding::RLE_DICTIONARY) => Storage::Zstd,
+            Compression::ZSTD(_) => Storage::ZstdUnique,
             Compression::UNCOMPRESSED if encodings.contains(&parquet::basic::Encoding::DELTA_BINARY_PACKED) => Storage::Delta,
             Compression::UNCOMPRESSED => Storage::Uncompressed,
             other => panic!("{path}: unexpected codec {other:?}"),
@@ -232,7 +242,7 @@ mod tests {
             let got: Vec<Storage> =
                 ["log_partition", "log_offset", "appended_at", "key", "value"].iter().map(|p| storage_of(&cols, p)).collect();
             use Storage::*;
-            assert_eq!(got, [Uncompressed, Delta, Uncompressed, Zstd, Zstd], "{n} rows: {cols:?}");
+            assert_eq!(got, [Uncompressed, Delta, Uncompressed, Zstd, ZstdUnique], "{n} rows: {cols:?}");
         }
     }
 
@@ -248,10 +258,12 @@ mod tests {
         let cols = columns(encode(enc, &recs).unwrap());
         assert_eq!(cols.len(), 42);
         for (path, _, _) in &cols {
-            assert_eq!(storage_of(&cols, path), column_storage(true, path), "{path}");
+            let (got, want) = (storage_of(&cols, path), column_storage(true, path));
+            // A column allowed a dictionary uses none when it holds no values (all null here).
+            assert!(got == want || (want == Storage::Zstd && got == Storage::ZstdUnique), "{path}: {got:?}, want {want:?}");
         }
         use Storage::*;
-        for (path, want) in [("content_html", Zstd), ("media.list.item.url", Zstd), ("kind", Uncompressed), ("event_time", Delta)] {
+        for (path, want) in [("content_html", ZstdUnique), ("account", Zstd), ("kind", Uncompressed), ("event_time", Delta)] {
             assert_eq!(storage_of(&cols, path), want, "{path}");
         }
     }
