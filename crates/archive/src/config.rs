@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// Apache Parquet, zstd-compressed columns.
+    /// Apache Parquet; the long columns zstd-compressed (`schemas/archive-parquet.md`).
     #[default]
     Parquet,
     /// JSON Lines: the file channel's lines (`partition`, `offset`, then the event).
