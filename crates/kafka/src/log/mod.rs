@@ -652,12 +652,18 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
 
 /// Create the compacted state topic `name` with `partitions` partitions if missing.
 pub(crate) async fn ensure_state_topic(cfg: &KafkaLogConfig, name: &str, partitions: i32) -> Result<(), LogError> {
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(cfg.replication as i32)).set("cleanup.policy", "compact");
+    create_topic(cfg, &t).await
+}
+
+/// Create topic `t` unless it exists.
+async fn create_topic(cfg: &KafkaLogConfig, t: &NewTopic<'_>) -> Result<(), LogError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(cfg)?.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(cfg.replication as i32)).set("cleanup.policy", "compact");
+    let name = t.name;
     let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
     let results =
-        admin.create_topics([&t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
+        admin.create_topics([t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
     for r in results {
         match r {
             Ok(t) => info!(topic = %t, "Created Kafka topic"),
@@ -679,9 +685,6 @@ pub(crate) async fn ensure_log_topic(
     if known.contains(topic) {
         return Ok(());
     }
-    let base = client_config(cfg)?;
-    let admin: AdminClient<DefaultClientContext> =
-        base.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
     let name = cfg.topic(topic);
     let mut t = NewTopic::new(&name, cfg.partitions, TopicReplication::Fixed(cfg.replication as i32));
     let retention_ms = cfg.max_age.map(|d| d.as_millis().to_string());
@@ -692,16 +695,7 @@ pub(crate) async fn ensure_log_topic(
     if let Some(b) = &retention_bytes {
         t = t.set("retention.bytes", b);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
-    let results =
-        admin.create_topics([&t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
-    for r in results {
-        match r {
-            Ok(t) => info!(topic = %t, "Created Kafka topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") }),
-        }
-    }
+    create_topic(cfg, &t).await?;
     known.insert(topic.to_string());
     Ok(())
 }
