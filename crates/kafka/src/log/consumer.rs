@@ -94,12 +94,7 @@ impl KafkaConsumer {
     ) -> Result<KafkaConsumer, LogError> {
         let topic = cfg.topic(topic);
         // State kept per input partition: one partition per input partition.
-        let state_topic: Arc<str> = cfg.group_state_topic(group).into();
-        let parts = super::partitions_of(&meta, &topic, cfg.connect_timeout).await?;
-        super::ensure_state_topic(cfg, &state_topic, parts.len() as i32).await?;
-        // Until the metadata client has seen a new topic's partitions, their
-        // watermarks (catch_up) are "unknown partition".
-        super::partitions_of(&meta, &state_topic, cfg.connect_timeout).await?;
+        let state_topic = super::ensure_group_state_topic(cfg, &meta, group, &topic, cfg.connect_timeout).await?;
         let consumer: StreamConsumer<GroupContext> = client_config(cfg)?
             .set("group.id", group)
             .set("enable.auto.commit", "false")

@@ -150,7 +150,7 @@ impl KafkaLog {
                 ),
             })?;
         }
-        ensure_topics(&cfg, &base).await?;
+        ensure_topics(&cfg).await?;
         let state_parts = partitions_of(&meta, &cfg.state_topic(), timeout).await?;
         let slot_parts = partitions_of(&meta, &cfg.state_slots_topic(), timeout).await?;
         if slot_parts.len() != cfg.ingest_slots as usize {
@@ -226,10 +226,9 @@ impl KafkaLog {
     /// as `fedistream stats`), then catch up. `topic` is the log topic the
     /// group reads.
     pub async fn own_group_state(&self, group: &str, topic: &str) -> Result<(), LogError> {
-        let name: Arc<str> = self.cfg.group_state_topic(group).into();
-        let parts = partitions_of(&self.meta, &self.cfg.topic(topic), self.timeout).await?;
-        ensure_state_topic(&self.cfg, &name, parts.len() as i32).await?;
-        partitions_of(&self.meta, &name, self.timeout).await?;
+        let input = self.cfg.topic(topic);
+        let name = ensure_group_state_topic(&self.cfg, &self.meta, group, &input, self.timeout).await?;
+        let parts = partitions_of(&self.meta, &input, self.timeout).await?;
         self.state.hold(&name, &parts, &[])?;
         self.catch_up().await
     }
@@ -609,32 +608,56 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "host".into())
 }
 
-async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), LogError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
-    let retention_ms = cfg.max_age.map(|d| d.as_millis().to_string());
-    let retention_bytes = cfg.max_size.map(|b| b.to_string());
+async fn ensure_topics(cfg: &KafkaLogConfig) -> Result<(), LogError> {
     let events = cfg.events_topic();
     let state = cfg.state_topic();
     let ingest = cfg.ingest_topic();
     let repl = || TopicReplication::Fixed(cfg.replication as i32);
-    let mut ev = NewTopic::new(&events, cfg.partitions, repl());
-    if let Some(ms) = &retention_ms {
-        ev = ev.set("retention.ms", ms);
-    }
-    if let Some(b) = &retention_bytes {
-        ev = ev.set("retention.bytes", b);
-    }
+    let retention = Retention::of(cfg);
+    let ev = retention.set(NewTopic::new(&events, cfg.partitions, repl()));
     let st = NewTopic::new(&state, cfg.partitions, repl()).set("cleanup.policy", "compact");
     // Owned state: one partition per ingest slot (made on upgrade too).
     let slots = cfg.state_slots_topic();
     let st_slots = NewTopic::new(&slots, cfg.ingest_slots, repl()).set("cleanup.policy", "compact");
     let ing = NewTopic::new(&ingest, cfg.ingest_slots, repl());
+    create_topics(cfg, &[&ev, &st, &st_slots, &ing], "the pipeline's topics").await
+}
+
+/// The retention of the log topics (events, processor outputs) as topic configs.
+struct Retention {
+    ms: Option<String>,
+    bytes: Option<String>,
+}
+
+impl Retention {
+    fn of(cfg: &KafkaLogConfig) -> Self {
+        Retention { ms: cfg.max_age.map(|d| d.as_millis().to_string()), bytes: cfg.max_size.map(|b| b.to_string()) }
+    }
+
+    fn set<'a>(&'a self, mut t: NewTopic<'a>) -> NewTopic<'a> {
+        if let Some(ms) = &self.ms {
+            t = t.set("retention.ms", ms);
+        }
+        if let Some(b) = &self.bytes {
+            t = t.set("retention.bytes", b);
+        }
+        t
+    }
+}
+
+/// Create the compacted state topic `name` with `partitions` partitions if missing.
+pub(crate) async fn ensure_state_topic(cfg: &KafkaLogConfig, name: &str, partitions: i32) -> Result<(), LogError> {
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(cfg.replication as i32)).set("cleanup.policy", "compact");
+    create_topics(cfg, &[&t], &format!("the topic {name}")).await
+}
+
+/// Create the topics `ts` (`what`, for the error) unless they exist.
+async fn create_topics(cfg: &KafkaLogConfig, ts: &[&NewTopic<'_>], what: &str) -> Result<(), LogError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(cfg)?.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
     let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
-    let results = admin
-        .create_topics([&ev, &st, &st_slots, &ing], &opts)
-        .await
-        .map_err(|e| unavailable("cannot create the pipeline's topics", &cfg.brokers, e))?;
+    let results =
+        admin.create_topics(ts.iter().copied(), &opts).await.map_err(|e| unavailable(&format!("cannot create {what}"), &cfg.brokers, e))?;
     for r in results {
         match r {
             Ok(t) => info!(topic = %t, "Created Kafka topic"),
@@ -650,28 +673,22 @@ async fn ensure_topics(cfg: &KafkaLogConfig, base: &ClientConfig) -> Result<(), 
     Ok(())
 }
 
-/// Create the compacted state topic `name` with `partitions` partitions if missing.
-pub(crate) async fn ensure_state_topic(cfg: &KafkaLogConfig, name: &str, partitions: i32) -> Result<(), LogError> {
-    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(cfg.replication as i32)).set("cleanup.policy", "compact");
-    create_topic(cfg, &t).await
-}
-
-/// Create topic `t` unless it exists.
-async fn create_topic(cfg: &KafkaLogConfig, t: &NewTopic<'_>) -> Result<(), LogError> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(cfg)?.create().map_err(|e| unavailable("cannot create a Kafka admin client", &cfg.brokers, e))?;
-    let name = t.name;
-    let opts = AdminOptions::new().operation_timeout(Some(cfg.connect_timeout)).request_timeout(Some(cfg.connect_timeout));
-    let results =
-        admin.create_topics([t], &opts).await.map_err(|e| unavailable(&format!("cannot create the topic {name}"), &cfg.brokers, e))?;
-    for r in results {
-        match r {
-            Ok(t) => info!(topic = %t, "Created Kafka topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(LogError::Open { path: cfg.brokers.clone(), reason: format!("cannot create topic {t}: {code}") }),
-        }
-    }
-    Ok(())
+/// The state topic of consumer group `group`, which reads log topic `topic`
+/// (one partition per input partition), created if missing and known to the
+/// metadata client (until it has seen a new topic's partitions, their
+/// watermarks — `catch_up` — are "unknown partition").
+pub(crate) async fn ensure_group_state_topic(
+    cfg: &KafkaLogConfig,
+    meta: &Arc<BaseConsumer>,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Arc<str>, LogError> {
+    let name: Arc<str> = cfg.group_state_topic(group).into();
+    let parts = partitions_of(meta, topic, timeout).await?;
+    ensure_state_topic(cfg, &name, parts.len() as i32).await?;
+    partitions_of(meta, &name, timeout).await?;
+    Ok(name)
 }
 
 /// Create the Kafka topic of log topic `topic` once per process (processor
@@ -686,16 +703,9 @@ pub(crate) async fn ensure_log_topic(
         return Ok(());
     }
     let name = cfg.topic(topic);
-    let mut t = NewTopic::new(&name, cfg.partitions, TopicReplication::Fixed(cfg.replication as i32));
-    let retention_ms = cfg.max_age.map(|d| d.as_millis().to_string());
-    let retention_bytes = cfg.max_size.map(|b| b.to_string());
-    if let Some(ms) = &retention_ms {
-        t = t.set("retention.ms", ms);
-    }
-    if let Some(b) = &retention_bytes {
-        t = t.set("retention.bytes", b);
-    }
-    create_topic(cfg, &t).await?;
+    let retention = Retention::of(cfg);
+    let t = retention.set(NewTopic::new(&name, cfg.partitions, TopicReplication::Fixed(cfg.replication as i32)));
+    create_topics(cfg, &[&t], &format!("the topic {name}")).await?;
     known.insert(topic.to_string());
     Ok(())
 }
