@@ -470,14 +470,14 @@ impl Tally<'_> {
     }
 }
 
-/// The record of a window's posts.
-pub fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Iterator<Item = Counted<'a>>) -> StatsRecord {
-    tally(cal, posts).into_record(&id, cal, top_k)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record of a window's posts, built (what the written JSON is checked against).
+    fn build<'a>(id: WindowId<'_>, cal: &Calendar, top_k: usize, posts: impl Iterator<Item = Counted<'a>>) -> StatsRecord {
+        tally(cal, posts).into_record(&id, cal, top_k)
+    }
 
     #[test]
     fn summary_uses_nearest_rank() {
