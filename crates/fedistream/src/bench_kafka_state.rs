@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
+use fedistream_connectors::mastodon::source::account_unit;
 use fedistream_connectors::synthetic::Generator;
 use fedistream_core::log::{AppendBatch, StatePut};
 use fedistream_core::post::Via;
@@ -54,7 +55,7 @@ pub async fn run(
     let (mut appended, mut next_report, mut pruned) = (0usize, report_every, 0u64);
     let mut pending = std::collections::VecDeque::new();
     let in_flight = fedistream_core::runtime::RuntimeOptions::default().appends_in_flight.max(1);
-    let unit = |acct: &str| -> Option<std::sync::Arc<str>> { Some(format!("bench/{acct}").into()) };
+    let unit = |acct: &str| -> Option<std::sync::Arc<str>> { Some(account_unit("bench", acct).into()) };
     println!("fedistream bench kafka-state: {count} statuses of {accounts} accounts, horizon {horizon:?}");
     println!("  {:>9}  {:>10}  {:>9}  {:>8}", "events", "state keys", "RSS MiB", "seconds");
     while appended < count {
